@@ -1,0 +1,85 @@
+/**
+ * The server's configuration: one field per etcd flag that applies to a single node.
+ * The CLI (`src/cli/`) fills it from flags and `ETCD_*` variables; the embedded server takes
+ * it directly. Defaults are etcd 3.4's.
+ */
+
+/** TLS settings of the client listener (etcd's `--cert-file` … `--client-crl-file`). */
+export interface ClientTlsConfig {
+  /** PEM certificate file (`--cert-file`). */
+  certFile: string;
+  /** PEM private key file (`--key-file`). */
+  keyFile: string;
+  /** CA bundle used to verify client certificates (`--trusted-ca-file`); '' = none. */
+  trustedCaFile: string;
+  /** Require and verify client certificates (`--client-cert-auth`). */
+  clientCertAuth: boolean;
+  /** Generate a self-signed certificate when no cert/key is given (`--auto-tls`). */
+  autoTls: boolean;
+  /** Allowed cipher suites, etcd (Go) names (`--cipher-suites`); empty = Node's defaults. */
+  cipherSuites: string[];
+  /** PEM certificate revocation list (`--client-crl-file`); '' = none. */
+  clientCrlFile: string;
+}
+
+export type AutoCompactionMode = 'periodic' | 'revision';
+
+export interface ServerConfig {
+  /** Human-readable member name (`--name`). @default 'default' */
+  name: string;
+  /** Data directory (`--data-dir`). @default '${name}.etcd' */
+  dataDir: string;
+  /** URLs the client API listens on (`--listen-client-urls`). @default ['http://localhost:2379'] */
+  listenClientUrls: string[];
+  /** Client URLs advertised to clients (`--advertise-client-urls`). @default ['http://localhost:2379'] */
+  advertiseClientUrls: string[];
+  /** Extra URLs serving /metrics, /health and /version only (`--listen-metrics-urls`). @default [] */
+  listenMetricsUrls: string[];
+  /** Peer URLs used only to derive the member ID as etcd does (`--initial-advertise-peer-urls`). @default ['http://localhost:2380'] */
+  initialAdvertisePeerUrls: string[];
+  /** Cluster token used only to derive the member and cluster IDs as etcd does (`--initial-cluster-token`). @default 'etcd-cluster' */
+  initialClusterToken: string;
+  /** Largest client request, in bytes (`--max-request-bytes`). @default 1572864 (1.5 MiB) */
+  maxRequestBytes: number;
+  /** Most operations in one txn (`--max-txn-ops`). @default 128 */
+  maxTxnOps: number;
+  /** Backend size, in bytes, that raises the NOSPACE alarm (`--quota-backend-bytes`); 0 = default 2 GiB, negative = no quota. @default 0 */
+  quotaBackendBytes: number;
+  /** Auto compaction mode (`--auto-compaction-mode`). @default 'periodic' */
+  autoCompactionMode: AutoCompactionMode;
+  /** Retention: a duration ('1h', '30m', or a bare number of hours) for periodic, a revision count for revision; '0' = off (`--auto-compaction-retention`). @default '0' */
+  autoCompactionRetention: string;
+  /** Log level (`--log-level`): debug, info, warn, error, panic, fatal. @default 'info' */
+  logLevel: string;
+  /** Max concurrent HTTP/2 streams per client connection (`--max-concurrent-streams`). @default 4294967295 */
+  maxConcurrentStreams: number;
+  /** Interval of periodic watch progress notifications, in ms (`--experimental-watch-progress-notify-interval`). @default 600000 */
+  watchProgressNotifyIntervalMs: number;
+  /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
+  clientTls: ClientTlsConfig | undefined;
+}
+
+/** etcd's defaults (etcd `embed.NewConfig`). */
+export function defaultConfig(): ServerConfig {
+  return {
+    name: 'default',
+    dataDir: 'default.etcd',
+    listenClientUrls: ['http://localhost:2379'],
+    advertiseClientUrls: ['http://localhost:2379'],
+    listenMetricsUrls: [],
+    initialAdvertisePeerUrls: ['http://localhost:2380'],
+    initialClusterToken: 'etcd-cluster',
+    maxRequestBytes: 1.5 * 1024 * 1024,
+    maxTxnOps: 128,
+    quotaBackendBytes: 0,
+    autoCompactionMode: 'periodic',
+    autoCompactionRetention: '0',
+    logLevel: 'info',
+    maxConcurrentStreams: 4294967295,
+    watchProgressNotifyIntervalMs: 10 * 60 * 1000,
+    clientTls: undefined,
+  };
+}
+
+/** Default backend quota when `quotaBackendBytes` is 0 (etcd `DefaultQuotaBytes`): 2 GiB. */
+export const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;
