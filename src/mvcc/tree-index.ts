@@ -1,0 +1,215 @@
+/**
+ * The in-memory index of the MVCC store (etcd `mvcc/index.go`, `treeIndex`): an ordered map
+ * from key to its keyIndex, answering "which revision holds key K as of revision R" for single
+ * keys and key ranges.
+ *
+ * Ranges follow etcd's `(key, end)` convention everywhere below:
+ * - `end` undefined or `''`: the single key `key`;
+ * - `end === '\0'`: every key ≥ `key` (from-key; with `key === '\0'` that is every key);
+ * - otherwise: the keys in [key, end), nothing if `end <= key`.
+ *
+ * Everything here is synchronous and single-threaded, so etcd's index lock has no counterpart:
+ * a caller sees each method's effect as atomic.
+ */
+import sortedBtree from 'sorted-btree';
+import { compareRev, type Revision } from './revision.js';
+import type { Key } from './key.js';
+import { KeyIndex, RevisionNotFoundError, RevisionSet, type IndexGetResult } from './key-index.js';
+
+export { KeyIndex, RevisionNotFoundError, RevisionSet, type IndexGetResult };
+
+const BTree = sortedBtree.default;
+type BTree<K, V> = sortedBtree.default<K, V>;
+
+/**
+ * A bound above every key: keys are strings of characters 0–255 (key.ts), and any such string
+ * compares below a string starting with character 256. Used as the end of from-key ranges.
+ */
+const AFTER_ALL_KEYS = '\u0100';
+
+/** Bytewise key order: for one-byte-per-character strings `<` compares exactly as the bytes do. */
+function compareKeys(a: Key, b: Key): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** True when `end` selects the single key (etcd's nil range end). */
+function isSingleKey(end: Key | undefined): end is undefined | '' {
+  return end === undefined || end === '';
+}
+
+/** sorted-btree's editAll instruction to delete the current pair; shared, never mutated. */
+const DELETE_PAIR = Object.freeze({ delete: true as const });
+
+/** The in-memory MVCC index (etcd `treeIndex`): key → keyIndex in a B+ tree ordered bytewise. */
+export class TreeIndex {
+  /** Every key with indexed history → its keyIndex; never holds an empty keyIndex after `compact`. */
+  private readonly tree: BTree<Key, KeyIndex> = new BTree<Key, KeyIndex>(undefined, compareKeys);
+
+  /** Number of keys in the index, deleted-but-not-yet-compacted keys included. */
+  get size(): number {
+    return this.tree.size;
+  }
+
+  /** The keyIndex of `key`, or undefined if the index has none (etcd `treeIndex.KeyIndex`). */
+  keyIndex(key: Key): KeyIndex | undefined {
+    return this.tree.get(key);
+  }
+
+  /**
+   * Records a put of `key` at `rev` (etcd `treeIndex.Put`).
+   * @throws Error if `rev` is not after the key's last change.
+   */
+  put(key: Key, rev: Revision): void {
+    const ki = this.tree.get(key);
+    if (ki !== undefined) {
+      ki.put(rev.main, rev.sub);
+      return;
+    }
+    const created = new KeyIndex(key);
+    created.put(rev.main, rev.sub);
+    this.tree.set(key, created);
+  }
+
+  /**
+   * Records the deletion of `key` at `rev` (etcd `treeIndex.Tombstone`).
+   * @throws RevisionNotFoundError if `key` does not exist (absent from the index, or deleted).
+   * @throws Error if `rev` is not after the key's last change.
+   */
+  tombstone(key: Key, rev: Revision): void {
+    const ki = this.tree.get(key);
+    if (ki === undefined) throw new RevisionNotFoundError(key);
+    ki.tombstone(rev.main, rev.sub);
+  }
+
+  /**
+   * Rebuilds the index at startup, fed the backend's put records in revision order (etcd
+   * `restoreIntoIndex`): for a key not yet in the index, creates its keyIndex from the record
+   * (`created` = the record's create_revision as {main, 0}, `modified` = its revision, `ver` = its
+   * version); for a key already there, records a put at `modified` (`created` and `ver` follow
+   * from the history). Tombstone records go to `tombstone`.
+   * @throws Error if `modified` is not after the key's last change.
+   */
+  restore(key: Key, created: Revision, modified: Revision, ver: number): void {
+    const ki = this.tree.get(key);
+    if (ki !== undefined) {
+      ki.put(modified.main, modified.sub);
+      return;
+    }
+    const restored = new KeyIndex(key);
+    restored.restore(created, modified, ver);
+    this.tree.set(key, restored);
+  }
+
+  /**
+   * The state of `key` as a reader at main revision `atRev` sees it (etcd `treeIndex.Get`), or
+   * undefined when the key did not exist then (etcd `ErrRevisionNotFound`).
+   */
+  get(key: Key, atRev: number): IndexGetResult | undefined {
+    return this.tree.get(key)?.get(atRev);
+  }
+
+  /**
+   * The keys of the range (see the module comment) that exist at main revision `atRev`, in key
+   * order, with the revision holding each one's value then (etcd `treeIndex.Range`).
+   * `keys[i]` pairs with `revs[i]`.
+   */
+  range(key: Key, end: Key | undefined, atRev: number): { keys: Key[]; revs: Revision[] } {
+    const keys: Key[] = [];
+    const revs: Revision[] = [];
+    if (isSingleKey(end)) {
+      const rev = this.tree.get(key)?.modifiedAt(atRev);
+      if (rev !== undefined) {
+        keys.push(key);
+        revs.push(rev);
+      }
+      return { keys, revs };
+    }
+    this.tree.forRange(key, rangeHigh(end), false, (k, ki) => {
+      const rev = ki.modifiedAt(atRev);
+      if (rev !== undefined) {
+        keys.push(k);
+        revs.push(rev);
+      }
+    });
+    return { keys, revs };
+  }
+
+  /**
+   * The revisions holding the values of the range's keys at main revision `atRev`, in key order
+   * (etcd 3.5 `treeIndex.Revisions`). `total` counts every key of the range that exists at
+   * `atRev`; `revs` stops at `limit` entries when `limit > 0` (no limit when `limit <= 0`).
+   */
+  revisions(key: Key, end: Key | undefined, atRev: number, limit: number): { revs: Revision[]; total: number } {
+    const revs: Revision[] = [];
+    if (isSingleKey(end)) {
+      const rev = this.tree.get(key)?.modifiedAt(atRev);
+      if (rev !== undefined) revs.push(rev);
+      return { revs, total: revs.length };
+    }
+    let total = 0;
+    this.tree.forRange(key, rangeHigh(end), false, (_k, ki) => {
+      const rev = ki.modifiedAt(atRev);
+      if (rev === undefined) return;
+      if (limit <= 0 || revs.length < limit) revs.push(rev);
+      total++;
+    });
+    return { revs, total };
+  }
+
+  /** Number of the range's keys that exist at main revision `atRev` (etcd 3.5 `treeIndex.CountRevisions`). */
+  countRevisions(key: Key, end: Key | undefined, atRev: number): number {
+    if (isSingleKey(end)) return this.tree.get(key)?.modifiedAt(atRev) !== undefined ? 1 : 0;
+    let total = 0;
+    this.tree.forRange(key, rangeHigh(end), false, (_k, ki) => {
+      if (ki.modifiedAt(atRev) !== undefined) total++;
+    });
+    return total;
+  }
+
+  /**
+   * Every change to the range's keys at main revision `rev` or later, sorted by revision, with
+   * one revision per key per main revision (the last, see `KeyIndex.since`) (etcd
+   * `treeIndex.RangeSince`).
+   */
+  rangeSince(key: Key, end: Key | undefined, rev: number): Revision[] {
+    if (isSingleKey(end)) return this.tree.get(key)?.since(rev) ?? [];
+    const revs: Revision[] = [];
+    this.tree.forRange(key, rangeHigh(end), false, (_k, ki) => {
+      for (const r of ki.since(rev)) revs.push(r);
+    });
+    return revs.sort(compareRev);
+  }
+
+  /**
+   * Compacts every keyIndex at main revision `rev` and removes the keys left empty (etcd
+   * `treeIndex.Compact`). Runs to completion in one synchronous pass over all keys.
+   * @returns the revisions ≤ `rev` whose backend records must survive (one per key alive at
+   *   `rev`: the record of its value then); every other record with revision ≤ `rev` may be
+   *   deleted. Test a record with `has(main, sub)`.
+   */
+  compact(rev: number): RevisionSet {
+    const available = new RevisionSet();
+    this.tree.editAll((_k, ki) => {
+      ki.compact(rev, available);
+      return ki.isEmpty() ? DELETE_PAIR : undefined;
+    });
+    return available;
+  }
+
+  /**
+   * The set `compact(rev)` would return, without changing the index (etcd `treeIndex.Keep`,
+   * used to hash the store as of a compaction).
+   */
+  keep(rev: number): RevisionSet {
+    const available = new RevisionSet();
+    this.tree.forEachPair((_k, ki) => {
+      ki.keep(rev, available);
+    });
+    return available;
+  }
+}
+
+/** The exclusive upper bound to scan up to for a non-single-key range end. */
+function rangeHigh(end: Key): Key {
+  return end === '\0' ? AFTER_ALL_KEYS : end;
+}
