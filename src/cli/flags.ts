@@ -1,0 +1,792 @@
+/**
+ * etcd's command line and `ETCD_*` environment, parsed into a {@link ServerConfig}.
+ *
+ * The syntax is Go's `flag` package, which etcd uses: `-flag value`, `--flag value`,
+ * `-flag=value`, `--flag=value`; a boolean flag alone means true and takes its value only after
+ * `=` (`--auto-tls=false`); `--` ends the flags; parsing stops at the first argument that is
+ * not a flag. The scanner below is a port of Go's `flag.(*FlagSet).parseOne`, with its error
+ * wording, rather than `util.parseArgs` or an npm parser: those follow POSIX/GNU conventions
+ * (`-name` is a group of one-letter flags, `--bool=false` is refused, a value starting with `-`
+ * is refused), and each of those differences would reject or misread an etcd command line.
+ *
+ * Every flag of etcd 3.4 (etcdmain/config.go) is in {@link FLAGS}, classified:
+ * - supported: lands in ServerConfig;
+ * - ignored: cluster-only or without meaning here; its value is still checked as etcd checks it,
+ *   and all ignored flags that were set are named in one warning;
+ * - rejected: ignoring it would silently change what the operator asked for, so it is an error
+ *   when set to anything but its default.
+ *
+ * Environment (etcd `pkg/flags.SetFlagsFromEnv`): each flag is also read from
+ * `ETCD_<NAME>` (upper case, `-` → `_`) when the command line does not set it and the variable
+ * is not empty. A variable shadowed by a command-line flag, or an `ETCD_*` variable that names
+ * no flag, gets a warning. etcd 3.4 exits on a shadowed variable; etcd ≤3.3 and etcd-ts warn
+ * and let the command line win. `ETCD_VERSION` is never read (Docker images set it to a version
+ * string, which etcd 3.4 rejects as a boolean).
+ */
+import { isIP } from 'node:net';
+
+import { defaultConfig, type ServerConfig } from '../config.js';
+import { isLogLevel, LOG_LEVELS } from '../logger.js';
+
+/** A command line that cannot be used: unknown flag, bad value, conflicting settings. */
+export class FlagError extends Error {
+  override readonly name = 'FlagError';
+}
+
+/** What the command line asks for. `warnings` are for the operator, one line each. */
+export type CommandLine =
+  | { action: 'run'; config: ServerConfig; warnings: string[] }
+  | { action: 'help' }
+  | { action: 'version' };
+
+/**
+ * How a flag's value is parsed: the Go `flag.Value` etcd registers for it.
+ * - `string`, `strings` (comma-separated, never fails), `bool` (Go's strconv.ParseBool);
+ * - `uint`/`uint64`, `uint32`, `int`/`int64`: Go integers with base prefixes (`0x`, `0o`,
+ *   `0b`, leading `0` = octal) and `_` separators;
+ * - `duration`: a Go duration (`10m`, `1h30m`, `100ms`);
+ * - `urls`: comma-separated etcd URLs (an empty value leaves the list as it was, as etcd's
+ *   `UniqueURLs` does); `origins`: the same, with `*` meaning any (`--cors`);
+ * - `legacy`: a flag etcd itself only accepts and ignores (boolean syntax, any value);
+ * - a list of strings: one of those words.
+ */
+type FlagKind =
+  | 'string'
+  | 'strings'
+  | 'bool'
+  | 'uint'
+  | 'uint32'
+  | 'uint64'
+  | 'int'
+  | 'int64'
+  | 'duration'
+  | 'urls'
+  | 'origins'
+  | 'legacy'
+  | readonly string[];
+
+type FlagSpec =
+  /** Lands in ServerConfig; `defaultText` and `usage` are as `etcd --help` prints them. */
+  | { use: 'supported'; name: string; kind: FlagKind; defaultText: string; usage: string }
+  /** Accepted, value checked, then ignored with a warning. */
+  | { use: 'ignored'; name: string; kind: FlagKind }
+  /** An error when set to anything but '' (its default); `reason` says why. */
+  | { use: 'rejected'; name: string; kind: FlagKind; reason: string };
+
+const supported = (name: string, kind: FlagKind, defaultText: string, usage: string): FlagSpec => ({
+  use: 'supported',
+  name,
+  kind,
+  defaultText,
+  usage,
+});
+const ignored = (name: string, kind: FlagKind): FlagSpec => ({ use: 'ignored', name, kind });
+
+/** Every flag of etcd 3.4, in the order of its help text. */
+const FLAGS: readonly FlagSpec[] = [
+  // Member.
+  supported('name', 'string', 'default', 'Human-readable name for this member.'),
+  supported('data-dir', 'string', '${name}.etcd', 'Path to the data directory.'),
+  ignored('wal-dir', 'string'),
+  ignored('snapshot-count', 'uint64'),
+  ignored('heartbeat-interval', 'uint'),
+  ignored('election-timeout', 'uint'),
+  ignored('initial-election-tick-advance', 'bool'),
+  ignored('listen-peer-urls', 'urls'),
+  supported('listen-client-urls', 'urls', 'http://localhost:2379', 'List of URLs to listen on for client traffic.'),
+  ignored('max-snapshots', 'uint'),
+  ignored('max-wals', 'uint'),
+  supported(
+    'quota-backend-bytes',
+    'int64',
+    '0',
+    'Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).',
+  ),
+  ignored('backend-batch-interval', 'duration'),
+  ignored('backend-batch-limit', 'int'),
+  supported('max-txn-ops', 'uint', '128', 'Maximum number of operations permitted in a transaction.'),
+  supported('max-request-bytes', 'uint', '1572864', 'Maximum client request size in bytes the server will accept.'),
+  supported(
+    'max-concurrent-streams',
+    'uint32',
+    'math.MaxUint32',
+    'Maximum concurrent streams that each client can open at a time.',
+  ),
+  ignored('grpc-keepalive-min-time', 'duration'),
+  ignored('grpc-keepalive-interval', 'duration'),
+  ignored('grpc-keepalive-timeout', 'duration'),
+  // Clustering.
+  supported(
+    'initial-advertise-peer-urls',
+    'urls',
+    'http://localhost:2380',
+    "List of this member's peer URLs; etcd-ts uses them only to derive the member ID as etcd does.",
+  ),
+  ignored('initial-cluster', 'string'),
+  ignored('initial-cluster-state', ['new', 'existing']),
+  supported(
+    'initial-cluster-token',
+    'string',
+    'etcd-cluster',
+    'Initial cluster token; etcd-ts uses it only to derive the member and cluster IDs as etcd does.',
+  ),
+  supported(
+    'advertise-client-urls',
+    'urls',
+    'http://localhost:2379',
+    "List of this member's client URLs to advertise to the public.",
+  ),
+  ignored('discovery', 'string'),
+  ignored('discovery-fallback', ['proxy', 'exit']),
+  ignored('discovery-proxy', 'string'),
+  ignored('discovery-srv', 'string'),
+  ignored('discovery-srv-name', 'string'),
+  ignored('strict-reconfig-check', 'bool'),
+  ignored('pre-vote', 'bool'),
+  supported(
+    'auto-compaction-retention',
+    'string',
+    '0',
+    'Auto compaction retention length. 0 means disable auto compaction.',
+  ),
+  supported(
+    'auto-compaction-mode',
+    'string',
+    'periodic',
+    "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, " +
+      "defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.",
+  ),
+  ignored('enable-v2', 'bool'),
+  // Security.
+  supported('cert-file', 'string', '', 'Path to the client server TLS cert file.'),
+  supported('key-file', 'string', '', 'Path to the client server TLS key file.'),
+  supported('client-cert-auth', 'bool', 'false', 'Enable client cert authentication.'),
+  supported('client-crl-file', 'string', '', 'Path to the client certificate revocation list file.'),
+  {
+    use: 'rejected',
+    name: 'client-cert-allowed-hostname',
+    kind: 'string',
+    reason:
+      '--client-cert-allowed-hostname is not supported by etcd-ts; it refuses to start with weaker ' +
+      'client certificate checks than asked for',
+  },
+  supported('trusted-ca-file', 'string', '', 'Path to the client server TLS trusted CA cert file.'),
+  supported('auto-tls', 'bool', 'false', 'Client TLS using generated certificates.'),
+  ignored('peer-cert-file', 'string'),
+  ignored('peer-key-file', 'string'),
+  ignored('peer-client-cert-auth', 'bool'),
+  ignored('peer-trusted-ca-file', 'string'),
+  ignored('peer-cert-allowed-cn', 'string'),
+  ignored('peer-cert-allowed-hostname', 'string'),
+  ignored('peer-auto-tls', 'bool'),
+  ignored('peer-crl-file', 'string'),
+  supported(
+    'cipher-suites',
+    'strings',
+    '',
+    'Comma-separated list of supported TLS cipher suites, by their Go names (empty means the defaults).',
+  ),
+  ignored('cors', 'origins'),
+  ignored('host-whitelist', 'strings'),
+  ignored('experimental-peer-skip-client-san-verification', 'bool'),
+  // Auth.
+  ignored('auth-token', 'string'),
+  ignored('bcrypt-cost', 'uint'),
+  ignored('auth-token-ttl', 'uint'),
+  // Profiling and monitoring.
+  ignored('enable-pprof', 'bool'),
+  ignored('metrics', 'string'),
+  supported(
+    'listen-metrics-urls',
+    'urls',
+    '',
+    'List of URLs to listen on for the metrics and health endpoints.',
+  ),
+  ignored('enable-grpc-gateway', 'bool'),
+  // Logging.
+  ignored('logger', 'string'),
+  ignored('log-outputs', 'strings'),
+  ignored('log-output', 'strings'),
+  supported(
+    'log-level',
+    'string',
+    'info',
+    `Configures log level. Only supports ${LOG_LEVELS.join(', ')}.`,
+  ),
+  supported('debug', 'bool', 'false', "Enable debug-level logging. Deprecated: use '--log-level=debug' instead."),
+  ignored('log-package-levels', 'string'),
+  // v2 proxy.
+  ignored('proxy', ['off', 'readonly', 'on']),
+  ignored('proxy-failure-wait', 'uint'),
+  ignored('proxy-refresh-interval', 'uint'),
+  ignored('proxy-dial-timeout', 'uint'),
+  ignored('proxy-write-timeout', 'uint'),
+  ignored('proxy-read-timeout', 'uint'),
+  // Experimental.
+  ignored('experimental-initial-corrupt-check', 'bool'),
+  ignored('experimental-corrupt-check-time', 'duration'),
+  ignored('experimental-enable-v2v3', 'string'),
+  ignored('experimental-backend-bbolt-freelist-type', 'string'),
+  ignored('experimental-enable-lease-checkpoint', 'bool'),
+  ignored('experimental-enable-lease-checkpoint-persist', 'bool'),
+  ignored('experimental-compaction-batch-limit', 'int'),
+  supported(
+    'experimental-watch-progress-notify-interval',
+    'duration',
+    '10m',
+    'Duration of periodical watch progress notification.',
+  ),
+  ignored('experimental-warning-apply-duration', 'duration'),
+  // Unsafe.
+  ignored('unsafe-no-fsync', 'bool'),
+  ignored('force-new-cluster', 'bool'),
+  // Others.
+  {
+    use: 'rejected',
+    name: 'config-file',
+    kind: 'string',
+    reason:
+      'etcd-ts does not read etcd configuration files (--config-file); pass the settings as flags ' +
+      'or ETCD_* environment variables',
+  },
+  // Read from the command line only; see the module comment.
+  supported('version', 'bool', 'false', 'Print the version and exit.'),
+  // Flags etcd itself accepts and ignores (etcdmain `ignored`).
+  ...[
+    'cluster-active-size',
+    'cluster-remove-delay',
+    'cluster-sync-interval',
+    'config',
+    'force',
+    'max-result-buffer',
+    'max-retry-attempts',
+    'peer-heartbeat-interval',
+    'peer-election-timeout',
+    'retry-interval',
+    'snapshot',
+    'v',
+    'vv',
+    'test.coverprofile',
+    'test.outputdir',
+  ].map((name) => ignored(name, 'legacy')),
+];
+
+const FLAG_BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));
+
+/** The cipher suite names etcd 3.4 accepts (Go 1.19 `tls.CipherSuites`, `InsecureCipherSuites`, and etcd's two aliases). */
+const GO_CIPHER_SUITES: ReadonlySet<string> = new Set([
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA',
+  'TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA',
+  'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA',
+  'TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA',
+  'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256',
+  'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384',
+  'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256',
+  'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384',
+  'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256',
+  'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256',
+  'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305',
+  'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305',
+  'TLS_RSA_WITH_AES_128_CBC_SHA',
+  'TLS_RSA_WITH_AES_256_CBC_SHA',
+  'TLS_RSA_WITH_AES_128_GCM_SHA256',
+  'TLS_RSA_WITH_AES_256_GCM_SHA384',
+  'TLS_RSA_WITH_RC4_128_SHA',
+  'TLS_RSA_WITH_3DES_EDE_CBC_SHA',
+  'TLS_RSA_WITH_AES_128_CBC_SHA256',
+  'TLS_ECDHE_ECDSA_WITH_RC4_128_SHA',
+  'TLS_ECDHE_RSA_WITH_RC4_128_SHA',
+  'TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA',
+  'TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256',
+  'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256',
+]);
+
+/** etcd's floor for `--experimental-watch-progress-notify-interval` (v3rpc `minWatchProgressInterval`). */
+const MIN_WATCH_PROGRESS_INTERVAL_MS = 100;
+
+/** A parsed flag value: text, boolean, Go integer, duration in ms, or a list (URLs, words). */
+type FlagValue = string | boolean | bigint | number | readonly string[];
+
+/** The environment variable of a flag (etcd `flags.FlagToEnv`): `data-dir` → `ETCD_DATA_DIR`. */
+function flagToEnv(name: string): string {
+  return `ETCD_${name.toUpperCase().replaceAll('-', '_')}`;
+}
+
+/**
+ * Parses an etcd command line and environment.
+ * @param argv the arguments after the program name (`process.argv.slice(2)`).
+ * @param env the environment (`process.env`); only `ETCD_*` variables are read.
+ * @returns `help` for `-h`/`--help` (the caller prints {@link usage} and exits 0, as etcd);
+ *   `version` for `--version`; otherwise `run` with the config (etcd's defaults where nothing
+ *   is set) and the warnings to log.
+ * @throws FlagError naming the flag or variable: unknown flag, missing or malformed value (size,
+ *   URL, duration, boolean, choice), a positional argument, a rejected flag, or a combination
+ *   etcd refuses (e.g. `--listen-client-urls` without `--advertise-client-urls`, an https://
+ *   URL without `--cert-file`/`--key-file` or `--auto-tls`).
+ */
+export function parseFlags(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CommandLine {
+  const values = new Map<string, FlagValue>(); // flag name → its value, when set
+  const source = new Map<string, string>(); // flag name → where it was set: '--name' or 'ETCD_NAME'
+
+  // 1. The command line, as Go's flag.Parse (parseOne) reads it.
+  let i = 0;
+  while (i < argv.length) {
+    const arg = argv[i] as string;
+    if (arg.length < 2 || !arg.startsWith('-')) break;
+    if (arg === '--') {
+      i++;
+      break;
+    }
+    const dashes = arg.startsWith('--') ? 2 : 1;
+    let name = arg.slice(dashes);
+    if (name === '' || name.startsWith('-') || name.startsWith('=')) {
+      throw new FlagError(`bad flag syntax: ${arg}`);
+    }
+    i++;
+    let value: string | undefined;
+    const eq = name.indexOf('=');
+    if (eq > 0) {
+      value = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    }
+    const spec = FLAG_BY_NAME.get(name);
+    if (spec === undefined) {
+      if (name === 'help' || name === 'h') return { action: 'help' };
+      throw new FlagError(`flag provided but not defined: -${name}`);
+    }
+    if (isBoolean(spec.kind)) {
+      const given = value ?? 'true';
+      setValue(spec, given, values, (reason) => `invalid boolean value ${JSON.stringify(given)} for -${name}: ${reason}`);
+    } else {
+      if (value === undefined) {
+        if (i >= argv.length) throw new FlagError(`flag needs an argument: -${name}`);
+        value = argv[i++] as string;
+      }
+      const given = value;
+      setValue(spec, given, values, (reason) => `invalid value ${JSON.stringify(given)} for flag -${name}: ${reason}`);
+    }
+    source.set(name, `--${name}`);
+  }
+
+  // 2. What is left must be nothing (etcd etcdmain: "'%s' is not a valid flag").
+  const positional = argv[i];
+  if (positional !== undefined) {
+    if (i === 0 && (positional === 'gateway' || positional === 'grpc-proxy')) {
+      throw new FlagError(`etcd-ts does not implement 'etcd ${positional}'`);
+    }
+    throw new FlagError(`'${positional}' is not a valid flag`);
+  }
+  if (values.get('version') === true) return { action: 'version' };
+
+  // 3. The environment, for flags the command line left unset (etcd flags.SetFlagsFromEnv).
+  const warnings: string[] = [];
+  const envNames = new Map(FLAGS.map((f) => [flagToEnv(f.name), f]));
+  for (const key of Object.keys(env).sort()) {
+    const raw = env[key];
+    if (raw === undefined || !key.startsWith('ETCD_') || key === 'ETCD_VERSION') continue;
+    const spec = envNames.get(key);
+    if (spec === undefined) {
+      warnings.push(`unrecognized environment variable ${key}=${raw}`);
+    } else if (source.has(spec.name)) {
+      warnings.push(`recognized environment variable ${key}, but unused: shadowed by corresponding flag`);
+    } else if (raw !== '') {
+      setValue(spec, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${key}: ${reason}`);
+      source.set(spec.name, key);
+    }
+  }
+
+  // 4. One warning naming every ignored flag that was set.
+  const ignoredSet = FLAGS.filter((f) => f.use === 'ignored' && source.has(f.name)).map((f) => source.get(f.name));
+  if (ignoredSet.length > 0) {
+    warnings.push(`ignoring flags that do not apply to a single-node etcd-ts: ${ignoredSet.join(', ')}`);
+  }
+
+  return { action: 'run', config: buildConfig(values, source, warnings), warnings };
+}
+
+function isBoolean(kind: FlagKind): boolean {
+  return kind === 'bool' || kind === 'legacy';
+}
+
+/**
+ * Parses `raw` as `spec` says and stores it in `values` (an empty URL list leaves the old list,
+ * as etcd's UniqueURLs does).
+ * @throws FlagError with `describe(reason)` when the value is malformed, or the spec's reason
+ *   when a rejected flag is set to anything but ''.
+ */
+function setValue(
+  spec: FlagSpec,
+  raw: string,
+  values: Map<string, FlagValue>,
+  describe: (reason: string) => string,
+): void {
+  let value: FlagValue | undefined;
+  try {
+    value = parseValue(spec.kind, raw);
+  } catch (err) {
+    throw new FlagError(describe((err as Error).message), { cause: err });
+  }
+  if (spec.use === 'rejected' && raw !== '') throw new FlagError(spec.reason);
+  if (value !== undefined) values.set(spec.name, value);
+}
+
+/**
+ * One value of a flag of the given kind (see {@link FlagKind}).
+ * @returns the value; undefined for an empty URL list (`''`, or `*` for origins).
+ * @throws Error whose message is the reason, in Go's words where Go has them ("parse error").
+ */
+function parseValue(kind: FlagKind, raw: string): FlagValue | undefined {
+  if (typeof kind !== 'string') {
+    if (kind.includes(raw)) return raw;
+    throw new Error(`invalid value (want one of ${kind.map((k) => JSON.stringify(k)).join(', ')})`);
+  }
+  switch (kind) {
+    case 'string':
+    case 'legacy':
+      return raw;
+    case 'strings':
+      return raw.split(',');
+    case 'bool':
+      return parseGoBool(raw);
+    case 'uint':
+    case 'uint64':
+      return parseGoInteger(raw, false, 64);
+    case 'uint32':
+      return parseGoInteger(raw, false, 32);
+    case 'int':
+    case 'int64':
+      return parseGoInteger(raw, true, 64);
+    case 'duration':
+      try {
+        return parseGoDuration(raw);
+      } catch (err) {
+        throw new Error(`parse error (${(err as Error).message})`, { cause: err });
+      }
+    case 'urls':
+      return raw === '' ? undefined : parseUrls(raw).map((u) => u.url);
+    case 'origins':
+      return raw === '*' ? undefined : parseUrls(raw).map((u) => u.url);
+  }
+}
+
+/** Go's strconv.ParseBool. @throws Error "parse error". */
+function parseGoBool(raw: string): boolean {
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(raw)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(raw)) return false;
+  throw new Error('parse error');
+}
+
+/** Go integer literal syntax accepted by strconv.ParseInt/ParseUint with base 0, sign excluded. */
+const GO_INTEGER = /^(?:0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|0(?:_?[0-7])*|[1-9](?:_?[0-9])*)$/;
+
+/**
+ * Go's strconv.ParseInt / ParseUint with base 0, as Go's flag package calls them: decimal,
+ * `0x` hex, `0o` or leading-`0` octal, `0b` binary, `_` between digits; a sign only if signed.
+ * @param bits the integer width (32 or 64) that bounds the value.
+ * @throws Error "parse error" or "value out of range" (Go's flag wording) with a hint.
+ */
+function parseGoInteger(raw: string, signed: boolean, bits: 32 | 64): bigint {
+  let digits = raw;
+  let negative = false;
+  if (signed && (digits.startsWith('+') || digits.startsWith('-'))) {
+    negative = digits.startsWith('-');
+    digits = digits.slice(1);
+  }
+  if (!GO_INTEGER.test(digits)) {
+    throw new Error(`parse error (want ${signed ? 'an integer' : 'a non-negative integer'})`);
+  }
+  digits = digits.replaceAll('_', '');
+  if (/^0[0-7]/.test(digits)) digits = `0o${digits.slice(1)}`; // Go's legacy octal; BigInt reads '017' as decimal
+  const magnitude = BigInt(digits);
+  const value = negative ? -magnitude : magnitude;
+  const max = signed ? (1n << BigInt(bits - 1)) - 1n : (1n << BigInt(bits)) - 1n;
+  const min = signed ? -(1n << BigInt(bits - 1)) : 0n;
+  if (value > max || value < min) throw new Error(`value out of range (${min}..${max})`);
+  return value;
+}
+
+/** Nanoseconds per unit of a Go duration (time.ParseDuration's unitMap). */
+const DURATION_UNIT_NS: Readonly<Record<string, bigint>> = {
+  ns: 1n,
+  us: 1_000n,
+  'µs': 1_000n, // U+00B5 micro sign
+  'μs': 1_000n, // U+03BC Greek mu
+  ms: 1_000_000n,
+  s: 1_000_000_000n,
+  m: 60_000_000_000n,
+  h: 3_600_000_000_000n,
+};
+
+/**
+ * Go's time.ParseDuration: a signed sequence of decimal numbers, each with an optional fraction
+ * and a unit (ns, us, µs, ms, s, m, h), e.g. `300ms`, `-1.5h`, `2h45m`; `0` needs no unit.
+ * @returns the duration in milliseconds (fractional below 1 ms).
+ * @throws Error with Go's message: `time: invalid duration "x"`, `time: missing unit in duration
+ *   "10"`, `time: unknown unit "x" in duration "10x"`.
+ */
+export function parseGoDuration(text: string): number {
+  const quoted = JSON.stringify(text);
+  let s = text;
+  let negative = false;
+  if (s.startsWith('-') || s.startsWith('+')) {
+    negative = s.startsWith('-');
+    s = s.slice(1);
+  }
+  if (s === '0') return 0;
+  if (s === '') throw new Error(`time: invalid duration ${quoted}`);
+  let totalNs = 0n;
+  while (s !== '') {
+    const number = /^([0-9]*)(?:\.([0-9]*))?/.exec(s) as RegExpExecArray;
+    const whole = number[1] as string;
+    const fraction = number[2] ?? '';
+    if (whole === '' && fraction === '') throw new Error(`time: invalid duration ${quoted}`);
+    s = s.slice(number[0].length);
+    const unitLength = s.search(/[0-9.]/);
+    const unit = unitLength < 0 ? s : s.slice(0, unitLength);
+    if (unit === '') throw new Error(`time: missing unit in duration ${quoted}`);
+    const unitNs = DURATION_UNIT_NS[unit];
+    if (unitNs === undefined) throw new Error(`time: unknown unit ${JSON.stringify(unit)} in duration ${quoted}`);
+    s = s.slice(unit.length);
+    totalNs += BigInt(whole || '0') * unitNs;
+    if (fraction !== '') totalNs += (BigInt(fraction) * unitNs) / 10n ** BigInt(fraction.length);
+    if (totalNs > (1n << 63n) - 1n) throw new Error(`time: invalid duration ${quoted}`);
+  }
+  const ms = Number(totalNs) / 1e6;
+  return negative ? -ms : ms;
+}
+
+/** One URL of an etcd URL list: `url` as given (scheme lower-cased), `host` without brackets. */
+interface EtcdUrl {
+  url: string;
+  scheme: string;
+  host: string;
+}
+
+/**
+ * etcd's types.NewURLs: comma-separated http, https, unix or unixs URLs of the form
+ * `scheme://host:port`, without a path; spaces around each are trimmed.
+ * @returns the URLs sorted and without duplicates (etcd sorts them too).
+ * @throws Error with etcd's message naming the bad URL.
+ */
+function parseUrls(raw: string): EtcdUrl[] {
+  const urls = raw.split(',').map(parseUrl);
+  const unique = new Map(urls.map((u) => [u.url, u]));
+  return [...unique.keys()].sort().map((k) => unique.get(k) as EtcdUrl);
+}
+
+function parseUrl(input: string): EtcdUrl {
+  const text = input.trim();
+  const scheme = (/^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text)?.[1] ?? '').toLowerCase();
+  if (!['http', 'https', 'unix', 'unixs'].includes(scheme)) {
+    throw new Error(`URL scheme must be http, https, unix, or unixs: ${text}`);
+  }
+  const notHostPort = new Error(`URL address does not have the form "host:port": ${text}`);
+  const rest = text.slice(scheme.length + 1);
+  if (!rest.startsWith('//')) throw notHostPort;
+  const afterSlashes = rest.slice(2);
+  const authorityEnd = afterSlashes.search(/[/?#]/);
+  const authority = authorityEnd < 0 ? afterSlashes : afterSlashes.slice(0, authorityEnd);
+  const hostPort = authority.slice(authority.lastIndexOf('@') + 1);
+  if (/\s/.test(hostPort)) throw new Error(`parse ${JSON.stringify(text)}: invalid character in host name`);
+  const split = splitHostPort(hostPort);
+  if (split === undefined) throw notHostPort;
+  if (!/^[0-9]*$/.test(split.port)) {
+    throw new Error(`parse ${JSON.stringify(text)}: invalid port ":${split.port}" after host`);
+  }
+  const path = authorityEnd < 0 ? '' : (afterSlashes.slice(authorityEnd).split(/[?#]/)[0] as string);
+  if (path !== '') throw new Error(`URL must not contain a path: ${text}`);
+  return { url: scheme + text.slice(scheme.length), scheme, host: split.host };
+}
+
+/** Go's net.SplitHostPort: `host:port` or `[ipv6]:port`. @returns undefined where Go errs. */
+function splitHostPort(hostPort: string): { host: string; port: string } | undefined {
+  if (hostPort.startsWith('[')) {
+    const close = hostPort.indexOf(']');
+    if (close < 0 || hostPort[close + 1] !== ':') return undefined;
+    const host = hostPort.slice(1, close);
+    const port = hostPort.slice(close + 2);
+    return /[[\]]/.test(host) || /[[\]]/.test(port) ? undefined : { host, port };
+  }
+  const colon = hostPort.lastIndexOf(':');
+  if (colon < 0) return undefined;
+  const host = hostPort.slice(0, colon);
+  if (host.includes(':') || /[[\]]/.test(hostPort)) return undefined;
+  return { host, port: hostPort.slice(colon + 1) };
+}
+
+/**
+ * Builds the config from the parsed values and checks it as etcd's `embed.Config.Validate` and
+ * listener setup do. Appends etcd's warnings for deprecated or adjusted settings.
+ * @throws FlagError for a combination etcd refuses.
+ */
+function buildConfig(
+  values: ReadonlyMap<string, FlagValue>,
+  source: ReadonlyMap<string, string>,
+  warnings: string[],
+): ServerConfig {
+  const config = defaultConfig();
+  const text = (name: string): string | undefined => {
+    const v = values.get(name);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const flag = (name: string): boolean => values.get(name) === true;
+  const integer = (name: string): number | undefined => {
+    const v = values.get(name);
+    return typeof v === 'bigint' ? Number(v) : undefined;
+  };
+  const list = (name: string): string[] | undefined => {
+    const v = values.get(name);
+    return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
+  };
+
+  // 1. Member and limits.
+  config.name = text('name') ?? config.name;
+  config.dataDir = text('data-dir') || `${config.name}.etcd`; // etcdmain: an empty --data-dir means ${name}.etcd
+  config.initialClusterToken = text('initial-cluster-token') ?? config.initialClusterToken;
+  config.maxRequestBytes = integer('max-request-bytes') ?? config.maxRequestBytes;
+  config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
+  config.quotaBackendBytes = integer('quota-backend-bytes') ?? config.quotaBackendBytes;
+  config.maxConcurrentStreams = integer('max-concurrent-streams') ?? config.maxConcurrentStreams;
+
+  // 2. URLs: listeners must bind to an IP or localhost, advertised URLs need a host, and an
+  // explicit --listen-client-urls needs an explicit --advertise-client-urls (etcd Validate).
+  config.listenClientUrls = list('listen-client-urls') ?? config.listenClientUrls;
+  config.advertiseClientUrls = list('advertise-client-urls') ?? config.advertiseClientUrls;
+  config.listenMetricsUrls = list('listen-metrics-urls') ?? config.listenMetricsUrls;
+  config.initialAdvertisePeerUrls = list('initial-advertise-peer-urls') ?? config.initialAdvertisePeerUrls;
+  for (const u of [...config.listenClientUrls, ...config.listenMetricsUrls].map(parseUrl)) {
+    if (u.scheme.startsWith('unix') || u.host === 'localhost' || isIP(u.host) !== 0) continue;
+    throw new FlagError(`expected IP in URL for binding (${u.url})`);
+  }
+  for (const [name, urls] of [
+    ['initial-advertise-peer-urls', config.initialAdvertisePeerUrls],
+    ['advertise-client-urls', config.advertiseClientUrls],
+  ] as const) {
+    const empty = urls.find((u) => parseUrl(u).host === '');
+    if (empty !== undefined) {
+      throw new FlagError(`--${name} "${urls.join(',')}" must be "host:port" (unexpected empty host (${empty}))`);
+    }
+  }
+  if (source.has('listen-client-urls') && !source.has('advertise-client-urls')) {
+    throw new FlagError('--advertise-client-urls is required when --listen-client-urls is set explicitly');
+  }
+
+  // 3. Compaction and logging.
+  const mode = text('auto-compaction-mode') ?? config.autoCompactionMode;
+  if (mode !== 'periodic' && mode !== 'revision') {
+    throw new FlagError(`unknown auto-compaction-mode "${mode}" (want periodic or revision)`);
+  }
+  config.autoCompactionMode = mode;
+  config.autoCompactionRetention = text('auto-compaction-retention') || '0';
+  if (!/^\+?[0-9]+$/.test(config.autoCompactionRetention)) {
+    // etcd parseCompactionRetention: a non-negative integer (hours or revisions), else a duration.
+    try {
+      parseGoDuration(config.autoCompactionRetention);
+    } catch (err) {
+      throw new FlagError(`error parsing CompactionRetention: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  config.logLevel = text('log-level') ?? config.logLevel;
+  if (!isLogLevel(config.logLevel)) {
+    throw new FlagError(`unknown log level "${config.logLevel}" (--log-level wants one of ${LOG_LEVELS.join(', ')})`);
+  }
+  if (flag('debug')) {
+    warnings.push("deprecated '--debug' flag is set; use '--log-level=debug' instead");
+    config.logLevel = 'debug';
+  }
+
+  // 4. Watch progress: like etcd, a non-positive interval keeps the default, and one below
+  // 100 ms is raised to 100 ms.
+  const progressMs = values.get('experimental-watch-progress-notify-interval');
+  if (typeof progressMs === 'number' && progressMs > 0) {
+    if (progressMs < MIN_WATCH_PROGRESS_INTERVAL_MS) {
+      warnings.push(
+        `adjusting watch progress notify interval to minimum period ${MIN_WATCH_PROGRESS_INTERVAL_MS}ms`,
+      );
+    }
+    config.watchProgressNotifyIntervalMs = Math.max(progressMs, MIN_WATCH_PROGRESS_INTERVAL_MS);
+  }
+
+  // 5. Client TLS: filled when any TLS flag has a non-default value.
+  const tls = {
+    certFile: text('cert-file') ?? '',
+    keyFile: text('key-file') ?? '',
+    trustedCaFile: text('trusted-ca-file') ?? '',
+    clientCertAuth: flag('client-cert-auth'),
+    autoTls: flag('auto-tls'),
+    cipherSuites: (list('cipher-suites') ?? []).filter((c) => c !== ''),
+    clientCrlFile: text('client-crl-file') ?? '',
+  };
+  const unknownSuite = tls.cipherSuites.find((c) => !GO_CIPHER_SUITES.has(c));
+  if (unknownSuite !== undefined) throw new FlagError(`unexpected TLS cipher suite "${unknownSuite}"`);
+  if ((tls.certFile === '') !== (tls.keyFile === '')) {
+    throw new FlagError(`--cert-file and --key-file must be given together (cert: "${tls.certFile}", key: "${tls.keyFile}")`);
+  }
+  const hasCert = tls.certFile !== '' || tls.autoTls;
+  const secure = (u: string): boolean => u.startsWith('https:') || u.startsWith('unixs:');
+  for (const u of config.listenClientUrls) {
+    if (secure(u) && !hasCert) {
+      throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`);
+    }
+    if (!secure(u) && tls.certFile !== '') {
+      warnings.push(`scheme is HTTP while key and cert files are present; ignoring key and cert files (client-url ${u})`);
+    }
+    if (!secure(u) && tls.clientCertAuth) {
+      warnings.push(`scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL (client-url ${u})`);
+    }
+  }
+  for (const u of config.listenMetricsUrls) {
+    if (secure(u) && !hasCert) throw new FlagError(`cannot listen on TLS for ${u}: KeyFile and CertFile are not presented`);
+  }
+  const anyTls =
+    tls.certFile !== '' || tls.keyFile !== '' || tls.trustedCaFile !== '' || tls.clientCertAuth || tls.autoTls ||
+    tls.cipherSuites.length > 0 || tls.clientCrlFile !== '';
+  config.clientTls = anyTls ? tls : undefined;
+  return config;
+}
+
+/**
+ * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
+ * supported flag with its default as etcd's help prints it, then the flags accepted and ignored
+ * and the flags refused.
+ */
+export function usage(): string {
+  const lines = [
+    'Usage:',
+    '',
+    '  etcd-ts [flags]',
+    '    Start an etcd-ts server: a single-node etcd v3.',
+    '',
+    '  etcd-ts --version',
+    '    Show the version of etcd-ts.',
+    '',
+    '  etcd-ts -h | --help',
+    '    Show the help information about etcd-ts.',
+    '',
+    "Every flag can also be set by its environment variable: ETCD_ and the flag's name in upper case with",
+    "'-' as '_' (ETCD_DATA_DIR for --data-dir). A flag on the command line wins over its variable.",
+    '',
+    'Flags:',
+  ];
+  for (const f of FLAGS) {
+    if (f.use === 'supported' && f.name !== 'version') lines.push(`  --${f.name} '${f.defaultText}'`, `    ${f.usage}`);
+  }
+  lines.push('', 'Accepted for compatibility with etcd and ignored (cluster-only, or without effect in etcd-ts):');
+  let line = ' ';
+  for (const f of FLAGS) {
+    if (f.use !== 'ignored' || f.kind === 'legacy') continue; // etcd's help does not list its legacy flags either
+    if (line.length + f.name.length + 3 > 100) {
+      lines.push(line);
+      line = ' ';
+    }
+    line += ` --${f.name}`;
+  }
+  lines.push(line, '', 'Not supported (etcd-ts refuses to start when they are set):');
+  for (const f of FLAGS) {
+    if (f.use === 'rejected') lines.push(`  --${f.name}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

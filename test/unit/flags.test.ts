@@ -1,0 +1,422 @@
+// etcd's command line and ETCD_* environment → ServerConfig (src/cli/flags.ts).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { describe, it } from 'node:test';
+
+import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine } from '../../src/cli/flags.js';
+import { defaultConfig, type ServerConfig } from '../../src/config.js';
+
+/** Parses and expects `run`; returns config and warnings. */
+function run(argv: string[], env: Record<string, string | undefined> = {}): { config: ServerConfig; warnings: string[] } {
+  const parsed: CommandLine = parseFlags(argv, env);
+  assert.equal(parsed.action, 'run');
+  if (parsed.action !== 'run') throw new Error('unreachable');
+  return { config: parsed.config, warnings: parsed.warnings };
+}
+
+/** Expects a FlagError whose message matches `message`. */
+function fails(argv: string[], message: RegExp | string, env: Record<string, string | undefined> = {}): void {
+  assert.throws(
+    () => parseFlags(argv, env),
+    (err: unknown) => {
+      assert.ok(err instanceof FlagError, `expected a FlagError, got ${String(err)}`);
+      assert.equal(err.name, 'FlagError');
+      if (typeof message === 'string') assert.equal(err.message, message);
+      else assert.match(err.message, message);
+      return true;
+    },
+  );
+}
+
+const CLIENT = ['--listen-client-urls=http://127.0.0.1:2379', '--advertise-client-urls=http://127.0.0.1:2379'];
+
+describe('flag syntax (Go flag package)', () => {
+  it('reads --flag=value, --flag value, -flag value and -flag=value alike', () => {
+    for (const argv of [['--name=n1'], ['--name', 'n1'], ['-name', 'n1'], ['-name=n1']]) {
+      assert.equal(run(argv).config.name, 'n1', argv.join(' '));
+    }
+  });
+
+  it('takes a value that starts with a dash, and a value containing =', () => {
+    assert.equal(run(['--name', '-odd']).config.name, '-odd');
+    assert.equal(run(['--initial-cluster-token=a=b']).config.initialClusterToken, 'a=b');
+  });
+
+  it('sets a boolean flag alone or with =value, in every spelling Go accepts', () => {
+    for (const argv of [['--auto-tls'], ['-auto-tls'], ['--auto-tls=true'], ['-auto-tls=1'], ['--auto-tls=T'], ['--auto-tls=TRUE']]) {
+      assert.equal(run(argv).config.clientTls?.autoTls, true, argv.join(' '));
+    }
+    for (const argv of [['--auto-tls=false'], ['-auto-tls=0'], ['--auto-tls=F'], ['--auto-tls=False']]) {
+      assert.equal(run(argv).config.clientTls, undefined, argv.join(' '));
+    }
+  });
+
+  it('does not let a boolean flag take the next argument as its value', () => {
+    fails(['--auto-tls', 'false'], "'false' is not a valid flag");
+    assert.equal(run(['--force-new-cluster', '--name', 'x']).config.name, 'x');
+  });
+
+  it('rejects a malformed boolean with Go wording', () => {
+    fails(['--auto-tls=maybe'], 'invalid boolean value "maybe" for -auto-tls: parse error');
+  });
+
+  it('lets the last occurrence of a flag win', () => {
+    assert.equal(run(['--name=a', '-name', 'b']).config.name, 'b');
+  });
+
+  it('ends flags at --, and refuses what follows as etcd does', () => {
+    assert.equal(run(['--name=a', '--']).config.name, 'a');
+    fails(['--', '--name', 'x'], "'--name' is not a valid flag");
+  });
+
+  it('refuses positional arguments, bad syntax and a missing value', () => {
+    fails(['--name=a', 'extra'], "'extra' is not a valid flag");
+    fails(['gateway', 'start'], "etcd-ts does not implement 'etcd gateway'");
+    fails(['---name=a'], 'bad flag syntax: ---name=a');
+    fails(['-=a'], 'bad flag syntax: -=a');
+    fails(['--name'], 'flag needs an argument: -name');
+  });
+
+  it('names an unknown flag in etcd wording', () => {
+    fails(['--bogus-flag'], 'flag provided but not defined: -bogus-flag');
+    fails(['--name=a', '-listen-client-http-urls=http://127.0.0.1:1'], 'flag provided but not defined: -listen-client-http-urls');
+  });
+});
+
+describe('--help and --version', () => {
+  it('answers help for -h, --help and -help, even with flags after', () => {
+    for (const argv of [['-h'], ['--help'], ['-help'], ['--h'], ['--help', '--bogus'], ['--name=x', '-h']]) {
+      assert.deepEqual(parseFlags(argv, {}), { action: 'help' }, argv.join(' '));
+    }
+  });
+
+  it('parses the flags before --help first', () => {
+    fails(['--bogus', '--help'], 'flag provided but not defined: -bogus');
+  });
+
+  it('answers version for --version, run for --version=false', () => {
+    assert.deepEqual(parseFlags(['--version'], {}), { action: 'version' });
+    assert.deepEqual(parseFlags(['-version', '--name=x'], {}), { action: 'version' });
+    assert.equal(parseFlags(['--version=false'], {}).action, 'run');
+  });
+
+  it('never reads ETCD_VERSION (images set it to a version string)', () => {
+    const { warnings } = run([], { ETCD_VERSION: '3.4.23' });
+    assert.deepEqual(warnings, []);
+  });
+
+  it('lists the supported flags with defaults, and the ignored and refused ones', () => {
+    const text = usage();
+    assert.match(text, /^ {2}--data-dir '\$\{name\}\.etcd'$/m);
+    assert.match(text, /^ {2}--max-request-bytes '1572864'$/m);
+    assert.match(text, /--initial-cluster-state/);
+    assert.match(text, /^ {2}--config-file$/m);
+    assert.doesNotMatch(text, /--vv/);
+  });
+});
+
+describe('environment variables', () => {
+  it('reads every flag from ETCD_<NAME>', () => {
+    const { config, warnings } = run([], {
+      ETCD_NAME: 'envname',
+      ETCD_DATA_DIR: '/var/lib/etcd',
+      ETCD_LISTEN_CLIENT_URLS: 'http://0.0.0.0:2379',
+      ETCD_ADVERTISE_CLIENT_URLS: 'http://10.0.0.1:2379',
+      ETCD_MAX_TXN_OPS: '256',
+      ETCD_AUTO_TLS: 'true',
+      ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL: '5s',
+    });
+    assert.equal(config.name, 'envname');
+    assert.equal(config.dataDir, '/var/lib/etcd');
+    assert.deepEqual(config.listenClientUrls, ['http://0.0.0.0:2379']);
+    assert.deepEqual(config.advertiseClientUrls, ['http://10.0.0.1:2379']);
+    assert.equal(config.maxTxnOps, 256);
+    assert.equal(config.clientTls?.autoTls, true);
+    assert.equal(config.watchProgressNotifyIntervalMs, 5000);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('lets the command line win, with etcd warning', () => {
+    const { config, warnings } = run(['--name', 'cli'], { ETCD_NAME: 'env' });
+    assert.equal(config.name, 'cli');
+    assert.deepEqual(warnings, ['recognized environment variable ETCD_NAME, but unused: shadowed by corresponding flag']);
+  });
+
+  it('treats an empty variable as unset', () => {
+    const { config, warnings } = run([], { ETCD_NAME: '', ETCD_MAX_TXN_OPS: '' });
+    assert.equal(config.name, 'default');
+    assert.equal(config.maxTxnOps, 128);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('warns about an unrecognised ETCD_ variable without failing, and ignores other variables', () => {
+    const { config, warnings } = run([], { ETCD_NAME: 'x', ETCD_FOO: 'bar', ETCDCTL_API: '3', PATH: '/bin' });
+    assert.equal(config.name, 'x');
+    assert.deepEqual(warnings, ['unrecognized environment variable ETCD_FOO=bar']);
+  });
+
+  it('names the variable when its value is bad', () => {
+    fails([], /^invalid value "abc" for ETCD_MAX_TXN_OPS: parse error/, { ETCD_MAX_TXN_OPS: 'abc' });
+    fails([], /^invalid value "yes" for ETCD_AUTO_TLS: parse error/, { ETCD_AUTO_TLS: 'yes' });
+  });
+
+  it('counts an environment setting as explicit (advertise URLs required)', () => {
+    fails([], '--advertise-client-urls is required when --listen-client-urls is set explicitly', {
+      ETCD_LISTEN_CLIENT_URLS: 'http://0.0.0.0:2379',
+    });
+  });
+});
+
+describe('cluster-only and unsupported flags', () => {
+  it('accepts the ignored flags with one warning naming each, from flags and variables', () => {
+    const { config, warnings } = run(
+      ['--initial-cluster=default=http://localhost:2380', '--snapshot-count', '5', '-strict-reconfig-check', '--peer-auto-tls', '--name=n'],
+      { ETCD_HEARTBEAT_INTERVAL: '10' },
+    );
+    assert.equal(config.name, 'n');
+    assert.equal(warnings.length, 1);
+    const warning = warnings[0] as string;
+    for (const name of ['--initial-cluster', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_HEARTBEAT_INTERVAL']) {
+      assert.ok(warning.includes(name), `${name} missing from: ${warning}`);
+    }
+    assert.deepEqual({ ...config, name: 'default', dataDir: 'default.etcd' }, defaultConfig());
+  });
+
+  it('warns about a single ignored flag too', () => {
+    assert.deepEqual(run(['--snapshot-count=5']).warnings, ['ignoring flags that do not apply to a single-node etcd-ts: --snapshot-count']);
+  });
+
+  it("accepts etcd's own legacy flags (-v, -config=...) as booleans", () => {
+    const { config, warnings } = run(['-v', '-config=old.conf', '--name', 'x']);
+    assert.equal(config.name, 'x');
+    assert.equal(warnings.length, 1);
+    assert.ok(/ --v\b/.test(warnings[0] as string) && / --config\b/.test(warnings[0] as string), warnings[0]);
+  });
+
+  it('still checks the value of an ignored flag as etcd does', () => {
+    fails(['--snapshot-count=lots'], /^invalid value "lots" for flag -snapshot-count: parse error/);
+    fails(['--initial-cluster-state=maybe'], /^invalid value "maybe" for flag -initial-cluster-state: invalid value/);
+    fails(['--grpc-keepalive-timeout=5'], /^invalid value "5" for flag -grpc-keepalive-timeout: parse error \(time: missing unit/);
+    fails(['--listen-peer-urls=peer:2380'], /URL scheme must be http, https, unix, or unixs: peer:2380/);
+  });
+
+  it('refuses --config-file and --client-cert-allowed-hostname, from a flag or a variable', () => {
+    fails(['--config-file', 'etcd.yaml'], /does not read etcd configuration files/);
+    fails([], /does not read etcd configuration files/, { ETCD_CONFIG_FILE: 'etcd.yaml' });
+    fails(['--client-cert-allowed-hostname=a.example'], /--client-cert-allowed-hostname is not supported/);
+    assert.equal(run(['--config-file=']).config.name, 'default');
+  });
+});
+
+describe('values', () => {
+  it('defaults the data dir to ${name}.etcd, also when given empty', () => {
+    assert.equal(run(['--name', 'infra1']).config.dataDir, 'infra1.etcd');
+    assert.equal(run(['--name', 'infra1', '--data-dir=']).config.dataDir, 'infra1.etcd');
+    assert.equal(run(['--data-dir', '/d']).config.dataDir, '/d');
+  });
+
+  it('reads sizes as Go integers: hex, octal, binary, underscores, signs where signed', () => {
+    const { config } = run(['--max-request-bytes=0x200000', '--max-txn-ops=0o20', '--quota-backend-bytes=8_589_934_592', '--max-concurrent-streams=0b1010']);
+    assert.equal(config.maxRequestBytes, 0x200000);
+    assert.equal(config.maxTxnOps, 16);
+    assert.equal(config.quotaBackendBytes, 8589934592);
+    assert.equal(config.maxConcurrentStreams, 10);
+    assert.equal(run(['--max-txn-ops=010']).config.maxTxnOps, 8);
+    assert.equal(run(['--quota-backend-bytes=-1']).config.quotaBackendBytes, -1);
+  });
+
+  it('refuses malformed and out-of-range sizes', () => {
+    fails(['--max-request-bytes=1.5MB'], 'invalid value "1.5MB" for flag -max-request-bytes: parse error (want a non-negative integer)');
+    fails(['--max-txn-ops=-1'], /^invalid value "-1" for flag -max-txn-ops: parse error/);
+    fails(['--max-txn-ops=08'], /parse error/);
+    fails(['--max-txn-ops=1__0'], /parse error/);
+    fails(['--max-concurrent-streams=4294967296'], /^invalid value "4294967296" for flag -max-concurrent-streams: value out of range/);
+    fails(['--quota-backend-bytes=9223372036854775808'], /value out of range/);
+    fails(['--quota-backend-bytes=-9223372036854775809'], /value out of range/);
+    assert.equal(run(['--quota-backend-bytes=-9223372036854775808']).config.quotaBackendBytes, -(2 ** 63));
+  });
+
+  it('reads URL lists: trimmed, sorted, without duplicates', () => {
+    const { config } = run([
+      '--listen-client-urls', 'http://127.0.0.1:2379, http://0.0.0.0:2379,http://127.0.0.1:2379',
+      '--advertise-client-urls', 'https://etcd.example:2379,HTTP://[::1]:2379',
+      '--listen-metrics-urls', 'http://[::]:2381',
+      '--initial-advertise-peer-urls', 'http://10.0.0.1:2380',
+      '--auto-tls',
+    ]);
+    assert.deepEqual(config.listenClientUrls, ['http://0.0.0.0:2379', 'http://127.0.0.1:2379']);
+    assert.deepEqual(config.advertiseClientUrls, ['http://[::1]:2379', 'https://etcd.example:2379']);
+    assert.deepEqual(config.listenMetricsUrls, ['http://[::]:2381']);
+    assert.deepEqual(config.initialAdvertisePeerUrls, ['http://10.0.0.1:2380']);
+  });
+
+  it("refuses bad URLs with etcd's messages", () => {
+    fails(['--advertise-client-urls=localhost:2379'], 'invalid value "localhost:2379" for flag -advertise-client-urls: URL scheme must be http, https, unix, or unixs: localhost:2379');
+    fails(['--advertise-client-urls=http://localhost'], /URL address does not have the form "host:port": http:\/\/localhost$/);
+    fails(['--advertise-client-urls=http://localhost:2379/v3'], /URL must not contain a path: http:\/\/localhost:2379\/v3$/);
+    fails(['--advertise-client-urls=http://a:b:2379'], /does not have the form "host:port"/);
+    fails(['--advertise-client-urls=http://a:port'], /invalid port ":port" after host/);
+    fails(['--advertise-client-urls=http://:2379'], '--advertise-client-urls "http://:2379" must be "host:port" (unexpected empty host (http://:2379))');
+    fails(['--listen-client-urls=http://etcd.example:2379', '--advertise-client-urls=http://etcd.example:2379'], 'expected IP in URL for binding (http://etcd.example:2379)');
+    fails(['--listen-metrics-urls=http://etcd.example:2381'], 'expected IP in URL for binding (http://etcd.example:2381)');
+  });
+
+  it('requires --advertise-client-urls with an explicit --listen-client-urls, even an empty one', () => {
+    fails(['--listen-client-urls=http://0.0.0.0:2379'], '--advertise-client-urls is required when --listen-client-urls is set explicitly');
+    fails(['--listen-client-urls='], '--advertise-client-urls is required when --listen-client-urls is set explicitly');
+    assert.deepEqual(run(['--listen-client-urls=', '--advertise-client-urls=http://localhost:2379']).config.listenClientUrls, ['http://localhost:2379']);
+  });
+
+  it('checks the compaction mode and retention', () => {
+    assert.equal(run(['--auto-compaction-mode=revision', '--auto-compaction-retention=1000']).config.autoCompactionMode, 'revision');
+    assert.equal(run(['--auto-compaction-retention=1h30m']).config.autoCompactionRetention, '1h30m');
+    assert.equal(run(['--auto-compaction-retention=']).config.autoCompactionRetention, '0');
+    fails(['--auto-compaction-mode=daily'], /^unknown auto-compaction-mode "daily"/);
+    fails(['--auto-compaction-retention=-5'], 'error parsing CompactionRetention: time: missing unit in duration "-5"');
+    fails(['--auto-compaction-retention=week'], 'error parsing CompactionRetention: time: invalid duration "week"');
+  });
+
+  it('checks the log level; --debug means debug, with a warning', () => {
+    for (const level of ['debug', 'info', 'warn', 'error', 'dpanic', 'panic', 'fatal']) {
+      assert.equal(run([`--log-level=${level}`]).config.logLevel, level);
+    }
+    fails(['--log-level=verbose'], /^unknown log level "verbose"/);
+    const { config, warnings } = run(['--debug', '--log-level=error']);
+    assert.equal(config.logLevel, 'debug');
+    assert.match(warnings[0] as string, /deprecated '--debug'/);
+  });
+
+  it('reads the watch progress interval as a Go duration; clamps to 100ms; non-positive keeps 10m', () => {
+    assert.equal(run(['--experimental-watch-progress-notify-interval=1m30s']).config.watchProgressNotifyIntervalMs, 90_000);
+    assert.equal(run(['--experimental-watch-progress-notify-interval', '250ms']).config.watchProgressNotifyIntervalMs, 250);
+    const clamped = run(['--experimental-watch-progress-notify-interval=10ms']);
+    assert.equal(clamped.config.watchProgressNotifyIntervalMs, 100);
+    assert.match(clamped.warnings[0] as string, /minimum period 100ms/);
+    assert.equal(run(['--experimental-watch-progress-notify-interval=0']).config.watchProgressNotifyIntervalMs, 600_000);
+    fails(['--experimental-watch-progress-notify-interval=10'], 'invalid value "10" for flag -experimental-watch-progress-notify-interval: parse error (time: missing unit in duration "10")');
+  });
+});
+
+describe('client TLS', () => {
+  it('stays undefined when no TLS flag has a value', () => {
+    assert.equal(run(['--cert-file=', '--client-cert-auth=false', '--cipher-suites=']).config.clientTls, undefined);
+  });
+
+  it('is filled when any TLS flag is set', () => {
+    const cases: [string[], Partial<NonNullable<ServerConfig['clientTls']>>][] = [
+      [['--cert-file=c.pem', '--key-file=k.pem'], { certFile: 'c.pem', keyFile: 'k.pem' }],
+      [['--trusted-ca-file=ca.pem'], { trustedCaFile: 'ca.pem' }],
+      [['--client-cert-auth'], { clientCertAuth: true }],
+      [['--auto-tls'], { autoTls: true }],
+      [['--client-crl-file=crl.pem'], { clientCrlFile: 'crl.pem' }],
+      [['--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256'], { cipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'TLS_AES_128_GCM_SHA256'] }],
+    ];
+    const empty = { certFile: '', keyFile: '', trustedCaFile: '', clientCertAuth: false, autoTls: false, cipherSuites: [], clientCrlFile: '' };
+    for (const [argv, expected] of cases) {
+      assert.deepEqual(run(argv).config.clientTls, { ...empty, ...expected }, argv.join(' '));
+    }
+  });
+
+  it('refuses https:// listeners without cert/key or --auto-tls, as etcd', () => {
+    const https = ['--listen-client-urls=https://0.0.0.0:2379', '--advertise-client-urls=https://10.0.0.1:2379'];
+    fails(https, 'TLS key/cert (--cert-file, --key-file) must be provided for client url https://0.0.0.0:2379 with HTTPS scheme');
+    fails([...https, '--trusted-ca-file=ca.pem'], /must be provided for client url https:\/\/0\.0\.0\.0:2379/);
+    assert.equal(run([...https, '--auto-tls']).config.clientTls?.autoTls, true);
+    assert.equal(run([...https, '--cert-file=c.pem', '--key-file=k.pem']).config.clientTls?.certFile, 'c.pem');
+    fails(['--listen-metrics-urls=https://127.0.0.1:2381'], 'cannot listen on TLS for https://127.0.0.1:2381: KeyFile and CertFile are not presented');
+  });
+
+  it('refuses a cert without a key, and an unknown cipher suite', () => {
+    fails(['--cert-file=c.pem'], /--cert-file and --key-file must be given together/);
+    fails(['--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,ECDHE-RSA-AES128-GCM-SHA256'], 'unexpected TLS cipher suite "ECDHE-RSA-AES128-GCM-SHA256"');
+  });
+
+  it('warns when cert files or client cert auth meet an http:// listener', () => {
+    const { warnings } = run([...CLIENT, '--cert-file=c.pem', '--key-file=k.pem', '--client-cert-auth']);
+    assert.equal(warnings.length, 2);
+    assert.match(warnings[0] as string, /ignoring key and cert files \(client-url http:\/\/127\.0\.0\.1:2379\)/);
+    assert.match(warnings[1] as string, /ignoring client cert auth/);
+  });
+});
+
+describe('parseGoDuration (Go time.ParseDuration)', () => {
+  it('reads what Go reads, in milliseconds', () => {
+    const cases: [string, number][] = [
+      ['0', 0], ['-0', 0], ['5s', 5000], ['+5s', 5000], ['-5s', -5000], ['5.6s', 5600], ['5.s', 5000], ['.5s', 500],
+      ['1.004s', 1004], ['100.00100s', 100001], ['10ns', 0.00001], ['11us', 0.011], ['12µs', 0.012], ['12μs', 0.012],
+      ['13ms', 13], ['15m', 900_000], ['16h', 57_600_000], ['3h30m', 12_600_000], ['10.5s4m', 250_500],
+      ['-2m3.4s', -123_400], ['1h2m3s4ms5us6ns', 3_723_004.005006], ['39h9m14.425s', 140_954_425], ['52763797000ns', 52_763.797],
+      ['0.3333333333333333333h', 1_199_999.999999],
+    ];
+    for (const [text, ms] of cases) {
+      assert.ok(Math.abs(parseGoDuration(text) - ms) < 1e-6, `${text}: got ${parseGoDuration(text)}, want ${ms}`);
+    }
+  });
+
+  it("refuses what Go refuses, with Go's messages", () => {
+    const cases: [string, string][] = [
+      ['', 'time: invalid duration ""'], ['3', 'time: missing unit in duration "3"'], ['-', 'time: invalid duration "-"'],
+      ['s', 'time: invalid duration "s"'], ['.', 'time: invalid duration "."'], ['-.', 'time: invalid duration "-."'],
+      ['.s', 'time: invalid duration ".s"'], ['+.s', 'time: invalid duration "+.s"'], ['1d', 'time: unknown unit "d" in duration "1d"'],
+      ['9223372036854775810ns', 'time: invalid duration "9223372036854775810ns"'], ['1h 2m', 'time: unknown unit "h " in duration "1h 2m"'],
+    ];
+    for (const [text, message] of cases) assert.throws(() => parseGoDuration(text), { message }, text);
+  });
+});
+
+describe('defaults and flag list match etcd 3.4 (/usr/bin/etcd)', () => {
+  const ETCD = '/usr/bin/etcd';
+  const haveEtcd = existsSync(ETCD);
+
+  /** `--flag 'default'` lines of a help text → flag → default text. */
+  function helpDefaults(text: string): Map<string, string> {
+    const defaults = new Map<string, string>();
+    for (const m of text.matchAll(/^ {2}--([a-z0-9.-]+) (?:'([^'\n]*)'|([0-9]+))$/gm)) {
+      defaults.set(m[1] as string, m[2] ?? (m[3] as string));
+    }
+    return defaults;
+  }
+  const etcdHelp = (): Map<string, string> => {
+    const out = spawnSync(ETCD, ['--help'], { encoding: 'utf8' });
+    const defaults = helpDefaults(out.stdout);
+    assert.ok(defaults.size > 70, `could not read etcd --help (${defaults.size} flags)`);
+    return defaults;
+  };
+
+  it('prints the same default as etcd for every supported flag', { skip: !haveEtcd && `${ETCD} not installed` }, () => {
+    const etcd = etcdHelp();
+    const ours = helpDefaults(usage());
+    assert.ok(ours.size >= 20);
+    for (const [flag, text] of ours) assert.equal(text, etcd.get(flag), `--${flag}`);
+  });
+
+  it("yields the default config when each supported flag is given etcd's default", { skip: !haveEtcd && `${ETCD} not installed` }, () => {
+    const etcd = etcdHelp();
+    const base = run([]).config;
+    assert.deepEqual(base, defaultConfig());
+    const literal: Record<string, string> = { 'max-concurrent-streams': '4294967295' }; // etcd prints 'math.MaxUint32'
+    for (const flag of helpDefaults(usage()).keys()) {
+      if (flag === 'data-dir') continue; // '${name}.etcd' is a description, checked below
+      const value = literal[flag] ?? (etcd.get(flag) as string);
+      const extra = flag === 'listen-client-urls' ? ['--advertise-client-urls=http://localhost:2379'] : [];
+      assert.deepEqual(run([`--${flag}=${value}`, ...extra]).config, base, `--${flag}=${value}`);
+    }
+    assert.equal(base.dataDir, `${base.name}.etcd`);
+  });
+
+  it('knows every flag etcd 3.4 defines', { skip: !haveEtcd && `${ETCD} not installed` }, () => {
+    // etcd --help lists most; these are defined in etcdmain/config.go without a help line.
+    const unlisted = ['enable-grpc-gateway', 'experimental-enable-lease-checkpoint-persist', 'log-output', 'unsafe-no-fsync', 'version'];
+    const legacy = ['cluster-active-size', 'cluster-remove-delay', 'cluster-sync-interval', 'config', 'force', 'max-result-buffer', 'max-retry-attempts', 'peer-heartbeat-interval', 'peer-election-timeout', 'retry-interval', 'snapshot', 'v', 'vv'];
+    const flags = [...etcdHelp().keys(), ...unlisted, ...legacy, 'config-file'];
+    assert.ok(flags.length > 95);
+    for (const flag of flags) {
+      try {
+        parseFlags([`--${flag}=x`], {});
+      } catch (err) {
+        assert.doesNotMatch((err as Error).message, /not defined/, `--${flag}`);
+      }
+    }
+  });
+});
