@@ -1,0 +1,302 @@
+// KV compatibility: every scenario runs the same etcdctl steps against a fresh real etcd 3.4
+// and a fresh etcd-ts, and requires the same exit code, stdout and stderr per step (after the
+// explicit normalisers of test/helpers/etcdctl.ts).
+//
+// COMPAT_SELF_CHECK=1 compares real etcd with a second real etcd instead: it must pass, which
+// proves the normalisers hide nothing that two identical servers would not agree on.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { etcdctl, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
+import { etcdUnavailableReason, startServer, type ServerHandle, type ServerKind } from '../helpers/servers.js';
+
+/** One etcdctl invocation, compared between the servers. */
+interface CtlStep {
+  args: readonly string[];
+  /** Fed to etcdctl's stdin (for `txn -i`). */
+  stdin?: string;
+  /** Exit code the real etcd must give: guards against steps that "agree" by both failing. */
+  code?: number;
+  /** Text the real etcd's stdout or stderr must contain (documents the expected outcome). */
+  expect?: string;
+  /** Compare stdout as bytes (hex), for `-w protobuf`. */
+  binary?: boolean;
+}
+
+/** A server action between etcdctl steps; nothing is compared, the next steps observe it. */
+interface ActionStep {
+  action: 'restart' | 'kill9-restart';
+}
+
+/** A bare argument list is a step expecting exit code 0. */
+type Step = readonly string[] | CtlStep | ActionStep;
+
+interface Scenario {
+  name: string;
+  /** Extra flags for both servers. */
+  flags?: readonly string[];
+  steps: readonly Step[];
+}
+
+/** Replaced in step arguments by a temp dir private to each server. */
+const TMP = '{tmp}';
+
+/** The stdin of `txn -i`: compares, success ops and failure ops, each block ended by an empty line. */
+const txn = (compares: readonly string[], success: readonly string[], failure: readonly string[]): string =>
+  [compares, success, failure].map((block) => block.map((line) => `${line}\n`).join('') + '\n').join('');
+
+const KEY_NOT_PROVIDED = 'Error: etcdserver: key is not provided';
+const COMPACTED = 'Error: etcdserver: mvcc: required revision has been compacted';
+const FUTURE_REV = 'Error: etcdserver: mvcc: required revision is a future revision';
+
+const SCENARIOS: readonly Scenario[] = [
+  {
+    name: 'put and get with every flag',
+    steps: [
+      ['get', 'foo', '-w', 'json'],
+      ['put', 'foo', 'bar'],
+      ['put', 'foo1', 'bar1'],
+      ['put', 'foo2', 'bar2'],
+      ['put', 'fop', 'x'],
+      ['put', 'a', 'zz'],
+      ['put', 'foo', 'baz'],
+      ['get', 'foo'],
+      ['get', 'foo', '-w', 'json'],
+      ['get', 'foo', '-w', 'fields'],
+      { args: ['get', 'foo', '--prefix', '-w', 'protobuf'], binary: true },
+      ['get', 'foo', '--prefix'],
+      ['get', 'foo', '--prefix', '-w', 'json'],
+      ['get', 'foo', 'foo2'],
+      ['get', 'foo1', '--from-key'],
+      ['get', '', '--from-key', '--keys-only'],
+      ['get', 'foo', '--rev', '2'],
+      ['get', 'foo', '--rev', '2', '-w', 'json'],
+      ['get', 'foo', '--rev', '0'],
+      ['get', 'foo', '--prefix', '--limit', '2', '-w', 'json'],
+      ['get', 'foo', '--prefix', '--limit', '2', '-w', 'fields'],
+      ['get', 'foo', '--prefix', '--sort-by', 'KEY', '--order', 'DESCEND'],
+      ['get', 'foo', '--prefix', '--sort-by', 'VALUE', '--order', 'DESCEND', '-w', 'json'],
+      ['get', '', '--from-key', '--sort-by', 'CREATE', '--order', 'DESCEND'],
+      ['get', '', '--from-key', '--sort-by', 'MODIFY', '--order', 'ASCEND', '--limit', '3'],
+      ['get', '', '--from-key', '--sort-by', 'VERSION', '--order', 'DESCEND', '--keys-only'],
+      ['get', 'foo', '--prefix', '--keys-only', '-w', 'json'],
+      ['get', 'foo', '--print-value-only'],
+      ['get', 'foo', '--prefix', '--print-value-only'],
+      ['get', 'foo', '--hex'],
+      ['get', 'foo', '--consistency', 's', '-w', 'json'],
+      ['get', 'missing'],
+      ['get', 'missing', '-w', 'fields'],
+      { args: ['get', 'foo', '--count-only'], code: 1, expect: 'unknown flag: --count-only' },
+      { args: ['get', 'foo', '-w', 'table'], code: 4, expect: 'table not supported' },
+      ['put', 'foo', 'v4', '--prev-kv'],
+      ['put', 'foo', 'v5', '--prev-kv', '-w', 'json'],
+      ['put', 'new', 'v', '--prev-kv', '-w', 'json'],
+      ['put', 'foo', 'v6', '-w', 'fields'],
+      ['get', '', '--from-key', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'delete',
+    steps: [
+      ['put', 'a', '1'], ['put', 'b', '2'], ['put', 'b1', '3'], ['put', 'b2', '4'], ['put', 'c', '5'], ['put', 'd', '6'],
+      ['del', 'a'],
+      ['del', 'a', '-w', 'json'],
+      ['del', 'missing', '--prev-kv'],
+      ['del', 'b', '--prefix', '--prev-kv'],
+      ['put', 'b', 'again'],
+      ['del', 'b', '--prev-kv', '-w', 'json'],
+      ['del', 'c', '--from-key', '-w', 'json', '--prev-kv'],
+      ['get', '', '--from-key', '-w', 'json'],
+      ['put', 'a', 'back'],
+      ['get', 'a', '-w', 'json'],
+      ['get', 'a', '--rev', '2', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'txn -i',
+    steps: [
+      ['put', 'foo', 'bar'],
+      ['put', 'n', '1'],
+      { args: ['txn', '-i'], stdin: txn(['value("foo") = "bar"'], ['put a yes'], ['put a no']), expect: 'SUCCESS' },
+      { args: ['txn', '-i'], stdin: txn(['value("foo") = "zzz"'], ['put a yes'], ['put a no', 'get a']), expect: 'FAILURE' },
+      { args: ['txn', '-i', '-w', 'json'], stdin: txn(['value("foo") != "zzz"', 'version("foo") = "1"'], ['get foo --prefix', 'del n'], []) },
+      { args: ['txn', '-i', '-w', 'json'], stdin: txn(['version("foo") > "5"'], [], ['put foo bar2', 'get a']) },
+      { args: ['txn', '-i', '-w', 'fields'], stdin: txn(['create("foo") = "2"', 'mod("foo") < "9"'], ['get foo', 'get a'], ['del a']) },
+      { args: ['txn', '-i'], stdin: txn(['create("missing") = "0"'], ['put missing now'], []) },
+      { args: ['txn', '-i', '-w', 'protobuf'], stdin: txn(['mod("missing") > "0"'], ['get missing'], ['get foo']), binary: true },
+      { args: ['txn', '-i'], stdin: txn([], ['get foo', 'get a'], []), expect: 'SUCCESS' },
+      { args: ['txn', '-i'], stdin: txn([], ['del missing --prev-kv'], []) },
+      { args: ['txn', '-i'], stdin: 'value("foo") = "bar"\n\nput x y\n', code: 3, expect: 'Error: EOF' },
+      {
+        args: ['txn', '-i'], stdin: txn([], ['put d 1', 'put d 2'], []), code: 1,
+        expect: 'Error: etcdserver: duplicate key given in txn request',
+      },
+      { args: ['txn', '-i'], stdin: txn([], ['put d 1', 'del d'], []), code: 1, expect: 'duplicate key given in txn request' },
+      { args: ['txn', '-i'], stdin: txn([], ['put d 1'], ['put d 2']), expect: 'SUCCESS' },
+      ['get', '', '--from-key', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'compaction',
+    steps: [
+      ['put', 'k', 'v1'], ['put', 'k', 'v2'], ['put', 'k', 'v3'], ['put', 'other', 'x'],
+      ['endpoint', 'hashkv', '-w', 'json'],
+      { args: ['compaction', '3'], expect: 'compacted revision 3' },
+      { args: ['get', 'k', '--rev', '2'], code: 1, expect: COMPACTED },
+      { args: ['get', 'k', '--rev', '2', '-w', 'json'], code: 1, expect: COMPACTED },
+      ['get', 'k', '--rev', '3', '-w', 'json'],
+      ['get', 'k', '-w', 'json'],
+      { args: ['compaction', '3'], code: 1, expect: COMPACTED },
+      { args: ['compaction', '2'], code: 1, expect: COMPACTED },
+      { args: ['compaction', '100'], code: 1, expect: FUTURE_REV },
+      ['endpoint', 'hashkv', '-w', 'json'],
+      ['endpoint', 'hashkv'],
+      { args: ['endpoint', 'hashkv', '--rev', '2', '-w', 'json'], code: 1, expect: COMPACTED },
+      ['compaction', '--physical', '4'],
+      { args: ['get', 'k', '--rev', '3'], code: 1, expect: COMPACTED },
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'maintenance: status, health, hashkv, member list, alarm, defrag',
+    steps: [
+      ['endpoint', 'status', '-w', 'json'],
+      ['endpoint', 'status'],
+      ['endpoint', 'status', '-w', 'table'],
+      ['endpoint', 'status', '-w', 'fields'],
+      { args: ['endpoint', 'health'], expect: 'is healthy: successfully committed proposal' },
+      ['endpoint', 'health', '-w', 'json'],
+      ['endpoint', 'health', '-w', 'table'],
+      ['endpoint', 'health', '-w', 'fields'],
+      ['endpoint', 'hashkv', '-w', 'json'],
+      ['endpoint', 'hashkv', '-w', 'table'],
+      ['member', 'list'],
+      ['member', 'list', '-w', 'json'],
+      ['member', 'list', '-w', 'table'],
+      ['member', 'list', '-w', 'fields'],
+      ['alarm', 'list'],
+      ['alarm', 'list', '-w', 'json'],
+      ['put', 'foo', 'bar'],
+      { args: ['defrag'], expect: 'Finished defragmenting etcd member' },
+      ['get', 'foo', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+      ['endpoint', 'hashkv', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'snapshot save',
+    steps: [
+      ['put', 'foo', 'bar'],
+      { args: ['snapshot', 'save', `${TMP}/snap.db`], expect: 'Snapshot saved at' },
+      ['get', 'foo', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'restart and crash keep the data',
+    steps: [
+      ['put', 'foo', 'bar'],
+      ['put', 'foo', 'baz'],
+      { action: 'restart' },
+      ['get', 'foo', '-w', 'json'],
+      ['put', 'after', 'restart', '-w', 'json'],
+      { action: 'kill9-restart' },
+      ['get', '', '--from-key', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'bad input',
+    steps: [
+      ['put', 'foo', 'bar'],
+      { args: ['put', '', 'v'], code: 1, expect: KEY_NOT_PROVIDED },
+      { args: ['get', ''], code: 1, expect: KEY_NOT_PROVIDED },
+      { args: ['del', ''], code: 1, expect: KEY_NOT_PROVIDED },
+      { args: ['get', 'foo', '--rev', '100'], code: 1, expect: FUTURE_REV },
+      { args: ['get', 'foo', '--rev', '3', '-w', 'json'], code: 1, expect: FUTURE_REV },
+      { args: ['put', 'foo'], code: 128, expect: 'put command needs 1 argument and input from stdin or 2 arguments' },
+      { args: ['compaction', 'abc'], code: 1, expect: 'invalid syntax' },
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'limits: --max-txn-ops 4 --max-request-bytes 1024',
+    flags: ['--max-txn-ops', '4', '--max-request-bytes', '1024'],
+    steps: [
+      { args: ['txn', '-i'], stdin: txn([], ['put a 1', 'put b 2', 'put c 3', 'put d 4', 'put e 5'], []), code: 1,
+        expect: 'Error: etcdserver: too many operations in txn request' },
+      { args: ['txn', '-i'], stdin: txn([], ['put a 1'], ['put a 1', 'put b 2', 'put c 3', 'put d 4', 'put e 5']), code: 1,
+        expect: 'too many operations in txn request' },
+      { args: ['txn', '-i'], stdin: txn([], ['put a 1', 'put b 2', 'put c 3', 'put d 4'], []), expect: 'SUCCESS' },
+      { args: ['put', 'big', 'x'.repeat(2048)], code: 1, expect: 'Error: etcdserver: request is too large' },
+      ['put', 'big', 'x'.repeat(900)],
+      ['get', 'big', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+];
+
+const SELF_CHECK = process.env.COMPAT_SELF_CHECK === '1';
+const CANDIDATE: ServerKind = SELF_CHECK ? 'etcd' : 'etcd-ts';
+
+/** A started server plus the temp dir its steps may write to. */
+interface Side {
+  server: ServerHandle;
+  tmp: string;
+}
+
+async function startSide(t: TestContext, kind: ServerKind, flags: readonly string[]): Promise<Side> {
+  const server = await startServer(t, { kind, flags: [...flags] });
+  const tmp = await mkdtemp(join(tmpdir(), 'compat-tmp-'));
+  t.after(() => rm(tmp, { recursive: true, force: true }));
+  return { server, tmp };
+}
+
+/**
+ * Waits for both sides even when one fails, so the other is fully started (and its cleanup
+ * registered with the test) before the test fails.
+ */
+async function bothStarted(reference: Promise<Side>, candidate: Promise<Side>): Promise<[Side, Side]> {
+  const [ref, cand] = await Promise.allSettled([reference, candidate]);
+  if (ref.status === 'rejected') throw ref.reason;
+  if (cand.status === 'rejected') throw cand.reason;
+  return [ref.value, cand.value];
+}
+
+async function runStep(side: Side, step: CtlStep): Promise<CtlResult> {
+  const args = step.args.map((arg) => arg.split(TMP).join(side.tmp));
+  const result = await etcdctl(side.server.endpoint, args, { stdin: step.stdin, stdoutAsHex: step.binary });
+  return normaliseResult(result, { endpoint: side.server.endpoint, tmpPaths: [side.tmp] });
+}
+
+async function applyAction(side: Side, { action }: ActionStep): Promise<void> {
+  if (action === 'kill9-restart') await side.server.kill9();
+  await side.server.restart();
+}
+
+const unavailable = etcdUnavailableReason();
+
+describe(`kv compat: etcd 3.4 vs ${SELF_CHECK ? 'a second etcd 3.4 (self check)' : 'etcd-ts'}`, { skip: unavailable }, () => {
+  for (const scenario of SCENARIOS) {
+    it(scenario.name, async (t) => {
+      const flags = scenario.flags ?? [];
+      const [reference, candidate] = await bothStarted(startSide(t, 'etcd', flags), startSide(t, CANDIDATE, flags));
+      for (const [index, raw] of scenario.steps.entries()) {
+        if ('action' in raw) {
+          await Promise.all([applyAction(reference, raw), applyAction(candidate, raw)]);
+          continue;
+        }
+        const step: CtlStep = 'args' in raw ? raw : { args: raw };
+        const label = `step ${index + 1}: etcdctl ${step.args.map((arg) => (arg.length > 40 ? `${arg.slice(0, 20)}…(${arg.length})` : arg)).join(' ')}`;
+        const [expected, actual] = await Promise.all([runStep(reference, step), runStep(candidate, step)]);
+        assert.equal(expected.code, step.code ?? 0, `${label}: real etcd exit code\n${expected.stderr}`);
+        if (step.expect !== undefined) {
+          assert.ok(`${expected.stdout}${expected.stderr}`.includes(step.expect), `${label}: real etcd output lacks ${step.expect}`);
+        }
+        assert.deepEqual(actual, expected, `${label}: ${CANDIDATE} differs from etcd`);
+      }
+    });
+  }
+});

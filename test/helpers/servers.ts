@@ -1,0 +1,270 @@
+// Starts a real etcd 3.4 or an etcd-ts on free ports with a fresh data dir, for tests that run
+// the same steps against both. Every started process is killed when its test ends (through the
+// `after` hook the caller passes in) and, as a last resort, when this process exits.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { etcdctl } from './etcdctl.js';
+
+export type ServerKind = 'etcd' | 'etcd-ts';
+
+/** Where the real etcd lives (Debian's etcd-server package). */
+export const ETCD_BIN = '/usr/bin/etcd';
+/** Where etcdctl lives (Debian's etcd-client package). */
+export const ETCDCTL_BIN = '/usr/bin/etcdctl';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ETCD_TS_BIN = join(REPO_ROOT, 'bin', 'etcd-ts.js');
+const ETCD_TS_ENTRY = join(REPO_ROOT, 'dist', 'src', 'cli', 'etcd-ts.js');
+
+/** The line both servers log on stderr once they accept client requests. */
+const READY_LINE = 'ready to serve client requests';
+/**
+ * The real etcd applies the cluster-version raft entry asynchronously, usually just before
+ * READY_LINE. Waiting for its log line too makes the raft index after startup always 4, so
+ * `endpoint status` outputs are comparable from the first step.
+ */
+const ETCD_CLUSTER_VERSION_LINE = 'enabled capabilities for version';
+
+/** The part of node:test's TestContext (or its module-level `after`) used to register cleanup. */
+export interface CleanupRegistrar {
+  after(fn: () => Promise<void> | void): void;
+}
+
+export interface StartOptions {
+  kind: ServerKind;
+  /** Extra etcd flags, e.g. ['--max-txn-ops', '4']. */
+  flags?: string[];
+  /** How long to wait for readiness. @default 20000 */
+  readyTimeoutMs?: number;
+}
+
+export interface ServerHandle {
+  readonly kind: ServerKind;
+  /** Client URL, e.g. http://127.0.0.1:41234 */
+  readonly endpoint: string;
+  readonly dataDir: string;
+  /** Pid of the current process (changes on restart). */
+  readonly pid: number;
+  /** Everything the current process wrote to stderr so far. */
+  stderr(): string;
+  /** SIGTERM, wait for exit, remove the data dir. Idempotent. */
+  stop(): Promise<void>;
+  /** SIGKILL (a crash), wait for exit; the data dir stays for restart(). */
+  kill9(): Promise<void>;
+  /** Stop gracefully if running, then start again on the same ports and data dir. */
+  restart(): Promise<void>;
+}
+
+/** How long stop() waits after SIGTERM before SIGKILL. */
+const STOP_GRACE_MS = 10_000;
+
+/** Children still running, killed by the exit hook if a test forgot or crashed. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  const killAll = (): void => {
+    for (const child of liveChildren) child.kill('SIGKILL');
+  };
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      killAll();
+      process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    });
+  }
+}
+
+/** Asks the OS for a free TCP port on 127.0.0.1 (listen on 0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      if (address === null || typeof address === 'string') {
+        server.close();
+        reject(new Error(`unexpected listen address ${String(address)}`));
+        return;
+      }
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+/**
+ * Makes sure etcd and etcdctl are installed, installing Debian's packages when running as root.
+ * Returns undefined when usable, otherwise the reason to skip the tests.
+ */
+export function etcdUnavailableReason(): string | undefined {
+  if (existsSync(ETCD_BIN) && existsSync(ETCDCTL_BIN)) return undefined;
+  if (process.getuid?.() !== 0) {
+    return `etcd 3.4 is not installed (${ETCD_BIN}, ${ETCDCTL_BIN}) and we are not root: ` +
+      'run `apt-get install etcd-server etcd-client` to enable the compat tests';
+  }
+  const install = spawnSync('apt-get', ['install', '-y', 'etcd-server', 'etcd-client'], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  if (install.status !== 0 || !existsSync(ETCD_BIN) || !existsSync(ETCDCTL_BIN)) {
+    return `apt-get install etcd-server etcd-client failed (exit ${String(install.status)})`;
+  }
+  return undefined;
+}
+
+/** Why etcd-ts cannot be started yet, or undefined when it is built. */
+export function etcdTsUnavailableReason(): string | undefined {
+  if (!existsSync(ETCD_TS_BIN)) return `${ETCD_TS_BIN} does not exist`;
+  if (!existsSync(ETCD_TS_ENTRY)) {
+    return `${ETCD_TS_ENTRY} does not exist: run \`npm run build\` first ` +
+      '(or COMPAT_SELF_CHECK=1 to compare real etcd with a second real etcd)';
+  }
+  return undefined;
+}
+
+interface Ports {
+  client: number;
+  peer: number;
+}
+
+function commandLine(kind: ServerKind, ports: Ports, dataDir: string, flags: string[]): [string, string[]] {
+  const clientUrl = `http://127.0.0.1:${ports.client}`;
+  // The advertised peer URL and cluster stay at etcd's defaults so member and cluster IDs are
+  // the well-known 8e9e05c52164694d / cdf818194e3a8c32; only the listen address is private.
+  const common = [
+    '--name', 'default',
+    '--data-dir', dataDir,
+    '--listen-client-urls', clientUrl,
+    '--advertise-client-urls', clientUrl,
+    '--listen-peer-urls', `http://127.0.0.1:${ports.peer}`,
+    '--initial-advertise-peer-urls', 'http://localhost:2380',
+    '--initial-cluster', 'default=http://localhost:2380',
+    ...flags,
+  ];
+  return kind === 'etcd' ? [ETCD_BIN, common] : [process.execPath, [ETCD_TS_BIN, ...common]];
+}
+
+function waitForExit(child: ChildProcess): Promise<void> {
+  // No pid: spawning failed, there is no process to wait for.
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One server process and what it logged on stderr. */
+interface Running {
+  child: ChildProcess;
+  stderr: () => string;
+  /** Resolves with the spawn error, if spawning fails (e.g. missing binary). */
+  spawnError: Promise<Error>;
+}
+
+function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: string[]): Running {
+  const [cmd, args] = commandLine(kind, ports, dataDir, flags);
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: REPO_ROOT });
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  // Neither the server nor its stderr pipe keeps the test process alive: if a test forgets a
+  // server, the process still exits and the exit hook kills it.
+  child.unref();
+  if (child.stderr !== null && 'unref' in child.stderr && typeof child.stderr.unref === 'function') {
+    child.stderr.unref();
+  }
+  let log = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => { log += chunk; });
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  return { child, stderr: () => log, spawnError };
+}
+
+/**
+ * Resolves once the server logged its ready line(s) and `etcdctl endpoint health` succeeds
+ * (etcd 3.4's HTTP /health is not used: it appends a raft entry). Kills it on timeout.
+ */
+async function waitReady(kind: ServerKind, running: Running, endpoint: string, readyTimeoutMs: number): Promise<void> {
+  const { child, stderr } = running;
+  const readyLines = kind === 'etcd' ? [READY_LINE, ETCD_CLUSTER_VERSION_LINE] : [READY_LINE];
+  const deadline = Date.now() + readyTimeoutMs;
+  let lastHealth = '';
+  for (;;) {
+    const failure = await Promise.race([running.spawnError, sleep(50).then(() => undefined)]);
+    if (failure !== undefined) throw new Error(`cannot start ${kind}: ${failure.message}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${kind} exited (${String(child.exitCode ?? child.signalCode)}) before ready:\n${stderr().slice(-4000)}`);
+    }
+    if (readyLines.every((line) => stderr().includes(line))) {
+      const health = await etcdctl(endpoint, ['endpoint', 'health'], { timeoutMs: 5000 });
+      if (health.code === 0) return;
+      lastHealth = health.stderr;
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      await waitForExit(child);
+      throw new Error(`${kind} not ready after ${readyTimeoutMs} ms; last health check: ${lastHealth}\n` +
+        `stderr tail:\n${stderr().slice(-4000)}`);
+    }
+  }
+}
+
+/**
+ * Starts a server of the given kind on free ports with a fresh temp data dir and waits until it
+ * serves. `cleanup.after` receives the stop function, so the process dies with the test even
+ * when an assertion fails.
+ */
+export async function startServer(cleanup: CleanupRegistrar, options: StartOptions): Promise<ServerHandle> {
+  const { kind, flags = [], readyTimeoutMs = 20_000 } = options;
+  if (kind === 'etcd-ts') {
+    const reason = etcdTsUnavailableReason();
+    if (reason !== undefined) throw new Error(`cannot start etcd-ts: ${reason}`);
+  }
+  installExitHook();
+  const ports: Ports = { client: await freePort(), peer: await freePort() };
+  const dataDir = await mkdtemp(join(tmpdir(), `compat-${kind}-`));
+  const endpoint = `http://127.0.0.1:${ports.client}`;
+  let stopped = false;
+  let current = spawnServer(kind, ports, dataDir, flags);
+
+  // A server that ignores SIGTERM for STOP_GRACE_MS is killed: a hung stop must not hang tests.
+  const terminate = async (signal: NodeJS.Signals): Promise<void> => {
+    const { child } = current;
+    child.kill(signal);
+    const escalate = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+    await waitForExit(child);
+    clearTimeout(escalate);
+  };
+  const handle: ServerHandle = {
+    kind,
+    endpoint,
+    dataDir,
+    get pid() { return current.child.pid ?? -1; },
+    stderr: () => current.stderr(),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await terminate('SIGTERM');
+      await rm(dataDir, { recursive: true, force: true });
+    },
+    async kill9() {
+      await terminate('SIGKILL');
+    },
+    async restart() {
+      if (stopped) throw new Error('restart() after stop(): the data dir is gone');
+      await terminate('SIGTERM');
+      current = spawnServer(kind, ports, dataDir, flags);
+      await waitReady(kind, current, endpoint, readyTimeoutMs);
+    },
+  };
+  // Registered before waiting, so a test that fails meanwhile still stops this server.
+  cleanup.after(() => handle.stop());
+  await waitReady(kind, current, endpoint, readyTimeoutMs);
+  return handle;
+}
