@@ -50,8 +50,6 @@ export interface ServerHandle {
   readonly dataDir: string;
   /** Pid of the current process (changes on restart). */
   readonly pid: number;
-  /** Everything the current process wrote to stderr so far. */
-  stderr(): string;
   /** SIGTERM, wait for exit, remove the data dir. Idempotent. */
   stop(): Promise<void>;
   /** SIGKILL (a crash), wait for exit; the data dir stays for restart(). */
@@ -246,7 +244,6 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
     endpoint,
     dataDir,
     get pid() { return current.child.pid ?? -1; },
-    stderr: () => current.stderr(),
     async stop() {
       if (stopped) return;
       stopped = true;
