@@ -1,0 +1,134 @@
+/**
+ * The backend: durable storage on LMDB (etcd `mvcc/backend`, which uses bbolt).
+ *
+ * One LMDB environment in `<data-dir>/member/db/` holds named databases, like bbolt's buckets:
+ * - `key`:   revision bytes (17, or 18 with the tombstone mark) → marshalled mvccpb.KeyValue,
+ *            exactly the bytes etcd stores, so hashes over history match etcd's;
+ * - `meta`:  string → UTF-8 text (consistent_index, scheduledCompactRev, finishedCompactRev, term);
+ * - `lease`, `alarm`: records of later subsystems, same shape (bytes → bytes).
+ *
+ * Writes are asynchronous and batched: every write issued in one event-loop turn lands in one
+ * LMDB transaction, committed on lmdb-js's writer thread. `durable()` resolves when everything
+ * issued so far is committed *and flushed to disk* (fsync), which is the only moment a write may
+ * be acknowledged or shown to anyone. Reads are synchronous and see committed data only.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+
+/** Names of the backend's databases (etcd's bucket names where etcd has one). */
+export type BucketName = 'key' | 'meta' | 'lease' | 'alarm';
+
+export class Backend {
+  /** The LMDB environment; swapped only by `defragment`. */
+  private env: RootDatabase;
+  /** Open databases by name; rebuilt with the environment. */
+  private dbs = new Map<BucketName, Database<Buffer, Buffer>>();
+  /** Directory holding data.mdb. */
+  readonly dir: string;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+    this.env = Backend.openEnv(dir);
+  }
+
+  /** Opens (creating if needed) the backend under `<dataDir>/member/db`. */
+  static open(dataDir: string): Backend {
+    const dir = path.join(dataDir, 'member', 'db');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return new Backend(dir);
+  }
+
+  private static openEnv(dir: string): RootDatabase {
+    // overlappingSync: commits become visible before their fsync finishes; we wait on
+    // `flushed` ourselves before acknowledging, so durability is kept and fsyncs overlap.
+    return open({ path: dir, overlappingSync: true, maxDbs: 16, pageSize: 4096 });
+  }
+
+  /** The named database, opened on first use. Keys and values are raw bytes. */
+  bucket(name: BucketName): Database<Buffer, Buffer> {
+    let db = this.dbs.get(name);
+    if (!db) {
+      db = this.env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+      this.dbs.set(name, db);
+    }
+    return db;
+  }
+
+  /** Queues a put; it commits with the current batch. */
+  put(bucket: BucketName, key: Buffer, value: Buffer): void {
+    void this.bucket(bucket).put(key, value);
+  }
+
+  /** Queues a delete; it commits with the current batch. */
+  remove(bucket: BucketName, key: Buffer): void {
+    void this.bucket(bucket).remove(key);
+  }
+
+  /** Reads a committed value, or undefined. */
+  get(bucket: BucketName, key: Buffer): Buffer | undefined {
+    return this.bucket(bucket).getBinary(key) as Buffer | undefined;
+  }
+
+  /** Reads a meta entry as text, or undefined. */
+  getMeta(name: string): string | undefined {
+    return this.get('meta', Buffer.from(name))?.toString('utf8');
+  }
+
+  /** Queues a meta write. */
+  putMeta(name: string, value: string | number): void {
+    this.put('meta', Buffer.from(name), Buffer.from(String(value)));
+  }
+
+  /** Committed entries of a bucket with start ≤ key < end, in key order. */
+  *range(bucket: BucketName, start?: Buffer, end?: Buffer): Generator<{ key: Buffer; value: Buffer }> {
+    for (const { key, value } of this.bucket(bucket).getRange({ start, end })) {
+      yield { key: key as Buffer, value: value as Buffer };
+    }
+  }
+
+  /** Resolves when every write queued so far is committed and fsynced. */
+  async durable(): Promise<void> {
+    await this.env.committed;
+    await this.env.flushed;
+  }
+
+  /** Size of the database file in bytes (etcd `backend.Size`). */
+  size(): number {
+    const stats = this.env.getStats() as { pageSize: number; lastPageNumber: number };
+    return (stats.lastPageNumber + 1) * stats.pageSize;
+  }
+
+  /** Bytes in use: the file size minus free pages (etcd `backend.SizeInUse`). */
+  sizeInUse(): number {
+    const stats = this.env.getStats() as { pageSize: number; lastPageNumber: number; free: { entryCount: number } };
+    return Math.max(stats.pageSize, (stats.lastPageNumber + 1 - stats.free.entryCount) * stats.pageSize);
+  }
+
+  /** Writes a consistent, compacted copy of the environment to `file` (a single data file). */
+  async copyTo(file: string): Promise<void> {
+    await this.durable();
+    await this.env.backup(file, true);
+  }
+
+  /**
+   * Rewrites the database file without free pages (etcd `Defragment`). The caller stops all
+   * writes first; reads issued meanwhile would fail, so callers also hold reads.
+   */
+  async defragment(): Promise<void> {
+    const tmp = path.join(path.dirname(this.dir), 'db.defrag.mdb');
+    fs.rmSync(tmp, { force: true });
+    await this.copyTo(tmp);
+    await this.env.close();
+    this.dbs.clear();
+    fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
+    fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
+    this.env = Backend.openEnv(this.dir);
+  }
+
+  /** Closes the environment after pending writes are durable. */
+  async close(): Promise<void> {
+    await this.durable();
+    await this.env.close();
+  }
+}

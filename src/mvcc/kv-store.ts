@@ -1,0 +1,442 @@
+/**
+ * The MVCC key-value store (etcd `mvcc/kvstore.go`, `kvstore_txn.go`).
+ *
+ * State lives in two places: the in-memory `TreeIndex` (key → keyIndex of revisions) and the
+ * `Backend` (revision → KeyValue). A write transaction assigns the next main revision, updates
+ * the index at once, and queues its records in the backend's current batch. The records become
+ * visible only when the batch is durable: until then readers use `publishedRev`, the newest
+ * revision known to be on disk, and every index lookup is made "at" a revision, so entries of
+ * newer, not yet durable revisions are simply not seen.
+ *
+ * Concurrency model: Node runs this on one thread. A write transaction runs synchronously from
+ * `beginWrite()` to `end()`, so write transactions are serialized by construction, in the
+ * order they arrive; no lock is needed. Only the wait for durability is asynchronous.
+ *
+ * Revisions:
+ * - `currentRev`:   the newest assigned main revision (may not be durable yet). Written only by
+ *                   `TxnWrite.end()` and `restore()`.
+ * - `publishedRev`: the newest durable revision; reads and watchers never go beyond it. Written
+ *                   only by `publish()`.
+ * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted.
+ */
+import { KeyValue } from '../proto/gen/kv.gen.js';
+import { Backend } from './backend.js';
+import { type Key, keyFromBytes, keyToBytes } from './key.js';
+import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
+import { TreeIndex, type RevisionSet } from './tree-index.js';
+
+/** Thrown for a read below the compacted revision (etcd `mvcc.ErrCompacted`). */
+export class CompactedError extends Error {
+  override name = 'CompactedError';
+  constructor() {
+    super('mvcc: required revision has been compacted');
+  }
+}
+
+/** Thrown for a read or compaction above the current revision (etcd `mvcc.ErrFutureRev`). */
+export class FutureRevError extends Error {
+  override name = 'FutureRevError';
+  constructor() {
+    super('mvcc: required revision is a future revision');
+  }
+}
+
+/** Thrown when a put names a lease that does not exist (etcd `lease.ErrLeaseNotFound`). */
+export class LeaseNotFoundError extends Error {
+  override name = 'LeaseNotFoundError';
+  constructor() {
+    super('lease not found');
+  }
+}
+
+/** Options of a range read (etcd `mvcc.RangeOptions`). */
+export interface RangeOptions {
+  /** At most this many KeyValues; 0 = no limit. */
+  limit?: number;
+  /** Read at this main revision; 0 = the view's revision. */
+  rev?: number;
+  /** Only count the keys; `kvs` is empty. */
+  count?: boolean;
+}
+
+/** Result of a range read (etcd `mvcc.RangeResult`). */
+export interface RangeResult {
+  /** The KeyValues, ordered by key, at most `limit`. */
+  kvs: KeyValue[];
+  /** How many keys the range holds at the read revision (ignoring `limit`). */
+  count: number;
+  /** The view's revision (the store's revision as the reader sees it, not the read revision). */
+  rev: number;
+}
+
+/**
+ * Lease bookkeeping the store needs on writes (etcd `lease.Lessor`, the part the store uses).
+ * The lessor itself lives in `src/lease/`; until it is attached no lease exists.
+ */
+export interface LeaseHooks {
+  /** True when the lease exists. */
+  exists(id: bigint): boolean;
+  /** Records that `key` is attached to lease `id`. */
+  attach(id: bigint, key: Key): void;
+  /** Records that `key` is no longer attached to lease `id`. */
+  detach(id: bigint, key: Key): void;
+  /** The lease `key` is attached to, or 0n (etcd `Lessor.GetLease`). */
+  leaseOf(key: Key): bigint;
+}
+
+const EMPTY = Buffer.alloc(0);
+const NO_LEASES: LeaseHooks = { exists: () => false, attach: () => {}, detach: () => {}, leaseOf: () => 0n };
+
+/** A read-only view of the store at one revision (etcd `mvcc.ReadView`). */
+export interface ReadView {
+  /** The revision this view reads at by default. */
+  rev(): number;
+  /** The oldest revision still readable (the compacted revision). */
+  firstRev(): number;
+  /** Reads `[key, end)` (see `TreeIndex.range` for `end`). Throws CompactedError, FutureRevError. */
+  range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult;
+}
+
+/** Observer of durable changes: called once per published revision, in revision order. */
+export type PublishListener = (rev: number, changes: readonly KeyValue[]) => void;
+
+/** Compaction batch size (etcd `compactionBatchLimit`) and pause between batches. */
+const COMPACTION_BATCH = 1000;
+const COMPACTION_PAUSE_MS = 10;
+
+export class KVStore {
+  /** key → keyIndex, including not yet durable revisions. */
+  readonly index = new TreeIndex();
+  /** Durable storage. */
+  readonly backend: Backend;
+  /** Newest assigned main revision (see module comment). */
+  private currentRev = 1;
+  /** Newest durable main revision (see module comment). */
+  private publishedRevValue = 1;
+  /** Reads below this main revision fail with ErrCompacted. */
+  private compactMainRev = 0;
+  /** Records written but not yet durable: revision key (`main_sub`) → KeyValue. */
+  private readonly pending = new Map<string, KeyValue>();
+  /** Committed-but-unpublished transactions, in revision order, waiting for durability. */
+  private readonly unpublished: { rev: number; changes: KeyValue[]; keys: string[] }[] = [];
+  /** Lease hooks; replaced by the lessor when it starts. */
+  leases: LeaseHooks = NO_LEASES;
+  /** Observers of published revisions (the watchable store). */
+  private readonly listeners: PublishListener[] = [];
+  /** Resolves when the running physical compaction is finished. */
+  private compaction: Promise<void> = Promise.resolve();
+  /** True while a durability wait is in flight (one at a time keeps batches large). */
+  private syncing = false;
+  /** Callers waiting for the next durability point. */
+  private syncWaiters: (() => void)[] = [];
+  private syncFailed: ((err: unknown) => void)[] = [];
+
+  constructor(backend: Backend) {
+    this.backend = backend;
+    this.restore();
+  }
+
+  /** The newest durable revision: what readers see. */
+  get publishedRev(): number {
+    return this.publishedRevValue;
+  }
+
+  /** The newest assigned revision, durable or not. */
+  get headRev(): number {
+    return this.currentRev;
+  }
+
+  /** The compacted revision (0 when never compacted). */
+  get compactRev(): number {
+    return this.compactMainRev;
+  }
+
+  /** Registers an observer of published revisions. */
+  onPublish(listener: PublishListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** A read view at the newest durable revision (etcd `store.Read`). */
+  read(): ReadView {
+    const rev = this.publishedRevValue;
+    return {
+      rev: () => rev,
+      firstRev: () => this.compactMainRev,
+      range: (key, end, opts) => this.rangeKeys(key, end, rev, opts ?? {}),
+    };
+  }
+
+  /** Starts a write transaction at the head revision (etcd `store.Write`). Call `end()` synchronously. */
+  beginWrite(): TxnWrite {
+    return new TxnWrite(this, this.currentRev);
+  }
+
+  /** Reads the KeyValue stored at a revision: pending buffer first, then the backend. */
+  readRecord(rev: Revision): KeyValue {
+    const pending = this.pending.get(`${rev.main}_${rev.sub}`);
+    if (pending) return pending;
+    const bytes = this.backend.get('key', revToBytes(rev));
+    if (!bytes) throw new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
+    return KeyValue.decode(bytes);
+  }
+
+  /** etcd `storeTxnRead.rangeKeys`: `viewRev` is the view's current revision. */
+  rangeKeys(key: Key, end: Key | undefined, viewRev: number, opts: RangeOptions): RangeResult {
+    let rev = opts.rev ?? 0;
+    if (rev > viewRev) throw new FutureRevError();
+    if (rev <= 0) rev = viewRev;
+    if (rev < this.compactMainRev) throw new CompactedError();
+    if (opts.count) return { kvs: [], count: this.index.countRevisions(key, end, rev), rev: viewRev };
+    const limit = opts.limit ?? 0;
+    const { revs, total } = this.index.revisions(key, end, rev, limit);
+    const n = limit > 0 && limit < revs.length ? limit : revs.length;
+    const kvs: KeyValue[] = new Array<KeyValue>(n);
+    for (let i = 0; i < n; i++) kvs[i] = this.readRecord(revs[i]!);
+    return { kvs, count: total, rev: viewRev };
+  }
+
+  /** Called by TxnWrite.end() for a transaction that changed something. */
+  commitTxn(rev: number, changes: KeyValue[], keys: string[]): Promise<void> {
+    this.currentRev = rev;
+    this.unpublished.push({ rev, changes, keys });
+    return this.sync();
+  }
+
+  /**
+   * Resolves once every write queued so far is durable, publishing the revisions that became
+   * durable. One fsync is in flight at a time; writers arriving meanwhile share the next one
+   * (group commit).
+   */
+  sync(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.syncWaiters.push(resolve);
+      this.syncFailed.push(reject);
+      if (!this.syncing) this.runSync();
+    });
+  }
+
+  private runSync(): void {
+    this.syncing = true;
+    const waiters = this.syncWaiters;
+    const failed = this.syncFailed;
+    this.syncWaiters = [];
+    this.syncFailed = [];
+    const upto = this.unpublished.length;
+    this.backend.durable().then(
+      () => {
+        this.publish(this.unpublished.splice(0, upto));
+        for (const w of waiters) w();
+        this.syncing = false;
+        if (this.syncWaiters.length > 0) this.runSync();
+      },
+      (err: unknown) => {
+        // A failed fsync leaves the disk state unknown: nothing more may be acknowledged.
+        for (const f of failed) f(err);
+        throw err;
+      },
+    );
+  }
+
+  /** Makes durable transactions visible and tells observers, in revision order. */
+  private publish(txns: { rev: number; changes: KeyValue[]; keys: string[] }[]): void {
+    for (const t of txns) {
+      for (const k of t.keys) this.pending.delete(k);
+      this.publishedRevValue = t.rev;
+      for (const l of this.listeners) l(t.rev, t.changes);
+    }
+  }
+
+  /** Queues a record in the backend and the pending buffer (called by TxnWrite). */
+  writeRecord(rev: Revision, kv: KeyValue, tombstone: boolean): string {
+    const id = `${rev.main}_${rev.sub}`;
+    this.pending.set(id, kv);
+    this.backend.put('key', revToBytes(rev, tombstone), Buffer.from(KeyValue.encode(kv).finish()));
+    return id;
+  }
+
+  /**
+   * Compacts history below `rev` (etcd `store.Compact`): reads below `rev` fail from now on,
+   * the index forgets superseded revisions at once, and their records are deleted from the
+   * backend in the background. Returns a promise for the physical deletion.
+   * Throws CompactedError when `rev` ≤ the compacted revision, FutureRevError when above head.
+   */
+  compact(rev: number): { done: Promise<void> } {
+    if (rev <= this.compactMainRev) throw new CompactedError();
+    if (rev > this.currentRev) throw new FutureRevError();
+    this.compactMainRev = rev;
+    this.backend.putMeta('scheduledCompactRev', rev);
+    const keep = this.index.compact(rev);
+    const previous = this.compaction;
+    const done = previous.then(() => this.sync()).then(() => this.deleteCompacted(rev, keep));
+    this.compaction = done.catch(() => {});
+    return { done };
+  }
+
+  /** Deletes backend records at or below `rev` not in `keep`, in batches (etcd `scheduleCompaction`). */
+  private async deleteCompacted(rev: number, keep: RevisionSet): Promise<void> {
+    const end = revToBytes({ main: rev + 1, sub: 0 });
+    let start: Buffer | undefined = revToBytes({ main: 0, sub: 0 });
+    while (start) {
+      let n = 0;
+      let next: Buffer | undefined;
+      for (const { key } of this.backend.range('key', start, end)) {
+        if (n === COMPACTION_BATCH) {
+          next = key;
+          break;
+        }
+        const r = bytesToRev(key);
+        if (!keep.has(r.main, r.sub)) this.backend.remove('key', key);
+        n++;
+      }
+      if (!next) this.backend.putMeta('finishedCompactRev', rev);
+      await this.backend.durable();
+      start = next;
+      if (start) await new Promise((r) => setTimeout(r, COMPACTION_PAUSE_MS));
+    }
+  }
+
+  /** Rebuilds the index from the backend (etcd `store.restore`) and resumes a scheduled compaction. */
+  private restore(): void {
+    const finished = Number(this.backend.getMeta('finishedCompactRev') ?? 0);
+    const scheduled = Number(this.backend.getMeta('scheduledCompactRev') ?? 0);
+    this.compactMainRev = finished;
+    let rev = 1;
+    for (const { key: rk, value } of this.backend.range('key')) {
+      const r = bytesToRev(rk);
+      const kv = KeyValue.decode(value);
+      const key = keyFromBytes(kv.key);
+      if (isTombstone(rk)) {
+        if (this.index.get(key, r.main) !== undefined) this.index.tombstone(key, r);
+      } else if (this.index.get(key, r.main) === undefined && kv.version > 1n) {
+        // The first record seen of a key whose earlier versions were compacted away.
+        this.index.restore(key, { main: Number(kv.createRevision), sub: 0 }, r, Number(kv.version));
+      } else {
+        this.index.put(key, r);
+      }
+      rev = r.main;
+    }
+    this.currentRev = Math.max(rev, this.compactMainRev, 1);
+    this.publishedRevValue = this.currentRev;
+    if (scheduled > this.compactMainRev) {
+      const keep = this.index.compact(scheduled);
+      this.compactMainRev = scheduled;
+      this.compaction = this.deleteCompacted(scheduled, keep).catch(() => {});
+    }
+  }
+
+  /** Re-attaches every live key with a lease to the lessor (after it restored its leases). */
+  attachLeases(): void {
+    const { revs } = this.index.revisions('\0', '\0', this.currentRev, 0);
+    for (const r of revs) {
+      const kv = this.readRecord(r);
+      if (kv.lease !== 0n) this.leases.attach(kv.lease, keyFromBytes(kv.key));
+    }
+  }
+
+  /** Waits for background compaction and closes the backend. */
+  async close(): Promise<void> {
+    await this.compaction;
+    await this.backend.close();
+  }
+}
+
+/**
+ * A write transaction (etcd `storeTxnWrite`). Every change gets revision
+ * `{main: beginRev + 1, sub: n}` where n counts the changes so far. Reads inside the
+ * transaction see its own changes. `end()` hands the changes to the store and returns a
+ * promise that resolves when they are durable and published.
+ */
+export class TxnWrite implements ReadView {
+  /** The store's head revision when the transaction began. */
+  readonly beginRev: number;
+  /** Records written by this transaction, in sub-revision order. */
+  readonly changes: KeyValue[] = [];
+  /** Pending-buffer ids of those records. */
+  private readonly ids: string[] = [];
+  private readonly store: KVStore;
+  private ended = false;
+
+  constructor(store: KVStore, beginRev: number) {
+    this.store = store;
+    this.beginRev = beginRev;
+  }
+
+  /** The revision reads see: beginRev, or beginRev + 1 once this transaction changed something. */
+  rev(): number {
+    return this.changes.length > 0 ? this.beginRev + 1 : this.beginRev;
+  }
+
+  firstRev(): number {
+    return this.store.compactRev;
+  }
+
+  range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult {
+    return this.store.rangeKeys(key, end, this.rev(), opts ?? {});
+  }
+
+  /**
+   * Writes `key` = `value` with `lease` (0n = none) at the next sub revision (etcd
+   * `storeTxnWrite.put`). Throws LeaseNotFoundError when the lease does not exist.
+   */
+  put(key: Key, value: Buffer, lease: bigint): void {
+    if (lease !== 0n && !this.store.leases.exists(lease)) throw new LeaseNotFoundError();
+    const main = this.beginRev + 1;
+    const idxRev = { main, sub: this.changes.length };
+    const prev = this.store.index.get(key, main);
+    let created = main;
+    let ver = 1;
+    let oldLease = 0n;
+    if (prev) {
+      created = prev.created.main;
+      ver = prev.ver + 1;
+      oldLease = this.store.leases.leaseOf(key);
+    }
+    const kv: KeyValue = {
+      key: keyToBytes(key),
+      createRevision: BigInt(created),
+      modRevision: BigInt(main),
+      version: BigInt(ver),
+      value,
+      lease,
+    };
+    this.ids.push(this.store.writeRecord(idxRev, kv, false));
+    this.store.index.put(key, idxRev);
+    this.changes.push(kv);
+    if (oldLease !== 0n) this.store.leases.detach(oldLease, key);
+    if (lease !== 0n) this.store.leases.attach(lease, key);
+  }
+
+  /** Deletes every key in `[key, end)` (etcd `storeTxnWrite.deleteRange`); returns how many. */
+  deleteRange(key: Key, end: Key | undefined): number {
+    const { keys } = this.store.index.range(key, end, this.rev());
+    for (const k of keys) this.delete(k);
+    return keys.length;
+  }
+
+  /**
+   * Tombstones `key`. The backend record holds only the key, as etcd's does; the change handed
+   * to watchers carries mod_revision = the deleting revision (etcd `watchableStoreTxnWrite.End`).
+   */
+  private delete(key: Key): void {
+    const main = this.beginRev + 1;
+    const idxRev = { main, sub: this.changes.length };
+    const keyBytes = keyToBytes(key);
+    const record: KeyValue = { key: keyBytes, createRevision: 0n, modRevision: 0n, version: 0n, value: EMPTY, lease: 0n };
+    this.ids.push(this.store.writeRecord(idxRev, record, true));
+    this.store.index.tombstone(key, idxRev);
+    this.changes.push({ ...record, modRevision: BigInt(main) });
+    const lease = this.store.leases.leaseOf(key);
+    if (lease !== 0n) this.store.leases.detach(lease, key);
+  }
+
+  /**
+   * Ends the transaction. With changes, the store's head moves to beginRev + 1 and the promise
+   * resolves when they are durable and published; without, it resolves at once.
+   */
+  end(): Promise<void> {
+    if (this.ended) throw new Error('mvcc: transaction ended twice');
+    this.ended = true;
+    if (this.changes.length === 0) return Promise.resolve();
+    return this.store.commitTxn(this.beginRev + 1, this.changes, this.ids);
+  }
+}

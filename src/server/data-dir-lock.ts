@@ -1,0 +1,66 @@
+/**
+ * Exclusive ownership of a data directory (etcd takes a file lock on its WAL; LMDB alone would
+ * let two processes share the files). The lock is a file `<dir>/etcd-ts.lock` created with
+ * O_EXCL and holding the owner's PID. A lock left by a process that no longer runs (a kill -9)
+ * is stale and is taken over.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+export class DataDirLockedError extends Error {
+  override name = 'DataDirLockedError';
+}
+
+export class DataDirLock {
+  /** Path of the lock file. */
+  readonly file: string;
+  private released = false;
+
+  private constructor(file: string) {
+    this.file = file;
+  }
+
+  /**
+   * Takes the lock of `dir` (created if missing). Throws DataDirLockedError when a running
+   * process holds it.
+   */
+  static acquire(dir: string): DataDirLock {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, 'etcd-ts.lock');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.writeFileSync(file, String(process.pid), { flag: 'wx', mode: 0o600 });
+        return new DataDirLock(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = Number(fs.readFileSync(file, 'utf8'));
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isRunning(owner)) {
+        throw new DataDirLockedError(
+          `data dir ${path.dirname(dir)} is in use by another etcd-ts process (pid ${owner}); stop it or choose another --data-dir`,
+        );
+      }
+      if (owner === process.pid) {
+        throw new DataDirLockedError(`data dir ${path.dirname(dir)} is already open in this process`);
+      }
+      fs.rmSync(file, { force: true });
+    }
+    throw new DataDirLockedError(`could not lock data dir ${path.dirname(dir)}`);
+  }
+
+  /** Removes the lock file; later calls do nothing. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    fs.rmSync(this.file, { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

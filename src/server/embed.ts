@@ -1,0 +1,69 @@
+/**
+ * Assembles a running server from a ServerConfig: the EtcdServer, one gRPC server with every
+ * service, and the client and metrics listeners. Used by the CLI and by embedding apps.
+ */
+import tls from 'node:tls';
+import { Server as GrpcServer } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ServerConfig } from '../config.js';
+import { EtcdServer } from './etcd-server.js';
+import { addClusterService } from './grpc/cluster-service.js';
+import { addKVService } from './grpc/kv-service.js';
+import { addMaintenanceService } from './grpc/maintenance-service.js';
+import { httpHandler } from './http/handlers.js';
+import { listenClientUrl, type ClientListener } from './listener.js';
+import { loadClientTls } from './tls.js';
+
+/** etcd adds this much to --max-request-bytes for gRPC's own receive limit (etcd `grpcOverheadBytes`). */
+const GRPC_OVERHEAD_BYTES = 512 * 1024;
+
+/** A running server. */
+export interface RunningServer {
+  readonly etcd: EtcdServer;
+  /** Client URLs with the ports actually bound, in --listen-client-urls order. */
+  readonly clientUrls: string[];
+  /** Metrics URLs with the ports actually bound. */
+  readonly metricsUrls: string[];
+  /** Stops listening, closes client connections, waits for durable state, frees the data dir. */
+  close(): Promise<void>;
+}
+
+/** Starts a server; throws when the data dir is locked or a port cannot be bound. */
+export async function startEtcd(config: ServerConfig, log: Logger): Promise<RunningServer> {
+  const etcd = await EtcdServer.open(config, log);
+  const listeners: ClientListener[] = [];
+  const grpc = new GrpcServer({
+    'grpc.max_receive_message_length': config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+    'grpc.max_send_message_length': 2 ** 31 - 1,
+    'grpc.max_concurrent_streams': Math.min(config.maxConcurrentStreams, 2 ** 31 - 1),
+  });
+  try {
+    const advertised = config.advertiseClientUrls;
+    addKVService(grpc, etcd);
+    addMaintenanceService(grpc, etcd);
+    addClusterService(grpc, etcd, advertised);
+    const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
+    const handler = httpHandler(etcd);
+    for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions));
+    const metrics: ClientListener[] = [];
+    for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, handler, tlsOptions));
+    listeners.push(...metrics);
+    const clientUrls = listeners.slice(0, config.listenClientUrls.length).map((l) => l.boundUrl);
+    log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16) }, 'ready to serve client requests');
+    return {
+      etcd,
+      clientUrls,
+      metricsUrls: metrics.map((l) => l.boundUrl),
+      close: async () => {
+        await Promise.all(listeners.map((l) => l.close()));
+        grpc.forceShutdown();
+        await etcd.close();
+      },
+    };
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    grpc.forceShutdown();
+    await etcd.close();
+    throw err;
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * etcd's client-facing errors: gRPC status code plus the exact message text (etcd
+ * `api/v3rpc/rpctypes/error.go`). Clients match on the text, so it is reproduced byte for byte.
+ * See docs/errors.md for when each one is returned.
+ */
+import { status as Status, Metadata, type ServiceError } from '@grpc/grpc-js';
+
+/** An error that leaves the server as a gRPC status with etcd's code and message. */
+export class EtcdError extends Error {
+  override name = 'EtcdError';
+  /** The gRPC status code (`@grpc/grpc-js` `status`). */
+  readonly code: Status;
+  /** The gRPC status details: etcd's message text. */
+  readonly details: string;
+  /** Trailing metadata sent with the status (empty). */
+  readonly metadata = new Metadata();
+
+  constructor(code: Status, message: string) {
+    super(message);
+    this.code = code;
+    this.details = message;
+  }
+}
+
+/** Turns any thrown value into what grpc-js sends: etcd errors as they are, others as Unknown. */
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  if (err instanceof EtcdError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: Status.UNKNOWN, details: message, message, metadata: new Metadata() } as Partial<ServiceError>;
+}
+
+const e = (code: Status, msg: string) => () => new EtcdError(code, msg);
+
+/** Factories, one per etcd error (each call gives a fresh Error with its own stack). */
+export const Errors = {
+  emptyKey: e(Status.INVALID_ARGUMENT, 'etcdserver: key is not provided'),
+  keyNotFound: e(Status.INVALID_ARGUMENT, 'etcdserver: key not found'),
+  valueProvided: e(Status.INVALID_ARGUMENT, 'etcdserver: value is provided'),
+  leaseProvided: e(Status.INVALID_ARGUMENT, 'etcdserver: lease is provided'),
+  tooManyOps: e(Status.INVALID_ARGUMENT, 'etcdserver: too many operations in txn request'),
+  duplicateKey: e(Status.INVALID_ARGUMENT, 'etcdserver: duplicate key given in txn request'),
+  compacted: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision has been compacted'),
+  futureRev: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision is a future revision'),
+  noSpace: e(Status.RESOURCE_EXHAUSTED, 'etcdserver: mvcc: database space exceeded'),
+  leaseNotFound: e(Status.NOT_FOUND, 'etcdserver: requested lease not found'),
+  leaseExist: e(Status.FAILED_PRECONDITION, 'etcdserver: lease already exists'),
+  leaseTTLTooLarge: e(Status.OUT_OF_RANGE, 'etcdserver: too large lease TTL'),
+  watchCanceled: e(Status.CANCELLED, 'etcdserver: watch canceled'),
+  memberExist: e(Status.FAILED_PRECONDITION, 'etcdserver: member ID already exist'),
+  peerURLExist: e(Status.FAILED_PRECONDITION, 'etcdserver: Peer URLs already exists'),
+  memberNotEnoughStarted: e(Status.FAILED_PRECONDITION, 'etcdserver: re-configuration failed due to not enough started members'),
+  memberBadURLs: e(Status.INVALID_ARGUMENT, 'etcdserver: given member URLs are invalid'),
+  memberNotFound: e(Status.NOT_FOUND, 'etcdserver: member not found'),
+  memberNotLearner: e(Status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member'),
+  requestTooLarge: e(Status.INVALID_ARGUMENT, 'etcdserver: request is too large'),
+  tooManyRequests: e(Status.RESOURCE_EXHAUSTED, 'etcdserver: too many requests'),
+  permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied'),
+  authNotEnabled: e(Status.FAILED_PRECONDITION, 'etcdserver: authentication is not enabled'),
+  invalidAuthToken: e(Status.UNAUTHENTICATED, 'etcdserver: invalid auth token'),
+  noLeader: e(Status.UNAVAILABLE, 'etcdserver: no leader'),
+  notCapable: e(Status.UNAVAILABLE, 'etcdserver: not capable'),
+  stopped: e(Status.UNAVAILABLE, 'etcdserver: server stopped'),
+  timeout: e(Status.UNAVAILABLE, 'etcdserver: request timed out'),
+  corrupt: e(Status.DATA_LOSS, 'etcdserver: corrupt cluster'),
+} as const;

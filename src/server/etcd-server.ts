@@ -1,0 +1,318 @@
+/**
+ * The single-node etcd server (etcd `etcdserver.EtcdServer`): owns the backend, the MVCC store
+ * and the member identity, and runs every client request through etcd's semantics. The gRPC
+ * services (`src/server/grpc/`) are thin adapters over it.
+ *
+ * etcd orders writes through raft; with one member the order is simply arrival order, and the
+ * "raft index" is a counter of applied write requests kept in the backend, so Status reports
+ * numbers that move the way etcd's do. Every response header carries the cluster and member ID
+ * that a real etcd with the same `--initial-advertise-peer-urls` and `--initial-cluster-token`
+ * would have.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
+import { Backend } from '../mvcc/backend.js';
+import { KVStore, type ReadView } from '../mvcc/kv-store.js';
+import {
+  AlarmRequest_AlarmAction,
+  AlarmType,
+  type AlarmMember,
+  type CompactionRequest,
+  type CompactionResponse,
+  type DeleteRangeRequest,
+  type DeleteRangeResponse,
+  type PutRequest,
+  type PutResponse,
+  type RangeRequest,
+  type RangeResponse,
+  type ResponseHeader,
+  type TxnRequest,
+  type TxnResponse,
+} from '../proto/gen/rpc.gen.js';
+import {
+  applyDeleteRange,
+  applyPut,
+  applyRange,
+  applyTxn,
+  checkDelete,
+  checkPut,
+  checkRange,
+  checkTxn,
+  isTxnReadonly,
+  revHeader,
+  toEtcdError,
+} from './apply.js';
+import { DataDirLock } from './data-dir-lock.js';
+import { Errors } from './errors.js';
+
+/** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
+export const SERVER_VERSION = '3.5.17';
+/** The cluster version it reports (etcd `/version` "etcdcluster"). */
+export const CLUSTER_VERSION = '3.5.0';
+
+/** etcd `computeMemberId`: SHA-1 of the sorted peer URLs and the cluster token, first 8 bytes. */
+export function computeMemberId(peerUrls: readonly string[], clusterToken: string): bigint {
+  const h = createHash('sha1').update([...peerUrls].sort().join('') + clusterToken).digest();
+  return h.readBigUInt64BE(0);
+}
+
+/** etcd `RaftCluster.genID`: SHA-1 of the sorted member IDs (8 bytes each, big-endian), first 8 bytes. */
+export function computeClusterId(memberIds: readonly bigint[]): bigint {
+  const b = Buffer.alloc(8 * memberIds.length);
+  [...memberIds].sort((a, c) => (a < c ? -1 : a > c ? 1 : 0)).forEach((id, i) => b.writeBigUInt64BE(id, 8 * i));
+  return createHash('sha1').update(b).digest().readBigUInt64BE(0);
+}
+
+/**
+ * Size a write costs against the quota (etcd `backendQuota.Cost`): the request's size plus
+ * a per-key overhead for puts.
+ */
+const QUOTA_KV_OVERHEAD = 16 + 8 + 8 + 8 + 8 + 8 + 1 + 17;
+
+export class EtcdServer {
+  readonly config: ServerConfig;
+  readonly log: Logger;
+  readonly backend: Backend;
+  readonly store: KVStore;
+  /** This member's ID (stable: derived from the peer URLs and cluster token, persisted). */
+  readonly memberId: bigint;
+  /** The cluster's ID. */
+  readonly clusterId: bigint;
+  /** The raft term: persisted, and one more at each start, as a new leader term would be. */
+  readonly raftTerm: bigint;
+  /** Applied "raft index": one per write request and per start; persisted with each batch. */
+  private raftIndexValue: bigint;
+  /** Active alarms (etcd `alarm.AlarmStore`), persisted in the `alarm` bucket. */
+  private readonly alarms = new Map<AlarmType, AlarmMember>();
+  /** Backend bytes above which writes raise NOSPACE; Infinity = no quota. */
+  private readonly quotaBytes: number;
+  private readonly lock: DataDirLock;
+  private closed = false;
+
+  private constructor(config: ServerConfig, log: Logger, lock: DataDirLock) {
+    this.config = config;
+    this.log = log;
+    this.lock = lock;
+    this.backend = Backend.open(config.dataDir);
+    this.store = new KVStore(this.backend);
+    const storedId = this.backend.getMeta('memberID');
+    this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
+    this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
+    // A single etcd member campaigns at term 1 and leads from term 2; each restart is a new term.
+    this.raftTerm = BigInt(this.backend.getMeta('term') ?? '1') + 1n;
+    // A fresh etcd has applied 4 entries when it is ready (the initial member, its own
+    // configuration change, the leader's empty entry and the published member attributes);
+    // a restart adds the new leader's empty entry and the attributes again.
+    const storedIndex = this.backend.getMeta('consistent_index');
+    this.raftIndexValue = storedIndex === undefined ? 4n : BigInt(storedIndex) + 2n;
+    this.backend.putMeta('memberID', this.memberId.toString());
+    this.backend.putMeta('clusterID', this.clusterId.toString());
+    this.backend.putMeta('term', this.raftTerm.toString());
+    this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
+    for (const { value } of this.backend.range('alarm')) {
+      const a = JSON.parse(value.toString()) as { memberID: string; alarm: AlarmType };
+      this.alarms.set(a.alarm, { memberID: BigInt(a.memberID), alarm: a.alarm });
+    }
+    this.quotaBytes = config.quotaBackendBytes < 0 ? Infinity : config.quotaBackendBytes === 0 ? DEFAULT_QUOTA_BYTES : config.quotaBackendBytes;
+  }
+
+  /**
+   * Opens the data directory and recovers the store. Throws when another server holds the
+   * data directory or the backend cannot be opened.
+   */
+  static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
+    fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
+    try {
+      const server = new EtcdServer(config, log, lock);
+      await server.backend.durable();
+      return server;
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /** The raft index as Status reports it. */
+  get raftIndex(): bigint {
+    return this.raftIndexValue;
+  }
+
+  /** Completes a header as etcd's `header.fill` does. */
+  fillHeader(h: ResponseHeader | undefined): ResponseHeader {
+    const header = h ?? revHeader(0);
+    header.clusterId = this.clusterId;
+    header.memberId = this.memberId;
+    header.raftTerm = this.raftTerm;
+    if (header.revision === 0n) header.revision = BigInt(this.store.publishedRev);
+    return header;
+  }
+
+  /** Counts one applied write request (a raft entry) and queues it with the current batch. */
+  private bumpRaftIndex(): void {
+    this.raftIndexValue++;
+    this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
+  }
+
+  private checkStopped(): void {
+    if (this.closed) throw Errors.stopped();
+  }
+
+  /** Refuses writes while NOSPACE is raised or when the write would pass the quota (etcd `quotaApplierV3`). */
+  private checkQuota(cost: number): void {
+    if (this.alarms.has(AlarmType.NOSPACE)) throw Errors.noSpace();
+    if (this.backend.size() + cost > this.quotaBytes) {
+      this.activateAlarm(AlarmType.NOSPACE);
+      throw Errors.noSpace();
+    }
+  }
+
+  /** etcd's request size limit: requests larger than --max-request-bytes are refused. */
+  checkRequestSize(bytes: number): void {
+    if (bytes > this.config.maxRequestBytes) throw Errors.requestTooLarge();
+  }
+
+  /** KV.Range: reads at the newest durable revision. */
+  range(r: RangeRequest): RangeResponse {
+    this.checkStopped();
+    checkRange(r);
+    const resp = applyRange(this.store.read(), r);
+    this.fillHeader(resp.header);
+    return resp;
+  }
+
+  /** KV.Put: resolves once the write is durable. */
+  async put(r: PutRequest): Promise<PutResponse> {
+    this.checkStopped();
+    checkPut(r);
+    this.checkQuota(r.key.length + r.value.length + QUOTA_KV_OVERHEAD);
+    const txn = this.store.beginWrite();
+    let resp: PutResponse;
+    try {
+      resp = applyPut(txn, r);
+    } finally {
+      this.bumpRaftIndex();
+      await txn.end();
+    }
+    this.fillHeader(resp.header);
+    return resp;
+  }
+
+  /** KV.DeleteRange: resolves once the deletion is durable. */
+  async deleteRange(r: DeleteRangeRequest): Promise<DeleteRangeResponse> {
+    this.checkStopped();
+    checkDelete(r);
+    const txn = this.store.beginWrite();
+    const resp = applyDeleteRange(txn, r);
+    this.bumpRaftIndex();
+    await txn.end();
+    if (txn.changes.length === 0) await this.store.sync();
+    this.fillHeader(resp.header);
+    return resp;
+  }
+
+  /** KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads the durable view. */
+  async txn(r: TxnRequest): Promise<TxnResponse> {
+    this.checkStopped();
+    checkTxn(r, this.config.maxTxnOps);
+    const leaseExists = (id: bigint) => this.store.leases.exists(id);
+    let resp: TxnResponse;
+    if (isTxnReadonly(r)) {
+      resp = applyTxn(this.store.read() as ReadView, r, false, leaseExists);
+    } else {
+      this.checkQuota(txnCost(r));
+      const txn = this.store.beginWrite();
+      try {
+        resp = applyTxn(txn, r, true, leaseExists);
+      } finally {
+        this.bumpRaftIndex();
+        await txn.end();
+      }
+      // A txn whose taken branch wrote nothing still answers only after earlier writes it may
+      // have read are durable.
+      if (txn.changes.length === 0) await this.store.sync();
+    }
+    this.fillHeader(resp.header);
+    return resp;
+  }
+
+  /** KV.Compact: with `physical`, resolves only after the old records left the backend. */
+  async compact(r: CompactionRequest): Promise<CompactionResponse> {
+    this.checkStopped();
+    let done: Promise<void>;
+    try {
+      ({ done } = this.store.compact(Number(r.revision)));
+    } catch (err) {
+      throw toEtcdError(err);
+    }
+    this.bumpRaftIndex();
+    await this.store.sync();
+    if (r.physical) await done;
+    return { header: this.fillHeader(revHeader(this.store.headRev)) };
+  }
+
+  /** The active alarms (etcd `AlarmStore.Get(NONE)`). */
+  listAlarms(): AlarmMember[] {
+    return [...this.alarms.values()];
+  }
+
+  /** Raises an alarm for this member and persists it. */
+  activateAlarm(alarm: AlarmType): AlarmMember {
+    const m = { memberID: this.memberId, alarm };
+    if (!this.alarms.has(alarm)) {
+      this.alarms.set(alarm, m);
+      this.backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: m.memberID.toString(), alarm })));
+      this.log.warn({ alarm: AlarmType[alarm] }, 'alarm raised');
+    }
+    return m;
+  }
+
+  /**
+   * Maintenance.Alarm (etcd `applierV3backend.Alarm`): GET lists, ACTIVATE raises,
+   * DEACTIVATE clears; returns the alarms the action touched.
+   */
+  async alarm(action: AlarmRequest_AlarmAction, memberId: bigint, alarm: AlarmType): Promise<AlarmMember[]> {
+    this.checkStopped();
+    if (action === AlarmRequest_AlarmAction.GET) return this.listAlarms();
+    this.bumpRaftIndex();
+    let touched: AlarmMember[] = [];
+    if (memberId === this.memberId || memberId === 0n) {
+      if (action === AlarmRequest_AlarmAction.ACTIVATE && alarm !== AlarmType.NONE) {
+        touched = [this.activateAlarm(alarm)];
+      } else if (action === AlarmRequest_AlarmAction.DEACTIVATE) {
+        const m = this.alarms.get(alarm);
+        if (m) {
+          this.alarms.delete(alarm);
+          this.backend.remove('alarm', Buffer.from(String(alarm)));
+          touched = [m];
+        }
+      }
+    }
+    await this.store.sync();
+    return touched;
+  }
+
+  /** Stops serving: waits for queued writes to be durable, closes the backend, frees the data dir. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.store.close();
+    } finally {
+      this.lock.release();
+    }
+  }
+}
+
+/** Quota cost of a txn: the sizes of its puts (etcd `costTxn`). */
+function txnCost(r: TxnRequest): number {
+  let cost = 0;
+  for (const op of [...r.success, ...r.failure]) {
+    if (op.requestPut) cost += op.requestPut.key.length + op.requestPut.value.length + QUOTA_KV_OVERHEAD;
+    if (op.requestTxn) cost += txnCost(op.requestTxn);
+  }
+  return cost;
+}

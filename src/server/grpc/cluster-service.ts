@@ -1,0 +1,42 @@
+/**
+ * The gRPC Cluster service (etcd `api/v3rpc/member.go`) for a single member: MemberList
+ * answers with this member; the membership changes are refused as a single etcd member
+ * refuses them when it cannot reach quorum with the change.
+ */
+import type { Server } from '@grpc/grpc-js';
+import { ClusterService, type Member, type MemberListRequest } from '../../proto/gen/rpc.gen.js';
+import type { EtcdServer } from '../etcd-server.js';
+import { Errors } from '../errors.js';
+import { unary } from './unary.js';
+
+/** This member as MemberList shows it. */
+export function selfMember(etcd: EtcdServer, clientUrls: readonly string[]): Member {
+  return {
+    ID: etcd.memberId,
+    name: etcd.config.name,
+    peerURLs: [...etcd.config.initialAdvertisePeerUrls],
+    clientURLs: [...clientUrls],
+    isLearner: false,
+  };
+}
+
+/** Registers the Cluster service. `clientUrls` are the advertised client URLs. */
+export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: readonly string[]): void {
+  grpc.addService(ClusterService, {
+    memberList: unary((_r: MemberListRequest) => ({ header: etcd.fillHeader(undefined), members: [selfMember(etcd, clientUrls)] })),
+    // Adding a member to a one-member cluster needs the new member to be started to keep
+    // quorum; etcd-ts has no peers, so every change is refused with etcd's error for that.
+    memberAdd: unary(() => {
+      throw Errors.memberNotEnoughStarted();
+    }),
+    memberRemove: unary(() => {
+      throw Errors.memberNotEnoughStarted();
+    }),
+    memberUpdate: unary(() => {
+      throw Errors.memberNotEnoughStarted();
+    }),
+    memberPromote: unary(() => {
+      throw Errors.memberNotLearner();
+    }),
+  });
+}

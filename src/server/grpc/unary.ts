@@ -1,0 +1,52 @@
+/**
+ * Adapts an async request handler to grpc-js's unary callback style, turning thrown etcd
+ * errors into gRPC statuses. A handler never leaves an exception unanswered.
+ */
+import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { toServiceError } from '../errors.js';
+
+/** Request sizes in bytes as they arrived on the wire, for etcd's --max-request-bytes check. */
+const requestSizes = new WeakMap<object, number>();
+
+/** The wire size of a request decoded by a service made with `withRequestSizes`, or 0. */
+export function requestSize(req: object): number {
+  return requestSizes.get(req) ?? 0;
+}
+
+/**
+ * A copy of a generated service definition whose deserializers remember each request's wire
+ * size (see `requestSize`).
+ */
+export function withRequestSizes<S extends ServiceDefinition>(service: S): S {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(service)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (buf: Buffer) => {
+        const req = method.requestDeserialize(buf) as object;
+        requestSizes.set(req, buf.length);
+        return req;
+      },
+    };
+  }
+  return out as S;
+}
+
+/** Wraps `fn(request)` as a grpc-js unary handler. */
+export function unary<Req, Res>(fn: (req: Req) => Res | Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    let result: Res | Promise<Res>;
+    try {
+      result = fn(call.request);
+    } catch (err) {
+      callback(toServiceError(err));
+      return;
+    }
+    Promise.resolve(result).then(
+      (res) => callback(null, res),
+      (err: unknown) => callback(toServiceError(err)),
+    );
+  };
+}
+
+export type Handlers = UntypedServiceImplementation;

@@ -1,0 +1,121 @@
+/**
+ * Client listeners: one TCP (or TLS) port per `--listen-client-urls` entry serving both gRPC
+ * and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
+ * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
+ * /metrics, /version). Over TLS the choice is made by ALPN (h2 → gRPC).
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
+
+/** The first bytes of every HTTP/2 connection ("PRI * HTTP/2.0\r\n…"). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/** A bound client listener. */
+export interface ClientListener {
+  /** The URL as configured. */
+  readonly url: string;
+  /** The URL with the port actually bound (differs when the configured port was 0). */
+  readonly boundUrl: string;
+  /** Stops accepting connections and closes existing ones. */
+  close(): Promise<void>;
+}
+
+/** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
+function listenHost(hostname: string): string {
+  if (hostname === 'localhost') return '127.0.0.1';
+  return hostname.replace(/^\[(.*)\]$/, '$1');
+}
+
+/**
+ * Binds `url` (http:// or https://; unix sockets are not supported) and routes connections to
+ * the gRPC server or the HTTP handler. Throws when the port cannot be bound.
+ */
+export async function listenClientUrl(
+  url: string,
+  grpc: GrpcServer,
+  httpHandler: http.RequestListener | undefined,
+  tlsOptions: tls.TlsOptions | undefined,
+): Promise<ClientListener> {
+  const u = new URL(url);
+  const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
+  const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
+  const sockets = new Set<net.Socket>();
+
+  const route = (socket: Duplex, isH2: boolean): void => {
+    if (isH2) injector.injectConnection(socket);
+    else if (httpServer) httpServer.emit('connection', socket);
+    else socket.destroy();
+  };
+
+  const track = (socket: net.Socket): void => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+
+  let server: net.Server;
+  if (u.protocol === 'https:') {
+    if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
+    server = tls.createServer({ ...tlsOptions, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
+      route(socket, socket.alpnProtocol === 'h2');
+    });
+    server.on('connection', track);
+  } else if (u.protocol === 'http:') {
+    server = net.createServer((socket) => {
+      track(socket);
+      sniff(socket, (isH2, replay) => route(isH2 ? replay : socket, isH2));
+    });
+  } else {
+    throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
+  }
+  server.on('error', () => {});
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: listenHost(u.hostname), port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)) }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as net.AddressInfo;
+  const bound = new URL(url);
+  bound.port = String(addr.port);
+
+  return {
+    url,
+    boundUrl: bound.origin,
+    close: async () => {
+      injector.destroy();
+      httpServer?.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+  };
+}
+
+/**
+ * Reads until the HTTP/2 preface can be told apart from HTTP/1, then hands the connection on.
+ * The HTTP/1 server reads the put-back bytes from the socket's buffer. The HTTP/2 session
+ * reads from the socket's native handle and would miss them, so it gets `replay`: a duplex
+ * over the socket whose readable side starts with the bytes already read.
+ */
+function sniff(socket: net.Socket, done: (isH2: boolean, replay: Duplex) => void): void {
+  let seen = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isH2 && n < H2_PREFACE.length) return; // need more bytes to be sure
+    socket.off('data', onData);
+    socket.pause();
+    socket.unshift(seen);
+    done(isH2, isH2 ? Duplex.from({ readable: socket, writable: socket }) : socket);
+    if (!isH2) socket.resume();
+  };
+  socket.on('data', onData);
+  socket.on('error', () => socket.destroy());
+}
