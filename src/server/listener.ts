@@ -9,6 +9,7 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
+import { AuthorityFixer } from './h2-authority.js';
 
 /** The first bytes of every HTTP/2 connection ("PRI * HTTP/2.0\r\n…"). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -44,8 +45,8 @@ export async function listenClientUrl(
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
   const sockets = new Set<net.Socket>();
 
-  const route = (socket: Duplex, isH2: boolean): void => {
-    if (isH2) injector.injectConnection(socket);
+  const route = (socket: net.Socket, isH2: boolean): void => {
+    if (isH2) injector.injectConnection(h2Duplex(socket));
     else if (httpServer) httpServer.emit('connection', socket);
     else socket.destroy();
   };
@@ -65,7 +66,7 @@ export async function listenClientUrl(
   } else if (u.protocol === 'http:') {
     server = net.createServer((socket) => {
       track(socket);
-      sniff(socket, (isH2, replay) => route(isH2 ? replay : socket, isH2));
+      sniff(socket, (isH2) => route(socket, isH2));
     });
   } else {
     throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
@@ -98,12 +99,20 @@ export async function listenClientUrl(
 }
 
 /**
- * Reads until the HTTP/2 preface can be told apart from HTTP/1, then hands the connection on.
- * The HTTP/1 server reads the put-back bytes from the socket's buffer. The HTTP/2 session
- * reads from the socket's native handle and would miss them, so it gets `replay`: a duplex
- * over the socket whose readable side starts with the bytes already read.
+ * The duplex the HTTP/2 session runs on: writes go to the socket; reads come from the socket
+ * through the AuthorityFixer (see h2-authority.ts). Reading through JS rather than the native
+ * handle also delivers any bytes the sniffer already read and put back.
  */
-function sniff(socket: net.Socket, done: (isH2: boolean, replay: Duplex) => void): void {
+function h2Duplex(socket: net.Socket): Duplex {
+  const fixer = new AuthorityFixer();
+  fixer.on('error', () => socket.destroy());
+  const duplex = Duplex.from({ readable: socket.pipe(fixer), writable: socket });
+  socket.on('close', () => duplex.destroy());
+  return duplex;
+}
+
+/** Reads until the HTTP/2 preface can be told apart from HTTP/1, then puts the bytes back. */
+function sniff(socket: net.Socket, done: (isH2: boolean) => void): void {
   let seen = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     seen = Buffer.concat([seen, chunk]);
@@ -113,7 +122,7 @@ function sniff(socket: net.Socket, done: (isH2: boolean, replay: Duplex) => void
     socket.off('data', onData);
     socket.pause();
     socket.unshift(seen);
-    done(isH2, isH2 ? Duplex.from({ readable: socket, writable: socket }) : socket);
+    done(isH2);
     if (!isH2) socket.resume();
   };
   socket.on('data', onData);
