@@ -71,7 +71,7 @@ test('an invalid authority becomes localhost, and later blocks that index the cl
   assert.deepEqual(types, [1, 0, 1]);
   assert.deepEqual(blocks[0], { ':authority': 'localhost', 'x-etcd': 'one' });
   assert.deepEqual(blocks[1], { 'x-etcd': 'one', ':authority': 'localhost' });
-  assert.equal(out[24 + 9 + out.readUIntBE(24, 3) + 9 + 1 + 4] & 1, 1, 'END_STREAM of the second HEADERS kept');
+  assert.equal(out.readUInt8(24 + 9 + out.readUIntBE(24, 3) + 9 + 1 + 4) & 1, 1, 'END_STREAM of the second HEADERS kept');
 });
 
 test('a block split over CONTINUATION frames is reassembled and rewritten', async () => {
