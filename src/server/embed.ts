@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import { Server as GrpcServer } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
+import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
 import { addKVService } from './grpc/kv-service.js';
@@ -49,12 +50,17 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, handler, tlsOptions));
     listeners.push(...metrics);
     const clientUrls = listeners.slice(0, config.listenClientUrls.length).map((l) => l.boundUrl);
+    const compactor = startAutoCompactor(config.autoCompactionMode, config.autoCompactionRetention, {
+      rev: () => etcd.store.headRev,
+      compact: (rev) => etcd.compact({ revision: BigInt(rev), physical: false }),
+    }, log);
     log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16) }, 'ready to serve client requests');
     return {
       etcd,
       clientUrls,
       metricsUrls: metrics.map((l) => l.boundUrl),
       close: async () => {
+        compactor?.stop();
         await Promise.all(listeners.map((l) => l.close()));
         grpc.forceShutdown();
         await etcd.close();
