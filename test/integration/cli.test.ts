@@ -1,0 +1,86 @@
+/**
+ * The etcd-ts command as an operator meets it: data-dir ownership, clean shutdown on signals,
+ * unknown and cluster-only flags.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { etcdctl } from '../helpers/etcdctl.js';
+import { etcdTsUnavailableReason, freePort } from '../helpers/servers.js';
+
+const BIN = path.resolve('bin/etcd-ts.js');
+
+interface Proc {
+  child: ChildProcess;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(t: TestContext, args: string[]): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.after(() => {
+    child.kill('SIGKILL');
+  });
+  return { child, stderr: () => err, exited };
+}
+
+async function ready(p: Proc): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!p.stderr().includes('ready to serve client requests')) {
+    if (p.child.exitCode !== null) throw new Error(`exited early: ${p.stderr()}`);
+    if (Date.now() > deadline) throw new Error(`not ready: ${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function serverArgs(dir: string): Promise<{ args: string[]; url: string }> {
+  const url = `http://127.0.0.1:${await freePort()}`;
+  return { url, args: ['--data-dir', dir, '--listen-client-urls', url, '--advertise-client-urls', url] };
+}
+
+const skip = etcdTsUnavailableReason();
+
+test('a second server on the same data dir refuses to start; SIGTERM shuts down cleanly and keeps data', { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const first = await serverArgs(dir);
+  const a = run(t, first.args);
+  await ready(a);
+  assert.equal((await etcdctl(first.url, ['put', 'k', 'v'])).stdout, 'OK\n');
+
+  const second = run(t, (await serverArgs(dir)).args);
+  assert.equal(await second.exited, 1);
+  assert.match(second.stderr(), /in use by another etcd-ts process/);
+
+  a.child.kill('SIGTERM');
+  assert.equal(await a.exited, 0, a.stderr());
+  assert.equal(fs.existsSync(path.join(dir, 'member', 'etcd-ts.lock')), false, 'lock released');
+
+  const again = run(t, first.args);
+  await ready(again);
+  assert.equal((await etcdctl(first.url, ['get', 'k', '--print-value-only'])).stdout, 'v\n');
+  again.child.kill('SIGINT');
+  assert.equal(await again.exited, 0);
+});
+
+test('unknown flags fail with Go flag wording; cluster-only flags are ignored with one warning', { skip }, async (t) => {
+  const bad = run(t, ['--no-such-flag']);
+  assert.equal(await bad.exited, 2);
+  assert.match(bad.stderr(), /flag provided but not defined: -no-such-flag/);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { args, url } = await serverArgs(dir);
+  const p = run(t, [...args, '--initial-cluster', 'default=http://localhost:2380', '--listen-peer-urls', 'http://127.0.0.1:1', '--snapshot-count', '5']);
+  await ready(p);
+  const warnings = p.stderr().split('\n').filter((l) => l.includes('"level":"warn"') && l.includes('--initial-cluster'));
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /--listen-peer-urls/);
+  assert.equal((await etcdctl(url, ['put', 'x', 'y'])).stdout, 'OK\n');
+});
