@@ -1,0 +1,230 @@
+// `npm run bench`: etcd-ts against a real etcd 3.4, side by side, with one load generator
+// (../shared/bench: etcdbench, on etcd's own Go client).
+//
+// For every run in RUNS and for each server kind, a fresh server is started on free ports with
+// a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
+// fsync), etcdbench runs against it alone, and the server is stopped. The table prints each
+// run's figures for both servers and the ratio etcd-ts/etcd. Quote ratios, not absolute
+// figures: the machine is shared and the load generator shares its cores with the server.
+//
+// usage: npm run bench -- [--only put,range] [--no-build] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
+//   --only      run only the named rows of RUNS
+//   --no-build  skip `npm run build` (dist/ must be current)
+//   --cpu-prof  run etcd-ts under `node --cpu-prof`, profiles written to DIR on its exit
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { etcdUnavailableReason, freePort, startServer, type ServerKind } from '../test/helpers/servers.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
+/** The load generator's build script; ETCDBENCH_BUILD overrides it (e.g. when run from a git worktree). */
+const BUILD_SCRIPT = process.env.ETCDBENCH_BUILD ?? resolve(REPO_ROOT, '../shared/bench/build.sh');
+
+/** One figure etcdbench prints (`name=value`), and which direction is better. */
+interface Metric {
+  /** The `name` in etcdbench's output line. */
+  key: string;
+  /** Column label. */
+  label: string;
+  better: 'higher' | 'lower';
+}
+
+/** One row group of the table: an etcdbench invocation and the figures to compare. */
+interface BenchRun {
+  name: string;
+  /** etcdbench arguments besides -endpoint and -pid. */
+  args: string[];
+  metrics: Metric[];
+}
+
+const OPS: Metric = { key: 'ops_per_s', label: 'ops/s', better: 'higher' };
+const EVENTS: Metric = { key: 'events_per_s', label: 'events/s', better: 'higher' };
+const P50: Metric = { key: 'p50_ms', label: 'p50 ms', better: 'lower' };
+const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
+
+/**
+ * The runs, in order. Watch modes become rows here once etcd-ts serves Watch, e.g.
+ *   { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99] },
+ *   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
+ *   { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [{ key: 'creates_per_s', label: 'creates/s', better: 'higher' }, { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' }] },
+ */
+const RUNS: BenchRun[] = [
+  { name: 'put', args: ['-mode', 'put', '-total', '20000', '-conc', '64', '-clients', '16'], metrics: [OPS, P50, P99] },
+  // range first writes -keys keys one at a time (a sequential put load of its own), then reads.
+  { name: 'range', args: ['-mode', 'range', '-total', '20000', '-conc', '64', '-clients', '16', '-keys', '1000'], metrics: [OPS, P50, P99] },
+];
+void EVENTS;
+
+/** What one etcdbench invocation produced against one server. */
+interface Result {
+  figures: Map<string, number>;
+  line: string;
+  error?: string;
+}
+
+/** Parses etcdbench's `name=value name=value …` line (the last line of stdout). */
+function parseFigures(stdout: string): { figures: Map<string, number>; line: string } {
+  const line = stdout.trim().split('\n').pop() ?? '';
+  const figures = new Map<string, number>();
+  for (const m of line.matchAll(/(\w+)=(-?[\d.]+)(?=\s|$)/g)) figures.set(m[1]!, Number(m[2]));
+  return { figures, line };
+}
+
+function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { cwd: opts.cwd ?? REPO_ROOT, encoding: 'utf8', timeout: opts.timeoutMs, maxBuffer: 64 << 20 });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
+}
+
+/** Stop functions of every started server; all run in `finally`, whatever failed. */
+const cleanups: (() => Promise<void> | void)[] = [];
+const registrar = { after: (fn: () => Promise<void> | void) => { cleanups.push(fn); } };
+async function cleanupAll(): Promise<void> {
+  while (cleanups.length > 0) {
+    const fn = cleanups.pop()!;
+    try {
+      await fn();
+    } catch (err) {
+      console.error('cleanup failed:', err);
+    }
+  }
+}
+
+/** A started server as benchOne needs it. */
+interface BenchServer {
+  endpoint: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * etcd-ts under `node --cpu-prof` (not allowed in NODE_OPTIONS, so test/helpers/servers.ts
+ * cannot start it): spawned here, ready when it logs its ready line, stopped with SIGTERM so
+ * that it exits normally and writes its profile into `profDir`.
+ */
+async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
+  const client = await freePort();
+  const peer = await freePort();
+  const dataDir = mkdtempSync(resolve(tmpdir(), 'bench-etcd-ts-'));
+  const url = `http://127.0.0.1:${client}`;
+  const child = spawn(process.execPath, [
+    '--cpu-prof', `--cpu-prof-dir=${profDir}`, resolve(REPO_ROOT, 'bin/etcd-ts.js'),
+    '--data-dir', dataDir, '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', `http://127.0.0.1:${peer}`,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  registrar.after(stop);
+  let log = '';
+  await new Promise<void>((ready, fail) => {
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      log += chunk;
+      if (log.includes('ready to serve client requests')) ready();
+    });
+    void exited.then(() => fail(new Error(`etcd-ts exited before ready:\n${log.slice(-2000)}`)));
+  });
+  return { endpoint: url, pid: child.pid ?? 0, stop };
+}
+
+/** Starts a fresh server of `kind`, runs etcdbench against it, stops it. */
+async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined): Promise<Result> {
+  const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
+  try {
+    const endpoint = server.endpoint.replace(/^https?:\/\//, '');
+    const out = run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
+    const { figures, line } = parseFigures(out.stdout);
+    if (out.code !== 0) return { figures, line, error: `etcdbench exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
+    return { figures, line };
+  } finally {
+    await server.stop();
+  }
+}
+
+const fmt = (n: number | undefined): string =>
+  n === undefined || Number.isNaN(n) ? '-' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
+
+function printTable(rows: { run: BenchRun; results: Map<ServerKind, Result> }[]): void {
+  const header = ['run', 'metric', 'etcd', 'etcd-ts', 'etcd-ts/etcd'];
+  const lines: string[][] = [header];
+  for (const { run: r, results } of rows) {
+    const e = results.get('etcd');
+    const t = results.get('etcd-ts');
+    for (const m of r.metrics) {
+      const a = e?.error ? undefined : e?.figures.get(m.key);
+      const b = t?.error ? undefined : t?.figures.get(m.key);
+      const ratio = a !== undefined && b !== undefined && a !== 0 ? `${(b / a).toFixed(2)}x (${m.better} is better)` : '-';
+      lines.push([r.name, m.label, e?.error ? 'ERROR' : fmt(a), t?.error ? 'ERROR' : fmt(b), ratio]);
+    }
+  }
+  const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
+  const render = (l: string[]): string => l.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log(render(lines[0]!));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const l of lines.slice(1)) console.log(render(l));
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      kinds: { type: 'string', default: 'etcd,etcd-ts' },
+      'no-build': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
+    },
+  });
+  const only = values.only?.split(',');
+  const runs = only ? RUNS.filter((r) => only.includes(r.name)) : RUNS;
+  if (runs.length === 0) throw new Error(`no run named ${values.only}; known: ${RUNS.map((r) => r.name).join(', ')}`);
+  const kinds = values.kinds.split(',') as ServerKind[];
+  const cpuProfDir = values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined;
+  if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
+
+  const reason = etcdUnavailableReason();
+  if (reason) throw new Error(reason);
+  if (!values['no-build']) {
+    console.error('building etcd-ts (npm run build)…');
+    const b = run('npm', ['run', 'build']);
+    if (b.code !== 0) throw new Error(`npm run build failed:\n${b.stdout}${b.stderr}`);
+  }
+  console.error('building etcdbench…');
+  const built = run('bash', [BUILD_SCRIPT]);
+  if (built.code !== 0) throw new Error(`${BUILD_SCRIPT} failed:\n${built.stdout}${built.stderr}`);
+  const bin = built.stdout.trim().split('\n').pop()!;
+
+  const rows: { run: BenchRun; results: Map<ServerKind, Result> }[] = [];
+  let failed = false;
+  for (const r of runs) {
+    const results = new Map<ServerKind, Result>();
+    for (const kind of kinds) {
+      console.error(`${r.name} against ${kind}: etcdbench ${r.args.join(' ')}`);
+      const res = await benchOne(bin, kind, r, cpuProfDir);
+      console.error(`  ${res.error ?? res.line}`);
+      if (res.error) failed = true;
+      results.set(kind, res);
+    }
+    rows.push({ run: r, results });
+  }
+  console.log('');
+  printTable(rows);
+  if (cpuProfDir) console.log(`\netcd-ts CPU profiles: ${cpuProfDir}`);
+  return failed ? 1 : 0;
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  console.error(err instanceof Error ? err.message : err);
+  process.exitCode = 2;
+} finally {
+  await cleanupAll();
+}
