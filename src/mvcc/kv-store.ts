@@ -285,7 +285,9 @@ export class KVStore {
           break;
         }
         const r = bytesToRev(key);
-        if (!keep.has(r.main, r.sub)) this.backend.remove('key', key);
+        // A tombstone at exactly the compacted revision stays: a watcher may still start at
+        // that revision and must see the delete (etcd issue #18089).
+        if (!keep.has(r.main, r.sub) && !(r.main === rev && isTombstone(key))) this.backend.remove('key', key);
         n++;
       }
       if (!next) this.backend.putMeta('finishedCompactRev', rev);

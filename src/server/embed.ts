@@ -11,6 +11,7 @@ import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
 import { addKVService } from './grpc/kv-service.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
+import { addWatchService } from './grpc/watch-service.js';
 import { httpHandler } from './http/handlers.js';
 import { listenClientUrl, type ClientListener } from './listener.js';
 import { loadClientTls } from './tls.js';
@@ -42,6 +43,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const advertised = config.advertiseClientUrls;
     addKVService(grpc, etcd);
     addMaintenanceService(grpc, etcd);
+    addWatchService(grpc, etcd);
     addClusterService(grpc, etcd, advertised);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const handler = httpHandler(etcd);

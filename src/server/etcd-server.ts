@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { Backend } from '../mvcc/backend.js';
 import { KVStore, type ReadView } from '../mvcc/kv-store.js';
+import { WatchableStore } from '../watch/watchable-store.js';
 import {
   AlarmRequest_AlarmAction,
   AlarmType,
@@ -77,6 +78,8 @@ export class EtcdServer {
   readonly log: Logger;
   readonly backend: Backend;
   readonly store: KVStore;
+  /** The store's watchers (etcd `watchableStore`); fed by `store.onPublish`, used by the Watch service. */
+  readonly watchableStore: WatchableStore;
   /** This member's ID (stable: derived from the peer URLs and cluster token, persisted). */
   readonly memberId: bigint;
   /** The cluster's ID. */
@@ -98,6 +101,7 @@ export class EtcdServer {
     this.lock = lock;
     this.backend = Backend.open(config.dataDir);
     this.store = new KVStore(this.backend);
+    this.watchableStore = new WatchableStore(this.store);
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
@@ -299,6 +303,7 @@ export class EtcdServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.watchableStore.close();
     try {
       await this.store.close();
     } finally {

@@ -1,0 +1,340 @@
+/**
+ * One watch stream: many watchers over one bidirectional gRPC stream (etcd
+ * `etcdserver/api/v3rpc/watch.go` `serverWatchStream`, with etcd `mvcc.watchStream`).
+ *
+ * Requests are handled synchronously in arrival order (etcd's `recvLoop`): create, cancel,
+ * progress. Responses go through one bounded send queue (etcd's `watchStream.ch` plus
+ * `ctrlStream`), drained into the transport while it accepts writes (etcd's `sendLoop`).
+ *
+ * Ordering rules:
+ * - a `created` response is queued synchronously while the create request is handled, before
+ *   the watcher can receive anything, so `created` responses follow request order and precede
+ *   every event of their watcher;
+ * - events of one watcher keep revision order; while they wait in the queue, later events of
+ *   the same watcher may join the waiting response (whole revisions only), which turns a backlog
+ *   into fewer, larger messages. A control response (created, canceled, progress) closes every
+ *   waiting response to joins, so nothing queued after it can overtake it: a progress
+ *   notification at R follows every queued event ≤ R (etcd issue #15220);
+ * - a progress request (watch_id −1) is answered only when every watcher of the stream is
+ *   synced; otherwise it is answered as soon as they are (etcd 3.5's deferred progress).
+ *
+ * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`). When
+ * it is full, `sendEvents` refuses and the watchable store makes the watcher a victim, which is
+ * later replayed from history: a slow client costs bounded memory and never blocks writers or
+ * other streams.
+ */
+import { WatchCreateRequest_FilterType, WatchResponse, type ResponseHeader, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
+import { keyFromBytes } from '../mvcc/key.js';
+import type { WatchableStore } from './watchable-store.js';
+import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
+
+/** Responses the send queue holds before watchers become victims (etcd `chanBufLen`). @default 128 */
+export const SEND_BUFFER_LIMIT = 128;
+/** A waiting events response takes no more joins once it holds this many bytes of events. */
+export const MERGE_LIMIT_BYTES = 64 * 1024;
+/** The watch ID meaning "choose one" (etcd `clientv3.AutoWatchID`). */
+const AUTO_WATCH_ID = 0n;
+/** The watch ID of a failed create and of a stream-wide progress response (etcd `InvalidWatchID`). */
+const INVALID_WATCH_ID = -1n;
+
+/** etcd `mvcc.ErrEmptyWatcherRange`. */
+export const ERR_EMPTY_WATCHER_RANGE = 'mvcc: watcher range is empty';
+/** etcd `mvcc.ErrWatcherDuplicateID`. */
+export const ERR_WATCHER_DUPLICATE_ID = 'mvcc: duplicate watch ID provided on the WatchStream';
+
+/** Where encoded WatchResponse bytes go (a gRPC server stream). */
+export interface WatchStreamTransport {
+  /**
+   * Writes one marshalled WatchResponse. Returns false when the transport's buffer is full:
+   * the stream then waits for `WatchStream.drained()` before writing more.
+   */
+  write(bytes: Buffer): boolean;
+}
+
+/** Options of a watch stream. */
+export interface WatchStreamOptions {
+  /** Builds a response header at revision `rev` (etcd `newResponseHeader`; 0 stays 0). */
+  header(rev: number): ResponseHeader;
+  /** Responses of fragmenting watchers larger than this are split (etcd --max-request-bytes). */
+  maxRequestBytes: number;
+  /** Interval of periodic progress notifications in ms; 0 = none. */
+  progressIntervalMs: number;
+  /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
+  sendBufferLimit?: number;
+}
+
+/** A WatchResponse with `fields` set and every other field at its default. */
+function watchResponse(fields: Partial<WatchResponse>): WatchResponse {
+  return { header: undefined, watchId: 0n, created: false, canceled: false, compactRevision: 0n, cancelReason: '', fragment: false, events: [], ...fields };
+}
+
+/** A queued events response of one watcher. */
+interface EventsItem {
+  readonly w: Watcher;
+  /** `WatchResponse.events` entries, in revision order. */
+  readonly chunks: Buffer[];
+  /** Total bytes of `chunks`. */
+  bytes: number;
+  /** Header revision: the newest of the joined responses'. */
+  headerRev: number;
+}
+
+/** A queued response: pre-encoded control bytes or events. */
+type QueueItem = Buffer | EventsItem;
+
+export class WatchStream implements WatcherSink {
+  private readonly store: WatchableStore;
+  private readonly transport: WatchStreamTransport;
+  private readonly opts: WatchStreamOptions;
+  private readonly limit: number;
+  /** The stream's watchers by ID, canceled-by-compaction ones included until the client cancels them. */
+  private readonly watchers = new Map<number, Watcher>();
+  /** Next automatic watch ID to try (etcd `watchStream.nextID`); changed by create. */
+  private nextId = 0;
+  /** Send queue; `queue[head..]` are waiting. Changed by enqueue and pump. */
+  private queue: (QueueItem | undefined)[] = [];
+  private head = 0;
+  /** Waiting events responses that later events of the same watcher may join. */
+  private readonly open = new Map<Watcher, EventsItem>();
+  /** False while the transport is full (until drained()). */
+  private writable = true;
+  /** True while a pump is scheduled. */
+  private pumpScheduled = false;
+  /** A progress request waits for every watcher to be synced. */
+  private deferredProgress = false;
+  /** Progress-notify watchers that received events since the last tick (their tick is skipped). */
+  private readonly sentSinceTick = new Set<Watcher>();
+  /** Timer of periodic progress notifications. */
+  private progressTimer: NodeJS.Timeout | undefined;
+  /** Set by close(). */
+  private closed = false;
+
+  constructor(store: WatchableStore, transport: WatchStreamTransport, opts: WatchStreamOptions) {
+    this.store = store;
+    this.transport = transport;
+    this.opts = opts;
+    this.limit = opts.sendBufferLimit ?? SEND_BUFFER_LIMIT;
+    if (opts.progressIntervalMs > 0) {
+      this.progressTimer = setInterval(() => this.progressTick(), opts.progressIntervalMs).unref();
+    }
+  }
+
+  /** Number of watchers on this stream (compaction-canceled ones included). */
+  get size(): number {
+    return this.watchers.size;
+  }
+
+  /** Handles one WatchRequest (etcd `recvLoop`); an empty request is ignored. */
+  handle(req: WatchRequest): void {
+    if (this.closed) return;
+    if (req.createRequest) this.create(req.createRequest);
+    else if (req.cancelRequest) this.cancel(Number(req.cancelRequest.watchId));
+    else if (req.progressRequest) this.requestProgressAll();
+  }
+
+  /** Called by the transport when it accepts writes again. */
+  drained(): void {
+    this.writable = true;
+    this.pump();
+  }
+
+  /** Cancels every watcher and drops the queue; the stream is unusable afterwards. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watchers.values()) this.store.cancel(w);
+    this.watchers.clear();
+    this.queue = [];
+    this.head = 0;
+    this.open.clear();
+    this.sentSinceTick.clear();
+    if (this.progressTimer) clearInterval(this.progressTimer);
+    this.progressTimer = undefined;
+  }
+
+  // ---- WatcherSink (called by the watchable store) ----
+
+  sendEvents(w: Watcher, events: readonly WatchEvent[], headerRev: number): boolean {
+    if (this.closed) return true;
+    let item = this.open.get(w);
+    if (!item || item.bytes >= MERGE_LIMIT_BYTES) {
+      if (!this.hasRoom()) return false;
+      item = { w, chunks: [], bytes: 0, headerRev };
+      this.open.set(w, item);
+      this.enqueue(item);
+    }
+    for (const ev of events) {
+      const chunk = ev.entry(w.prevKv, this.store.prevKv);
+      item.chunks.push(chunk);
+      item.bytes += chunk.length;
+    }
+    item.headerRev = Math.max(item.headerRev, headerRev);
+    if (w.progressNotify) this.sentSinceTick.add(w);
+    return true;
+  }
+
+  sendCompacted(w: Watcher, compactRev: number): boolean {
+    if (this.closed) return true;
+    if (!this.hasRoom()) return false;
+    // etcd answers with the header of the (empty) revision 0 and no cancel reason.
+    this.enqueueControl({ header: this.opts.header(0), watchId: BigInt(w.id), canceled: true, compactRevision: BigInt(compactRev) });
+    this.checkDeferredProgress();
+    return true;
+  }
+
+  sendProgress(w: Watcher, rev: number): boolean {
+    if (this.closed) return true;
+    if (!this.hasRoom()) return false;
+    this.enqueueControl({ header: this.opts.header(rev), watchId: BigInt(w.id) });
+    return true;
+  }
+
+  hasRoom(): boolean {
+    return this.queue.length - this.head < this.limit;
+  }
+
+  watcherSynced(_w: Watcher): void {
+    this.checkDeferredProgress();
+  }
+
+  // ---- requests ----
+
+  /** etcd `recvLoop` for a create request, then `watchStream.Watch`. */
+  private create(c: WatchCreateRequest): void {
+    const key = c.key.length === 0 ? '\0' : keyFromBytes(c.key);
+    let end: string | undefined;
+    if (c.rangeEnd.length === 0) end = undefined;
+    else if (c.rangeEnd.length === 1 && c.rangeEnd[0] === 0) end = '';
+    else end = keyFromBytes(c.rangeEnd);
+    const wsrev = this.store.rev;
+    const fail = (reason: string) =>
+      this.enqueueControl({ header: this.opts.header(wsrev), watchId: INVALID_WATCH_ID, created: true, canceled: true, cancelReason: reason });
+    if (end !== undefined && end !== '' && key >= end) return fail(ERR_EMPTY_WATCHER_RANGE);
+    let id: number;
+    if (c.watchId === AUTO_WATCH_ID) {
+      while (this.watchers.has(this.nextId)) this.nextId++;
+      id = this.nextId++;
+    } else {
+      id = Number(c.watchId);
+      if (this.watchers.has(id)) return fail(ERR_WATCHER_DUPLICATE_ID);
+    }
+    const startRev = c.startRevision === 0n ? wsrev + 1 : Number(c.startRevision);
+    const w = this.store.watch(
+      {
+        id,
+        key,
+        end,
+        startRev,
+        noPut: c.filters.includes(WatchCreateRequest_FilterType.NOPUT),
+        noDelete: c.filters.includes(WatchCreateRequest_FilterType.NODELETE),
+        prevKv: c.prevKv,
+        progressNotify: c.progressNotify,
+        fragment: c.fragment,
+      },
+      this,
+    );
+    this.watchers.set(id, w);
+    // Queued before the store can hand the watcher anything (everything here is synchronous).
+    this.enqueueControl({ header: this.opts.header(wsrev), watchId: BigInt(id), created: true });
+  }
+
+  /** etcd `watchStream.Cancel`: an unknown ID is ignored, as etcd does. */
+  private cancel(id: number): void {
+    const w = this.watchers.get(id);
+    if (!w) return;
+    this.store.cancel(w);
+    this.watchers.delete(id);
+    this.open.delete(w);
+    this.sentSinceTick.delete(w);
+    this.enqueueControl({ header: this.opts.header(this.store.rev), watchId: BigInt(id), canceled: true });
+    this.checkDeferredProgress();
+  }
+
+  /** A progress request: answered now if every watcher is synced, else once they are. */
+  private requestProgressAll(): void {
+    if (this.deferredProgress) return;
+    this.deferredProgress = true;
+    this.checkDeferredProgress();
+  }
+
+  private checkDeferredProgress(): void {
+    if (!this.deferredProgress || this.closed) return;
+    for (const w of this.watchers.values()) if (w.state === 'unsynced' || w.state === 'victim') return;
+    this.deferredProgress = false;
+    this.enqueueControl({ header: this.opts.header(this.store.rev), watchId: INVALID_WATCH_ID });
+  }
+
+  /** Periodic progress (etcd `sendLoop`'s progressTicker): skipped for watchers that just got events. */
+  private progressTick(): void {
+    for (const w of this.watchers.values()) {
+      if (!w.progressNotify) continue;
+      if (!this.sentSinceTick.has(w)) this.store.progress(w);
+      this.sentSinceTick.delete(w);
+    }
+  }
+
+  // ---- the send queue (etcd `sendLoop`) ----
+
+  private enqueueControl(fields: Partial<WatchResponse>): void {
+    this.open.clear(); // nothing queued later may overtake this response
+    this.enqueue(Buffer.from(WatchResponse.encode(watchResponse(fields)).finish()));
+  }
+
+  private enqueue(item: QueueItem): void {
+    this.queue.push(item);
+    if (!this.pumpScheduled && this.writable) {
+      this.pumpScheduled = true;
+      // Deferred so that the events of every revision published in one batch can join.
+      setImmediate(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
+  }
+
+  /** Writes queued responses while the transport accepts them. */
+  private pump(): void {
+    while (this.writable && !this.closed && this.head < this.queue.length) {
+      const item = this.queue[this.head]!;
+      this.queue[this.head++] = undefined;
+      if (Buffer.isBuffer(item)) {
+        if (!this.transport.write(item)) this.writable = false;
+        continue;
+      }
+      if (this.open.get(item.w) === item) this.open.delete(item.w);
+      for (const bytes of this.encodeEvents(item)) if (!this.transport.write(bytes)) this.writable = false;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Marshals an events response, split into fragments when the watcher asked (etcd `sendFragments`). */
+  private encodeEvents(item: EventsItem): Buffer[] {
+    const base: Partial<WatchResponse> = { header: this.opts.header(item.headerRev), watchId: BigInt(item.w.id) };
+    const prefix = Buffer.from(WatchResponse.encode(watchResponse(base)).finish());
+    const max = this.opts.maxRequestBytes;
+    if (!item.w.fragment || prefix.length + item.bytes < max || item.chunks.length < 2) {
+      return [Buffer.concat([prefix, ...item.chunks], prefix.length + item.bytes)];
+    }
+    const fragPrefix = Buffer.from(WatchResponse.encode(watchResponse({ ...base, fragment: true })).finish());
+    const out: Buffer[] = [];
+    let cur: Buffer[] = [];
+    let size = fragPrefix.length;
+    for (const chunk of item.chunks) {
+      if (cur.length > 0 && size + chunk.length >= max) {
+        out.push(Buffer.concat([fragPrefix, ...cur]));
+        cur = [];
+        size = fragPrefix.length;
+      }
+      cur.push(chunk);
+      size += chunk.length;
+    }
+    out.push(Buffer.concat([prefix, ...cur]));
+    return out;
+  }
+}

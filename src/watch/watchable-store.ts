@@ -1,0 +1,332 @@
+/**
+ * The watchable store (etcd `mvcc/watchable_store.go`): the MVCC store plus its watchers.
+ *
+ * Watchers live in one of three groups:
+ * - **synced**: caught up with the store. `notify` runs once per durable revision (from
+ *   `KVStore.onPublish`) and hands each of them the events of that revision that it watches.
+ * - **unsynced**: behind (started from an old revision, or back from being a victim).
+ *   `syncWatchers` replays their history from the backend and moves them to synced.
+ * - **victims**: their stream's send buffer was full. etcd keeps the undelivered batch with
+ *   the victim; we keep nothing but the watcher's next revision (`minRev`), and once its stream
+ *   has room again (checked every 10 ms) it goes to unsynced and its events are replayed from
+ *   history. Memory per slow stream therefore stays bounded by its send buffer, and nothing is
+ *   lost: `minRev` moves forward only when events were queued.
+ *
+ * Invariants (the six watch guarantees rest on them):
+ * - every matching event below `w.minRev` was queued to `w.sink` exactly once, in order;
+ * - a synced watcher has `minRev > publishedRev` at the end of every notify;
+ * - events of one revision are queued in one `sendEvents` call (never split).
+ *
+ * Everything runs on Node's single thread: notify, syncWatchers and the victim pass never
+ * interleave, so no lock is needed.
+ */
+import { CompactedError, type KVStore } from '../mvcc/kv-store.js';
+import { keyFromBytes } from '../mvcc/key.js';
+import { isTombstone, revToBytes, bytesToRev } from '../mvcc/revision.js';
+import { KeyValue } from '../proto/gen/kv.gen.js';
+import { WatcherGroup } from './watcher-group.js';
+import { Watcher, WatchEvent, type PrevKvLookup, type WatcherOptions, type WatcherSink } from './watcher.js';
+
+/** At most this many unsynced watchers per syncWatchers pass (etcd `maxWatchersPerSync`). */
+export const MAX_WATCHERS_PER_SYNC = 512;
+/** At most this many revisions per watcher per syncWatchers pass (etcd `watchBatchMaxRevs`). */
+export const WATCH_BATCH_MAX_REVS = 1000;
+/** Pause between syncWatchers passes when no progress was made, in ms (etcd: 100 ms). */
+export const SYNC_INTERVAL_MS = 100;
+/** Pause between victim retries, in ms (etcd `syncVictimsLoop`: 10 ms). */
+export const VICTIM_INTERVAL_MS = 10;
+
+/** Counters of the watchable store (the numbers behind etcd's `etcd_debugging_mvcc_*` metrics). */
+export interface WatchStats {
+  /** Watchers in any group (etcd `watcher_total`). */
+  watchers: number;
+  /** Unsynced watchers plus victims (etcd `slow_watcher_total`). */
+  slowWatchers: number;
+  /** Events queued to streams since start (etcd `pending_events_total` counts these). */
+  eventsQueued: number;
+}
+
+export class WatchableStore {
+  /** The MVCC store watched. */
+  readonly store: KVStore;
+  /** Caught-up watchers; changed by watch, cancel, notify, syncWatchers. */
+  readonly synced = new WatcherGroup();
+  /** Behind watchers; changed by watch, cancel, syncWatchers, syncVictims. */
+  readonly unsynced = new WatcherGroup();
+  /** Watchers whose stream was full; changed by notify, syncWatchers, syncVictims, cancel. */
+  readonly victims = new Set<Watcher>();
+  /** Events queued to streams since start; changed by deliver. */
+  private eventsQueued = 0;
+  /** Timer of the next syncWatchers pass, if one is scheduled. */
+  private syncTimer: NodeJS.Timeout | undefined;
+  /** Timer of the next victim retry, if one is scheduled. */
+  private victimTimer: NodeJS.Timeout | undefined;
+  /** Set when events were queued since the current syncWatchers pass began; reset by runSync. */
+  private madeProgress = false;
+  /** Set by close(); no timer is scheduled afterwards. */
+  private closed = false;
+  /** prev_kv lookup shared by every event. */
+  readonly prevKv: PrevKvLookup;
+
+  /** Wraps `store` and subscribes to its published revisions. */
+  constructor(store: KVStore) {
+    this.store = store;
+    this.prevKv = (key, rev) => {
+      if (rev < 1) return undefined;
+      try {
+        return this.store.rangeKeys(key, undefined, this.store.publishedRev, { rev, limit: 1 }).kvs[0];
+      } catch (err) {
+        if (err instanceof CompactedError) return undefined;
+        throw err;
+      }
+    };
+    store.onPublish((rev, changes) => this.notify(rev, changes));
+  }
+
+  /** The revision watchers have seen up to (the newest durable revision). */
+  get rev(): number {
+    return this.store.publishedRev;
+  }
+
+  /** Counters (see WatchStats). */
+  stats(): WatchStats {
+    return {
+      watchers: this.synced.size + this.unsynced.size + this.victims.size,
+      slowWatchers: this.unsynced.size + this.victims.size,
+      eventsQueued: this.eventsQueued,
+    };
+  }
+
+  /**
+   * Adds a watcher (etcd `watchableStore.watch`). `startRev` 0 or above the current revision
+   * makes it synced (a future revision waits for that revision); a past revision makes it
+   * unsynced, and its history is replayed (or it is canceled with compact_revision when that
+   * history was compacted). A negative start revision is treated as 1 (all retained history).
+   */
+  watch(opts: WatcherOptions, sink: WatcherSink): Watcher {
+    const w = new Watcher(opts, sink);
+    const cur = this.store.publishedRev;
+    const start = opts.startRev < 0 ? 1 : opts.startRev;
+    if (start === 0 || start > cur) {
+      w.minRev = Math.max(cur + 1, start);
+      w.state = 'synced';
+      this.synced.add(w);
+    } else {
+      w.minRev = start;
+      w.state = 'unsynced';
+      this.unsynced.add(w);
+      this.scheduleSync(0);
+    }
+    return w;
+  }
+
+  /** Removes a watcher from whichever group holds it (etcd `cancelWatcher`); idempotent. */
+  cancel(w: Watcher): void {
+    this.synced.delete(w);
+    this.unsynced.delete(w);
+    this.victims.delete(w);
+    w.state = 'canceled';
+  }
+
+  /**
+   * Asks for a progress notification of `w` (etcd `watchableStore.progress`): sent only when
+   * `w` is synced, at the current revision. Returns true when one was queued.
+   */
+  progress(w: Watcher): boolean {
+    if (w.state !== 'synced') return false;
+    return w.sink.sendProgress(w, this.store.publishedRev);
+  }
+
+  /**
+   * Hands the changes of durable revision `rev` to the synced watchers (etcd `notify`).
+   * A watcher whose stream is full becomes a victim, with `minRev = rev`.
+   */
+  notify(rev: number, changes: readonly KeyValue[]): void {
+    if (this.synced.size === 0) return;
+    const batches = new Map<Watcher, WatchEvent[]>();
+    for (const kv of changes) {
+      const key = keyFromBytes(kv.key);
+      let ev: WatchEvent | undefined;
+      this.synced.forEachWatcherOf(key, (w) => {
+        if (w.minRev > rev) return; // waits for a future start revision
+        ev ??= WatchEvent.fromKeyValue(rev, kv, key);
+        if (!w.accepts(ev)) return;
+        const b = batches.get(w);
+        if (b) b.push(ev);
+        else batches.set(w, [ev]);
+      });
+    }
+    for (const [w, evs] of batches) {
+      if (this.deliver(w, evs, rev)) {
+        w.minRev = rev + 1;
+      } else {
+        w.minRev = rev; // every earlier revision was delivered while synced
+        this.synced.delete(w);
+        this.makeVictim(w);
+      }
+    }
+  }
+
+  /**
+   * One pass over at most MAX_WATCHERS_PER_SYNC unsynced watchers (etcd `syncWatchers`).
+   * Returns how many watchers are still unsynced.
+   */
+  syncWatchers(): number {
+    if (this.unsynced.size === 0) return 0;
+    const curRev = this.store.publishedRev;
+    const compactRev = this.store.compactRev;
+
+    // 1. Choose the watchers of this pass; cancel the compacted ones, promote the caught-up ones.
+    const chosen = new WatcherGroup();
+    let minRev = Infinity;
+    for (const w of this.unsynced.watchers) {
+      if (chosen.size >= MAX_WATCHERS_PER_SYNC) break;
+      if (w.minRev < compactRev) {
+        // Its next revision is gone (etcd `chooseAll`): cancel it with compact_revision. When
+        // the stream is full, try again next pass.
+        if (w.sink.sendCompacted(w, compactRev)) {
+          this.unsynced.delete(w);
+          w.state = 'canceled';
+        }
+        continue;
+      }
+      if (w.minRev > curRev) {
+        this.toSynced(w);
+        continue;
+      }
+      chosen.add(w);
+      if (w.minRev < minRev) minRev = w.minRev;
+    }
+    if (chosen.size === 0) return this.unsynced.size;
+
+    // 2. One backend scan from the smallest next revision to the current revision; each
+    //    watcher takes the matching events from its own minRev, up to WATCH_BATCH_MAX_REVS
+    //    revisions (its `moreRev` is where the next pass continues).
+    const batches = new Map<Watcher, { evs: WatchEvent[]; revs: number; lastRev: number; moreRev: number }>();
+    let capped = 0;
+    const start = revToBytes({ main: minRev, sub: 0 });
+    const end = revToBytes({ main: curRev + 1, sub: 0 });
+    for (const { key: rk, value } of this.store.backend.range('key', start, end)) {
+      const rev = bytesToRev(rk).main;
+      const kv = KeyValue.decode(value);
+      const key = keyFromBytes(kv.key);
+      let ev: WatchEvent | undefined;
+      chosen.forEachWatcherOf(key, (w) => {
+        if (rev < w.minRev) return;
+        let b = batches.get(w);
+        if (b?.moreRev) return;
+        ev ??= WatchEvent.fromRecord(rev, value, isTombstone(rk), key, kv);
+        if (!w.accepts(ev)) return;
+        if (!b) batches.set(w, (b = { evs: [], revs: 0, lastRev: 0, moreRev: 0 }));
+        if (rev !== b.lastRev) {
+          if (b.revs >= WATCH_BATCH_MAX_REVS) {
+            b.moreRev = rev;
+            capped++;
+            return;
+          }
+          b.revs++;
+          b.lastRev = rev;
+        }
+        b.evs.push(ev);
+      });
+      if (capped === chosen.size) break; // every watcher of the pass has a full batch
+    }
+
+    // 3. Queue each watcher's batch; 4. move it to synced, keep it unsynced (moreRev), or make
+    //    it a victim (its stream is full; minRev unchanged, nothing was queued).
+    for (const w of chosen.watchers) {
+      const b = batches.get(w);
+      if (!b || b.evs.length === 0) {
+        if (b?.moreRev) w.minRev = b.moreRev;
+        else {
+          w.minRev = curRev + 1;
+          this.unsynced.delete(w);
+          this.toSynced(w);
+        }
+        continue;
+      }
+      if (!this.deliver(w, b.evs, curRev)) {
+        this.unsynced.delete(w);
+        this.makeVictim(w);
+        continue;
+      }
+      if (b.moreRev) {
+        w.minRev = b.moreRev;
+        // Move to the back of the unsynced order so that every watcher gets its turn.
+        this.unsynced.delete(w);
+        this.unsynced.add(w);
+      } else {
+        w.minRev = curRev + 1;
+        this.unsynced.delete(w);
+        this.toSynced(w);
+      }
+    }
+    return this.unsynced.size;
+  }
+
+  /** Moves every victim whose stream has room again to unsynced (etcd `syncVictimsLoop`). */
+  syncVictims(): void {
+    for (const w of this.victims) {
+      if (!w.sink.hasRoom()) continue;
+      this.victims.delete(w);
+      w.state = 'unsynced';
+      this.unsynced.add(w);
+      this.scheduleSync(0);
+    }
+  }
+
+  /** Stops the background passes. Watchers stay registered; their streams cancel them. */
+  close(): void {
+    this.closed = true;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    if (this.victimTimer) clearTimeout(this.victimTimer);
+    this.syncTimer = this.victimTimer = undefined;
+  }
+
+  /** Queues `evs` to `w`'s stream; false when the stream is full. */
+  private deliver(w: Watcher, evs: readonly WatchEvent[], headerRev: number): boolean {
+    if (!w.sink.sendEvents(w, evs, headerRev)) return false;
+    this.eventsQueued += evs.length;
+    this.madeProgress = true;
+    return true;
+  }
+
+  private toSynced(w: Watcher): void {
+    w.state = 'synced';
+    this.synced.add(w);
+    w.sink.watcherSynced(w);
+  }
+
+  private makeVictim(w: Watcher): void {
+    w.state = 'victim';
+    this.victims.add(w);
+    if (this.victimTimer === undefined && !this.closed) {
+      this.victimTimer = setTimeout(() => this.runVictims(), VICTIM_INTERVAL_MS).unref();
+    }
+  }
+
+  private runVictims(): void {
+    this.victimTimer = undefined;
+    this.syncVictims();
+    if (this.victims.size > 0 && !this.closed) {
+      this.victimTimer = setTimeout(() => this.runVictims(), VICTIM_INTERVAL_MS).unref();
+    }
+  }
+
+  /** Schedules a syncWatchers pass in `delayMs` unless one is already scheduled. */
+  private scheduleSync(delayMs: number): void {
+    if (this.syncTimer !== undefined || this.closed) return;
+    this.syncTimer = setTimeout(() => this.runSync(), delayMs).unref();
+  }
+
+  private runSync(): void {
+    this.syncTimer = undefined;
+    this.madeProgress = false;
+    const before = this.unsynced.size;
+    const after = this.syncWatchers();
+    if (after > 0) {
+      // More work: go on at once when the pass made progress, else wait the usual interval.
+      this.scheduleSync(after < before || this.madeProgress ? 0 : SYNC_INTERVAL_MS);
+    }
+  }
+}
