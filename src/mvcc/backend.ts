@@ -26,6 +26,15 @@ export class Backend {
   private dbs = new Map<BucketName, Database<Buffer, Buffer>>();
   /** Directory holding data.mdb. */
   readonly dir: string;
+  /**
+   * Writes queued while `defragment` rewrites the file, replayed into the new environment; set
+   * only by `defragment`. Writes that reached the old environment after the copy began would be lost.
+   */
+  private heldWrites: { bucket: BucketName; key: Buffer; value: Buffer | undefined }[] | undefined;
+  /** Settles when the running `defragment` is done; `durable()` waits for it. */
+  private defragDone: Promise<void> | undefined;
+  /** Called with the seconds each `durable()` wait took (etcd `backend_commit_duration_seconds`). */
+  onCommitDuration: ((seconds: number) => void) | undefined;
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -57,12 +66,14 @@ export class Backend {
 
   /** Queues a put; it commits with the current batch. */
   put(bucket: BucketName, key: Buffer, value: Buffer): void {
-    void this.bucket(bucket).put(key, value);
+    if (this.heldWrites) this.heldWrites.push({ bucket, key, value });
+    else void this.bucket(bucket).put(key, value);
   }
 
   /** Queues a delete; it commits with the current batch. */
   remove(bucket: BucketName, key: Buffer): void {
-    void this.bucket(bucket).remove(key);
+    if (this.heldWrites) this.heldWrites.push({ bucket, key, value: undefined });
+    else void this.bucket(bucket).remove(key);
   }
 
   /** Reads a committed value, or undefined. */
@@ -89,8 +100,11 @@ export class Backend {
 
   /** Resolves when every write queued so far is committed and fsynced. */
   async durable(): Promise<void> {
+    const start = performance.now();
+    if (this.defragDone) await this.defragDone;
     await this.env.committed;
     await this.env.flushed;
+    this.onCommitDuration?.((performance.now() - start) / 1000);
   }
 
   /** Size of the database file in bytes (etcd `backend.Size`). */
@@ -105,25 +119,65 @@ export class Backend {
     return Math.max(stats.pageSize, (stats.lastPageNumber + 1 - stats.free.entryCount) * stats.pageSize);
   }
 
-  /** Writes a consistent, compacted copy of the environment to `file` (a single data file). */
+  /**
+   * Writes a consistent, compacted copy of the environment to `file` (a single LMDB data file,
+   * openable with `noSubdir`). Throws when the copy cannot be written.
+   */
   async copyTo(file: string): Promise<void> {
     await this.durable();
-    await this.env.backup(file, true);
+    await this.copyInto(file);
   }
 
   /**
-   * Rewrites the database file without free pages (etcd `Defragment`). The caller stops all
-   * writes first; reads issued meanwhile would fail, so callers also hold reads.
+   * LMDB's copy (`mdb_env_copy2`) of an environment opened on a directory writes `data.mdb` into
+   * a directory; this copies through a temp directory beside `file`, then moves the file there.
+   */
+  private async copyInto(file: string): Promise<void> {
+    const dir = `${file}.copy`;
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    try {
+      await this.env.backup(dir, true);
+      fs.renameSync(path.join(dir, 'data.mdb'), file);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Rewrites the database file without free pages (etcd `Defragment`). Writes issued meanwhile
+   * are held and replayed into the new file, and `durable()` waits until they are on disk there.
+   * Reads keep working during the copy (the old environment serves them). The swap at the end
+   * (close, rename, reopen) starts with no write pending, so the close settles within
+   * microtasks and no timer or I/O callback can read in between; only an outstanding
+   * asynchronous read could delay it. Throws, keeping the old file, when the copy fails.
    */
   async defragment(): Promise<void> {
+    if (this.defragDone) throw new Error('backend: defragment already running');
     const tmp = path.join(path.dirname(this.dir), 'db.defrag.mdb');
     fs.rmSync(tmp, { force: true });
-    await this.copyTo(tmp);
-    await this.env.close();
-    this.dbs.clear();
-    fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
-    fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
-    this.env = Backend.openEnv(this.dir);
+    await this.durable();
+    this.heldWrites = [];
+    let finish!: () => void;
+    this.defragDone = new Promise<void>((resolve) => (finish = resolve));
+    try {
+      await this.copyInto(tmp);
+      await this.env.close();
+      this.dbs.clear();
+      fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
+      fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
+      this.env = Backend.openEnv(this.dir);
+    } finally {
+      fs.rmSync(tmp, { force: true });
+      const held = this.heldWrites;
+      this.heldWrites = undefined;
+      for (const w of held) {
+        if (w.value) this.put(w.bucket, w.key, w.value);
+        else this.remove(w.bucket, w.key);
+      }
+      this.defragDone = undefined;
+      finish();
+    }
   }
 
   /** Closes the environment after pending writes are durable. */

@@ -14,6 +14,7 @@ import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { httpHandler } from './http/handlers.js';
 import { listenClientUrl, type ClientListener } from './listener.js';
+import { ServerMetrics } from './metrics.js';
 import { loadClientTls } from './tls.js';
 
 /** etcd adds this much to --max-request-bytes for gRPC's own receive limit (etcd `grpcOverheadBytes`). */
@@ -34,7 +35,9 @@ export interface RunningServer {
 export async function startEtcd(config: ServerConfig, log: Logger): Promise<RunningServer> {
   const etcd = await EtcdServer.open(config, log);
   const listeners: ClientListener[] = [];
+  const serverMetrics = new ServerMetrics(etcd);
   const grpc = new GrpcServer({
+    interceptors: [serverMetrics.grpcInterceptor],
     'grpc.max_receive_message_length': config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
     'grpc.max_send_message_length': 2 ** 31 - 1,
     'grpc.max_concurrent_streams': Math.min(config.maxConcurrentStreams, 2 ** 31 - 1),
@@ -46,7 +49,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addWatchService(grpc, etcd);
     addClusterService(grpc, etcd, advertised);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
-    const handler = httpHandler(etcd);
+    const handler = httpHandler(etcd, serverMetrics);
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions));
     const metrics: ClientListener[] = [];
     for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, handler, tlsOptions));

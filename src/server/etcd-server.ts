@@ -94,6 +94,8 @@ export class EtcdServer {
   private readonly quotaBytes: number;
   private readonly lock: DataDirLock;
   private closed = false;
+  /** Settles when the running defragmentation ends; writes wait for it (set only by `defragment`). */
+  private defragging: Promise<void> | undefined;
 
   private constructor(config: ServerConfig, log: Logger, lock: DataDirLock) {
     this.config = config;
@@ -167,8 +169,14 @@ export class EtcdServer {
 
   /** Refuses writes while NOSPACE is raised or when the write would pass the quota (etcd `quotaApplierV3`). */
   private checkQuota(cost: number): void {
-    if (this.alarms.has(AlarmType.NOSPACE)) throw Errors.noSpace();
-    if (this.backend.size() + cost > this.quotaBytes) {
+    // Either way etcd spends a raft entry: the refused request itself (rejected when applied
+    // under the alarm), or the NOSPACE alarm it proposes when the backend is full.
+    if (this.alarms.has(AlarmType.NOSPACE)) {
+      this.bumpRaftIndex();
+      throw Errors.noSpace();
+    }
+    if (this.backend.size() + cost >= this.quotaBytes) {
+      this.bumpRaftIndex();
       this.activateAlarm(AlarmType.NOSPACE);
       throw Errors.noSpace();
     }
@@ -190,6 +198,7 @@ export class EtcdServer {
 
   /** KV.Put: resolves once the write is durable. */
   async put(r: PutRequest): Promise<PutResponse> {
+    if (this.defragging) await this.defragging;
     this.checkStopped();
     checkPut(r);
     this.checkQuota(r.key.length + r.value.length + QUOTA_KV_OVERHEAD);
@@ -207,6 +216,7 @@ export class EtcdServer {
 
   /** KV.DeleteRange: resolves once the deletion is durable. */
   async deleteRange(r: DeleteRangeRequest): Promise<DeleteRangeResponse> {
+    if (this.defragging) await this.defragging;
     this.checkStopped();
     checkDelete(r);
     const txn = this.store.beginWrite();
@@ -220,6 +230,7 @@ export class EtcdServer {
 
   /** KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads the durable view. */
   async txn(r: TxnRequest): Promise<TxnResponse> {
+    if (this.defragging) await this.defragging;
     this.checkStopped();
     checkTxn(r, this.config.maxTxnOps);
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
@@ -245,14 +256,17 @@ export class EtcdServer {
 
   /** KV.Compact: with `physical`, resolves only after the old records left the backend. */
   async compact(r: CompactionRequest): Promise<CompactionResponse> {
+    if (this.defragging) await this.defragging;
     this.checkStopped();
+    // etcd proposes the compaction and finds a compacted or future revision only when applying
+    // it, so a refused compaction is a raft entry too.
+    this.bumpRaftIndex();
     let done: Promise<void>;
     try {
       ({ done } = this.store.compact(Number(r.revision)));
     } catch (err) {
       throw toEtcdError(err);
     }
-    this.bumpRaftIndex();
     await this.store.sync();
     if (r.physical) await done;
     return { header: this.fillHeader(revHeader(this.store.headRev)) };
@@ -279,9 +293,14 @@ export class EtcdServer {
    * DEACTIVATE clears; returns the alarms the action touched.
    */
   async alarm(action: AlarmRequest_AlarmAction, memberId: bigint, alarm: AlarmType): Promise<AlarmMember[]> {
+    if (this.defragging) await this.defragging;
     this.checkStopped();
-    if (action === AlarmRequest_AlarmAction.GET) return this.listAlarms();
+    // etcd proposes every AlarmRequest, GET included: each one is a raft entry.
     this.bumpRaftIndex();
+    if (action === AlarmRequest_AlarmAction.GET) {
+      await this.store.sync();
+      return this.listAlarms();
+    }
     let touched: AlarmMember[] = [];
     if (memberId === this.memberId || memberId === 0n) {
       if (action === AlarmRequest_AlarmAction.ACTIVATE && alarm !== AlarmType.NONE) {
@@ -297,6 +316,27 @@ export class EtcdServer {
     }
     await this.store.sync();
     return touched;
+  }
+
+  /**
+   * Maintenance.Defragment (etcd `backend.Defrag`): rewrites the backend file without free
+   * pages. Writes arriving meanwhile wait until it is done; reads are served throughout (see
+   * `Backend.defragment`). A second call while one runs waits for it and returns. Throws when the
+   * rewrite fails; the old file is then kept.
+   */
+  async defragment(): Promise<void> {
+    this.checkStopped();
+    if (this.defragging) return this.defragging;
+    const run = this.backend.defragment();
+    this.defragging = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      await run;
+    } finally {
+      this.defragging = undefined;
+    }
   }
 
   /** Stops serving: waits for queued writes to be durable, closes the backend, frees the data dir. */

@@ -50,6 +50,7 @@ const txn = (compares: readonly string[], success: readonly string[], failure: r
 const KEY_NOT_PROVIDED = 'Error: etcdserver: key is not provided';
 const COMPACTED = 'Error: etcdserver: mvcc: required revision has been compacted';
 const FUTURE_REV = 'Error: etcdserver: mvcc: required revision is a future revision';
+const NO_SPACE = 'Error: etcdserver: mvcc: database space exceeded';
 
 const SCENARIOS: readonly Scenario[] = [
   {
@@ -184,6 +185,29 @@ const SCENARIOS: readonly Scenario[] = [
       ['get', 'foo', '-w', 'json'],
       ['endpoint', 'status', '-w', 'json'],
       ['endpoint', 'hashkv', '-w', 'json'],
+    ],
+  },
+  {
+    // A quota of 1 byte is below any backend's size, so the first put raises NOSPACE on both.
+    name: 'alarm NOSPACE: puts refused, reads and deletes served, disarm',
+    flags: ['--quota-backend-bytes', '1'],
+    steps: [
+      { args: ['put', 'foo', 'bar'], code: 1, expect: NO_SPACE },
+      ['alarm', 'list'],
+      ['alarm', 'list', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+      ['endpoint', 'status'],
+      { args: ['txn', '-i'], stdin: txn([], ['put a 1'], []), code: 1, expect: NO_SPACE },
+      ['get', 'foo', '-w', 'json'],
+      ['del', 'foo'],
+      { args: ['endpoint', 'health'], expect: 'is healthy' },
+      ['endpoint', 'hashkv', '-w', 'json'],
+      ['alarm', 'disarm'],
+      ['alarm', 'list'],
+      { args: ['put', 'foo', 'bar'], code: 1, expect: NO_SPACE },
+      ['alarm', 'disarm', '-w', 'json'],
+      ['alarm', 'list'],
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {

@@ -1,13 +1,36 @@
 /**
- * The gRPC Maintenance service (etcd `api/v3rpc/maintenance.go`): Status, Alarm, Hash,
- * HashKV, Defragment, Snapshot; MoveLeader and Downgrade answer as a single member does.
+ * The gRPC Maintenance service (etcd `api/v3rpc/maintenance.go`): Status, Alarm, Hash, HashKV,
+ * Defragment, Snapshot, and MoveLeader as a single member answers it. (Downgrade is not part of
+ * the etcd 3.4 API.)
  */
-import type { Server } from '@grpc/grpc-js';
-import { AlarmType, MaintenanceService, type AlarmRequest, type StatusResponse } from '../../proto/gen/rpc.gen.js';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { status as Status, type Server, type ServerWritableStream } from '@grpc/grpc-js';
+import { crc32c } from '@node-rs/crc32';
+import type { BucketName } from '../../mvcc/backend.js';
+import type { KVStore } from '../../mvcc/kv-store.js';
+import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
+import {
+  AlarmType,
+  MaintenanceService,
+  type MaintenanceServer,
+  type AlarmRequest,
+  type AlarmResponse,
+  type HashKVRequest,
+  type HashKVResponse,
+  type HashResponse,
+  type MoveLeaderRequest,
+  type SnapshotRequest,
+  type SnapshotResponse,
+  type StatusResponse,
+} from '../../proto/gen/rpc.gen.js';
+import { Errors, EtcdError, toServiceError } from '../errors.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import { unary } from './unary.js';
 
-/** etcd `pb.AlarmMember.String()` as Status lists it in `errors`. */
+/** etcd `pb.AlarmMember.String()` as Status lists it in `errors`, e.g. `memberID:1 alarm:NOSPACE `. */
 function alarmString(memberId: bigint, alarm: AlarmType): string {
   return `memberID:${memberId} alarm:${AlarmType[alarm]} `;
 }
@@ -28,13 +51,183 @@ export function status(etcd: EtcdServer): StatusResponse {
   };
 }
 
+/** Bytes fed to the native crc32c at once: per-record calls would cost more than the hashing. */
+const HASH_CHUNK_BYTES = 1 << 20;
+
+/** An incremental crc32 (Castagnoli) over a sequence of byte strings (Go's `crc32.New(castagnoli)`). */
+class Crc32c {
+  private crc = 0;
+  private parts: Buffer[] = [];
+  private buffered = 0;
+
+  write(b: Buffer): void {
+    this.parts.push(b);
+    this.buffered += b.length;
+    if (this.buffered >= HASH_CHUNK_BYTES) this.flush();
+  }
+
+  /** The checksum of everything written, as an unsigned 32-bit number. */
+  sum32(): number {
+    this.flush();
+    return this.crc >>> 0;
+  }
+
+  private flush(): void {
+    if (this.buffered === 0) return;
+    this.crc = crc32c(Buffer.concat(this.parts, this.buffered), this.crc);
+    this.parts = [];
+    this.buffered = 0;
+  }
+}
+
+/** The `key` bucket's name, hashed first as etcd does (`keyBucketName`). */
+const KEY_BUCKET = Buffer.from('key');
+
+/**
+ * etcd 3.4 `store.HashByRev`: crc32c over the name `key`, then every record of the `key`
+ * bucket (revision bytes, then the marshalled mvccpb.KeyValue) with main revision ≤ `rev`,
+ * in revision order. Records below compactRev + 1 count only if they are in
+ * `index.keep(rev)` — the records a finished compaction leaves — unless that set is empty (etcd's
+ * quirk: then every such record counts). The backend stores etcd's bytes, so the value equals a
+ * real etcd's for the same history.
+ *
+ * `rev` 0 means the current revision. Returns the hash, the current revision (the response
+ * header's) and the compacted revision (-1 when never compacted, as etcd's `compactMainRev`).
+ * Throws etcd's ErrCompacted when 0 < rev ≤ compacted revision, ErrFutureRev when rev > current.
+ */
+export function hashByRev(store: KVStore, rev: number): { hash: number; currentRev: number; compactRev: number } {
+  const compactRev = store.compactRev === 0 ? -1 : store.compactRev;
+  const currentRev = store.publishedRev;
+  if (rev > 0 && rev <= compactRev) throw Errors.compacted();
+  if (rev > 0 && rev > currentRev) throw Errors.futureRev();
+  if (rev <= 0) rev = currentRev;
+  const keep = store.index.keep(rev);
+  const lowerMain = compactRev + 1;
+  const h = new Crc32c();
+  h.write(KEY_BUCKET);
+  for (const { key, value } of store.backend.range('key', undefined, revToBytes({ main: rev + 1, sub: 0 }))) {
+    const r = bytesToRev(key);
+    if (r.main < lowerMain && keep.size > 0 && !keep.has(r.main, r.sub)) continue;
+    h.write(key);
+    h.write(value);
+  }
+  return { hash: h.sum32(), currentRev, compactRev };
+}
+
+/** Buckets in the order bbolt iterates them (by name). */
+const HASHED_BUCKETS: readonly BucketName[] = ['alarm', 'key', 'lease', 'meta'];
+
+/**
+ * Meta entries left out of the whole-backend hash (etcd `DefaultIgnores` skips
+ * `consistent_index`; `term` is ours and moves at every start the same way).
+ */
+const HASH_IGNORED_META = new Set(['consistent_index', 'term']);
+
+/**
+ * etcd `backend.Hash(DefaultIgnores)`: crc32c over every bucket's name followed by its keys and
+ * values in key order. It covers the same logical content as etcd's, but our buckets hold
+ * records etcd keeps elsewhere or encodes differently (meta values as text, alarms as JSON,
+ * our own `term`), so the value never equals a real etcd's bbolt hash: only compare it
+ * between etcd-ts members or over time.
+ */
+export function hashBackend(etcd: EtcdServer): number {
+  const h = new Crc32c();
+  for (const name of HASHED_BUCKETS) {
+    h.write(Buffer.from(name));
+    for (const { key, value } of etcd.backend.range(name)) {
+      if (name === 'meta' && HASH_IGNORED_META.has(key.toString('utf8'))) continue;
+      h.write(key);
+      h.write(value);
+    }
+  }
+  return h.sum32();
+}
+
+/** Size of each Snapshot message's blob (etcd `snapshotSendBufferSize`: 32 KiB). */
+const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
+
+/**
+ * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): copies the backend consistently to a
+ * temp file, streams it in 32 KiB blobs each carrying `remaining_bytes` (bytes still to come
+ * after it), then one last message whose blob is the SHA-256 of the content (remaining 0), which
+ * `etcdctl snapshot restore` checks. The temp file is removed in every case. Stops early when
+ * the client goes away.
+ */
+async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<SnapshotRequest, SnapshotResponse>): Promise<void> {
+  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'etcd-ts-snapshot-'));
+  try {
+    const file = path.join(dir, 'snapshot.db');
+    await etcd.backend.copyTo(file);
+    const total = (await fs.promises.stat(file)).size;
+    etcd.log.info({ 'total-bytes': total }, 'sending database snapshot to client');
+    const sha = createHash('sha256');
+    let sent = 0;
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: SNAPSHOT_CHUNK_BYTES })) {
+      const blob = chunk as Buffer;
+      if (call.cancelled) return;
+      sent += blob.length;
+      sha.update(blob);
+      await send(call, { header: undefined, remainingBytes: BigInt(total - sent), blob });
+    }
+    const digest = sha.digest();
+    etcd.log.info({ 'total-bytes': total, 'checksum-size': digest.length }, 'sending database sha256 checksum to client');
+    await send(call, { header: undefined, remainingBytes: 0n, blob: digest });
+    etcd.log.info({ 'total-bytes': total }, 'successfully sent database snapshot to client');
+  } finally {
+    await fs.promises.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Writes one message and waits until the stream can take more (backpressure). */
+function send(call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, msg: SnapshotResponse): Promise<void> {
+  return new Promise((resolve) => {
+    if (call.write(msg)) resolve();
+    else call.once('drain', resolve);
+  });
+}
+
 /** Registers the Maintenance service. */
 export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
-  grpc.addService(MaintenanceService, {
+  const handlers: MaintenanceServer = {
     status: unary(() => status(etcd)),
-    alarm: unary(async (r: AlarmRequest) => ({
+    // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`).
+    alarm: unary(async (r: AlarmRequest): Promise<AlarmResponse> => ({
+      header: undefined,
       alarms: await etcd.alarm(r.action, r.memberID, r.alarm),
-      header: etcd.fillHeader(undefined),
     })),
-  });
+    hash: unary(async (): Promise<HashResponse> => {
+      await etcd.store.sync();
+      return { header: etcd.fillHeader(undefined), hash: hashBackend(etcd) };
+    }),
+    hashKv: unary((r: HashKVRequest): HashKVResponse => {
+      const { hash, currentRev, compactRev } = hashByRev(etcd.store, Number(r.revision));
+      const header = etcd.fillHeader(undefined);
+      header.revision = BigInt(currentRev);
+      return { header, hash, compactRevision: BigInt(compactRev) };
+    }),
+    defragment: unary(async () => {
+      etcd.log.info('starting defragment');
+      await etcd.defragment();
+      etcd.log.info('finished defragment');
+      // Like Alarm, etcd 3.4 answers Defragment and MoveLeader without a header.
+      return { header: undefined };
+    }),
+    snapshot: (call: ServerWritableStream<SnapshotRequest, SnapshotResponse>) => {
+      streamSnapshot(etcd, call).then(
+        () => call.end(),
+        (err: unknown) => {
+          etcd.log.warn({ err }, 'failed to send database snapshot');
+          // grpc-js ends a server stream with the status of an emitted error.
+          call.emit('error', toServiceError(err));
+        },
+      );
+    },
+    moveLeader: unary((r: MoveLeaderRequest) => {
+      // The only member leads already; moving to it is a no-op, any other target is unknown
+      // (etcd `EtcdServer.MoveLeader`: ErrBadLeaderTransferee).
+      if (r.targetID !== etcd.memberId) throw new EtcdError(Status.FAILED_PRECONDITION, 'etcdserver: bad leader transferee');
+      return { header: undefined };
+    }),
+  };
+  grpc.addService(MaintenanceService, handlers);
 }

@@ -1,0 +1,194 @@
+/**
+ * Prometheus metrics of one server, served on `/metrics` (etcd registers the same names with
+ * the Go client's default registry). Each server owns its own `Registry`, so several embedded
+ * servers in one process never mix their numbers.
+ *
+ * Most values are read from the server's state when scraped (collect-time gauges and counters):
+ * the write path pays nothing for them. Only three things are counted as they happen, each with
+ * a plain integer increment: changes published by the store (puts, deletions, live keys), the
+ * backend's durability waits (a histogram observation per group commit, not per write), and
+ * gRPC calls per method and status code (a Map lookup per call).
+ */
+import { ServerInterceptingCall, status as GrpcStatus, type ServerInterceptor } from '@grpc/grpc-js';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
+import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
+
+/** go-grpc-prometheus's `grpc_type` label by (client streams, server streams). */
+function grpcType(requestStream: boolean, responseStream: boolean): string {
+  if (requestStream) return responseStream ? 'bidi_stream' : 'client_stream';
+  return responseStream ? 'server_stream' : 'unary';
+}
+
+/** Go's names of the gRPC status codes, as go-grpc-prometheus puts them in `grpc_code`. */
+const GRPC_CODE_NAMES: Record<number, string> = {
+  [GrpcStatus.OK]: 'OK',
+  [GrpcStatus.CANCELLED]: 'Canceled',
+  [GrpcStatus.UNKNOWN]: 'Unknown',
+  [GrpcStatus.INVALID_ARGUMENT]: 'InvalidArgument',
+  [GrpcStatus.DEADLINE_EXCEEDED]: 'DeadlineExceeded',
+  [GrpcStatus.NOT_FOUND]: 'NotFound',
+  [GrpcStatus.ALREADY_EXISTS]: 'AlreadyExists',
+  [GrpcStatus.PERMISSION_DENIED]: 'PermissionDenied',
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 'ResourceExhausted',
+  [GrpcStatus.FAILED_PRECONDITION]: 'FailedPrecondition',
+  [GrpcStatus.ABORTED]: 'Aborted',
+  [GrpcStatus.OUT_OF_RANGE]: 'OutOfRange',
+  [GrpcStatus.UNIMPLEMENTED]: 'Unimplemented',
+  [GrpcStatus.INTERNAL]: 'Internal',
+  [GrpcStatus.UNAVAILABLE]: 'Unavailable',
+  [GrpcStatus.DATA_LOSS]: 'DataLoss',
+  [GrpcStatus.UNAUTHENTICATED]: 'Unauthenticated',
+};
+
+/** Calls of one gRPC method, counted by the interceptor. */
+interface MethodCalls {
+  /** Labels shared by both grpc_server_* metrics. */
+  readonly labels: { grpc_service: string; grpc_method: string; grpc_type: string };
+  /** Calls started. */
+  started: number;
+  /** Calls finished, by gRPC status code. */
+  readonly handled: Map<number, number>;
+}
+
+/** etcd's commit-duration buckets: 1 ms doubling 14 times, to about 8 s. */
+const COMMIT_BUCKETS_SECONDS = Array.from({ length: 14 }, (_, i) => 0.001 * 2 ** i);
+
+/** The quota etcd reports in `etcd_server_quota_backend_bytes`: the flag, 0 meaning the default. */
+function quotaBytes(config: ServerConfig): number {
+  return config.quotaBackendBytes === 0 ? DEFAULT_QUOTA_BYTES : config.quotaBackendBytes;
+}
+
+/** The metrics of one server; create it once per EtcdServer, before it serves requests. */
+export class ServerMetrics {
+  /** This server's registry; `/metrics` renders it. */
+  readonly registry = new Registry();
+  /** gRPC calls by method path (`/etcdserverpb.KV/Range`); written only by the interceptor. */
+  private readonly calls = new Map<string, MethodCalls>();
+  /** Puts and deletions published by the store since start; written by the publish listener. */
+  private puts = 0;
+  private deletes = 0;
+  /** Keys alive at the published revision (etcd `keysGauge`); kept by the publish listener. */
+  private liveKeys: number;
+
+  constructor(etcd: EtcdServer) {
+    const store = etcd.store;
+    const register = [this.registry];
+    this.liveKeys = store.index.countRevisions('\0', '\0', store.publishedRev);
+    store.onPublish((_rev, changes) => {
+      for (const kv of changes) {
+        if (kv.version === 0n) {
+          this.deletes++;
+          this.liveKeys--;
+        } else {
+          this.puts++;
+          if (kv.version === 1n) this.liveKeys++;
+        }
+      }
+    });
+    const value = (name: string, help: string, read: () => number, kind: 'gauge' | 'counter' = 'gauge'): void => {
+      if (kind === 'gauge') {
+        new Gauge({ name, help, registers: register, collect() { this.set(read()); } });
+      } else {
+        new Counter({ name, help, registers: register, collect() { this.reset(); this.inc(read()); } });
+      }
+    };
+
+    // Raft: a single member leads from its start on, through one election.
+    value('etcd_server_has_leader', 'Whether or not a leader exists. 1 is existence, 0 is not.', () => 1);
+    value('etcd_server_is_leader', 'Whether or not this member is a leader. 1 if is, 0 otherwise.', () => 1);
+    value('etcd_server_leader_changes_seen_total', 'The number of leader changes seen.', () => 1, 'counter');
+    value('etcd_server_proposals_committed_total', 'The total number of consensus proposals committed.', () => Number(etcd.raftIndex));
+    value('etcd_server_proposals_applied_total', 'The total number of consensus proposals applied.', () => Number(etcd.raftIndex));
+    value('etcd_server_proposals_pending', 'The current number of pending proposals to commit.', () => 0);
+    value('etcd_server_quota_backend_bytes', 'Current backend storage quota size in bytes.', () => quotaBytes(etcd.config));
+    new Gauge({ name: 'etcd_server_id', help: 'Server or member ID in hexadecimal format. 1 for \'server_id\' label with current ID.', labelNames: ['server_id'], registers: register })
+      .set({ server_id: etcd.memberId.toString(16) }, 1);
+    new Gauge({ name: 'etcd_server_version', help: 'Which version is running. 1 for \'server_version\' label with current version.', labelNames: ['server_version'], registers: register })
+      .set({ server_version: SERVER_VERSION }, 1);
+
+    // Backend and MVCC store.
+    value('etcd_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
+    value('etcd_mvcc_db_total_size_in_use_in_bytes', 'Total size of the underlying database logically in use in bytes.', () => etcd.backend.sizeInUse());
+    value('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => this.liveKeys);
+    value('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => store.publishedRev);
+    value('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => store.compactRev);
+    value('etcd_mvcc_put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
+    value('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
+    value('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
+    value('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
+    const commit = new Histogram({
+      name: 'etcd_disk_backend_commit_duration_seconds',
+      help: 'The latency distributions of commit called by backend.',
+      buckets: COMMIT_BUCKETS_SECONDS,
+      registers: register,
+    });
+    etcd.backend.onCommitDuration = (seconds) => commit.observe(seconds);
+
+    // gRPC, as go-grpc-prometheus names them.
+    const calls = this.calls;
+    new Counter({
+      name: 'grpc_server_started_total',
+      help: 'Total number of RPCs started on the server.',
+      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const c of calls.values()) this.inc(c.labels, c.started);
+      },
+    });
+    new Counter({
+      name: 'grpc_server_handled_total',
+      help: 'Total number of RPCs completed on the server, regardless of success or failure.',
+      labelNames: ['grpc_service', 'grpc_method', 'grpc_type', 'grpc_code'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const c of calls.values()) {
+          for (const [code, n] of c.handled) this.inc({ ...c.labels, grpc_code: GRPC_CODE_NAMES[code] ?? String(code) }, n);
+        }
+      },
+    });
+  }
+
+  /** Calls started of the method at `path`. */
+  private started(path: string): number {
+    return this.calls.get(path)?.started ?? 0;
+  }
+
+  /**
+   * A grpc-js server interceptor counting every call by method when it starts and, by status
+   * code, when it ends (`grpc_server_started_total`, `grpc_server_handled_total`). Pass it in
+   * the Server's `interceptors` option.
+   */
+  readonly grpcInterceptor: ServerInterceptor = (method, call) => {
+    let c = this.calls.get(method.path);
+    if (!c) {
+      const [service = '', name = ''] = method.path.slice(1).split('/');
+      c = {
+        labels: { grpc_service: service, grpc_method: name, grpc_type: grpcType(method.requestStream, method.responseStream) },
+        started: 0,
+        handled: new Map(),
+      };
+      this.calls.set(method.path, c);
+    }
+    const counted = c;
+    counted.started++;
+    return new ServerInterceptingCall(call, {
+      sendStatus: (status, next) => {
+        counted.handled.set(status.code, (counted.handled.get(status.code) ?? 0) + 1);
+        next(status);
+      },
+    });
+  };
+
+  /** The exposition text of every metric (Prometheus text format 0.0.4). */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** The Content-Type of `render()`'s text. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

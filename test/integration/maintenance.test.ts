@@ -1,0 +1,218 @@
+// The Maintenance service and the HTTP endpoints of an embedded etcd-ts, driven through the
+// generated grpc-js clients: Snapshot (content, remaining_bytes, the SHA-256 suffix, a file
+// LMDB opens), Defragment (data and hashes intact, file not larger, writes during it kept),
+// Hash/HashKV, MoveLeader, /metrics values moving with writes, /health under an alarm.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { credentials, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { open } from 'lmdb';
+import pino from 'pino';
+import { defaultConfig } from '../../src/config.js';
+import { KeyValue } from '../../src/proto/gen/kv.gen.js';
+import {
+  AlarmRequest_AlarmAction,
+  AlarmType,
+  KVClient,
+  MaintenanceClient,
+  type AlarmRequest,
+  type AlarmResponse,
+  type CompactionRequest,
+  type CompactionResponse,
+  type DefragmentRequest,
+  type DefragmentResponse,
+  type DeleteRangeRequest,
+  type DeleteRangeResponse,
+  type HashKVRequest,
+  type HashKVResponse,
+  type HashRequest,
+  type HashResponse,
+  type MoveLeaderRequest,
+  type MoveLeaderResponse,
+  type PutRequest,
+  type PutResponse,
+  type RangeRequest,
+  type RangeResponse,
+  type StatusRequest,
+  type StatusResponse,
+  type SnapshotResponse,
+} from '../../src/proto/gen/rpc.gen.js';
+import { startEtcd, type RunningServer } from '../../src/server/embed.js';
+
+/** Calls a callback-style grpc-js client method as a promise. */
+function call<Req, Res>(fn: (req: Req, cb: (err: ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
+  return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+describe('maintenance and operations endpoints', () => {
+  let server: RunningServer;
+  let dataDir: string;
+  let url: string;
+  let kv: KVClient;
+  let mt: MaintenanceClient;
+  const put = (key: string, value: string | Buffer) =>
+    call<PutRequest, PutResponse>(kv.put.bind(kv), { key: Buffer.from(key), value: Buffer.from(value), lease: 0n, prevKv: false, ignoreValue: false, ignoreLease: false });
+  const get = (key: string) =>
+    call<RangeRequest, RangeResponse>(kv.range.bind(kv), {
+      key: Buffer.from(key), rangeEnd: Buffer.alloc(0), limit: 0n, revision: 0n, sortOrder: 0, sortTarget: 0, serializable: false,
+      keysOnly: false, countOnly: false, minModRevision: 0n, maxModRevision: 0n, minCreateRevision: 0n, maxCreateRevision: 0n,
+    });
+  const hashKV = (revision: bigint) => call<HashKVRequest, HashKVResponse>(mt.hashKv.bind(mt), { revision });
+  const metrics = async (): Promise<string> => (await fetch(`${url}/metrics`)).text();
+  /** The value of the sample `name` (with its labels, as printed), or undefined. */
+  const sample = (text: string, name: string): number | undefined => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.slice(name.length + 1));
+  };
+
+  before(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-maint-'));
+    const config = { ...defaultConfig(), dataDir, listenClientUrls: ['http://127.0.0.1:0'], advertiseClientUrls: ['http://127.0.0.1:0'] };
+    server = await startEtcd(config, pino({ level: 'silent' }));
+    url = server.clientUrls[0]!;
+    const target = url.replace('http://', '');
+    kv = new KVClient(target, credentials.createInsecure());
+    mt = new MaintenanceClient(target, credentials.createInsecure());
+  });
+
+  after(async () => {
+    kv.close();
+    mt.close();
+    await server.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('Snapshot streams the backend in 32 KiB chunks, then its SHA-256; the file opens with LMDB', async () => {
+    for (let i = 0; i < 50; i++) await put(`snap/${i}`, 'v'.repeat(2000));
+    const tmpBefore = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('etcd-ts-snapshot-')).length;
+    const msgs: SnapshotResponse[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const stream = mt.snapshot({});
+      stream.on('data', (m: SnapshotResponse) => msgs.push(m));
+      stream.on('error', reject);
+      stream.on('end', resolve);
+    });
+    assert.ok(msgs.length >= 3, `expected several chunks, got ${msgs.length}`);
+    const chunks = msgs.slice(0, -1);
+    const digest = msgs.at(-1)!;
+    const content = Buffer.concat(chunks.map((m) => m.blob));
+    let remaining = content.length;
+    for (const m of chunks) {
+      assert.ok(m.blob.length <= 32 * 1024);
+      remaining -= m.blob.length;
+      assert.equal(m.remainingBytes, BigInt(remaining));
+    }
+    assert.equal(digest.remainingBytes, 0n);
+    assert.deepEqual(digest.blob, createHash('sha256').update(content).digest());
+    // etcdctl's restore recognises the appended hash by this size rule.
+    assert.equal((content.length + digest.blob.length) % 512, 32);
+    assert.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('etcd-ts-snapshot-')).length, tmpBefore, 'temp copy removed');
+
+    const file = path.join(dataDir, 'snapshot-copy.mdb');
+    fs.writeFileSync(file, content);
+    const env = open({ path: file, noSubdir: true, readOnly: true, maxDbs: 16 });
+    try {
+      const keyDb = env.openDB<Buffer, Buffer>({ name: 'key', keyEncoding: 'binary', encoding: 'binary' });
+      const keys = [...keyDb.getRange({})].map(({ value }) => Buffer.from(KeyValue.decode(value as Buffer).key).toString());
+      assert.ok(keys.includes('snap/0') && keys.includes('snap/49'), 'snapshot holds the written keys');
+    } finally {
+      await env.close();
+    }
+  });
+
+  it('Defragment keeps every record and the HashKV, shrinks the file, and keeps writes made meanwhile', async () => {
+    for (let i = 0; i < 300; i++) await put(`big/${i}`, Buffer.alloc(4000, i % 256));
+    await put('keep', 'me');
+    const del = await call<DeleteRangeRequest, DeleteRangeResponse>(kv.deleteRange.bind(kv), { key: Buffer.from('big/'), rangeEnd: Buffer.from('big0'), prevKv: false });
+    assert.equal(del.deleted, 300n);
+    await call<CompactionRequest, CompactionResponse>(kv.compact.bind(kv), { revision: del.header!.revision, physical: true });
+    await put('after', 'compaction'); // HashKV refuses the compacted revision itself
+    const sizeBefore = server.etcd.backend.size();
+    const hashBefore = await hashKV(0n);
+
+    const defrag = call<DefragmentRequest, DefragmentResponse>(mt.defragment.bind(mt), {});
+    const during = put('during', 'defrag');
+    await defrag;
+    await during;
+
+    assert.ok(server.etcd.backend.size() <= sizeBefore, `size ${server.etcd.backend.size()} > ${sizeBefore}`);
+    assert.ok(server.etcd.backend.size() < sizeBefore / 2, 'the freed pages are gone');
+    assert.equal((await get('keep')).kvs[0]?.value.toString(), 'me');
+    assert.equal((await get('during')).kvs[0]?.value.toString(), 'defrag');
+    const hashAtOldRev = await hashKV(hashBefore.header!.revision);
+    assert.equal(hashAtOldRev.hash, hashBefore.hash);
+    assert.equal(hashAtOldRev.compactRevision, del.header!.revision);
+  });
+
+  it('HashKV refuses compacted and future revisions; Hash moves with writes', async () => {
+    const compactRev = (await hashKV(0n)).compactRevision;
+    await assert.rejects(hashKV(compactRev), (e: ServiceError) =>
+      e.code === GrpcStatus.OUT_OF_RANGE && e.details === 'etcdserver: mvcc: required revision has been compacted');
+    await assert.rejects(hashKV(1_000_000n), (e: ServiceError) =>
+      e.code === GrpcStatus.OUT_OF_RANGE && e.details === 'etcdserver: mvcc: required revision is a future revision');
+    const h1 = await call<HashRequest, HashResponse>(mt.hash.bind(mt), {});
+    await put('hash', 'moves');
+    const h2 = await call<HashRequest, HashResponse>(mt.hash.bind(mt), {});
+    assert.notEqual(h1.hash, h2.hash);
+    assert.equal(h2.header!.revision, h1.header!.revision + 1n);
+  });
+
+  it('MoveLeader to itself succeeds, to anyone else fails like etcd', async () => {
+    await call<MoveLeaderRequest, MoveLeaderResponse>(mt.moveLeader.bind(mt), { targetID: server.etcd.memberId });
+    await assert.rejects(call<MoveLeaderRequest, MoveLeaderResponse>(mt.moveLeader.bind(mt), { targetID: 42n }), (e: ServiceError) =>
+      e.code === GrpcStatus.FAILED_PRECONDITION && e.details === 'etcdserver: bad leader transferee');
+  });
+
+  it('/metrics exposes etcd names whose values move with writes', async () => {
+    const m1 = await metrics();
+    for (const name of [
+      'etcd_server_has_leader 1', 'etcd_server_is_leader 1', 'etcd_server_leader_changes_seen_total 1',
+      'etcd_server_quota_backend_bytes 2147483648', 'etcd_mvcc_db_total_size_in_bytes', 'etcd_mvcc_db_total_size_in_use_in_bytes',
+      'etcd_disk_backend_commit_duration_seconds_bucket', 'etcd_debugging_mvcc_compact_revision',
+    ]) {
+      assert.ok(m1.includes(`\n${name}`), `missing ${name}`);
+    }
+    await put('metric', 'a');
+    await put('metric', 'b');
+    await call<DeleteRangeRequest, DeleteRangeResponse>(kv.deleteRange.bind(kv), { key: Buffer.from('metric'), rangeEnd: Buffer.alloc(0), prevKv: false });
+    await get('metric');
+    const m2 = await metrics();
+    const delta = (name: string) => sample(m2, name)! - sample(m1, name)!;
+    assert.equal(delta('etcd_mvcc_put_total'), 2);
+    assert.equal(delta('etcd_mvcc_delete_total'), 1);
+    assert.equal(delta('etcd_mvcc_range_total'), 1);
+    assert.equal(delta('etcd_debugging_mvcc_current_revision'), 3);
+    assert.equal(delta('etcd_debugging_mvcc_keys_total'), 0);
+    assert.equal(delta('etcd_server_proposals_applied_total'), 3);
+    assert.equal(sample(m2, 'etcd_debugging_mvcc_current_revision'), Number((await get('x')).header!.revision));
+    const handled = 'grpc_server_handled_total{grpc_service="etcdserverpb.KV",grpc_method="Put",grpc_type="unary",grpc_code="OK"}';
+    assert.ok(sample(m2, handled)! > sample(m1, handled)!);
+  });
+
+  it('/health is 503 while an alarm is active (unless excluded), /version answers JSON', async () => {
+    const ok = await fetch(`${url}/health`);
+    assert.equal(ok.status, 200);
+    assert.equal(await ok.text(), '{"health":"true"}');
+    const version = await fetch(`${url}/version`);
+    assert.equal(version.headers.get('content-type'), 'application/json');
+    assert.deepEqual(Object.keys((await version.json()) as object), ['etcdserver', 'etcdcluster']);
+    assert.equal((await fetch(`${url}/health`, { method: 'POST' })).status, 405);
+
+    const alarm = (action: AlarmRequest_AlarmAction) => call<AlarmRequest, AlarmResponse>(mt.alarm.bind(mt), { action, memberID: 0n, alarm: AlarmType.NOSPACE });
+    await alarm(AlarmRequest_AlarmAction.ACTIVATE);
+    try {
+      const bad = await fetch(`${url}/health`);
+      assert.equal(bad.status, 503);
+      assert.equal(await bad.text(), '{"health":"false"}\n');
+      assert.equal((await fetch(`${url}/health?exclude=NOSPACE`)).status, 200);
+      const st = await call<StatusRequest, StatusResponse>(mt.status.bind(mt), {});
+      assert.deepEqual(st.errors, [`memberID:${server.etcd.memberId} alarm:NOSPACE `]);
+    } finally {
+      await alarm(AlarmRequest_AlarmAction.DEACTIVATE);
+    }
+    assert.equal((await fetch(`${url}/health`)).status, 200);
+  });
+});
