@@ -24,6 +24,8 @@ export class Backend {
   private env: RootDatabase;
   /** Open databases by name; rebuilt with the environment. */
   private dbs = new Map<BucketName, Database<Buffer, Buffer>>();
+  /** The file size seen since the last commit, or undefined to read it again. */
+  private sizeCache: number | undefined;
   /** Directory holding data.mdb. */
   readonly dir: string;
   /**
@@ -104,13 +106,20 @@ export class Backend {
     if (this.defragDone) await this.defragDone;
     await this.env.committed;
     await this.env.flushed;
+    this.sizeCache = undefined;
     this.onCommitDuration?.((performance.now() - start) / 1000);
   }
 
-  /** Size of the database file in bytes (etcd `backend.Size`). */
+  /**
+   * Size of the database file in bytes (etcd `backend.Size`). Read from LMDB's stats at most
+   * once per commit: the quota check asks on every write, and the file only grows at commits.
+   */
   size(): number {
-    const stats = this.env.getStats() as { pageSize: number; lastPageNumber: number };
-    return (stats.lastPageNumber + 1) * stats.pageSize;
+    if (this.sizeCache === undefined) {
+      const stats = this.env.getStats() as { pageSize: number; lastPageNumber: number };
+      this.sizeCache = (stats.lastPageNumber + 1) * stats.pageSize;
+    }
+    return this.sizeCache;
   }
 
   /** Bytes in use: the file size minus free pages (etcd `backend.SizeInUse`). */
@@ -167,6 +176,7 @@ export class Backend {
       fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
       fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
       this.env = Backend.openEnv(this.dir);
+      this.sizeCache = undefined;
     } finally {
       fs.rmSync(tmp, { force: true });
       const held = this.heldWrites;

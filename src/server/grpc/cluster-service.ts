@@ -23,7 +23,11 @@ export function selfMember(etcd: EtcdServer, clientUrls: readonly string[]): Mem
 /** Registers the Cluster service. `clientUrls` are the advertised client URLs. */
 export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: readonly string[]): void {
   grpc.addService(ClusterService, {
-    memberList: unary((_r: MemberListRequest) => ({ header: etcd.fillHeader(undefined), members: [selfMember(etcd, clientUrls)] })),
+    // etcd's cluster server fills the header without a revision.
+    memberList: unary((_r: MemberListRequest) => ({
+      header: { clusterId: etcd.clusterId, memberId: etcd.memberId, raftTerm: etcd.raftTerm, revision: 0n },
+      members: [selfMember(etcd, clientUrls)],
+    })),
     // Adding a member to a one-member cluster needs the new member to be started to keep
     // quorum; etcd-ts has no peers, so every change is refused with etcd's error for that.
     memberAdd: unary(() => {
