@@ -10,6 +10,7 @@ import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
 import { addKVService } from './grpc/kv-service.js';
+import { addLeaseService } from './grpc/lease-service.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { httpHandler } from './http/handlers.js';
@@ -47,6 +48,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addKVService(grpc, etcd);
     addMaintenanceService(grpc, etcd);
     addWatchService(grpc, etcd);
+    addLeaseService(grpc, etcd);
     addClusterService(grpc, etcd, advertised);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const handler = httpHandler(etcd, serverMetrics);

@@ -17,6 +17,7 @@ import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { Backend } from '../mvcc/backend.js';
 import { KVStore, type ReadView } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
+import { LeaseExists, LeaseNotFound, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
 import {
   AlarmRequest_AlarmAction,
   AlarmType,
@@ -25,6 +26,10 @@ import {
   type CompactionResponse,
   type DeleteRangeRequest,
   type DeleteRangeResponse,
+  type LeaseGrantRequest,
+  type LeaseGrantResponse,
+  type LeaseRevokeRequest,
+  type LeaseRevokeResponse,
   type PutRequest,
   type PutResponse,
   type RangeRequest,
@@ -72,6 +77,8 @@ export function computeClusterId(memberIds: readonly bigint[]): bigint {
  * a per-key overhead for puts.
  */
 const QUOTA_KV_OVERHEAD = 16 + 8 + 8 + 8 + 8 + 8 + 1 + 17;
+/** Quota cost of a LeaseGrant (etcd `leaseOverhead`). */
+const QUOTA_LEASE_OVERHEAD = 64;
 
 export class EtcdServer {
   readonly config: ServerConfig;
@@ -80,6 +87,8 @@ export class EtcdServer {
   readonly store: KVStore;
   /** The store's watchers (etcd `watchableStore`); fed by `store.onPublish`, used by the Watch service. */
   readonly watchableStore: WatchableStore;
+  /** The leases (etcd `lessor`); the store's lease hooks. Expired leases are revoked through `leaseRevoke`. */
+  readonly lessor: Lessor;
   /** This member's ID (stable: derived from the peer URLs and cluster token, persisted). */
   readonly memberId: bigint;
   /** The cluster's ID. */
@@ -107,6 +116,9 @@ export class EtcdServer {
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
+    this.lessor = new Lessor(this.store, { memberId: this.memberId });
+    this.lessor.revokeExpired = (id) => this.leaseRevoke({ ID: id });
+    this.lessor.start();
     // A single etcd member campaigns at term 1 and leads from term 2; each restart is a new term.
     this.raftTerm = BigInt(this.backend.getMeta('term') ?? '1') + 1n;
     // A fresh etcd has applied 4 entries when it is ready (the initial member, its own
@@ -339,10 +351,49 @@ export class EtcdServer {
     }
   }
 
+  /**
+   * Lease.LeaseGrant (etcd `LeaseGrant` + `quotaLeaseServer`): ID 0 = server-chosen, TTL in
+   * seconds raised to the minimum. One raft index entry. Throws etcd's NOSPACE, "lease already
+   * exists", "too large lease TTL". Resolves once the lease is durable.
+   */
+  async leaseGrant(r: LeaseGrantRequest): Promise<LeaseGrantResponse> {
+    if (this.defragging) await this.defragging;
+    this.checkStopped();
+    this.checkQuota(QUOTA_LEASE_OVERHEAD);
+    this.bumpRaftIndex();
+    let granted;
+    try {
+      granted = this.lessor.grant(r.ID, Number(r.TTL));
+    } catch (err) {
+      await this.store.sync();
+      throw leaseError(err);
+    }
+    await granted.durable;
+    return { header: this.fillHeader(undefined), ID: granted.lease.id, TTL: BigInt(granted.lease.ttlSec), error: '' };
+  }
+
+  /**
+   * Lease.LeaseRevoke (etcd `LeaseRevoke`): deletes the lease's keys in one revision. One raft
+   * index entry, also for an unknown lease, which throws "requested lease not found".
+   */
+  async leaseRevoke(r: LeaseRevokeRequest): Promise<LeaseRevokeResponse> {
+    if (this.defragging) await this.defragging;
+    this.checkStopped();
+    this.bumpRaftIndex();
+    try {
+      await this.lessor.revoke(r.ID);
+    } catch (err) {
+      await this.store.sync();
+      throw leaseError(err);
+    }
+    return { header: this.fillHeader(undefined) };
+  }
+
   /** Stops serving: waits for queued writes to be durable, closes the backend, frees the data dir. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.lessor.stop();
     this.watchableStore.close();
     try {
       await this.store.close();
@@ -350,6 +401,14 @@ export class EtcdServer {
       this.lock.release();
     }
   }
+}
+
+/** The lessor's errors as etcd's client errors; others pass through. */
+export function leaseError(err: unknown): unknown {
+  if (err instanceof LeaseNotFound) return Errors.leaseNotFound();
+  if (err instanceof LeaseExists) return Errors.leaseExist();
+  if (err instanceof LeaseTTLTooLarge) return Errors.leaseTTLTooLarge();
+  return err;
 }
 
 /** Quota cost of a txn: the sizes of its puts (etcd `costTxn`). */

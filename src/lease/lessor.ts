@@ -1,0 +1,418 @@
+/**
+ * The lessor (etcd `lease/lessor.go`): grants, renews and revokes leases, expires them, and
+ * tracks which keys each lease holds. It is the store's `LeaseHooks`: a put with a lease
+ * attaches the key, a delete or an overwrite detaches it.
+ *
+ * Time: a lease's expiry is a point on the monotonic clock (`performance.now()`), never
+ * persisted. What is persisted, in the backend's `lease` bucket, is etcd's `leasepb.Lease`
+ * record: key = the lease ID as 8 big-endian bytes (etcd `int64ToBytes`), value = the
+ * protobuf message `{ID = 1 (int64), TTL = 2 (int64, seconds), RemainingTTL = 3 (int64,
+ * always 0 here: checkpointing is not implemented)}`, byte for byte what etcd writes.
+ *
+ * Restart (etcd `initAndRecover` then `Promote(electionTimeout)`): every stored lease comes
+ * back with its full TTL counted from the moment the lessor starts, plus etcd's election
+ * timeout (1 s), so no lease ever expires earlier than TTL after a restart, clean or not.
+ *
+ * Expiry (etcd `runLoop` / `revokeExpiredLeases`): every 500 ms the lessor pops the leases
+ * whose expiry passed from a min-heap and hands each to `revokeExpired`, which by default is
+ * `revoke` but which the server replaces with its own path (the one `LeaseRevoke` takes), so
+ * an expiry costs a raft index entry and a revision exactly like a client revoke. A failed
+ * revocation is retried 3 s later (etcd `expiredLeaseRetryInterval`).
+ *
+ * Revocation (etcd `lessor.Revoke`): every attached key is deleted in ONE write transaction,
+ * in key order, and the lease record is removed in the same backend batch, so watchers see
+ * all the DELETE events at one revision and a crash keeps either everything or nothing.
+ */
+import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import type { Backend } from '../mvcc/backend.js';
+import type { Key } from '../mvcc/key.js';
+import type { KVStore, LeaseHooks } from '../mvcc/kv-store.js';
+
+/** etcd `lease.MaxLeaseTTL`: the largest TTL a lease may have, in seconds. */
+export const MAX_LEASE_TTL_SEC = 9_000_000_000;
+/**
+ * etcd's minimum TTL with the default election settings: ceil(1.5 × election timeout (1 s)),
+ * in seconds. Smaller TTLs are raised to it.
+ */
+export const DEFAULT_MIN_TTL_SEC = 2;
+/** etcd's election timeout, added to every expiry when the lessor starts (etcd `Promote(extend)`). */
+export const DEFAULT_PROMOTE_EXTEND_MS = 1000;
+/** How often expiries are checked (etcd's lessor `runLoop` tick). */
+export const EXPIRY_CHECK_INTERVAL_MS = 500;
+/** How long a failed revocation of an expired lease waits before it is retried (etcd `expiredLeaseRetryInterval`). */
+const EXPIRED_RETRY_MS = 3000;
+
+/** Thrown for an unknown lease (etcd `lease.ErrLeaseNotFound`). */
+export class LeaseNotFound extends Error {
+  override name = 'LeaseNotFound';
+  constructor() {
+    super('lease not found');
+  }
+}
+
+/** Thrown when granting an ID that exists (etcd `lease.ErrLeaseExists`). */
+export class LeaseExists extends Error {
+  override name = 'LeaseExists';
+  constructor() {
+    super('lease already exists');
+  }
+}
+
+/** Thrown when granting a TTL above MAX_LEASE_TTL_SEC (etcd `lease.ErrLeaseTTLTooLarge`). */
+export class LeaseTTLTooLarge extends Error {
+  override name = 'LeaseTTLTooLarge';
+  constructor() {
+    super('too large lease TTL');
+  }
+}
+
+/** One lease (etcd `lease.Lease`). */
+export class Lease {
+  /** The lease ID (etcd `LeaseID`, an int64). */
+  readonly id: bigint;
+  /** Granted TTL in seconds (after raising to the minimum). */
+  readonly ttlSec: number;
+  /** Monotonic time (ms, `performance.now()` scale) when the lease expires; set by refresh. */
+  expiryMs = Infinity;
+  /** Keys attached to this lease; changed by the store's hooks and by revoke. */
+  readonly keys = new Set<Key>();
+
+  constructor(id: bigint, ttlSec: number) {
+    this.id = id;
+    this.ttlSec = ttlSec;
+  }
+
+  /** Milliseconds left before expiry at monotonic time `now` (negative once expired). */
+  remainingMs(now: number): number {
+    return this.expiryMs - now;
+  }
+}
+
+/**
+ * etcd `pkg/idutil.Generator`: IDs are `memberID's low 16 bits << 48 | counter`, the 48-bit
+ * counter starting at (unix milliseconds mod 2^40) << 8, so IDs from different members and
+ * different starts do not collide. The server keeps only positive IDs (top bit cleared).
+ */
+export class IdGenerator {
+  /** Bits 48–63: the member's low 16 bits. */
+  private readonly prefix: bigint;
+  /** The low 48 bits, incremented per ID. */
+  private suffix: bigint;
+
+  constructor(memberId: bigint, nowMs: number = Date.now()) {
+    this.prefix = (memberId & 0xffffn) << 48n;
+    this.suffix = (BigInt(nowMs) & ((1n << 40n) - 1n)) << 8n;
+  }
+
+  /** The next ID (positive int64). */
+  next(): bigint {
+    this.suffix++;
+    return (this.prefix | (this.suffix & ((1n << 48n) - 1n))) & ((1n << 63n) - 1n);
+  }
+}
+
+/** Counters under etcd's metric names (`etcd_debugging_lease_*_total`). */
+export interface LessorMetrics {
+  /** etcd_debugging_lease_granted_total */
+  granted: number;
+  /** etcd_debugging_lease_revoked_total */
+  revoked: number;
+  /** etcd_debugging_lease_renewed_total */
+  renewed: number;
+}
+
+export interface LessorOptions {
+  /** Member ID: the high 16 bits of server-chosen lease IDs. */
+  memberId: bigint;
+  /** Minimum TTL in seconds. @default DEFAULT_MIN_TTL_SEC (2) */
+  minTtlSec?: number;
+  /** Added to every restored lease's expiry at start, in ms. @default DEFAULT_PROMOTE_EXTEND_MS (1000) */
+  promoteExtendMs?: number;
+  /** How often expiries are checked, in ms. @default EXPIRY_CHECK_INTERVAL_MS (500) */
+  checkIntervalMs?: number;
+}
+
+/** Heap entry: the lease `id` was due at `expiryMs` when pushed (stale when the lease moved on). */
+interface Due {
+  expiryMs: number;
+  id: bigint;
+}
+
+/** 8-byte big-endian form of an int64 lease ID (etcd `int64ToBytes`). */
+function idToBytes(id: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64BE(BigInt.asIntN(64, id));
+  return b;
+}
+
+/** etcd `leasepb.Lease` {ID = 1, TTL = 2, RemainingTTL = 3}, marshalled. */
+export function encodeLeaseRecord(id: bigint, ttlSec: number): Buffer {
+  const w = new BinaryWriter();
+  if (id !== 0n) w.uint32(8).int64(id);
+  if (ttlSec !== 0) w.uint32(16).int64(ttlSec);
+  return Buffer.from(w.finish());
+}
+
+/** Parses a `leasepb.Lease` record; unknown fields are skipped. */
+export function decodeLeaseRecord(bytes: Uint8Array): { id: bigint; ttlSec: number; remainingTtlSec: number } {
+  const r = new BinaryReader(bytes);
+  let id = 0n;
+  let ttlSec = 0;
+  let remainingTtlSec = 0;
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    switch (tag >>> 3) {
+      case 1:
+        id = BigInt(r.int64().toString());
+        break;
+      case 2:
+        ttlSec = Number(r.int64().toString());
+        break;
+      case 3:
+        remainingTtlSec = Number(r.int64().toString());
+        break;
+      default:
+        r.skip(tag & 7);
+    }
+  }
+  return { id, ttlSec, remainingTtlSec };
+}
+
+/**
+ * The lessor of one store. Create it after the store recovered; it restores its leases,
+ * re-attaches the stored keys and installs itself as `store.leases`. Call `start()` to begin
+ * expiring leases and `stop()` before closing the store.
+ */
+export class Lessor implements LeaseHooks {
+  /** Live leases by ID (etcd `leaseMap`); changed by grant, revoke and restore. */
+  private readonly leaseMap = new Map<bigint, Lease>();
+  /** Key → the lease it is attached to (etcd `itemMap`); changed by attach/detach. */
+  private readonly itemMap = new Map<Key, bigint>();
+  /** Min-heap of expiries by `expiryMs`, with stale entries skipped when popped. */
+  private readonly heap: Due[] = [];
+  /** Expired leases whose revocation is in flight (not handed out again meanwhile). */
+  private readonly revoking = new Set<bigint>();
+  /** Server-chosen IDs. */
+  private readonly ids: IdGenerator;
+  private readonly store: KVStore;
+  private readonly backend: Backend;
+  /** Minimum TTL in seconds. */
+  readonly minTtlSec: number;
+  private readonly checkIntervalMs: number;
+  /** The expiry timer, set by start() and cleared by stop(). */
+  private timer: NodeJS.Timeout | undefined;
+  /** Counters read by the metrics (see LessorMetrics); only ever incremented. */
+  private readonly counters: LessorMetrics = { granted: 0, revoked: 0, renewed: 0 };
+  /**
+   * How an expired lease is revoked: `revoke` until the server installs its own path (which
+   * also counts a raft index entry). A rejected promise schedules a retry.
+   */
+  revokeExpired: (id: bigint) => Promise<unknown> = (id) => this.revoke(id);
+
+  constructor(store: KVStore, opts: LessorOptions) {
+    this.store = store;
+    this.backend = store.backend;
+    this.minTtlSec = opts.minTtlSec ?? DEFAULT_MIN_TTL_SEC;
+    this.checkIntervalMs = opts.checkIntervalMs ?? EXPIRY_CHECK_INTERVAL_MS;
+    this.ids = new IdGenerator(opts.memberId);
+    // 1. Restore the stored leases, at least minTtl long (etcd initAndRecover).
+    for (const { value } of this.backend.range('lease')) {
+      const rec = decodeLeaseRecord(value);
+      this.leaseMap.set(rec.id, new Lease(rec.id, Math.max(rec.ttlSec, this.minTtlSec)));
+    }
+    // 2. Become the store's lease hooks and re-attach the keys (etcd `restore` of the KV store).
+    store.leases = this;
+    store.attachLeases();
+    // 3. Count every TTL from now, plus the election timeout (etcd Promote).
+    const extend = opts.promoteExtendMs ?? DEFAULT_PROMOTE_EXTEND_MS;
+    const now = performance.now();
+    for (const l of this.leaseMap.values()) this.refresh(l, now, extend);
+  }
+
+  /** Starts the expiry loop (every `checkIntervalMs`; the timer does not keep Node alive). */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.expire(), this.checkIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the expiry loop. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The counters behind etcd's `etcd_debugging_lease_{granted,revoked,renewed}_total`. */
+  metrics(): Readonly<LessorMetrics> {
+    return { ...this.counters };
+  }
+
+  /**
+   * Grants a lease (etcd `lessor.Grant`): `id` 0n lets the lessor choose one (etcd's server does
+   * that before proposing), `ttlSec` below the minimum is raised to it. The record is queued in
+   * the current backend batch; the promise resolves when it is durable. Throws (synchronously,
+   * before anything changes) LeaseTTLTooLarge when `ttlSec` > MAX_LEASE_TTL_SEC, LeaseExists
+   * when `id` is taken.
+   */
+  grant(id: bigint, ttlSec: number): { lease: Lease; durable: Promise<void> } {
+    if (ttlSec > MAX_LEASE_TTL_SEC) throw new LeaseTTLTooLarge();
+    if (id === 0n) id = this.ids.next();
+    if (this.leaseMap.has(id)) throw new LeaseExists();
+    const lease = new Lease(id, Math.max(ttlSec, this.minTtlSec));
+    this.leaseMap.set(id, lease);
+    this.refresh(lease, performance.now(), 0);
+    this.backend.put('lease', idToBytes(id), encodeLeaseRecord(id, lease.ttlSec));
+    this.counters.granted++;
+    return { lease, durable: this.store.sync() };
+  }
+
+  /**
+   * Revokes a lease (etcd `lessor.Revoke`): deletes its keys in one write transaction (one
+   * revision, none when it has no keys) and removes its record in the same batch. Resolves when
+   * durable. Throws LeaseNotFound (synchronously) for an unknown lease.
+   */
+  revoke(id: bigint): Promise<void> {
+    const lease = this.leaseMap.get(id);
+    if (!lease) throw new LeaseNotFound();
+    const txn = this.store.beginWrite();
+    // Sorted, as etcd does, so every member writes the same history.
+    for (const key of [...lease.keys].sort()) txn.deleteRange(key, undefined);
+    this.leaseMap.delete(id);
+    this.revoking.delete(id);
+    this.backend.remove('lease', idToBytes(id));
+    this.counters.revoked++;
+    const done = txn.end();
+    return txn.changes.length > 0 ? done : this.store.sync();
+  }
+
+  /**
+   * Renews a lease (etcd `lessor.Renew`): its expiry becomes now + TTL. Returns the TTL in
+   * seconds. Throws LeaseNotFound for an unknown lease, or one already expired (it is being
+   * revoked; etcd waits for that revocation and answers the same).
+   */
+  renew(id: bigint): number {
+    const lease = this.leaseMap.get(id);
+    const now = performance.now();
+    if (!lease || this.revoking.has(id) || lease.expiryMs <= now) throw new LeaseNotFound();
+    this.refresh(lease, now, 0);
+    this.counters.renewed++;
+    return lease.ttlSec;
+  }
+
+  /** The lease `id`, or undefined (etcd `lessor.Lookup`). */
+  lookup(id: bigint): Lease | undefined {
+    return this.leaseMap.get(id);
+  }
+
+  /**
+   * etcd `LeaseTimeToLive` on the leader: remaining seconds (truncated, as Go's
+   * `int64(d.Seconds())`), granted TTL and the attached keys in key order; undefined when the
+   * lease does not exist.
+   */
+  timeToLive(id: bigint): { ttlSec: number; grantedTtlSec: number; keys: Key[] } | undefined {
+    const lease = this.leaseMap.get(id);
+    if (!lease) return undefined;
+    const remainingMs = lease.remainingMs(performance.now());
+    return { ttlSec: Math.trunc(remainingMs / 1000), grantedTtlSec: lease.ttlSec, keys: [...lease.keys].sort() };
+  }
+
+  /** Every live lease, soonest expiry first (etcd `lessor.Leases`). */
+  leases(): Lease[] {
+    return [...this.leaseMap.values()].sort((a, b) => a.expiryMs - b.expiryMs);
+  }
+
+  // ---- LeaseHooks (called by the store's write transactions) ----
+
+  exists(id: bigint): boolean {
+    return this.leaseMap.has(id);
+  }
+
+  attach(id: bigint, key: Key): void {
+    const lease = this.leaseMap.get(id);
+    if (!lease) return;
+    lease.keys.add(key);
+    this.itemMap.set(key, id);
+  }
+
+  detach(id: bigint, key: Key): void {
+    this.leaseMap.get(id)?.keys.delete(key);
+    if (this.itemMap.get(key) === id) this.itemMap.delete(key);
+  }
+
+  leaseOf(key: Key): bigint {
+    return this.itemMap.get(key) ?? 0n;
+  }
+
+  // ---- expiry ----
+
+  /** Sets the lease's expiry to now + TTL + `extendMs` and schedules it. */
+  private refresh(lease: Lease, now: number, extendMs: number): void {
+    lease.expiryMs = now + lease.ttlSec * 1000 + extendMs;
+    this.push({ expiryMs: lease.expiryMs, id: lease.id });
+  }
+
+  /**
+   * One pass of the expiry loop (etcd `revokeExpiredLeases`):
+   * 1. pop every heap entry that is due;
+   * 2. skip stale entries (lease gone, renewed since, or already being revoked);
+   * 3. hand each expired lease to `revokeExpired`; on failure schedule a retry.
+   */
+  expire(now: number = performance.now()): bigint[] {
+    const expired: bigint[] = [];
+    while (this.heap.length > 0 && this.heap[0]!.expiryMs <= now) {
+      const due = this.pop();
+      const lease = this.leaseMap.get(due.id);
+      if (!lease || lease.expiryMs !== due.expiryMs || this.revoking.has(due.id)) continue;
+      expired.push(due.id);
+    }
+    for (const id of expired) {
+      this.revoking.add(id);
+      let result: Promise<unknown>;
+      try {
+        result = this.revokeExpired(id);
+      } catch (err) {
+        result = Promise.reject(err);
+      }
+      result.catch(() => {
+        const lease = this.leaseMap.get(id);
+        if (!lease || !this.revoking.delete(id)) return;
+        lease.expiryMs = performance.now() + EXPIRED_RETRY_MS;
+        this.push({ expiryMs: lease.expiryMs, id });
+      });
+    }
+    return expired;
+  }
+
+  private push(d: Due): void {
+    const h = this.heap;
+    h.push(d);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (h[p]!.expiryMs <= d.expiryMs) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = d;
+  }
+
+  private pop(): Due {
+    const h = this.heap;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= h.length) break;
+        const r = l + 1;
+        const c = r < h.length && h[r]!.expiryMs < h[l]!.expiryMs ? r : l;
+        if (h[c]!.expiryMs >= last.expiryMs) break;
+        h[i] = h[c]!;
+        i = c;
+      }
+      h[i] = last;
+    }
+    return top;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The gRPC Lease service (etcd `api/v3rpc/lease.go`): LeaseGrant and LeaseRevoke go through the
+ * EtcdServer (raft index, quota, durability); LeaseKeepAlive, LeaseTimeToLive and LeaseLeases
+ * are answered by the lessor directly, as etcd's leader does.
+ *
+ * Unknown leases are not errors everywhere: a keepalive answers TTL 0 and TimeToLive answers
+ * TTL -1 (etcd turns `ErrLeaseNotFound` into those), while LeaseRevoke fails with
+ * "etcdserver: requested lease not found".
+ */
+import type { Server, ServerDuplexStream } from '@grpc/grpc-js';
+import { keyToBytes } from '../../mvcc/key.js';
+import { LeaseNotFound } from '../../lease/lessor.js';
+import {
+  LeaseService,
+  type LeaseGrantRequest,
+  type LeaseKeepAliveRequest,
+  type LeaseKeepAliveResponse,
+  type LeaseLeasesResponse,
+  type LeaseRevokeRequest,
+  type LeaseTimeToLiveRequest,
+  type LeaseTimeToLiveResponse,
+} from '../../proto/gen/rpc.gen.js';
+import { toServiceError } from '../errors.js';
+import type { EtcdServer } from '../etcd-server.js';
+import { unary } from './unary.js';
+
+/** Registers the Lease service of `etcd` on `grpc`. */
+export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
+  grpc.addService(LeaseService, {
+    leaseGrant: unary((r: LeaseGrantRequest) => etcd.leaseGrant(r)),
+    leaseRevoke: unary((r: LeaseRevokeRequest) => etcd.leaseRevoke(r)),
+    leaseKeepAlive: (call: ServerDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>) => keepAlive(etcd, call),
+    leaseTimeToLive: unary((r: LeaseTimeToLiveRequest) => timeToLive(etcd, r)),
+    leaseLeases: unary((): LeaseLeasesResponse => ({
+      header: etcd.fillHeader(undefined),
+      leases: etcd.lessor.leases().map((l) => ({ ID: l.id })),
+    })),
+  });
+}
+
+/**
+ * One LeaseKeepAlive stream (etcd `leaseKeepAlive`): every request renews one lease and is
+ * answered with its TTL in seconds (0 for an unknown or expired lease). The stream ends when
+ * the client half-closes or cancels.
+ */
+function keepAlive(etcd: EtcdServer, call: ServerDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>): void {
+  call.on('data', (req: LeaseKeepAliveRequest) => {
+    let ttl: number;
+    try {
+      ttl = etcd.lessor.renew(req.ID);
+    } catch (err) {
+      if (!(err instanceof LeaseNotFound)) {
+        call.destroy(toServiceError(err) as Error);
+        return;
+      }
+      ttl = 0;
+    }
+    call.write({ header: etcd.fillHeader(undefined), ID: req.ID, TTL: BigInt(ttl) });
+  });
+  call.on('end', () => call.end());
+  call.on('error', () => {});
+}
+
+/** etcd `LeaseTimeToLive`: remaining and granted TTL in seconds, keys on request; TTL -1 when unknown. */
+function timeToLive(etcd: EtcdServer, r: LeaseTimeToLiveRequest): LeaseTimeToLiveResponse {
+  const t = etcd.lessor.timeToLive(r.ID);
+  const header = etcd.fillHeader(undefined);
+  if (!t) return { header, ID: r.ID, TTL: -1n, grantedTTL: 0n, keys: [] };
+  return {
+    header,
+    ID: r.ID,
+    TTL: BigInt(t.ttlSec),
+    grantedTTL: BigInt(t.grantedTtlSec),
+    keys: r.keys ? t.keys.map(keyToBytes) : [],
+  };
+}
