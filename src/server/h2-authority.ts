@@ -15,7 +15,6 @@
  * without indexing, which leave the server's decoding table untouched, so the two sides can
  * never disagree about it.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import hpack from 'hpack.js';
 
 const PREFACE_LEN = 24;
@@ -46,8 +45,11 @@ interface PendingBlock {
   fragments: Buffer[];
 }
 
-/** The client-to-server half of an HTTP/2 connection, with `:authority` values made valid. */
-export class AuthorityFixer extends Transform {
+/**
+ * Rewrites the client-to-server half of an HTTP/2 connection so that `:authority` values are
+ * valid. Feed it the bytes as they arrive; it hands out the bytes to deliver, in order.
+ */
+export class AuthorityFixer {
   /** Bytes received but not yet forming a whole frame. */
   private buffered = Buffer.alloc(0);
   /** Preface bytes still to pass through before frames start. */
@@ -58,14 +60,16 @@ export class AuthorityFixer extends Transform {
   private readonly decoder = hpack.decompressor.create({ table: { size: HPACK_TABLE_SIZE } });
   /** Set at the first rewritten block: from then on every block is re-encoded. */
   private reencode = false;
+  /** Where rewritten bytes go (set per `feed` call). */
+  private push: (b: Buffer) => void = () => {};
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    try {
-      this.consume(chunk);
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
+  /**
+   * Consumes `chunk` and calls `out` with the bytes to deliver (possibly none, possibly the
+   * chunk itself when it holds no header block). Throws on a malformed header block.
+   */
+  feed(chunk: Buffer, out: (b: Buffer) => void): void {
+    this.push = out;
+    this.consume(chunk);
   }
 
   private consume(chunk: Buffer): void {

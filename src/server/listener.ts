@@ -105,11 +105,57 @@ export async function listenClientUrl(
  * handle also delivers any bytes the sniffer already read and put back.
  */
 function h2Duplex(socket: net.Socket): Duplex {
-  const fixer = new AuthorityFixer();
-  fixer.on('error', () => socket.destroy());
-  const duplex = Duplex.from({ readable: socket.pipe(fixer), writable: socket });
-  socket.on('close', () => duplex.destroy());
-  return duplex;
+  return new H2SocketDuplex(socket);
+}
+
+/** A thin duplex over a socket: no piping, batches of writes go out corked. */
+class H2SocketDuplex extends Duplex {
+  /** The client connection. */
+  private readonly socket: net.Socket;
+  /** The frame rewriter for bytes from the client. */
+  private readonly fixer = new AuthorityFixer();
+
+  constructor(socket: net.Socket) {
+    super({ allowHalfOpen: false });
+    this.socket = socket;
+    const out = (b: Buffer): void => {
+      if (!this.push(b)) socket.pause();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.fixer.feed(chunk, out);
+      } catch (err) {
+        this.destroy(err as Error);
+      }
+    });
+    socket.on('end', () => this.push(null));
+    socket.on('close', () => this.destroy());
+    socket.on('error', (err) => this.destroy(err));
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.socket.write(chunk, cb);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    this.socket.cork();
+    for (let i = 0; i < chunks.length - 1; i++) this.socket.write(chunks[i]!.chunk);
+    this.socket.write(chunks[chunks.length - 1]!.chunk, cb);
+    this.socket.uncork();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.socket.end(cb);
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.socket.destroy();
+    cb(err);
+  }
 }
 
 /** Reads until the HTTP/2 preface can be told apart from HTTP/1, then puts the bytes back. */

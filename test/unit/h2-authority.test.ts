@@ -47,10 +47,7 @@ function decodeOutput(out: Buffer): { types: number[]; blocks: Record<string, st
 async function run(input: Buffer[]): Promise<Buffer> {
   const fixer = new AuthorityFixer();
   const chunks: Buffer[] = [];
-  fixer.on('data', (c: Buffer) => chunks.push(c));
-  for (const c of input) fixer.write(c);
-  fixer.end();
-  await new Promise((r) => fixer.on('end', r));
+  for (const c of input) fixer.feed(c, (b) => chunks.push(Buffer.from(b)));
   return Buffer.concat(chunks);
 }
 
