@@ -4,7 +4,8 @@
  * servers in one process never mix their numbers.
  *
  * Most values are read from the server's state when scraped (collect-time gauges and counters):
- * the write path pays nothing for them. Only three things are counted as they happen, each with
+ * the write path pays nothing for them (the watch figures are the watchable store's plain
+ * integer counters, see `WatchableStore.stats()`). Only three things are counted as they happen, each with
  * a plain integer increment: changes published by the store (puts, deletions, live keys), the
  * backend's durability waits (a histogram observation per group commit, not per write), and
  * gRPC calls per method and status code (a Map lookup per call).
@@ -117,6 +118,16 @@ export class ServerMetrics {
     value('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
     value('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
     value('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
+    value('etcd_debugging_lease_granted_total', 'The total number of granted leases.', () => etcd.lessor.metrics().granted, 'counter');
+    value('etcd_debugging_lease_revoked_total', 'The total number of revoked leases.', () => etcd.lessor.metrics().revoked, 'counter');
+    value('etcd_debugging_lease_renewed_total', 'The number of renewed leases seen by the leader.', () => etcd.lessor.metrics().renewed, 'counter');
+    // Watch (etcd mvcc/metrics.go), read from the watchable store's counters when scraped.
+    const watch = () => etcd.watchableStore.stats();
+    value('etcd_debugging_mvcc_watch_stream_total', 'Total number of watch streams.', () => watch().streams);
+    value('etcd_debugging_mvcc_watcher_total', 'Total number of watchers.', () => watch().watchers);
+    value('etcd_debugging_mvcc_slow_watcher_total', 'Total number of unsynced slow watchers.', () => watch().slowWatchers);
+    value('etcd_debugging_mvcc_pending_events_total', 'Total number of pending events to be sent.', () => watch().pendingEvents);
+    value('etcd_debugging_mvcc_events_total', 'Total number of events sent by this member.', () => watch().eventsSent, 'counter');
     const commit = new Histogram({
       name: 'etcd_disk_backend_commit_duration_seconds',
       help: 'The latency distributions of commit called by backend.',

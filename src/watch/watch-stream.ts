@@ -114,6 +114,7 @@ export class WatchStream implements WatcherSink {
     this.transport = transport;
     this.opts = opts;
     this.limit = opts.sendBufferLimit ?? SEND_BUFFER_LIMIT;
+    store.streamOpened();
     if (opts.progressIntervalMs > 0) {
       this.progressTimer = setInterval(() => this.progressTick(), opts.progressIntervalMs).unref();
     }
@@ -142,6 +143,13 @@ export class WatchStream implements WatcherSink {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.store.streamClosed();
+    let dropped = 0;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const item = this.queue[i];
+      if (item !== undefined && !Buffer.isBuffer(item)) dropped += item.chunks.length;
+    }
+    this.store.reportEventsDropped(dropped);
     for (const w of this.watchers.values()) this.store.cancel(w);
     this.watchers.clear();
     this.queue = [];
@@ -155,7 +163,10 @@ export class WatchStream implements WatcherSink {
   // ---- WatcherSink (called by the watchable store) ----
 
   sendEvents(w: Watcher, events: readonly WatchEvent[], headerRev: number): boolean {
-    if (this.closed) return true;
+    if (this.closed) {
+      this.store.reportEventsDropped(events.length);
+      return true;
+    }
     let item = this.open.get(w);
     if (!item || item.bytes >= MERGE_LIMIT_BYTES) {
       if (!this.hasRoom()) return false;
@@ -303,6 +314,7 @@ export class WatchStream implements WatcherSink {
       }
       if (this.open.get(item.w) === item) this.open.delete(item.w);
       for (const bytes of this.encodeEvents(item)) if (!this.transport.write(bytes)) this.writable = false;
+      this.store.reportEventsSent(item.chunks.length);
     }
     if (this.head === this.queue.length) {
       this.queue = [];

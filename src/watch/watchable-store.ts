@@ -42,8 +42,14 @@ export interface WatchStats {
   watchers: number;
   /** Unsynced watchers plus victims (etcd `slow_watcher_total`). */
   slowWatchers: number;
-  /** Events queued to streams since start (etcd `pending_events_total` counts these). */
+  /** Events queued to streams since start. */
   eventsQueued: number;
+  /** Events written to the transport since start (etcd `events_total`). */
+  eventsSent: number;
+  /** Events queued and neither written nor dropped with their stream (etcd `pending_events_total`). */
+  pendingEvents: number;
+  /** Open watch streams (etcd `watch_stream_total`). */
+  streams: number;
 }
 
 export class WatchableStore {
@@ -57,6 +63,12 @@ export class WatchableStore {
   readonly victims = new Set<Watcher>();
   /** Events queued to streams since start; changed by deliver. */
   private eventsQueued = 0;
+  /** Events written to a transport since start; changed by reportEventsSent. */
+  private eventsSent = 0;
+  /** Queued events dropped because their stream closed; changed by reportEventsDropped. */
+  private eventsDropped = 0;
+  /** Open watch streams; changed by streamOpened / streamClosed. */
+  private streams = 0;
   /** Timer of the next syncWatchers pass, if one is scheduled. */
   private syncTimer: NodeJS.Timeout | undefined;
   /** Timer of the next victim retry, if one is scheduled. */
@@ -94,7 +106,30 @@ export class WatchableStore {
       watchers: this.synced.size + this.unsynced.size + this.victims.size,
       slowWatchers: this.unsynced.size + this.victims.size,
       eventsQueued: this.eventsQueued,
+      eventsSent: this.eventsSent,
+      pendingEvents: this.eventsQueued - this.eventsSent - this.eventsDropped,
+      streams: this.streams,
     };
+  }
+
+  /** Counts a new watch stream (etcd `watchStreamGauge.Inc`). */
+  streamOpened(): void {
+    this.streams++;
+  }
+
+  /** Counts a closed watch stream. */
+  streamClosed(): void {
+    this.streams--;
+  }
+
+  /** `n` queued events were written to a transport (etcd `ReportEventReceived`). */
+  reportEventsSent(n: number): void {
+    this.eventsSent += n;
+  }
+
+  /** `n` queued events will never be written: their stream closed. */
+  reportEventsDropped(n: number): void {
+    this.eventsDropped += n;
   }
 
   /**
