@@ -1,0 +1,219 @@
+// The lessor (etcd lease/lessor.go) on a real store: grant / renew / expiry / revoke, keys
+// attached through puts, revocation of many keys in one revision, many leases expiring at once,
+// persistence across a reopen, and etcd's record format and ID scheme.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Backend } from '../../src/mvcc/backend.js';
+import { KVStore, LeaseNotFoundError } from '../../src/mvcc/kv-store.js';
+import {
+  IdGenerator,
+  LeaseExists,
+  LeaseNotFound,
+  LeaseTTLTooLarge,
+  Lessor,
+  MAX_LEASE_TTL_SEC,
+  decodeLeaseRecord,
+  encodeLeaseRecord,
+} from '../../src/lease/lessor.js';
+
+const MEMBER = 0x8e9e05c52164694dn;
+const dirs: string[] = [];
+const open: { store: KVStore; lessor: Lessor }[] = [];
+after(async () => {
+  for (const o of open) {
+    o.lessor.stop();
+    await o.store.close().catch(() => {});
+  }
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'lessor-'));
+  dirs.push(d);
+  return d;
+}
+
+function start(dir = tempDir(), minTtlSec = 2): { store: KVStore; lessor: Lessor; dir: string } {
+  const store = new KVStore(Backend.open(dir));
+  const lessor = new Lessor(store, { memberId: MEMBER, minTtlSec, checkIntervalMs: 50 });
+  open.push({ store, lessor });
+  return { store, lessor, dir };
+}
+
+async function put(store: KVStore, key: string, lease: bigint): Promise<void> {
+  const t = store.beginWrite();
+  t.put(key, Buffer.from('v'), lease);
+  await t.end();
+}
+
+const liveKeys = (store: KVStore): string[] => store.read().range('\0', '\0').kvs.map((kv) => kv.key.toString('latin1'));
+const FAR = 1e12;
+
+describe('lessor', () => {
+  it('grants server-chosen IDs with the member prefix, client IDs once, and enforces TTL bounds', async () => {
+    const { lessor } = start();
+    const a = lessor.grant(0n, 60);
+    const b = lessor.grant(0n, 60);
+    await Promise.all([a.durable, b.durable]);
+    assert.notEqual(a.lease.id, b.lease.id);
+    assert.equal(a.lease.id >> 48n, 0x694dn);
+    assert.ok(a.lease.id > 0n);
+    assert.equal(lessor.grant(42n, 1).lease.ttlSec, 2, 'a TTL below the minimum is raised');
+    assert.throws(() => lessor.grant(42n, 10), LeaseExists);
+    assert.throws(() => lessor.grant(43n, MAX_LEASE_TTL_SEC + 1), LeaseTTLTooLarge);
+    assert.equal(lessor.lookup(43n), undefined);
+    assert.deepEqual(lessor.metrics(), { granted: 3, revoked: 0, renewed: 0 });
+  });
+
+  it('attaches keys through puts, moves them between leases and refuses unknown leases', async () => {
+    const { store, lessor } = start();
+    const l1 = lessor.grant(1n, 60).lease.id;
+    const l2 = lessor.grant(2n, 60).lease.id;
+    await put(store, 'a', l1);
+    await put(store, 'b', l1);
+    assert.deepEqual(lessor.timeToLive(l1)?.keys, ['a', 'b']);
+    await put(store, 'b', l2);
+    assert.deepEqual(lessor.timeToLive(l1)?.keys, ['a']);
+    assert.deepEqual(lessor.timeToLive(l2)?.keys, ['b']);
+    await put(store, 'a', 0n);
+    assert.deepEqual(lessor.timeToLive(l1)?.keys, []);
+    assert.equal(lessor.leaseOf('a'), 0n);
+    assert.throws(() => store.beginWrite().put('c', Buffer.from('v'), 99n), LeaseNotFoundError);
+    assert.equal(lessor.timeToLive(99n), undefined);
+  });
+
+  it('renew extends the expiry and reports the TTL; expired or unknown leases are not found', async () => {
+    const { lessor } = start();
+    const id = lessor.grant(7n, 10).lease.id;
+    const before = lessor.lookup(id)!.expiryMs;
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(lessor.renew(id), 10);
+    assert.ok(lessor.lookup(id)!.expiryMs > before);
+    assert.throws(() => lessor.renew(8n), LeaseNotFound);
+    lessor.lookup(id)!.expiryMs = performance.now() - 1;
+    assert.throws(() => lessor.renew(id), LeaseNotFound, 'an expired lease awaiting revocation is not renewed');
+    assert.equal(lessor.metrics().renewed, 1);
+  });
+
+  it('expires leases on time through the expiry loop and deletes their keys', async () => {
+    const { store, lessor } = start(undefined, 1);
+    const id = lessor.grant(0n, 1).lease.id;
+    await put(store, 'tmp', id);
+    await put(store, 'keep', 0n);
+    lessor.start();
+    const deadline = Date.now() + 5000;
+    while (lessor.lookup(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(lessor.lookup(id), undefined, 'lease expired within 5 s of a 1 s TTL');
+    await store.sync();
+    assert.deepEqual(liveKeys(store), ['keep']);
+    assert.equal(lessor.metrics().revoked, 1);
+  });
+
+  it('does not expire a lease before its TTL and keeps renewed leases alive', () => {
+    const { lessor } = start();
+    const id = lessor.grant(0n, 30).lease.id;
+    const now = performance.now();
+    assert.deepEqual(lessor.expire(now + 29_000), []);
+    assert.deepEqual(lessor.expire(now + 31_000), [id]);
+  });
+
+  it('revokes many leases expiring at once, each through revokeExpired, each key deleted', async () => {
+    const { store, lessor } = start();
+    const ids: bigint[] = [];
+    for (let i = 0; i < 1000; i++) ids.push(lessor.grant(0n, 5).lease.id);
+    const t = store.beginWrite();
+    ids.forEach((id, i) => t.put(`k${i}`, Buffer.from('v'), id));
+    await t.end();
+    const revBefore = store.headRev;
+    const seen: bigint[] = [];
+    const revoked: Promise<void>[] = [];
+    lessor.revokeExpired = (id) => {
+      seen.push(id);
+      const p = lessor.revoke(id);
+      revoked.push(p);
+      return p;
+    };
+    assert.equal(lessor.expire(performance.now() + FAR).length, 1000);
+    await Promise.all(revoked);
+    assert.deepEqual(new Set(seen), new Set(ids));
+    assert.equal(lessor.leases().length, 0);
+    assert.deepEqual(liveKeys(store), []);
+    assert.equal(store.headRev, revBefore + 1000, 'one revision per revoked lease');
+    assert.deepEqual(lessor.expire(performance.now() + FAR), [], 'nothing is handed out twice');
+  });
+
+  it('retries a failed revocation of an expired lease', async () => {
+    const { lessor } = start();
+    const id = lessor.grant(0n, 5).lease.id;
+    let calls = 0;
+    lessor.revokeExpired = () => {
+      calls++;
+      return Promise.reject(new Error('stopped'));
+    };
+    lessor.expire(performance.now() + 6000);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(lessor.lookup(id), 'the lease stays after a failed revocation');
+    assert.deepEqual(lessor.expire(performance.now() + 10_000), [id]);
+    assert.equal(calls, 2);
+  });
+
+  it('revokes a lease with 10,000 keys in one revision, published once with every delete', async () => {
+    const { store, lessor } = start();
+    const id = lessor.grant(0n, 60).lease.id;
+    const t = store.beginWrite();
+    for (let i = 0; i < 10_000; i++) t.put(`key/${String(i).padStart(5, '0')}`, Buffer.from('v'), id);
+    await t.end();
+    await put(store, 'other', 0n);
+    const revBefore = store.headRev;
+    const published: { rev: number; deletes: number }[] = [];
+    store.onPublish((rev, changes) => published.push({ rev, deletes: changes.filter((kv) => kv.version === 0n).length }));
+    await lessor.revoke(id);
+    assert.equal(store.headRev, revBefore + 1);
+    assert.deepEqual(published, [{ rev: revBefore + 1, deletes: 10_000 }]);
+    assert.deepEqual(liveKeys(store), ['other']);
+    assert.throws(() => lessor.revoke(id), LeaseNotFound);
+  });
+
+  it('revoking a lease without keys writes no revision', async () => {
+    const { store, lessor } = start();
+    const id = lessor.grant(0n, 60).lease.id;
+    const rev = store.headRev;
+    await lessor.revoke(id);
+    assert.equal(store.headRev, rev);
+    assert.equal(lessor.lookup(id), undefined);
+  });
+
+  it('restores leases and their keys after a reopen, with the full TTL counted from the restart', async () => {
+    const first = start();
+    const id = first.lessor.grant(0n, 30).lease.id;
+    const gone = first.lessor.grant(0n, 30).lease.id;
+    await put(first.store, 'a', id);
+    await put(first.store, 'b', id);
+    await first.lessor.revoke(gone);
+    first.lessor.stop();
+    await first.store.close();
+    const restartedAt = performance.now();
+    const second = start(first.dir);
+    assert.equal(second.lessor.lookup(gone), undefined);
+    const ttl = second.lessor.timeToLive(id);
+    assert.deepEqual(ttl?.keys, ['a', 'b']);
+    assert.equal(ttl?.grantedTtlSec, 30);
+    assert.ok(second.lessor.lookup(id)!.expiryMs >= restartedAt + 30_000);
+    assert.deepEqual(second.lessor.expire(restartedAt + 29_999), []);
+    await second.lessor.revoke(id);
+    assert.deepEqual(liveKeys(second.store), []);
+  });
+
+  it("stores etcd's leasepb.Lease bytes and generates IDs as etcd's idutil", () => {
+    assert.equal(encodeLeaseRecord(1n, 60).toString('hex'), '0801103c');
+    assert.deepEqual(decodeLeaseRecord(encodeLeaseRecord(0x694da2006e089705n, 9_000_000_000)), {
+      id: 0x694da2006e089705n, ttlSec: 9_000_000_000, remainingTtlSec: 0,
+    });
+    const gen = new IdGenerator(MEMBER, 0x12345678abcd);
+    assert.equal(gen.next(), (0x694dn << 48n) | ((0x12345678abcdn & 0xffffffffffn) << 8n) + 1n);
+    assert.equal(gen.next() & 0xffn, 2n);
+  });
+});
