@@ -2,8 +2,8 @@
  * The gRPC Election service (etcd `api/v3election`, package `v3electionpb`): Campaign waits
  * until the caller leads, Proclaim changes the leader's value, Leader reads it, Observe streams
  * every leader and value, Resign steps down. The semantics live in `src/lease/concurrency.ts`;
- * errors that are not etcd's client errors ("election: not leader", "election: no leader",
- * `"leader" field must be provided`) leave as gRPC Unknown with their text, as etcd sends them.
+ * every error ("election: not leader", "election: no leader", `"leader" field must be provided`,
+ * and etcd's own) leaves as gRPC Unknown with its text, as etcd sends them (see `clientError`).
  */
 import type { sendUnaryData, Server, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import { campaign, leader, observe, proclaim, resign } from '../../lease/concurrency.js';
@@ -16,10 +16,8 @@ import {
   type ProclaimRequest,
   type ResignRequest,
 } from '../../proto/gen/v3election.gen.js';
-import { toServiceError } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
-import { callSignal } from './lock-service.js';
-import { unary } from './unary.js';
+import { callSignal, clientError, clientUnary } from './lock-service.js';
 
 /** Registers the Election service of `etcd` on `grpc`. */
 export function addElectionService(grpc: Server, etcd: EtcdServer): void {
@@ -28,17 +26,17 @@ export function addElectionService(grpc: Server, etcd: EtcdServer): void {
       const r = call.request;
       campaign(etcd, r.name, r.lease, r.value, callSignal(call)).then(
         (res) => callback(null, res),
-        (err: unknown) => callback(toServiceError(err)),
+        (err: unknown) => callback(clientError(err)),
       );
     },
-    proclaim: unary(async (r: ProclaimRequest) => ({ header: await proclaim(etcd, r.leader, r.value) })),
-    leader: unary((r: LeaderRequest): LeaderResponse => leader(etcd, r.name)),
+    proclaim: clientUnary(async (r: ProclaimRequest) => ({ header: await proclaim(etcd, r.leader, r.value) })),
+    leader: clientUnary((r: LeaderRequest): LeaderResponse => leader(etcd, r.name)),
     observe: (call: ServerWritableStream<LeaderRequest, LeaderResponse>) => {
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
       call.on('close', () => ac.abort());
       observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal);
     },
-    resign: unary(async (r: ResignRequest) => ({ header: await resign(etcd, r.leader) })),
+    resign: clientUnary(async (r: ResignRequest) => ({ header: await resign(etcd, r.leader) })),
   });
 }

@@ -1,15 +1,32 @@
 /**
  * The gRPC Lock service (etcd `api/v3lock`, package `v3lockpb`): Lock waits until the caller
  * holds `<name>/<lease hex>`, Unlock deletes a lock key. The semantics live in
- * `src/lease/concurrency.ts`; errors that are not etcd's (e.g. a canceled wait) leave as
- * gRPC Unknown with their text, as etcd's in-process client errors do.
+ * `src/lease/concurrency.ts`; every error leaves as gRPC Unknown with its text (see
+ * `clientError`).
  */
-import type { sendUnaryData, Server, ServerUnaryCall } from '@grpc/grpc-js';
+import { Metadata, status as Status, type sendUnaryData, type Server, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { lock, unlock } from '../../lease/concurrency.js';
 import { LockService, type LockRequest, type LockResponse, type UnlockRequest } from '../../proto/gen/v3lock.gen.js';
-import { toServiceError } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
-import { unary } from './unary.js';
+
+/**
+ * The status etcd's lock and election servers answer with for any error: their in-process
+ * clientv3 turns even etcd's own errors into values grpc-go sends as Unknown with the message
+ * (measured: a Lock with an unknown lease answers Unknown "etcdserver: requested lease not found").
+ */
+export function clientError(err: unknown): Partial<ServiceError> {
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: Status.UNKNOWN, details: message, message, metadata: new Metadata() } as Partial<ServiceError>;
+}
+
+/** Wraps `fn(request)` as a grpc-js unary handler answering errors as `clientError`. */
+export function clientUnary<Req, Res>(fn: (req: Req) => Res | Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    Promise.resolve()
+      .then(() => fn(call.request))
+      .then((res) => callback(null, res), (err: unknown) => callback(clientError(err)));
+  };
+}
 
 /** An AbortSignal that fires when the client cancels `call` (or its deadline passes). */
 export function callSignal(call: { on(event: 'cancelled', listener: () => void): unknown }): AbortSignal {
@@ -24,9 +41,9 @@ export function addLockService(grpc: Server, etcd: EtcdServer): void {
     lock: (call: ServerUnaryCall<LockRequest, LockResponse>, callback: sendUnaryData<LockResponse>) => {
       lock(etcd, call.request.name, call.request.lease, callSignal(call)).then(
         (res) => callback(null, res),
-        (err: unknown) => callback(toServiceError(err)),
+        (err: unknown) => callback(clientError(err)),
       );
     },
-    unlock: unary(async (r: UnlockRequest) => ({ header: await unlock(etcd, r.key) })),
+    unlock: clientUnary(async (r: UnlockRequest) => ({ header: await unlock(etcd, r.key) })),
   });
 }

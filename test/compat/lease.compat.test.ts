@@ -1,0 +1,218 @@
+// Lease, lock and election compatibility: the same etcdctl steps against a fresh real etcd 3.4
+// and a fresh etcd-ts, with identical output after the normalisers of test/helpers/etcdctl.ts
+// plus two more that only these commands need:
+// - lease IDs: chosen by each server from its clock, so each distinct ID (hex, or decimal in
+//   -w json) becomes L1, L2, … in order of appearance, per server;
+// - `remaining(Ns)` of `lease timetolive`: time enters.
+// The Lock and Election gRPC services are compared by calling them directly.
+//
+// COMPAT_SELF_CHECK=1 compares real etcd with a second real etcd instead.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { describe, it, type TestContext } from 'node:test';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { ElectionClient, type LeaderKey } from '../../src/proto/gen/v3election.gen.js';
+import { LockClient } from '../../src/proto/gen/v3lock.gen.js';
+import { etcdctl, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
+import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle, type ServerKind } from '../helpers/servers.js';
+
+const SECOND: ServerKind = process.env.COMPAT_SELF_CHECK === '1' ? 'etcd' : 'etcd-ts';
+const WELL_KNOWN = new Set(['8e9e05c52164694d', 'cdf818194e3a8c32']);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Maps each server's lease IDs to L1, L2, … in order of first appearance. */
+class LeaseIds {
+  /** Hex ID → its label. */
+  readonly labels = new Map<string, string>();
+  /** Hex IDs in order of appearance (L1 first). */
+  readonly order: string[] = [];
+
+  label(hex: string): string {
+    let l = this.labels.get(hex);
+    if (!l) {
+      this.order.push(hex);
+      l = `L${this.order.length}`;
+      this.labels.set(hex, l);
+    }
+    return l;
+  }
+
+  normalise(text: string): string {
+    return text
+      .replace(/\b[0-9a-f]{16}\b/g, (hex) => (WELL_KNOWN.has(hex) ? hex : this.label(hex)))
+      .replace(/"(ID|id|lease)":"?(\d+)"?/g, (_m, f: string, dec: string) => `"${f}":"${this.label(BigInt(dec).toString(16).padStart(16, '0'))}"`)
+      .replace(/remaining\(-?\d+s\)/g, 'remaining(<n>s)');
+  }
+
+  /** Replaces {L1}, {L2}, … in arguments with the hex IDs. */
+  args(args: readonly string[]): string[] {
+    return args.map((a) => a.replace(/\{L(\d+)\}/g, (_m, n: string) => this.order[Number(n) - 1] ?? `missing-L${n}`));
+  }
+}
+
+interface Side {
+  server: ServerHandle;
+  ids: LeaseIds;
+}
+
+async function startBoth(t: TestContext): Promise<[Side, Side]> {
+  const [a, b] = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: SECOND })]);
+  return [{ server: a, ids: new LeaseIds() }, { server: b, ids: new LeaseIds() }];
+}
+
+async function run(side: Side, args: readonly string[]): Promise<CtlResult> {
+  const r = await etcdctl(side.server.endpoint, side.ids.args(args));
+  const n = normaliseResult(r, { endpoint: side.server.endpoint, tmpPaths: [] });
+  return { code: n.code, stdout: side.ids.normalise(n.stdout), stderr: side.ids.normalise(n.stderr) };
+}
+
+/** Runs each step on both servers, in lockstep, and compares. */
+async function compareSteps(sides: [Side, Side], steps: readonly (readonly string[])[]): Promise<void> {
+  for (const args of steps) {
+    const [a, b] = [await run(sides[0], args), await run(sides[1], args)];
+    assert.deepEqual(b, a, `step: etcdctl ${args.join(' ')}`);
+  }
+}
+
+/** A long-running etcdctl (lock, elect) whose output is collected until it exits. */
+function background(side: Side, args: readonly string[]): { out: () => string; interrupt: () => Promise<number> } {
+  const child = spawn(ETCDCTL_BIN, [`--endpoints=${side.server.endpoint}`, ...side.ids.args(args)], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout.on('data', (c: Buffer) => { text += c.toString(); });
+  child.stderr.on('data', (c: Buffer) => { text += c.toString(); });
+  const exited = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? -1)));
+  return {
+    out: () => side.ids.normalise(text),
+    interrupt: async () => {
+      child.kill('SIGINT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
+  it('etcdctl lease grant|revoke|timetolive|list|keep-alive and put --lease', async (t) => {
+    const sides = await startBoth(t);
+    await compareSteps(sides, [
+      ['lease', 'grant', '60'],
+      ['lease', 'grant', '1'],
+      ['lease', 'grant', '100', '-w', 'json'],
+      ['lease', 'grant', '9000000001'],
+      ['put', '--lease', '{L1}', 'a', '1'],
+      ['put', '--lease', '{L1}', 'b', '2'],
+      ['put', '--lease', '0000000000001234', 'c', '3'],
+      ['get', 'a', '-w', 'json'],
+      ['put', 'b', 'moved', '--lease', '{L3}'],
+      ['put', 'b', 'kept', '--ignore-lease', '-w', 'json'],
+      ['get', '', '--from-key', '-w', 'json'],
+      ['lease', 'timetolive', '{L1}'],
+      ['lease', 'timetolive', '{L1}', '--keys'],
+      ['lease', 'timetolive', '{L2}', '--keys', '-w', 'json'],
+      ['lease', 'timetolive', '0000000000001234'],
+      ['lease', 'keep-alive', '--once', '{L1}'],
+      ['lease', 'keep-alive', '--once', '0000000000001234'],
+      ['lease', 'list'],
+      ['lease', 'revoke', '{L1}'],
+      ['lease', 'revoke', '{L1}'],
+      ['lease', 'timetolive', '{L1}'],
+      ['get', '', '--from-key', '-w', 'json'],
+      ['lease', 'revoke', '{L3}', '-w', 'json'],
+      ['get', '', '--from-key'],
+      ['endpoint', 'status', '-w', 'json'],
+    ]);
+  });
+
+  it('etcdctl lock: the second contender waits until the first exits', async (t) => {
+    const sides = await startBoth(t);
+    const outputs: string[][] = [];
+    for (const side of sides) {
+      const first = background(side, ['lock', 'mylock']);
+      await waitFor(() => first.out().includes('mylock/'), 'the first lock');
+      const second = background(side, ['lock', 'mylock', 'printenv', 'ETCD_LOCK_REV']);
+      await sleep(1500);
+      const whileHeld = second.out();
+      assert.equal(whileHeld, '', `${side.server.kind}: the second contender must wait`);
+      assert.equal(await first.interrupt(), 0);
+      await waitFor(() => second.out() !== '', 'the second lock');
+      assert.equal(await second.interrupt().catch(() => -1) >= 0, true);
+      const keys = await run(side, ['get', 'mylock', '--prefix', '--keys-only']);
+      outputs.push([first.out(), whileHeld, second.out(), JSON.stringify(keys)]);
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+  });
+
+  it('etcdctl elect: campaign, observe with -l, leader change when the leader exits', async (t) => {
+    const sides = await startBoth(t);
+    const outputs: string[][] = [];
+    for (const side of sides) {
+      const observer = background(side, ['elect', '-l', 'myel']);
+      await sleep(500);
+      const alice = background(side, ['elect', 'myel', 'alice']);
+      await waitFor(() => observer.out().includes('alice'), 'alice observed');
+      const bob = background(side, ['elect', 'myel', 'bob']);
+      await sleep(1000);
+      const bobWaiting = bob.out();
+      assert.equal(await alice.interrupt(), 0);
+      await waitFor(() => bob.out().includes('bob') && observer.out().includes('bob'), 'bob elected and observed');
+      assert.equal(await bob.interrupt(), 0);
+      await sleep(300);
+      assert.equal(await observer.interrupt(), 0);
+      outputs.push([observer.out(), alice.out(), bobWaiting, bob.out()]);
+    }
+    assert.equal(outputs[0]![2], '', 'bob waits while alice leads');
+    assert.deepEqual(outputs[1], outputs[0]);
+  });
+
+  it('Lock and Election services over gRPC answer as etcd', async (t) => {
+    const sides = await startBoth(t);
+    const results: string[][] = [];
+    for (const side of sides) {
+      const addr = side.server.endpoint.replace('http://', '');
+      const lockc = new LockClient(addr, credentials.createInsecure());
+      const elc = new ElectionClient(addr, credentials.createInsecure());
+      t.after(() => { lockc.close(); elc.close(); });
+      const call = <R>(fn: (cb: (err: ServiceError | null, res: R) => void) => void): Promise<string> =>
+        new Promise((resolve) => fn((err, res) => {
+          resolve(side.ids.normalise(err ? `error ${err.code} ${err.details}` : JSON.stringify(res, (_k, v: unknown) =>
+            typeof v === 'bigint' ? v.toString() : v instanceof Buffer || (v as { type?: string })?.type === 'Buffer' ? Buffer.from(v as Buffer).toString() : v)));
+        }));
+      const out: string[] = [];
+      const grant = await run(side, ['lease', 'grant', '60']);
+      const id = BigInt(`0x${side.ids.order[0]!}`);
+      out.push(grant.stdout);
+      out.push(await call((cb) => lockc.lock({ name: Buffer.from('lk'), lease: id }, cb)));
+      out.push(await call((cb) => lockc.lock({ name: Buffer.from('lk2'), lease: 0x1234n }, cb)));
+      out.push(await call((cb) => lockc.unlock({ key: Buffer.from(`lk/${side.ids.order[0]!.replace(/^0+/, '')}`) }, cb)));
+      out.push(await call((cb) => elc.leader({ name: Buffer.from('el') }, cb)));
+      let leaderKey: LeaderKey | undefined;
+      out.push(await call<{ leader?: LeaderKey }>((cb) => elc.campaign({ name: Buffer.from('el'), lease: id, value: Buffer.from('v1') }, (err, res) => {
+        leaderKey = res?.leader;
+        cb(err, res);
+      })));
+      out.push(await call((cb) => elc.proclaim({ leader: leaderKey, value: Buffer.from('v2') }, cb)));
+      out.push(await call((cb) => elc.leader({ name: Buffer.from('el') }, cb)));
+      out.push(await call((cb) => elc.proclaim({ leader: { ...leaderKey!, rev: 999n }, value: Buffer.from('x') }, cb)));
+      out.push(await call((cb) => elc.proclaim({ leader: undefined, value: Buffer.from('x') }, cb)));
+      out.push(await call((cb) => elc.resign({ leader: { ...leaderKey!, rev: 999n } }, cb)));
+      out.push(await call((cb) => elc.resign({ leader: leaderKey }, cb)));
+      out.push(await call((cb) => elc.leader({ name: Buffer.from('el') }, cb)));
+      out.push((await run(side, ['endpoint', 'status', '-w', 'json'])).stdout);
+      results.push(out);
+    }
+    assert.deepEqual(results[1], results[0]);
+  });
+});
