@@ -16,7 +16,9 @@
  *   waiting response to joins, so nothing queued after it can overtake it: a progress
  *   notification at R follows every queued event ≤ R (etcd issue #15220);
  * - a progress request (watch_id −1) is answered only when every watcher of the stream is
- *   synced; otherwise it is answered as soon as they are (etcd 3.5's deferred progress).
+ *   synced; otherwise it is answered as soon as they are (etcd 3.5's deferred progress). A
+ *   watcher started at a future revision S counts as synced only once the store reached S − 1:
+ *   no progress notification below a watcher's start (etcd #20221).
  *
  * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`). When
  * it is full, `sendEvents` refuses and the watchable store makes the watcher a victim, which is
@@ -144,6 +146,7 @@ export class WatchStream implements WatcherSink {
     if (this.closed) return;
     this.closed = true;
     this.store.streamClosed();
+    this.store.cancelAfterNextRevision(this.recheckProgress);
     let dropped = 0;
     for (let i = this.head; i < this.queue.length; i++) {
       const item = this.queue[i];
@@ -268,9 +271,21 @@ export class WatchStream implements WatcherSink {
     this.checkDeferredProgress();
   }
 
+  /** Re-checks a deferred progress request once the store published another revision. */
+  private readonly recheckProgress = (): void => this.checkDeferredProgress();
+
   private checkDeferredProgress(): void {
     if (!this.deferredProgress || this.closed) return;
-    for (const w of this.watchers.values()) if (w.state === 'unsynced' || w.state === 'victim') return;
+    for (const w of this.watchers.values()) {
+      if (w.state === 'unsynced' || w.state === 'victim') return;
+      // A watcher from a future revision: the answer would be below its start (etcd #20221).
+      // It is clientv3's habit to hand a stream-wide notification to every watcher of the
+      // stream, so the answer waits until the store reaches that start.
+      if (w.state === 'synced' && !this.store.caughtUp(w)) {
+        this.store.afterNextRevision(this.recheckProgress);
+        return;
+      }
+    }
     this.deferredProgress = false;
     this.enqueueControl({ header: this.opts.header(this.store.rev), watchId: INVALID_WATCH_ID });
   }

@@ -75,6 +75,8 @@ export class WatchableStore {
   private victimTimer: NodeJS.Timeout | undefined;
   /** Set when events were queued since the current syncWatchers pass began; reset by runSync. */
   private madeProgress = false;
+  /** Called after the next notify (streams waiting to answer a progress request); see afterNextRevision. */
+  private readonly revisionWaiters = new Set<() => void>();
   /** Set by close(); no timer is scheduled afterwards. */
   private closed = false;
   /** prev_kv lookup shared by every event. */
@@ -168,8 +170,27 @@ export class WatchableStore {
    * `w` is synced, at the current revision. Returns true when one was queued.
    */
   progress(w: Watcher): boolean {
-    if (w.state !== 'synced') return false;
+    if (!this.caughtUp(w)) return false;
     return w.sink.sendProgress(w, this.store.publishedRev);
+  }
+
+  /**
+   * True when a progress notification at the current revision may be sent to `w`: it is synced,
+   * and its start revision is not in the future (etcd #20221: a notification at R tells the
+   * client to resume from R + 1, below a future start revision it never asked for).
+   */
+  caughtUp(w: Watcher): boolean {
+    return w.state === 'synced' && w.minRev <= this.store.publishedRev + 1;
+  }
+
+  /** Calls `fn` once, after the next revision is published and notified (etcd has no such hook). */
+  afterNextRevision(fn: () => void): void {
+    this.revisionWaiters.add(fn);
+  }
+
+  /** Forgets a function passed to afterNextRevision. */
+  cancelAfterNextRevision(fn: () => void): void {
+    this.revisionWaiters.delete(fn);
   }
 
   /**
@@ -177,6 +198,15 @@ export class WatchableStore {
    * A watcher whose stream is full becomes a victim, with `minRev = rev`.
    */
   notify(rev: number, changes: readonly KeyValue[]): void {
+    this.notifyWatchers(rev, changes);
+    if (this.revisionWaiters.size > 0) {
+      const waiters = [...this.revisionWaiters];
+      this.revisionWaiters.clear();
+      for (const fn of waiters) fn();
+    }
+  }
+
+  private notifyWatchers(rev: number, changes: readonly KeyValue[]): void {
     if (this.synced.size === 0) return;
     const batches = new Map<Watcher, WatchEvent[]>();
     for (const kv of changes) {
