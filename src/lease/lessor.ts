@@ -26,7 +26,7 @@
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import type { Backend } from '../mvcc/backend.js';
 import type { Key } from '../mvcc/key.js';
-import type { KVStore, LeaseHooks } from '../mvcc/kv-store.js';
+import { LeaseNotFoundError, type KVStore, type LeaseHooks } from '../mvcc/kv-store.js';
 
 /** etcd `lease.MaxLeaseTTL`: the largest TTL a lease may have, in seconds. */
 export const MAX_LEASE_TTL_SEC = 9_000_000_000;
@@ -41,14 +41,6 @@ export const DEFAULT_PROMOTE_EXTEND_MS = 1000;
 export const EXPIRY_CHECK_INTERVAL_MS = 500;
 /** How long a failed revocation of an expired lease waits before it is retried (etcd `expiredLeaseRetryInterval`). */
 const EXPIRED_RETRY_MS = 3000;
-
-/** Thrown for an unknown lease (etcd `lease.ErrLeaseNotFound`). */
-export class LeaseNotFound extends Error {
-  override name = 'LeaseNotFound';
-  constructor() {
-    super('lease not found');
-  }
-}
 
 /** Thrown when granting an ID that exists (etcd `lease.ErrLeaseExists`). */
 export class LeaseExists extends Error {
@@ -269,11 +261,11 @@ export class Lessor implements LeaseHooks {
   /**
    * Revokes a lease (etcd `lessor.Revoke`): deletes its keys in one write transaction (one
    * revision, none when it has no keys) and removes its record in the same batch. Resolves when
-   * durable. Throws LeaseNotFound (synchronously) for an unknown lease.
+   * durable. Throws LeaseNotFoundError (synchronously) for an unknown lease.
    */
   revoke(id: bigint): Promise<void> {
     const lease = this.leaseMap.get(id);
-    if (!lease) throw new LeaseNotFound();
+    if (!lease) throw new LeaseNotFoundError();
     const txn = this.store.beginWrite();
     // Sorted, as etcd does, so every member writes the same history.
     for (const key of [...lease.keys].sort()) txn.deleteRange(key, undefined);
@@ -287,13 +279,13 @@ export class Lessor implements LeaseHooks {
 
   /**
    * Renews a lease (etcd `lessor.Renew`): its expiry becomes now + TTL. Returns the TTL in
-   * seconds. Throws LeaseNotFound for an unknown lease, or one already expired (it is being
+   * seconds. Throws LeaseNotFoundError for an unknown lease, or one already expired (it is being
    * revoked; etcd waits for that revocation and answers the same).
    */
   renew(id: bigint): number {
     const lease = this.leaseMap.get(id);
     const now = performance.now();
-    if (!lease || this.revoking.has(id) || lease.expiryMs <= now) throw new LeaseNotFound();
+    if (!lease || this.revoking.has(id) || lease.expiryMs <= now) throw new LeaseNotFoundError();
     this.refresh(lease, now, 0);
     this.counters.renewed++;
     return lease.ttlSec;

@@ -17,7 +17,7 @@ import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { Backend } from '../mvcc/backend.js';
 import { KVStore, type ReadView } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
-import { LeaseExists, LeaseNotFound, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
+import { LeaseExists, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
 import {
   AlarmRequest_AlarmAction,
   AlarmType,
@@ -405,10 +405,9 @@ export class EtcdServer {
 
 /** The lessor's errors as etcd's client errors; others pass through. */
 export function leaseError(err: unknown): unknown {
-  if (err instanceof LeaseNotFound) return Errors.leaseNotFound();
   if (err instanceof LeaseExists) return Errors.leaseExist();
   if (err instanceof LeaseTTLTooLarge) return Errors.leaseTTLTooLarge();
-  return err;
+  return toEtcdError(err);
 }
 
 /** Quota cost of a txn: the sizes of its puts (etcd `costTxn`). */

@@ -11,7 +11,6 @@ import { KVStore, LeaseNotFoundError } from '../../src/mvcc/kv-store.js';
 import {
   IdGenerator,
   LeaseExists,
-  LeaseNotFound,
   LeaseTTLTooLarge,
   Lessor,
   MAX_LEASE_TTL_SEC,
@@ -92,9 +91,9 @@ describe('lessor', () => {
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(lessor.renew(id), 10);
     assert.ok(lessor.lookup(id)!.expiryMs > before);
-    assert.throws(() => lessor.renew(8n), LeaseNotFound);
+    assert.throws(() => lessor.renew(8n), LeaseNotFoundError);
     lessor.lookup(id)!.expiryMs = performance.now() - 1;
-    assert.throws(() => lessor.renew(id), LeaseNotFound, 'an expired lease awaiting revocation is not renewed');
+    assert.throws(() => lessor.renew(id), LeaseNotFoundError, 'an expired lease awaiting revocation is not renewed');
     assert.equal(lessor.metrics().renewed, 1);
   });
 
@@ -174,7 +173,7 @@ describe('lessor', () => {
     assert.equal(store.headRev, revBefore + 1);
     assert.deepEqual(published, [{ rev: revBefore + 1, deletes: 10_000 }]);
     assert.deepEqual(liveKeys(store), ['other']);
-    assert.throws(() => lessor.revoke(id), LeaseNotFound);
+    assert.throws(() => lessor.revoke(id), LeaseNotFoundError);
   });
 
   it('revoking a lease without keys writes no revision', async () => {

@@ -9,7 +9,7 @@
  */
 import type { Server, ServerDuplexStream } from '@grpc/grpc-js';
 import { keyToBytes } from '../../mvcc/key.js';
-import { LeaseNotFound } from '../../lease/lessor.js';
+import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import {
   LeaseService,
   type LeaseGrantRequest,
@@ -49,7 +49,7 @@ function keepAlive(etcd: EtcdServer, call: ServerDuplexStream<LeaseKeepAliveRequ
     try {
       ttl = etcd.lessor.renew(req.ID);
     } catch (err) {
-      if (!(err instanceof LeaseNotFound)) {
+      if (!(err instanceof LeaseNotFoundError)) {
         call.destroy(toServiceError(err) as Error);
         return;
       }
