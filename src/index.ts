@@ -1,0 +1,51 @@
+/**
+ * etcd-ts's public surface: the client, its errors and helpers, and the embedded server.
+ * Everything importable from the package root is listed here.
+ */
+export { Client, type ClientOptions } from './client/client.js';
+export type { CallOptions, ClientTlsOptions, ConnectionOptions } from './client/connection.js';
+export type { BackoffOptions } from './client/backoff.js';
+export {
+  prefixRangeEnd,
+  type Bytes,
+  type DeleteOptions,
+  type GetOptions,
+  type Int64,
+  type PutOptions,
+  type RangeOptions,
+  type SortOrder,
+  type SortTarget,
+} from './client/kv.js';
+export { Compare, Op, Txn, type CompareOperator } from './client/txn.js';
+export { Watcher, type WatchEvent, type WatchOptions, type WatchResponse, type WatcherEvents } from './client/watch.js';
+export { LeaseKeepAlive, type KeepAliveOptions, type LeaseKeepAliveEvents } from './client/lease.js';
+export {
+  AbortError,
+  CompactedError,
+  DeadlineExceededError,
+  EtcdClientError,
+  FutureRevisionError,
+  InvalidAuthTokenError,
+  LeaseNotFoundError,
+  NoLeaderError,
+  PermissionDeniedError,
+  RequestTooLargeError,
+  TooManyTxnOpsError,
+  UnavailableError,
+} from './client/errors.js';
+export { startServer, type EmbeddedServer, type StartServerOptions } from './embed.js';
+export type { ServerConfig } from './config.js';
+export type { KeyValue } from './proto/gen/kv.gen.js';
+export type {
+  CompactionResponse,
+  DeleteRangeResponse,
+  LeaseGrantResponse,
+  LeaseLeasesResponse,
+  LeaseRevokeResponse,
+  LeaseTimeToLiveResponse,
+  PutResponse,
+  RangeResponse,
+  ResponseHeader,
+  StatusResponse,
+  TxnResponse,
+} from './proto/gen/rpc.gen.js';

@@ -1,0 +1,51 @@
+// The embedded server: startServer() / close() 50 times in one process, checking that each
+// instance serves (a put is read back and a watch sees it), that close() is idempotent, and
+// that no handle (socket, timer, file request…) outlives the instances.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { startServer } from '../../src/index.js';
+
+/** Active resources by type, e.g. { TCPSocketWrap: 2, Timeout: 1 }. */
+function resources(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const r of process.getActiveResourcesInfo()) counts.set(r, (counts.get(r) ?? 0) + 1);
+  return counts;
+}
+
+/** Waits a few event-loop turns so that closed handles are actually released. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 20));
+}
+
+test('startServer: 50 start/stop cycles in one process leave no handle behind', async () => {
+  // One warm-up round loads the modules and lets lazily created process-wide handles appear.
+  const warm = await startServer();
+  await warm.close();
+  await settle();
+  const before = resources();
+  const startMs: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    const server = await startServer();
+    startMs.push(performance.now() - t0);
+    const key = `k${i}`;
+    const watcher = server.client.watch(key);
+    await watcher.created;
+    const put = await server.client.put(key, `v${i}`);
+    const got = await server.client.get(key);
+    assert.equal(got.kvs[0]?.value.toString(), `v${i}`);
+    for await (const response of watcher) {
+      assert.equal(response.events[0]?.kv.modRevision, put.header?.revision);
+      break;
+    }
+    await server.close();
+    await server.close();
+    assert.equal(existsSync(server.dataDir), false, 'the temp data dir is removed');
+  }
+  await settle();
+  const after = resources();
+  assert.deepEqual(Object.fromEntries(after), Object.fromEntries(before), 'active resources before vs after 50 cycles');
+  startMs.sort((a, b) => a - b);
+  console.log(`startServer: median ${startMs[25]!.toFixed(1)} ms, max ${startMs[49]!.toFixed(1)} ms over 50 starts`);
+});
