@@ -20,8 +20,8 @@
  *   watcher started at a future revision S counts as synced only once the store reached S − 1:
  *   no progress notification below a watcher's start (etcd #20221).
  *
- * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`). When
- * it is full, `sendEvents` refuses and the watchable store makes the watcher a victim, which is
+ * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`) and
+ * SEND_BUFFER_BYTES of events (etcd has no byte bound; its responses are smaller). When it is full, `sendEvents` refuses and the watchable store makes the watcher a victim, which is
  * later replayed from history: a slow client costs bounded memory and never blocks writers or
  * other streams.
  */
@@ -32,6 +32,11 @@ import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
 
 /** Responses the send queue holds before watchers become victims (etcd `chanBufLen`). @default 128 */
 export const SEND_BUFFER_LIMIT = 128;
+/**
+ * Bytes of events the send queue holds before watchers become victims: with the response
+ * count above, this bounds the memory a client that stops reading costs the server.
+ */
+export const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** A waiting events response takes no more joins once it holds this many bytes of events. */
 export const MERGE_LIMIT_BYTES = 64 * 1024;
 /** The watch ID meaning "choose one" (etcd `clientv3.AutoWatchID`). */
@@ -96,6 +101,8 @@ export class WatchStream implements WatcherSink {
   /** Send queue; `queue[head..]` are waiting. Changed by enqueue and pump. */
   private queue: (QueueItem | undefined)[] = [];
   private head = 0;
+  /** Bytes of events and control responses in `queue[head..]`; changed by sendEvents, enqueue, pump. */
+  private queuedBytes = 0;
   /** Waiting events responses that later events of the same watcher may join. */
   private readonly open = new Map<Watcher, EventsItem>();
   /** False while the transport is full (until drained()). */
@@ -157,6 +164,7 @@ export class WatchStream implements WatcherSink {
     this.watchers.clear();
     this.queue = [];
     this.head = 0;
+    this.queuedBytes = 0;
     this.open.clear();
     this.sentSinceTick.clear();
     if (this.progressTimer) clearInterval(this.progressTimer);
@@ -181,6 +189,7 @@ export class WatchStream implements WatcherSink {
       const chunk = ev.entry(w.prevKv, this.store.prevKv);
       item.chunks.push(chunk);
       item.bytes += chunk.length;
+      this.queuedBytes += chunk.length;
     }
     item.headerRev = Math.max(item.headerRev, headerRev);
     if (w.progressNotify) this.sentSinceTick.add(w);
@@ -204,7 +213,7 @@ export class WatchStream implements WatcherSink {
   }
 
   hasRoom(): boolean {
-    return this.queue.length - this.head < this.limit;
+    return this.queue.length - this.head < this.limit && this.queuedBytes < SEND_BUFFER_BYTES;
   }
 
   watcherSynced(_w: Watcher): void {
@@ -303,7 +312,9 @@ export class WatchStream implements WatcherSink {
 
   private enqueueControl(fields: Partial<WatchResponse>): void {
     this.open.clear(); // nothing queued later may overtake this response
-    this.enqueue(Buffer.from(WatchResponse.encode(watchResponse(fields)).finish()));
+    const bytes = Buffer.from(WatchResponse.encode(watchResponse(fields)).finish());
+    this.queuedBytes += bytes.length;
+    this.enqueue(bytes);
   }
 
   private enqueue(item: QueueItem): void {
@@ -324,10 +335,12 @@ export class WatchStream implements WatcherSink {
       const item = this.queue[this.head]!;
       this.queue[this.head++] = undefined;
       if (Buffer.isBuffer(item)) {
+        this.queuedBytes -= item.length;
         if (!this.transport.write(item)) this.writable = false;
         continue;
       }
       if (this.open.get(item.w) === item) this.open.delete(item.w);
+      this.queuedBytes -= item.bytes;
       for (const bytes of this.encodeEvents(item)) if (!this.transport.write(bytes)) this.writable = false;
       this.store.reportEventsSent(item.chunks.length);
     }

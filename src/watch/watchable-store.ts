@@ -31,6 +31,11 @@ import { Watcher, WatchEvent, type PrevKvLookup, type WatcherOptions, type Watch
 export const MAX_WATCHERS_PER_SYNC = 512;
 /** At most this many revisions per watcher per syncWatchers pass (etcd `watchBatchMaxRevs`). */
 export const WATCH_BATCH_MAX_REVS = 1000;
+/**
+ * A watcher's catch-up batch takes no further revision once it holds this many bytes of values
+ * (etcd has no such bound): one slow watcher's batch never pins more than about this much.
+ */
+export const WATCH_BATCH_MAX_BYTES = 1024 * 1024;
 /** Pause between syncWatchers passes when no progress was made, in ms (etcd: 100 ms). */
 export const SYNC_INTERVAL_MS = 100;
 /** Pause between victim retries, in ms (etcd `syncVictimsLoop`: 10 ms). */
@@ -138,12 +143,28 @@ export class WatchableStore {
    * Adds a watcher (etcd `watchableStore.watch`). `startRev` 0 or above the current revision
    * makes it synced (a future revision waits for that revision); a past revision makes it
    * unsynced, and its history is replayed (or it is canceled with compact_revision when that
-   * history was compacted). A negative start revision is treated as 1 (all retained history).
+   * history was compacted).
+   *
+   * A negative start revision is answered as etcd 3.4 answers it: etcd's compacted revision is
+   * −1 until the first compaction, so a start below it (or below a real compacted revision) is
+   * canceled with that compact_revision, and a start of exactly −1 on a never-compacted store
+   * watches from the next revision with no history. (etcd 3.4 also starts the backend scan of
+   * the whole sync pass at the negative revision, which finds nothing and silently skips the
+   * history of every other watcher of that pass; we do not copy that.)
    */
   watch(opts: WatcherOptions, sink: WatcherSink): Watcher {
     const w = new Watcher(opts, sink);
     const cur = this.store.publishedRev;
-    const start = opts.startRev < 0 ? 1 : opts.startRev;
+    let start = opts.startRev;
+    if (start < 0) {
+      if (start < this.etcdCompactRev()) {
+        w.minRev = start; // canceled with compact_revision by the next syncWatchers pass
+        this.unsynced.add(w);
+        this.scheduleSync(0);
+        return w;
+      }
+      start = 0;
+    }
     if (start === 0 || start > cur) {
       w.minRev = Math.max(cur + 1, start);
       w.state = 'synced';
@@ -236,10 +257,15 @@ export class WatchableStore {
    * One pass over at most MAX_WATCHERS_PER_SYNC unsynced watchers (etcd `syncWatchers`).
    * Returns how many watchers are still unsynced.
    */
+  /** The compacted revision as etcd reports it: −1 until the first compaction. */
+  private etcdCompactRev(): number {
+    return this.store.compactRev > 0 ? this.store.compactRev : -1;
+  }
+
   syncWatchers(): number {
     if (this.unsynced.size === 0) return 0;
     const curRev = this.store.publishedRev;
-    const compactRev = this.store.compactRev;
+    const compactRev = this.etcdCompactRev();
 
     // 1. Choose the watchers of this pass; cancel the compacted ones, promote the caught-up ones.
     const chosen = new WatcherGroup();
@@ -266,8 +292,8 @@ export class WatchableStore {
 
     // 2. One backend scan from the smallest next revision to the current revision; each
     //    watcher takes the matching events from its own minRev, up to WATCH_BATCH_MAX_REVS
-    //    revisions (its `moreRev` is where the next pass continues).
-    const batches = new Map<Watcher, { evs: WatchEvent[]; revs: number; lastRev: number; moreRev: number }>();
+    //    revisions or WATCH_BATCH_MAX_BYTES (its `moreRev` is where the next pass continues).
+    const batches = new Map<Watcher, { evs: WatchEvent[]; revs: number; bytes: number; lastRev: number; moreRev: number }>();
     let capped = 0;
     const start = revToBytes({ main: minRev, sub: 0 });
     const end = revToBytes({ main: curRev + 1, sub: 0 });
@@ -282,9 +308,9 @@ export class WatchableStore {
         if (b?.moreRev) return;
         ev ??= WatchEvent.fromRecord(rev, value, isTombstone(rk), key, kv);
         if (!w.accepts(ev)) return;
-        if (!b) batches.set(w, (b = { evs: [], revs: 0, lastRev: 0, moreRev: 0 }));
+        if (!b) batches.set(w, (b = { evs: [], revs: 0, bytes: 0, lastRev: 0, moreRev: 0 }));
         if (rev !== b.lastRev) {
-          if (b.revs >= WATCH_BATCH_MAX_REVS) {
+          if (b.revs >= WATCH_BATCH_MAX_REVS || b.bytes >= WATCH_BATCH_MAX_BYTES) {
             b.moreRev = rev;
             capped++;
             return;
@@ -293,6 +319,7 @@ export class WatchableStore {
           b.lastRev = rev;
         }
         b.evs.push(ev);
+        b.bytes += value.length;
       });
       if (capped === chosen.size) break; // every watcher of the pass has a full batch
     }

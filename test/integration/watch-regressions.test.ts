@@ -89,7 +89,7 @@ describe('watch regressions of etcd issues', () => {
       if (round % 2 === 0) s.stream.pause();
       else s.stream.resume();
       await Promise.all(Array.from({ length: 8 }, async (_, w) => {
-        for (let i = 0; i < 10; i++) {
+        for (let i = 0; i < 25; i++) {
           revs.push(Number((await kv.put(`i15220/${w}`, Buffer.alloc(16 * 1024, i))).header!.revision));
           s.progress();
           maxSlow = Math.max(maxSlow, srv.server.etcd.watchableStore.stats().slowWatchers);
