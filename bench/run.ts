@@ -45,18 +45,25 @@ const EVENTS: Metric = { key: 'events_per_s', label: 'events/s', better: 'higher
 const P50: Metric = { key: 'p50_ms', label: 'p50 ms', better: 'lower' };
 const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
 
-/**
- * The runs, in order. Watch modes become rows here once etcd-ts serves Watch, e.g.
- *   { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99] },
- *   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
- *   { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [{ key: 'creates_per_s', label: 'creates/s', better: 'higher' }, { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' }] },
- */
+const CREATES: Metric = { key: 'creates_per_s', label: 'creates/s', better: 'higher' };
+const BYTES_PER_WATCHER: Metric = { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' };
+const RSS_WATCHING: Metric = { key: 'rss_mb_watching', label: 'RSS MB watching', better: 'lower' };
+
+/** The runs, in order (the watch rows are the reference runs of ../shared/bench/README.md). */
 const RUNS: BenchRun[] = [
   { name: 'put', args: ['-mode', 'put', '-total', '20000', '-conc', '64', '-clients', '16'], metrics: [OPS, P50, P99] },
   // range first writes -keys keys one at a time (a sequential put load of its own), then reads.
   { name: 'range', args: ['-mode', 'range', '-total', '20000', '-conc', '64', '-clients', '16', '-keys', '1000'], metrics: [OPS, P50, P99] },
+  // 1,000 / 10,000 watchers on one prefix, 16 concurrent writers: events delivered per second.
+  { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING] },
+  { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING] },
+  // Put-to-event latency at a steady 100 puts/s with 100 watchers.
+  { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS] },
+  // 1,000 watchers replaying 1,000 historical revisions.
+  { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
+  // 20,000 idle watchers: creation rate and server memory per watcher (-pid samples VmRSS).
+  { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, BYTES_PER_WATCHER] },
 ];
-void EVENTS;
 
 /** What one etcdbench invocation produced against one server. */
 interface Result {

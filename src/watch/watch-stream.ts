@@ -25,7 +25,7 @@
  * later replayed from history: a slow client costs bounded memory and never blocks writers or
  * other streams.
  */
-import { WatchCreateRequest_FilterType, WatchResponse, type ResponseHeader, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
+import { ResponseHeader, WatchCreateRequest_FilterType, WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
 import type { WatchableStore } from './watchable-store.js';
 import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
@@ -68,6 +68,17 @@ export interface WatchStreamOptions {
   progressIntervalMs: number;
   /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
   sendBufferLimit?: number;
+}
+
+/** `tag varint(n)`: a varint field's entry (wire type 0), or a length prefix (wire type 2). */
+function varintField(field: number, wireType: number, n: number): Buffer {
+  const out = [(field << 3) | wireType];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return Buffer.from(out);
 }
 
 /** A WatchResponse with `fields` set and every other field at its default. */
@@ -353,15 +364,34 @@ export class WatchStream implements WatcherSink {
     }
   }
 
+  /** Revision and bytes of the last marshalled header (`header` field entry included). */
+  private headerRev = -1;
+  private headerEntry: Buffer = Buffer.alloc(0);
+
+  /**
+   * The fields of an events response before its events: `header` (marshalled once per
+   * revision, shared by the watchers of the stream), `watch_id`, and `fragment` when set.
+   */
+  private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
+    if (rev !== this.headerRev) {
+      const h = Buffer.from(ResponseHeader.encode(this.opts.header(rev)).finish());
+      this.headerEntry = Buffer.concat([varintField(1, 2, h.length), h]);
+      this.headerRev = rev;
+    }
+    const parts = [this.headerEntry];
+    if (watchId !== 0) parts.push(varintField(2, 0, watchId));
+    if (fragment) parts.push(varintField(7, 0, 1));
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
   /** Marshals an events response, split into fragments when the watcher asked (etcd `sendFragments`). */
   private encodeEvents(item: EventsItem): Buffer[] {
-    const base: Partial<WatchResponse> = { header: this.opts.header(item.headerRev), watchId: BigInt(item.w.id) };
-    const prefix = Buffer.from(WatchResponse.encode(watchResponse(base)).finish());
+    const prefix = this.eventsPrefix(item.headerRev, item.w.id, false);
     const max = this.opts.maxRequestBytes;
     if (!item.w.fragment || prefix.length + item.bytes < max || item.chunks.length < 2) {
       return [Buffer.concat([prefix, ...item.chunks], prefix.length + item.bytes)];
     }
-    const fragPrefix = Buffer.from(WatchResponse.encode(watchResponse({ ...base, fragment: true })).finish());
+    const fragPrefix = this.eventsPrefix(item.headerRev, item.w.id, true);
     const out: Buffer[] = [];
     let cur: Buffer[] = [];
     let size = fragPrefix.length;

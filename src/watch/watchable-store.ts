@@ -84,6 +84,8 @@ export class WatchableStore {
   private readonly revisionWaiters = new Set<() => void>();
   /** Set by close(); no timer is scheduled afterwards. */
   private closed = false;
+  /** Recent history as shared events, so that successive sync passes decode and encode it once. */
+  private readonly history: HistoryCache;
   /** prev_kv lookup shared by every event. */
   readonly prevKv: PrevKvLookup;
 
@@ -99,6 +101,7 @@ export class WatchableStore {
         throw err;
       }
     };
+    this.history = new HistoryCache(store);
     store.onPublish((rev, changes) => this.notify(rev, changes));
   }
 
@@ -229,6 +232,24 @@ export class WatchableStore {
 
   private notifyWatchers(rev: number, changes: readonly KeyValue[]): void {
     if (this.synced.size === 0) return;
+    if (changes.length === 1) {
+      // The common case, one change per revision: every receiving watcher shares one
+      // one-event batch, with no per-watcher array or map entry.
+      const kv = changes[0]!;
+      const key = keyFromBytes(kv.key);
+      let batch: WatchEvent[] | undefined;
+      let victims: Watcher[] | undefined;
+      this.synced.forEachWatcherOf(key, (w) => {
+        if (w.minRev > rev) return; // waits for a future start revision
+        batch ??= [WatchEvent.fromKeyValue(rev, kv, key)];
+        if (!w.accepts(batch[0]!)) return;
+        if (this.deliver(w, batch, rev)) w.minRev = rev + 1;
+        else (victims ??= []).push(w);
+      });
+      // Moved after the walk: the group is not changed while it is iterated.
+      if (victims) for (const w of victims) this.victimAt(w, rev);
+      return;
+    }
     const batches = new Map<Watcher, WatchEvent[]>();
     for (const kv of changes) {
       const key = keyFromBytes(kv.key);
@@ -243,14 +264,16 @@ export class WatchableStore {
       });
     }
     for (const [w, evs] of batches) {
-      if (this.deliver(w, evs, rev)) {
-        w.minRev = rev + 1;
-      } else {
-        w.minRev = rev; // every earlier revision was delivered while synced
-        this.synced.delete(w);
-        this.makeVictim(w);
-      }
+      if (this.deliver(w, evs, rev)) w.minRev = rev + 1;
+      else this.victimAt(w, rev);
     }
+  }
+
+  /** A synced watcher whose stream refused revision `rev` becomes a victim that resumes there. */
+  private victimAt(w: Watcher, rev: number): void {
+    w.minRev = rev; // every earlier revision was delivered while synced
+    this.synced.delete(w);
+    this.makeVictim(w);
   }
 
   /**
@@ -295,18 +318,12 @@ export class WatchableStore {
     //    revisions or WATCH_BATCH_MAX_BYTES (its `moreRev` is where the next pass continues).
     const batches = new Map<Watcher, { evs: WatchEvent[]; revs: number; bytes: number; lastRev: number; moreRev: number }>();
     let capped = 0;
-    const start = revToBytes({ main: minRev, sub: 0 });
-    const end = revToBytes({ main: curRev + 1, sub: 0 });
-    for (const { key: rk, value } of this.store.backend.range('key', start, end)) {
-      const rev = bytesToRev(rk).main;
-      const kv = KeyValue.decode(value);
-      const key = keyFromBytes(kv.key);
-      let ev: WatchEvent | undefined;
-      chosen.forEachWatcherOf(key, (w) => {
+    for (const ev of this.history.events(minRev, curRev)) {
+      const rev = ev.rev;
+      chosen.forEachWatcherOf(ev.key, (w) => {
         if (rev < w.minRev) return;
         let b = batches.get(w);
         if (b?.moreRev) return;
-        ev ??= WatchEvent.fromRecord(rev, value, isTombstone(rk), key, kv);
         if (!w.accepts(ev)) return;
         if (!b) batches.set(w, (b = { evs: [], revs: 0, bytes: 0, lastRev: 0, moreRev: 0 }));
         if (rev !== b.lastRev) {
@@ -319,7 +336,7 @@ export class WatchableStore {
           b.lastRev = rev;
         }
         b.evs.push(ev);
-        b.bytes += value.length;
+        b.bytes += ev.size;
       });
       if (capped === chosen.size) break; // every watcher of the pass has a full batch
     }
@@ -421,4 +438,104 @@ export class WatchableStore {
       this.scheduleSync(after < before || this.madeProgress ? 0 : SYNC_INTERVAL_MS);
     }
   }
+}
+
+/** At most this many bytes of values stay in the history cache. */
+export const HISTORY_CACHE_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The events of a contiguous range of recent revisions `[from, to]`, read from the backend
+ * once and shared by every later syncWatchers pass (and so by every catching-up watcher: each
+ * event is decoded and encoded once, not once per pass). Only whole revisions are kept. Past
+ * HISTORY_CACHE_MAX_BYTES the oldest half is dropped. Compaction needs no invalidation: a pass
+ * reads only from the smallest next revision of its watchers, and a watcher whose next
+ * revision was compacted is canceled before the read.
+ */
+class HistoryCache {
+  private readonly store: KVStore;
+  /** The cached events in revision order; `evs[0].rev >= from`. */
+  private evs: WatchEvent[] = [];
+  /** First and last revision covered (every event of them is in `evs`); to < from = empty. */
+  private from = 0;
+  private to = -1;
+  /** Bytes of values in `evs`. */
+  private bytes = 0;
+
+  constructor(store: KVStore) {
+    this.store = store;
+  }
+
+  /**
+   * The events of revisions `[fromRev, toRev]` in order, from the cache and then from the
+   * backend (appending to the cache while it is contiguous and has room). The caller may stop
+   * iterating at any point.
+   */
+  *events(fromRev: number, toRev: number): Generator<WatchEvent> {
+    let next = fromRev;
+    if (this.to >= this.from && fromRev >= this.from && fromRev <= this.to + 1) {
+      const evs = this.evs;
+      const to = this.to;
+      for (let i = lowerBound(evs, fromRev); i < evs.length && evs[i]!.rev <= toRev; i++) yield evs[i]!;
+      next = to + 1;
+    } else {
+      this.evs = [];
+      this.bytes = 0;
+      this.from = fromRev;
+      this.to = fromRev - 1;
+    }
+    if (next > toRev) return;
+    // Records of the revision being read are held back until the revision is complete.
+    let pending: WatchEvent[] = [];
+    let pendingRev = 0;
+    const start = revToBytes({ main: next, sub: 0 });
+    const end = revToBytes({ main: toRev + 1, sub: 0 });
+    for (const { key: rk, value } of this.store.backend.range('key', start, end)) {
+      const rev = bytesToRev(rk).main;
+      if (rev !== pendingRev) {
+        this.append(pending, pendingRev);
+        pending = [];
+        pendingRev = rev;
+      }
+      const kv = KeyValue.decode(value);
+      const ev = WatchEvent.fromRecord(rev, value, isTombstone(rk), keyFromBytes(kv.key), kv);
+      pending.push(ev);
+      yield ev;
+    }
+    this.append(pending, pendingRev);
+    // The scan reached toRev: the cache covers every revision up to it.
+    this.to = Math.max(this.to, toRev);
+  }
+
+  /** Appends the complete revision `rev` (it continues the cache: the scan started at `to + 1`). */
+  private append(evs: WatchEvent[], rev: number): void {
+    if (evs.length === 0) return;
+    for (const ev of evs) {
+      this.evs.push(ev);
+      this.bytes += ev.size;
+    }
+    this.to = rev;
+    if (this.bytes > HISTORY_CACHE_MAX_BYTES) this.trim();
+  }
+
+  /** Drops the oldest half of the cache, at a revision boundary. */
+  private trim(): void {
+    let i = this.evs.length >> 1;
+    while (i < this.evs.length && i > 0 && this.evs[i]!.rev === this.evs[i - 1]!.rev) i++;
+    const dropped = this.evs.slice(0, i);
+    this.evs = this.evs.slice(i);
+    for (const ev of dropped) this.bytes -= ev.size;
+    this.from = this.evs.length > 0 ? this.evs[0]!.rev : this.to + 1;
+  }
+}
+
+/** Index of the first event of `evs` (sorted by rev) with rev ≥ `rev`. */
+function lowerBound(evs: readonly WatchEvent[], rev: number): number {
+  let lo = 0;
+  let hi = evs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (evs[mid]!.rev < rev) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

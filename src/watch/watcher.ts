@@ -86,6 +86,11 @@ export class WatchEvent {
     return new WatchEvent(rev, false, key, kv.version === 1n, value);
   }
 
+  /** Bytes of the event's KeyValue (what it costs to hold). */
+  get size(): number {
+    return this.kvBytes.length;
+  }
+
   /**
    * The `WatchResponse.events` entry of this event, with prev_kv when `prevKv` is set and the
    * previous value still exists (read through `lookup` at rev − 1, once per event).
