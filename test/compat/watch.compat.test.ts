@@ -20,8 +20,13 @@ interface Scenario {
   before: readonly (readonly string[])[];
   /** The watch command line (after `etcdctl --endpoints=…`). */
   watch: readonly string[];
-  /** Lines written to the watch's stdin (interactive mode), one by one. */
-  stdin?: readonly string[];
+  /**
+   * Lines written to the watch's stdin (interactive mode), one by one; `{ line, after }` waits
+   * until stdout has `after` lines first. Two watchers that catch up at the same moment may
+   * print in either order (etcd sends a sync pass's watchers in map order), so a scenario
+   * orders them by waiting.
+   */
+  stdin?: readonly (string | { line: string; after: number })[];
   /** etcdctl steps run while the watch runs. */
   during: readonly (readonly string[])[];
   /** stdout lines to wait for (the real etcd must produce exactly these many). */
@@ -55,7 +60,7 @@ const SCENARIOS: readonly Scenario[] = [
     name: 'interactive: watch -i',
     before: WRITES,
     watch: ['watch', '-i'],
-    stdin: ['watch foo --rev 2 --prev-kv', 'watch b --rev 2'],
+    stdin: ['watch foo --rev 2 --prev-kv', { line: 'watch b --rev 2', after: 13 }],
     during: [],
     lines: 16,
     expect: 'v3',
@@ -81,12 +86,18 @@ async function runWatch(server: ServerHandle, s: Scenario): Promise<WatchOutput>
   const exit = new Promise<void>((resolve) => child.once('close', () => ((exited = true), resolve())));
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const deadline = Date.now() + 10_000;
+  const lineCount = () => stdout.split('\n').length - 1;
+  const waitLines = async (n: number) => {
+    while (!exited && lineCount() < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  };
   try {
-    for (const line of s.stdin ?? []) child.stdin.write(`${line}\n`);
+    for (const input of s.stdin ?? []) {
+      if (typeof input !== 'string') await waitLines(input.after);
+      child.stdin.write(`${typeof input === 'string' ? input : input.line}\n`);
+    }
     for (const args of s.during) await etcdctl(server.endpoint, args);
-    const deadline = Date.now() + 10_000;
-    const lineCount = () => stdout.split('\n').length - 1;
-    while (!exited && lineCount() < s.lines && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await waitLines(s.lines);
     // A short grace period lets an extra, unexpected line show up on either side.
     await new Promise((r) => setTimeout(r, 300));
   } finally {
