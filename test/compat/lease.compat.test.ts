@@ -155,6 +155,27 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
     assert.deepEqual(outputs[1], outputs[0]);
   });
 
+  it('etcdctl lock: revoking the holder\'s lease releases the lock to the next contender', async (t) => {
+    const sides = await startBoth(t);
+    const outputs: string[][] = [];
+    for (const side of sides) {
+      const first = background(side, ['lock', 'rl']);
+      await waitFor(() => first.out().includes('rl/'), 'the first lock');
+      const leases = await run(side, ['lease', 'list']);
+      assert.match(leases.stdout, /found 1 leases/);
+      const second = background(side, ['lock', 'rl', 'echo', 'acquired']);
+      await sleep(1000);
+      assert.equal(second.out(), '', `${side.server.kind}: the second contender waits while the lease lives`);
+      const revoke = await run(side, ['lease', 'revoke', '{L1}']);
+      await waitFor(() => second.out().includes('acquired'), 'the second lock after the revoke');
+      await first.interrupt();
+      await second.interrupt().catch(() => -1);
+      const keys = await run(side, ['get', 'rl', '--prefix', '--keys-only']);
+      outputs.push([leases.stdout, revoke.stdout, second.out(), keys.stdout]);
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+  });
+
   it('etcdctl elect: campaign, observe with -l, leader change when the leader exits', async (t) => {
     const sides = await startBoth(t);
     const outputs: string[][] = [];
