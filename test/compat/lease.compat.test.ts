@@ -176,6 +176,22 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
     assert.deepEqual(outputs[1], outputs[0]);
   });
 
+  it('etcdctl lease keep-alive (streaming) renews until interrupted, and reports a revoked lease', async (t) => {
+    const sides = await startBoth(t);
+    const outputs: string[][] = [];
+    for (const side of sides) {
+      const grant = await run(side, ['lease', 'grant', '6']); // renewed every TTL/3 = 2 s
+      const ka = background(side, ['lease', 'keep-alive', '{L1}']);
+      await waitFor(() => ka.out().includes('keepalived'), 'the first renewal');
+      const revoke = await run(side, ['lease', 'revoke', '{L1}']);
+      await waitFor(() => ka.out().includes('expired or revoked'), 'the keep-alive noticing the revoke', 15_000);
+      await ka.interrupt().catch(() => -1);
+      const firstLine = ka.out().split('\n')[0]!;
+      outputs.push([grant.stdout, firstLine, revoke.stdout, ka.out().includes('expired or revoked') ? 'ended' : 'running']);
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+  });
+
   it('etcdctl elect: campaign, observe with -l, leader change when the leader exits', async (t) => {
     const sides = await startBoth(t);
     const outputs: string[][] = [];
