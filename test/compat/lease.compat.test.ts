@@ -222,10 +222,11 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       const lockc = new LockClient(addr, credentials.createInsecure());
       const elc = new ElectionClient(addr, credentials.createInsecure());
       t.after(() => { lockc.close(); elc.close(); });
+      const show = (res: unknown): string => side.ids.normalise(JSON.stringify(res, (_k, v: unknown) =>
+        typeof v === 'bigint' ? v.toString() : v instanceof Buffer || (v as { type?: string })?.type === 'Buffer' ? Buffer.from(v as Buffer).toString() : v));
       const call = <R>(fn: (cb: (err: ServiceError | null, res: R) => void) => void): Promise<string> =>
         new Promise((resolve) => fn((err, res) => {
-          resolve(side.ids.normalise(err ? `error ${err.code} ${err.details}` : JSON.stringify(res, (_k, v: unknown) =>
-            typeof v === 'bigint' ? v.toString() : v instanceof Buffer || (v as { type?: string })?.type === 'Buffer' ? Buffer.from(v as Buffer).toString() : v)));
+          resolve(err ? side.ids.normalise(`error ${err.code} ${err.details}`) : show(res));
         }));
       const out: string[] = [];
       const grant = await run(side, ['lease', 'grant', '60']);
@@ -242,6 +243,16 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       })));
       out.push(await call((cb) => elc.proclaim({ leader: leaderKey, value: Buffer.from('v2') }, cb)));
       out.push(await call((cb) => elc.leader({ name: Buffer.from('el') }, cb)));
+      // Observe streams the current leader, then every proclamation.
+      const observed: string[] = [];
+      const obs = elc.observe({ name: Buffer.from('el') });
+      obs.on('data', (r: unknown) => observed.push(show(r)));
+      obs.on('error', () => {});
+      await waitFor(() => observed.length >= 1, 'observe: the current leader');
+      out.push(await call((cb) => elc.proclaim({ leader: leaderKey, value: Buffer.from('v3') }, cb)));
+      await waitFor(() => observed.length >= 2, 'observe: the proclaimed value');
+      obs.cancel();
+      out.push(...observed);
       out.push(await call((cb) => elc.proclaim({ leader: { ...leaderKey!, rev: 999n }, value: Buffer.from('x') }, cb)));
       out.push(await call((cb) => elc.proclaim({ leader: undefined, value: Buffer.from('x') }, cb)));
       out.push(await call((cb) => elc.resign({ leader: { ...leaderKey!, rev: 999n } }, cb)));
