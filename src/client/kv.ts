@@ -85,6 +85,14 @@ export interface GetOptions extends RangeOptions, CallOptions {
   countOnly?: boolean;
   /** Serve from the member's local state without a linearizable read. */
   serializable?: boolean;
+  /** Only keys last modified at or after this revision. */
+  minModRevision?: Int64;
+  /** Only keys last modified at or before this revision. */
+  maxModRevision?: Int64;
+  /** Only keys created at or after this revision. */
+  minCreateRevision?: Int64;
+  /** Only keys created at or before this revision. */
+  maxCreateRevision?: Int64;
 }
 
 /** Options of {@link Client.put}. */
@@ -127,10 +135,10 @@ export function rangeRequest(key: Bytes, options: GetOptions = {}): RangeRequest
     serializable: options.serializable ?? false,
     keysOnly: options.keysOnly ?? false,
     countOnly: options.countOnly ?? false,
-    minModRevision: 0n,
-    maxModRevision: 0n,
-    minCreateRevision: 0n,
-    maxCreateRevision: 0n,
+    minModRevision: toBigInt(options.minModRevision ?? 0),
+    maxModRevision: toBigInt(options.maxModRevision ?? 0),
+    minCreateRevision: toBigInt(options.minCreateRevision ?? 0),
+    maxCreateRevision: toBigInt(options.maxCreateRevision ?? 0),
   };
 }
 
