@@ -202,7 +202,36 @@ export class Election {
 
   /** The current leader's key-value (the oldest candidate), or undefined when there is none. */
   async leader(): Promise<KeyValue | undefined> {
-    const res = await this.session.client.get(this.prefix, { prefix: true, sort: { target: 'create', order: 'ascend' }, limit: 1 });
-    return res.kvs[0];
+    return (await this.firstCandidate()).kvs[0];
+  }
+
+  /**
+   * Yields the leader's key-value now (if any) and each time the leader or its value changes,
+   * until `signal` fires or the iteration is stopped; survives reconnects like any watch.
+   * @throws CompactedError if the watch's history was compacted while disconnected.
+   */
+  async *observe(options: { signal?: AbortSignal } = {}): AsyncGenerator<KeyValue, void> {
+    const first = await this.firstCandidate();
+    let current = first.kvs[0];
+    if (current !== undefined) yield current;
+    const watcher = this.session.client.watch(this.prefix, { prefix: true, startRevision: first.header!.revision + 1n });
+    const onAbort = (): void => void watcher.cancel();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const response of watcher) {
+        if (response.events.length === 0) continue;
+        const leader = (await this.firstCandidate()).kvs[0];
+        const changed = leader !== undefined && (current === undefined || !leader.key.equals(current.key) || leader.modRevision !== current.modRevision);
+        current = leader;
+        if (changed) yield leader;
+      }
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      await watcher.cancel();
+    }
+  }
+
+  private firstCandidate() {
+    return this.session.client.get(this.prefix, { prefix: true, sort: { target: 'create', order: 'ascend' }, limit: 1 });
   }
 }

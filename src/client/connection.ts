@@ -199,7 +199,7 @@ export class Connection {
       } catch (err) {
         const typed = toClientError(err);
         if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
-        const notSent = typed.code === Status.UNAVAILABLE && /No connection established|ECONNREFUSED|ECONNRESET/.test(typed.message);
+        const notSent = typed.code === Status.UNAVAILABLE && /No connection established|ECONNREFUSED/.test(typed.message);
         const retry = typed.code === Status.UNAVAILABLE && (idempotent || notSent);
         if (!retry || (deadline !== undefined && Date.now() >= deadline)) throw typed;
         this.markDown(ep);

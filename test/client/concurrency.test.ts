@@ -91,6 +91,15 @@ for (const { kind, skip } of KINDS) {
       t.after(() => session.close());
       const election = new Election(session, 'el');
       await election.campaign('ours');
+      const observed: string[] = [];
+      const stopObserving = new AbortController();
+      const observing = (async () => {
+        for await (const kv of new Election(session, 'el').observe({ signal: stopObserving.signal })) {
+          observed.push(kv.value.toString());
+          if (observed.length === 3) return;
+        }
+      })();
+      t.after(() => stopObserving.abort());
       const observer = etcdctl(server().endpoint, ['elect', '-l', 'el']);
       t.after(() => observer.stop());
       assert.deepEqual(await observer.printed(2), [election.key, 'ours']);
@@ -104,6 +113,8 @@ for (const { kind, skip } of KINDS) {
       const [rivalKey, rivalValue] = await rival.printed(2);
       assert.equal(rivalValue, 'theirs');
       assert.equal((await election.leader())?.key.toString(), rivalKey);
+      await observing;
+      assert.deepEqual(observed, ['ours', 'ours-2', 'theirs'], 'observe() yields each leader and value change');
       await rival.stop();
       // etcdctl resigned on SIGINT; a campaign of ours wins again.
       await election.campaign('back');

@@ -15,7 +15,7 @@ import {
   UnavailableError,
   DeadlineExceededError,
 } from '../../src/index.js';
-import { deadEndpoint, KINDS, suiteServer } from './common.js';
+import { deadEndpoint, KINDS, start, suiteServer } from './common.js';
 
 const keys = (r: { kvs: Array<{ key: Buffer }> }): string[] => r.kvs.map((kv) => kv.key.toString());
 
@@ -157,6 +157,34 @@ for (const { kind, skip } of KINDS) {
         dead.close();
       }
       await assert.rejects(dead.get('x'), AbortError, 'calls after close() are aborted');
+    });
+  });
+}
+
+for (const { kind, skip } of KINDS) {
+  describe(`client lease keep-alive across restarts against ${kind}`, { skip }, () => {
+    it('keeps renewing through kill -9 and restart; the lease and its key survive', async (t) => {
+      const server = await start(t, kind);
+      const client = new Client({ endpoints: [await deadEndpoint(), server.endpoint] });
+      t.after(() => client.close());
+      const lease = await client.leaseGrant(5);
+      await client.put('ka/k', 'v', { lease: lease.ID });
+      const keepAlive = client.keepAlive(lease.ID, { intervalMs: 200 });
+      let lost = false;
+      keepAlive.on('lost', () => { lost = true; });
+      const renewed = (): Promise<void> => new Promise((resolve) => keepAlive.once('renewed', () => resolve()));
+      await renewed();
+      const disconnected = new Promise((resolve) => keepAlive.once('disconnected', resolve));
+      await server.kill9();
+      await server.restart();
+      await disconnected;
+      await renewed();
+      await renewed();
+      const ttl = await client.leaseTimeToLive(lease.ID);
+      assert.ok(ttl.TTL > 0n, `lease alive after restart (TTL ${ttl.TTL})`);
+      assert.equal((await client.get('ka/k')).kvs[0]?.lease, lease.ID);
+      assert.equal(lost, false);
+      keepAlive.stop();
     });
   });
 }
