@@ -15,6 +15,7 @@ import type { ResponseHeader } from '../proto/gen/rpc.gen.js';
 import type { Client } from './client.js';
 import { AbortError, EtcdClientError } from './errors.js';
 import type { LeaseKeepAlive } from './lease.js';
+import type { WatchEvent, Watcher } from './watch.js';
 import { Compare, Op } from './txn.js';
 
 /** Options of {@link Session.create}. */
@@ -56,20 +57,27 @@ export class Session {
   }
 }
 
-/** Resolves when `key` is deleted at `revision` or later. */
-async function waitDelete(client: Client, key: Buffer, revision: bigint, signal: AbortSignal | undefined): Promise<void> {
-  const watcher = client.watch(key, { startRevision: revision, filters: ['noPut'] });
+/** The kv of the first event of `watcher` that `accept`s, or undefined when the watch ends or `signal` fires; cancels the watcher. */
+async function firstMatching(watcher: Watcher, accept: (e: WatchEvent) => boolean, signal: AbortSignal | undefined): Promise<KeyValue | undefined> {
   const onAbort = (): void => void watcher.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     for await (const response of watcher) {
-      if (response.events.some((e) => e.type === 'delete')) return;
+      const event = response.events.find(accept);
+      if (event !== undefined) return event.kv;
     }
-    throw signal?.aborted ? new AbortError('wait aborted', { cause: signal.reason }) : new EtcdClientError('lost watcher waiting for delete');
+    return undefined;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     await watcher.cancel();
   }
+}
+
+/** Resolves when `key` is deleted at `revision` or later (etcd `waitDelete`). */
+async function waitDelete(client: Client, key: Buffer, revision: bigint, signal: AbortSignal | undefined): Promise<void> {
+  const deleted = await firstMatching(client.watch(key, { startRevision: revision, filters: ['noPut'] }), (e) => e.type === 'delete', signal);
+  if (deleted !== undefined) return;
+  throw signal?.aborted ? new AbortError('wait aborted', { cause: signal.reason }) : new EtcdClientError('lost watcher waiting for delete');
 }
 
 /** Waits until no key of `prefix` has a create revision ≤ `maxCreateRevision` (etcd `waitDeletes`). */
@@ -206,28 +214,46 @@ export class Election {
   }
 
   /**
-   * Yields the leader's key-value now (if any) and each time the leader or its value changes,
-   * until `signal` fires or the iteration is stopped; survives reconnects like any watch.
-   * @throws CompactedError if the watch's history was compacted while disconnected.
+   * Yields the leader's key-value now (or when the first candidate appears), each new value the
+   * leader proclaims, and each new leader, until `signal` fires or the iteration is stopped
+   * (etcd's `Election.Observe`: the leader's own key is watched, so no proclaimed value is
+   * skipped). Survives reconnects like any watch.
+   * @throws CompactedError if a watch's history was compacted while disconnected.
    */
   async *observe(options: { signal?: AbortSignal } = {}): AsyncGenerator<KeyValue, void> {
-    const first = await this.firstCandidate();
-    let current = first.kvs[0];
-    if (current !== undefined) yield current;
-    const watcher = this.session.client.watch(this.prefix, { prefix: true, startRevision: first.header!.revision + 1n });
-    const onAbort = (): void => void watcher.cancel();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for await (const response of watcher) {
-        if (response.events.length === 0) continue;
-        const leader = (await this.firstCandidate()).kvs[0];
-        const changed = leader !== undefined && (current === undefined || !leader.key.equals(current.key) || leader.modRevision !== current.modRevision);
-        current = leader;
-        if (changed) yield leader;
+    const client = this.session.client;
+    while (options.signal?.aborted !== true) {
+      const first = await this.firstCandidate();
+      let leader = first.kvs[0];
+      let from = first.header!.revision + 1n;
+      if (leader === undefined) {
+        // No candidate: wait for the first put under the prefix (a delete would only make us spin).
+        leader = await firstMatching(client.watch(this.prefix, { prefix: true, startRevision: from }), (e) => e.type === 'put', options.signal);
+        if (leader === undefined) return;
+        from = leader.modRevision + 1n;
       }
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
-      await watcher.cancel();
+      yield leader;
+      // Follow the leader's key: each put is a proclaimed value, a delete ends its leadership.
+      const watcher = client.watch(leader.key, { startRevision: from });
+      const onAbort = (): void => void watcher.cancel();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      let deleted = false;
+      try {
+        for await (const response of watcher) {
+          for (const event of response.events) {
+            if (event.type === 'delete') {
+              deleted = true;
+              break;
+            }
+            yield event.kv;
+          }
+          if (deleted) break;
+        }
+      } finally {
+        options.signal?.removeEventListener('abort', onAbort);
+        await watcher.cancel();
+      }
+      if (!deleted) return;
     }
   }
 

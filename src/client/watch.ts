@@ -177,12 +177,16 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
     this.stream.requestProgress();
   }
 
-  /** Sends a cancel request (when registered) and releases the watch; resolves once written. Idempotent. */
-  async cancel(): Promise<void> {
-    if (this.ended) return;
-    const removed = this.stream.remove(this);
-    this.finish(undefined);
-    await removed;
+  /**
+   * Sends a cancel request (when registered) and releases the watch: the iterator finishes,
+   * 'end' fires, and the group's stream closes if this was its last watch. Idempotent.
+   */
+  cancel(): Promise<void> {
+    if (!this.ended) {
+      this.stream.remove(this);
+      this.finish(undefined);
+    }
+    return Promise.resolve();
   }
 
   /** @internal A created acknowledgement for this watcher. */
@@ -305,19 +309,22 @@ export class WatchStream {
     else if (this.reconnectTimer === undefined) this.connect();
   }
 
-  /** Unregisters a watcher, sending a cancel request when it has an ID; closes the stream when it was the last. */
-  async remove(watcher: Watcher): Promise<void> {
+  /**
+   * Unregisters a watcher, queueing a cancel request when it has an ID on the current stream.
+   * When it was the last watcher, the stream is half-closed after the cancel request (the
+   * server then ends it) and the group is forgotten.
+   */
+  remove(watcher: Watcher): void {
     this.watchers.delete(watcher);
     const call = this.call;
     const id = watcher.watchId;
-    if (this.watchers.size === 0) {
-      this.stop();
-      this.onIdle();
-      return;
+    if (call !== undefined && id !== undefined) {
+      this.byId.delete(id);
+      call.write({ cancelRequest: { watchId: id } });
     }
-    if (call === undefined || id === undefined) return;
-    this.byId.delete(id);
-    await new Promise<void>((resolve) => call.write({ cancelRequest: { watchId: id } }, () => resolve()));
+    if (this.watchers.size > 0) return;
+    this.stop('end');
+    this.onIdle();
   }
 
   /** Writes a progress request on the current stream (no-op while disconnected). */
@@ -325,26 +332,23 @@ export class WatchStream {
     this.call?.write({ progressRequest: {} });
   }
 
-  /** Number of live watchers. */
-  get size(): number {
-    return this.watchers.size;
-  }
-
   /** Cancels the stream and ends every watcher cleanly. */
   close(): void {
     this.closed = true;
-    this.stop();
+    this.stop('cancel');
     for (const w of [...this.watchers]) w.finish(undefined);
     this.watchers.clear();
   }
 
-  private stop(): void {
+  /** Leaves the current call: 'end' half-closes it after what was written, 'cancel' drops it at once. */
+  private stop(how: 'end' | 'cancel'): void {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     const call = this.call;
     this.call = undefined;
     this.reset();
-    call?.cancel();
+    if (how === 'end') call?.end();
+    else call?.cancel();
   }
 
   private reset(): void {
@@ -430,7 +434,7 @@ export class WatchStream {
     this.watchers.delete(watcher);
     watcher.finish(err);
     if (this.watchers.size === 0) {
-      this.stop();
+      this.stop('end');
       this.onIdle();
     }
   }

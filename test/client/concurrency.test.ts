@@ -17,6 +17,10 @@ interface Ctl {
   stop(): Promise<void>;
 }
 
+/** etcdctl processes still running: killed if this test process exits first. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => { for (const child of running) child.kill('SIGKILL'); });
+
 function etcdctl(endpoint: string, args: string[]): Ctl {
   const child = spawn(ETCDCTL_BIN, ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'ignore'] });
   const lines: string[] = [];
@@ -30,7 +34,8 @@ function etcdctl(endpoint: string, args: string[]): Ctl {
     lines.push(...parts);
     for (const w of waiters) w();
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  running.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { running.delete(child); resolve(); }));
   return {
     child,
     lines,
