@@ -103,6 +103,7 @@ export class Client {
    * Watches a key or a range (see {@link WatchOptions}) and returns at once; the watch is
    * registered when `created` resolves. The watch resumes after disconnections from its last
    * delivered revision + 1, and ends with CompactedError when that revision was compacted.
+   * @throws TypeError when more than one of prefix / rangeEnd / fromKey is set.
    */
   watch(key: Bytes, options: WatchOptions = {}): Watcher {
     const group = options.group ?? '';

@@ -99,6 +99,7 @@ export class Mutex {
   /** The create revision of this contender's key once lock() wrote it; 0n before. */
   private myRevision = 0n;
 
+  /** @param name the lock's name; keys live under `<name>/` (as `etcdctl lock <name>`). */
   constructor(session: Session, name: string) {
     this.session = session;
     this.prefix = `${name}/`;
@@ -147,6 +148,7 @@ export class Election {
   /** The create revision of this candidate's key while campaigning or leading; 0n otherwise. */
   private leaderRevision = 0n;
 
+  /** @param name the election's name; keys live under `<name>/` (as `etcdctl elect <name>`). */
   constructor(session: Session, name: string) {
     this.session = session;
     this.prefix = `${name}/`;

@@ -130,11 +130,6 @@ export class Connection {
     });
   }
 
-  /** Fires when the client closes. */
-  get closeSignal(): AbortSignal {
-    return this.closing.signal;
-  }
-
   /**
    * The next endpoint in round-robin order that is not backing off; when all are, the one whose
    * backoff ends first.

@@ -178,8 +178,8 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   }
 
   /**
-   * Sends a cancel request (when registered) and releases the watch: the iterator finishes,
-   * 'end' fires, and the group's stream closes if this was its last watch. Idempotent.
+   * Cancels the watch on the server (a cancel request, or closing the group's stream when this
+   * was its last watch) and releases it: the iterator finishes and 'end' fires. Idempotent.
    */
   cancel(): Promise<void> {
     if (!this.ended) {
@@ -245,6 +245,10 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
     this.wake?.();
   }
 
+  /**
+   * Iterates the responses. Breaking out of the loop cancels the watch; the loop ends after
+   * `cancel()` / `client.close()` and throws the terminal error (e.g. CompactedError).
+   */
   [Symbol.asyncIterator](): AsyncIterator<WatchResponse> {
     this.iterating = true;
     return {
@@ -310,21 +314,22 @@ export class WatchStream {
   }
 
   /**
-   * Unregisters a watcher, queueing a cancel request when it has an ID on the current stream.
-   * When it was the last watcher, the stream is half-closed after the cancel request (the
-   * server then ends it) and the group is forgotten.
+   * Unregisters a watcher. While other watchers share the stream, a cancel request for its ID
+   * is queued; when it was the last one, the stream itself is cancelled instead (as etcd's Go
+   * client does), which frees every server-side watcher of the stream, and the group is
+   * forgotten. (Half-closing is not enough: etcd keeps a half-closed watch stream open.)
    */
   remove(watcher: Watcher): void {
     this.watchers.delete(watcher);
-    const call = this.call;
-    const id = watcher.watchId;
-    if (call !== undefined && id !== undefined) {
-      this.byId.delete(id);
-      call.write({ cancelRequest: { watchId: id } });
+    if (this.watchers.size === 0) {
+      this.stop();
+      this.onIdle();
+      return;
     }
-    if (this.watchers.size > 0) return;
-    this.stop('end');
-    this.onIdle();
+    const id = watcher.watchId;
+    if (this.call === undefined || id === undefined) return;
+    this.byId.delete(id);
+    this.call.write({ cancelRequest: { watchId: id } });
   }
 
   /** Writes a progress request on the current stream (no-op while disconnected). */
@@ -335,20 +340,19 @@ export class WatchStream {
   /** Cancels the stream and ends every watcher cleanly. */
   close(): void {
     this.closed = true;
-    this.stop('cancel');
+    this.stop();
     for (const w of [...this.watchers]) w.finish(undefined);
     this.watchers.clear();
   }
 
-  /** Leaves the current call: 'end' half-closes it after what was written, 'cancel' drops it at once. */
-  private stop(how: 'end' | 'cancel'): void {
+  /** Cancels the current call and forgets its state. */
+  private stop(): void {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     const call = this.call;
     this.call = undefined;
     this.reset();
-    if (how === 'end') call?.end();
-    else call?.cancel();
+    call?.cancel();
   }
 
   private reset(): void {
@@ -434,7 +438,7 @@ export class WatchStream {
     this.watchers.delete(watcher);
     watcher.finish(err);
     if (this.watchers.size === 0) {
-      this.stop('end');
+      this.stop();
       this.onIdle();
     }
   }

@@ -59,7 +59,7 @@ async function contenders(client: Client, prefix: string, count: number): Promis
 }
 
 for (const { kind, skip } of KINDS) {
-  describe(`Mutex and Election with etcdctl against ${kind}`, { skip }, () => {
+  describe(`Mutex and Election with etcdctl against ${kind}`, { skip, timeout: 60_000 }, () => {
     const server = suiteServer(kind);
     let client: Client;
     before(() => { client = new Client({ endpoints: [server().endpoint] }); });

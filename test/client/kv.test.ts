@@ -20,7 +20,7 @@ import { deadEndpoint, KINDS, start, suiteServer } from './common.js';
 const keys = (r: { kvs: Array<{ key: Buffer }> }): string[] => r.kvs.map((kv) => kv.key.toString());
 
 for (const { kind, skip } of KINDS) {
-  describe(`client KV against ${kind}`, { skip }, () => {
+  describe(`client KV against ${kind}`, { skip, timeout: 60_000 }, () => {
     const server = suiteServer(kind, ['--max-txn-ops', '4', '--max-request-bytes', '8192']);
     let client: Client;
     before(() => { client = new Client({ endpoints: [server().endpoint] }); });
@@ -162,7 +162,7 @@ for (const { kind, skip } of KINDS) {
 }
 
 for (const { kind, skip } of KINDS) {
-  describe(`client lease keep-alive across restarts against ${kind}`, { skip }, () => {
+  describe(`client lease keep-alive across restarts against ${kind}`, { skip, timeout: 60_000 }, () => {
     it('keeps renewing through kill -9 and restart; the lease and its key survive', async (t) => {
       const server = await start(t, kind);
       const client = new Client({ endpoints: [await deadEndpoint(), server.endpoint] });

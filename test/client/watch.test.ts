@@ -8,6 +8,7 @@ import { deadEndpoint, KINDS, metric, start, suiteServer } from './common.js';
 import { startProxy } from './proxy.js';
 
 const STREAMS = 'etcd_debugging_mvcc_watch_stream_total';
+const WATCHERS = 'etcd_debugging_mvcc_watcher_total';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `probe` until it returns `want` (the server updates some counters asynchronously); returns the last value. */
@@ -41,7 +42,7 @@ function reached(watcher: Watcher, revision: bigint): Promise<void> {
 }
 
 for (const { kind, skip } of KINDS) {
-  describe(`client watch against ${kind}`, { skip }, () => {
+  describe(`client watch against ${kind}`, { skip, timeout: 60_000 }, () => {
     const server = suiteServer(kind, ['--max-request-bytes', '4096']);
     let client: Client;
     before(() => { client = new Client({ endpoints: [server().endpoint] }); });
@@ -110,10 +111,15 @@ for (const { kind, skip } of KINDS) {
       try {
         const base = await eventually(() => metric(server().endpoint, STREAMS), 0);
         assert.equal(base, 0);
+        const watchersBefore = await metric(server().endpoint, WATCHERS);
         const ws = [own.watch('g/a'), own.watch('g/b'), own.watch('g/c', { group: 'second' })];
         await Promise.all(ws.map((w) => w.created));
         assert.equal(await metric(server().endpoint, STREAMS), 2);
         assert.equal(own.watchStreamCount, 2);
+        assert.equal(await metric(server().endpoint, WATCHERS), watchersBefore + 3);
+        await ws[0]!.cancel();
+        assert.equal(await eventually(() => metric(server().endpoint, WATCHERS), watchersBefore + 2), watchersBefore + 2, 'a cancel request freed the server-side watcher');
+        assert.equal(await metric(server().endpoint, STREAMS), 2, 'the shared stream stays open for g/b');
         await Promise.all(ws.map((w) => w.cancel()));
         assert.equal(own.watchStreamCount, 0);
         assert.equal(await eventually(() => metric(server().endpoint, STREAMS), 0), 0);
@@ -143,7 +149,7 @@ for (const { kind, skip } of KINDS) {
     });
   });
 
-  describe(`client watch resume against ${kind}`, { skip }, () => {
+  describe(`client watch resume against ${kind}`, { skip, timeout: 90_000 }, () => {
     it('kill -9, restarts and endpoint switches: every written revision exactly once, in order', async (t) => {
       const server = await start(t, kind);
       const proxyA = await startProxy(server.endpoint);
