@@ -1,26 +1,12 @@
 // https endpoints: the client verifies the server with a CA and authenticates with a client
 // certificate (embedded etcd-ts with --client-cert-auth); without the certificate it cannot connect.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { Client, startServer, UnavailableError } from '../../src/index.js';
-
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: 'ignore' });
-}
-
-/** A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`. */
-function makeCerts(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
-  for (const name of ['server', 'client']) {
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`], dir);
-    fs.writeFileSync(path.join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
-    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
-  }
-}
+import { makeCerts } from '../helpers/certs.js';
 
 test('https with a CA and a client certificate; refused without the certificate', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-client-tls-'));

@@ -4,29 +4,16 @@
  * Driven by the real etcdctl.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { ETCDCTL_BIN, etcdTsUnavailableReason, freePort } from '../helpers/servers.js';
+import { makeCerts } from '../helpers/certs.js';
 
 const BIN = path.resolve('bin/etcd-ts.js');
-
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: 'ignore' });
-}
-
-/** A CA, a server certificate for 127.0.0.1 and a client certificate, in a temp dir. */
-function makeCerts(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
-  for (const name of ['server', 'client']) {
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`], dir);
-    fs.writeFileSync(path.join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
-    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
-  }
-}
 
 /** Starts etcd-ts with `flags`; resolves with its endpoint once it logged that it is ready. */
 async function startTls(t: TestContext, dir: string, flags: string[]): Promise<string> {

@@ -1,0 +1,22 @@
+/** Test certificates made with the `openssl` command. */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: 'ignore' });
+}
+
+/**
+ * Writes into `dir` a CA (`ca.crt`, `ca.key`), a server certificate and a client certificate
+ * (`server.crt`/`server.key`, `client.crt`/`client.key`) valid for 127.0.0.1 and localhost,
+ * both signed by the CA and usable for server and client auth. Valid for one day.
+ */
+export function makeCerts(dir: string): void {
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
+  for (const name of ['server', 'client']) {
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`], dir);
+    fs.writeFileSync(path.join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
+  }
+}
