@@ -123,6 +123,8 @@ export class KVStore {
   leases: LeaseHooks = NO_LEASES;
   /** Observers of published revisions (the watchable store). */
   private readonly listeners: PublishListener[] = [];
+  /** Backend records deleted by compactions since start (etcd `db_compaction_keys_total`); written only by `deleteCompacted`. */
+  compactedKeysTotal = 0;
   /** Resolves when the running physical compaction is finished. */
   private compaction: Promise<void> = Promise.resolve();
   /** True while a durability wait is in flight (one at a time keeps batches large). */
@@ -287,7 +289,10 @@ export class KVStore {
         const r = bytesToRev(key);
         // A tombstone at exactly the compacted revision stays: a watcher may still start at
         // that revision and must see the delete (etcd issue #18089).
-        if (!keep.has(r.main, r.sub) && !(r.main === rev && isTombstone(key))) this.backend.remove('key', key);
+        if (!keep.has(r.main, r.sub) && !(r.main === rev && isTombstone(key))) {
+          this.backend.remove('key', key);
+          this.compactedKeysTotal++;
+        }
         n++;
       }
       if (!next) this.backend.putMeta('finishedCompactRev', rev);

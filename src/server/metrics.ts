@@ -114,6 +114,7 @@ export class ServerMetrics {
     value('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => this.liveKeys);
     value('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => store.publishedRev);
     value('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => store.compactRev);
+    value('etcd_debugging_mvcc_db_compaction_keys_total', 'Total number of db keys compacted.', () => store.compactedKeysTotal, 'counter');
     value('etcd_mvcc_put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
     value('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
     value('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');

@@ -171,7 +171,7 @@ describe('maintenance and operations endpoints', () => {
     for (const name of [
       'etcd_server_has_leader 1', 'etcd_server_is_leader 1', 'etcd_server_leader_changes_seen_total 1',
       'etcd_server_quota_backend_bytes 2147483648', 'etcd_mvcc_db_total_size_in_bytes', 'etcd_mvcc_db_total_size_in_use_in_bytes',
-      'etcd_disk_backend_commit_duration_seconds_bucket', 'etcd_debugging_mvcc_compact_revision',
+      'etcd_disk_backend_commit_duration_seconds_bucket', 'etcd_debugging_mvcc_compact_revision', 'etcd_debugging_mvcc_db_compaction_keys_total',
     ]) {
       assert.ok(m1.includes(`\n${name}`), `missing ${name}`);
     }
