@@ -242,27 +242,20 @@ export function applyDeleteRange(txn: TxnWrite, d: DeleteRangeRequest): DeleteRa
 
 // ---- Txn ----
 
+/** The integer a compare target reads from a KeyValue and from the Compare (0 when absent). */
+const INT_TARGETS: Partial<Record<Compare_CompareTarget, (x: Partial<KeyValue> & Partial<Compare>) => bigint | undefined>> = {
+  [Compare_CompareTarget.CREATE]: (x) => x.createRevision,
+  [Compare_CompareTarget.MOD]: (x) => x.modRevision,
+  [Compare_CompareTarget.VERSION]: (x) => x.version,
+  [Compare_CompareTarget.LEASE]: (x) => x.lease,
+};
+
 function compareKV(c: Compare, kv: KeyValue | undefined): boolean {
+  const field = INT_TARGETS[c.target];
   let result: number;
-  switch (c.target) {
-    case Compare_CompareTarget.VALUE:
-      result = Buffer.compare(kv?.value ?? EMPTY, c.value ?? EMPTY);
-      break;
-    case Compare_CompareTarget.CREATE:
-      result = cmpBig(kv?.createRevision ?? 0n, c.createRevision ?? 0n);
-      break;
-    case Compare_CompareTarget.MOD:
-      result = cmpBig(kv?.modRevision ?? 0n, c.modRevision ?? 0n);
-      break;
-    case Compare_CompareTarget.VERSION:
-      result = cmpBig(kv?.version ?? 0n, c.version ?? 0n);
-      break;
-    case Compare_CompareTarget.LEASE:
-      result = cmpBig(kv?.lease ?? 0n, c.lease ?? 0n);
-      break;
-    default:
-      result = 0;
-  }
+  if (c.target === Compare_CompareTarget.VALUE) result = Buffer.compare(kv?.value ?? EMPTY, c.value ?? EMPTY);
+  else if (field) result = cmpBig((kv && field(kv)) ?? 0n, field(c) ?? 0n);
+  else result = 0;
   switch (c.result) {
     case Compare_CompareResult.EQUAL:
       return result === 0;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { Backend } from '../mvcc/backend.js';
-import { KVStore, type ReadView } from '../mvcc/kv-store.js';
+import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
 import { LeaseExists, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
 import {
@@ -208,20 +208,31 @@ export class EtcdServer {
     return resp;
   }
 
+  /**
+   * Runs `apply` in one write transaction, as one raft entry, and resolves when its effects
+   * (or, if it changed nothing, the writes it may have read) are durable. When `apply` throws,
+   * the entry still counts, as a request refused at apply time does in etcd.
+   */
+  private async write<R>(apply: (txn: TxnWrite) => R): Promise<R> {
+    const txn = this.store.beginWrite();
+    let resp: R;
+    try {
+      resp = apply(txn);
+    } finally {
+      this.bumpRaftIndex();
+      await txn.end();
+    }
+    if (txn.changes.length === 0) await this.store.sync();
+    return resp;
+  }
+
   /** KV.Put: resolves once the write is durable. */
   async put(r: PutRequest): Promise<PutResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkPut(r);
     this.checkQuota(r.key.length + r.value.length + QUOTA_KV_OVERHEAD);
-    const txn = this.store.beginWrite();
-    let resp: PutResponse;
-    try {
-      resp = applyPut(txn, r);
-    } finally {
-      this.bumpRaftIndex();
-      await txn.end();
-    }
+    const resp = await this.write((txn) => applyPut(txn, r));
     this.fillHeader(resp.header);
     return resp;
   }
@@ -231,11 +242,7 @@ export class EtcdServer {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkDelete(r);
-    const txn = this.store.beginWrite();
-    const resp = applyDeleteRange(txn, r);
-    this.bumpRaftIndex();
-    await txn.end();
-    if (txn.changes.length === 0) await this.store.sync();
+    const resp = await this.write((txn) => applyDeleteRange(txn, r));
     this.fillHeader(resp.header);
     return resp;
   }
@@ -248,19 +255,10 @@ export class EtcdServer {
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
     let resp: TxnResponse;
     if (isTxnReadonly(r)) {
-      resp = applyTxn(this.store.read() as ReadView, r, false, leaseExists);
+      resp = applyTxn(this.store.read(), r, false, leaseExists);
     } else {
       this.checkQuota(txnCost(r));
-      const txn = this.store.beginWrite();
-      try {
-        resp = applyTxn(txn, r, true, leaseExists);
-      } finally {
-        this.bumpRaftIndex();
-        await txn.end();
-      }
-      // A txn whose taken branch wrote nothing still answers only after earlier writes it may
-      // have read are durable.
-      if (txn.changes.length === 0) await this.store.sync();
+      resp = await this.write((txn) => applyTxn(txn, r, true, leaseExists));
     }
     this.fillHeader(resp.header);
     return resp;
