@@ -104,8 +104,12 @@ export class Backend {
   async durable(): Promise<void> {
     const start = performance.now();
     if (this.defragDone) await this.defragDone;
-    await this.env.committed;
-    await this.env.flushed;
+    // Both thenables are bound here, to the batch of the newest queued write. `flushed` read
+    // only after the commit resolved would bind to whatever batch is open by then, and wait
+    // for that later batch's fsync too.
+    const committed = new Promise((resolve, reject) => this.env.committed.then(resolve, reject));
+    const flushed = new Promise((resolve, reject) => this.env.flushed.then(resolve, reject));
+    await Promise.all([committed, flushed]);
     this.sizeCache = undefined;
     this.onCommitDuration?.((performance.now() - start) / 1000);
   }
