@@ -20,8 +20,10 @@
  *   watcher started at a future revision S counts as synced only once the store reached S − 1:
  *   no progress notification below a watcher's start (etcd #20221).
  *
- * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`) and
- * SEND_BUFFER_BYTES of events (etcd has no byte bound; its responses are smaller). When it is full, `sendEvents` refuses and the watchable store makes the watcher a victim, which is
+ * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`) plus
+ * one per watcher of the stream (see hasRoom), and SEND_BUFFER_BYTES of events (etcd has no
+ * byte bound; its responses are smaller). When it is full, `sendEvents` refuses and the
+ * watchable store makes the watcher a victim, which is
  * later replayed from history: a slow client costs bounded memory and never blocks writers or
  * other streams.
  */
@@ -30,7 +32,7 @@ import { keyFromBytes } from '../mvcc/key.js';
 import type { WatchableStore } from './watchable-store.js';
 import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
 
-/** Responses the send queue holds before watchers become victims (etcd `chanBufLen`). @default 128 */
+/** Responses the send queue holds, besides one per watcher, before watchers become victims (etcd `chanBufLen`). @default 128 */
 export const SEND_BUFFER_LIMIT = 128;
 /**
  * Bytes of events the send queue holds before watchers become victims: with the response
@@ -223,8 +225,16 @@ export class WatchStream implements WatcherSink {
     return true;
   }
 
+  /**
+   * Room for one more response: fewer than `limit` responses plus one per watcher of the
+   * stream are waiting, and fewer than SEND_BUFFER_BYTES of events. etcd's channel of 128
+   * responses is drained by its send goroutine while notify runs; here the queue drains only
+   * after notify returns, so one revision seen by N watchers of a stream needs N slots at once:
+   * without the per-watcher share, every watcher past the 128th would become a victim on every
+   * revision and be replayed from history.
+   */
   hasRoom(): boolean {
-    return this.queue.length - this.head < this.limit && this.queuedBytes < SEND_BUFFER_BYTES;
+    return this.queue.length - this.head < this.limit + this.watchers.size && this.queuedBytes < SEND_BUFFER_BYTES;
   }
 
   watcherSynced(_w: Watcher): void {
