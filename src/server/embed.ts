@@ -3,7 +3,7 @@
  * service, and the client and metrics listeners. Used by the CLI and by embedding apps.
  */
 import tls from 'node:tls';
-import { Server as GrpcServer } from '@grpc/grpc-js';
+import { Server as GrpcServer, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { startAutoCompactor } from './auto-compactor.js';
@@ -34,13 +34,26 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** A grpc-js server whose services count their calls in `metrics` (see ServerMetrics.instrument). */
+class InstrumentedGrpcServer extends GrpcServer {
+  private readonly metrics: ServerMetrics;
+
+  constructor(metrics: ServerMetrics, options: ServerOptions) {
+    super(options);
+    this.metrics = metrics;
+  }
+
+  override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
+    super.addService(service, this.metrics.instrument(service, implementation));
+  }
+}
+
 /** Starts a server; throws when the data dir is locked or a port cannot be bound. */
 export async function startEtcd(config: ServerConfig, log: Logger): Promise<RunningServer> {
   const etcd = await EtcdServer.open(config, log);
   const listeners: ClientListener[] = [];
   const serverMetrics = new ServerMetrics(etcd);
-  const grpc = new GrpcServer({
-    interceptors: [serverMetrics.grpcInterceptor],
+  const grpc = new InstrumentedGrpcServer(serverMetrics, {
     'grpc.max_receive_message_length': config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
     'grpc.max_send_message_length': 2 ** 31 - 1,
     'grpc.max_concurrent_streams': Math.min(config.maxConcurrentStreams, 2 ** 31 - 1),

@@ -10,7 +10,8 @@
  * backend's durability waits (a histogram observation per group commit, not per write), and
  * gRPC calls per method and status code (a Map lookup per call).
  */
-import { ServerInterceptingCall, status as GrpcStatus, type ServerInterceptor } from '@grpc/grpc-js';
+import { status as GrpcStatus, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
@@ -42,7 +43,12 @@ const GRPC_CODE_NAMES: Record<number, string> = {
   [GrpcStatus.UNAUTHENTICATED]: 'Unauthenticated',
 };
 
-/** Calls of one gRPC method, counted by the interceptor. */
+/** A grpc-js streaming call as `instrument` sees it: `pendingStatus` is grpc-js's own field. */
+interface StreamingCall extends EventEmitter {
+  readonly pendingStatus?: { code: number };
+}
+
+/** Calls of one gRPC method, counted by `ServerMetrics.instrument`. */
 interface MethodCalls {
   /** Labels shared by both grpc_server_* metrics. */
   readonly labels: { grpc_service: string; grpc_method: string; grpc_type: string };
@@ -64,7 +70,7 @@ function quotaBytes(config: ServerConfig): number {
 export class ServerMetrics {
   /** This server's registry; `/metrics` renders it. */
   readonly registry = new Registry();
-  /** gRPC calls by method path (`/etcdserverpb.KV/Range`); written only by the interceptor. */
+  /** gRPC calls by method path (`/etcdserverpb.KV/Range`); written only by the handlers `instrument` wraps. */
   private readonly calls = new Map<string, MethodCalls>();
   /** Puts and deletions published by the store since start; written by the publish listener. */
   private puts = 0;
@@ -169,30 +175,60 @@ export class ServerMetrics {
   }
 
   /**
-   * A grpc-js server interceptor counting every call by method when it starts and, by status
-   * code, when it ends (`grpc_server_started_total`, `grpc_server_handled_total`). Pass it in
-   * the Server's `interceptors` option.
+   * `impl` with every handler counting its calls by method when they start and, by status
+   * code, when they end (`grpc_server_started_total`, `grpc_server_handled_total`). Handlers
+   * are wrapped rather than intercepted: a grpc-js server interceptor puts one more
+   * call layer under every message of every call, which cost about a quarter of the unary
+   * throughput (measured with fixed answers: 12.9k against 9.3k puts/s). Calls that grpc-js
+   * refuses before a handler runs (unknown method, undecodable request) are not counted.
    */
-  readonly grpcInterceptor: ServerInterceptor = (method, call) => {
-    let c = this.calls.get(method.path);
+  instrument(service: ServiceDefinition, impl: UntypedServiceImplementation): UntypedServiceImplementation {
+    const out: UntypedServiceImplementation = {};
+    for (const [name, method] of Object.entries(service)) {
+      const handler = impl[name];
+      if (handler === undefined) continue;
+      const counted = this.methodCalls(method.path, method.requestStream, method.responseStream);
+      const handled = (code: number): void => {
+        counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
+      };
+      if (!method.responseStream) {
+        // Unary and client-streaming handlers answer through a callback.
+        const h = handler as (call: unknown, callback: sendUnaryData<unknown>) => void;
+        out[name] = (call: unknown, callback: sendUnaryData<unknown>) => {
+          counted.started++;
+          h(call, (err, value, trailer, flags) => {
+            handled(err ? (err.code ?? GrpcStatus.UNKNOWN) : GrpcStatus.OK);
+            callback(err, value, trailer, flags);
+          });
+        };
+      } else {
+        // Streaming calls send their status when the call's writable side finishes; grpc-js
+        // keeps it in the call's `pendingStatus` (OK unless the handler failed the call).
+        const h = handler as (call: StreamingCall) => void;
+        out[name] = (call: StreamingCall) => {
+          counted.started++;
+          call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK));
+          h(call);
+        };
+      }
+    }
+    return out;
+  }
+
+  /** The counters of the method at `path`, created on first use. */
+  private methodCalls(path: string, requestStream: boolean, responseStream: boolean): MethodCalls {
+    let c = this.calls.get(path);
     if (!c) {
-      const [service = '', name = ''] = method.path.slice(1).split('/');
+      const [service = '', name = ''] = path.slice(1).split('/');
       c = {
-        labels: { grpc_service: service, grpc_method: name, grpc_type: grpcType(method.requestStream, method.responseStream) },
+        labels: { grpc_service: service, grpc_method: name, grpc_type: grpcType(requestStream, responseStream) },
         started: 0,
         handled: new Map(),
       };
-      this.calls.set(method.path, c);
+      this.calls.set(path, c);
     }
-    const counted = c;
-    counted.started++;
-    return new ServerInterceptingCall(call, {
-      sendStatus: (status, next) => {
-        counted.handled.set(status.code, (counted.handled.get(status.code) ?? 0) + 1);
-        next(status);
-      },
-    });
-  };
+    return c;
+  }
 
   /** The exposition text of every metric (Prometheus text format 0.0.4). */
   render(): Promise<string> {

@@ -190,6 +190,13 @@ describe('maintenance and operations endpoints', () => {
     assert.equal(sample(m2, 'etcd_debugging_mvcc_current_revision'), Number((await get('x')).header!.revision));
     const handled = 'grpc_server_handled_total{grpc_service="etcdserverpb.KV",grpc_method="Put",grpc_type="unary",grpc_code="OK"}';
     assert.ok(sample(m2, handled)! > sample(m1, handled)!);
+    // Calls of the earlier tests: a refused unary call by its code, a finished server stream.
+    const maintenance = (method: string, type: string, code: string) =>
+      `grpc_server_handled_total{grpc_service="etcdserverpb.Maintenance",grpc_method="${method}",grpc_type="${type}",grpc_code="${code}"}`;
+    assert.equal(sample(m2, maintenance('MoveLeader', 'unary', 'FailedPrecondition')), 1);
+    assert.equal(sample(m2, maintenance('MoveLeader', 'unary', 'OK')), 1);
+    assert.equal(sample(m2, maintenance('Snapshot', 'server_stream', 'OK')), 1);
+    assert.equal(sample(m2, 'grpc_server_started_total{grpc_service="etcdserverpb.Maintenance",grpc_method="Snapshot",grpc_type="server_stream"}'), 1);
   });
 
   it('/health is 503 while an alarm is active (unless excluded), /version answers JSON', async () => {
