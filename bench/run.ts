@@ -3,13 +3,18 @@
 //
 // For every run in RUNS and for each server kind, a fresh server is started on free ports with
 // a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
-// fsync), etcdbench runs against it alone, and the server is stopped. The table prints each
+// fsync), etcdbench runs against it alone twice, and the server is stopped. The first run warms
+// the server up and is only printed; the table shows the second. Both servers get the same
+// treatment (memory rows excepted, see BenchRun.warmup): it is there for V8, whose code runs interpreted until it is hot, so a one-second
+// run on a cold process measures the compiler rather than the steady state a long-running
+// server lives in (with --no-warmup the first, cold run is the one measured). The table prints each
 // run's figures for both servers and the ratio etcd-ts/etcd. Quote ratios, not absolute
 // figures: the machine is shared and the load generator shares its cores with the server.
 //
-// usage: npm run bench -- [--only put,range] [--no-build] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
+// usage: npm run bench -- [--only put,range] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
 //   --only      run only the named rows of RUNS
 //   --no-build  skip `npm run build` (dist/ must be current)
+//   --no-warmup measure the first run against each fresh server
 //   --cpu-prof  run etcd-ts under `node --cpu-prof`, profiles written to DIR on its exit
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -38,6 +43,12 @@ interface BenchRun {
   /** etcdbench arguments besides -endpoint and -pid. */
   args: string[];
   metrics: Metric[];
+  /**
+   * Measure a second run after a warm-up run against the same server. @default true. Off for
+   * the memory rows: their figure is RSS growth, which a warm-up would hide by growing the
+   * heap first.
+   */
+  warmup?: boolean;
 }
 
 const OPS: Metric = { key: 'ops_per_s', label: 'ops/s', better: 'higher' };
@@ -62,7 +73,7 @@ const RUNS: BenchRun[] = [
   // 1,000 watchers replaying 1,000 historical revisions.
   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
   // 20,000 idle watchers: creation rate and server memory per watcher (-pid samples VmRSS).
-  { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, BYTES_PER_WATCHER] },
+  { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, BYTES_PER_WATCHER], warmup: false },
 ];
 
 /** What one etcdbench invocation produced against one server. */
@@ -143,15 +154,23 @@ async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
   return { endpoint: url, pid: child.pid ?? 0, stop };
 }
 
-/** Starts a fresh server of `kind`, runs etcdbench against it, stops it. */
-async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined): Promise<Result> {
+/** Starts a fresh server of `kind`, runs etcdbench against it (twice when `warmup`), stops it. */
+async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmup: boolean): Promise<Result> {
   const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
-    const out = run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
-    const { figures, line } = parseFigures(out.stdout);
-    if (out.code !== 0) return { figures, line, error: `etcdbench exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
-    return { figures, line };
+    const once = (): Result => {
+      const out = run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
+      const { figures, line } = parseFigures(out.stdout);
+      if (out.code !== 0) return { figures, line, error: `etcdbench exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
+      return { figures, line };
+    };
+    if (warmup) {
+      const first = once();
+      console.error(`  warm-up: ${first.error ?? first.line}`);
+      if (first.error) return first;
+    }
+    return once();
   } finally {
     await server.stop();
   }
@@ -186,6 +205,7 @@ async function main(): Promise<number> {
       only: { type: 'string' },
       kinds: { type: 'string', default: 'etcd,etcd-ts' },
       'no-build': { type: 'boolean', default: false },
+      'no-warmup': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
     },
   });
@@ -214,7 +234,7 @@ async function main(): Promise<number> {
     const results = new Map<ServerKind, Result>();
     for (const kind of kinds) {
       console.error(`${r.name} against ${kind}: etcdbench ${r.args.join(' ')}`);
-      const res = await benchOne(bin, kind, r, cpuProfDir);
+      const res = await benchOne(bin, kind, r, cpuProfDir, !values['no-warmup'] && r.warmup !== false);
       console.error(`  ${res.error ?? res.line}`);
       if (res.error) failed = true;
       results.set(kind, res);
