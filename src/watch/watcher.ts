@@ -170,7 +170,25 @@ export interface WatcherOptions {
   fragment?: boolean;
 }
 
-/** A watcher (etcd `mvcc.watcher`): one key or key range watched from a revision. */
+/** Bits of `Watcher.flags` (options, fixed at creation). */
+const NO_PUT = 1;
+const NO_DELETE = 2;
+const PREV_KV = 4;
+const PROGRESS_NOTIFY = 8;
+const FRAGMENT = 16;
+/** `Watcher.flags >> STATE_SHIFT` is the index of its state in STATES. */
+const STATE_SHIFT = 5;
+const OPTION_BITS = (1 << STATE_SHIFT) - 1;
+const STATES: readonly WatcherState[] = ['unsynced', 'synced', 'victim', 'canceled'];
+const STATE_INDEX: Readonly<Record<WatcherState, number>> = { unsynced: 0, synced: 1, victim: 2, canceled: 3 };
+
+/**
+ * A watcher (etcd `mvcc.watcher`): one key or key range watched from a revision.
+ *
+ * An idle server holds one of these per watch, so it is kept to six fields (72 bytes on 64-bit
+ * V8): the options and the state share one small integer, `flags`, read through accessors on
+ * the prototype; no field holds a closure or a collection.
+ */
 export class Watcher {
   /** Watch ID within its stream. */
   readonly id: number;
@@ -178,11 +196,6 @@ export class Watcher {
   readonly key: Key;
   /** End of the range (see WatcherOptions.end). */
   readonly end: Key | undefined;
-  readonly noPut: boolean;
-  readonly noDelete: boolean;
-  readonly prevKv: boolean;
-  readonly progressNotify: boolean;
-  readonly fragment: boolean;
   /** Where its events go. */
   readonly sink: WatcherSink;
   /**
@@ -190,24 +203,54 @@ export class Watcher {
    * Changed only by the watchable store (creation, notify, syncWatchers).
    */
   minRev = 0;
-  /** Its group; changed only by the watchable store. */
-  state: WatcherState = 'unsynced';
+  /** Option bits (NO_PUT … FRAGMENT) and the state index above STATE_SHIFT; see the accessors. */
+  private flags: number;
 
   constructor(opts: WatcherOptions, sink: WatcherSink) {
     this.id = opts.id;
     this.key = opts.key;
     this.end = opts.end;
-    this.noPut = opts.noPut ?? false;
-    this.noDelete = opts.noDelete ?? false;
-    this.prevKv = opts.prevKv ?? false;
-    this.progressNotify = opts.progressNotify ?? false;
-    this.fragment = opts.fragment ?? false;
     this.sink = sink;
+    this.flags =
+      (opts.noPut ? NO_PUT : 0) |
+      (opts.noDelete ? NO_DELETE : 0) |
+      (opts.prevKv ? PREV_KV : 0) |
+      (opts.progressNotify ? PROGRESS_NOTIFY : 0) |
+      (opts.fragment ? FRAGMENT : 0);
   }
 
-  /** True when the watcher watches more than one key. */
-  get isRange(): boolean {
-    return this.end !== undefined;
+  /** Drops PUT events (etcd filter NOPUT). */
+  get noPut(): boolean {
+    return (this.flags & NO_PUT) !== 0;
+  }
+
+  /** Drops DELETE events (etcd filter NODELETE). */
+  get noDelete(): boolean {
+    return (this.flags & NO_DELETE) !== 0;
+  }
+
+  /** Attaches the previous KeyValue to each event. */
+  get prevKv(): boolean {
+    return (this.flags & PREV_KV) !== 0;
+  }
+
+  /** Receives periodic progress notifications. */
+  get progressNotify(): boolean {
+    return (this.flags & PROGRESS_NOTIFY) !== 0;
+  }
+
+  /** Splits responses larger than the max request size into fragments. */
+  get fragment(): boolean {
+    return (this.flags & FRAGMENT) !== 0;
+  }
+
+  /** Its group ('unsynced' until the watchable store places it); changed only by the watchable store. */
+  get state(): WatcherState {
+    return STATES[this.flags >> STATE_SHIFT]!;
+  }
+
+  set state(s: WatcherState) {
+    this.flags = (this.flags & OPTION_BITS) | (STATE_INDEX[s] << STATE_SHIFT);
   }
 
   /** True when `key` is inside what this watcher watches. */
@@ -218,6 +261,6 @@ export class Watcher {
 
   /** True when the watcher's filters keep `ev` (etcd `FilterFunc`s). */
   accepts(ev: WatchEvent): boolean {
-    return ev.isDelete ? !this.noDelete : !this.noPut;
+    return (this.flags & (ev.isDelete ? NO_DELETE : NO_PUT)) === 0;
   }
 }
