@@ -1,5 +1,6 @@
 // `npm run bench`: etcd-ts against a real etcd 3.4, side by side, with one load generator
-// (../shared/bench: etcdbench, on etcd's own Go client).
+// (../shared/bench: etcdbench, on etcd's own Go client; where etcdbench cannot express a load,
+// a script of ours under bench/, on our own client, the same against both servers).
 //
 // For every run in RUNS and for each server kind, a fresh server is started on free ports with
 // a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
@@ -37,11 +38,16 @@ interface Metric {
   better: 'higher' | 'lower';
 }
 
-/** One row group of the table: an etcdbench invocation and the figures to compare. */
+/** One row group of the table: an etcdbench invocation (or a script) and the figures to compare. */
 interface BenchRun {
   name: string;
-  /** etcdbench arguments besides -endpoint and -pid. */
+  /** etcdbench arguments besides -endpoint and -pid (the script's besides --endpoint and --pid). */
   args: string[];
+  /**
+   * A load generator of ours under bench/, run with `node --import tsx` instead of etcdbench, for
+   * what etcdbench cannot express; it prints one `name=value` line like etcdbench.
+   */
+  script?: string;
   metrics: Metric[];
   /**
    * Measure a second run after a warm-up run against the same server. @default true. Off for
@@ -59,6 +65,8 @@ const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
 const CREATES: Metric = { key: 'creates_per_s', label: 'creates/s', better: 'higher' };
 const BYTES_PER_WATCHER: Metric = { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' };
 const RSS_WATCHING: Metric = { key: 'rss_mb_watching', label: 'RSS MB watching', better: 'lower' };
+const BYTES_PER_STREAM: Metric = { key: 'bytes_per_stream', label: 'B/stream', better: 'lower' };
+const BYTES_PER_STREAM_CONN: Metric = { key: 'bytes_per_watcher', label: 'B/stream+own conn', better: 'lower' };
 
 /** The runs, in order (the watch rows are the reference runs of ../shared/bench/README.md). */
 const RUNS: BenchRun[] = [
@@ -74,6 +82,13 @@ const RUNS: BenchRun[] = [
   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
   // 20,000 idle watchers: creation rate and server memory per watcher (-pid samples VmRSS).
   { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, BYTES_PER_WATCHER], warmup: false },
+  // 1,000 watch streams with one idle watcher each, all on one connection (our client's watch
+  // groups): server memory per stream.
+  { name: 'streams-1k', script: 'bench/watch-streams.ts', args: ['--streams', '1000'], metrics: [BYTES_PER_STREAM], warmup: false },
+  // 1,000 watchers on 1,000 connections: etcdbench puts the watchers of a connection on one
+  // stream, so this is one stream per connection. The connections are dialed before the
+  // baseline, so the figure is a stream plus what its connection allocates lazily.
+  { name: 'streams-1k-conns', args: ['-mode', 'create', '-watchers', '1000', '-conc', '1000', '-clients', '1000'], metrics: [BYTES_PER_STREAM_CONN], warmup: false },
 ];
 
 /** What one etcdbench invocation produced against one server. */
@@ -154,15 +169,17 @@ async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
   return { endpoint: url, pid: child.pid ?? 0, stop };
 }
 
-/** Starts a fresh server of `kind`, runs etcdbench against it (twice when `warmup`), stops it. */
+/** Starts a fresh server of `kind`, runs etcdbench (or the run's script) against it (twice when `warmup`), stops it. */
 async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmup: boolean): Promise<Result> {
   const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
     const once = (): Result => {
-      const out = run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
+      const out = r.script
+        ? run(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, r.script), '--endpoint', endpoint, '--pid', String(server.pid), ...r.args], { timeoutMs: 600_000 })
+        : run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
       const { figures, line } = parseFigures(out.stdout);
-      if (out.code !== 0) return { figures, line, error: `etcdbench exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
+      if (out.code !== 0) return { figures, line, error: `${r.script ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
       return { figures, line };
     };
     if (warmup) {
@@ -233,7 +250,7 @@ async function main(): Promise<number> {
   for (const r of runs) {
     const results = new Map<ServerKind, Result>();
     for (const kind of kinds) {
-      console.error(`${r.name} against ${kind}: etcdbench ${r.args.join(' ')}`);
+      console.error(`${r.name} against ${kind}: ${r.script ?? 'etcdbench'} ${r.args.join(' ')}`);
       const res = await benchOne(bin, kind, r, cpuProfDir, !values['no-warmup'] && r.warmup !== false);
       console.error(`  ${res.error ?? res.line}`);
       if (res.error) failed = true;
