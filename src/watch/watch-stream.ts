@@ -27,7 +27,7 @@
  * later replayed from history: a slow client costs bounded memory and never blocks writers or
  * other streams.
  */
-import { ResponseHeader, WatchCreateRequest_FilterType, WatchResponse, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
+import { ResponseHeader, WatchCreateRequest_FilterType, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
 import type { WatchableStore } from './watchable-store.js';
 import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
@@ -44,7 +44,7 @@ export const MERGE_LIMIT_BYTES = 64 * 1024;
 /** The watch ID meaning "choose one" (etcd `clientv3.AutoWatchID`). */
 const AUTO_WATCH_ID = 0n;
 /** The watch ID of a failed create and of a stream-wide progress response (etcd `InvalidWatchID`). */
-const INVALID_WATCH_ID = -1n;
+const INVALID_WATCH_ID = -1;
 
 /** etcd `mvcc.ErrEmptyWatcherRange`. */
 export const ERR_EMPTY_WATCHER_RANGE = 'mvcc: watcher range is empty';
@@ -72,20 +72,60 @@ export interface WatchStreamOptions {
   sendBufferLimit?: number;
 }
 
-/** `tag varint(n)`: a varint field's entry (wire type 0), or a length prefix (wire type 2). */
-function varintField(field: number, wireType: number, n: number): Buffer {
-  const out = [(field << 3) | wireType];
+/**
+ * Appends the protobuf varint of `n` (an integer of at most 53 bits) to `out`: a length, or the
+ * value of an int64 field (ten bytes of two's complement when negative).
+ */
+function pushVarint(out: number[], n: number): void {
+  if (n < 0) {
+    let v = BigInt.asUintN(64, BigInt(n));
+    for (; v >= 0x80n; v >>= 7n) out.push(Number(v & 0x7fn) | 0x80);
+    out.push(Number(v));
+    return;
+  }
   while (n >= 0x80) {
     out.push((n % 0x80) | 0x80);
     n = Math.floor(n / 0x80);
   }
   out.push(n);
-  return Buffer.from(out);
 }
 
-/** A WatchResponse with `fields` set and every other field at its default. */
-function watchResponse(fields: Partial<WatchResponse>): WatchResponse {
-  return { header: undefined, watchId: 0n, created: false, canceled: false, compactRevision: 0n, cancelReason: '', fragment: false, events: [], ...fields };
+/** Bits of the boolean fields of a WatchResponse, for marshalResponse. */
+const CREATED = 1;
+const CANCELED = 2;
+const FRAGMENT = 4;
+
+/**
+ * Marshals a WatchResponse up to its events by hand, as ts-proto would (fields in order, zero
+ * values left out): `headerField` (the marshalled `header` field), then watch_id, created,
+ * canceled (`bits`), compact_revision, cancel_reason, fragment. An events response appends its
+ * events' entries; a control response is complete as returned. Building the message object and
+ * its bigints through ts-proto cost more than the rest of a create request.
+ */
+function marshalResponse(headerField: Buffer, watchId: number, bits: number, compactRev = 0, reason = ''): Buffer {
+  const tail: number[] = [];
+  if (watchId !== 0) {
+    tail.push(2 << 3);
+    pushVarint(tail, watchId);
+  }
+  if (bits & CREATED) tail.push(3 << 3, 1);
+  if (bits & CANCELED) tail.push(4 << 3, 1);
+  if (compactRev !== 0) {
+    tail.push(5 << 3);
+    pushVarint(tail, compactRev);
+  }
+  if (reason !== '') {
+    const r = Buffer.from(reason);
+    tail.push((6 << 3) | 2);
+    pushVarint(tail, r.length);
+    for (const b of r) tail.push(b);
+  }
+  if (bits & FRAGMENT) tail.push(7 << 3, 1);
+  if (tail.length === 0) return headerField;
+  const out = Buffer.allocUnsafe(headerField.length + tail.length);
+  headerField.copy(out, 0);
+  out.set(tail, headerField.length);
+  return out;
 }
 
 /** A queued events response of one watcher. */
@@ -124,9 +164,16 @@ export class WatchStream implements WatcherSink {
   private pumpScheduled = false;
   /** A progress request waits for every watcher to be synced. */
   private deferredProgress = false;
-  /** Progress-notify watchers that received events since the last tick (their tick is skipped). */
-  private readonly sentSinceTick = new Set<Watcher>();
-  /** Timer of periodic progress notifications. */
+  /**
+   * Progress-notify watchers that received events since the last tick (their tick is skipped);
+   * created with the progress timer.
+   */
+  private sentSinceTick: Set<Watcher> | undefined;
+  /**
+   * Timer of periodic progress notifications, started by the stream's first progress_notify
+   * watcher (etcd starts its ticker with the stream: the period is the same, the phase differs),
+   * so that the many streams without one hold no timer.
+   */
   private progressTimer: NodeJS.Timeout | undefined;
   /** Set by close(). */
   private closed = false;
@@ -137,9 +184,6 @@ export class WatchStream implements WatcherSink {
     this.opts = opts;
     this.limit = opts.sendBufferLimit ?? SEND_BUFFER_LIMIT;
     store.streamOpened();
-    if (opts.progressIntervalMs > 0) {
-      this.progressTimer = setInterval(() => this.progressTick(), opts.progressIntervalMs).unref();
-    }
   }
 
   /** Number of watchers on this stream (compaction-canceled ones included). */
@@ -179,7 +223,7 @@ export class WatchStream implements WatcherSink {
     this.head = 0;
     this.queuedBytes = 0;
     this.open.clear();
-    this.sentSinceTick.clear();
+    this.sentSinceTick = undefined;
     if (this.progressTimer) clearInterval(this.progressTimer);
     this.progressTimer = undefined;
   }
@@ -205,7 +249,7 @@ export class WatchStream implements WatcherSink {
       this.queuedBytes += chunk.length;
     }
     item.headerRev = Math.max(item.headerRev, headerRev);
-    if (w.progressNotify) this.sentSinceTick.add(w);
+    if (w.progressNotify) this.sentSinceTick?.add(w);
     return true;
   }
 
@@ -213,7 +257,7 @@ export class WatchStream implements WatcherSink {
     if (this.closed) return true;
     if (!this.hasRoom()) return false;
     // etcd answers with the header of the (empty) revision 0 and no cancel reason.
-    this.enqueueControl({ header: this.opts.header(0), watchId: BigInt(w.id), canceled: true, compactRevision: BigInt(compactRev) });
+    this.enqueueControl(0, w.id, CANCELED, compactRev);
     this.checkDeferredProgress();
     return true;
   }
@@ -221,7 +265,7 @@ export class WatchStream implements WatcherSink {
   sendProgress(w: Watcher, rev: number): boolean {
     if (this.closed) return true;
     if (!this.hasRoom()) return false;
-    this.enqueueControl({ header: this.opts.header(rev), watchId: BigInt(w.id) });
+    this.enqueueControl(rev, w.id, 0);
     return true;
   }
 
@@ -251,16 +295,14 @@ export class WatchStream implements WatcherSink {
     else if (c.rangeEnd.length === 1 && c.rangeEnd[0] === 0) end = '';
     else end = keyFromBytes(c.rangeEnd);
     const wsrev = this.store.rev;
-    const fail = (reason: string) =>
-      this.enqueueControl({ header: this.opts.header(wsrev), watchId: INVALID_WATCH_ID, created: true, canceled: true, cancelReason: reason });
-    if (end !== undefined && end !== '' && key >= end) return fail(ERR_EMPTY_WATCHER_RANGE);
+    if (end !== undefined && end !== '' && key >= end) return this.refuse(wsrev, ERR_EMPTY_WATCHER_RANGE);
     let id: number;
     if (c.watchId === AUTO_WATCH_ID) {
       while (this.watchers.has(this.nextId)) this.nextId++;
       id = this.nextId++;
     } else {
       id = Number(c.watchId);
-      if (this.watchers.has(id)) return fail(ERR_WATCHER_DUPLICATE_ID);
+      if (this.watchers.has(id)) return this.refuse(wsrev, ERR_WATCHER_DUPLICATE_ID);
     }
     const startRev = c.startRevision === 0n ? wsrev + 1 : Number(c.startRevision);
     const w = this.store.watch(
@@ -278,8 +320,17 @@ export class WatchStream implements WatcherSink {
       this,
     );
     this.watchers.set(id, w);
+    if (w.progressNotify && this.progressTimer === undefined && this.opts.progressIntervalMs > 0) {
+      this.sentSinceTick = new Set();
+      this.progressTimer = setInterval(() => this.progressTick(), this.opts.progressIntervalMs).unref();
+    }
     // Queued before the store can hand the watcher anything (everything here is synchronous).
-    this.enqueueControl({ header: this.opts.header(wsrev), watchId: BigInt(id), created: true });
+    this.enqueueControl(wsrev, id, CREATED);
+  }
+
+  /** Answers a create request that made no watcher: created and canceled at once, with etcd's reason. */
+  private refuse(wsrev: number, reason: string): void {
+    this.enqueueControl(wsrev, INVALID_WATCH_ID, CREATED | CANCELED, 0, reason);
   }
 
   /** etcd `watchStream.Cancel`: an unknown ID is ignored, as etcd does. */
@@ -289,8 +340,8 @@ export class WatchStream implements WatcherSink {
     this.store.cancel(w);
     this.watchers.delete(id);
     this.open.delete(w);
-    this.sentSinceTick.delete(w);
-    this.enqueueControl({ header: this.opts.header(this.store.rev), watchId: BigInt(id), canceled: true });
+    this.sentSinceTick?.delete(w);
+    this.enqueueControl(this.store.rev, id, CANCELED);
     this.checkDeferredProgress();
   }
 
@@ -317,23 +368,24 @@ export class WatchStream implements WatcherSink {
       }
     }
     this.deferredProgress = false;
-    this.enqueueControl({ header: this.opts.header(this.store.rev), watchId: INVALID_WATCH_ID });
+    this.enqueueControl(this.store.rev, INVALID_WATCH_ID, 0);
   }
 
   /** Periodic progress (etcd `sendLoop`'s progressTicker): skipped for watchers that just got events. */
   private progressTick(): void {
     for (const w of this.watchers.values()) {
       if (!w.progressNotify) continue;
-      if (!this.sentSinceTick.has(w)) this.store.progress(w);
-      this.sentSinceTick.delete(w);
+      if (!this.sentSinceTick?.has(w)) this.store.progress(w);
+      this.sentSinceTick?.delete(w);
     }
   }
 
   // ---- the send queue (etcd `sendLoop`) ----
 
-  private enqueueControl(fields: Partial<WatchResponse>): void {
+  /** Queues a response without events (see marshalResponse for the fields) with the header at `rev`. */
+  private enqueueControl(rev: number, watchId: number, bits: number, compactRev = 0, reason = ''): void {
     this.open.clear(); // nothing queued later may overtake this response
-    const bytes = Buffer.from(WatchResponse.encode(watchResponse(fields)).finish());
+    const bytes = marshalResponse(this.headerField(rev), watchId, bits, compactRev, reason);
     this.queuedBytes += bytes.length;
     this.enqueue(bytes);
   }
@@ -377,24 +429,28 @@ export class WatchStream implements WatcherSink {
     }
   }
 
-  /** Revision and bytes of the last marshalled header (`header` field entry included). */
+  /** Revision and bytes of the last marshalled `header` field; changed by headerField. */
   private headerRev = -1;
-  private headerEntry: Buffer = Buffer.alloc(0);
+  private headerBytes: Buffer = Buffer.alloc(0);
 
   /**
-   * The fields of an events response before its events: `header` (marshalled once per
-   * revision, shared by the watchers of the stream), `watch_id`, and `fragment` when set.
+   * The marshalled `header` field at revision `rev`: made once per revision and shared by the
+   * responses of the stream (the last one is kept).
    */
-  private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
+  private headerField(rev: number): Buffer {
     if (rev !== this.headerRev) {
-      const h = Buffer.from(ResponseHeader.encode(this.opts.header(rev)).finish());
-      this.headerEntry = Buffer.concat([varintField(1, 2, h.length), h]);
+      const h = ResponseHeader.encode(this.opts.header(rev)).finish();
+      const prefix = [(1 << 3) | 2];
+      pushVarint(prefix, h.length);
+      this.headerBytes = Buffer.concat([Buffer.from(prefix), h]);
       this.headerRev = rev;
     }
-    const parts = [this.headerEntry];
-    if (watchId !== 0) parts.push(varintField(2, 0, watchId));
-    if (fragment) parts.push(varintField(7, 0, 1));
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return this.headerBytes;
+  }
+
+  /** The fields of an events response before its events (see marshalResponse). */
+  private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
+    return marshalResponse(this.headerField(rev), watchId, fragment ? FRAGMENT : 0);
   }
 
   /** Marshals an events response, split into fragments when the watcher asked (etcd `sendFragments`). */

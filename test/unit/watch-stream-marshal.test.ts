@@ -1,0 +1,53 @@
+// WatchStream marshals its responses by hand (no ts-proto message per response): every one of
+// them must decode to the intended fields and be byte-for-byte what ts-proto would encode.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Backend } from '../../src/mvcc/backend.js';
+import { KVStore } from '../../src/mvcc/kv-store.js';
+import { WatchResponse, type ResponseHeader, type WatchCreateRequest } from '../../src/proto/gen/rpc.gen.js';
+import { ERR_EMPTY_WATCHER_RANGE, ERR_WATCHER_DUPLICATE_ID, WatchStream } from '../../src/watch/watch-stream.js';
+import { WatchableStore } from '../../src/watch/watchable-store.js';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const header = (rev: number): ResponseHeader => ({ clusterId: 0xcdef0123456789abn, memberId: 0x8e9e05c52164694dn, revision: BigInt(rev), raftTerm: 2n });
+
+function create(watchId: bigint, key = 'a', rangeEnd = ''): { createRequest: WatchCreateRequest } {
+  return { createRequest: { key: Buffer.from(key), rangeEnd: Buffer.from(rangeEnd), startRevision: 0n, progressNotify: false, filters: [], prevKv: false, watchId, fragment: false } };
+}
+
+describe('WatchStream response marshalling', () => {
+  it('marshals created, refused, canceled and progress responses as ts-proto does', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'watch-marshal-'));
+    dirs.push(d);
+    const ws = new WatchableStore(new KVStore(Backend.open(d)));
+    const out: Buffer[] = [];
+    const stream = new WatchStream(ws, { write: (bytes) => (out.push(bytes), true) }, { header, maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
+    for (const req of [create(0n), create(0n), create(5n), create(5n), create(-3n), create(300n), create(0n, 'b', 'a'), create(1n << 40n)]) stream.handle(req);
+    stream.handle({ progressRequest: {} });
+    stream.handle({ cancelRequest: { watchId: 300n } });
+    await new Promise((done) => setImmediate(done));
+    stream.close();
+
+    for (const bytes of out) assert.deepEqual(Buffer.from(WatchResponse.encode(WatchResponse.decode(bytes)).finish()), bytes);
+    const got = out.map((b) => WatchResponse.decode(b)).map((r) => [r.header?.revision, r.watchId, r.created, r.canceled, r.cancelReason]);
+    assert.deepEqual(got, [
+      [1n, 0n, true, false, ''],
+      [1n, 1n, true, false, ''],
+      [1n, 5n, true, false, ''],
+      [1n, -1n, true, true, ERR_WATCHER_DUPLICATE_ID],
+      [1n, -3n, true, false, ''],
+      [1n, 300n, true, false, ''],
+      [1n, -1n, true, true, ERR_EMPTY_WATCHER_RANGE],
+      [1n, 1n << 40n, true, false, ''],
+      [1n, -1n, false, false, ''],
+      [1n, 300n, false, true, ''],
+    ]);
+  });
+});
