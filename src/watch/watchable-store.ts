@@ -305,6 +305,7 @@ export class WatchableStore {
         continue;
       }
       if (w.minRev > curRev) {
+        this.unsynced.delete(w);
         this.toSynced(w);
         continue;
       }
