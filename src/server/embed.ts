@@ -30,6 +30,12 @@ export interface RunningServer {
   readonly clientUrls: string[];
   /** Metrics URLs with the ports actually bound. */
   readonly metricsUrls: string[];
+  /**
+   * gRPC connections accepted so far on every listener, by path: `native` (the session reads the
+   * socket's native handle) or `fixed` (a JS duplex rewriting invalid `:authority` values, and
+   * every TLS connection). See src/server/h2-preamble.ts.
+   */
+  grpcConnections(): { native: number; fixed: number };
   /** Stops listening, closes client connections, waits for durable state, frees the data dir. */
   close(): Promise<void>;
 }
@@ -83,6 +89,10 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       etcd,
       clientUrls,
       metricsUrls: metrics.map((l) => l.boundUrl),
+      grpcConnections: () => ({
+        native: listeners.reduce((n, l) => n + l.connections.native, 0),
+        fixed: listeners.reduce((n, l) => n + l.connections.fixed, 0),
+      }),
       close: async () => {
         compactor?.stop();
         await Promise.all(listeners.map((l) => l.close()));

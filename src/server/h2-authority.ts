@@ -33,6 +33,11 @@ const HPACK_TABLE_SIZE = 4096;
 /** Characters RFC 3986 allows in an authority (what nghttp2 checks). */
 const AUTHORITY_RE = /^[A-Za-z0-9\-._~%!$&'()*+,;=:@[\]]*$/;
 
+/** True when nghttp2 accepts `value` as an `:authority` (only RFC 3986 authority characters). */
+export function isValidAuthority(value: string): boolean {
+  return AUTHORITY_RE.test(value);
+}
+
 interface HpackHeader {
   name: string;
   value: string;
@@ -124,7 +129,7 @@ export class AuthorityFixer {
     const headers = this.decode(original);
     let changed = false;
     for (const h of headers) {
-      if (h.name === ':authority' && !AUTHORITY_RE.test(h.value)) {
+      if (h.name === ':authority' && !isValidAuthority(h.value)) {
         h.value = 'localhost';
         changed = true;
       }

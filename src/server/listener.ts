@@ -3,6 +3,10 @@
  * and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
  * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
  * /metrics, /version). Over TLS the choice is made by ALPN (h2 → gRPC).
+ *
+ * A plaintext gRPC connection then runs on the socket's native handle when its first request's
+ * `:authority` is valid, and through the JS duplex with the authority fixer otherwise (see
+ * h2-preamble.ts). TLS connections always take the JS duplex.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -10,6 +14,7 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
 import { AuthorityFixer } from './h2-authority.js';
+import { EMPTY_SETTINGS, H2Preamble } from './h2-preamble.js';
 
 /** The first bytes of every HTTP/2 connection ("PRI * HTTP/2.0\r\n…"). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -22,7 +27,12 @@ export interface ClientListener {
   readonly boundUrl: string;
   /** Stops accepting connections and closes existing ones. */
   close(): Promise<void>;
+  /** gRPC connections accepted so far, by path: the native handle, or the JS duplex with the authority fixer. */
+  readonly connections: { native: number; fixed: number };
 }
+
+/** A client that sends neither its first request nor the ACK of our SETTINGS in this long is dropped. */
+const PREAMBLE_TIMEOUT_MS = 30_000;
 
 /** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 function listenHost(hostname: string): string {
@@ -44,11 +54,46 @@ export async function listenClientUrl(
   const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
   const sockets = new Set<net.Socket>();
+  const connections = { native: 0, fixed: 0 };
 
   const route = (socket: net.Socket, isH2: boolean): void => {
-    if (isH2) injector.injectConnection(h2Duplex(socket));
-    else if (httpServer) httpServer.emit('connection', socket);
+    if (isH2) {
+      connections.fixed++;
+      injector.injectConnection(new H2SocketDuplex(socket));
+    } else if (httpServer) httpServer.emit('connection', socket);
     else socket.destroy();
+  };
+
+  /** A plaintext gRPC connection: read its first request, then hand it to the session natively if it can be. */
+  const routePlainH2 = (socket: net.Socket): void => {
+    const preamble = new H2Preamble((b) => socket.write(b));
+    const timer = setTimeout(() => socket.destroy(), PREAMBLE_TIMEOUT_MS).unref();
+    const onData = (chunk: Buffer): void => {
+      let verdict;
+      try {
+        verdict = preamble.feed(chunk);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      if (!verdict) return;
+      socket.off('data', onData);
+      socket.pause();
+      clearTimeout(timer);
+      if (verdict.path === 'native') {
+        // Node's session reads bytes already buffered in the socket before its native reads.
+        connections.native++;
+        socket.unshift(verdict.replay);
+        injector.injectConnection(socket);
+      } else {
+        connections.fixed++;
+        injector.injectConnection(new H2SocketDuplex(socket, verdict.replay));
+      }
+    };
+    socket.once('close', () => clearTimeout(timer));
+    socket.on('data', onData);
+    socket.write(EMPTY_SETTINGS);
+    socket.resume();
   };
 
   const track = (socket: net.Socket): void => {
@@ -67,7 +112,7 @@ export async function listenClientUrl(
   } else if (u.protocol === 'http:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
-      sniff(socket, (isH2) => route(socket, isH2));
+      sniff(socket, (isH2) => (isH2 ? routePlainH2(socket) : route(socket, false)));
     });
   } else {
     throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
@@ -88,6 +133,7 @@ export async function listenClientUrl(
   return {
     url,
     boundUrl: bound.origin,
+    connections,
     close: async () => {
       injector.destroy();
       httpServer?.close();
@@ -100,27 +146,24 @@ export async function listenClientUrl(
 }
 
 /**
- * The duplex the HTTP/2 session runs on: writes go to the socket; reads come from the socket
- * through the AuthorityFixer (see h2-authority.ts). Reading through JS rather than the native
- * handle also delivers any bytes the sniffer already read and put back.
+ * The duplex an HTTP/2 session runs on when the client's `:authority` needs fixing (or over
+ * TLS): writes go to the socket; reads come from the socket through the AuthorityFixer (see
+ * h2-authority.ts), starting with `replay`, the bytes already read from it. No piping; batches
+ * of writes go out corked.
  */
-function h2Duplex(socket: net.Socket): Duplex {
-  return new H2SocketDuplex(socket);
-}
-
-/** A thin duplex over a socket: no piping, batches of writes go out corked. */
 class H2SocketDuplex extends Duplex {
   /** The client connection. */
   private readonly socket: net.Socket;
   /** The frame rewriter for bytes from the client. */
   private readonly fixer = new AuthorityFixer();
 
-  constructor(socket: net.Socket) {
+  constructor(socket: net.Socket, replay?: Buffer) {
     super({ allowHalfOpen: false });
     this.socket = socket;
     const out = (b: Buffer): void => {
       if (!this.push(b)) socket.pause();
     };
+    if (replay) this.fixer.feed(replay, out);
     socket.on('data', (chunk: Buffer) => {
       try {
         this.fixer.feed(chunk, out);
