@@ -2,25 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import hpack from 'hpack.js';
 import { AuthorityFixer } from '../../src/server/h2-authority.js';
-
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-
-/** A frame: 24-bit length, type, flags, stream id. */
-function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId, 5);
-  return Buffer.concat([h, payload]);
-}
+import { PREFACE, frame, literalBlock } from '../helpers/h2-frames.js';
 
 /** A header block of "literal with incremental indexing, new name" entries (adds to the table). */
-function indexedLiterals(headers: [string, string][]): Buffer {
-  const parts: Buffer[] = [];
-  for (const [n, v] of headers) parts.push(Buffer.from([0x40, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v));
-  return Buffer.concat(parts);
-}
+const indexedLiterals = (headers: [string, string][]): Buffer => literalBlock(headers, true);
 
 /** Splits the fixer's output into frames and decodes every header block in order. */
 function decodeOutput(out: Buffer): { types: number[]; blocks: Record<string, string>[] } {

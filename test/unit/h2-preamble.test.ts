@@ -4,24 +4,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EMPTY_SETTINGS, H2Preamble, PreambleError, type PreambleVerdict } from '../../src/server/h2-preamble.js';
+import { PREFACE, frame, literalBlock } from '../helpers/h2-frames.js';
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId, 5);
-  return Buffer.concat([h, payload]);
-}
-
-/** A header block of literal fields without indexing (new names), no Huffman. */
-function block(headers: [string, string][]): Buffer {
-  const parts: Buffer[] = [];
-  for (const [n, v] of headers) parts.push(Buffer.from([0x00, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v));
-  return Buffer.concat(parts);
-}
+const block = (headers: [string, string][]): Buffer => literalBlock(headers, false);
 
 const CLIENT_SETTINGS = frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0x40, 0])); // INITIAL_WINDOW_SIZE
 const SETTINGS_ACK = frame(4, 1, 0);
