@@ -54,10 +54,13 @@ export const ERR_WATCHER_DUPLICATE_ID = 'mvcc: duplicate watch ID provided on th
 /** Where encoded WatchResponse bytes go (a gRPC server stream). */
 export interface WatchStreamTransport {
   /**
-   * Writes one marshalled WatchResponse. Returns false when the transport's buffer is full:
-   * the stream then waits for `WatchStream.drained()` before writing more.
+   * Writes one marshalled WatchResponse, given as `parts` to be sent one after the other
+   * (`length` bytes in all), so that the transport copies them once, into its own framing.
+   * The parts may be shared with other responses and must not be changed. Returns false when
+   * the transport's buffer is full: the stream then waits for `WatchStream.drained()` before
+   * writing more.
    */
-  write(bytes: Buffer): boolean;
+  write(parts: readonly Buffer[], length: number): boolean;
 }
 
 /** Options of a watch stream. */
@@ -137,6 +140,12 @@ interface EventsItem {
   bytes: number;
   /** Header revision: the newest of the joined responses'. */
   headerRev: number;
+}
+
+/** A marshalled response as parts to send one after the other (see WatchStreamTransport.write). */
+interface ResponseParts {
+  readonly parts: Buffer[];
+  readonly length: number;
 }
 
 /** A queued response: pre-encoded control bytes or events. */
@@ -423,12 +432,12 @@ export class WatchStream implements WatcherSink {
       this.queue[this.head++] = undefined;
       if (Buffer.isBuffer(item)) {
         this.queuedBytes -= item.length;
-        if (!this.transport.write(item)) this.writable = false;
+        if (!this.transport.write([item], item.length)) this.writable = false;
         continue;
       }
       if (this.open.get(item.w) === item) this.open.delete(item.w);
       this.queuedBytes -= item.bytes;
-      for (const bytes of this.encodeEvents(item)) if (!this.transport.write(bytes)) this.writable = false;
+      for (const response of this.encodeEvents(item)) if (!this.transport.write(response.parts, response.length)) this.writable = false;
       this.store.reportEventsSent(item.chunks.length);
     }
     if (this.head === this.queue.length) {
@@ -465,26 +474,28 @@ export class WatchStream implements WatcherSink {
   }
 
   /** Marshals an events response, split into fragments when the watcher asked (etcd `sendFragments`). */
-  private encodeEvents(item: EventsItem): Buffer[] {
+  private encodeEvents(item: EventsItem): ResponseParts[] {
     const prefix = this.eventsPrefix(item.headerRev, item.w.id, false);
     const max = this.opts.maxRequestBytes;
     if (!item.w.fragment || prefix.length + item.bytes < max || item.chunks.length < 2) {
-      return [Buffer.concat([prefix, ...item.chunks], prefix.length + item.bytes)];
+      return [{ parts: [prefix, ...item.chunks], length: prefix.length + item.bytes }];
     }
     const fragPrefix = this.eventsPrefix(item.headerRev, item.w.id, true);
-    const out: Buffer[] = [];
-    let cur: Buffer[] = [];
+    const out: ResponseParts[] = [];
+    let cur: Buffer[] = [fragPrefix];
     let size = fragPrefix.length;
     for (const chunk of item.chunks) {
-      if (cur.length > 0 && size + chunk.length >= max) {
-        out.push(Buffer.concat([fragPrefix, ...cur]));
-        cur = [];
+      if (cur.length > 1 && size + chunk.length >= max) {
+        out.push({ parts: cur, length: size });
+        cur = [fragPrefix];
         size = fragPrefix.length;
       }
       cur.push(chunk);
       size += chunk.length;
     }
-    out.push(Buffer.concat([prefix, ...cur]));
+    // The last part of a split response carries no fragment flag.
+    cur[0] = prefix;
+    out.push({ parts: cur, length: size - fragPrefix.length + prefix.length });
     return out;
   }
 }
