@@ -17,18 +17,20 @@
  */
 import hpack from 'hpack.js';
 
-const PREFACE_LEN = 24;
-const FRAME_HEADER_LEN = 9;
-const TYPE_HEADERS = 0x1;
-const TYPE_CONTINUATION = 0x9;
+/** Length of the client connection preface. */
+export const PREFACE_LEN = 24;
+/** Length of a frame header (24-bit length, type, flags, stream id). */
+export const FRAME_HEADER_LEN = 9;
+export const TYPE_HEADERS = 0x1;
+export const TYPE_CONTINUATION = 0x9;
 const FLAG_END_STREAM = 0x1;
-const FLAG_END_HEADERS = 0x4;
+export const FLAG_END_HEADERS = 0x4;
 const FLAG_PADDED = 0x8;
 const FLAG_PRIORITY = 0x20;
 /** The largest frame payload the server accepts until it says otherwise (SETTINGS_MAX_FRAME_SIZE default). */
 const MAX_FRAME_PAYLOAD = 16384;
 /** The default HPACK table size of both sides (SETTINGS_HEADER_TABLE_SIZE default). */
-const HPACK_TABLE_SIZE = 4096;
+export const HPACK_TABLE_SIZE = 4096;
 
 /** Characters RFC 3986 allows in an authority (what nghttp2 checks). */
 const AUTHORITY_RE = /^[A-Za-z0-9\-._~%!$&'()*+,;=:@[\]]*$/;
@@ -38,9 +40,34 @@ export function isValidAuthority(value: string): boolean {
   return AUTHORITY_RE.test(value);
 }
 
-interface HpackHeader {
+/** One decoded header field. */
+export interface HpackHeader {
   name: string;
   value: string;
+}
+
+/** The header block fragment of a HEADERS frame: its payload without padding and priority fields. */
+export function headersFragment(frame: Buffer): Buffer {
+  const flags = frame[4]!;
+  let payload = frame.subarray(FRAME_HEADER_LEN);
+  let pad = 0;
+  if (flags & FLAG_PADDED) {
+    pad = payload[0] ?? 0;
+    payload = payload.subarray(1);
+  }
+  if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
+  return payload.subarray(0, Math.max(0, payload.length - pad));
+}
+
+/** Decodes a whole header block with `decoder` (an hpack.js decompressor, whose table it updates). Throws on a malformed block. */
+export function decodeBlock(decoder: ReturnType<typeof hpack.decompressor.create>, block: Buffer): HpackHeader[] {
+  decoder.write(block);
+  decoder.execute();
+  const out: HpackHeader[] = [];
+  for (let h = decoder.read() as HpackHeader | null; h !== null; h = decoder.read() as HpackHeader | null) {
+    out.push({ name: h.name, value: h.value });
+  }
+  return out;
 }
 
 /** A header block being collected across HEADERS and CONTINUATION frames. */
@@ -107,13 +134,7 @@ export class AuthorityFixer {
     const streamId = frame.readUInt32BE(5) & 0x7fffffff;
     let payload = frame.subarray(FRAME_HEADER_LEN);
     if (frame[3] === TYPE_HEADERS) {
-      let pad = 0;
-      if (flags & FLAG_PADDED) {
-        pad = payload[0]!;
-        payload = payload.subarray(1);
-      }
-      if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
-      payload = payload.subarray(0, payload.length - pad);
+      payload = headersFragment(frame);
       this.pending = { streamId, endStream: (flags & FLAG_END_STREAM) !== 0, fragments: [] };
     }
     const block = this.pending;
@@ -126,7 +147,7 @@ export class AuthorityFixer {
     if (!(flags & FLAG_END_HEADERS)) return;
     this.pending = undefined;
     const original = Buffer.concat(block.fragments);
-    const headers = this.decode(original);
+    const headers = decodeBlock(this.decoder, original);
     let changed = false;
     for (const h of headers) {
       if (h.name === ':authority' && !isValidAuthority(h.value)) {
@@ -136,16 +157,6 @@ export class AuthorityFixer {
     }
     if (changed) this.reencode = true;
     this.pushBlock(block.streamId, block.endStream, this.reencode ? encodeLiterals(headers) : original);
-  }
-
-  private decode(block: Buffer): HpackHeader[] {
-    this.decoder.write(block);
-    this.decoder.execute();
-    const out: HpackHeader[] = [];
-    for (let h = this.decoder.read() as HpackHeader | null; h !== null; h = this.decoder.read() as HpackHeader | null) {
-      out.push({ name: h.name, value: h.value });
-    }
-    return out;
   }
 
   /** Emits a header block as HEADERS plus as many CONTINUATION frames as it needs. */

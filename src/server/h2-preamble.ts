@@ -18,18 +18,21 @@
  * The verdict is `native` when the first request's `:authority` is valid, else `fixed`.
  */
 import hpack from 'hpack.js';
-import { isValidAuthority } from './h2-authority.js';
+import {
+  FLAG_END_HEADERS,
+  FRAME_HEADER_LEN,
+  HPACK_TABLE_SIZE,
+  PREFACE_LEN,
+  TYPE_CONTINUATION,
+  TYPE_HEADERS,
+  decodeBlock,
+  headersFragment,
+  isValidAuthority,
+} from './h2-authority.js';
 
-const PREFACE_LEN = 24;
-const FRAME_HEADER_LEN = 9;
-const TYPE_HEADERS = 0x1;
 const TYPE_SETTINGS = 0x4;
 const TYPE_PING = 0x6;
-const TYPE_CONTINUATION = 0x9;
 const FLAG_ACK = 0x1;
-const FLAG_END_HEADERS = 0x4;
-const FLAG_PADDED = 0x8;
-const FLAG_PRIORITY = 0x20;
 /** A client may send this much before a verdict; more is refused (PreambleError). */
 const MAX_PREAMBLE_BYTES = 4 * 1024 * 1024;
 
@@ -120,14 +123,7 @@ export class H2Preamble {
     this.keep(frame);
     if (this.authorityValid !== undefined) return;
     if (type === TYPE_HEADERS) {
-      let payload = frame.subarray(FRAME_HEADER_LEN);
-      let pad = 0;
-      if (flags & FLAG_PADDED) {
-        pad = payload[0] ?? 0;
-        payload = payload.subarray(1);
-      }
-      if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
-      this.block = [payload.subarray(0, Math.max(0, payload.length - pad))];
+      this.block = [headersFragment(frame)];
     } else if (type === TYPE_CONTINUATION && this.block) {
       this.block.push(frame.subarray(FRAME_HEADER_LEN));
     } else {
@@ -142,14 +138,9 @@ export class H2Preamble {
  * does not decode counts as invalid: the fixer's path then reports the error as it does today.
  */
 function firstBlockAuthorityValid(block: Buffer): boolean {
-  const decoder = hpack.decompressor.create({ table: { size: 4096 } });
   try {
-    decoder.write(block);
-    decoder.execute();
-    for (let h = decoder.read() as { name: string; value: string } | null; h !== null; h = decoder.read() as { name: string; value: string } | null) {
-      if (h.name === ':authority' && !isValidAuthority(h.value)) return false;
-    }
-    return true;
+    const headers = decodeBlock(hpack.decompressor.create({ table: { size: HPACK_TABLE_SIZE } }), block);
+    return headers.every((h) => h.name !== ':authority' || isValidAuthority(h.value));
   } catch {
     return false;
   }

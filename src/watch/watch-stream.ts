@@ -23,9 +23,8 @@
  * Backpressure: the queue holds at most `sendBufferLimit` responses (etcd `chanBufLen`) plus
  * one per watcher of the stream (see hasRoom), and SEND_BUFFER_BYTES of events (etcd has no
  * byte bound; its responses are smaller). When it is full, `sendEvents` refuses and the
- * watchable store makes the watcher a victim, which is
- * later replayed from history: a slow client costs bounded memory and never blocks writers or
- * other streams.
+ * watchable store makes the watcher a victim, which is later replayed from history: a slow
+ * client costs bounded memory and never blocks writers or other streams.
  */
 import { ResponseHeader, WatchCreateRequest_FilterType, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';

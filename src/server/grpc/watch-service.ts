@@ -56,7 +56,6 @@ export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, on
     return { write: (parts, length) => call.write(Buffer.concat(parts, length)) };
   }
   let headersSent = false;
-  const written = (): void => onDrain();
   return {
     write: (parts, length) => {
       if (raw.destroyed || raw.writableEnded) return true; // the call's events close the WatchStream
@@ -69,7 +68,7 @@ export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, on
       message.writeUInt32BE(length, 1);
       let at = 5;
       for (const p of parts) at += p.copy(message, at);
-      raw.write(message, written);
+      raw.write(message, onDrain);
       return false;
     },
   };
