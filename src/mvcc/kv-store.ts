@@ -20,6 +20,7 @@
  * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted.
  */
 import { KeyValue } from '../proto/gen/kv.gen.js';
+import { marshalKeyValue } from '../proto/wire.js';
 import { Backend } from './backend.js';
 import { type Key, keyFromBytes, keyToBytes } from './key.js';
 import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
@@ -252,7 +253,7 @@ export class KVStore {
   writeRecord(rev: Revision, kv: KeyValue, tombstone: boolean): string {
     const id = `${rev.main}_${rev.sub}`;
     this.pending.set(id, kv);
-    this.backend.put('key', revToBytes(rev, tombstone), Buffer.from(KeyValue.encode(kv).finish()));
+    this.backend.put('key', revToBytes(rev, tombstone), marshalKeyValue(kv));
     return id;
   }
 

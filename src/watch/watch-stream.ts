@@ -28,6 +28,7 @@
  */
 import { ResponseHeader, WatchCreateRequest_FilterType, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
+import { pushVarint } from '../proto/wire.js';
 import type { WatchableStore } from './watchable-store.js';
 import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
 
@@ -72,24 +73,6 @@ export interface WatchStreamOptions {
   progressIntervalMs: number;
   /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
   sendBufferLimit?: number;
-}
-
-/**
- * Appends the protobuf varint of `n` (an integer of at most 53 bits) to `out`: a length, or the
- * value of an int64 field (ten bytes of two's complement when negative).
- */
-function pushVarint(out: number[], n: number): void {
-  if (n < 0) {
-    let v = BigInt.asUintN(64, BigInt(n));
-    for (; v >= 0x80n; v >>= 7n) out.push(Number(v & 0x7fn) | 0x80);
-    out.push(Number(v));
-    return;
-  }
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
 }
 
 /** Bits of the boolean fields of a WatchResponse, for marshalResponse. */

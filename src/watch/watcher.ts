@@ -9,7 +9,8 @@
  * followed by the concatenated entries of its events (protobuf lets repeated fields be
  * concatenated).
  */
-import { KeyValue } from '../proto/gen/kv.gen.js';
+import type { KeyValue } from '../proto/gen/kv.gen.js';
+import { marshalKeyValue, pushVarint } from '../proto/wire.js';
 import type { Key } from '../mvcc/key.js';
 
 /** Looks up the KeyValue of `key` at main revision `rev`; undefined when absent or compacted. */
@@ -23,15 +24,6 @@ const DELETE_TYPE = Buffer.from([(1 << 3) | 0, 1]);
 const KV_TAG = (2 << 3) | 2;
 /** Tag of `Event.prev_kv` (field 3, wire type 2). */
 const PREV_KV_TAG = (3 << 3) | 2;
-
-/** Appends the protobuf varint of a non-negative integer below 2^53 to `out`. */
-function pushVarint(out: number[], n: number): void {
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-}
 
 /** `tag varint(len(body))` as a Buffer. */
 function lengthPrefix(tag: number, bodyLen: number): Buffer {
@@ -71,7 +63,7 @@ export class WatchEvent {
   /** An event from a change handed to `onPublish` (a delete has create_revision 0). */
   static fromKeyValue(rev: number, kv: KeyValue, key: Key): WatchEvent {
     const isDelete = kv.createRevision === 0n;
-    return new WatchEvent(rev, isDelete, key, !isDelete && kv.version === 1n, Buffer.from(KeyValue.encode(kv).finish()));
+    return new WatchEvent(rev, isDelete, key, !isDelete && kv.version === 1n, marshalKeyValue(kv));
   }
 
   /**
@@ -81,7 +73,7 @@ export class WatchEvent {
   static fromRecord(rev: number, value: Buffer, tombstone: boolean, key: Key, kv: KeyValue): WatchEvent {
     if (tombstone) {
       const del: KeyValue = { ...kv, createRevision: 0n, modRevision: BigInt(rev), version: 0n };
-      return new WatchEvent(rev, true, key, false, Buffer.from(KeyValue.encode(del).finish()));
+      return new WatchEvent(rev, true, key, false, marshalKeyValue(del));
     }
     return new WatchEvent(rev, false, key, kv.version === 1n, value);
   }
@@ -99,7 +91,7 @@ export class WatchEvent {
     if (prevKv && !this.isCreate) {
       if (this.withPrev === undefined) {
         const prev = lookup(this.key, this.rev - 1);
-        this.withPrev = prev === undefined ? this.plainEntry() : this.build(Buffer.from(KeyValue.encode(prev).finish()));
+        this.withPrev = prev === undefined ? this.plainEntry() : this.build(marshalKeyValue(prev));
       }
       return this.withPrev;
     }
