@@ -1,9 +1,11 @@
 /**
  * Hand-written protobuf wire encoding for the hot paths, byte-identical to the generated
  * encoders (src/proto/gen) but without their per-call writer, buffer growth and bigint varint
- * work: `marshalKeyValue` runs once per written key (the backend record) and once per watch event.
+ * work: `marshalKeyValue` runs once per written key (the backend record) and once per watch
+ * event, the response encoders once per KV Range, Put and DeleteRange answer.
  */
 import type { KeyValue } from './gen/kv.gen.js';
+import type { DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader } from './gen/rpc.gen.js';
 
 /**
  * Appends the protobuf varint of `n` (an integer of at most 53 bits) to `out`: a length, or the
@@ -84,4 +86,116 @@ export function marshalKeyValue(kv: KeyValue): Buffer {
   at += kv.value.length;
   for (let i = valueEnd; i < head.length; i++) out[at++] = head[i]!;
   return out;
+}
+
+/**
+ * Appends the varint of a uint64 field's value.
+ * @throws RangeError when `v` is outside the uint64 range
+ */
+function pushUint64(out: number[], v: bigint): void {
+  if (v >= 0n && v <= MAX_SAFE) {
+    pushVarint(out, Number(v));
+    return;
+  }
+  let bytes = bigVarints.get(v);
+  if (bytes === undefined) {
+    if (BigInt.asUintN(64, v) !== v) throw new RangeError(`uint64 field out of range: ${v}`);
+    bytes = [];
+    for (let u = v; ; u >>= 7n) {
+      if (u < 0x80n) {
+        bytes.push(Number(u));
+        break;
+      }
+      bytes.push(Number(u & 0x7fn) | 0x80);
+    }
+    if (bigVarints.size >= BIG_VARINTS_MAX) bigVarints.clear();
+    bigVarints.set(v, bytes);
+  }
+  for (const b of bytes) out.push(b);
+}
+
+/**
+ * Varints of uint64 values above 2^53, which every response header carries (the cluster and
+ * member IDs) and which take ten BigInt steps each to encode.
+ */
+const bigVarints = new Map<bigint, number[]>();
+const BIG_VARINTS_MAX = 64;
+
+/** Appends field 1 (`header`) of a response: always written, like the generated encoders do. */
+function pushHeader(out: number[], h: ResponseHeader | undefined): void {
+  if (h === undefined) return;
+  const body: number[] = [];
+  if (h.clusterId !== 0n) {
+    body.push(1 << 3);
+    pushUint64(body, h.clusterId);
+  }
+  if (h.memberId !== 0n) {
+    body.push(2 << 3);
+    pushUint64(body, h.memberId);
+  }
+  if (h.revision !== 0n) {
+    body.push(3 << 3);
+    pushInt64(body, h.revision);
+  }
+  if (h.raftTerm !== 0n) {
+    body.push(4 << 3);
+    pushUint64(body, h.raftTerm);
+  }
+  out.push((1 << 3) | 2);
+  pushVarint(out, body.length);
+  for (const b of body) out.push(b);
+}
+
+/** Field 1 (`header`) of a response as protobuf bytes: tag, length and the ResponseHeader. */
+export function marshalHeaderField(h: ResponseHeader): Buffer {
+  const out: number[] = [];
+  pushHeader(out, h);
+  return Buffer.from(out);
+}
+
+/** `head` followed by each KeyValue of `kvs` as field `field` (length-delimited), then `tail`. */
+function withKeyValues(head: number[], field: number, kvs: readonly KeyValue[], tail: number[]): Buffer {
+  if (kvs.length === 0) return Buffer.from(tail.length === 0 ? head : head.concat(tail));
+  const chunks: Buffer[] = [Buffer.from(head)];
+  let length = head.length + tail.length;
+  for (const kv of kvs) {
+    const bytes = marshalKeyValue(kv);
+    const prefix: number[] = [(field << 3) | 2];
+    pushVarint(prefix, bytes.length);
+    chunks.push(Buffer.from(prefix), bytes);
+    length += prefix.length + bytes.length;
+  }
+  if (tail.length !== 0) chunks.push(Buffer.from(tail));
+  return Buffer.concat(chunks, length);
+}
+
+/** etcdserverpb.RangeResponse as protobuf bytes, exactly as `RangeResponse.encode` writes them. */
+export function marshalRangeResponse(r: RangeResponse): Buffer {
+  const head: number[] = [];
+  pushHeader(head, r.header);
+  const tail: number[] = [];
+  if (r.more) tail.push(3 << 3, 1);
+  if (r.count !== 0n) {
+    tail.push(4 << 3);
+    pushInt64(tail, r.count);
+  }
+  return withKeyValues(head, 2, r.kvs, tail);
+}
+
+/** etcdserverpb.PutResponse as protobuf bytes, exactly as `PutResponse.encode` writes them. */
+export function marshalPutResponse(r: PutResponse): Buffer {
+  const head: number[] = [];
+  pushHeader(head, r.header);
+  return withKeyValues(head, 2, r.prevKv === undefined ? [] : [r.prevKv], []);
+}
+
+/** etcdserverpb.DeleteRangeResponse as protobuf bytes, exactly as `DeleteRangeResponse.encode` writes them. */
+export function marshalDeleteRangeResponse(r: DeleteRangeResponse): Buffer {
+  const head: number[] = [];
+  pushHeader(head, r.header);
+  if (r.deleted !== 0n) {
+    head.push(2 << 3);
+    pushInt64(head, r.deleted);
+  }
+  return withKeyValues(head, 3, r.prevKvs, []);
 }

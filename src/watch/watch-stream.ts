@@ -28,7 +28,7 @@
  */
 import { ResponseHeader, WatchCreateRequest_FilterType, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
-import { pushVarint } from '../proto/wire.js';
+import { marshalHeaderField, pushVarint } from '../proto/wire.js';
 import type { WatchableStore } from './watchable-store.js';
 import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
 
@@ -441,10 +441,7 @@ export class WatchStream implements WatcherSink {
    */
   private headerField(rev: number): Buffer {
     if (rev !== this.headerRev) {
-      const h = ResponseHeader.encode(this.opts.header(rev)).finish();
-      const prefix = [(1 << 3) | 2];
-      pushVarint(prefix, h.length);
-      this.headerBytes = Buffer.concat([Buffer.from(prefix), h]);
+      this.headerBytes = marshalHeaderField(this.opts.header(rev));
       this.headerRev = rev;
     }
     return this.headerBytes;

@@ -1,11 +1,12 @@
 // The hand-written protobuf encoders (src/proto/wire.ts) must write exactly the bytes the
-// generated encoders write: the backend's records and every watch event are made by them, and
-// etcd's hashes and clients read those bytes.
+// generated encoders write: the backend's records, every watch event and the KV answers are
+// made by them, and etcd's hashes and clients read those bytes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { KeyValue } from '../../src/proto/gen/kv.gen.js';
-import { marshalKeyValue, pushVarint } from '../../src/proto/wire.js';
+import { DeleteRangeResponse, PutResponse, RangeResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
+import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint } from '../../src/proto/wire.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -19,20 +20,42 @@ const int64 = fc.oneof(
 /** Byte strings of 0 bytes, of a one-byte length and of multi-byte lengths. */
 const bytes = fc.oneof(fc.uint8Array({ maxLength: 4 }), fc.uint8Array({ minLength: 120, maxLength: 20_000 })).map((u) => Buffer.from(u));
 
+const keyValue = fc.record({ key: bytes, createRevision: int64, modRevision: int64, version: int64, value: bytes, lease: int64 });
+const uint64 = fc.oneof(fc.constantFrom(0n, 1n, 2n ** 53n, 2n ** 63n, 2n ** 64n - 1n), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
+const header = fc.option(fc.record({ clusterId: uint64, memberId: uint64, revision: int64, raftTerm: uint64 }), { nil: undefined }) as fc.Arbitrary<ResponseHeader | undefined>;
+const kvs = fc.array(keyValue, { maxLength: 4 });
+
 test('marshalKeyValue writes what KeyValue.encode writes', () => {
   fc.assert(
-    fc.property(bytes, int64, int64, int64, bytes, int64, (key, createRevision, modRevision, version, value, lease) => {
-      const kv: KeyValue = { key, createRevision, modRevision, version, value, lease };
+    fc.property(keyValue, (kv) => {
       assert.deepEqual(marshalKeyValue(kv), Buffer.from(KeyValue.encode(kv).finish()));
     }),
     { numRuns: 500 },
   );
 });
 
-test('marshalKeyValue refuses an int64 field outside int64, like KeyValue.encode', () => {
+test('the Range, Put and DeleteRange response and header encoders write what the generated encoders write', () => {
+  fc.assert(
+    fc.property(header, kvs, fc.boolean(), int64, fc.option(keyValue, { nil: undefined }), (h, list, more, n, prev) => {
+      const range: RangeResponse = { header: h, kvs: list, more, count: n };
+      assert.deepEqual(marshalRangeResponse(range), Buffer.from(RangeResponse.encode(range).finish()));
+      const put: PutResponse = { header: h, prevKv: prev };
+      assert.deepEqual(marshalPutResponse(put), Buffer.from(PutResponse.encode(put).finish()));
+      if (h !== undefined) assert.deepEqual(marshalHeaderField(h), Buffer.from(PutResponse.encode({ header: h, prevKv: undefined }).finish()));
+      const del: DeleteRangeResponse = { header: h, deleted: n, prevKvs: list };
+      assert.deepEqual(marshalDeleteRangeResponse(del), Buffer.from(DeleteRangeResponse.encode(del).finish()));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('the encoders refuse integers outside their field\'s range, like the generated ones', () => {
   const kv: KeyValue = { key: Buffer.from('k'), createRevision: 0n, modRevision: INT64_MAX + 1n, version: 0n, value: Buffer.alloc(0), lease: 0n };
   assert.throws(() => KeyValue.encode(kv));
   assert.throws(() => marshalKeyValue(kv), RangeError);
+  const put: PutResponse = { header: { clusterId: 2n ** 64n, memberId: 0n, revision: 0n, raftTerm: 0n }, prevKv: undefined };
+  assert.throws(() => PutResponse.encode(put));
+  assert.throws(() => marshalPutResponse(put), RangeError);
 });
 
 test('pushVarint writes protobuf varints, negative numbers as ten bytes of two\'s complement', () => {

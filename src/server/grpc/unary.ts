@@ -8,16 +8,17 @@ import { toServiceError } from '../errors.js';
 /** Request sizes in bytes as they arrived on the wire, for etcd's --max-request-bytes check. */
 const requestSizes = new WeakMap<object, number>();
 
-/** The wire size of a request decoded by a service made with `withRequestSizes`, or 0. */
+/** The wire size of a request decoded by a service made with `withWire`, or 0. */
 export function requestSize(req: object): number {
   return requestSizes.get(req) ?? 0;
 }
 
 /**
  * A copy of a generated service definition whose deserializers remember each request's wire
- * size (see `requestSize`).
+ * size (see `requestSize`) and whose responses are encoded by `serializers` where given
+ * (hand-written encoders of src/proto/wire.ts, byte-identical to the generated ones).
  */
-export function withRequestSizes<S extends ServiceDefinition>(service: S): S {
+export function withWire<S extends ServiceDefinition>(service: S, serializers: Partial<Record<keyof S, (value: never) => Buffer>> = {}): S {
   const out: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(service)) {
     out[name] = {
@@ -27,6 +28,7 @@ export function withRequestSizes<S extends ServiceDefinition>(service: S): S {
         requestSizes.set(req, buf.length);
         return req;
       },
+      responseSerialize: serializers[name as keyof S] ?? method.responseSerialize,
     };
   }
   return out as S;
