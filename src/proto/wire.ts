@@ -42,6 +42,20 @@ function pushInt64(out: number[], v: bigint): void {
   out.push(Number(u));
 }
 
+/** Appends int64 field `field` with value `v` (varint wire type), nothing when `v` is 0. */
+function pushInt64Field(out: number[], field: number, v: bigint): void {
+  if (v === 0n) return;
+  out.push(field << 3);
+  pushInt64(out, v);
+}
+
+/** Appends uint64 field `field` with value `v` (varint wire type), nothing when `v` is 0. */
+function pushUint64Field(out: number[], field: number, v: bigint): void {
+  if (v === 0n) return;
+  out.push(field << 3);
+  pushUint64(out, v);
+}
+
 /**
  * The mvccpb.KeyValue message as protobuf bytes, exactly as `KeyValue.encode` writes them
  * (fields in number order, zero values and empty bytes omitted).
@@ -55,27 +69,15 @@ export function marshalKeyValue(kv: KeyValue): Buffer {
     pushVarint(head, kv.key.length);
   }
   const keyEnd = head.length;
-  if (kv.createRevision !== 0n) {
-    head.push(2 << 3);
-    pushInt64(head, kv.createRevision);
-  }
-  if (kv.modRevision !== 0n) {
-    head.push(3 << 3);
-    pushInt64(head, kv.modRevision);
-  }
-  if (kv.version !== 0n) {
-    head.push(4 << 3);
-    pushInt64(head, kv.version);
-  }
+  pushInt64Field(head, 2, kv.createRevision);
+  pushInt64Field(head, 3, kv.modRevision);
+  pushInt64Field(head, 4, kv.version);
   if (kv.value.length !== 0) {
     head.push((5 << 3) | 2);
     pushVarint(head, kv.value.length);
   }
   const valueEnd = head.length;
-  if (kv.lease !== 0n) {
-    head.push(6 << 3);
-    pushInt64(head, kv.lease);
-  }
+  pushInt64Field(head, 6, kv.lease);
   const out = Buffer.allocUnsafe(head.length + kv.key.length + kv.value.length);
   let at = 0;
   for (let i = 0; i < keyEnd; i++) out[at++] = head[i]!;
@@ -125,22 +127,10 @@ const BIG_VARINTS_MAX = 64;
 function pushHeader(out: number[], h: ResponseHeader | undefined): void {
   if (h === undefined) return;
   const body: number[] = [];
-  if (h.clusterId !== 0n) {
-    body.push(1 << 3);
-    pushUint64(body, h.clusterId);
-  }
-  if (h.memberId !== 0n) {
-    body.push(2 << 3);
-    pushUint64(body, h.memberId);
-  }
-  if (h.revision !== 0n) {
-    body.push(3 << 3);
-    pushInt64(body, h.revision);
-  }
-  if (h.raftTerm !== 0n) {
-    body.push(4 << 3);
-    pushUint64(body, h.raftTerm);
-  }
+  pushUint64Field(body, 1, h.clusterId);
+  pushUint64Field(body, 2, h.memberId);
+  pushInt64Field(body, 3, h.revision);
+  pushUint64Field(body, 4, h.raftTerm);
   out.push((1 << 3) | 2);
   pushVarint(out, body.length);
   for (const b of body) out.push(b);
@@ -175,10 +165,7 @@ export function marshalRangeResponse(r: RangeResponse): Buffer {
   pushHeader(head, r.header);
   const tail: number[] = [];
   if (r.more) tail.push(3 << 3, 1);
-  if (r.count !== 0n) {
-    tail.push(4 << 3);
-    pushInt64(tail, r.count);
-  }
+  pushInt64Field(tail, 4, r.count);
   return withKeyValues(head, 2, r.kvs, tail);
 }
 
@@ -193,9 +180,6 @@ export function marshalPutResponse(r: PutResponse): Buffer {
 export function marshalDeleteRangeResponse(r: DeleteRangeResponse): Buffer {
   const head: number[] = [];
   pushHeader(head, r.header);
-  if (r.deleted !== 0n) {
-    head.push(2 << 3);
-    pushInt64(head, r.deleted);
-  }
+  pushInt64Field(head, 2, r.deleted);
   return withKeyValues(head, 3, r.prevKvs, []);
 }
