@@ -31,9 +31,9 @@ export interface RunningServer {
   /** Metrics URLs with the ports actually bound. */
   readonly metricsUrls: string[];
   /**
-   * gRPC connections accepted so far on every listener, by path: `native` (the session reads the
-   * socket's native handle) or `fixed` (a JS duplex rewriting invalid `:authority` values, and
-   * every TLS connection). See src/server/h2-preamble.ts.
+   * gRPC connections accepted so far on every listener, plaintext and TLS, by path: `native` (the
+   * session reads the socket's native handle) or `fixed` (a JS duplex rewriting invalid
+   * `:authority` values). See src/server/h2-preamble.ts.
    */
   grpcConnections(): { native: number; fixed: number };
   /** Stops listening, closes client connections, waits for durable state, frees the data dir. */

@@ -1,7 +1,7 @@
 /**
- * Chooses, per plaintext HTTP/2 connection, between Node's native socket path and the JS path
- * through the `:authority` fixer (see h2-authority.ts), by reading the connection's first
- * request before the HTTP/2 session exists.
+ * Chooses, per HTTP/2 connection (plaintext, or TLS after the handshake), between Node's native
+ * socket path and the JS path through the `:authority` fixer (see h2-authority.ts), by reading
+ * the connection's first request before the HTTP/2 session exists.
  *
  * Most clients send valid authorities; only etcdctl 3.4's per-endpoint calls and clientv3
  * 3.5.0–3.5.9 do not, and a Go client keeps one authority for every request of a connection.

@@ -4,9 +4,9 @@
  * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
  * /metrics, /version). Over TLS the choice is made by ALPN (h2 → gRPC).
  *
- * A plaintext gRPC connection then runs on the socket's native handle when its first request's
- * `:authority` is valid, and through the JS duplex with the authority fixer otherwise (see
- * h2-preamble.ts). TLS connections always take the JS duplex.
+ * A gRPC connection, plaintext or TLS, then runs on the socket's native handle (for TLS, the
+ * TLS socket's) when its first request's `:authority` is valid, and through the JS duplex with
+ * the authority fixer otherwise (see h2-preamble.ts).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -56,16 +56,14 @@ export async function listenClientUrl(
   const sockets = new Set<net.Socket>();
   const connections = { native: 0, fixed: 0 };
 
-  const route = (socket: net.Socket, isH2: boolean): void => {
-    if (isH2) {
-      connections.fixed++;
-      injector.injectConnection(new H2SocketDuplex(socket));
-    } else if (httpServer) httpServer.emit('connection', socket);
+  /** An HTTP/1.1 connection: to the HTTP handler (/health, /metrics, /version), if any. */
+  const routeHttp = (socket: net.Socket): void => {
+    if (httpServer) httpServer.emit('connection', socket);
     else socket.destroy();
   };
 
-  /** A plaintext gRPC connection: read its first request, then hand it to the session natively if it can be. */
-  const routePlainH2 = (socket: net.Socket): void => {
+  /** A gRPC connection (plaintext or TLS): read its first request, then hand it to the session natively if it can be. */
+  const routeH2 = (socket: net.Socket): void => {
     const preamble = new H2Preamble((b) => socket.write(b));
     const timer = setTimeout(() => socket.destroy(), PREAMBLE_TIMEOUT_MS).unref();
     const onData = (chunk: Buffer): void => {
@@ -106,13 +104,14 @@ export async function listenClientUrl(
   if (u.protocol === 'https:') {
     if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
     server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
-      route(socket, socket.alpnProtocol === 'h2');
+      if (socket.alpnProtocol === 'h2') routeH2(socket);
+      else routeHttp(socket);
     });
     server.on('connection', track);
   } else if (u.protocol === 'http:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
-      sniff(socket, (isH2) => (isH2 ? routePlainH2(socket) : route(socket, false)));
+      sniff(socket, (isH2) => (isH2 ? routeH2(socket) : routeHttp(socket)));
     });
   } else {
     throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
@@ -146,8 +145,7 @@ export async function listenClientUrl(
 }
 
 /**
- * The duplex an HTTP/2 session runs on when the client's `:authority` needs fixing (or over
- * TLS): writes go to the socket; reads come from the socket through the AuthorityFixer (see
+ * The duplex an HTTP/2 session runs on when the client's `:authority` needs fixing: writes go to the socket; reads come from the socket through the AuthorityFixer (see
  * h2-authority.ts), starting with `replay`, the bytes already read from it. No piping; batches
  * of writes go out corked.
  */
@@ -157,13 +155,13 @@ class H2SocketDuplex extends Duplex {
   /** The frame rewriter for bytes from the client. */
   private readonly fixer = new AuthorityFixer();
 
-  constructor(socket: net.Socket, replay?: Buffer) {
+  constructor(socket: net.Socket, replay: Buffer) {
     super({ allowHalfOpen: false });
     this.socket = socket;
     const out = (b: Buffer): void => {
       if (!this.push(b)) socket.pause();
     };
-    if (replay) this.fixer.feed(replay, out);
+    this.fixer.feed(replay, out);
     socket.on('data', (chunk: Buffer) => {
       try {
         this.fixer.feed(chunk, out);

@@ -1,8 +1,15 @@
 // Which path each gRPC connection takes (src/server/h2-preamble.ts): clients with valid
 // `:authority` values run on the socket's native handle, etcdctl 3.4's per-endpoint calls
-// (whose authority is the endpoint URL) through the authority fixer, and both get their answers.
+// (whose authority is the endpoint URL) through the authority fixer, and both get their
+// answers, over plaintext and over TLS alike.
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { RangeResponse } from '../../src/proto/gen/rpc.gen.js';
+import { makeCerts } from '../helpers/certs.js';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason } from '../helpers/servers.js';
 import { EmbeddedServer, Kv } from '../helpers/watch-client.js';
@@ -33,5 +40,50 @@ describe('gRPC connection paths', { skip: etcdUnavailableReason() }, () => {
     const parsed = JSON.parse(status.stdout) as { Endpoint: string; Status: { header: { revision: number } } }[];
     assert.equal(parsed[0]!.Status.header.revision, 2);
     assert.ok(counts().fixed >= 1, `the per-endpoint status call came with its URL as :authority: ${JSON.stringify(counts())}`);
+  });
+
+  it('over TLS too: etcdctl runs natively, a request with an invalid :authority through the fixer, both answered', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'etcd-ts-conn-tls-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    makeCerts(dir);
+    const tls = await EmbeddedServer.start({
+      listenClientUrls: ['https://127.0.0.1:0'],
+      advertiseClientUrls: ['https://127.0.0.1:0'],
+      clientTls: {
+        certFile: join(dir, 'server.crt'),
+        keyFile: join(dir, 'server.key'),
+        trustedCaFile: '',
+        clientCertAuth: false,
+        autoTls: false,
+        cipherSuites: [],
+        clientCrlFile: '',
+      },
+    });
+    cleanups.push(() => tls.stop());
+    const url = tls.server.clientUrls[0]!;
+    const counts = () => tls.server.grpcConnections();
+
+    const put = await etcdctl(url, ['--cacert', join(dir, 'ca.crt'), 'put', 'k', 'v']);
+    assert.equal(put.stdout, 'OK\n', put.stderr);
+    assert.deepEqual(counts(), { native: 1, fixed: 0 }, 'an etcdctl call over TLS runs on the TLS socket natively');
+
+    // A Range for "k" with the endpoint URL as :authority (what etcdctl 3.4 sends on plaintext
+    // per-endpoint calls), which nghttp2 alone would refuse with PROTOCOL_ERROR.
+    const session = http2.connect(url, { ca: readFileSync(join(dir, 'ca.crt')) });
+    cleanups.push(() => void session.close());
+    const body = Buffer.from([0x0a, 1, 'k'.charCodeAt(0)]); // RangeRequest { key: "k" }
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+    const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Range', ':authority': url, 'content-type': 'application/grpc', te: 'trailers' });
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      req.on('trailers', resolve);
+      req.on('error', reject);
+    });
+    req.end(frame);
+    assert.equal((await trailers)['grpc-status'], '0');
+    const answer = RangeResponse.decode(Buffer.concat(chunks).subarray(5));
+    assert.equal(Buffer.from(answer.kvs[0]!.value).toString(), 'v');
+    assert.deepEqual(counts(), { native: 1, fixed: 1 }, 'the invalid :authority took the fixer over TLS');
   });
 });
