@@ -42,6 +42,12 @@ export const EMPTY_SETTINGS = Buffer.from([0, 0, 0, TYPE_SETTINGS, 0, 0, 0, 0, 0
 /** Which path a connection takes, and the client bytes to replay into its session, in order. */
 export interface PreambleVerdict {
   path: 'native' | 'fixed';
+  /**
+   * Whether the first request is a gRPC call: its content-type contains `application/grpc`,
+   * etcd's test (`grpcHandlerFunc`) for sending a TLS connection's request to gRPC rather than
+   * to the HTTP handler.
+   */
+  grpc: boolean;
   replay: Buffer;
 }
 
@@ -65,8 +71,8 @@ export class H2Preamble {
   private ackSeen = false;
   /** Fragments of the first header block, until END_HEADERS. */
   private block: Buffer[] | undefined;
-  /** The first request's authority check, once its header block is complete. */
-  private authorityValid: boolean | undefined;
+  /** What the first request's header block says, once it is complete. */
+  private first: FirstRequest | undefined;
 
   constructor(reply: (b: Buffer) => void) {
     this.reply = reply;
@@ -91,9 +97,9 @@ export class H2Preamble {
       if (data.length < end) break;
       this.onFrame(data.subarray(off, end));
       off = end;
-      if (this.ackSeen && this.authorityValid !== undefined) {
+      if (this.ackSeen && this.first !== undefined) {
         this.keep(data.subarray(off));
-        return { path: this.authorityValid ? 'native' : 'fixed', replay: Buffer.concat(this.kept) };
+        return { path: this.first.authorityValid ? 'native' : 'fixed', grpc: this.first.grpc, replay: Buffer.concat(this.kept) };
       }
     }
     this.buffered = Buffer.from(data.subarray(off));
@@ -121,7 +127,7 @@ export class H2Preamble {
       return;
     }
     this.keep(frame);
-    if (this.authorityValid !== undefined) return;
+    if (this.first !== undefined) return;
     if (type === TYPE_HEADERS) {
       this.block = [headersFragment(frame)];
     } else if (type === TYPE_CONTINUATION && this.block) {
@@ -129,19 +135,30 @@ export class H2Preamble {
     } else {
       return;
     }
-    if (flags & FLAG_END_HEADERS) this.authorityValid = firstBlockAuthorityValid(Buffer.concat(this.block));
+    if (flags & FLAG_END_HEADERS) this.first = inspectFirstBlock(Buffer.concat(this.block));
   }
 }
 
+/** What the first request of a connection says about where the connection should go. */
+interface FirstRequest {
+  /** Its `:authority` is valid, or absent. */
+  authorityValid: boolean;
+  /** Its content-type contains `application/grpc`. */
+  grpc: boolean;
+}
+
 /**
- * Whether the first header block of a connection has a valid (or no) `:authority`. A block that
- * does not decode counts as invalid: the fixer's path then reports the error as it does today.
+ * Reads the first header block of a connection. A block that does not decode counts as a gRPC
+ * call with an invalid authority: the fixer's path then reports the error as it does today.
  */
-function firstBlockAuthorityValid(block: Buffer): boolean {
+function inspectFirstBlock(block: Buffer): FirstRequest {
   try {
     const headers = decodeBlock(hpack.decompressor.create({ table: { size: HPACK_TABLE_SIZE } }), block);
-    return headers.every((h) => h.name !== ':authority' || isValidAuthority(h.value));
+    return {
+      authorityValid: headers.every((h) => h.name !== ':authority' || isValidAuthority(h.value)),
+      grpc: headers.some((h) => h.name === 'content-type' && h.value.includes('application/grpc')),
+    };
   } catch {
-    return false;
+    return { authorityValid: false, grpc: true };
   }
 }

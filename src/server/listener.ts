@@ -2,13 +2,16 @@
  * Client listeners: one TCP (or TLS) port per `--listen-client-urls` entry serving both gRPC
  * and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
  * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
- * /metrics, /version). Over TLS the choice is made by ALPN (h2 → gRPC).
+ * /metrics, /version). Over TLS, ALPN http/1.1 goes to the HTTP handler and h2 to gRPC, except
+ * that an HTTP/2 connection whose first request is not a gRPC call (by content-type, as etcd
+ * decides) goes to the same handlers over HTTP/2.
  *
  * A gRPC connection, plaintext or TLS, then runs on the socket's native handle (for TLS, the
  * TLS socket's) when its first request's `:authority` is valid, and through the JS duplex with
  * the authority fixer otherwise (see h2-preamble.ts).
  */
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -53,6 +56,12 @@ export async function listenClientUrl(
   const u = new URL(url);
   const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
+  // HTTP/2 requests that are not gRPC calls, on TLS connections (see routeH2). The handlers use
+  // only the request's method and url and the response's writeHead and end, which Node's
+  // HTTP/2 compatibility API provides with the same meaning.
+  const h2HttpServer = httpHandler
+    ? http2.createServer((req, res) => httpHandler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
+    : undefined;
   const sockets = new Set<net.Socket>();
   const connections = { native: 0, fixed: 0 };
 
@@ -62,8 +71,14 @@ export async function listenClientUrl(
     else socket.destroy();
   };
 
-  /** A gRPC connection (plaintext or TLS): read its first request, then hand it to the session natively if it can be. */
-  const routeH2 = (socket: net.Socket): void => {
+  /**
+   * An HTTP/2 connection, plaintext or TLS: read its first request, then hand it to the gRPC
+   * session, natively if it can be. On TLS (`httpToo`) a first request that is not a gRPC call
+   * goes to the HTTP handler instead, as etcd's TLS listener sends it there by content-type
+   * (`curl https://…/health` negotiates HTTP/2); on plaintext etcd's cmux gives every HTTP/2
+   * connection to gRPC, and so do we.
+   */
+  const routeH2 = (socket: net.Socket, httpToo: boolean): void => {
     const preamble = new H2Preamble((b) => socket.write(b));
     const timer = setTimeout(() => socket.destroy(), PREAMBLE_TIMEOUT_MS).unref();
     const onData = (chunk: Buffer): void => {
@@ -78,7 +93,10 @@ export async function listenClientUrl(
       socket.off('data', onData);
       socket.pause();
       clearTimeout(timer);
-      if (verdict.path === 'native') {
+      if (httpToo && !verdict.grpc && h2HttpServer) {
+        socket.unshift(verdict.replay);
+        h2HttpServer.emit('connection', socket);
+      } else if (verdict.path === 'native') {
         // Node's session reads bytes already buffered in the socket before its native reads.
         connections.native++;
         socket.unshift(verdict.replay);
@@ -104,14 +122,14 @@ export async function listenClientUrl(
   if (u.protocol === 'https:') {
     if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
     server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
-      if (socket.alpnProtocol === 'h2') routeH2(socket);
+      if (socket.alpnProtocol === 'h2') routeH2(socket, true);
       else routeHttp(socket);
     });
     server.on('connection', track);
   } else if (u.protocol === 'http:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
-      sniff(socket, (isH2) => (isH2 ? routeH2(socket) : routeHttp(socket)));
+      sniff(socket, (isH2) => (isH2 ? routeH2(socket, false) : routeHttp(socket)));
     });
   } else {
     throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
@@ -136,6 +154,7 @@ export async function listenClientUrl(
     close: async () => {
       injector.destroy();
       httpServer?.close();
+      h2HttpServer?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();

@@ -12,7 +12,7 @@ const CLIENT_SETTINGS = frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0x40, 0])); // I
 const SETTINGS_ACK = frame(4, 1, 0);
 const WINDOW_UPDATE = frame(8, 0, 0, Buffer.from([0, 0, 0x10, 0]));
 const headers = (authority: string, flags = 4): Buffer =>
-  frame(1, flags, 1, block([[':method', 'POST'], [':path', '/etcdserverpb.KV/Range'], [':authority', authority]]));
+  frame(1, flags, 1, block([[':method', 'POST'], [':path', '/etcdserverpb.KV/Range'], [':authority', authority], ['content-type', 'application/grpc']]));
 const DATA = frame(0, 1, 1, Buffer.from([0, 0, 0, 0, 2, 0x0a, 0x00]));
 
 /** Feeds `chunks`, returning the verdict (with the chunk index it came at) and the replies. */
@@ -75,6 +75,19 @@ test('PINGs before the first request are answered here and not replayed; a secon
   const { verdict, replies } = run([Buffer.concat([PREFACE, CLIENT_SETTINGS, ping, SETTINGS_ACK, SETTINGS_ACK, headers('h:1')])]);
   assert.deepEqual(replies, [frame(6, 1, 0, Buffer.from('12345678'))]);
   assert.deepEqual(verdict?.replay, Buffer.concat([PREFACE, CLIENT_SETTINGS, SETTINGS_ACK, headers('h:1')]));
+});
+
+test('the verdict says whether the first request is a gRPC call, by content-type as etcd decides', () => {
+  const request = (contentType: string | undefined): PreambleVerdict | undefined => {
+    const fields: [string, string][] = [[':method', 'GET'], [':path', '/health'], [':authority', '127.0.0.1:2379']];
+    if (contentType !== undefined) fields.push(['content-type', contentType]);
+    return run([Buffer.concat([PREFACE, SETTINGS_ACK, frame(1, 4, 1, block(fields))])]).verdict;
+  };
+  assert.equal(request('application/grpc')?.grpc, true);
+  assert.equal(request('application/grpc+proto')?.grpc, true);
+  assert.equal(request(undefined)?.grpc, false, 'curl https://…/health over HTTP/2');
+  assert.equal(request('application/json')?.grpc, false);
+  assert.equal(request(undefined)?.path, 'native', 'the authority check is unchanged');
 });
 
 test('a client that sends megabytes without a request is refused', () => {
