@@ -123,17 +123,30 @@ function pushUint64(out: number[], v: bigint): void {
 const bigVarints = new Map<bigint, number[]>();
 const BIG_VARINTS_MAX = 64;
 
+/**
+ * The last header field encoded (see pushHeader): consecutive answers mostly carry the same
+ * header (the IDs never change; reads between writes share the revision).
+ */
+let lastHeader: ResponseHeader = { clusterId: 0n, memberId: 0n, revision: 0n, raftTerm: 0n };
+let lastHeaderField: number[] = [(1 << 3) | 2, 0];
+
 /** Appends field 1 (`header`) of a response: always written, like the generated encoders do. */
 function pushHeader(out: number[], h: ResponseHeader | undefined): void {
   if (h === undefined) return;
-  const body: number[] = [];
-  pushUint64Field(body, 1, h.clusterId);
-  pushUint64Field(body, 2, h.memberId);
-  pushInt64Field(body, 3, h.revision);
-  pushUint64Field(body, 4, h.raftTerm);
-  out.push((1 << 3) | 2);
-  pushVarint(out, body.length);
-  for (const b of body) out.push(b);
+  const last = lastHeader;
+  if (h.revision !== last.revision || h.clusterId !== last.clusterId || h.memberId !== last.memberId || h.raftTerm !== last.raftTerm) {
+    const body: number[] = [];
+    pushUint64Field(body, 1, h.clusterId);
+    pushUint64Field(body, 2, h.memberId);
+    pushInt64Field(body, 3, h.revision);
+    pushUint64Field(body, 4, h.raftTerm);
+    const field = [(1 << 3) | 2];
+    pushVarint(field, body.length);
+    for (const b of body) field.push(b);
+    lastHeader = { clusterId: h.clusterId, memberId: h.memberId, revision: h.revision, raftTerm: h.raftTerm };
+    lastHeaderField = field;
+  }
+  for (const b of lastHeaderField) out.push(b);
 }
 
 /** Field 1 (`header`) of a response as protobuf bytes: tag, length and the ResponseHeader. */
