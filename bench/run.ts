@@ -6,10 +6,11 @@
 // a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
 // fsync), etcdbench runs against it alone twice, and the server is stopped. The first run warms
 // the server up and is only printed; the table shows the second. Both servers get the same
-// treatment (memory rows excepted, see BenchRun.warmup): it is there for V8, whose code runs interpreted until it is hot, so a one-second
-// run on a cold process measures the compiler rather than the steady state a long-running
-// server lives in (with --no-warmup the first, cold run is the one measured). The table prints each
-// run's figures for both servers and the ratio etcd-ts/etcd. Quote ratios, not absolute
+// treatment (memory rows excepted, see BenchRun.warmup): it is there for V8, whose code runs
+// interpreted until it is hot, so a one-second run on a cold process measures the compiler
+// rather than the steady state a long-running server lives in (with --no-warmup the first,
+// cold run is the one measured). The table prints each run's figures for both servers and the
+// ratio etcd-ts/etcd. Quote ratios, not absolute
 // figures: the machine is shared and the load generator shares its cores with the server.
 //
 // usage: npm run bench -- [--only put,range] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]

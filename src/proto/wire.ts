@@ -13,9 +13,7 @@ import type { DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader } 
  */
 export function pushVarint(out: number[], n: number): void {
   if (n < 0) {
-    let v = BigInt.asUintN(64, BigInt(n));
-    for (; v >= 0x80n; v >>= 7n) out.push(Number(v & 0x7fn) | 0x80);
-    out.push(Number(v));
+    pushBigVarint(out, BigInt.asUintN(64, BigInt(n)));
     return;
   }
   while (n >= 0x80) {
@@ -23,6 +21,19 @@ export function pushVarint(out: number[], n: number): void {
     n = Math.floor(n / 0x80);
   }
   out.push(n);
+}
+
+/** Appends the varint of `u`, an unsigned 64-bit value (0 ≤ u < 2^64), the slow way, in BigInt steps. */
+function pushBigVarint(out: number[], u: bigint): void {
+  for (; u >= 0x80n; u >>= 7n) out.push(Number(u & 0x7fn) | 0x80);
+  out.push(Number(u));
+}
+
+/** `tag varint(length)`: the start of a length-delimited field whose body is `length` bytes. */
+export function lengthPrefix(tag: number, length: number): Buffer {
+  const out = [tag];
+  pushVarint(out, length);
+  return Buffer.from(out);
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -37,9 +48,20 @@ function pushInt64(out: number[], v: bigint): void {
     return;
   }
   if (BigInt.asIntN(64, v) !== v) throw new RangeError(`int64 field out of range: ${v}`);
-  let u = BigInt.asUintN(64, v);
-  for (; u >= 0x80n; u >>= 7n) out.push(Number(u & 0x7fn) | 0x80);
-  out.push(Number(u));
+  pushBigVarint(out, BigInt.asUintN(64, v));
+}
+
+/**
+ * Appends the varint of a uint64 field's value.
+ * @throws RangeError when `v` is outside the uint64 range
+ */
+function pushUint64(out: number[], v: bigint): void {
+  if (v >= 0n && v <= MAX_SAFE) {
+    pushVarint(out, Number(v));
+    return;
+  }
+  if (BigInt.asUintN(64, v) !== v) throw new RangeError(`uint64 field out of range: ${v}`);
+  pushBigVarint(out, v);
 }
 
 /** Appends int64 field `field` with value `v` (varint wire type), nothing when `v` is 0. */
@@ -91,62 +113,26 @@ export function marshalKeyValue(kv: KeyValue): Buffer {
 }
 
 /**
- * Appends the varint of a uint64 field's value.
- * @throws RangeError when `v` is outside the uint64 range
+ * The cluster_id and member_id fields of the last header encoded, which every answer of a
+ * server repeats; both are usually above 2^53, where a varint takes ten BigInt steps.
  */
-function pushUint64(out: number[], v: bigint): void {
-  if (v >= 0n && v <= MAX_SAFE) {
-    pushVarint(out, Number(v));
-    return;
-  }
-  let bytes = bigVarints.get(v);
-  if (bytes === undefined) {
-    if (BigInt.asUintN(64, v) !== v) throw new RangeError(`uint64 field out of range: ${v}`);
-    bytes = [];
-    for (let u = v; ; u >>= 7n) {
-      if (u < 0x80n) {
-        bytes.push(Number(u));
-        break;
-      }
-      bytes.push(Number(u & 0x7fn) | 0x80);
-    }
-    if (bigVarints.size >= BIG_VARINTS_MAX) bigVarints.clear();
-    bigVarints.set(v, bytes);
-  }
-  for (const b of bytes) out.push(b);
-}
-
-/**
- * Varints of uint64 values above 2^53, which every response header carries (the cluster and
- * member IDs) and which take ten BigInt steps each to encode.
- */
-const bigVarints = new Map<bigint, number[]>();
-const BIG_VARINTS_MAX = 64;
-
-/**
- * The last header field encoded (see pushHeader): consecutive answers mostly carry the same
- * header (the IDs never change; reads between writes share the revision).
- */
-let lastHeader: ResponseHeader = { clusterId: 0n, memberId: 0n, revision: 0n, raftTerm: 0n };
-let lastHeaderField: number[] = [(1 << 3) | 2, 0];
+let lastIds = { clusterId: 0n, memberId: 0n, fields: [] as number[] };
 
 /** Appends field 1 (`header`) of a response: always written, like the generated encoders do. */
 function pushHeader(out: number[], h: ResponseHeader | undefined): void {
   if (h === undefined) return;
-  const last = lastHeader;
-  if (h.revision !== last.revision || h.clusterId !== last.clusterId || h.memberId !== last.memberId || h.raftTerm !== last.raftTerm) {
-    const body: number[] = [];
-    pushUint64Field(body, 1, h.clusterId);
-    pushUint64Field(body, 2, h.memberId);
-    pushInt64Field(body, 3, h.revision);
-    pushUint64Field(body, 4, h.raftTerm);
-    const field = [(1 << 3) | 2];
-    pushVarint(field, body.length);
-    for (const b of body) field.push(b);
-    lastHeader = { clusterId: h.clusterId, memberId: h.memberId, revision: h.revision, raftTerm: h.raftTerm };
-    lastHeaderField = field;
+  if (h.clusterId !== lastIds.clusterId || h.memberId !== lastIds.memberId) {
+    const fields: number[] = [];
+    pushUint64Field(fields, 1, h.clusterId);
+    pushUint64Field(fields, 2, h.memberId);
+    lastIds = { clusterId: h.clusterId, memberId: h.memberId, fields };
   }
-  for (const b of lastHeaderField) out.push(b);
+  const body = lastIds.fields.slice();
+  pushInt64Field(body, 3, h.revision);
+  pushUint64Field(body, 4, h.raftTerm);
+  out.push((1 << 3) | 2);
+  pushVarint(out, body.length);
+  for (const b of body) out.push(b);
 }
 
 /** Field 1 (`header`) of a response as protobuf bytes: tag, length and the ResponseHeader. */
@@ -163,9 +149,8 @@ function withKeyValues(head: number[], field: number, kvs: readonly KeyValue[], 
   let length = head.length + tail.length;
   for (const kv of kvs) {
     const bytes = marshalKeyValue(kv);
-    const prefix: number[] = [(field << 3) | 2];
-    pushVarint(prefix, bytes.length);
-    chunks.push(Buffer.from(prefix), bytes);
+    const prefix = lengthPrefix((field << 3) | 2, bytes.length);
+    chunks.push(prefix, bytes);
     length += prefix.length + bytes.length;
   }
   if (tail.length !== 0) chunks.push(Buffer.from(tail));

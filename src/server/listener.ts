@@ -164,9 +164,10 @@ export async function listenClientUrl(
 }
 
 /**
- * The duplex an HTTP/2 session runs on when the client's `:authority` needs fixing: writes go to the socket; reads come from the socket through the AuthorityFixer (see
- * h2-authority.ts), starting with `replay`, the bytes already read from it. No piping; batches
- * of writes go out corked.
+ * The duplex an HTTP/2 session runs on when the client's `:authority` needs fixing: writes go
+ * to the socket; reads come from the socket through the AuthorityFixer (see h2-authority.ts),
+ * starting with `replay`, the bytes already read from it. No piping; batches of writes go out
+ * corked.
  */
 class H2SocketDuplex extends Duplex {
   /** The client connection. */

@@ -215,7 +215,7 @@ export class ServerMetrics {
     return out;
   }
 
-  /** The counters of the method at `path`, created on first use. */
+  /** The counters of the method at `path`, created when its service is registered. */
   private methodCalls(path: string, requestStream: boolean, responseStream: boolean): MethodCalls {
     let c = this.calls.get(path);
     if (!c) {

@@ -26,7 +26,7 @@
  * watchable store makes the watcher a victim, which is later replayed from history: a slow
  * client costs bounded memory and never blocks writers or other streams.
  */
-import { ResponseHeader, WatchCreateRequest_FilterType, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
+import { WatchCreateRequest_FilterType, type ResponseHeader, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
 import { marshalHeaderField, pushVarint } from '../proto/wire.js';
 import type { WatchableStore } from './watchable-store.js';

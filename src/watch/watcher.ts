@@ -10,7 +10,7 @@
  * concatenated).
  */
 import type { KeyValue } from '../proto/gen/kv.gen.js';
-import { marshalKeyValue, pushVarint } from '../proto/wire.js';
+import { lengthPrefix, marshalKeyValue } from '../proto/wire.js';
 import type { Key } from '../mvcc/key.js';
 
 /** Looks up the KeyValue of `key` at main revision `rev`; undefined when absent or compacted. */
@@ -24,13 +24,6 @@ const DELETE_TYPE = Buffer.from([(1 << 3) | 0, 1]);
 const KV_TAG = (2 << 3) | 2;
 /** Tag of `Event.prev_kv` (field 3, wire type 2). */
 const PREV_KV_TAG = (3 << 3) | 2;
-
-/** `tag varint(len(body))` as a Buffer. */
-function lengthPrefix(tag: number, bodyLen: number): Buffer {
-  const b: number[] = [tag];
-  pushVarint(b, bodyLen);
-  return Buffer.from(b);
-}
 
 /**
  * One event (etcd `mvccpb.Event`) of main revision `rev`, shared between watchers.

@@ -3,9 +3,9 @@
  *
  * Responses are marshalled by the stream itself (events are encoded once and shared) and
  * written straight to the call's HTTP/2 stream as gRPC messages (see `callTransport`); the
- * method's `responseSerialize` passes Buffers through for the fallback path. The stream lives until the client goes
- * away: a client half-close leaves its watchers running, as in etcd (whose recvLoop returns on
- * EOF while the send side continues until the call's context ends).
+ * method's `responseSerialize` passes Buffers through for the fallback path. The stream lives
+ * until the client goes away: a client half-close leaves its watchers running, as in etcd
+ * (whose recvLoop returns on EOF while the send side continues until the call's context ends).
  */
 import { Metadata, type Server, type ServerDuplexStream } from '@grpc/grpc-js';
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
