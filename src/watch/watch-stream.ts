@@ -56,11 +56,13 @@ export interface WatchStreamTransport {
   /**
    * Writes one marshalled WatchResponse, given as `parts` to be sent one after the other
    * (`length` bytes in all), so that the transport copies them once, into its own framing.
-   * The parts may be shared with other responses and must not be changed. Returns false when
-   * the transport's buffer is full: the stream then waits for `WatchStream.drained()` before
-   * writing more.
+   * The parts may be shared with other responses and must not be changed. The transport may
+   * hold the response until `flush`. Returns false when the transport's buffer is full: the
+   * stream then waits for `WatchStream.drained()` before writing more.
    */
   write(parts: readonly Buffer[], length: number): boolean;
+  /** Sends whatever `write` holds back; called after every pass over the send queue. */
+  flush(): void;
 }
 
 /** Options of a watch stream. */
@@ -422,6 +424,7 @@ export class WatchStream implements WatcherSink {
       for (const response of this.encodeEvents(item)) if (!this.transport.write(response.parts, response.length)) this.writable = false;
       this.store.reportEventsSent(item.chunks.length);
     }
+    this.transport.flush();
     if (this.head === this.queue.length) {
       this.queue = [];
       this.head = 0;

@@ -28,7 +28,7 @@ describe('WatchStream response marshalling', () => {
     dirs.push(d);
     const ws = new WatchableStore(new KVStore(Backend.open(d)));
     const out: Buffer[] = [];
-    const stream = new WatchStream(ws, { write: (parts) => (out.push(Buffer.concat(parts)), true) }, { header, maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
+    const stream = new WatchStream(ws, { write: (parts) => (out.push(Buffer.concat(parts)), true), flush: () => {} }, { header, maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
     for (const req of [create(0n), create(0n), create(5n), create(5n), create(-3n), create(300n), create(0n, 'b', 'a'), create(1n << 40n)]) stream.handle(req);
     stream.handle({ progressRequest: {} });
     stream.handle({ cancelRequest: { watchId: 300n } });
