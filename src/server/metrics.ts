@@ -9,12 +9,30 @@
  * a plain integer increment: changes published by the store (puts, deletions, live keys), the
  * backend's durability waits (a histogram observation per group commit, not per write), and
  * gRPC calls per method and status code (a Map lookup per call).
+ *
+ * The `process_*` metrics are client_golang's process collector's, which etcd serves too (and
+ * dashboards chart): CPU, resident memory and start time from Node, and on Linux the file
+ * descriptors, virtual memory and their limits from /proc, read when scraped.
  */
 import { status as GrpcStatus, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { EventEmitter } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
+
+/** The soft limit called `name` in /proc/self/limits; unlimited is 2^64, as client_golang reports it. */
+function processLimit(name: string): number {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith(name));
+  const soft = line?.slice(name.length).trim().split(/\s+/)[0];
+  return soft === 'unlimited' ? 2 ** 64 : Number(soft);
+}
+
+/** The process's virtual memory size in bytes (`vsize`, field 23 of /proc/self/stat). */
+function processVirtualBytes(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[20]);
+}
 
 /** go-grpc-prometheus's `grpc_type` label by (client streams, server streams). */
 function grpcType(requestStream: boolean, responseStream: boolean): string {
@@ -142,6 +160,20 @@ export class ServerMetrics {
       registers: register,
     });
     etcd.backend.onCommitDuration = (seconds) => commit.observe(seconds);
+
+    // The process, as client_golang's process collector names it.
+    value('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', () => {
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1e6;
+    }, 'counter');
+    value('process_resident_memory_bytes', 'Resident memory size in bytes.', () => process.memoryUsage.rss());
+    value('process_start_time_seconds', 'Start time of the process since unix epoch in seconds.', () => performance.timeOrigin / 1000);
+    if (process.platform === 'linux') {
+      value('process_open_fds', 'Number of open file descriptors.', () => readdirSync('/proc/self/fd').length);
+      value('process_max_fds', 'Maximum number of open file descriptors.', () => processLimit('Max open files'));
+      value('process_virtual_memory_bytes', 'Virtual memory size in bytes.', processVirtualBytes);
+      value('process_virtual_memory_max_bytes', 'Maximum amount of virtual memory available in bytes.', () => processLimit('Max address space'));
+    }
 
     // gRPC, as go-grpc-prometheus names them.
     const calls = this.calls;
