@@ -55,6 +55,11 @@ export interface ServerConfig {
   maxConcurrentStreams: number;
   /** Interval of periodic watch progress notifications, in ms (`--experimental-watch-progress-notify-interval`). @default 600000 */
   watchProgressNotifyIntervalMs: number;
+  /**
+   * Requests whose apply (or read) takes longer than this many ms are logged and counted in
+   * `etcd_server_slow_apply_total` (`--experimental-warning-apply-duration`). @default 100
+   */
+  warningApplyDurationMs: number;
   /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
   clientTls: ClientTlsConfig | undefined;
 }
@@ -77,6 +82,7 @@ export function defaultConfig(): ServerConfig {
     logLevel: 'info',
     maxConcurrentStreams: 4294967295,
     watchProgressNotifyIntervalMs: 10 * 60 * 1000,
+    warningApplyDurationMs: 100,
     clientTls: undefined,
   };
 }

@@ -236,7 +236,12 @@ const FLAGS: readonly FlagSpec[] = [
     '10m',
     'Duration of periodical watch progress notification.',
   ),
-  ignored('experimental-warning-apply-duration', 'duration'),
+  supported(
+    'experimental-warning-apply-duration',
+    'duration',
+    '100ms',
+    'Time duration after which a warning is generated if request takes more time.',
+  ),
   // Unsafe.
   ignored('unsafe-no-fsync', 'bool'),
   ignored('force-new-cluster', 'bool'),
@@ -710,7 +715,11 @@ function buildConfig(
     config.watchProgressNotifyIntervalMs = Math.max(progressMs, MIN_WATCH_PROGRESS_INTERVAL_MS);
   }
 
-  // 5. Client TLS: filled when any TLS flag has a non-default value.
+  // 5. Slow requests: the duration as given (etcd takes it as is, 0 included).
+  const warnApplyMs = values.get('experimental-warning-apply-duration');
+  if (typeof warnApplyMs === 'number') config.warningApplyDurationMs = warnApplyMs;
+
+  // 6. Client TLS: filled when any TLS flag has a non-default value.
   const tls = {
     certFile: text('cert-file') ?? '',
     keyFile: text('key-file') ?? '',

@@ -111,6 +111,8 @@ export interface LessorMetrics {
   revoked: number;
   /** etcd_debugging_lease_renewed_total */
   renewed: number;
+  /** etcd_debugging_server_lease_expired_total: expired leases revoked */
+  expired: number;
 }
 
 export interface LessorOptions {
@@ -194,7 +196,7 @@ export class Lessor implements LeaseHooks {
   /** The expiry timer, set by start() and cleared by stop(). */
   private timer: NodeJS.Timeout | undefined;
   /** Counters read by the metrics (see LessorMetrics); only ever incremented. */
-  private readonly counters: LessorMetrics = { granted: 0, revoked: 0, renewed: 0 };
+  private readonly counters: LessorMetrics = { granted: 0, revoked: 0, renewed: 0, expired: 0 };
   /**
    * How an expired lease is revoked: `revoke` until the server installs its own path (which
    * also counts a raft index entry). A rejected promise schedules a retry.
@@ -234,7 +236,7 @@ export class Lessor implements LeaseHooks {
     this.timer = undefined;
   }
 
-  /** The counters behind etcd's `etcd_debugging_lease_{granted,revoked,renewed}_total`. */
+  /** The counters behind etcd's `etcd_debugging_lease_{granted,revoked,renewed}_total` and `etcd_debugging_server_lease_expired_total`. */
   metrics(): Readonly<LessorMetrics> {
     return { ...this.counters };
   }
@@ -365,7 +367,7 @@ export class Lessor implements LeaseHooks {
       } catch (err) {
         result = Promise.reject(err);
       }
-      result.catch(() => {
+      result.then(() => this.counters.expired++, () => {
         const lease = this.leaseMap.get(id);
         if (!lease || !this.revoking.delete(id)) return;
         lease.expiryMs = performance.now() + EXPIRED_RETRY_MS;

@@ -40,7 +40,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** A grpc-js server whose services count their calls in `metrics` (see ServerMetrics.instrument). */
+/** A grpc-js server whose services count their calls and message bytes in `metrics` (see ServerMetrics.instrument, countBytes). */
 class InstrumentedGrpcServer extends GrpcServer {
   private readonly metrics: ServerMetrics;
 
@@ -50,7 +50,7 @@ class InstrumentedGrpcServer extends GrpcServer {
   }
 
   override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
-    super.addService(service, this.metrics.instrument(service, implementation));
+    super.addService(this.metrics.countBytes(service), this.metrics.instrument(service, implementation));
   }
 }
 
@@ -71,7 +71,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const advertised = config.advertiseClientUrls;
     addKVService(grpc, etcd);
     addMaintenanceService(grpc, etcd);
-    addWatchService(grpc, etcd);
+    addWatchService(grpc, etcd, (bytes) => serverMetrics.sent(bytes));
     addLeaseService(grpc, etcd);
     addLockService(grpc, etcd);
     addElectionService(grpc, etcd);

@@ -105,6 +105,8 @@ export class EtcdServer {
   private closed = false;
   /** Settles when the running defragmentation ends; writes wait for it (set only by `defragment`). */
   private defragging: Promise<void> | undefined;
+  /** Applies and reads slower than --experimental-warning-apply-duration (etcd `slowApplies`); written by `timed`. */
+  slowApplies = 0;
 
   private constructor(config: ServerConfig, log: Logger, lock: DataDirLock) {
     this.config = config;
@@ -159,6 +161,11 @@ export class EtcdServer {
     return this.raftIndexValue;
   }
 
+  /** True while `defragment` runs (etcd `etcd_disk_defrag_inflight`). */
+  get defragInProgress(): boolean {
+    return this.defragging !== undefined;
+  }
+
   /** Completes a header as etcd's `header.fill` does. */
   fillHeader(h: ResponseHeader | undefined): ResponseHeader {
     const header = h ?? revHeader(0);
@@ -203,9 +210,27 @@ export class EtcdServer {
   range(r: RangeRequest): RangeResponse {
     this.checkStopped();
     checkRange(r);
-    const resp = applyRange(this.store.read(), r);
+    const resp = this.timed('read-only range ', () => applyRange(this.store.read(), r));
     this.fillHeader(resp.header);
     return resp;
+  }
+
+  /**
+   * Runs `fn`; when it took longer than --experimental-warning-apply-duration, logs etcd's
+   * warning and counts a slow apply (etcd `warnOfExpensiveGenericRequest`; `prefix` is etcd's:
+   * '' for applied writes, 'read-only range ' for reads).
+   */
+  private timed<R>(prefix: string, fn: () => R): R {
+    const start = performance.now();
+    try {
+      return fn();
+    } finally {
+      const took = performance.now() - start;
+      if (took > this.config.warningApplyDurationMs) {
+        this.slowApplies++;
+        this.log.warn({ took_ms: took, expected_duration_ms: this.config.warningApplyDurationMs, prefix }, 'apply request took too long');
+      }
+    }
   }
 
   /**
@@ -217,7 +242,7 @@ export class EtcdServer {
     const txn = this.store.beginWrite();
     let resp: R;
     try {
-      resp = apply(txn);
+      resp = this.timed('', () => apply(txn));
     } finally {
       this.bumpRaftIndex();
       await txn.end();
@@ -255,7 +280,7 @@ export class EtcdServer {
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
     let resp: TxnResponse;
     if (isTxnReadonly(r)) {
-      resp = applyTxn(this.store.read(), r, false, leaseExists);
+      resp = this.timed('read-only range ', () => applyTxn(this.store.read(), r, false, leaseExists));
     } else {
       this.checkQuota(txnCost(r));
       resp = await this.write((txn) => applyTxn(txn, r, true, leaseExists));

@@ -5,16 +5,21 @@
  *
  * Most values are read from the server's state when scraped (collect-time gauges and counters):
  * the write path pays nothing for them (the watch figures are the watchable store's plain
- * integer counters, see `WatchableStore.stats()`). Only three things are counted as they happen, each with
- * a plain integer increment: changes published by the store (puts, deletions, live keys), the
- * backend's durability waits (a histogram observation per group commit, not per write), and
- * gRPC calls per method and status code (a Map lookup per call).
+ * integer counters, see `WatchableStore.stats()`). Only these are counted as they happen, each
+ * with a plain integer increment: changes published by the store (puts, deletions, live keys),
+ * the backend's durability waits (a histogram observation per group commit, not per write),
+ * gRPC calls per method and status code and per client API version (Map lookups per call),
+ * gRPC message bytes each way (etcd counts them in its codec), and /health answers.
+ *
+ * Metrics that describe a cluster (learners, heartbeats, read indexes, failed proposals,
+ * snapshots from a leader) are served with their single-member value, 0, as etcd serves them
+ * on a one-member cluster.
  *
  * The `process_*` metrics are client_golang's process collector's, which etcd serves too (and
  * dashboards chart): CPU, resident memory and start time from Node, and on Linux the file
  * descriptors, virtual memory and their limits from /proc, read when scraped.
  */
-import { status as GrpcStatus, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { status as GrpcStatus, type Metadata, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -63,6 +68,7 @@ const GRPC_CODE_NAMES: Record<number, string> = {
 
 /** A grpc-js streaming call as `instrument` sees it: `pendingStatus` is grpc-js's own field. */
 interface StreamingCall extends EventEmitter {
+  readonly metadata: Metadata;
   readonly pendingStatus?: { code: number };
 }
 
@@ -93,8 +99,18 @@ export class ServerMetrics {
   /** Puts and deletions published by the store since start; written by the publish listener. */
   private puts = 0;
   private deletes = 0;
+  /** Key plus value bytes of those puts (etcd `totalPutSizeGauge`). */
+  private putBytes = 0;
   /** Keys alive at the published revision (etcd `keysGauge`); kept by the publish listener. */
   private liveKeys: number;
+  /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sent`. */
+  private receivedBytes = 0;
+  private sentBytes = 0;
+  /** Calls by `type` ('unary' or 'stream') and client API version, keyed `type/version`; written by `instrument`. */
+  private readonly clientRequests = new Map<string, number>();
+  /** /health answers, healthy and not; written by `healthChecked`. */
+  private healthy = 0;
+  private unhealthy = 0;
 
   constructor(etcd: EtcdServer) {
     const store = etcd.store;
@@ -107,6 +123,7 @@ export class ServerMetrics {
           this.liveKeys--;
         } else {
           this.puts++;
+          this.putBytes += kv.key.length + kv.value.length;
           if (kv.version === 1n) this.liveKeys++;
         }
       }
@@ -131,6 +148,34 @@ export class ServerMetrics {
       .set({ server_id: etcd.memberId.toString(16) }, 1);
     new Gauge({ name: 'etcd_server_version', help: 'Which version is running. 1 for \'server_version\' label with current version.', labelNames: ['server_version'], registers: register })
       .set({ server_version: SERVER_VERSION }, 1);
+    new Gauge({ name: 'etcd_cluster_version', help: 'Which version is running. 1 for \'cluster_version\' label with current cluster version', labelNames: ['cluster_version'], registers: register })
+      .set({ cluster_version: SERVER_VERSION.split('.').slice(0, 2).join('.') }, 1);
+    value('etcd_server_is_learner', 'Whether or not this member is a learner. 1 if is, 0 otherwise.', () => 0);
+    value('etcd_server_learner_promote_successes', 'The total number of successful learner promotions while this member is leader.', () => 0, 'counter');
+    value('etcd_server_proposals_failed_total', 'The total number of failed proposals seen.', () => 0, 'counter');
+    value('etcd_server_heartbeat_send_failures_total', 'The total number of leader heartbeat send failures (likely overloaded from slow disk).', () => 0, 'counter');
+    value('etcd_server_slow_apply_total', 'The total number of slow apply requests (likely overloaded from slow disk).', () => etcd.slowApplies, 'counter');
+    value('etcd_server_slow_read_indexes_total', 'The total number of pending read indexes not in sync with leader\'s or timed out read index requests.', () => 0, 'counter');
+    value('etcd_server_read_indexes_failed_total', 'The total number of failed read indexes seen.', () => 0, 'counter');
+    value('etcd_server_snapshot_apply_in_progress_total', '1 if the server is applying the incoming snapshot. 0 if none.', () => 0);
+    value('etcd_server_health_success', 'The total number of successful health checks', () => this.healthy, 'counter');
+    value('etcd_server_health_failures', 'The total number of failed health checks', () => this.unhealthy, 'counter');
+    const clientRequests = this.clientRequests;
+    new Counter({
+      name: 'etcd_server_client_requests_total',
+      help: 'The total number of client requests per client version.',
+      labelNames: ['client_api_version', 'type'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const [key, n] of clientRequests) {
+          const slash = key.indexOf('/');
+          this.inc({ client_api_version: key.slice(slash + 1), type: key.slice(0, slash) }, n);
+        }
+      },
+    });
+    value('etcd_network_client_grpc_received_bytes_total', 'The total number of bytes received from grpc clients.', () => this.receivedBytes, 'counter');
+    value('etcd_network_client_grpc_sent_bytes_total', 'The total number of bytes sent to grpc clients.', () => this.sentBytes, 'counter');
 
     // Backend and MVCC store.
     value('etcd_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
@@ -143,9 +188,18 @@ export class ServerMetrics {
     value('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
     value('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
     value('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
+    // etcd 3.4 still serves the older etcd_debugging_ names of these beside the new ones.
+    value('etcd_debugging_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
+    value('etcd_debugging_mvcc_put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
+    value('etcd_debugging_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
+    value('etcd_debugging_mvcc_total_put_size_in_bytes', 'The total size of put kv pairs seen by this member.', () => this.putBytes);
+    value('etcd_debugging_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
+    value('etcd_debugging_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
+    value('etcd_disk_defrag_inflight', 'Whether or not defrag is active on the member. 1 means active, 0 means not.', () => (etcd.defragInProgress ? 1 : 0));
     value('etcd_debugging_lease_granted_total', 'The total number of granted leases.', () => etcd.lessor.metrics().granted, 'counter');
     value('etcd_debugging_lease_revoked_total', 'The total number of revoked leases.', () => etcd.lessor.metrics().revoked, 'counter');
     value('etcd_debugging_lease_renewed_total', 'The number of renewed leases seen by the leader.', () => etcd.lessor.metrics().renewed, 'counter');
+    value('etcd_debugging_server_lease_expired_total', 'The total number of expired leases.', () => etcd.lessor.metrics().expired, 'counter');
     // Watch (etcd mvcc/metrics.go), read from the watchable store's counters when scraped.
     const watch = () => etcd.watchableStore.stats();
     value('etcd_debugging_mvcc_watch_stream_total', 'Total number of watch streams.', () => watch().streams);
@@ -159,7 +213,18 @@ export class ServerMetrics {
       buckets: COMMIT_BUCKETS_SECONDS,
       registers: register,
     });
-    etcd.backend.onCommitDuration = (seconds) => commit.observe(seconds);
+    // etcd-ts has no WAL: the fsync that makes a write durable, the one etcd's WAL fsync
+    // stands for in its alerts on slow disks, is the backend commit's, so both observe it.
+    const fsync = new Histogram({
+      name: 'etcd_disk_wal_fsync_duration_seconds',
+      help: 'The latency distributions of fsync called by WAL.',
+      buckets: COMMIT_BUCKETS_SECONDS,
+      registers: register,
+    });
+    etcd.backend.onCommitDuration = (seconds) => {
+      commit.observe(seconds);
+      fsync.observe(seconds);
+    };
 
     // The process, as client_golang's process collector names it.
     value('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', () => {
@@ -173,6 +238,9 @@ export class ServerMetrics {
       value('process_max_fds', 'Maximum number of open file descriptors.', () => processLimit('Max open files'));
       value('process_virtual_memory_bytes', 'Virtual memory size in bytes.', processVirtualBytes);
       value('process_virtual_memory_max_bytes', 'Maximum amount of virtual memory available in bytes.', () => processLimit('Max address space'));
+      // etcd's own names for the same two figures (etcd `monitorFileDescriptor` samples them every 10 minutes).
+      value('os_fd_used', 'The number of used file descriptors.', () => readdirSync('/proc/self/fd').length);
+      value('os_fd_limit', 'The file descriptor limit.', () => processLimit('Max open files'));
     }
 
     // gRPC, as go-grpc-prometheus names them.
@@ -220,14 +288,16 @@ export class ServerMetrics {
       const handler = impl[name];
       if (handler === undefined) continue;
       const counted = this.methodCalls(method.path, method.requestStream, method.responseStream);
+      const type = method.requestStream || method.responseStream ? 'stream' : 'unary';
       const handled = (code: number): void => {
         counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
       };
       if (!method.responseStream) {
         // Unary and client-streaming handlers answer through a callback.
-        const h = handler as (call: unknown, callback: sendUnaryData<unknown>) => void;
-        out[name] = (call: unknown, callback: sendUnaryData<unknown>) => {
+        const h = handler as (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => void;
+        out[name] = (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => {
           counted.started++;
+          this.countClientRequest(type, call.metadata);
           h(call, (err, value, trailer, flags) => {
             handled(err ? (err.code ?? GrpcStatus.UNKNOWN) : GrpcStatus.OK);
             callback(err, value, trailer, flags);
@@ -239,12 +309,52 @@ export class ServerMetrics {
         const h = handler as (call: StreamingCall) => void;
         out[name] = (call: StreamingCall) => {
           counted.started++;
+          this.countClientRequest(type, call.metadata);
           call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK));
           h(call);
         };
       }
     }
     return out;
+  }
+
+  /** Counts a call by type and the client's `client-api-version` header (etcd's interceptors). */
+  private countClientRequest(type: string, metadata: Metadata): void {
+    const version = metadata.get('client-api-version')[0];
+    const key = `${type}/${typeof version === 'string' ? version : 'unknown'}`;
+    this.clientRequests.set(key, (this.clientRequests.get(key) ?? 0) + 1);
+  }
+
+  /**
+   * `service` with every method's request deserializer and response serializer counting the
+   * message bytes (`etcd_network_client_grpc_{received,sent}_bytes_total`, which etcd counts in
+   * its gRPC codec). Responses written past grpc-js's serializer are counted through `sent`.
+   */
+  countBytes(service: ServiceDefinition): ServiceDefinition {
+    const counted = Object.entries(service).map(([name, method]) => [name, {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => {
+        this.receivedBytes += bytes.length;
+        return method.requestDeserialize(bytes);
+      },
+      responseSerialize: (value: unknown): Buffer => {
+        const bytes = method.responseSerialize(value);
+        this.sentBytes += bytes.length;
+        return bytes;
+      },
+    }]);
+    return Object.fromEntries(counted) as ServiceDefinition;
+  }
+
+  /** Counts `bytes` of gRPC messages sent past grpc-js's serializers (the watch transport). */
+  sent(bytes: number): void {
+    this.sentBytes += bytes;
+  }
+
+  /** Counts one /health answer (`etcd_server_health_success` / `_failures`). */
+  healthChecked(healthy: boolean): void {
+    if (healthy) this.healthy++;
+    else this.unhealthy++;
   }
 
   /** The counters of the method at `path`, created when its service is registered. */

@@ -1,21 +1,48 @@
-// Process metrics: a real etcd 3.4 and etcd-ts both serve client_golang's `process_*` metrics
-// on /metrics, under the same names, help texts and types; etcd-ts's values are checked
-// against what /proc says of its process.
+// /metrics against a real etcd 3.4: the metric names etcd serves are served by etcd-ts too (but
+// for those listed in NOT_SERVED, with the reason), under the same help texts and types; the
+// counters of client traffic move by the same amounts for the same requests; and the
+// `process_*` values describe the etcd-ts process as /proc does.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
-/** The `# HELP` and `# TYPE` lines (sorted) and the samples of the `process_*` metrics of a scrape. */
-async function processMetrics(server: ServerHandle): Promise<{ meta: string[]; values: Map<string, number> }> {
-  const lines = (await (await fetch(`${server.endpoint}/metrics`)).text()).split('\n');
-  const meta = lines.filter((l) => /^# (HELP|TYPE) process_/.test(l)).sort();
-  const values = new Map<string, number>();
-  for (const l of lines) {
-    const m = /^(process_\w+) (\S+)$/.exec(l);
-    if (m) values.set(m[1]!, Number(m[2]));
+/**
+ * Metrics etcd 3.4 serves and etcd-ts does not, by prefix or name (see docs/compat-notes.md):
+ * the Go runtime's; the v2 store's, the gRPC proxy's and raft snapshots', which etcd-ts has no
+ * counterpart of; bbolt's commit phases; and a few histograms and counters not yet measured.
+ */
+const NOT_SERVED = [
+  'go_', 'etcd_server_go_version',
+  'etcd_debugging_store_', 'etcd_grpc_proxy_', 'etcd_snap_', 'etcd_debugging_snap_', 'etcd_disk_wal_write_bytes_total',
+  'etcd_debugging_disk_backend_commit_',
+  'etcd_debugging_auth_revision', 'etcd_debugging_lease_ttl_total', 'etcd_mvcc_db_open_read_transactions',
+  'etcd_mvcc_hash_duration_seconds', 'etcd_mvcc_hash_rev_duration_seconds',
+  'etcd_disk_backend_defrag_duration_seconds', 'etcd_disk_backend_snapshot_duration_seconds',
+  'etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds', 'etcd_debugging_mvcc_db_compaction_total_duration_milliseconds',
+  'etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds',
+  'grpc_server_msg_received_total', 'grpc_server_msg_sent_total', 'promhttp_metric_handler_requests_',
+];
+
+/** One scrape: the `# HELP` / `# TYPE` line pairs by metric name, and every sample by its series. */
+interface Scrape {
+  meta: Map<string, string>;
+  samples: Map<string, number>;
+}
+
+async function scrape(server: ServerHandle): Promise<Scrape> {
+  const meta = new Map<string, string>();
+  const samples = new Map<string, number>();
+  for (const line of (await (await fetch(`${server.endpoint}/metrics`)).text()).split('\n')) {
+    const m = /^# (?:HELP|TYPE) (\w+) /.exec(line);
+    if (m) meta.set(m[1]!, `${meta.get(m[1]!) ?? ''}${line}\n`);
+    else if (line !== '') {
+      const at = line.lastIndexOf(' ');
+      samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+    }
   }
-  return { meta, values };
+  return { meta, samples };
 }
 
 /** Asserts that `actual` is within `tolerance` (a fraction) of `expected`. */
@@ -23,28 +50,55 @@ function near(actual: number | undefined, expected: number, tolerance: number, w
   assert.ok(actual !== undefined && Math.abs(actual - expected) <= expected * tolerance, `${what}: ${actual} against ${expected}`);
 }
 
-describe('process metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
-  it('the same process_* names, help texts and types; values that describe the process', async (t) => {
-    const [etcd, ours] = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
-    const [theirs, first] = await Promise.all([processMetrics(etcd), processMetrics(ours)]);
-    assert.equal(theirs.meta.length, 14, 'etcd 3.4 serves seven process metrics');
-    assert.deepEqual(first.meta, theirs.meta);
+describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('etcd\'s metric names with the same help and type lines; client traffic counted alike; process values', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const ours = servers[1]!;
+    const before = await Promise.all(servers.map(scrape));
+    const [theirs, first] = before as [Scrape, Scrape];
 
-    // Both servers run under this test's limits.
-    assert.equal(first.values.get('process_max_fds'), theirs.values.get('process_max_fds'));
-    assert.equal(first.values.get('process_virtual_memory_max_bytes'), theirs.values.get('process_virtual_memory_max_bytes'));
+    const notServed = (name: string) => NOT_SERVED.some((p) => name.startsWith(p));
+    const missing = [...theirs.meta.keys()].filter((name) => !notServed(name) && !first.meta.has(name));
+    assert.deepEqual(missing, [], 'etcd serves these and etcd-ts does not');
+    for (const [name, lines] of first.meta) {
+      if (theirs.meta.has(name)) assert.equal(lines, theirs.meta.get(name), `help and type of ${name}`);
+    }
 
+    // The same requests move the client-traffic counters by the same amounts.
+    for (const s of servers) {
+      const put = await etcdctl(s.endpoint, ['put', 'metric-key', 'value']);
+      assert.equal(put.code, 0, put.stderr);
+      assert.equal((await fetch(`${s.endpoint}/health`)).status, 200);
+    }
+    const after = await Promise.all(servers.map(scrape));
+    const delta = (i: number, series: string) => (after[i]!.samples.get(series) ?? 0) - (before[i]!.samples.get(series) ?? 0);
+    for (const series of [
+      'etcd_network_client_grpc_received_bytes_total',
+      'etcd_network_client_grpc_sent_bytes_total',
+      'etcd_server_client_requests_total{client_api_version="3.4",type="unary"}',
+      'etcd_server_health_success',
+      'etcd_server_health_failures',
+      'etcd_debugging_mvcc_put_total',
+      'etcd_debugging_mvcc_total_put_size_in_bytes',
+      'etcd_disk_defrag_inflight',
+    ]) {
+      assert.equal(delta(1, series), delta(0, series), `change of ${series}`);
+    }
+    assert.equal(delta(1, 'etcd_debugging_mvcc_put_total'), 1, 'the steps did something');
+
+    // Both servers run under this test's limits; etcd-ts's process values match /proc.
+    for (const name of ['process_max_fds', 'process_virtual_memory_max_bytes', 'os_fd_limit']) {
+      assert.equal(first.samples.get(name), theirs.samples.get(name), name);
+    }
     const status = readFileSync(`/proc/${ours.pid}/status`, 'utf8');
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)![1]) * 1024;
-    near(first.values.get('process_resident_memory_bytes'), kib('VmRSS'), 0.25, 'resident memory');
-    near(first.values.get('process_virtual_memory_bytes'), kib('VmSize'), 0.1, 'virtual memory');
-    near(first.values.get('process_open_fds'), readdirSync(`/proc/${ours.pid}/fd`).length, 0.2, 'open fds');
-    const start = first.values.get('process_start_time_seconds')!;
+    const now = after[1]!.samples;
+    near(now.get('process_resident_memory_bytes'), kib('VmRSS'), 0.25, 'resident memory');
+    near(now.get('process_virtual_memory_bytes'), kib('VmSize'), 0.1, 'virtual memory');
+    near(now.get('process_open_fds'), readdirSync(`/proc/${ours.pid}/fd`).length, 0.2, 'open fds');
+    const start = now.get('process_start_time_seconds')!;
     assert.ok(start <= Date.now() / 1000 && start > Date.now() / 1000 - 120, `start time ${start}`);
-
-    const cpu = first.values.get('process_cpu_seconds_total')!;
-    assert.ok(cpu > 0);
-    const later = await processMetrics(ours);
-    assert.ok(later.values.get('process_cpu_seconds_total')! >= cpu, 'CPU time only grows');
+    assert.ok(now.get('process_cpu_seconds_total')! >= first.samples.get('process_cpu_seconds_total')!, 'CPU time only grows');
+    assert.ok(first.samples.get('process_cpu_seconds_total')! > 0);
   });
 });

@@ -1,5 +1,6 @@
 // etcd's watch metrics on /metrics of an embedded etcd-ts move with watch streams, watchers,
-// slow watchers and sent events, and go back to zero when the streams go away.
+// slow watchers and sent events, and go back to zero when the streams go away; watch requests
+// and responses count in the gRPC byte counters.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { EmbeddedServer, Kv, WatchSession, prefixEnd } from '../helpers/watch-client.js';
@@ -77,5 +78,24 @@ describe('watch metrics', () => {
     assert.equal(m4.get('etcd_debugging_mvcc_watcher_total'), 0);
     assert.equal(m4.get('etcd_debugging_mvcc_slow_watcher_total'), 0);
     assert.equal(m4.get('etcd_debugging_mvcc_pending_events_total'), 0);
+  });
+
+  it('counts the bytes of watch requests and responses in etcd_network_client_grpc_*_bytes_total', async () => {
+    const bytes = async (dir: 'received' | 'sent'): Promise<number> => {
+      const text = await (await fetch(`${srv.server.clientUrls[0]}/metrics`)).text();
+      return Number(new RegExp(`^etcd_network_client_grpc_${dir}_bytes_total (\\S+)$`, 'm').exec(text)![1]);
+    };
+    const [sent0, received0] = [await bytes('sent'), await bytes('received')];
+    const w = new WatchSession(srv.target);
+    w.create('bytes/key');
+    await w.created(1);
+    assert.ok((await bytes('received')) > received0, 'the create request');
+    const sent1 = await bytes('sent');
+    await kv.put('bytes/key', Buffer.alloc(10_000, 1));
+    await w.waitFor((rs) => rs.some((r) => r.events.length > 0), 'the event');
+    // The event carries the 10,000-byte value (the put's own answer is small).
+    assert.ok((await bytes('sent')) - sent1 > 10_000, 'the event response');
+    assert.ok(sent1 > sent0, 'the created response');
+    w.close();
   });
 });

@@ -296,6 +296,13 @@ describe('values', () => {
     assert.equal(run(['--experimental-watch-progress-notify-interval=0']).config.watchProgressNotifyIntervalMs, 600_000);
     fails(['--experimental-watch-progress-notify-interval=10'], 'invalid value "10" for flag -experimental-watch-progress-notify-interval: parse error (time: missing unit in duration "10")');
   });
+
+  it('reads the slow-request warning duration as a Go duration, taken as given', () => {
+    assert.equal(run([]).config.warningApplyDurationMs, 100);
+    assert.equal(run(['--experimental-warning-apply-duration=250ms']).config.warningApplyDurationMs, 250);
+    assert.equal(run(['--experimental-warning-apply-duration', '1s']).config.warningApplyDurationMs, 1000);
+    assert.equal(run(['--experimental-warning-apply-duration=0s']).config.warningApplyDurationMs, 0);
+  });
 });
 
 describe('client TLS', () => {

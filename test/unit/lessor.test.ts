@@ -64,7 +64,7 @@ describe('lessor', () => {
     assert.throws(() => lessor.grant(42n, 10), LeaseExists);
     assert.throws(() => lessor.grant(43n, MAX_LEASE_TTL_SEC + 1), LeaseTTLTooLarge);
     assert.equal(lessor.lookup(43n), undefined);
-    assert.deepEqual(lessor.metrics(), { granted: 3, revoked: 0, renewed: 0 });
+    assert.deepEqual(lessor.metrics(), { granted: 3, revoked: 0, renewed: 0, expired: 0 });
   });
 
   it('attaches keys through puts, moves them between leases and refuses unknown leases', async () => {
@@ -109,6 +109,7 @@ describe('lessor', () => {
     await store.sync();
     assert.deepEqual(liveKeys(store), ['keep']);
     assert.equal(lessor.metrics().revoked, 1);
+    assert.equal(lessor.metrics().expired, 1);
   });
 
   it('does not expire a lease before its TTL and keeps renewed leases alive', () => {
@@ -155,6 +156,7 @@ describe('lessor', () => {
     lessor.expire(performance.now() + 6000);
     await new Promise((r) => setImmediate(r));
     assert.ok(lessor.lookup(id), 'the lease stays after a failed revocation');
+    assert.equal(lessor.metrics().expired, 0, 'a failed revocation is not counted');
     assert.deepEqual(lessor.expire(performance.now() + 10_000), [id]);
     assert.equal(calls, 2);
   });

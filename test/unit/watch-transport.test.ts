@@ -1,7 +1,8 @@
 // The watch stream's transport on a grpc-js call (src/server/grpc/watch-service.ts): gRPC
 // framing of a response given as parts, the messages of a pass over the send queue in one
 // HTTP/2 write of up to WRITE_ROUND_BYTES, one write in flight at a time, the response headers
-// first, and the fallback through grpc-js when its HTTP/2 stream cannot be reached.
+// first, the bytes of each response counted, and the fallback through grpc-js when its HTTP/2
+// stream cannot be reached.
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
@@ -25,7 +26,8 @@ test('a pass over the queue goes to the HTTP/2 stream as gRPC messages in one wr
   const stream = { destroyed: false, writableEnded: false, write: (b: Buffer, cb: () => void) => (writes.push(b), callbacks.push(cb), events.push('data'), true) };
   const call = Object.assign(new EventEmitter(), { call: { stream }, sendMetadata: () => events.push('headers') }) as unknown as Call;
   let drained = 0;
-  const t = callTransport(call, () => drained++);
+  const sent: number[] = [];
+  const t = callTransport(call, () => drained++, (bytes) => sent.push(bytes));
 
   const parts = [Buffer.from('ab'), Buffer.from('cde')];
   assert.equal(t.write(parts, 5), true, 'a small message is held for the rest of the pass');
@@ -34,6 +36,7 @@ test('a pass over the queue goes to the HTTP/2 stream as gRPC messages in one wr
   t.flush();
   assert.deepEqual(writes, [Buffer.concat([frame(Buffer.from('abcde')), frame(Buffer.from('f'))])]);
   assert.deepEqual(parts, [Buffer.from('ab'), Buffer.from('cde')], 'shared parts are not changed');
+  assert.deepEqual(sent, [5, 1], 'each response counted by its size, framing excluded');
 
   assert.equal(t.write([Buffer.from('g')], 1), false, 'full while a write is in flight');
   t.flush();
@@ -66,7 +69,7 @@ test('without a reachable HTTP/2 stream, responses go through grpc-js, whole', (
   const written: Buffer[] = [];
   const call = Object.assign(new EventEmitter(), { write: (b: Buffer) => (written.push(b), written.length < 2) }) as unknown as Call;
   let drained = 0;
-  const t = callTransport(call, () => drained++);
+  const t = callTransport(call, () => drained++, () => assert.fail('grpc-js counts these in its serializer'));
   assert.equal(t.write([Buffer.from('x'), Buffer.from('yz')], 3), true);
   assert.equal(t.write([Buffer.from('q')], 1), false);
   assert.deepEqual(written, [Buffer.from('xyz'), Buffer.from('q')]);

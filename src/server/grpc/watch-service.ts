@@ -60,10 +60,11 @@ export const WRITE_ROUND_BYTES = 4096;
  * WRITE_ROUND_BYTES, and while a write is in flight the next one is held (its messages wait
  * here, the stream's queue stops) until the write callback. This skips grpc-js's
  * per-message layers (its object-mode Writable, serializer and second copy), most of a
- * fan-out's cost per response. The response headers grpc-js would send before its first
- * message go first.
+ * fan-out's cost per response, and so also grpc-js's serializer, where message bytes are
+ * counted: `onSent` gets each response's size. The response headers grpc-js would send before
+ * its first message go first.
  */
-export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, onDrain: () => void): WatchStreamTransport {
+export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, onDrain: () => void, onSent: (bytes: number) => void): WatchStreamTransport {
   const raw = rawStream(call);
   if (!raw) {
     call.on('drain', onDrain);
@@ -100,6 +101,7 @@ export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, on
       for (const p of parts) at += p.copy(message, at);
       held.push(message);
       heldBytes += message.length;
+      onSent(length);
       if (inFlight) return false;
       if (heldBytes < WRITE_ROUND_BYTES) return true;
       send();
@@ -111,8 +113,11 @@ export function callTransport(call: ServerDuplexStream<WatchRequest, Buffer>, on
   };
 }
 
-/** Registers the Watch service of `etcd` on `grpc`. */
-export function addWatchService(grpc: Server, etcd: EtcdServer): void {
+/**
+ * Registers the Watch service of `etcd` on `grpc`; `onSent` counts the bytes of the responses
+ * written straight to HTTP/2 (see `callTransport`).
+ */
+export function addWatchService(grpc: Server, etcd: EtcdServer, onSent: (bytes: number) => void): void {
   const header = (rev: number): ResponseHeader => ({
     clusterId: etcd.clusterId,
     memberId: etcd.memberId,
@@ -123,7 +128,7 @@ export function addWatchService(grpc: Server, etcd: EtcdServer): void {
     watch: (call: ServerDuplexStream<WatchRequest, Buffer>) => {
       const stream: WatchStream = new WatchStream(
         etcd.watchableStore,
-        callTransport(call, () => stream.drained()),
+        callTransport(call, () => stream.drained(), onSent),
         { header, maxRequestBytes: etcd.config.maxRequestBytes, progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs },
       );
       call.on('data', (req: WatchRequest) => {

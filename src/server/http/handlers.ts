@@ -49,7 +49,9 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics): http.Requ
     switch (url.pathname) {
       case '/health': {
         if (!allowMethod(req, res, 'GET')) return;
-        if (healthy(etcd, url.searchParams.getAll('exclude'))) {
+        const ok = healthy(etcd, url.searchParams.getAll('exclude'));
+        metrics.healthChecked(ok);
+        if (ok) {
           // etcd writes no Content-Type here; Go sniffs the JSON as text.
           res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' });
           res.end('{"health":"true"}');
