@@ -202,6 +202,8 @@ export class Lessor implements LeaseHooks {
    * also counts a raft index entry). A rejected promise schedules a retry.
    */
   revokeExpired: (id: bigint) => Promise<unknown> = (id) => this.revoke(id);
+  /** Called with the TTL (seconds, after the minimum is applied) of every granted lease (etcd `leaseTotalTTLs`). */
+  onGrant: ((ttlSec: number) => void) | undefined;
 
   constructor(store: KVStore, opts: LessorOptions) {
     this.store = store;
@@ -257,6 +259,7 @@ export class Lessor implements LeaseHooks {
     this.refresh(lease, performance.now(), 0);
     this.backend.put('lease', idToBytes(id), encodeLeaseRecord(id, lease.ttlSec));
     this.counters.granted++;
+    this.onGrant?.(lease.ttlSec);
     return { lease, durable: this.store.sync() };
   }
 

@@ -126,6 +126,12 @@ export class KVStore {
   private readonly listeners: PublishListener[] = [];
   /** Backend records deleted by compactions since start (etcd `db_compaction_keys_total`); written only by `deleteCompacted`. */
   compactedKeysTotal = 0;
+  /**
+   * Called with each compaction's timings in ms (etcd's compaction duration histograms):
+   * `index` the index compaction, `dbPause` each batch of backend deletes, `dbTotal` the whole
+   * deletion from its first batch to its last.
+   */
+  onCompactionTiming: ((phase: 'index' | 'dbPause' | 'dbTotal', ms: number) => void) | undefined;
   /** Resolves when the running physical compaction is finished. */
   private compaction: Promise<void> = Promise.resolve();
   /** True while a durability wait is in flight (one at a time keeps batches large). */
@@ -268,7 +274,9 @@ export class KVStore {
     if (rev > this.currentRev) throw new FutureRevError();
     this.compactMainRev = rev;
     this.backend.putMeta('scheduledCompactRev', rev);
+    const indexStart = performance.now();
     const keep = this.index.compact(rev);
+    this.onCompactionTiming?.('index', performance.now() - indexStart);
     const previous = this.compaction;
     const done = previous.then(() => this.sync()).then(() => this.deleteCompacted(rev, keep));
     this.compaction = done.catch(() => {});
@@ -278,8 +286,10 @@ export class KVStore {
   /** Deletes backend records at or below `rev` not in `keep`, in batches (etcd `scheduleCompaction`). */
   private async deleteCompacted(rev: number, keep: RevisionSet): Promise<void> {
     const end = revToBytes({ main: rev + 1, sub: 0 });
+    const totalStart = performance.now();
     let start: Buffer | undefined = revToBytes({ main: 0, sub: 0 });
     while (start) {
+      const batchStart = performance.now();
       let n = 0;
       let next: Buffer | undefined;
       for (const { key } of this.backend.range('key', start, end)) {
@@ -299,8 +309,13 @@ export class KVStore {
       if (!next) this.backend.putMeta('finishedCompactRev', rev);
       await this.backend.durable();
       start = next;
-      if (start) await new Promise((r) => setTimeout(r, COMPACTION_PAUSE_MS));
+      if (start) {
+        // etcd times every batch but the last.
+        this.onCompactionTiming?.('dbPause', performance.now() - batchStart);
+        await new Promise((r) => setTimeout(r, COMPACTION_PAUSE_MS));
+      }
     }
+    this.onCompactionTiming?.('dbTotal', performance.now() - totalStart);
   }
 
   /** Rebuilds the index from the backend (etcd `store.restore`) and resumes a scheduled compaction. */

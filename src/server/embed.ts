@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import { Server as GrpcServer, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
+import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
@@ -71,7 +72,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const advertised = config.advertiseClientUrls;
     addKVService(grpc, etcd);
     addMaintenanceService(grpc, etcd);
-    addWatchService(grpc, etcd, (bytes) => serverMetrics.sent(bytes));
+    addWatchService(grpc, etcd, (bytes) => serverMetrics.sent(WatchService.watch.path, bytes));
     addLeaseService(grpc, etcd);
     addLockService(grpc, etcd);
     addElectionService(grpc, etcd);

@@ -9,7 +9,9 @@
  * with a plain integer increment: changes published by the store (puts, deletions, live keys),
  * the backend's durability waits (a histogram observation per group commit, not per write),
  * gRPC calls per method and status code and per client API version (Map lookups per call),
- * gRPC message bytes each way (etcd counts them in its codec), and /health answers.
+ * gRPC messages and their bytes each way (etcd counts the bytes in its codec), /health
+ * answers, and the durations etcd keeps histograms of: a few Maintenance calls, compactions
+ * and lease TTLs (an observation each).
  *
  * Metrics that describe a cluster (learners, heartbeats, read indexes, failed proposals,
  * snapshots from a leader) are served with their single-member value, 0, as etcd serves them
@@ -80,10 +82,18 @@ interface MethodCalls {
   started: number;
   /** Calls finished, by gRPC status code. */
   readonly handled: Map<number, number>;
+  /** Messages received and sent (`grpc_server_msg_{received,sent}_total`). */
+  received: number;
+  sent: number;
+}
+
+/** Prometheus `ExponentialBuckets(start, factor, count)`. */
+function exponentialBuckets(start: number, factor: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => start * factor ** i);
 }
 
 /** etcd's commit-duration buckets: 1 ms doubling 14 times, to about 8 s. */
-const COMMIT_BUCKETS_SECONDS = Array.from({ length: 14 }, (_, i) => 0.001 * 2 ** i);
+const COMMIT_BUCKETS_SECONDS = exponentialBuckets(0.001, 2, 14);
 
 /** The quota etcd reports in `etcd_server_quota_backend_bytes`: the flag, 0 meaning the default. */
 function quotaBytes(config: ServerConfig): number {
@@ -108,6 +118,8 @@ export class ServerMetrics {
   private sentBytes = 0;
   /** Calls by `type` ('unary' or 'stream') and client API version, keyed `type/version`; written by `instrument`. */
   private readonly clientRequests = new Map<string, number>();
+  /** Histograms of call durations in seconds by method path, for the calls etcd times; read by `instrument`. */
+  private readonly timers = new Map<string, Histogram>();
   /** /health answers, healthy and not; written by `healthChecked`. */
   private healthy = 0;
   private unhealthy = 0;
@@ -225,6 +237,21 @@ export class ServerMetrics {
       commit.observe(seconds);
       fsync.observe(seconds);
     };
+    const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: register });
+    // Maintenance calls, timed from the handler's start to its answer (to the stream's end for
+    // Snapshot): etcd times the hash, the defragmentation and the snapshot transfer themselves.
+    this.timers.set('/etcdserverpb.Maintenance/Hash', histogram('etcd_mvcc_hash_duration_seconds', 'The latency distribution of storage hash operation.', exponentialBuckets(0.01, 2, 15)));
+    this.timers.set('/etcdserverpb.Maintenance/HashKV', histogram('etcd_mvcc_hash_rev_duration_seconds', 'The latency distribution of storage hash by revision operation.', exponentialBuckets(0.01, 2, 15)));
+    this.timers.set('/etcdserverpb.Maintenance/Defragment', histogram('etcd_disk_backend_defrag_duration_seconds', 'The latency distribution of backend defragmentation.', exponentialBuckets(0.1, 2, 13)));
+    this.timers.set('/etcdserverpb.Maintenance/Snapshot', histogram('etcd_disk_backend_snapshot_duration_seconds', 'The latency distribution of backend snapshots.', exponentialBuckets(0.01, 2, 17)));
+    const compaction = {
+      index: histogram('etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds', 'Bucketed histogram of index compaction pause duration.', exponentialBuckets(0.5, 2, 14)),
+      dbPause: histogram('etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds', 'Bucketed histogram of db compaction pause duration.', exponentialBuckets(1, 2, 13)),
+      dbTotal: histogram('etcd_debugging_mvcc_db_compaction_total_duration_milliseconds', 'Bucketed histogram of db compaction total duration.', exponentialBuckets(100, 2, 14)),
+    };
+    store.onCompactionTiming = (phase, ms) => compaction[phase].observe(ms);
+    const leaseTtls = histogram('etcd_debugging_lease_ttl_total', 'Bucketed histogram of lease TTLs.', exponentialBuckets(1, 2, 24));
+    etcd.lessor.onGrant = (ttlSec) => leaseTtls.observe(ttlSec);
 
     // The process, as client_golang's process collector names it.
     value('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', () => {
@@ -267,6 +294,26 @@ export class ServerMetrics {
         }
       },
     });
+    new Counter({
+      name: 'grpc_server_msg_received_total',
+      help: 'Total number of RPC stream messages received on the server.',
+      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const c of calls.values()) this.inc(c.labels, c.received);
+      },
+    });
+    new Counter({
+      name: 'grpc_server_msg_sent_total',
+      help: 'Total number of gRPC stream messages sent by the server.',
+      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const c of calls.values()) this.inc(c.labels, c.sent);
+      },
+    });
   }
 
   /** Calls started of the method at `path`. */
@@ -289,17 +336,21 @@ export class ServerMetrics {
       if (handler === undefined) continue;
       const counted = this.methodCalls(method.path, method.requestStream, method.responseStream);
       const type = method.requestStream || method.responseStream ? 'stream' : 'unary';
-      const handled = (code: number): void => {
+      const timer = this.timers.get(method.path);
+      /** Counts a call that started at `start` (ms; 0 when the method is not timed) as ended with `code`. */
+      const handled = (code: number, start: number): void => {
         counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
+        timer?.observe((performance.now() - start) / 1000);
       };
       if (!method.responseStream) {
         // Unary and client-streaming handlers answer through a callback.
         const h = handler as (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => void;
         out[name] = (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => {
+          const start = timer ? performance.now() : 0;
           counted.started++;
           this.countClientRequest(type, call.metadata);
           h(call, (err, value, trailer, flags) => {
-            handled(err ? (err.code ?? GrpcStatus.UNKNOWN) : GrpcStatus.OK);
+            handled(err ? (err.code ?? GrpcStatus.UNKNOWN) : GrpcStatus.OK, start);
             callback(err, value, trailer, flags);
           });
         };
@@ -308,9 +359,10 @@ export class ServerMetrics {
         // keeps it in the call's `pendingStatus` (OK unless the handler failed the call).
         const h = handler as (call: StreamingCall) => void;
         out[name] = (call: StreamingCall) => {
+          const start = timer ? performance.now() : 0;
           counted.started++;
           this.countClientRequest(type, call.metadata);
-          call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK));
+          call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
           h(call);
         };
       }
@@ -327,28 +379,36 @@ export class ServerMetrics {
 
   /**
    * `service` with every method's request deserializer and response serializer counting the
-   * message bytes (`etcd_network_client_grpc_{received,sent}_bytes_total`, which etcd counts in
-   * its gRPC codec). Responses written past grpc-js's serializer are counted through `sent`.
+   * messages and their bytes (`grpc_server_msg_{received,sent}_total`,
+   * `etcd_network_client_grpc_{received,sent}_bytes_total`, which etcd counts in its gRPC
+   * codec). Responses written past grpc-js's serializer are counted through `sent`.
    */
   countBytes(service: ServiceDefinition): ServiceDefinition {
-    const counted = Object.entries(service).map(([name, method]) => [name, {
-      ...method,
-      requestDeserialize: (bytes: Buffer): unknown => {
-        this.receivedBytes += bytes.length;
-        return method.requestDeserialize(bytes);
-      },
-      responseSerialize: (value: unknown): Buffer => {
-        const bytes = method.responseSerialize(value);
-        this.sentBytes += bytes.length;
-        return bytes;
-      },
-    }]);
+    const counted = Object.entries(service).map(([name, method]) => {
+      const calls = this.methodCalls(method.path, method.requestStream, method.responseStream);
+      return [name, {
+        ...method,
+        requestDeserialize: (bytes: Buffer): unknown => {
+          this.receivedBytes += bytes.length;
+          calls.received++;
+          return method.requestDeserialize(bytes);
+        },
+        responseSerialize: (value: unknown): Buffer => {
+          const bytes = method.responseSerialize(value);
+          this.sentBytes += bytes.length;
+          calls.sent++;
+          return bytes;
+        },
+      }];
+    });
     return Object.fromEntries(counted) as ServiceDefinition;
   }
 
-  /** Counts `bytes` of gRPC messages sent past grpc-js's serializers (the watch transport). */
-  sent(bytes: number): void {
+  /** Counts a message of `bytes` sent past grpc-js's serializer by the method at `path` (the watch transport). */
+  sent(path: string, bytes: number): void {
     this.sentBytes += bytes;
+    const calls = this.calls.get(path);
+    if (calls) calls.sent++;
   }
 
   /** Counts one /health answer (`etcd_server_health_success` / `_failures`). */
@@ -366,6 +426,8 @@ export class ServerMetrics {
         labels: { grpc_service: service, grpc_method: name, grpc_type: grpcType(requestStream, responseStream) },
         started: 0,
         handled: new Map(),
+        received: 0,
+        sent: 0,
       };
       this.calls.set(path, c);
     }

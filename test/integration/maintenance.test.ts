@@ -175,6 +175,7 @@ describe('maintenance and operations endpoints', () => {
     ]) {
       assert.ok(m1.includes(`\n${name}`), `missing ${name}`);
     }
+    assert.equal(sample(m1, 'etcd_mvcc_hash_duration_seconds_count'), 2, 'the two Hash calls of the test before');
     await put('metric', 'a');
     await put('metric', 'b');
     await call<DeleteRangeRequest, DeleteRangeResponse>(kv.deleteRange.bind(kv), { key: Buffer.from('metric'), rangeEnd: Buffer.alloc(0), prevKv: false });
