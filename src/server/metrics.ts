@@ -120,6 +120,9 @@ export class ServerMetrics {
   private readonly clientRequests = new Map<string, number>();
   /** Histograms of call durations in seconds by method path, for the calls etcd times; read by `instrument`. */
   private readonly timers = new Map<string, Histogram>();
+  /** Scrapes being served, and those served by HTTP status (client_golang's promhttp; 200, 500 and 503 from the start). */
+  private scrapesInFlight = 0;
+  private readonly scrapes = new Map<number, number>([[200, 0], [500, 0], [503, 0]]);
   /** /health answers, healthy and not; written by `healthChecked`. */
   private healthy = 0;
   private unhealthy = 0;
@@ -269,6 +272,20 @@ export class ServerMetrics {
       value('os_fd_used', 'The number of used file descriptors.', () => readdirSync('/proc/self/fd').length);
       value('os_fd_limit', 'The file descriptor limit.', () => processLimit('Max open files'));
     }
+
+    // Scrapes, as client_golang's promhttp handler counts them.
+    value('promhttp_metric_handler_requests_in_flight', 'Current number of scrapes being served.', () => this.scrapesInFlight);
+    const scrapes = this.scrapes;
+    new Counter({
+      name: 'promhttp_metric_handler_requests_total',
+      help: 'Total number of scrapes by HTTP status code.',
+      labelNames: ['code'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const [code, n] of scrapes) this.inc({ code: String(code) }, n);
+      },
+    });
 
     // gRPC, as go-grpc-prometheus names them.
     const calls = this.calls;
@@ -434,9 +451,20 @@ export class ServerMetrics {
     return c;
   }
 
-  /** The exposition text of every metric (Prometheus text format 0.0.4). */
+  /**
+   * The exposition text of every metric (Prometheus text format 0.0.4). The scrape counts as
+   * in flight while it renders and, as promhttp counts it, by its status code once answered:
+   * the caller reports that with `scraped`.
+   */
   render(): Promise<string> {
+    this.scrapesInFlight++;
     return this.registry.metrics();
+  }
+
+  /** Ends a scrape `render` began, answered with HTTP status `code`. */
+  scraped(code: number): void {
+    this.scrapesInFlight--;
+    this.scrapes.set(code, (this.scrapes.get(code) ?? 0) + 1);
   }
 
   /** The Content-Type of `render()`'s text. */

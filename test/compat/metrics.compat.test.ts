@@ -16,13 +16,13 @@ import { etcdUnavailableReason, startServer, type ServerHandle } from '../helper
  * Metrics etcd 3.4 serves and etcd-ts does not, by prefix or name (see docs/compat-notes.md):
  * the Go runtime's; the v2 store's, the gRPC proxy's, raft snapshots', the WAL's bytes,
  * bbolt's commit phases and open read transactions, which etcd-ts has no counterpart of;
- * auth's revision (no auth yet); Prometheus's own handler counters.
+ * auth's revision (no auth yet).
  */
 const NOT_SERVED = [
   'go_', 'etcd_server_go_version',
   'etcd_debugging_store_', 'etcd_grpc_proxy_', 'etcd_snap_', 'etcd_debugging_snap_', 'etcd_disk_wal_write_bytes_total',
   'etcd_debugging_disk_backend_commit_', 'etcd_mvcc_db_open_read_transactions',
-  'etcd_debugging_auth_revision', 'promhttp_metric_handler_requests_',
+  'etcd_debugging_auth_revision',
 ];
 
 /** One scrape: the `# HELP` / `# TYPE` line pairs by metric name, and every sample by its series. */
@@ -89,6 +89,9 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       'etcd_debugging_mvcc_put_total',
       'etcd_debugging_mvcc_total_put_size_in_bytes',
       'etcd_disk_defrag_inflight',
+      'promhttp_metric_handler_requests_in_flight',
+      'promhttp_metric_handler_requests_total{code="200"}',
+      'promhttp_metric_handler_requests_total{code="500"}',
       ...['grpc_server_started_total', 'grpc_server_msg_received_total', 'grpc_server_msg_sent_total'].map(
         (name) => `${name}{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`),
       'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}',
@@ -96,6 +99,8 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       assert.equal(delta(1, series), delta(0, series), `change of ${series}`);
     }
     assert.equal(delta(1, 'etcd_debugging_mvcc_put_total'), 1, 'the steps did something');
+    assert.equal(first.samples.get('promhttp_metric_handler_requests_in_flight'), 1, 'a scrape sees itself in flight, as in etcd');
+    assert.equal(theirs.samples.get('promhttp_metric_handler_requests_in_flight'), 1);
 
     // Maintenance, compaction and leases add one observation to the same histograms.
     const dir = await mkdtemp(join(tmpdir(), 'metrics-compat-'));

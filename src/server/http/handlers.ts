@@ -70,8 +70,12 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics): http.Requ
           (text) => {
             res.writeHead(200, { 'Content-Type': metrics.contentType });
             res.end(text);
+            metrics.scraped(200);
           },
-          (err: unknown) => httpError(res, 500, `An error has occurred while serving metrics:\n\n${String(err)}`),
+          (err: unknown) => {
+            httpError(res, 500, `An error has occurred while serving metrics:\n\n${String(err)}`);
+            metrics.scraped(500);
+          },
         );
         return;
       default:
