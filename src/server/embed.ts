@@ -72,7 +72,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const advertised = config.advertiseClientUrls;
     addKVService(grpc, etcd);
     addMaintenanceService(grpc, etcd);
-    addWatchService(grpc, etcd, (bytes) => serverMetrics.sent(WatchService.watch.path, bytes));
+    addWatchService(grpc, etcd, serverMetrics.sender(WatchService.watch));
     addLeaseService(grpc, etcd);
     addLockService(grpc, etcd);
     addElectionService(grpc, etcd);

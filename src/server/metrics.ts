@@ -113,7 +113,7 @@ export class ServerMetrics {
   private putBytes = 0;
   /** Keys alive at the published revision (etcd `keysGauge`); kept by the publish listener. */
   private liveKeys: number;
-  /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sent`. */
+  /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sender`. */
   private receivedBytes = 0;
   private sentBytes = 0;
   /** Calls by `type` ('unary' or 'stream') and client API version, keyed `type/version`; written by `instrument`. */
@@ -398,7 +398,7 @@ export class ServerMetrics {
    * `service` with every method's request deserializer and response serializer counting the
    * messages and their bytes (`grpc_server_msg_{received,sent}_total`,
    * `etcd_network_client_grpc_{received,sent}_bytes_total`, which etcd counts in its gRPC
-   * codec). Responses written past grpc-js's serializer are counted through `sent`.
+   * codec). Responses written past grpc-js's serializer are counted through `sender`.
    */
   countBytes(service: ServiceDefinition): ServiceDefinition {
     const counted = Object.entries(service).map(([name, method]) => {
@@ -421,11 +421,16 @@ export class ServerMetrics {
     return Object.fromEntries(counted) as ServiceDefinition;
   }
 
-  /** Counts a message of `bytes` sent past grpc-js's serializer by the method at `path` (the watch transport). */
-  sent(path: string, bytes: number): void {
-    this.sentBytes += bytes;
-    const calls = this.calls.get(path);
-    if (calls) calls.sent++;
+  /**
+   * A counter of the messages `method` sends past grpc-js's serializer (the watch transport):
+   * call it with each message's bytes.
+   */
+  sender(method: { path: string; requestStream: boolean; responseStream: boolean }): (bytes: number) => void {
+    const calls = this.methodCalls(method.path, method.requestStream, method.responseStream);
+    return (bytes) => {
+      this.sentBytes += bytes;
+      calls.sent++;
+    };
   }
 
   /** Counts one /health answer (`etcd_server_health_success` / `_failures`). */
