@@ -289,16 +289,20 @@ export class ServerMetrics {
 
     // gRPC, as go-grpc-prometheus names them.
     const calls = this.calls;
-    new Counter({
-      name: 'grpc_server_started_total',
-      help: 'Total number of RPCs started on the server.',
-      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
-      registers: register,
-      collect() {
-        this.reset();
-        for (const c of calls.values()) this.inc(c.labels, c.started);
-      },
-    });
+    const perMethod = (name: string, help: string, read: (c: MethodCalls) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
+        registers: register,
+        collect() {
+          this.reset();
+          for (const c of calls.values()) this.inc(c.labels, read(c));
+        },
+      });
+    perMethod('grpc_server_started_total', 'Total number of RPCs started on the server.', (c) => c.started);
+    perMethod('grpc_server_msg_received_total', 'Total number of RPC stream messages received on the server.', (c) => c.received);
+    perMethod('grpc_server_msg_sent_total', 'Total number of gRPC stream messages sent by the server.', (c) => c.sent);
     new Counter({
       name: 'grpc_server_handled_total',
       help: 'Total number of RPCs completed on the server, regardless of success or failure.',
@@ -309,26 +313,6 @@ export class ServerMetrics {
         for (const c of calls.values()) {
           for (const [code, n] of c.handled) this.inc({ ...c.labels, grpc_code: GRPC_CODE_NAMES[code] ?? String(code) }, n);
         }
-      },
-    });
-    new Counter({
-      name: 'grpc_server_msg_received_total',
-      help: 'Total number of RPC stream messages received on the server.',
-      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
-      registers: register,
-      collect() {
-        this.reset();
-        for (const c of calls.values()) this.inc(c.labels, c.received);
-      },
-    });
-    new Counter({
-      name: 'grpc_server_msg_sent_total',
-      help: 'Total number of gRPC stream messages sent by the server.',
-      labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
-      registers: register,
-      collect() {
-        this.reset();
-        for (const c of calls.values()) this.inc(c.labels, c.sent);
       },
     });
   }

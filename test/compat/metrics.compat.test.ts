@@ -53,6 +53,16 @@ async function scrape(server: ServerHandle): Promise<Scrape> {
   return { meta, samples };
 }
 
+/**
+ * Asserts that each of `series` changed by the same amount on etcd (index 0) and etcd-ts
+ * (index 1) between the scrapes `from` and `to`; returns etcd-ts's change of a series.
+ */
+function sameMoves(from: Scrape[], to: Scrape[], series: readonly string[]): (series: string) => number {
+  const change = (i: number, name: string) => (to[i]!.samples.get(name) ?? 0) - (from[i]!.samples.get(name) ?? 0);
+  for (const name of series) assert.equal(change(1, name), change(0, name), `change of ${name}`);
+  return (name) => change(1, name);
+}
+
 /** Asserts that `actual` is within `tolerance` (a fraction) of `expected`. */
 function near(actual: number | undefined, expected: number, tolerance: number, what: string): void {
   assert.ok(actual !== undefined && Math.abs(actual - expected) <= expected * tolerance, `${what}: ${actual} against ${expected}`);
@@ -79,8 +89,7 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       assert.equal((await fetch(`${s.endpoint}/health`)).status, 200);
     }
     const after = await Promise.all(servers.map(scrape));
-    const delta = (i: number, series: string) => (after[i]!.samples.get(series) ?? 0) - (before[i]!.samples.get(series) ?? 0);
-    for (const series of [
+    const delta = sameMoves(before, after, [
       'etcd_network_client_grpc_received_bytes_total',
       'etcd_network_client_grpc_sent_bytes_total',
       'etcd_server_client_requests_total{client_api_version="3.4",type="unary"}',
@@ -95,10 +104,8 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       ...['grpc_server_started_total', 'grpc_server_msg_received_total', 'grpc_server_msg_sent_total'].map(
         (name) => `${name}{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`),
       'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}',
-    ]) {
-      assert.equal(delta(1, series), delta(0, series), `change of ${series}`);
-    }
-    assert.equal(delta(1, 'etcd_debugging_mvcc_put_total'), 1, 'the steps did something');
+    ]);
+    assert.equal(delta('etcd_debugging_mvcc_put_total'), 1, 'the steps did something');
     assert.equal(first.samples.get('promhttp_metric_handler_requests_in_flight'), 1, 'a scrape sees itself in flight, as in etcd');
     assert.equal(theirs.samples.get('promhttp_metric_handler_requests_in_flight'), 1);
 
@@ -113,19 +120,13 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       }
     }
     const last = await Promise.all(servers.map(scrape));
-    const moved = (i: number, series: string) => (last[i]!.samples.get(series) ?? 0) - (after[i]!.samples.get(series) ?? 0);
-    for (const series of [
-      'etcd_mvcc_hash_rev_duration_seconds_count',
-      'etcd_disk_backend_defrag_duration_seconds_count',
-      'etcd_disk_backend_snapshot_duration_seconds_count',
-      'etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds_count',
-      'etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count',
-      'etcd_debugging_lease_ttl_total_count',
-      'etcd_debugging_lease_ttl_total_sum',
-    ]) {
-      assert.equal(moved(1, series), moved(0, series), `change of ${series}`);
-    }
-    assert.equal(moved(1, 'etcd_debugging_lease_ttl_total_sum'), 60);
+    const histograms = [
+      'etcd_mvcc_hash_rev_duration_seconds', 'etcd_disk_backend_defrag_duration_seconds', 'etcd_disk_backend_snapshot_duration_seconds',
+      'etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds', 'etcd_debugging_mvcc_db_compaction_total_duration_milliseconds',
+      'etcd_debugging_lease_ttl_total',
+    ];
+    const moved = sameMoves(after, last, [...histograms.map((h) => `${h}_count`), 'etcd_debugging_lease_ttl_total_sum']);
+    assert.equal(moved('etcd_debugging_lease_ttl_total_sum'), 60);
 
     // Both servers run under this test's limits; etcd-ts's process values match /proc.
     for (const name of ['process_max_fds', 'process_virtual_memory_max_bytes', 'os_fd_limit']) {
