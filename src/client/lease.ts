@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { LeaseKeepAliveRequest, LeaseKeepAliveResponse } from '../proto/gen/rpc.gen.js';
-import type { Connection } from './connection.js';
+import { callMetadata, type Connection } from './connection.js';
 import { EtcdClientError, LeaseNotFoundError, toClientError } from './errors.js';
 
 /** Options of {@link Client.keepAlive}. */
@@ -67,7 +67,7 @@ export class LeaseKeepAlive extends EventEmitter<LeaseKeepAliveEvents> {
 
   private open(): void {
     const ep = this.connection.pick();
-    const call = ep.lease.leaseKeepAlive();
+    const call = ep.lease.leaseKeepAlive(callMetadata());
     this.call = call;
     call.on('data', (res: LeaseKeepAliveResponse) => {
       if (this.call !== call) return;

@@ -47,7 +47,7 @@ import {
   type WatchRequest,
   type WatchResponse as WatchResponseMessage,
 } from '../proto/gen/rpc.gen.js';
-import type { Connection, Endpoint } from './connection.js';
+import { callMetadata, type Connection, type Endpoint } from './connection.js';
 import { CompactedError, EtcdClientError, toClientError } from './errors.js';
 import { rangeEndOf, toBigInt, toBuffer, type Bytes, type Int64, type RangeOptions } from './kv.js';
 
@@ -370,7 +370,7 @@ export class WatchStream {
   private connect(): void {
     this.reconnectTimer = undefined;
     const endpoint = this.connection.pick();
-    const call = endpoint.watch.watch();
+    const call = endpoint.watch.watch(callMetadata());
     this.call = call;
     this.endpoint = endpoint;
     call.on('data', (res: WatchResponseMessage) => {

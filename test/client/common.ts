@@ -18,11 +18,14 @@ export async function deadEndpoint(): Promise<string> {
   return `http://127.0.0.1:${await freePort()}`;
 }
 
-/** Reads a metric's value from the server's /metrics. */
-export async function metric(endpoint: string, name: string): Promise<number> {
+/** Reads a metric's value from the server's /metrics; `absent` when the series is not there (throws without it). */
+export async function metric(endpoint: string, name: string, absent?: number): Promise<number> {
   const text = await (await fetch(`${endpoint}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`metric ${name} not found`);
+  if (line === undefined) {
+    if (absent !== undefined) return absent;
+    throw new Error(`metric ${name} not found`);
+  }
   return Number(line.split(' ')[1]);
 }
 

@@ -15,7 +15,7 @@ import {
   UnavailableError,
   DeadlineExceededError,
 } from '../../src/index.js';
-import { deadEndpoint, KINDS, start, suiteServer } from './common.js';
+import { deadEndpoint, KINDS, metric, start, suiteServer } from './common.js';
 
 const keys = (r: { kvs: Array<{ key: Buffer }> }): string[] => r.kvs.map((kv) => kv.key.toString());
 
@@ -25,6 +25,17 @@ for (const { kind, skip } of KINDS) {
     let client: Client;
     before(() => { client = new Client({ endpoints: [server().endpoint] }); });
     after(() => client.close());
+
+    it("announces clientv3's API version (3.4) on unary and stream calls, which the server counts", async () => {
+      const count = (type: string) => metric(server().endpoint, `etcd_server_client_requests_total{client_api_version="3.4",type="${type}"}`, 0);
+      const [unary, stream] = [await count('unary'), await count('stream')];
+      await client.put('api/k', 'v');
+      const watcher = client.watch('api/');
+      await watcher.created;
+      await watcher.cancel();
+      assert.equal(await count('unary'), unary + 1);
+      assert.ok((await count('stream')) > stream, 'the watch stream');
+    });
 
     it('put / get with prefix, range, fromKey, limit, sort, keysOnly, countOnly and revision', async () => {
       const first = await client.put('kv/a', '1');
