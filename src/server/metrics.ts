@@ -26,6 +26,7 @@ import type { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
+import { KVService, MaintenanceService } from '../proto/gen/rpc.gen.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
 
 /** The soft limit called `name` in /proc/self/limits; unlimited is 2^64, as client_golang reports it. */
@@ -39,6 +40,13 @@ function processLimit(name: string): number {
 function processVirtualBytes(): number {
   const stat = readFileSync('/proc/self/stat', 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[20]);
+}
+
+/** Counts a call in `requests` under the client's `client-api-version` header, 'unknown' without one (etcd's interceptors). */
+function countClientRequest(requests: Map<string, number>, metadata: Metadata): void {
+  const header = metadata.get('client-api-version')[0];
+  const version = typeof header === 'string' ? header : 'unknown';
+  requests.set(version, (requests.get(version) ?? 0) + 1);
 }
 
 /** go-grpc-prometheus's `grpc_type` label by (client streams, server streams). */
@@ -116,8 +124,8 @@ export class ServerMetrics {
   /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sender`. */
   private receivedBytes = 0;
   private sentBytes = 0;
-  /** Calls by `type` ('unary' or 'stream') and client API version, keyed `type/version`; written by `instrument`. */
-  private readonly clientRequests = new Map<string, number>();
+  /** Calls by type and client API version; written by `instrument`. */
+  private readonly clientRequests = { unary: new Map<string, number>(), stream: new Map<string, number>() };
   /** Histograms of call durations in seconds by method path, for the calls etcd times; read by `instrument`. */
   private readonly timers = new Map<string, Histogram>();
   /** Scrapes being served, and those served by HTTP status (client_golang's promhttp; 200, 500 and 503 from the start). */
@@ -150,6 +158,7 @@ export class ServerMetrics {
         new Counter({ name, help, registers: register, collect() { this.reset(); this.inc(read()); } });
       }
     };
+    const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: register });
 
     // Raft: a single member leads from its start on, through one election.
     value('etcd_server_has_leader', 'Whether or not a leader exists. 1 is existence, 0 is not.', () => 1);
@@ -183,9 +192,8 @@ export class ServerMetrics {
       registers: register,
       collect() {
         this.reset();
-        for (const [key, n] of clientRequests) {
-          const slash = key.indexOf('/');
-          this.inc({ client_api_version: key.slice(slash + 1), type: key.slice(0, slash) }, n);
+        for (const type of ['unary', 'stream'] as const) {
+          for (const [version, n] of clientRequests[type]) this.inc({ client_api_version: version, type }, n);
         }
       },
     });
@@ -193,23 +201,22 @@ export class ServerMetrics {
     value('etcd_network_client_grpc_sent_bytes_total', 'The total number of bytes sent to grpc clients.', () => this.sentBytes, 'counter');
 
     // Backend and MVCC store.
-    value('etcd_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
+    // etcd 3.4 serves these under both names, the older etcd_debugging_ one beside the new one.
+    const mvcc = (name: string, help: string, read: () => number, kind: 'gauge' | 'counter' = 'gauge'): void => {
+      value(`etcd_mvcc_${name}`, help, read, kind);
+      value(`etcd_debugging_mvcc_${name}`, help, read, kind);
+    };
+    mvcc('db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
     value('etcd_mvcc_db_total_size_in_use_in_bytes', 'Total size of the underlying database logically in use in bytes.', () => etcd.backend.sizeInUse());
     value('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => this.liveKeys);
     value('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => store.publishedRev);
     value('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => store.compactRev);
     value('etcd_debugging_mvcc_db_compaction_keys_total', 'Total number of db keys compacted.', () => store.compactedKeysTotal, 'counter');
-    value('etcd_mvcc_put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
-    value('etcd_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
-    value('etcd_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
-    value('etcd_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
-    // etcd 3.4 still serves the older etcd_debugging_ names of these beside the new ones.
-    value('etcd_debugging_mvcc_db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
-    value('etcd_debugging_mvcc_put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
-    value('etcd_debugging_mvcc_delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
+    mvcc('put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
+    mvcc('delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
+    mvcc('range_total', 'Total number of ranges seen by this member.', () => this.started(KVService.range.path), 'counter');
+    mvcc('txn_total', 'Total number of txns seen by this member.', () => this.started(KVService.txn.path), 'counter');
     value('etcd_debugging_mvcc_total_put_size_in_bytes', 'The total size of put kv pairs seen by this member.', () => this.putBytes);
-    value('etcd_debugging_mvcc_range_total', 'Total number of ranges seen by this member.', () => this.started('/etcdserverpb.KV/Range'), 'counter');
-    value('etcd_debugging_mvcc_txn_total', 'Total number of txns seen by this member.', () => this.started('/etcdserverpb.KV/Txn'), 'counter');
     value('etcd_disk_defrag_inflight', 'Whether or not defrag is active on the member. 1 means active, 0 means not.', () => (etcd.defragInProgress ? 1 : 0));
     value('etcd_debugging_lease_granted_total', 'The total number of granted leases.', () => etcd.lessor.metrics().granted, 'counter');
     value('etcd_debugging_lease_revoked_total', 'The total number of revoked leases.', () => etcd.lessor.metrics().revoked, 'counter');
@@ -222,31 +229,20 @@ export class ServerMetrics {
     value('etcd_debugging_mvcc_slow_watcher_total', 'Total number of unsynced slow watchers.', () => watch().slowWatchers);
     value('etcd_debugging_mvcc_pending_events_total', 'Total number of pending events to be sent.', () => watch().pendingEvents);
     value('etcd_debugging_mvcc_events_total', 'Total number of events sent by this member.', () => watch().eventsSent, 'counter');
-    const commit = new Histogram({
-      name: 'etcd_disk_backend_commit_duration_seconds',
-      help: 'The latency distributions of commit called by backend.',
-      buckets: COMMIT_BUCKETS_SECONDS,
-      registers: register,
-    });
+    const commit = histogram('etcd_disk_backend_commit_duration_seconds', 'The latency distributions of commit called by backend.', COMMIT_BUCKETS_SECONDS);
     // etcd-ts has no WAL: the fsync that makes a write durable, the one etcd's WAL fsync
     // stands for in its alerts on slow disks, is the backend commit's, so both observe it.
-    const fsync = new Histogram({
-      name: 'etcd_disk_wal_fsync_duration_seconds',
-      help: 'The latency distributions of fsync called by WAL.',
-      buckets: COMMIT_BUCKETS_SECONDS,
-      registers: register,
-    });
+    const fsync = histogram('etcd_disk_wal_fsync_duration_seconds', 'The latency distributions of fsync called by WAL.', COMMIT_BUCKETS_SECONDS);
     etcd.backend.onCommitDuration = (seconds) => {
       commit.observe(seconds);
       fsync.observe(seconds);
     };
-    const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: register });
     // Maintenance calls, timed from the handler's start to its answer (to the stream's end for
     // Snapshot): etcd times the hash, the defragmentation and the snapshot transfer themselves.
-    this.timers.set('/etcdserverpb.Maintenance/Hash', histogram('etcd_mvcc_hash_duration_seconds', 'The latency distribution of storage hash operation.', exponentialBuckets(0.01, 2, 15)));
-    this.timers.set('/etcdserverpb.Maintenance/HashKV', histogram('etcd_mvcc_hash_rev_duration_seconds', 'The latency distribution of storage hash by revision operation.', exponentialBuckets(0.01, 2, 15)));
-    this.timers.set('/etcdserverpb.Maintenance/Defragment', histogram('etcd_disk_backend_defrag_duration_seconds', 'The latency distribution of backend defragmentation.', exponentialBuckets(0.1, 2, 13)));
-    this.timers.set('/etcdserverpb.Maintenance/Snapshot', histogram('etcd_disk_backend_snapshot_duration_seconds', 'The latency distribution of backend snapshots.', exponentialBuckets(0.01, 2, 17)));
+    this.timers.set(MaintenanceService.hash.path, histogram('etcd_mvcc_hash_duration_seconds', 'The latency distribution of storage hash operation.', exponentialBuckets(0.01, 2, 15)));
+    this.timers.set(MaintenanceService.hashKv.path, histogram('etcd_mvcc_hash_rev_duration_seconds', 'The latency distribution of storage hash by revision operation.', exponentialBuckets(0.01, 2, 15)));
+    this.timers.set(MaintenanceService.defragment.path, histogram('etcd_disk_backend_defrag_duration_seconds', 'The latency distribution of backend defragmentation.', exponentialBuckets(0.1, 2, 13)));
+    this.timers.set(MaintenanceService.snapshot.path, histogram('etcd_disk_backend_snapshot_duration_seconds', 'The latency distribution of backend snapshots.', exponentialBuckets(0.01, 2, 17)));
     const compaction = {
       index: histogram('etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds', 'Bucketed histogram of index compaction pause duration.', exponentialBuckets(0.5, 2, 14)),
       dbPause: histogram('etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds', 'Bucketed histogram of db compaction pause duration.', exponentialBuckets(1, 2, 13)),
@@ -264,13 +260,15 @@ export class ServerMetrics {
     value('process_resident_memory_bytes', 'Resident memory size in bytes.', () => process.memoryUsage.rss());
     value('process_start_time_seconds', 'Start time of the process since unix epoch in seconds.', () => performance.timeOrigin / 1000);
     if (process.platform === 'linux') {
-      value('process_open_fds', 'Number of open file descriptors.', () => readdirSync('/proc/self/fd').length);
-      value('process_max_fds', 'Maximum number of open file descriptors.', () => processLimit('Max open files'));
+      const openFds = () => readdirSync('/proc/self/fd').length;
+      const maxFds = () => processLimit('Max open files');
+      value('process_open_fds', 'Number of open file descriptors.', openFds);
+      value('process_max_fds', 'Maximum number of open file descriptors.', maxFds);
       value('process_virtual_memory_bytes', 'Virtual memory size in bytes.', processVirtualBytes);
       value('process_virtual_memory_max_bytes', 'Maximum amount of virtual memory available in bytes.', () => processLimit('Max address space'));
       // etcd's own names for the same two figures (etcd `monitorFileDescriptor` samples them every 10 minutes).
-      value('os_fd_used', 'The number of used file descriptors.', () => readdirSync('/proc/self/fd').length);
-      value('os_fd_limit', 'The file descriptor limit.', () => processLimit('Max open files'));
+      value('os_fd_used', 'The number of used file descriptors.', openFds);
+      value('os_fd_limit', 'The file descriptor limit.', maxFds);
     }
 
     // Scrapes, as client_golang's promhttp handler counts them.
@@ -336,7 +334,7 @@ export class ServerMetrics {
       const handler = impl[name];
       if (handler === undefined) continue;
       const counted = this.methodCalls(method.path, method.requestStream, method.responseStream);
-      const type = method.requestStream || method.responseStream ? 'stream' : 'unary';
+      const requests = this.clientRequests[method.requestStream || method.responseStream ? 'stream' : 'unary'];
       const timer = this.timers.get(method.path);
       /** Counts a call that started at `start` (ms; 0 when the method is not timed) as ended with `code`. */
       const handled = (code: number, start: number): void => {
@@ -349,7 +347,7 @@ export class ServerMetrics {
         out[name] = (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => {
           const start = timer ? performance.now() : 0;
           counted.started++;
-          this.countClientRequest(type, call.metadata);
+          countClientRequest(requests, call.metadata);
           h(call, (err, value, trailer, flags) => {
             handled(err ? (err.code ?? GrpcStatus.UNKNOWN) : GrpcStatus.OK, start);
             callback(err, value, trailer, flags);
@@ -362,20 +360,13 @@ export class ServerMetrics {
         out[name] = (call: StreamingCall) => {
           const start = timer ? performance.now() : 0;
           counted.started++;
-          this.countClientRequest(type, call.metadata);
+          countClientRequest(requests, call.metadata);
           call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
           h(call);
         };
       }
     }
     return out;
-  }
-
-  /** Counts a call by type and the client's `client-api-version` header (etcd's interceptors). */
-  private countClientRequest(type: string, metadata: Metadata): void {
-    const version = metadata.get('client-api-version')[0];
-    const key = `${type}/${typeof version === 'string' ? version : 'unknown'}`;
-    this.clientRequests.set(key, (this.clientRequests.get(key) ?? 0) + 1);
   }
 
   /**
