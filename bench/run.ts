@@ -5,16 +5,22 @@
 // For every run in RUNS and for each server kind, a fresh server is started on free ports with
 // a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
 // fsync), etcdbench runs against it alone twice, and the server is stopped. The first run warms
-// the server up and is only printed; the table shows the second. Both servers get the same
+// the server up and is only printed; the second is the measurement. Both servers get the same
 // treatment (memory rows excepted, see BenchRun.warmup): it is there for V8, whose code runs
 // interpreted until it is hot, so a one-second run on a cold process measures the compiler
 // rather than the steady state a long-running server lives in (with --no-warmup the first,
-// cold run is the one measured). The table prints each run's figures for both servers and the
-// ratio etcd-ts/etcd. Quote ratios, not absolute
-// figures: the machine is shared and the load generator shares its cores with the server.
+// cold run is the one measured).
 //
-// usage: npm run bench -- [--only put,range] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
+// Each row is measured in `--rounds` rounds, etcd then etcd-ts in each, so that the two
+// measurements of a round are taken back to back: on this shared machine one server's
+// figure moves by up to 40% between runs, with the hour and the other tenants. The table
+// prints the median of each server's figures and the median of the rounds' ratios
+// etcd-ts/etcd, with their range. Quote ratios, not absolute figures: the machine is shared
+// and the load generator shares its cores with the server.
+//
+// usage: npm run bench -- [--only put,range] [--rounds 3] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
 //   --only      run only the named rows of RUNS
+//   --rounds    measurements of each row per server, interleaved (default 3)
 //   --no-build  skip `npm run build` (dist/ must be current)
 //   --no-warmup measure the first run against each fresh server
 //   --cpu-prof  run etcd-ts under `node --cpu-prof`, profiles written to DIR on its exit
@@ -197,17 +203,40 @@ async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: 
 const fmt = (n: number | undefined): string =>
   n === undefined || Number.isNaN(n) ? '-' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
 
-function printTable(rows: { run: BenchRun; results: Map<ServerKind, Result> }[]): void {
+/** The median of `xs` (the mean of the middle two for an even count); undefined when empty. */
+function median(xs: number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** A row's measurements: for each server kind, one Result per round, in round order. */
+type RowResults = Map<ServerKind, Result[]>;
+
+function printTable(rows: { run: BenchRun; results: RowResults }[]): void {
   const header = ['run', 'metric', 'etcd', 'etcd-ts', 'etcd-ts/etcd'];
   const lines: string[][] = [header];
   for (const { run: r, results } of rows) {
-    const e = results.get('etcd');
-    const t = results.get('etcd-ts');
+    const e = results.get('etcd') ?? [];
+    const t = results.get('etcd-ts') ?? [];
+    const eFailed = e.some((x) => x.error !== undefined);
+    const tFailed = t.some((x) => x.error !== undefined);
     for (const m of r.metrics) {
-      const a = e?.error ? undefined : e?.figures.get(m.key);
-      const b = t?.error ? undefined : t?.figures.get(m.key);
-      const ratio = a !== undefined && b !== undefined && a !== 0 ? `${(b / a).toFixed(2)}x (${m.better} is better)` : '-';
-      lines.push([r.name, m.label, e?.error ? 'ERROR' : fmt(a), t?.error ? 'ERROR' : fmt(b), ratio]);
+      const figure = (x: Result | undefined): number | undefined => (x === undefined || x.error !== undefined ? undefined : x.figures.get(m.key));
+      const a = eFailed ? undefined : median(e.map(figure).filter((v) => v !== undefined));
+      const b = tFailed ? undefined : median(t.map(figure).filter((v) => v !== undefined));
+      // The ratio of each round: two measurements taken back to back.
+      const ratios: number[] = [];
+      for (let i = 0; i < Math.min(e.length, t.length); i++) {
+        const ai = figure(e[i]);
+        const bi = figure(t[i]);
+        if (ai !== undefined && bi !== undefined && ai !== 0) ratios.push(bi / ai);
+      }
+      const mid = eFailed || tFailed ? undefined : median(ratios);
+      const spread = ratios.length > 1 ? ` (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})` : '';
+      const ratio = mid === undefined ? '-' : `${mid.toFixed(2)}x${spread} (${m.better} is better)`;
+      lines.push([r.name, m.label, eFailed ? 'ERROR' : fmt(a), tFailed ? 'ERROR' : fmt(b), ratio]);
     }
   }
   const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
@@ -222,6 +251,7 @@ async function main(): Promise<number> {
     options: {
       only: { type: 'string' },
       kinds: { type: 'string', default: 'etcd,etcd-ts' },
+      rounds: { type: 'string', default: '3' },
       'no-build': { type: 'boolean', default: false },
       'no-warmup': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
@@ -231,6 +261,8 @@ async function main(): Promise<number> {
   const runs = only ? RUNS.filter((r) => only.includes(r.name)) : RUNS;
   if (runs.length === 0) throw new Error(`no run named ${values.only}; known: ${RUNS.map((r) => r.name).join(', ')}`);
   const kinds = values.kinds.split(',') as ServerKind[];
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, not ${values.rounds}`);
   const cpuProfDir = values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined;
   if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
 
@@ -246,16 +278,18 @@ async function main(): Promise<number> {
   if (built.code !== 0) throw new Error(`${BUILD_SCRIPT} failed:\n${built.stdout}${built.stderr}`);
   const bin = built.stdout.trim().split('\n').pop()!;
 
-  const rows: { run: BenchRun; results: Map<ServerKind, Result> }[] = [];
+  const rows: { run: BenchRun; results: RowResults }[] = [];
   let failed = false;
   for (const r of runs) {
-    const results = new Map<ServerKind, Result>();
-    for (const kind of kinds) {
-      console.error(`${r.name} against ${kind}: ${r.script ?? 'etcdbench'} ${r.args.join(' ')}`);
-      const res = await benchOne(bin, kind, r, cpuProfDir, !values['no-warmup'] && r.warmup !== false);
-      console.error(`  ${res.error ?? res.line}`);
-      if (res.error) failed = true;
-      results.set(kind, res);
+    const results: RowResults = new Map(kinds.map((k) => [k, []]));
+    for (let round = 1; round <= rounds; round++) {
+      for (const kind of kinds) {
+        console.error(`${r.name} against ${kind} (round ${round}/${rounds}): ${r.script ?? 'etcdbench'} ${r.args.join(' ')}`);
+        const res = await benchOne(bin, kind, r, cpuProfDir, !values['no-warmup'] && r.warmup !== false);
+        console.error(`  ${res.error ?? res.line}`);
+        if (res.error) failed = true;
+        results.get(kind)!.push(res);
+      }
     }
     rows.push({ run: r, results });
   }
