@@ -1,12 +1,14 @@
 // etcd's watch guarantees end to end, through the server process, gRPC and HTTP/2 flow control:
 // random workloads of puts, txns, deletes (one key or a prefix) and compactions, with watchers
 // created on four streams at random revisions (single keys, a prefix, a range, from-key; with
-// prev_kv, filters, fragments), streams whose client stops reading for a while (its watchers
-// fall behind, become victims and are replayed from history), and progress requests. The unit
+// prev_kv, filters, fragments) and canceled by the client at random, streams whose client stops
+// reading for a while (its watchers fall behind, become victims and are replayed from
+// history), and progress requests. The unit
 // property test (test/unit/watch-store.test.ts) checks the watchable store alone; this one
 // checks what clients receive. Checked per watcher against a model of the keyspace:
 // - ordered, unique, reliable: exactly the matching events from its start revision on, or a
-//   prefix of them and a cancel whose compact revision is above the watcher's position;
+//   prefix of them and a cancel whose compact revision is above the watcher's position, or a
+//   prefix of them and nothing after the client's cancel;
 // - atomic: a revision's events arrive in one response (fragments joined);
 // - prev_kv is the value before the event (absent only when created, or compacted);
 // - bookmarkable: after a requested progress notification at R, no event at or below R.
@@ -47,6 +49,7 @@ type Op =
   | { t: 'del'; key: number; prefix: boolean }
   | { t: 'compact'; back: number; physical: boolean }
   | { t: 'watch'; stream: number; watched: number; back: number; prevKv: boolean; filter: 'none' | 'noPut' | 'noDelete'; fragment: boolean }
+  | { t: 'cancel'; stream: number; nth: number }
   | { t: 'pause'; stream: number }
   | { t: 'progress'; stream: number };
 
@@ -67,6 +70,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       fragment: fc.boolean(),
     }),
   },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('cancel' as const), stream: fc.nat(STREAMS - 1), nth: fc.nat(20) }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('pause' as const), stream: fc.nat(STREAMS - 1) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('progress' as const), stream: fc.nat(STREAMS - 1) }) },
 );
@@ -89,6 +93,8 @@ interface Spec {
   start: number;
   prevKv: boolean;
   filter: 'none' | 'noPut' | 'noDelete';
+  /** Set when the client sent a cancel for it. */
+  canceledByClient?: boolean;
 }
 
 function matches(s: Spec, e: Ev): boolean {
@@ -172,6 +178,15 @@ async function runWorkload(ops: Op[]): Promise<void> {
           });
           break;
         }
+        case 'cancel': {
+          // Watch IDs are given in order from 0 on each stream, so the n-th create has ID n.
+          const live = specs[op.stream]!.flatMap((spec, id) => (spec.canceledByClient ? [] : [{ spec, id }]));
+          if (live.length === 0) break;
+          const { spec, id } = live[op.nth % live.length]!;
+          spec.canceledByClient = true;
+          sessions[op.stream]!.cancel(id);
+          break;
+        }
         case 'pause':
           paused[op.stream] = !paused[op.stream];
           if (paused[op.stream]) sessions[op.stream]!.stream.pause();
@@ -188,16 +203,13 @@ async function runWorkload(ops: Op[]): Promise<void> {
       const n = specs[s]!.length;
       await session.waitFor((rs) => rs.filter((r) => r.created).length >= n, `${n} created on stream ${s}`, 60_000);
       const created = session.responses.flatMap((r, idx) => (r.created ? [{ id: r.watchId, idx }] : []));
+      assert.deepEqual(created.map((c) => c.id), specs[s]!.map((_, id) => BigInt(id)), `stream ${s}: watch IDs in creation order from 0`);
       for (const [j, spec] of specs[s]!.entries()) {
         const { id } = created[j]!;
         const want = history.filter((e) => matches(spec, e));
         const cancelOf = (rs: WatchResponse[]): WatchResponse | undefined => rs.find((r) => r.watchId === id && r.canceled);
-        const last = want.at(-1)?.rev;
-        await session.waitFor(
-          (rs) => cancelOf(rs) !== undefined || last === undefined || rs.some((r) => r.watchId === id && r.events.some((e) => Number(e.kv!.modRevision) === last)),
-          `watcher ${id} on stream ${s} to finish`,
-          60_000,
-        );
+        const received = (rs: WatchResponse[]): number => rs.reduce((n, r) => (r.watchId === id ? n + r.events.length : n), 0);
+        await session.waitFor((rs) => cancelOf(rs) !== undefined || received(rs) >= want.length, `watcher ${id} on stream ${s} to finish`, 60_000);
         const responses = session.responses.filter((r) => r.watchId === id && r.events.length > 0);
         const got: Ev[] = responses.flatMap((r) =>
           r.events.map((e) => ({
@@ -212,7 +224,11 @@ async function runWorkload(ops: Op[]): Promise<void> {
         const shape = (e: Ev): [number, string, string, string] => [e.rev, e.type, e.key, e.value];
         const cancel = cancelOf(session.responses);
         const what = `watcher ${id} on stream ${s} (${JSON.stringify(spec)})`;
-        if (cancel) {
+        if (cancel && spec.canceledByClient && cancel.compactRevision === 0n) {
+          assert.deepEqual(got.map(shape), want.slice(0, got.length).map(shape), `${what}: a prefix of its events before the client's cancel`);
+          const afterCancel = session.responses.slice(session.responses.indexOf(cancel) + 1);
+          assert.ok(afterCancel.every((r) => r.watchId !== id), `${what}: a response after its cancel`);
+        } else if (cancel) {
           assert.deepEqual(got.map(shape), want.slice(0, got.length).map(shape), `${what}: a prefix of its events before the cancel`);
           const position = got.length > 0 ? got.at(-1)!.rev + 1 : spec.start;
           assert.ok(position < Number(cancel.compactRevision), `${what}: canceled at compact revision ${cancel.compactRevision} though at ${position}`);
