@@ -2,8 +2,8 @@
 // random workloads of puts, txns, deletes (one key or a prefix) and compactions, with watchers
 // created on four streams at random revisions (single keys, a prefix, a range, from-key; with
 // prev_kv, filters, fragments) and canceled by the client at random, streams whose client stops
-// reading for a while (its watchers fall behind, become victims and are replayed from
-// history), and progress requests. The unit
+// history), progress requests, and periodic progress notifications every 100 ms for the
+// watchers that ask for them. The unit
 // property test (test/unit/watch-store.test.ts) checks the watchable store alone; this one
 // checks what clients receive. Checked per watcher against a model of the keyspace:
 // - ordered, unique, reliable: exactly the matching events from its start revision on, or a
@@ -11,7 +11,8 @@
 //   prefix of them and nothing after the client's cancel;
 // - atomic: a revision's events arrive in one response (fragments joined);
 // - prev_kv is the value before the event (absent only when created, or compacted);
-// - bookmarkable: after a requested progress notification at R, no event at or below R.
+// - bookmarkable: after a progress notification at R (requested for the stream, or periodic
+//   for the watcher), no event at or below R.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -48,7 +49,7 @@ type Op =
   | { t: 'txn'; keys: number[]; size: number }
   | { t: 'del'; key: number; prefix: boolean }
   | { t: 'compact'; back: number; physical: boolean }
-  | { t: 'watch'; stream: number; watched: number; back: number; prevKv: boolean; filter: 'none' | 'noPut' | 'noDelete'; fragment: boolean }
+  | { t: 'watch'; stream: number; watched: number; back: number; prevKv: boolean; filter: 'none' | 'noPut' | 'noDelete'; fragment: boolean; progressNotify: boolean }
   | { t: 'cancel'; stream: number; nth: number }
   | { t: 'pause'; stream: number }
   | { t: 'progress'; stream: number };
@@ -68,6 +69,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       prevKv: fc.boolean(),
       filter: fc.constantFrom('none' as const, 'none' as const, 'noPut' as const, 'noDelete' as const),
       fragment: fc.boolean(),
+      progressNotify: fc.boolean(),
     }),
   },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('cancel' as const), stream: fc.nat(STREAMS - 1), nth: fc.nat(20) }) },
@@ -106,7 +108,10 @@ function matches(s: Spec, e: Ev): boolean {
 /** Runs `ops` against a fresh etcd-ts, then checks what every watcher received. */
 async function runWorkload(ops: Op[]): Promise<void> {
   const local: (() => Promise<void> | void)[] = [];
-  const server = await startServer({ after: (fn) => void local.push(fn) }, { kind: 'etcd-ts', flags: ['--max-request-bytes', String(MAX_REQUEST_BYTES)] });
+  const server = await startServer({ after: (fn) => void local.push(fn) }, {
+    kind: 'etcd-ts',
+    flags: ['--max-request-bytes', String(MAX_REQUEST_BYTES), '--experimental-watch-progress-notify-interval', '100ms'],
+  });
   const target = server.endpoint.replace('http://', '');
   const kv = new Kv(target);
   const sessions = Array.from({ length: STREAMS }, () => new WatchSession(target));
@@ -174,6 +179,7 @@ async function runWorkload(ops: Op[]): Promise<void> {
             startRevision: BigInt(spec.start),
             prevKv: op.prevKv,
             fragment: op.fragment,
+            progressNotify: op.progressNotify,
             filters: op.filter === 'noPut' ? [WatchCreateRequest_FilterType.NOPUT] : op.filter === 'noDelete' ? [WatchCreateRequest_FilterType.NODELETE] : [],
           });
           break;
@@ -243,6 +249,15 @@ async function runWorkload(ops: Op[]): Promise<void> {
           if (!inFragments) assert.ok(first > lastRevOfResponse, `${what}: revision ${first} split across responses`);
           lastRevOfResponse = Number(r.events.at(-1)!.kv!.modRevision);
           inFragments = r.fragment;
+        }
+        // Bookmarkable, periodic: after this watcher's progress notification at R, no event <= R.
+        const ofWatcher = session.responses.filter((r) => r.watchId === id);
+        for (const [k, r] of ofWatcher.entries()) {
+          if (!isProgress(r)) continue;
+          const R = Number(r.header!.revision);
+          for (const later of ofWatcher.slice(k + 1)) {
+            for (const e of later.events) assert.ok(Number(e.kv!.modRevision) > R, `${what}: event at ${e.kv!.modRevision} after its progress notification at ${R}`);
+          }
         }
         if (spec.prevKv) {
           got.forEach((e, k) => {
