@@ -223,14 +223,14 @@ function printTable(rows: { run: BenchRun; results: RowResults }[]): void {
     const eFailed = e.some((x) => x.error !== undefined);
     const tFailed = t.some((x) => x.error !== undefined);
     for (const m of r.metrics) {
-      const figure = (x: Result | undefined): number | undefined => (x === undefined || x.error !== undefined ? undefined : x.figures.get(m.key));
+      const figure = (x: Result): number | undefined => x.figures.get(m.key);
       const a = eFailed ? undefined : median(e.map(figure).filter((v) => v !== undefined));
       const b = tFailed ? undefined : median(t.map(figure).filter((v) => v !== undefined));
       // The ratio of each round: two measurements taken back to back.
       const ratios: number[] = [];
       for (let i = 0; i < Math.min(e.length, t.length); i++) {
-        const ai = figure(e[i]);
-        const bi = figure(t[i]);
+        const ai = figure(e[i]!);
+        const bi = figure(t[i]!);
         if (ai !== undefined && bi !== undefined && ai !== 0) ratios.push(bi / ai);
       }
       const mid = eFailed || tFailed ? undefined : median(ratios);
