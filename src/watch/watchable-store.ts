@@ -291,10 +291,17 @@ export class WatchableStore {
     const compactRev = this.etcdCompactRev();
 
     // 1. Choose the watchers of this pass; cancel the compacted ones, promote the caught-up ones.
-    const chosen = new WatcherGroup();
+    //    Chosen watchers whose batches are bound to be equal (same key or range, next revision
+    //    and filters) share one: the scan visits one representative of each (`reps`, indexed
+    //    by key; `repOf` maps every chosen watcher to its own), so a crowd of watchers catching
+    //    up on one prefix from one revision costs one batch, not one per watcher.
+    const chosen: Watcher[] = [];
+    const reps = new WatcherGroup();
+    const repByShape = new Map<string, Watcher>();
+    const repOf = new Map<Watcher, Watcher>();
     let minRev = Infinity;
     for (const w of this.unsynced.watchers) {
-      if (chosen.size >= MAX_WATCHERS_PER_SYNC) break;
+      if (chosen.length >= MAX_WATCHERS_PER_SYNC) break;
       if (w.minRev < compactRev) {
         // Its next revision is gone (etcd `chooseAll`): cancel it with compact_revision. When
         // the stream is full, try again next pass.
@@ -309,19 +316,28 @@ export class WatchableStore {
         this.toSynced(w);
         continue;
       }
-      chosen.add(w);
+      chosen.push(w);
+      const shape = batchShape(w);
+      let rep = repByShape.get(shape);
+      if (rep === undefined) {
+        rep = w;
+        repByShape.set(shape, w);
+        reps.add(w);
+      }
+      repOf.set(w, rep);
       if (w.minRev < minRev) minRev = w.minRev;
     }
-    if (chosen.size === 0) return this.unsynced.size;
+    if (chosen.length === 0) return this.unsynced.size;
 
     // 2. One backend scan from the smallest next revision to the current revision; each
     //    watcher takes the matching events from its own minRev, up to WATCH_BATCH_MAX_REVS
     //    revisions or WATCH_BATCH_MAX_BYTES (its `moreRev` is where the next pass continues).
+    //    Batches are kept by representative.
     const batches = new Map<Watcher, { evs: WatchEvent[]; revs: number; bytes: number; lastRev: number; moreRev: number }>();
     let capped = 0;
     for (const ev of this.history.events(minRev, curRev)) {
       const rev = ev.rev;
-      chosen.forEachWatcherOf(ev.key, (w) => {
+      reps.forEachWatcherOf(ev.key, (w) => {
         if (rev < w.minRev) return;
         let b = batches.get(w);
         if (b?.moreRev) return;
@@ -339,13 +355,13 @@ export class WatchableStore {
         b.evs.push(ev);
         b.bytes += ev.size;
       });
-      if (capped === chosen.size) break; // every watcher of the pass has a full batch
+      if (capped === reps.size) break; // every batch of the pass is full
     }
 
     // 3. Queue each watcher's batch; 4. move it to synced, keep it unsynced (moreRev), or make
     //    it a victim (its stream is full; minRev unchanged, nothing was queued).
-    for (const w of chosen.watchers) {
-      const b = batches.get(w);
+    for (const w of chosen) {
+      const b = batches.get(repOf.get(w)!);
       if (!b || b.evs.length === 0) {
         if (b?.moreRev) w.minRev = b.moreRev;
         else {
@@ -439,6 +455,15 @@ export class WatchableStore {
       this.scheduleSync(after < before || this.madeProgress ? 0 : SYNC_INTERVAL_MS);
     }
   }
+}
+
+/**
+ * What decides a watcher's syncWatchers batch besides the history: its next revision, its
+ * filters, and its key or range, in a string no two different shapes share (keys never contain
+ * U+0100 or U+0101).
+ */
+function batchShape(w: Watcher): string {
+  return `${w.minRev}:${w.noPut ? 1 : 0}${w.noDelete ? 1 : 0}:${w.key}\u0100${w.end ?? '\u0101'}`;
 }
 
 /** At most this many bytes of values stay in the history cache. */

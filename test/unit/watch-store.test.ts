@@ -185,6 +185,37 @@ describe('WatchableStore', () => {
     await kv.close();
   });
 
+  it('replays one scan to watchers of one range from one revision, each on its own terms', async () => {
+    const { kv, ws } = open();
+    for (let i = 0; i < 6; i++) await write(kv, { t: 'put', key: `k${i % 2}`, value: String(i) }); // revisions 2–7
+    const free = new TestSink(ws);
+    const full = new TestSink(ws, 1);
+    full.queued = 1; // its stream has no room: its watcher becomes a victim
+    ws.close(); // drive the passes by hand
+    const from3: WatcherOptions = { id: 0, key: 'k', end: prefixEnd('k'), startRev: 3 };
+    ws.watch(from3, free);
+    ws.watch({ ...from3, id: 1, prevKv: true }, free);
+    ws.watch({ ...from3, id: 2 }, full);
+    ws.watch({ ...from3, id: 3, noPut: true }, free);
+    ws.watch({ ...from3, id: 4, startRev: 5 }, free);
+    ws.syncWatchers();
+    const revsValues = (evs: Ev[]) => evs.map((e) => [e.rev, e.value]);
+    assert.deepEqual(revsValues(free.events(0)), [[3, '1'], [4, '2'], [5, '3'], [6, '4'], [7, '5']]);
+    assert.deepEqual(revsValues(free.events(1)), revsValues(free.events(0)));
+    assert.deepEqual(free.events(1).map((e) => e.prev), [undefined, '0', '1', '2', '3'], 'prev_kv for the watcher that asked');
+    assert.deepEqual(free.events(0).map((e) => e.prev), [undefined, undefined, undefined, undefined, undefined]);
+    assert.deepEqual(free.events(3), [], 'its filter drops every put');
+    assert.deepEqual(revsValues(free.events(4)), [[5, '3'], [6, '4'], [7, '5']]);
+    assert.deepEqual(full.events(2), []);
+    assert.deepEqual([...ws.victims].map((w) => w.id), [2]);
+    assert.equal(ws.synced.size, 4);
+    full.drain();
+    ws.syncVictims();
+    ws.syncWatchers();
+    assert.deepEqual(revsValues(full.events(2)), revsValues(free.events(0)), 'the victim gets the same events once, later');
+    await kv.close();
+  });
+
   it('makes a watcher whose stream is full a victim and replays what it missed, once', async () => {
     const { kv, ws } = open();
     const sink = new TestSink(ws, 1);
