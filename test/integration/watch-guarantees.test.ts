@@ -1,7 +1,9 @@
 // etcd's watch guarantees end to end, through the server process, gRPC and HTTP/2 flow control:
 // random workloads of puts, txns, deletes (one key or a prefix) and compactions, with watchers
 // created on four streams at random revisions (single keys, a prefix, a range, from-key; with
-// prev_kv, filters, fragments) and canceled by the client at random, streams whose client stops
+// prev_kv, filters, fragments; sometimes the same watch on several streams at once, which
+// the server catches up from one shared batch) and canceled by the client at random, streams
+// whose client stops reading (their watchers become victims and are replayed from
 // history), progress requests, and periodic progress notifications every 100 ms for the
 // watchers that ask for them. The unit
 // property test (test/unit/watch-store.test.ts) checks the watchable store alone; this one
@@ -49,7 +51,7 @@ type Op =
   | { t: 'txn'; keys: number[]; size: number }
   | { t: 'del'; key: number; prefix: boolean }
   | { t: 'compact'; back: number; physical: boolean }
-  | { t: 'watch'; stream: number; watched: number; back: number; prevKv: boolean; filter: 'none' | 'noPut' | 'noDelete'; fragment: boolean; progressNotify: boolean }
+  | { t: 'watch'; stream: number; watched: number; back: number; prevKv: boolean; filter: 'none' | 'noPut' | 'noDelete'; fragment: boolean; progressNotify: boolean; copies: number }
   | { t: 'cancel'; stream: number; nth: number }
   | { t: 'pause'; stream: number }
   | { t: 'progress'; stream: number };
@@ -70,6 +72,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       filter: fc.constantFrom('none' as const, 'none' as const, 'noPut' as const, 'noDelete' as const),
       fragment: fc.boolean(),
       progressNotify: fc.boolean(),
+      copies: fc.constantFrom(1, 1, 2, 4),
     }),
   },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('cancel' as const), stream: fc.nat(STREAMS - 1), nth: fc.nat(20) }) },
@@ -172,16 +175,21 @@ async function runWorkload(ops: Op[]): Promise<void> {
         }
         case 'watch': {
           const { key, end } = WATCHED[op.watched]!;
-          const spec: Spec = { stream: op.stream, key, end, start: Math.max(1, rev + 1 - op.back), prevKv: op.prevKv, filter: op.filter };
-          specs[op.stream]!.push(spec);
-          sessions[op.stream]!.create(key, {
-            rangeEnd: end === undefined ? Buffer.alloc(0) : Buffer.from(end, 'latin1'),
-            startRevision: BigInt(spec.start),
-            prevKv: op.prevKv,
-            fragment: op.fragment,
-            progressNotify: op.progressNotify,
-            filters: op.filter === 'noPut' ? [WatchCreateRequest_FilterType.NOPUT] : op.filter === 'noDelete' ? [WatchCreateRequest_FilterType.NODELETE] : [],
-          });
+          // Copies go to the next streams, every other one with prev_kv flipped.
+          for (let c = 0; c < op.copies; c++) {
+            const stream = (op.stream + c) % STREAMS;
+            const prevKv = op.prevKv !== (c % 2 === 1);
+            const spec: Spec = { stream, key, end, start: Math.max(1, rev + 1 - op.back), prevKv, filter: op.filter };
+            specs[stream]!.push(spec);
+            sessions[stream]!.create(key, {
+              rangeEnd: end === undefined ? Buffer.alloc(0) : Buffer.from(end, 'latin1'),
+              startRevision: BigInt(spec.start),
+              prevKv,
+              fragment: op.fragment,
+              progressNotify: op.progressNotify,
+              filters: op.filter === 'noPut' ? [WatchCreateRequest_FilterType.NOPUT] : op.filter === 'noDelete' ? [WatchCreateRequest_FilterType.NODELETE] : [],
+            });
+          }
           break;
         }
         case 'cancel': {
