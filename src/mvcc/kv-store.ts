@@ -17,7 +17,8 @@
  *                   `TxnWrite.end()` and `restore()`.
  * - `publishedRev`: the newest durable revision; reads and watchers never go beyond it. Written
  *                   only by `publish()`.
- * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted.
+ * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted. −1 until
+ *                   the first compaction, as in etcd, which accepts one compaction at 0.
  */
 import { KeyValue } from '../proto/gen/kv.gen.js';
 import { marshalKeyValue } from '../proto/wire.js';
@@ -114,8 +115,8 @@ export class KVStore {
   private currentRev = 1;
   /** Newest durable main revision (see module comment). */
   private publishedRevValue = 1;
-  /** Reads below this main revision fail with ErrCompacted. */
-  private compactMainRev = 0;
+  /** Reads below this main revision fail with ErrCompacted; −1 when never compacted. */
+  private compactMainRev = -1;
   /** Records written but not yet durable: revision key (`main_sub`) → KeyValue. */
   private readonly pending = new Map<string, KeyValue>();
   /** Committed-but-unpublished transactions, in revision order, waiting for durability. */
@@ -155,7 +156,7 @@ export class KVStore {
     return this.currentRev;
   }
 
-  /** The compacted revision (0 when never compacted). */
+  /** The compacted revision (−1 when never compacted, as etcd's `compactMainRev`). */
   get compactRev(): number {
     return this.compactMainRev;
   }
@@ -320,8 +321,8 @@ export class KVStore {
 
   /** Rebuilds the index from the backend (etcd `store.restore`) and resumes a scheduled compaction. */
   private restore(): void {
-    const finished = Number(this.backend.getMeta('finishedCompactRev') ?? 0);
-    const scheduled = Number(this.backend.getMeta('scheduledCompactRev') ?? 0);
+    const finished = Number(this.backend.getMeta('finishedCompactRev') ?? -1);
+    const scheduled = Number(this.backend.getMeta('scheduledCompactRev') ?? -1);
     this.compactMainRev = finished;
     let rev = 1;
     for (const { key: rk, value } of this.backend.range('key')) {

@@ -160,7 +160,7 @@ export class WatchableStore {
     const cur = this.store.publishedRev;
     let start = opts.startRev;
     if (start < 0) {
-      if (start < this.etcdCompactRev()) {
+      if (start < this.store.compactRev) {
         w.minRev = start; // canceled with compact_revision by the next syncWatchers pass
         this.unsynced.add(w);
         this.scheduleSync(0);
@@ -280,15 +280,10 @@ export class WatchableStore {
    * One pass over at most MAX_WATCHERS_PER_SYNC unsynced watchers (etcd `syncWatchers`).
    * Returns how many watchers are still unsynced.
    */
-  /** The compacted revision as etcd reports it: −1 until the first compaction. */
-  private etcdCompactRev(): number {
-    return this.store.compactRev > 0 ? this.store.compactRev : -1;
-  }
-
   syncWatchers(): number {
     if (this.unsynced.size === 0) return 0;
     const curRev = this.store.publishedRev;
-    const compactRev = this.etcdCompactRev();
+    const compactRev = this.store.compactRev;
 
     // 1. Choose the watchers of this pass; cancel the compacted ones, promote the caught-up ones.
     //    Chosen watchers whose batches are bound to be equal (same key or range, next revision

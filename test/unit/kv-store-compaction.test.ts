@@ -29,3 +29,22 @@ test('physical compaction deletes superseded records and counts them (etcd db_co
     await store.close();
   }
 });
+
+test('the compacted revision is -1 until the first compaction, which may be at 0, and survives a restart (etcd compactMainRev)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'etcd-ts-compact-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  let store = new KVStore(Backend.open(dir));
+  try {
+    assert.equal(store.compactRev, -1);
+    assert.equal(store.read().firstRev(), -1);
+    await store.compact(0).done;
+    assert.equal(store.compactRev, 0);
+    assert.throws(() => store.compact(0), /compacted/, 'a second compaction at 0 is refused');
+    await store.close();
+    store = new KVStore(Backend.open(dir));
+    assert.equal(store.compactRev, 0);
+    assert.throws(() => store.compact(0), /compacted/);
+  } finally {
+    await store.close();
+  }
+});

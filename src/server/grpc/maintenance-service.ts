@@ -96,7 +96,7 @@ const KEY_BUCKET = Buffer.from('key');
  * Throws etcd's ErrCompacted when 0 < rev ≤ compacted revision, ErrFutureRev when rev > current.
  */
 export function hashByRev(store: KVStore, rev: number): { hash: number; currentRev: number; compactRev: number } {
-  const compactRev = store.compactRev === 0 ? -1 : store.compactRev;
+  const compactRev = store.compactRev;
   const currentRev = store.publishedRev;
   if (rev > 0 && rev <= compactRev) throw Errors.compacted();
   if (rev > 0 && rev > currentRev) throw Errors.futureRev();
