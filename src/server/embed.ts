@@ -14,6 +14,7 @@ import { addElectionService } from './grpc/election-service.js';
 import { addKVService } from './grpc/kv-service.js';
 import { addLeaseService } from './grpc/lease-service.js';
 import { addLockService } from './grpc/lock-service.js';
+import { checkRequests, rejectMalformed } from './grpc/malformed.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { httpHandler } from './http/handlers.js';
@@ -51,7 +52,9 @@ class InstrumentedGrpcServer extends GrpcServer {
   }
 
   override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
-    super.addService(this.metrics.countBytes(service), this.metrics.instrument(service, implementation));
+    // Requests etcd could not unmarshal are answered before the metrics' handlers see them, as
+    // in etcd, whose interceptors run after the request is decoded; their bytes are counted.
+    super.addService(this.metrics.countBytes(checkRequests(service)), rejectMalformed(service, this.metrics.instrument(service, implementation)));
   }
 }
 
