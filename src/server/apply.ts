@@ -53,9 +53,14 @@ export function toEtcdError(err: unknown): unknown {
 
 // ---- request validation (etcd api/v3rpc/key.go) ----
 
-/** etcd `checkRangeRequest`. */
+/**
+ * etcd `checkRangeRequest`. An unknown sort target crashes etcd 3.4 (it sorts with a nil
+ * sorter); it gets etcd 3.5's answer, ErrGRPCInvalidSortOption. An unknown sort order is
+ * served unsorted, as by etcd 3.4 (3.5 refuses it too).
+ */
 export function checkRange(r: RangeRequest): void {
   if (r.key.length === 0) throw Errors.emptyKey();
+  if (r.sortTarget < RangeRequest_SortTarget.KEY || r.sortTarget > RangeRequest_SortTarget.VALUE) throw Errors.invalidSortOption();
 }
 
 /** etcd `checkPutRequest`. */

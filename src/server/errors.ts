@@ -39,6 +39,7 @@ export const Errors = {
   leaseProvided: e(Status.INVALID_ARGUMENT, 'etcdserver: lease is provided'),
   tooManyOps: e(Status.INVALID_ARGUMENT, 'etcdserver: too many operations in txn request'),
   duplicateKey: e(Status.INVALID_ARGUMENT, 'etcdserver: duplicate key given in txn request'),
+  invalidSortOption: e(Status.INVALID_ARGUMENT, 'etcdserver: invalid sort option'),
   compacted: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision has been compacted'),
   futureRev: e(Status.OUT_OF_RANGE, 'etcdserver: mvcc: required revision is a future revision'),
   noSpace: e(Status.RESOURCE_EXHAUSTED, 'etcdserver: mvcc: database space exceeded'),

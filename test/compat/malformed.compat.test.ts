@@ -75,7 +75,7 @@ function requests(valid: string, n: number, seed: number): Buffer[] {
 
 /**
  * A Range (alone or in a Txn) with an unknown sort target makes etcd 3.4 panic (it sorts with a
- * nil sorter), so such requests are not sent to it.
+ * nil sorter), so such requests are not sent to it; the second test checks our answer.
  */
 function crashesEtcd34(method: string, bytes: Buffer): boolean {
   const type = method.endsWith('/Range') ? 'RangeRequest' : method.endsWith('/Txn') ? 'TxnRequest' : undefined;
@@ -169,4 +169,13 @@ describe('malformed requests: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     assert.deepEqual(view(b!), view(a!));
   });
 
+  it('a Range with an unknown sort target is refused as etcd 3.5 refuses it (etcd 3.4 crashes)', async (t) => {
+    const server = await startServer(t, { kind: 'etcd-ts' });
+    const client = new grpc.Client(server.endpoint.replace('http://', ''), grpc.credentials.createInsecure());
+    t.after(() => client.close());
+    const rangeSortedBy90 = Buffer.from('0a01611201732801305a', 'hex');
+    assert.equal(await unary(client, '/etcdserverpb.KV/Range', rangeSortedBy90), `${grpc.status.INVALID_ARGUMENT} etcdserver: invalid sort option`);
+    const txnWithIt = Buffer.concat([Buffer.from('1a0c0a0a', 'hex'), rangeSortedBy90]);
+    assert.equal(await unary(client, '/etcdserverpb.KV/Txn', txnWithIt), `${grpc.status.INVALID_ARGUMENT} etcdserver: invalid sort option`);
+  });
 });
