@@ -38,20 +38,48 @@ const NEGATIVE_LENGTH = 'proto: negative length found during unmarshaling';
 
 class UnmarshalError extends Error {}
 
+/** A field as the check walks it: its Go name, wire kind and, for a message, its shape. */
+interface Field {
+  goName: string;
+  kind: 'v' | 'pv' | 'b' | 'm';
+  message: Shape | undefined;
+}
+/** A message shape with its fields indexed by number (etcd's numbers are small). */
+interface Shape {
+  goName: string;
+  fields: (Field | undefined)[];
+}
+
+/** Every request message's Shape, linked once (messages nest, TxnRequest in itself). */
+const SHAPES = new Map<string, Shape>();
+for (const [name, m] of Object.entries(MESSAGES)) SHAPES.set(name, { goName: m.goName, fields: [] });
+for (const [name, m] of Object.entries(MESSAGES)) {
+  const fields = SHAPES.get(name)!.fields;
+  for (const [num, [goName, kind]] of Object.entries(m.fields)) {
+    const message = kind.startsWith('m:') ? SHAPES.get(kind.slice(2)) : undefined;
+    fields[Number(num)] = { goName, kind: message ? 'm' : (kind as Field['kind']), message };
+  }
+}
+
 /** The last varint read: its value below bit 63 (exact below 2^53), and bit 63. */
 let value = 0;
 let bit63 = false;
 
 /** Reads the varint at `b[i]`, within `end`, into `value`/`bit63`; returns the index after it. */
 function readVarint(b: Uint8Array, i: number, end: number): number {
+  if (i < end && b[i]! < 0x80) {
+    value = b[i]!;
+    bit63 = false;
+    return i + 1;
+  }
   value = 0;
   bit63 = false;
-  for (let shift = 0; ; shift += 7) {
+  for (let shift = 0, scale = 1; ; shift += 7, scale *= 128) {
     if (shift >= 64) throw new UnmarshalError(OVERFLOW);
     if (i >= end) throw new UnmarshalError(EOF);
     const x = b[i++]!;
     if (shift === 63) bit63 = (x & 1) === 1;
-    else value += (x & 0x7f) * 2 ** shift;
+    else value += (x & 0x7f) * scale;
     if (x < 0x80) return i;
   }
 }
@@ -72,7 +100,7 @@ function uint64(b: Uint8Array, from: number, to: number): bigint {
 }
 
 /** Checks `b[start..end)` as message `shape` (gogo's `Unmarshal`); throws UnmarshalError. */
-function checkMessage(shape: MessageShape, b: Uint8Array, start: number, end: number): void {
+function checkMessage(shape: Shape, b: Uint8Array, start: number, end: number): void {
   let i = start;
   while (i < end) {
     const tagAt = i;
@@ -89,12 +117,10 @@ function checkMessage(shape: MessageShape, b: Uint8Array, start: number, end: nu
       i = next;
       continue;
     }
-    const [goField, kind] = field;
-    const wrongWireType = () => new UnmarshalError(`proto: wrong wireType = ${wireType} for field ${goField}`);
-    if (kind === 'v') {
-      if (wireType !== 0) throw wrongWireType();
+    if (field.kind === 'v') {
+      if (wireType !== 0) throw wrongWireType(wireType, field);
       i = readVarint(b, i, end);
-    } else if (kind === 'pv') {
+    } else if (field.kind === 'pv') {
       if (wireType === 0) i = readVarint(b, i, end);
       else if (wireType === 2) {
         i = readLength(b, i, end);
@@ -102,16 +128,20 @@ function checkMessage(shape: MessageShape, b: Uint8Array, start: number, end: nu
         if (packedEnd > end) throw new UnmarshalError(EOF);
         // gogo reads each element within the message, not within the packed run.
         while (i < packedEnd) i = readVarint(b, i, end);
-      } else throw wrongWireType();
+      } else throw wrongWireType(wireType, field);
     } else {
-      if (wireType !== 2) throw wrongWireType();
+      if (wireType !== 2) throw wrongWireType(wireType, field);
       i = readLength(b, i, end);
       const fieldEnd = i + value;
       if (fieldEnd > end) throw new UnmarshalError(EOF);
-      if (kind !== 'b') checkMessage(MESSAGES[kind.slice(2)]!, b, i, fieldEnd);
+      if (field.message) checkMessage(field.message, b, i, fieldEnd);
       i = fieldEnd;
     }
   }
+}
+
+function wrongWireType(wireType: number, field: Field): UnmarshalError {
+  return new UnmarshalError(`proto: wrong wireType = ${wireType} for field ${field.goName}`);
 }
 
 /**
@@ -153,7 +183,7 @@ function skip(b: Uint8Array, at: number, end: number): number {
  * request message of src/proto.
  */
 export function unmarshalError(type: string, bytes: Uint8Array): string | undefined {
-  const shape = MESSAGES[type];
+  const shape = SHAPES.get(type);
   if (shape === undefined) throw new Error(`unmarshalError: ${type} is not a request message`);
   try {
     checkMessage(shape, bytes, 0, bytes.length);
