@@ -1,10 +1,11 @@
 /**
  * Requests etcd cannot unmarshal get etcd's answer: gRPC status INTERNAL with gogo's error
  * (see src/proto/unmarshal-check.ts) after grpc-go's prefix, which differs between unary calls
- * and streams, and are never executed. grpc-js would answer a deserializer that throws with its own text ("Error
- * deserializing request"), so the deserializer hands the handler a MalformedRequest instead and
- * the wrapped handler answers with etcd's status: a unary or server-streaming call at once; a
- * streaming call when the bad message arrives, ending the call as etcd's receive loop does.
+ * and streams, and are never executed. grpc-js would answer a deserializer that throws with
+ * its own text ("Error deserializing request"), so the deserializer hands the handler a
+ * MalformedRequest instead and the wrapped handler answers with etcd's status: a unary or
+ * server-streaming call at once, a bidirectional stream when the bad message arrives (ending
+ * the call, as etcd's receive loop does).
  */
 import { status as GrpcStatus, type ServiceDefinition, type StatusObject, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { REQUEST_TYPES } from '../../proto/gen/unmarshal-schema.gen.js';
