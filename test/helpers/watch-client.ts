@@ -203,6 +203,13 @@ export class WatchSession {
     return this.responses.filter((r) => r.created)[n - 1]!.watchId;
   }
 
+  /** How many events `watchId` received: cheap enough to poll while large values arrive (`events` decodes each). */
+  eventCount(watchId: bigint): number {
+    let n = 0;
+    for (const r of this.responses) if (r.watchId === watchId) n += r.events.length;
+    return n;
+  }
+
   /** The events received by `watchId`, as [revision, type, key] in order. */
   events(watchId: bigint): { rev: number; type: 'PUT' | 'DELETE'; key: string; value: string }[] {
     const out: { rev: number; type: 'PUT' | 'DELETE'; key: string; value: string }[] = [];
