@@ -51,7 +51,7 @@ function camelCase(s: string): string {
 }
 
 const T = FieldDescriptorProto_Type;
-/** The wire kind of a field (see FieldKind in src/proto/unmarshal-check.ts). */
+/** The wire kind of a field (see MessageShape.fields in src/proto/unmarshal-check.ts). */
 function kind(type: FieldDescriptorProto_Type, repeated: boolean, typeName: string): string {
   switch (type) {
     case T.MESSAGE:

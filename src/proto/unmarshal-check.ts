@@ -179,8 +179,7 @@ function skip(b: Uint8Array, at: number, end: number): number {
 /**
  * The error etcd's gogo-generated Unmarshal returns for `bytes` as the message `type` (a full
  * name such as `etcdserverpb.RangeRequest`), without grpc-go's status prefix; undefined when
- * etcd would decode it. Throws when `type` is not a
- * request message of src/proto.
+ * etcd would decode it. Throws when `type` is not a request message of src/proto.
  */
 export function unmarshalError(type: string, bytes: Uint8Array): string | undefined {
   const shape = SHAPES.get(type);

@@ -288,15 +288,14 @@ export class WatchableStore {
     // 1. Choose the watchers of this pass; cancel the compacted ones, promote the caught-up ones.
     //    Chosen watchers whose batches are bound to be equal (same key or range, next revision
     //    and filters) share one: the scan visits one representative of each (`reps`, indexed
-    //    by key; `repOf` maps every chosen watcher to its own), so a crowd of watchers catching
-    //    up on one prefix from one revision costs one batch, not one per watcher.
-    const chosen: Watcher[] = [];
+    //    by key; `repOf` maps every chosen watcher, in order, to its own), so a crowd of
+    //    watchers catching up on one prefix from one revision costs one batch, not one per watcher.
     const reps = new WatcherGroup();
     const repByShape = new Map<string, Watcher>();
     const repOf = new Map<Watcher, Watcher>();
     let minRev = Infinity;
     for (const w of this.unsynced.watchers) {
-      if (chosen.length >= MAX_WATCHERS_PER_SYNC) break;
+      if (repOf.size >= MAX_WATCHERS_PER_SYNC) break;
       if (w.minRev < compactRev) {
         // Its next revision is gone (etcd `chooseAll`): cancel it with compact_revision. When
         // the stream is full, try again next pass.
@@ -311,7 +310,6 @@ export class WatchableStore {
         this.toSynced(w);
         continue;
       }
-      chosen.push(w);
       const shape = batchShape(w);
       let rep = repByShape.get(shape);
       if (rep === undefined) {
@@ -322,7 +320,7 @@ export class WatchableStore {
       repOf.set(w, rep);
       if (w.minRev < minRev) minRev = w.minRev;
     }
-    if (chosen.length === 0) return this.unsynced.size;
+    if (repOf.size === 0) return this.unsynced.size;
 
     // 2. One backend scan from the smallest next revision to the current revision; each
     //    watcher takes the matching events from its own minRev, up to WATCH_BATCH_MAX_REVS
@@ -355,8 +353,8 @@ export class WatchableStore {
 
     // 3. Queue each watcher's batch; 4. move it to synced, keep it unsynced (moreRev), or make
     //    it a victim (its stream is full; minRev unchanged, nothing was queued).
-    for (const w of chosen) {
-      const b = batches.get(repOf.get(w)!);
+    for (const [w, rep] of repOf) {
+      const b = batches.get(rep);
       if (!b || b.evs.length === 0) {
         if (b?.moreRev) w.minRev = b.moreRev;
         else {

@@ -10,6 +10,7 @@ import { describe, it, type TestContext } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { RangeRequest, RangeResponse, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
 import { unmarshalError } from '../../src/proto/unmarshal-check.js';
+import { seeded } from '../helpers/seeded.js';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** Unary methods and a valid request of each (hex), the seed of the mutated ones. */
@@ -38,21 +39,9 @@ const STREAMS: [string, string][] = [
 const PER_METHOD = 40;
 const PER_STREAM = 16;
 
-/** A fixed-seed generator of bytes (mulberry32). */
-function randomBytes(seed: number): { int(n: number): number } {
-  let s = seed >>> 0;
-  const next = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  return { int: (n) => Math.floor(next() * n) };
-}
-
 /** `n` requests: every other one random bytes, the rest mutations of `valid`. */
 function requests(valid: string, n: number, seed: number): Buffer[] {
-  const r = randomBytes(seed);
+  const r = seeded(seed);
   const out: Buffer[] = [];
   for (let i = 0; i < n; i++) {
     if (i % 2 === 0) {
@@ -80,7 +69,8 @@ function requests(valid: string, n: number, seed: number): Buffer[] {
 function crashesEtcd34(method: string, bytes: Buffer): boolean {
   const type = method.endsWith('/Range') ? 'RangeRequest' : method.endsWith('/Txn') ? 'TxnRequest' : undefined;
   if (type === undefined || unmarshalError(`etcdserverpb.${type}`, bytes) !== undefined) return false;
-  const ranges = type === 'RangeRequest' ? [RangeRequest.decode(bytes)] : [...TxnRequest.decode(bytes).success, ...TxnRequest.decode(bytes).failure].flatMap((op) => (op.requestRange ? [op.requestRange] : []));
+  const txn = type === 'TxnRequest' ? TxnRequest.decode(bytes) : undefined;
+  const ranges = txn ? [...txn.success, ...txn.failure].flatMap((op) => (op.requestRange ? [op.requestRange] : [])) : [RangeRequest.decode(bytes)];
   return ranges.some((rr) => rr.sortTarget < 0 || rr.sortTarget > 4);
 }
 

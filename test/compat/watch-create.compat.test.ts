@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { CompactionRequest, PutRequest, type WatchCreateRequest_FilterType, WatchRequest, WatchResponse } from '../../src/proto/gen/rpc.gen.js';
+import { seeded } from '../helpers/seeded.js';
 import { etcdUnavailableReason, startServer } from '../helpers/servers.js';
 
 const CASES = 24;
@@ -26,18 +27,6 @@ const COMPACT_AT = 4;
 
 const raw = (b: Buffer): Buffer => b;
 
-/** A fixed-seed generator (mulberry32) and a pick from a list. */
-function random(seed: number): { int(n: number): number; pick<T>(list: readonly T[]): T } {
-  let s = seed >>> 0;
-  const int = (n: number): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
-  };
-  return { int, pick: (list) => list[int(list.length)]! };
-}
-
 function encode(req: WatchRequest): Buffer {
   return Buffer.from(WatchRequest.encode(req).finish());
 }
@@ -47,7 +36,7 @@ function encode(req: WatchRequest): Buffer {
  * when a create starts after the next revision.
  */
 function requests(seed: number): { creates: Buffer[]; cancelId: bigint; beyondNext: boolean } {
-  const r = random(seed);
+  const r = seeded(seed);
   const creates: Buffer[] = [];
   const ids: bigint[] = [];
   let beyondNext = false;
