@@ -20,10 +20,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { Backend } from '../src/mvcc/backend.js';
 import { KVStore } from '../src/mvcc/kv-store.js';
-import type { WatchRequest } from '../src/proto/gen/rpc.gen.js';
 import { callTransport } from '../src/server/grpc/watch-service.js';
 import { WatchStream } from '../src/watch/watch-stream.js';
 import { WatchableStore } from '../src/watch/watchable-store.js';
@@ -58,24 +56,22 @@ async function run(): Promise<{ events: number; writes: number; cpuMs: number; w
   let writes = 0;
   const streams: WatchStream[] = [];
   for (let s = 0; s < STREAMS; s++) {
-    // A stand-in for the call's HTTP/2 stream: a write completes on the next turn, or after
-    // --write-ms, the pace of a client that reads slower than the server writes.
-    const raw = {
-      destroyed: false,
-      writableEnded: false,
-      write: (_chunk: Buffer, cb: () => void): boolean => {
+    // A stand-in for the call: a write completes on the next turn, or after --write-ms, the
+    // pace of a client that reads slower than the server writes.
+    const call = {
+      closed: false,
+      writeFramed: (_chunk: Buffer, cb?: () => void): boolean => {
         inFlight++;
         writes++;
         const done = (): void => {
           inFlight--;
-          cb();
+          cb?.();
         };
         if (WRITE_MS > 0) setTimeout(done, WRITE_MS);
         else setImmediate(done);
         return true;
       },
     };
-    const call = { call: { stream: raw }, sendMetadata: () => {} } as unknown as ServerDuplexStream<WatchRequest, Buffer>;
     const stream: WatchStream = new WatchStream(store, callTransport(call, () => stream.drained(), () => {}), { header, maxRequestBytes: 1.5 * 1024 * 1024, progressIntervalMs: 0 });
     streams.push(stream);
   }

@@ -3,7 +3,7 @@
  * service, and the client and metrics listeners. Used by the CLI and by embedding apps.
  */
 import tls from 'node:tls';
-import { Server as GrpcServer, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
@@ -14,13 +14,14 @@ import { addElectionService } from './grpc/election-service.js';
 import { addKVService } from './grpc/kv-service.js';
 import { addLeaseService } from './grpc/lease-service.js';
 import { addLockService } from './grpc/lock-service.js';
-import { checkRequests, rejectMalformed } from './grpc/malformed.js';
+import { checkRequests } from './grpc/malformed.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { httpHandler } from './http/handlers.js';
 import { listenClientUrl, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
 import { loadClientTls } from './tls.js';
+import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
 
 /** etcd adds this much to --max-request-bytes for gRPC's own receive limit (etcd `grpcOverheadBytes`). */
 const GRPC_OVERHEAD_BYTES = 512 * 1024;
@@ -32,29 +33,23 @@ export interface RunningServer {
   readonly clientUrls: string[];
   /** Metrics URLs with the ports actually bound. */
   readonly metricsUrls: string[];
-  /**
-   * gRPC connections accepted so far on every listener, plaintext and TLS, by path: `native` (the
-   * session reads the socket's native handle) or `fixed` (a JS duplex rewriting invalid
-   * `:authority` values). See src/server/h2-preamble.ts.
-   */
-  grpcConnections(): { native: number; fixed: number };
   /** Stops listening, closes client connections, waits for durable state, frees the data dir. */
   close(): Promise<void>;
 }
 
-/** A grpc-js server whose services count their calls and message bytes in `metrics` (see ServerMetrics.instrument, countBytes). */
+/** Our gRPC server whose services count their calls and message bytes in `metrics` (see ServerMetrics.instrument, countBytes). */
 class InstrumentedGrpcServer extends GrpcServer {
   private readonly metrics: ServerMetrics;
 
-  constructor(metrics: ServerMetrics, options: ServerOptions) {
+  constructor(metrics: ServerMetrics, options: GrpcServerOptions) {
     super(options);
     this.metrics = metrics;
   }
 
-  override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
+  override addService(service: ServiceDefinition, implementation: ServiceImplementation): void {
     // Requests etcd could not unmarshal are answered before the metrics' handlers see them, as
     // in etcd, whose interceptors run after the request is decoded; their bytes are counted.
-    super.addService(this.metrics.countBytes(checkRequests(service)), rejectMalformed(service, this.metrics.instrument(service, implementation)));
+    super.addService(this.metrics.countBytes(checkRequests(service)), this.metrics.instrument(service, implementation as UntypedServiceImplementation));
   }
 }
 
@@ -64,12 +59,8 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
   const listeners: ClientListener[] = [];
   const serverMetrics = new ServerMetrics(etcd);
   const grpc = new InstrumentedGrpcServer(serverMetrics, {
-    'grpc.max_receive_message_length': config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
-    'grpc.max_send_message_length': 2 ** 31 - 1,
-    'grpc.max_concurrent_streams': Math.min(config.maxConcurrentStreams, 2 ** 31 - 1),
-    // No channelz service is registered, so its per-call and per-message bookkeeping
-    // (timestamps, counters, a tracker object per call) would only cost time.
-    'grpc.enable_channelz': 0,
+    maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+    maxConcurrentStreams: config.maxConcurrentStreams,
   });
   try {
     const advertised = config.advertiseClientUrls;
@@ -96,20 +87,16 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       etcd,
       clientUrls,
       metricsUrls: metrics.map((l) => l.boundUrl),
-      grpcConnections: () => ({
-        native: listeners.reduce((n, l) => n + l.connections.native, 0),
-        fixed: listeners.reduce((n, l) => n + l.connections.fixed, 0),
-      }),
       close: async () => {
         compactor?.stop();
+        grpc.close();
         await Promise.all(listeners.map((l) => l.close()));
-        grpc.forceShutdown();
         await etcd.close();
       },
     };
   } catch (err) {
+    grpc.close();
     await Promise.all(listeners.map((l) => l.close()));
-    grpc.forceShutdown();
     await etcd.close();
     throw err;
   }

@@ -28,7 +28,6 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { KVService, MaintenanceService } from '../proto/gen/rpc.gen.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
-import { MalformedRequest } from './grpc/malformed.js';
 
 /** The soft limit called `name` in /proc/self/limits; unlimited is 2^64, as client_golang reports it. */
 function processLimit(name: string): number {
@@ -382,10 +381,11 @@ export class ServerMetrics {
       return [name, {
         ...method,
         requestDeserialize: (bytes: Buffer): unknown => {
+          // etcd counts a request's bytes in its codec, the message only once it is decoded (a
+          // request that does not decode throws here).
           this.receivedBytes += bytes.length;
           const request: unknown = method.requestDeserialize(bytes);
-          // etcd counts a request's bytes in its codec, the message only once it is decoded.
-          if (!(request instanceof MalformedRequest)) calls.received++;
+          calls.received++;
           return request;
         },
         responseSerialize: (value: unknown): Buffer => {

@@ -3,7 +3,7 @@
  * answers with this member; the membership changes are refused as a single etcd member
  * refuses them when it cannot reach quorum with the change.
  */
-import type { Server } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { ClusterService, type Member, type MemberListRequest } from '../../proto/gen/rpc.gen.js';
 import type { EtcdServer } from '../etcd-server.js';
 import { Errors } from '../errors.js';

@@ -5,7 +5,8 @@
  * every error ("election: not leader", "election: no leader", `"leader" field must be provided`,
  * and etcd's own) leaves as gRPC Unknown with its text, as etcd sends them (see `clientError`).
  */
-import type { sendUnaryData, Server, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { campaign, leader, observe, proclaim, resign } from '../../lease/concurrency.js';
 import {
   ElectionService,

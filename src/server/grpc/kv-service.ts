@@ -3,7 +3,7 @@
  * checked against --max-request-bytes and handed to the EtcdServer; Range, Put and DeleteRange
  * answers are encoded by the hand-written encoders of src/proto/wire.ts.
  */
-import type { Server } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { KVService, type CompactionRequest, type DeleteRangeRequest, type PutRequest, type RangeRequest, type TxnRequest } from '../../proto/gen/rpc.gen.js';
 import { marshalDeleteRangeResponse, marshalPutResponse, marshalRangeResponse } from '../../proto/wire.js';
 import type { EtcdServer } from '../etcd-server.js';

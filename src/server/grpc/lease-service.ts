@@ -7,7 +7,8 @@
  * TTL -1 (etcd turns `ErrLeaseNotFound` into those), while LeaseRevoke fails with
  * "etcdserver: requested lease not found".
  */
-import type { Server, ServerDuplexStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { keyToBytes } from '../../mvcc/key.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import {

@@ -4,7 +4,8 @@
  * `src/lease/concurrency.ts`; every error leaves as gRPC Unknown with its text (see
  * `clientError`).
  */
-import { Metadata, status as Status, type sendUnaryData, type Server, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as Status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { lock, unlock } from '../../lease/concurrency.js';
 import { LockService, type LockRequest, type LockResponse, type UnlockRequest } from '../../proto/gen/v3lock.gen.js';
 import type { EtcdServer } from '../etcd-server.js';

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { status as Status, type Server, type ServerWritableStream } from '@grpc/grpc-js';
+import { status as Status, type ServerWritableStream } from '@grpc/grpc-js';
+import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { crc32c } from '@node-rs/crc32';
 import type { BucketName } from '../../mvcc/backend.js';
 import type { KVStore } from '../../mvcc/kv-store.js';
@@ -178,11 +179,20 @@ async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<Snaps
   }
 }
 
-/** Writes one message and waits until the stream can take more (backpressure). */
+/** Writes one message and waits until the stream can take more (backpressure) or the call is gone. */
 function send(call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, msg: SnapshotResponse): Promise<void> {
   return new Promise((resolve) => {
-    if (call.write(msg)) resolve();
-    else call.once('drain', resolve);
+    if (call.write(msg) || call.cancelled) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      call.off('drain', done);
+      call.off('close', done);
+      resolve();
+    };
+    call.on('drain', done);
+    call.on('close', done);
   });
 }
 
@@ -217,7 +227,7 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
         () => call.end(),
         (err: unknown) => {
           etcd.log.warn({ err }, 'failed to send database snapshot');
-          // grpc-js ends a server stream with the status of an emitted error.
+          // A server stream ends with the status of an emitted error.
           call.emit('error', toServiceError(err));
         },
       );

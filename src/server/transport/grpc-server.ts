@@ -1,0 +1,457 @@
+/**
+ * etcd-ts's gRPC server: gRPC calls (the gRPC-over-HTTP/2 protocol) on our own HTTP/2
+ * connections (h2-connection.ts), answering as grpc-go's server does where a client can tell
+ * (status codes and texts, trailers-only errors, unary calls served on their first message).
+ *
+ * Services are registered as with grpc-js (`addService(definition, implementation)`), and
+ * handlers get call objects with the part of grpc-js's server-call API etcd-ts's services use:
+ * unary handlers `(call, callback)` with `call.request`; streaming handlers a call that emits
+ * 'data', 'end', 'cancelled', 'error', 'finish', 'close' and 'drain', and offers `write`,
+ * `end`, `destroy`, `sendMetadata`, `cancelled`, `pendingStatus`, plus `writeFramed` for
+ * messages framed by the caller (the watch stream's encode-once responses).
+ */
+import { EventEmitter } from 'node:events';
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from '@grpc/grpc-js';
+import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField } from './h2-connection.js';
+
+/** A registered method: its definition (path, streaming flags, codec) and handler. */
+interface Method {
+  path: string;
+  requestStream: boolean;
+  responseStream: boolean;
+  requestDeserialize(bytes: Buffer): unknown;
+  responseSerialize(value: unknown): Buffer;
+  handler: (...args: never[]) => void;
+}
+
+/**
+ * Handlers by method name, as grpc-js takes them: `(call, callback)` for unary methods,
+ * `(call)` for streaming ones, where `call` is a ServerCall.
+ */
+export type ServiceImplementation = Record<string, ((...args: never[]) => void) | undefined>;
+
+/** The status a handler or the server ends a call with. */
+export interface CallStatus {
+  code: number;
+  details: string;
+}
+
+/** Options of a GrpcServer. */
+export interface GrpcServerOptions {
+  /** Largest request message accepted, in bytes (grpc-go's MaxRecvMsgSize). */
+  maxReceiveMessageLength: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
+  maxConcurrentStreams: number;
+}
+
+const RESPONSE_HEADERS = encodeHeaders([[':status', '200'], ['content-type', 'application/grpc']]);
+
+/**
+ * The response content-type for a request's, or undefined when the request's is not gRPC's:
+ * `application/grpc`, optionally followed by `+` or `;` and a subtype, which grpc-go echoes
+ * as `application/grpc+<subtype>`.
+ */
+function responseContentType(requestType: string): string | undefined {
+  if (requestType === 'application/grpc') return 'application/grpc';
+  if (!requestType.startsWith('application/grpc')) return undefined;
+  const sep = requestType[16];
+  return sep === '+' || sep === ';' ? `application/grpc+${requestType.slice(17)}` : undefined;
+}
+const OK_TRAILERS = encodeHeaders([['grpc-status', '0'], ['grpc-message', '']]);
+
+/** grpc-message's encoding (gRPC over HTTP/2): bytes outside printable ASCII, and '%', as %XX. */
+export function percentEncode(message: string): string {
+  let out = '';
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/**
+ * Trailers carrying `status`; with the response headers in front (content-type
+ * `contentType`) when nothing was sent before (trailers-only).
+ */
+function statusBlock(status: CallStatus, trailersOnly: boolean, contentType = 'application/grpc'): Buffer {
+  if (status.code === GrpcStatus.OK && !trailersOnly) return OK_TRAILERS;
+  const fields: HeaderField[] = trailersOnly ? [[':status', '200'], ['content-type', contentType]] : [];
+  fields.push(['grpc-status', String(status.code)], ['grpc-message', percentEncode(status.details)]);
+  return encodeHeaders(fields);
+}
+
+/** grpc-timeout units in milliseconds. */
+const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+
+/**
+ * A grpc-timeout value in milliseconds, or undefined when grpc-go would refuse it: 2 to 9
+ * characters, an integer (Go's ParseInt, so a sign is allowed) and a unit.
+ */
+function parseTimeout(value: string): number | undefined {
+  if (value.length < 2 || value.length > 9) return undefined;
+  const unit = TIMEOUT_UNITS[value[value.length - 1]!];
+  const digits = value.slice(0, -1);
+  if (unit === undefined || !/^[+-]?\d+$/.test(digits)) return undefined;
+  return Number(digits) * unit;
+}
+
+/** A call's request metadata, as grpc-js's Metadata offers it to etcd-ts's handlers. */
+class RequestMetadata {
+  private readonly headers: readonly HeaderField[];
+
+  constructor(headers: readonly HeaderField[]) {
+    this.headers = headers;
+  }
+
+  /** Every value of header `key` (lower case). */
+  get(key: string): string[] {
+    const out: string[] = [];
+    for (const [n, v] of this.headers) if (n === key) out.push(v);
+    return out;
+  }
+}
+
+/**
+ * One call. It parses the request's gRPC messages from the stream's DATA, hands them to the
+ * handler, and writes responses, headers and the status. `done` once the status is sent or
+ * the stream is gone; nothing is sent after that.
+ */
+export class ServerCall extends EventEmitter {
+  request: unknown;
+  readonly metadata: RequestMetadata;
+  cancelled = false;
+  /** The status the call ended (or will end) with, once known. */
+  pendingStatus: CallStatus | undefined;
+  private readonly stream: H2Stream;
+  private readonly method: Method;
+  private readonly maxReceive: number;
+  /** The response content-type (the request's subtype echoed). */
+  private readonly contentType: string;
+  private readonly responseHeaders: Buffer;
+  private headersSent = false;
+  /** True once a DATA frame arrived, even an empty one. */
+  private sawData = false;
+  private done = false;
+  private needDrain = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** Unparsed request bytes. */
+  private buffered: Buffer = Buffer.alloc(0);
+  /** True once a unary request's message was handed over. */
+  private dispatched = false;
+
+  constructor(stream: H2Stream, method: Method, maxReceive: number, contentType: string) {
+    super();
+    this.stream = stream;
+    this.method = method;
+    this.maxReceive = maxReceive;
+    this.contentType = contentType;
+    this.responseHeaders = contentType === 'application/grpc' ? RESPONSE_HEADERS : encodeHeaders([[':status', '200'], ['content-type', contentType]]);
+    this.metadata = new RequestMetadata(stream.headers);
+    stream.onDrain = () => {
+      if (!this.needDrain || this.stream.blocked) return;
+      this.needDrain = false;
+      this.emit('drain');
+    };
+    stream.listener = {
+      onData: (data) => this.onData(data),
+      onEnd: () => this.onEnd(),
+      onReset: () => this.onReset(),
+    };
+  }
+
+  /**
+   * Arms the call's deadline (grpc-timeout). When it passes the call is cancelled; a call still
+   * waiting for its request, or a streaming call, ends with DEADLINE_EXCEEDED, while a running
+   * unary handler answers as it will (grpc-go sends nothing of its own then).
+   */
+  setDeadline(ms: number): void {
+    this.timer = setTimeout(() => {
+      if (this.done) return;
+      this.cancelled = true;
+      this.emit('cancelled', 'deadline');
+      if (this.dispatched && !this.method.responseStream) return;
+      this.sendStatus({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' });
+    }, Math.max(0, ms));
+    this.timer.unref();
+  }
+
+  private onData(data: Buffer): void {
+    this.sawData = true;
+    // grpc-go reads nothing past the first message of a unary or server-streaming call.
+    if (this.done || data.length === 0 || (this.dispatched && !this.method.requestStream)) return;
+    this.buffered = this.buffered.length === 0 ? data : Buffer.concat([this.buffered, data]);
+    while (this.buffered.length >= 5 && !this.done && !(this.dispatched && !this.method.requestStream)) {
+      const flag = this.buffered[0]!;
+      const length = this.buffered.readUInt32BE(1);
+      if (length > this.maxReceive) {
+        this.fail({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: received message larger than max (${length} vs. ${this.maxReceive})` });
+        return;
+      }
+      if (this.buffered.length < 5 + length) return;
+      const bytes = this.buffered.subarray(5, 5 + length);
+      this.buffered = this.buffered.length === 5 + length ? Buffer.alloc(0) : this.buffered.subarray(5 + length);
+      if (flag > 1) {
+        this.fail({ code: GrpcStatus.INTERNAL, details: `grpc: received unexpected payload format ${flag}` });
+        return;
+      }
+      if (flag === 1) {
+        this.fail({ code: GrpcStatus.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
+        return;
+      }
+      this.onMessage(bytes);
+    }
+  }
+
+  private onMessage(bytes: Buffer): void {
+    const m = this.method;
+    // A unary or server-streaming call is served on its first message.
+    if (!m.requestStream) this.dispatched = true;
+    let request: unknown;
+    try {
+      request = m.requestDeserialize(bytes);
+    } catch (err) {
+      const prefix = m.requestStream || m.responseStream ? 'grpc: failed to unmarshal the received message ' : 'grpc: error unmarshalling request: ';
+      this.fail({ code: GrpcStatus.INTERNAL, details: prefix + (err instanceof Error ? err.message : String(err)) });
+      return;
+    }
+    if (m.requestStream) {
+      this.emit('data', request);
+      return;
+    }
+    this.request = request;
+    if (m.responseStream) {
+      (m.handler as (call: ServerCall) => void)(this);
+      return;
+    }
+    (m.handler as (call: ServerCall, cb: (err: Partial<StatusObject> | null, value?: unknown) => void) => void)(this, (err, value) => {
+      if (err) this.fail({ code: err.code ?? GrpcStatus.UNKNOWN, details: err.details ?? '' });
+      else this.respond(value);
+    });
+  }
+
+  private onEnd(): void {
+    if (this.done) return;
+    if (this.method.requestStream) {
+      if (this.buffered.length > 0) this.fail({ code: GrpcStatus.INTERNAL, details: 'unexpected EOF' });
+      else this.emit('end');
+      return;
+    }
+    // grpc-go reads a unary request with io.ReadFull: nothing is EOF, a part of one unexpected
+    // EOF. An end with the headers and no DATA frame reaches no reader there: the call waits
+    // for its deadline, as etcd's does.
+    // A server-streaming handler reads its request as a stream message, where a cut one is INTERNAL.
+    if (!this.dispatched && this.sawData) {
+      if (this.buffered.length === 0) this.fail({ code: GrpcStatus.UNKNOWN, details: 'EOF' });
+      else this.fail({ code: this.method.responseStream ? GrpcStatus.INTERNAL : GrpcStatus.UNKNOWN, details: 'unexpected EOF' });
+    }
+  }
+
+  private onReset(): void {
+    if (this.done) return;
+    this.done = true;
+    this.cancelled = true;
+    clearTimeout(this.timer);
+    this.pendingStatus ??= { code: GrpcStatus.CANCELLED, details: 'context canceled' };
+    this.emit('cancelled', 'cancelled');
+    this.emit('close');
+  }
+
+  /** Sends the response headers now (grpc-js `sendMetadata`), if they were not sent yet. */
+  sendMetadata(): void {
+    if (this.done || this.headersSent) return;
+    this.headersSent = true;
+    this.stream.sendHeaders(this.responseHeaders, false);
+  }
+
+  /** Writes one response; false when the caller should wait for 'drain'. */
+  write(message: unknown): boolean {
+    if (this.done) return false;
+    const bytes = this.method.responseSerialize(message);
+    const framed = Buffer.allocUnsafe(5 + bytes.length);
+    framed[0] = 0;
+    framed.writeUInt32BE(bytes.length, 1);
+    bytes.copy(framed, 5);
+    return this.writeFramed(framed);
+  }
+
+  /**
+   * Writes gRPC messages already framed (flag byte, 4-byte length, message); `cb` once they are
+   * in a completed socket write. False when the caller should wait for 'drain'.
+   */
+  writeFramed(framed: Buffer, cb?: () => void): boolean {
+    if (this.done) return false;
+    this.sendMetadata();
+    this.stream.sendData(framed, cb);
+    if (!this.stream.blocked) return true;
+    this.needDrain = true;
+    return false;
+  }
+
+  /** True once the call's status was sent or its stream is gone. */
+  get closed(): boolean {
+    return this.done;
+  }
+
+  /** Ends a streaming call with status OK. */
+  end(): void {
+    this.sendStatus({ code: GrpcStatus.OK, details: '' });
+  }
+
+  /** Ends the call with `err`'s status (code and details, as grpc-js takes them), or INTERNAL. */
+  destroy(err?: Error & Partial<StatusObject>): void {
+    if (err?.code !== undefined) this.sendStatus({ code: err.code, details: err.details ?? err.message });
+    else this.sendStatus({ code: GrpcStatus.INTERNAL, details: err?.message ?? 'call destroyed' });
+  }
+
+  /**
+   * As grpc-js's streaming calls: an 'error' emitted with a status object ends the call with
+   * that status (after any listeners), and needs no listener.
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'error') return super.emit(event, ...args);
+    const heard = this.listenerCount('error') > 0 ? super.emit(event, ...args) : false;
+    const err = args[0] as Partial<StatusObject> | undefined;
+    this.sendStatus({ code: err?.code ?? GrpcStatus.UNKNOWN, details: err?.details ?? '' });
+    return heard;
+  }
+
+  private respond(value: unknown): void {
+    if (this.done) return;
+    this.write(value);
+    this.sendStatus({ code: GrpcStatus.OK, details: '' });
+  }
+
+  /** Fails the call with `status` (as grpc-go's server answers a bad request). */
+  private fail(status: CallStatus): void {
+    this.sendStatus(status);
+  }
+
+  private sendStatus(status: CallStatus): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.pendingStatus = status;
+    this.stream.sendTrailers(statusBlock(status, !this.headersSent, this.contentType));
+    this.emit('finish');
+    this.emit('close');
+  }
+}
+
+/** The part of Node's HTTP request and response the HTTP handlers use, over an HTTP/2 stream. */
+function serveHttp(stream: H2Stream, handler: http.RequestListener): void {
+  const req = { method: stream.header(':method') ?? 'GET', url: stream.header(':path') ?? '/', headers: {} };
+  let head: Buffer | undefined;
+  const res = {
+    writeHead(code: number, headers: Record<string, string> = {}) {
+      const fields: HeaderField[] = [[':status', String(code)]];
+      for (const [k, v] of Object.entries(headers)) fields.push([k.toLowerCase(), v]);
+      head = encodeHeaders(fields);
+      return res;
+    },
+    end(body?: string) {
+      stream.sendHeaders(head ?? encodeHeaders([[':status', '200']]), body === undefined || body.length === 0);
+      if (body !== undefined && body.length > 0) {
+        stream.sendData(Buffer.from(body));
+        stream.sendTrailers(Buffer.alloc(0));
+      }
+    },
+  };
+  stream.listener = { onData: () => {}, onEnd: () => {}, onReset: () => {} };
+  handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
+}
+
+/**
+ * A gRPC server on our HTTP/2 connections. Connections are handed to it by the listeners
+ * (`handleConnection`); it keeps the registered methods by path.
+ */
+export class GrpcServer {
+  private readonly methods = new Map<string, Method>();
+  private readonly services = new Set<string>();
+  private readonly connections = new Set<H2Connection>();
+  private readonly opts: GrpcServerOptions;
+
+  constructor(opts: GrpcServerOptions) {
+    this.opts = opts;
+  }
+
+  /** Registers every method of `service` whose handler `impl` has (grpc-js's `Server.addService`). */
+  addService(service: ServiceDefinition, impl: ServiceImplementation): void {
+    for (const [name, def] of Object.entries(service)) {
+      const handler = impl[name];
+      if (handler === undefined) continue;
+      this.services.add(def.path.slice(1, def.path.lastIndexOf('/')));
+      this.methods.set(def.path, {
+        path: def.path,
+        requestStream: def.requestStream,
+        responseStream: def.responseStream,
+        requestDeserialize: def.requestDeserialize,
+        responseSerialize: def.responseSerialize as (value: unknown) => Buffer,
+        handler: handler as (...args: never[]) => void,
+      });
+    }
+  }
+
+  /**
+   * Serves HTTP/2 on `socket` (its next bytes are the client preface). Requests that are not gRPC calls (by content-type) go to `httpHandler` when given (etcd's
+   * TLS listener serves its HTTP endpoints that way); without it they are reset, as grpc-go's
+   * server resets them on etcd's plaintext listener.
+   */
+  handleConnection(socket: Duplex, httpHandler: http.RequestListener | undefined): void {
+    const conn: H2Connection = new H2Connection(socket, {
+      maxConcurrentStreams: this.opts.maxConcurrentStreams,
+      onStream: (stream) => this.onStream(stream, httpHandler),
+      onClose: () => this.connections.delete(conn),
+    });
+    this.connections.add(conn);
+  }
+
+  /** Closes every connection (GOAWAY, then the socket); their open calls are cancelled. */
+  close(): void {
+    for (const c of [...this.connections]) c.close();
+    this.connections.clear();
+  }
+
+  private onStream(stream: H2Stream, httpHandler: http.RequestListener | undefined): void {
+    const contentType = responseContentType(stream.header('content-type') ?? '');
+    if (contentType === undefined) {
+      if (httpHandler) serveHttp(stream, httpHandler);
+      else stream.reset(H2Error.PROTOCOL_ERROR);
+      return;
+    }
+    const timeout = stream.header('grpc-timeout');
+    const ms = timeout === undefined ? undefined : parseTimeout(timeout);
+    if (timeout !== undefined && ms === undefined) {
+      stream.reset(H2Error.PROTOCOL_ERROR);
+      return;
+    }
+    const raw = stream.header(':path') ?? '';
+    const path = raw.startsWith('/') ? raw : `/${raw}`;
+    const method = this.methods.get(path);
+    if (!method) {
+      const slash = path.lastIndexOf('/');
+      let details: string;
+      if (slash <= 0) details = `malformed method name: ${JSON.stringify(raw)}`;
+      else {
+        const service = path.slice(1, slash);
+        details = this.services.has(service) ? `unknown method ${path.slice(slash + 1)} for service ${service}` : `unknown service ${service}`;
+      }
+      this.answerOnly(stream, { code: slash <= 0 ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.UNIMPLEMENTED, details }, contentType);
+      return;
+    }
+    const encoding = stream.header('grpc-encoding');
+    if (encoding !== undefined && encoding !== '' && encoding !== 'identity') {
+      this.answerOnly(stream, { code: GrpcStatus.UNIMPLEMENTED, details: `grpc: Decompressor is not installed for grpc-encoding "${encoding}"` }, contentType);
+      return;
+    }
+    const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, contentType);
+    if (ms !== undefined) call.setDeadline(ms);
+    if (method.requestStream) (method.handler as (call: ServerCall) => void)(call);
+  }
+
+  /** Answers a call with `status` alone, before reading its request. */
+  private answerOnly(stream: H2Stream, status: CallStatus, contentType: string): void {
+    stream.listener = { onData: () => {}, onEnd: () => {}, onReset: () => {} };
+    stream.sendTrailers(statusBlock(status, true, contentType));
+  }
+}
