@@ -50,8 +50,8 @@ class FakeSocket extends Duplex {
   }
 }
 
-/** Lets queued frames (flushed on process.nextTick) and socket events run. */
-const turn = (): Promise<void> => new Promise((done) => setImmediate(done));
+/** Lets socket events run and the frames they queued be flushed (in a later check phase). */
+const turn = (): Promise<void> => new Promise((done) => setTimeout(done, 5));
 
 /** A connection on a FakeSocket, with every stream it opened and what each heard. */
 function connect(maxConcurrentStreams = 100) {

@@ -135,9 +135,10 @@ export class ServerCall extends EventEmitter {
   private done = false;
   private needDrain = false;
   private timer: NodeJS.Timeout | undefined;
-  /** Unparsed request bytes. */
-  private buffered: Buffer = Buffer.alloc(0);
-  /** True once a unary request's message was handed over. */
+  /** Unparsed request bytes, as they arrived, and their total. */
+  private chunks: Buffer[] = [];
+  private bufferedBytes = 0;
+  /** True once the message of a unary or server-streaming call was handed over. */
   private dispatched = false;
 
   constructor(stream: H2Stream, method: Method, maxReceive: number, contentType: string) {
@@ -179,28 +180,50 @@ export class ServerCall extends EventEmitter {
   private onData(data: Buffer): void {
     this.sawData = true;
     // grpc-go reads nothing past the first message of a unary or server-streaming call.
-    if (this.done || data.length === 0 || (this.dispatched && !this.method.requestStream)) return;
-    this.buffered = this.buffered.length === 0 ? data : Buffer.concat([this.buffered, data]);
-    while (this.buffered.length >= 5 && !this.done && !(this.dispatched && !this.method.requestStream)) {
-      const flag = this.buffered[0]!;
-      const length = this.buffered.readUInt32BE(1);
+    if (this.done || data.length === 0 || this.readDone) return;
+    this.chunks.push(data);
+    this.bufferedBytes += data.length;
+    while (this.bufferedBytes >= 5 && !this.done && !this.readDone) {
+      const head = this.peek(5);
+      const flag = head[0]!;
+      const length = head.readUInt32BE(1);
       if (length > this.maxReceive) {
-        this.fail({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: received message larger than max (${length} vs. ${this.maxReceive})` });
+        this.sendStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: received message larger than max (${length} vs. ${this.maxReceive})` });
         return;
       }
-      if (this.buffered.length < 5 + length) return;
-      const bytes = this.buffered.subarray(5, 5 + length);
-      this.buffered = this.buffered.length === 5 + length ? Buffer.alloc(0) : this.buffered.subarray(5 + length);
+      if (this.bufferedBytes < 5 + length) return;
+      const bytes = this.take(5 + length).subarray(5);
       if (flag > 1) {
-        this.fail({ code: GrpcStatus.INTERNAL, details: `grpc: received unexpected payload format ${flag}` });
+        this.sendStatus({ code: GrpcStatus.INTERNAL, details: `grpc: received unexpected payload format ${flag}` });
         return;
       }
       if (flag === 1) {
-        this.fail({ code: GrpcStatus.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
+        this.sendStatus({ code: GrpcStatus.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
         return;
       }
       this.onMessage(bytes);
     }
+  }
+
+  /** True once a unary or server-streaming call has its one message. */
+  private get readDone(): boolean {
+    return this.dispatched && !this.method.requestStream;
+  }
+
+  /** The first `n` buffered bytes (n ≤ bufferedBytes), left buffered. */
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!;
+  }
+
+  /** Removes and returns the first `n` buffered bytes (n ≤ bufferedBytes), copying only when they span chunks. */
+  private take(n: number): Buffer {
+    const first = this.peek(n);
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.bufferedBytes -= n;
+    return out;
   }
 
   private onMessage(bytes: Buffer): void {
@@ -212,7 +235,7 @@ export class ServerCall extends EventEmitter {
       request = m.requestDeserialize(bytes);
     } catch (err) {
       const prefix = m.requestStream || m.responseStream ? 'grpc: failed to unmarshal the received message ' : 'grpc: error unmarshalling request: ';
-      this.fail({ code: GrpcStatus.INTERNAL, details: prefix + (err instanceof Error ? err.message : String(err)) });
+      this.sendStatus({ code: GrpcStatus.INTERNAL, details: prefix + (err instanceof Error ? err.message : String(err)) });
       return;
     }
     if (m.requestStream) {
@@ -225,7 +248,7 @@ export class ServerCall extends EventEmitter {
       return;
     }
     (m.handler as (call: ServerCall, cb: (err: Partial<StatusObject> | null, value?: unknown) => void) => void)(this, (err, value) => {
-      if (err) this.fail({ code: err.code ?? GrpcStatus.UNKNOWN, details: err.details ?? '' });
+      if (err) this.sendStatus({ code: err.code ?? GrpcStatus.UNKNOWN, details: err.details ?? '' });
       else this.respond(value);
     });
   }
@@ -233,7 +256,7 @@ export class ServerCall extends EventEmitter {
   private onEnd(): void {
     if (this.done) return;
     if (this.method.requestStream) {
-      if (this.buffered.length > 0) this.fail({ code: GrpcStatus.INTERNAL, details: 'unexpected EOF' });
+      if (this.bufferedBytes > 0) this.sendStatus({ code: GrpcStatus.INTERNAL, details: 'unexpected EOF' });
       else this.emit('end');
       return;
     }
@@ -242,8 +265,8 @@ export class ServerCall extends EventEmitter {
     // for its deadline, as etcd's does.
     // A server-streaming handler reads its request as a stream message, where a cut one is INTERNAL.
     if (!this.dispatched && this.sawData) {
-      if (this.buffered.length === 0) this.fail({ code: GrpcStatus.UNKNOWN, details: 'EOF' });
-      else this.fail({ code: this.method.responseStream ? GrpcStatus.INTERNAL : GrpcStatus.UNKNOWN, details: 'unexpected EOF' });
+      if (this.bufferedBytes === 0) this.sendStatus({ code: GrpcStatus.UNKNOWN, details: 'EOF' });
+      else this.sendStatus({ code: this.method.responseStream ? GrpcStatus.INTERNAL : GrpcStatus.UNKNOWN, details: 'unexpected EOF' });
     }
   }
 
@@ -320,11 +343,6 @@ export class ServerCall extends EventEmitter {
     if (this.done) return;
     this.write(value);
     this.sendStatus({ code: GrpcStatus.OK, details: '' });
-  }
-
-  /** Fails the call with `status` (as grpc-go's server answers a bad request). */
-  private fail(status: CallStatus): void {
-    this.sendStatus(status);
   }
 
   private sendStatus(status: CallStatus): void {
