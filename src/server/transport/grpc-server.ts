@@ -62,7 +62,7 @@ function responseContentType(requestType: string): string | undefined {
 const OK_TRAILERS = encodeHeaders([['grpc-status', '0'], ['grpc-message', '']]);
 
 /** grpc-message's encoding (gRPC over HTTP/2): bytes outside printable ASCII, and '%', as %XX. */
-export function percentEncode(message: string): string {
+function percentEncode(message: string): string {
   let out = '';
   for (const byte of Buffer.from(message, 'utf8')) {
     out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;

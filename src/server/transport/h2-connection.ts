@@ -305,11 +305,6 @@ export class H2Connection {
     return this.socket.writableLength > SOCKET_HIGH_WATER;
   }
 
-  /** Number of open streams. */
-  get streamCount(): number {
-    return this.streams.size;
-  }
-
   /** Sends GOAWAY(NO_ERROR) and closes the socket once the frames are out; open streams are reset for their owners. */
   close(): void {
     if (this.closedAll) return;
