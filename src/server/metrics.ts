@@ -354,14 +354,14 @@ export class ServerMetrics {
           });
         };
       } else {
-        // Streaming calls send their status when the call's writable side finishes; grpc-js
-        // keeps it in the call's `pendingStatus` (OK unless the handler failed the call).
+        // A streaming call is counted when it closes, with the status it ended with
+        // (`pendingStatus`): the one it sent, or the one its cancellation stands for.
         const h = handler as (call: StreamingCall) => void;
         out[name] = (call: StreamingCall) => {
           const start = timer ? performance.now() : 0;
           counted.started++;
           countClientRequest(requests, call.metadata);
-          call.once('finish', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
+          call.once('close', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
           h(call);
         };
       }

@@ -4,13 +4,27 @@
 // same amounts for the same requests; and the `process_*` values describe the etcd-ts process
 // as /proc does.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { etcdctl } from '../helpers/etcdctl.js';
-import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
+import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
+
+/** Runs `etcdctl --endpoints=<endpoint> ...args` and interrupts it (SIGINT) after `ms`, as a user's Ctrl-C. */
+async function interrupted(endpoint: string, args: readonly string[], ms: number): Promise<void> {
+  const child = spawn(ETCDCTL_BIN, [`--endpoints=${endpoint}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'ignore' });
+  const exited = once(child, 'exit');
+  const timer = setTimeout(() => child.kill('SIGINT'), ms);
+  try {
+    await exited;
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Metrics etcd 3.4 serves and etcd-ts does not, by prefix or name (see docs/compat-notes.md):
@@ -128,13 +142,28 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     const moved = sameMoves(after, last, [...histograms.map((h) => `${h}_count`), 'etcd_debugging_lease_ttl_total_sum']);
     assert.equal(moved('etcd_debugging_lease_ttl_total_sum'), 60);
 
+    // Streams the client cancels count as handled with the status etcd's handlers end them
+    // with: Canceled for Watch, Unavailable (etcd's "no leader") for LeaseKeepAlive.
+    for (const s of servers) {
+      const id = /lease ([0-9a-f]+) granted/.exec((await etcdctl(s.endpoint, ['lease', 'grant', '60'])).stdout)![1]!;
+      await interrupted(s.endpoint, ['watch', 'metric-key'], 700);
+      await interrupted(s.endpoint, ['lease', 'keep-alive', id], 700);
+    }
+    await new Promise((done) => setTimeout(done, 300));
+    const cancelled = await Promise.all(servers.map(scrape));
+    const streams = sameMoves(last, cancelled, [
+      'grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}',
+      'grpc_server_handled_total{grpc_code="Unavailable",grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}',
+    ]);
+    assert.equal(streams('grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}'), 1);
+
     // Both servers run under this test's limits; etcd-ts's process values match /proc.
     for (const name of ['process_max_fds', 'process_virtual_memory_max_bytes', 'os_fd_limit']) {
       assert.equal(first.samples.get(name), theirs.samples.get(name), name);
     }
     const status = readFileSync(`/proc/${ours.pid}/status`, 'utf8');
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)![1]) * 1024;
-    const now = last[1]!.samples;
+    const now = cancelled[1]!.samples;
     near(now.get('process_resident_memory_bytes'), kib('VmRSS'), 0.25, 'resident memory');
     near(now.get('process_virtual_memory_bytes'), kib('VmSize'), 0.1, 'virtual memory');
     near(now.get('process_open_fds'), readdirSync(`/proc/${ours.pid}/fd`).length, 0.2, 'open fds');

@@ -7,8 +7,8 @@
  * TTL -1 (etcd turns `ErrLeaseNotFound` into those), while LeaseRevoke fails with
  * "etcdserver: requested lease not found".
  */
-import type { ServerDuplexStream } from '@grpc/grpc-js';
-import type { GrpcServer as Server } from '../transport/grpc-server.js';
+import { status as Status } from '@grpc/grpc-js';
+import type { GrpcServer as Server, ServerCall } from '../transport/grpc-server.js';
 import { keyToBytes } from '../../mvcc/key.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import {
@@ -30,7 +30,7 @@ export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(LeaseService, {
     leaseGrant: unary((r: LeaseGrantRequest) => etcd.leaseGrant(r)),
     leaseRevoke: unary((r: LeaseRevokeRequest) => etcd.leaseRevoke(r)),
-    leaseKeepAlive: (call: ServerDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>) => keepAlive(etcd, call),
+    leaseKeepAlive: (call: ServerCall) => keepAlive(etcd, call),
     leaseTimeToLive: unary((r: LeaseTimeToLiveRequest) => timeToLive(etcd, r)),
     leaseLeases: unary((): LeaseLeasesResponse => ({
       header: etcd.fillHeader(undefined),
@@ -42,9 +42,14 @@ export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
 /**
  * One LeaseKeepAlive stream (etcd `leaseKeepAlive`): every request renews one lease and is
  * answered with its TTL in seconds (0 for an unknown or expired lease). The stream ends when
- * the client half-closes or cancels.
+ * the client half-closes or cancels; a cancelled stream ends, as in etcd, with the status of
+ * `rpctypes.ErrGRPCNoLeader` (what etcd's handler returns for a cancelled context, and so what
+ * grpc_server_handled_total counts).
  */
-function keepAlive(etcd: EtcdServer, call: ServerDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>): void {
+function keepAlive(etcd: EtcdServer, call: ServerCall): void {
+  call.on('cancelled', () => {
+    call.pendingStatus = { code: Status.UNAVAILABLE, details: 'etcdserver: no leader' };
+  });
   call.on('data', (req: LeaseKeepAliveRequest) => {
     let ttl: number;
     try {
@@ -56,7 +61,8 @@ function keepAlive(etcd: EtcdServer, call: ServerDuplexStream<LeaseKeepAliveRequ
       }
       ttl = 0;
     }
-    call.write({ header: etcd.fillHeader(undefined), ID: req.ID, TTL: BigInt(ttl) });
+    const res: LeaseKeepAliveResponse = { header: etcd.fillHeader(undefined), ID: req.ID, TTL: BigInt(ttl) };
+    call.write(res);
   });
   call.on('end', () => call.end());
   call.on('error', () => {});
