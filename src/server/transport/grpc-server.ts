@@ -16,9 +16,8 @@ import type { Duplex } from 'node:stream';
 import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from '@grpc/grpc-js';
 import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField } from './h2-connection.js';
 
-/** A registered method: its definition (path, streaming flags, codec) and handler. */
+/** A registered method (by path): its streaming flags, codec and handler. */
 interface Method {
-  path: string;
   requestStream: boolean;
   responseStream: boolean;
   requestDeserialize(bytes: Buffer): unknown;
@@ -400,7 +399,6 @@ export class GrpcServer {
       if (handler === undefined) continue;
       this.services.add(def.path.slice(1, def.path.lastIndexOf('/')));
       this.methods.set(def.path, {
-        path: def.path,
         requestStream: def.requestStream,
         responseStream: def.responseStream,
         requestDeserialize: def.requestDeserialize,
