@@ -53,6 +53,12 @@ export interface ServerConfig {
   logLevel: string;
   /** Max concurrent HTTP/2 streams per client connection (`--max-concurrent-streams`). @default 4294967295 */
   maxConcurrentStreams: number;
+  /**
+   * Pings closer together than this many ms (with a stream open; 2 h without) are strikes, and
+   * the third strike ends the connection with GOAWAY `too_many_pings`, as grpc-go's keepalive
+   * enforcement does (`--grpc-keepalive-min-time`; ≤ 0 gives grpc-go's own default, 5 min). @default 5000
+   */
+  grpcKeepaliveMinTimeMs: number;
   /** Interval of periodic watch progress notifications, in ms (`--experimental-watch-progress-notify-interval`). @default 600000 */
   watchProgressNotifyIntervalMs: number;
   /**
@@ -81,6 +87,7 @@ export function defaultConfig(): ServerConfig {
     autoCompactionRetention: '0',
     logLevel: 'info',
     maxConcurrentStreams: 4294967295,
+    grpcKeepaliveMinTimeMs: 5000,
     watchProgressNotifyIntervalMs: 10 * 60 * 1000,
     warningApplyDurationMs: 100,
     clientTls: undefined,

@@ -112,7 +112,7 @@ const FLAGS: readonly FlagSpec[] = [
     'math.MaxUint32',
     'Maximum concurrent streams that each client can open at a time.',
   ),
-  ignored('grpc-keepalive-min-time', 'duration'),
+  supported('grpc-keepalive-min-time', 'duration', '5s', 'Minimum interval duration that a client should wait before pinging server.'),
   ignored('grpc-keepalive-interval', 'duration'),
   ignored('grpc-keepalive-timeout', 'duration'),
   // Clustering.
@@ -714,6 +714,10 @@ function buildConfig(
     }
     config.watchProgressNotifyIntervalMs = Math.max(progressMs, MIN_WATCH_PROGRESS_INTERVAL_MS);
   }
+
+  // Keepalive enforcement: the duration as given; the transport reads ≤ 0 as grpc-go does.
+  const minTimeMs = values.get('grpc-keepalive-min-time');
+  if (typeof minTimeMs === 'number') config.grpcKeepaliveMinTimeMs = minTimeMs;
 
   // 5. Slow requests: the duration as given (etcd takes it as is, 0 included).
   const warnApplyMs = values.get('experimental-warning-apply-duration');

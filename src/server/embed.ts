@@ -61,6 +61,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
   const grpc = new InstrumentedGrpcServer(serverMetrics, {
     maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
     maxConcurrentStreams: config.maxConcurrentStreams,
+    pingMinTimeMs: config.grpcKeepaliveMinTimeMs,
   });
   try {
     const advertised = config.advertiseClientUrls;

@@ -123,7 +123,7 @@ const CASES: Case[] = [
   { name: 'grpc-timeout abc', request: { headers: { 'grpc-timeout': 'abc' }, body: frame(RANGE_A) }, status: undefined },
   { name: 'grpc-timeout 5S', request: { headers: { 'grpc-timeout': '5S' }, body: frame(RANGE_A) }, status: '0' },
   { name: 'grpc-timeout 1m on a request never sent', request: { headers: { 'grpc-timeout': '1m' }, body: Buffer.alloc(0), end: false }, status: '4' },
-  // grpc-go 1.26 does not look at :method.
+  // grpc-go 1.33 does not look at :method.
   { name: ':method GET', request: { headers: { ':method': 'GET' }, body: frame(RANGE_A) }, status: '0' },
   // Streaming calls read their messages with RecvMsg, which makes a cut-off one INTERNAL.
   { name: 'server-streaming Snapshot with no message', request: { path: SNAPSHOT, body: Buffer.alloc(0) }, status: '2' },
@@ -182,6 +182,35 @@ async function send(endpoint: string, r: RawRequest): Promise<Answer> {
   return result;
 }
 
+/** What a connection answers to `pings` PINGs sent one after the other, each once the previous one is acknowledged; `open` keeps a stream open meanwhile. */
+async function pingAnswers(endpoint: string, pings: number, open: boolean): Promise<{ acks: number; goaway?: { code: number; lastStreamId: number; debug: string } }> {
+  const session = http2.connect(endpoint);
+  session.on('error', () => {});
+  const out: { acks: number; goaway?: { code: number; lastStreamId: number; debug: string } } = { acks: 0 };
+  const gone = new Promise<void>((resolve) => {
+    session.on('goaway', (code: number, lastStreamId: number, debug?: Buffer) => {
+      out.goaway = { code, lastStreamId, debug: debug?.toString() ?? '' };
+      resolve();
+    });
+  });
+  await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+  if (open) {
+    const req = session.request({ ':method': 'POST', ':path': WATCH, 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+    req.on('error', () => {});
+    req.write(frame(WATCH_A));
+    await new Promise<void>((resolve) => req.once('response', () => resolve()));
+  }
+  for (let i = 0; i < pings && !out.goaway; i++) {
+    const acked = await new Promise<boolean>((resolve) => {
+      if (!session.ping((err) => resolve(!err))) resolve(false);
+    });
+    if (acked) out.acks++;
+  }
+  await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 500))]);
+  session.destroy();
+  return out;
+}
+
 describe('gRPC framing: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   let servers: ServerHandle[] = [];
@@ -194,6 +223,19 @@ describe('gRPC framing: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
   });
   after(async () => {
     await Promise.all(cleanups.map((fn) => fn()));
+  });
+
+  // Keepalive enforcement (grpc-go's, etcd's --grpc-keepalive-min-time 5s): pings closer than
+  // 5 s with a stream open, or than 2 h with none, are strikes; the third ends the connection.
+  it('four quick pings on an idle connection: GOAWAY too_many_pings', async () => {
+    const [expected, actual] = await Promise.all(servers.map((s) => pingAnswers(s.endpoint, 4, false)));
+    assert.deepEqual(actual, expected);
+    assert.deepEqual(expected, { acks: 4, goaway: { code: http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, lastStreamId: 0, debug: 'too_many_pings' } });
+  });
+
+  it('four quick pings beside a watch stream that received its created response', async () => {
+    const [expected, actual] = await Promise.all(servers.map((s) => pingAnswers(s.endpoint, 4, true)));
+    assert.deepEqual(actual, expected);
   });
 
   for (const c of CASES) {

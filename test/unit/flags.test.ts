@@ -303,6 +303,14 @@ describe('values', () => {
     assert.equal(run(['--experimental-warning-apply-duration', '1s']).config.warningApplyDurationMs, 1000);
     assert.equal(run(['--experimental-warning-apply-duration=0s']).config.warningApplyDurationMs, 0);
   });
+
+  it('reads the keepalive enforcement interval as a Go duration; the other keepalive flags are ignored', () => {
+    assert.equal(run([]).config.grpcKeepaliveMinTimeMs, 5000);
+    assert.equal(run(['--grpc-keepalive-min-time=30s']).config.grpcKeepaliveMinTimeMs, 30_000);
+    const ignored = run(['--grpc-keepalive-interval=1h', '--grpc-keepalive-timeout=5s']);
+    assert.match(ignored.warnings.join('\n'), /grpc-keepalive-interval/);
+    assert.doesNotMatch(run(['--grpc-keepalive-min-time=1s']).warnings.join('\n'), /grpc-keepalive-min-time/);
+  });
 });
 
 describe('client TLS', () => {

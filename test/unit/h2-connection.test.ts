@@ -60,6 +60,7 @@ function connect(maxConcurrentStreams = 100) {
   const heard: string[] = [];
   const conn = new H2Connection(socket, {
     maxConcurrentStreams,
+    pingMinTimeMs: 5000,
     onStream: (s) => {
       streams.push(s);
       s.listener = {
@@ -166,6 +167,30 @@ test('a client RST_STREAM resets the stream; streams past the limit are refused'
   assert.deepEqual(heard, ['1 reset']);
   const refused = socket.frames().find((f) => f.type === RST_STREAM && f.id === 3)!;
   assert.equal(refused.payload.readUInt32BE(0), H2Error.REFUSED_STREAM);
+});
+
+test('keepalive enforcement: the third ping too soon ends the connection with too_many_pings, unless we sent something', async () => {
+  const ping = frame(PING, 0, 0, Buffer.alloc(8));
+  // A stream open: pings under 5 s apart. The first is never a strike; the 4th is the third.
+  const a = connect();
+  a.send(PREFACE, frame(HEADERS, END_HEADERS, 1, request('/a/B')), ping, ping, ping);
+  await turn();
+  assert.equal(a.socket.frames().find((f) => f.type === GOAWAY), undefined, 'two strikes are tolerated');
+  a.send(ping);
+  await turn();
+  const frames = a.socket.frames();
+  const goAway = frames.find((f) => f.type === GOAWAY)!;
+  assert.deepEqual([goAway.payload.readUInt32BE(0), goAway.payload.readUInt32BE(4), goAway.payload.subarray(8).toString()], [1, H2Error.ENHANCE_YOUR_CALM, 'too_many_pings']);
+  assert.equal(frames.filter((f) => f.type === PING && f.flags === 1).length, 4, 'the last ping is answered before GOAWAY');
+
+  // Headers or data sent between pings clear the strikes.
+  const b = connect();
+  b.send(PREFACE, frame(HEADERS, END_HEADERS, 1, request('/a/B')), ping, ping, ping);
+  await turn();
+  b.streams[0]!.sendHeaders(encodeHeaders([[':status', '200']]), false);
+  b.send(ping, ping);
+  await turn();
+  assert.equal(b.socket.frames().find((f) => f.type === GOAWAY), undefined);
 });
 
 /** The GOAWAY error code the connection ends with after `bytes` (after the preface). */

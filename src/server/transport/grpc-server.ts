@@ -43,6 +43,8 @@ export interface GrpcServerOptions {
   maxReceiveMessageLength: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
   maxConcurrentStreams: number;
+  /** Keepalive enforcement's minimum ping interval in ms (see H2ConnectionOptions.pingMinTimeMs). */
+  pingMinTimeMs: number;
 }
 
 const RESPONSE_HEADERS = encodeHeaders([[':status', '200'], ['content-type', 'application/grpc']]);
@@ -416,6 +418,7 @@ export class GrpcServer {
   handleConnection(socket: Duplex, httpHandler: http.RequestListener | undefined): void {
     const conn: H2Connection = new H2Connection(socket, {
       maxConcurrentStreams: this.opts.maxConcurrentStreams,
+      pingMinTimeMs: this.opts.pingMinTimeMs,
       onStream: (stream) => this.onStream(stream, httpHandler),
       onClose: () => this.connections.delete(conn),
     });

@@ -49,6 +49,7 @@ export const H2Error = {
   REFUSED_STREAM: 0x7,
   CANCEL: 0x8,
   COMPRESSION_ERROR: 0x9,
+  ENHANCE_YOUR_CALM: 0xb,
 } as const;
 
 const SETTINGS_HEADER_TABLE_SIZE = 0x1;
@@ -70,6 +71,12 @@ const CONN_RECV_WINDOW = 16 << 20;
 const MAX_HEADER_BLOCK = 1 << 20;
 /** The HPACK table size both sides start with; we never ask for another. */
 const HPACK_TABLE_SIZE = 4096;
+/** grpc-go's keepalive enforcement: the minimum ping interval when none is configured (`defaultKeepalivePolicyMinTime`). */
+const DEFAULT_PING_MIN_TIME_MS = 5 * 60 * 1000;
+/** ... the interval pings must keep while no stream is open (PermitWithoutStream false: `defaultPingTimeout`). */
+const IDLE_PING_MIN_TIME_MS = 2 * 60 * 60 * 1000;
+/** ... and the strikes tolerated before GOAWAY (`maxPingStrikes`). */
+const MAX_PING_STRIKES = 2;
 /** Socket bytes buffered past which streams report back-pressure. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 
@@ -156,6 +163,13 @@ export class H2Stream {
 export interface H2ConnectionOptions {
   /** SETTINGS_MAX_CONCURRENT_STREAMS we announce and enforce (etcd's --max-concurrent-streams). */
   maxConcurrentStreams: number;
+  /**
+   * grpc-go's keepalive enforcement (etcd's --grpc-keepalive-min-time), in ms: a ping sooner
+   * than this after the previous one while a stream is open (2 h while none is) is a strike,
+   * unless we sent HEADERS or DATA since; the third strike ends the connection with GOAWAY
+   * ENHANCE_YOUR_CALM "too_many_pings". ≤ 0 means grpc-go's default, 5 min.
+   */
+  pingMinTimeMs: number;
   /** Called for each new request stream, once its header block is complete. */
   onStream(stream: H2Stream): void;
   /** Called once when the connection is gone (socket closed or ended by either side). */
@@ -280,6 +294,10 @@ export class H2Connection {
   private readonly windowWaiters = new Set<H2Stream>();
   private goingAway = false;
   private closedAll = false;
+  /** Keepalive enforcement: strikes so far, the last ping's time (ms), and whether we sent HEADERS or DATA since. */
+  private pingStrikes = 0;
+  private lastPingAt = 0;
+  private sentSincePing = false;
 
   constructor(socket: Duplex, opts: H2ConnectionOptions) {
     this.socket = socket;
@@ -390,6 +408,7 @@ export class H2Connection {
         frameHeader(ack, 0, 8, PING, FLAG_ACK, 0);
         payload.copy(ack, FRAME_HEADER_LEN);
         this.queue(ack);
+        this.enforcePingPolicy();
         return;
       }
       case GOAWAY:
@@ -405,6 +424,22 @@ export class H2Connection {
         // Unknown frame types are ignored (RFC 9113 §4.1).
         return;
     }
+  }
+
+  /** grpc-go's `handlePing` policy for a ping just answered (see H2ConnectionOptions.pingMinTimeMs). */
+  private enforcePingPolicy(): void {
+    const now = Date.now();
+    const last = this.lastPingAt;
+    this.lastPingAt = now;
+    if (this.sentSincePing) {
+      this.sentSincePing = false;
+      this.pingStrikes = 0;
+      return;
+    }
+    const configured = this.opts.pingMinTimeMs > 0 ? this.opts.pingMinTimeMs : DEFAULT_PING_MIN_TIME_MS;
+    const minGap = this.streams.size === 0 ? IDLE_PING_MIN_TIME_MS : configured;
+    if (last !== 0 && now - last < minGap) this.pingStrikes++;
+    if (this.pingStrikes > MAX_PING_STRIKES) this.goAway(H2Error.ENHANCE_YOUR_CALM, 'too_many_pings');
   }
 
   private onDataFrame(flags: number, id: number, payload: Buffer): void {
@@ -589,6 +624,7 @@ export class H2Connection {
   }
 
   sendHeadersFrame(s: H2Stream, block: Buffer, endStream: boolean): void {
+    this.sentSincePing = true;
     let flags = endStream ? FLAG_END_STREAM : 0;
     const max = this.peerMaxFrame;
     if (block.length <= max) {
@@ -628,6 +664,7 @@ export class H2Connection {
   private sendWithinWindow(s: H2Stream, data: Buffer, cb: (() => void) | undefined): Buffer | undefined {
     let at = 0;
     const max = this.peerMaxFrame;
+    this.sentSincePing = true;
     do {
       const n = Math.min(data.length - at, max, s.sendWindow, this.connSendWindow);
       if (n <= 0 && data.length > 0) return data.subarray(at);
