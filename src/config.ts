@@ -59,6 +59,10 @@ export interface ServerConfig {
    * enforcement does (`--grpc-keepalive-min-time`; ≤ 0 gives grpc-go's own default, 5 min). @default 5000
    */
   grpcKeepaliveMinTimeMs: number;
+  /** After this many ms with nothing read from a client connection the server pings it (`--grpc-keepalive-interval`; off unless it and the timeout are > 0). @default 7200000 */
+  grpcKeepaliveIntervalMs: number;
+  /** ... and closes it when nothing is read within this many ms of the ping (`--grpc-keepalive-timeout`). @default 20000 */
+  grpcKeepaliveTimeoutMs: number;
   /** Interval of periodic watch progress notifications, in ms (`--experimental-watch-progress-notify-interval`). @default 600000 */
   watchProgressNotifyIntervalMs: number;
   /**
@@ -88,6 +92,8 @@ export function defaultConfig(): ServerConfig {
     logLevel: 'info',
     maxConcurrentStreams: 4294967295,
     grpcKeepaliveMinTimeMs: 5000,
+    grpcKeepaliveIntervalMs: 2 * 60 * 60 * 1000,
+    grpcKeepaliveTimeoutMs: 20_000,
     watchProgressNotifyIntervalMs: 10 * 60 * 1000,
     warningApplyDurationMs: 100,
     clientTls: undefined,

@@ -113,8 +113,8 @@ const FLAGS: readonly FlagSpec[] = [
     'Maximum concurrent streams that each client can open at a time.',
   ),
   supported('grpc-keepalive-min-time', 'duration', '5s', 'Minimum interval duration that a client should wait before pinging server.'),
-  ignored('grpc-keepalive-interval', 'duration'),
-  ignored('grpc-keepalive-timeout', 'duration'),
+  supported('grpc-keepalive-interval', 'duration', '2h', 'Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).'),
+  supported('grpc-keepalive-timeout', 'duration', '20s', 'Additional duration of wait before closing a non-responsive connection (0 to disable).'),
   // Clustering.
   supported(
     'initial-advertise-peer-urls',
@@ -715,9 +715,14 @@ function buildConfig(
     config.watchProgressNotifyIntervalMs = Math.max(progressMs, MIN_WATCH_PROGRESS_INTERVAL_MS);
   }
 
-  // Keepalive enforcement: the duration as given; the transport reads ≤ 0 as grpc-go does.
+  // Keepalive: the durations as given; the transport reads them as grpc-go does (≤ 0 min time:
+  // its default; ≤ 0 interval or timeout: no server pings).
   const minTimeMs = values.get('grpc-keepalive-min-time');
   if (typeof minTimeMs === 'number') config.grpcKeepaliveMinTimeMs = minTimeMs;
+  const intervalMs = values.get('grpc-keepalive-interval');
+  if (typeof intervalMs === 'number') config.grpcKeepaliveIntervalMs = intervalMs;
+  const timeoutMs = values.get('grpc-keepalive-timeout');
+  if (typeof timeoutMs === 'number') config.grpcKeepaliveTimeoutMs = timeoutMs;
 
   // 5. Slow requests: the duration as given (etcd takes it as is, 0 included).
   const warnApplyMs = values.get('experimental-warning-apply-duration');

@@ -62,6 +62,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
     maxConcurrentStreams: config.maxConcurrentStreams,
     pingMinTimeMs: config.grpcKeepaliveMinTimeMs,
+    keepalive: { intervalMs: config.grpcKeepaliveIntervalMs, timeoutMs: config.grpcKeepaliveTimeoutMs },
   });
   try {
     const advertised = config.advertiseClientUrls;

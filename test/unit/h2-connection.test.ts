@@ -54,13 +54,14 @@ class FakeSocket extends Duplex {
 const turn = (): Promise<void> => new Promise((done) => setTimeout(done, 5));
 
 /** A connection on a FakeSocket, with every stream it opened and what each heard. */
-function connect(maxConcurrentStreams = 100) {
+function connect(maxConcurrentStreams = 100, keepalive?: { intervalMs: number; timeoutMs: number }) {
   const socket = new FakeSocket();
   const streams: H2Stream[] = [];
   const heard: string[] = [];
   const conn = new H2Connection(socket, {
     maxConcurrentStreams,
     pingMinTimeMs: 5000,
+    keepalive,
     onStream: (s) => {
       streams.push(s);
       s.listener = {
@@ -191,6 +192,26 @@ test('keepalive enforcement: the third ping too soon ends the connection with to
   b.send(ping, ping);
   await turn();
   assert.equal(b.socket.frames().find((f) => f.type === GOAWAY), undefined);
+});
+
+test('server keepalive: a silent connection is pinged after the interval and closed after the timeout', async () => {
+  const quiet = connect(100, { intervalMs: 30, timeoutMs: 30 });
+  quiet.send(PREFACE, frame(SETTINGS, 0, 0));
+  await new Promise((done) => setTimeout(done, 45));
+  const pings = quiet.socket.frames().filter((f) => f.type === PING && f.flags === 0);
+  assert.deepEqual(pings.map((p) => p.payload), [Buffer.alloc(8)], 'one PING with eight zero bytes');
+  assert.equal(quiet.socket.destroyed, false);
+  await new Promise((done) => setTimeout(done, 40));
+  assert.equal(quiet.socket.destroyed, true, 'nothing read within the timeout');
+
+  // A client that answers (any bytes count) keeps its connection.
+  const alive = connect(100, { intervalMs: 30, timeoutMs: 30 });
+  alive.send(PREFACE, frame(SETTINGS, 0, 0));
+  const answer = setInterval(() => alive.send(frame(PING, 1, 0, Buffer.alloc(8))), 10);
+  await new Promise((done) => setTimeout(done, 150));
+  clearInterval(answer);
+  assert.equal(alive.socket.destroyed, false);
+  alive.socket.destroy();
 });
 
 /** The GOAWAY error code the connection ends with after `bytes` (after the preface). */

@@ -45,6 +45,8 @@ export interface GrpcServerOptions {
   maxConcurrentStreams: number;
   /** Keepalive enforcement's minimum ping interval in ms (see H2ConnectionOptions.pingMinTimeMs). */
   pingMinTimeMs: number;
+  /** The server's keepalive pings (see H2ConnectionOptions.keepalive). */
+  keepalive: { intervalMs: number; timeoutMs: number };
 }
 
 const RESPONSE_HEADERS = encodeHeaders([[':status', '200'], ['content-type', 'application/grpc']]);
@@ -419,6 +421,7 @@ export class GrpcServer {
     const conn: H2Connection = new H2Connection(socket, {
       maxConcurrentStreams: this.opts.maxConcurrentStreams,
       pingMinTimeMs: this.opts.pingMinTimeMs,
+      keepalive: this.opts.keepalive,
       onStream: (stream) => this.onStream(stream, httpHandler),
       onClose: () => this.connections.delete(conn),
     });

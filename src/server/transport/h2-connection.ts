@@ -170,6 +170,12 @@ export interface H2ConnectionOptions {
    * ENHANCE_YOUR_CALM "too_many_pings". ≤ 0 means grpc-go's default, 5 min.
    */
   pingMinTimeMs: number;
+  /**
+   * grpc-go's server keepalive (etcd's --grpc-keepalive-interval and -timeout), in ms: after
+   * `interval` with nothing read the server sends a PING, and closes the connection (no GOAWAY)
+   * when nothing more is read within `timeout`. Off unless both are > 0.
+   */
+  keepalive?: { intervalMs: number; timeoutMs: number };
   /** Called for each new request stream, once its header block is complete. */
   onStream(stream: H2Stream): void;
   /** Called once when the connection is gone (socket closed or ended by either side). */
@@ -298,6 +304,9 @@ export class H2Connection {
   private pingStrikes = 0;
   private lastPingAt = 0;
   private sentSincePing = false;
+  /** Server keepalive: when the socket was last read (ms), and its timer. */
+  private lastReadAt = Date.now();
+  private keepaliveTimer: NodeJS.Timeout | undefined;
 
   constructor(socket: Duplex, opts: H2ConnectionOptions) {
     this.socket = socket;
@@ -316,6 +325,30 @@ export class H2Connection {
     socket.on('close', () => this.closeAll());
     socket.on('end', () => this.closeAll());
     socket.on('error', () => this.closeAll());
+    const ka = opts.keepalive;
+    if (ka && ka.intervalMs > 0 && ka.timeoutMs > 0) this.armKeepalive(ka.intervalMs, ka.intervalMs, ka.timeoutMs);
+  }
+
+  /**
+   * grpc-go's server keepalive loop: in `delayMs`, if nothing was read for `intervalMs`, PING
+   * and give the client `timeoutMs` to send anything; silence past that closes the socket.
+   */
+  private armKeepalive(delayMs: number, intervalMs: number, timeoutMs: number, pingedAt?: number): void {
+    this.keepaliveTimer = setTimeout(() => {
+      const now = Date.now();
+      if (pingedAt !== undefined) {
+        if (this.lastReadAt < pingedAt) {
+          this.socket.destroy();
+          return;
+        }
+      } else if (now - this.lastReadAt >= intervalMs) {
+        this.queue(pingFrame());
+        this.armKeepalive(timeoutMs, intervalMs, timeoutMs, now);
+        return;
+      }
+      this.armKeepalive(Math.max(1, this.lastReadAt + intervalMs - now), intervalMs, timeoutMs);
+    }, delayMs);
+    this.keepaliveTimer.unref();
   }
 
   /** True while the socket holds more unsent bytes than SOCKET_HIGH_WATER. */
@@ -332,6 +365,7 @@ export class H2Connection {
   /** Parses `chunk` and every complete frame buffered before it. */
   private feed(chunk: Buffer): void {
     if (this.closedAll) return;
+    this.lastReadAt = Date.now();
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     let off = 0;
     try {
@@ -772,6 +806,7 @@ export class H2Connection {
   private closeAll(): void {
     if (this.closedAll) return;
     this.closedAll = true;
+    clearTimeout(this.keepaliveTimer);
     const open = [...this.streams.values()];
     this.streams.clear();
     this.windowWaiters.clear();
@@ -825,6 +860,13 @@ function windowUpdate(id: number, inc: number): Buffer {
   const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + 4);
   frameHeader(f, 0, 4, WINDOW_UPDATE, 0, id);
   f.writeUInt32BE(inc, FRAME_HEADER_LEN);
+  return f;
+}
+
+/** A PING with grpc-go's keepalive payload (eight zero bytes). */
+function pingFrame(): Buffer {
+  const f = Buffer.alloc(FRAME_HEADER_LEN + 8);
+  frameHeader(f, 0, 8, PING, 0, 0);
   return f;
 }
 
