@@ -77,7 +77,7 @@ function percentEncode(message: string): string {
  * Trailers carrying `status`; with the response headers in front (content-type
  * `contentType`) when nothing was sent before (trailers-only).
  */
-function statusBlock(status: CallStatus, trailersOnly: boolean, contentType = 'application/grpc'): Buffer {
+function statusBlock(status: CallStatus, trailersOnly: boolean, contentType: string): Buffer {
   if (status.code === GrpcStatus.OK && !trailersOnly) return OK_TRAILERS;
   const fields: HeaderField[] = trailersOnly ? [[':status', '200'], ['content-type', contentType]] : [];
   fields.push(['grpc-status', String(status.code)], ['grpc-message', percentEncode(status.details)]);
@@ -264,9 +264,9 @@ export class ServerCall extends EventEmitter {
       return;
     }
     // grpc-go reads a unary request with io.ReadFull: nothing is EOF, a part of one unexpected
-    // EOF. An end with the headers and no DATA frame reaches no reader there: the call waits
-    // for its deadline, as etcd's does.
-    // A server-streaming handler reads its request as a stream message, where a cut one is INTERNAL.
+    // EOF (INTERNAL for a server-streaming call, whose handler reads it as a stream message).
+    // An end with the headers and no DATA frame reaches no reader there: the call waits for
+    // its deadline, as etcd's does.
     if (!this.dispatched && this.sawData) {
       if (this.bufferedBytes === 0) this.sendStatus({ code: GrpcStatus.UNKNOWN, details: 'EOF' });
       else this.sendStatus({ code: this.method.responseStream ? GrpcStatus.INTERNAL : GrpcStatus.UNKNOWN, details: 'unexpected EOF' });
@@ -343,9 +343,8 @@ export class ServerCall extends EventEmitter {
   }
 
   private respond(value: unknown): void {
-    if (this.done) return;
     this.write(value);
-    this.sendStatus({ code: GrpcStatus.OK, details: '' });
+    this.end();
   }
 
   private sendStatus(status: CallStatus): void {
@@ -413,9 +412,10 @@ export class GrpcServer {
   }
 
   /**
-   * Serves HTTP/2 on `socket` (its next bytes are the client preface). Requests that are not gRPC calls (by content-type) go to `httpHandler` when given (etcd's
-   * TLS listener serves its HTTP endpoints that way); without it they are reset, as grpc-go's
-   * server resets them on etcd's plaintext listener.
+   * Serves HTTP/2 on `socket` (its next bytes are the client preface). Requests that are not
+   * gRPC calls (by content-type) go to `httpHandler` when given (etcd's TLS listener serves its
+   * HTTP endpoints that way); without it they are reset, as grpc-go's server resets them on
+   * etcd's plaintext listener.
    */
   handleConnection(socket: Duplex, httpHandler: http.RequestListener | undefined): void {
     const conn: H2Connection = new H2Connection(socket, {

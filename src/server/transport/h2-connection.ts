@@ -312,14 +312,13 @@ export class H2Connection {
     this.socket = socket;
     this.opts = opts;
     // Our SETTINGS, then the connection window raised to CONN_RECV_WINDOW.
-    const settings = Buffer.alloc(FRAME_HEADER_LEN + 12);
-    frameHeader(settings, 0, 12, SETTINGS, 0, 0);
-    settings.writeUInt16BE(SETTINGS_MAX_CONCURRENT_STREAMS, 9);
-    settings.writeUInt32BE(Math.min(opts.maxConcurrentStreams, 2 ** 32 - 1), 11);
-    settings.writeUInt16BE(SETTINGS_INITIAL_WINDOW_SIZE, 15);
-    settings.writeUInt32BE(STREAM_RECV_WINDOW, 17);
-    this.queue(settings);
-    this.queue(windowUpdate(0, CONN_RECV_WINDOW - DEFAULT_WINDOW));
+    const settings = Buffer.alloc(12);
+    settings.writeUInt16BE(SETTINGS_MAX_CONCURRENT_STREAMS, 0);
+    settings.writeUInt32BE(Math.min(opts.maxConcurrentStreams, 2 ** 32 - 1), 2);
+    settings.writeUInt16BE(SETTINGS_INITIAL_WINDOW_SIZE, 6);
+    settings.writeUInt32BE(STREAM_RECV_WINDOW, 8);
+    this.queueFrame(SETTINGS, 0, 0, settings);
+    this.queueFrame(WINDOW_UPDATE, 0, 0, uint32(CONN_RECV_WINDOW - DEFAULT_WINDOW));
     socket.on('data', (chunk: Buffer) => this.feed(chunk));
     socket.on('drain', () => this.drained());
     socket.on('close', () => this.closeAll());
@@ -342,7 +341,7 @@ export class H2Connection {
           return;
         }
       } else if (now - this.lastReadAt >= intervalMs) {
-        this.queue(pingFrame());
+        this.queueFrame(PING, 0, 0, Buffer.alloc(8)); // grpc-go's keepalive payload
         this.armKeepalive(timeoutMs, intervalMs, timeoutMs, now);
         return;
       }
@@ -438,10 +437,7 @@ export class H2Connection {
         if (id !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PING on a stream');
         if (payload.length !== 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'bad PING');
         if (flags & FLAG_ACK) return;
-        const ack = Buffer.allocUnsafe(FRAME_HEADER_LEN + 8);
-        frameHeader(ack, 0, 8, PING, FLAG_ACK, 0);
-        payload.copy(ack, FRAME_HEADER_LEN);
-        this.queue(ack);
+        this.queueFrame(PING, FLAG_ACK, 0, Buffer.from(payload));
         this.enforcePingPolicy();
         return;
       }
@@ -483,7 +479,7 @@ export class H2Connection {
     if (this.connRecvWindow < 0) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'connection window exceeded');
     this.connRecvUnacked += payload.length;
     if (this.connRecvUnacked >= CONN_RECV_WINDOW / 2) {
-      this.queue(windowUpdate(0, this.connRecvUnacked));
+      this.queueFrame(WINDOW_UPDATE, 0, 0, uint32(this.connRecvUnacked));
       this.connRecvWindow += this.connRecvUnacked;
       this.connRecvUnacked = 0;
     }
@@ -503,7 +499,7 @@ export class H2Connection {
     s.recvUnacked += payload.length;
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (!endStream && s.recvUnacked >= STREAM_RECV_WINDOW / 2) {
-      this.queue(windowUpdate(id, s.recvUnacked));
+      this.queueFrame(WINDOW_UPDATE, 0, id, uint32(s.recvUnacked));
       s.recvWindow += s.recvUnacked;
       s.recvUnacked = 0;
     }
@@ -541,7 +537,7 @@ export class H2Connection {
     if (this.goingAway) return;
     if (headers === undefined) {
       // A malformed request (RFC 9113 §8.2.1, §8.3): a stream error, as in Go's HTTP/2.
-      this.queue(rstFrame(id, H2Error.PROTOCOL_ERROR));
+      this.queueFrame(RST_STREAM, 0, id, uint32(H2Error.PROTOCOL_ERROR));
       return;
     }
     if (this.streams.size >= this.opts.maxConcurrentStreams) {
@@ -570,18 +566,12 @@ export class H2Connection {
     } catch {
       throw new ConnectionError(H2Error.COMPRESSION_ERROR, 'bad header block');
     }
-    if (!wellFormed(fields)) {
-      if (!onlyIndexed(block)) this.blockCache.clear();
-      return undefined;
-    }
     // A block of indexed fields only means the same fields for as long as the dynamic table
     // does not change; any other block may change it.
-    if (onlyIndexed(block)) {
-      if (this.blockCache.size >= 64) this.blockCache.clear();
-      this.blockCache.set(key, fields);
-    } else {
-      this.blockCache.clear();
-    }
+    const indexed = onlyIndexed(block);
+    if (!indexed || this.blockCache.size >= 64) this.blockCache.clear();
+    if (!wellFormed(fields)) return undefined;
+    if (indexed) this.blockCache.set(key, fields);
     return fields;
   }
 
@@ -621,9 +611,7 @@ export class H2Connection {
           break;
       }
     }
-    const ack = Buffer.alloc(FRAME_HEADER_LEN);
-    frameHeader(ack, 0, 0, SETTINGS, FLAG_ACK, 0);
-    this.queue(ack);
+    this.queueFrame(SETTINGS, FLAG_ACK, 0);
   }
 
   private onWindowUpdate(id: number, payload: Buffer): void {
@@ -659,24 +647,15 @@ export class H2Connection {
 
   sendHeadersFrame(s: H2Stream, block: Buffer, endStream: boolean): void {
     this.sentSincePing = true;
-    let flags = endStream ? FLAG_END_STREAM : 0;
+    // A block over the peer's frame size continues in CONTINUATION frames.
     const max = this.peerMaxFrame;
-    if (block.length <= max) {
-      const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + block.length);
-      frameHeader(f, 0, block.length, HEADERS, flags | FLAG_END_HEADERS, s.id);
-      block.copy(f, FRAME_HEADER_LEN);
-      this.queue(f);
-    } else {
-      for (let at = 0; at < block.length; at += max) {
-        const part = block.subarray(at, at + max);
-        const last = at + max >= block.length;
-        const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + part.length);
-        frameHeader(f, 0, part.length, at === 0 ? HEADERS : CONTINUATION, (at === 0 ? flags : 0) | (last ? FLAG_END_HEADERS : 0), s.id);
-        part.copy(f, FRAME_HEADER_LEN);
-        this.queue(f);
-        flags = 0;
-      }
-    }
+    let at = 0;
+    do {
+      const last = at + max >= block.length;
+      const flags = (at === 0 && endStream ? FLAG_END_STREAM : 0) | (last ? FLAG_END_HEADERS : 0);
+      this.queueFrame(at === 0 ? HEADERS : CONTINUATION, flags, s.id, block.subarray(at, at + max));
+      at += max;
+    } while (at < block.length);
     if (endStream) this.localEnd(s);
   }
 
@@ -702,10 +681,7 @@ export class H2Connection {
     do {
       const n = Math.min(data.length - at, max, s.sendWindow, this.connSendWindow);
       if (n <= 0 && data.length > 0) return data.subarray(at);
-      const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + n);
-      frameHeader(f, 0, n, DATA, 0, s.id);
-      data.copy(f, FRAME_HEADER_LEN, at, at + n);
-      this.queue(f);
+      this.queueFrame(DATA, 0, s.id, data.subarray(at, at + n));
       at += n;
       s.sendWindow -= n;
       this.connSendWindow -= n;
@@ -755,14 +731,14 @@ export class H2Connection {
     }
     // The answer is complete while the client still sends: as grpc-go, end the stream with
     // RST_STREAM(NO_ERROR) so that it stops.
-    this.queue(rstFrame(s.id, H2Error.NO_ERROR));
+    this.queueFrame(RST_STREAM, 0, s.id, uint32(H2Error.NO_ERROR));
     this.forget(s);
   }
 
   /** Ends `s`, sending RST_STREAM with `code` (undefined: the client reset it), and tells its owner. */
   resetStream(s: H2Stream, code: number | undefined): void {
     if (s.closed) return;
-    if (code !== undefined) this.queue(rstFrame(s.id, code));
+    if (code !== undefined) this.queueFrame(RST_STREAM, 0, s.id, uint32(code));
     const wasOpen = !s.localEnded;
     this.forget(s);
     if (wasOpen) s.listener?.onReset();
@@ -771,7 +747,7 @@ export class H2Connection {
   private resetById(id: number, code: number): void {
     const s = this.streams.get(id);
     if (s) this.resetStream(s, code);
-    else this.queue(rstFrame(id, code));
+    else this.queueFrame(RST_STREAM, 0, id, uint32(code));
   }
 
   private forget(s: H2Stream): void {
@@ -785,13 +761,7 @@ export class H2Connection {
 
   private goAway(code: number, debug: string): void {
     if (this.closedAll) return;
-    const d = Buffer.from(debug);
-    const f = Buffer.alloc(FRAME_HEADER_LEN + 8 + d.length);
-    frameHeader(f, 0, 8 + d.length, GOAWAY, 0, 0);
-    f.writeUInt32BE(this.lastStreamId, 9);
-    f.writeUInt32BE(code, 13);
-    d.copy(f, 17);
-    this.queue(f);
+    this.queueFrame(GOAWAY, 0, 0, Buffer.concat([uint32(this.lastStreamId), uint32(code), Buffer.from(debug)]));
     this.goingAway = true;
     this.end();
   }
@@ -817,10 +787,26 @@ export class H2Connection {
     this.opts.onClose?.();
   }
 
-  private queue(frame: Buffer): void {
+  /**
+   * Queues a frame for this iteration's write. The payload is not copied here (the flush copies
+   * everything once): it must not change afterwards.
+   */
+  private queueFrame(type: number, flags: number, id: number, payload?: Buffer): void {
     if (this.closedAll) return;
-    this.out.push(frame);
-    this.outBytes += frame.length;
+    const head = Buffer.allocUnsafe(FRAME_HEADER_LEN);
+    const len = payload?.length ?? 0;
+    head[0] = (len >>> 16) & 0xff;
+    head[1] = (len >>> 8) & 0xff;
+    head[2] = len & 0xff;
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(id, 5);
+    this.out.push(head);
+    this.outBytes += FRAME_HEADER_LEN;
+    if (len > 0) {
+      this.out.push(payload!);
+      this.outBytes += len;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -847,34 +833,11 @@ export class H2Connection {
   }
 }
 
-function frameHeader(buf: Buffer, off: number, len: number, type: number, flags: number, id: number): void {
-  buf[off] = (len >>> 16) & 0xff;
-  buf[off + 1] = (len >>> 8) & 0xff;
-  buf[off + 2] = len & 0xff;
-  buf[off + 3] = type;
-  buf[off + 4] = flags;
-  buf.writeUInt32BE(id, off + 5);
-}
-
-function windowUpdate(id: number, inc: number): Buffer {
-  const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + 4);
-  frameHeader(f, 0, 4, WINDOW_UPDATE, 0, id);
-  f.writeUInt32BE(inc, FRAME_HEADER_LEN);
-  return f;
-}
-
-/** A PING with grpc-go's keepalive payload (eight zero bytes). */
-function pingFrame(): Buffer {
-  const f = Buffer.alloc(FRAME_HEADER_LEN + 8);
-  frameHeader(f, 0, 8, PING, 0, 0);
-  return f;
-}
-
-function rstFrame(id: number, code: number): Buffer {
-  const f = Buffer.allocUnsafe(FRAME_HEADER_LEN + 4);
-  frameHeader(f, 0, 4, RST_STREAM, 0, id);
-  f.writeUInt32BE(code, FRAME_HEADER_LEN);
-  return f;
+/** `n` as 4 big-endian bytes (a WINDOW_UPDATE increment, an error code, a stream id). */
+function uint32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n);
+  return b;
 }
 
 /** A DATA or HEADERS payload without its padding; a pad longer than the payload is a connection error. */
