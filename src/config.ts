@@ -29,6 +29,12 @@ export interface ServerConfig {
   name: string;
   /** Data directory (`--data-dir`). @default '${name}.etcd' */
   dataDir: string;
+  /** Directory of the write-ahead log (`--wal-dir`); '' = `<dataDir>/member/wal`. @default '' */
+  walDir: string;
+  /** Most ms a logged write waits before the LMDB commit that applies it (`--backend-batch-interval`); 0 = 100. @default 0 */
+  backendBatchIntervalMs: number;
+  /** Logged writes that start an LMDB commit at once (`--backend-batch-limit`); 0 = 10000. @default 0 */
+  backendBatchLimit: number;
   /** URLs the client API listens on (`--listen-client-urls`). @default ['http://localhost:2379'] */
   listenClientUrls: string[];
   /** Client URLs advertised to clients (`--advertise-client-urls`). @default ['http://localhost:2379'] */
@@ -79,6 +85,9 @@ export function defaultConfig(): ServerConfig {
   return {
     name: 'default',
     dataDir: 'default.etcd',
+    walDir: '',
+    backendBatchIntervalMs: 0,
+    backendBatchLimit: 0,
     listenClientUrls: ['http://localhost:2379'],
     advertiseClientUrls: ['http://localhost:2379'],
     listenMetricsUrls: [],

@@ -87,7 +87,7 @@ const FLAGS: readonly FlagSpec[] = [
   // Member.
   supported('name', 'string', 'default', 'Human-readable name for this member.'),
   supported('data-dir', 'string', '${name}.etcd', 'Path to the data directory.'),
-  ignored('wal-dir', 'string'),
+  supported('wal-dir', 'string', '', 'Path to the dedicated wal directory.'),
   ignored('snapshot-count', 'uint64'),
   ignored('heartbeat-interval', 'uint'),
   ignored('election-timeout', 'uint'),
@@ -102,8 +102,8 @@ const FLAGS: readonly FlagSpec[] = [
     '0',
     'Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).',
   ),
-  ignored('backend-batch-interval', 'duration'),
-  ignored('backend-batch-limit', 'int'),
+  supported('backend-batch-interval', 'duration', '', 'BackendBatchInterval is the maximum time before commit the backend transaction.'),
+  supported('backend-batch-limit', 'int', '0', 'BackendBatchLimit is the maximum operations before commit the backend transaction.'),
   supported('max-txn-ops', 'uint', '128', 'Maximum number of operations permitted in a transaction.'),
   supported('max-request-bytes', 'uint', '1572864', 'Maximum client request size in bytes the server will accept.'),
   supported(
@@ -655,6 +655,15 @@ function buildConfig(
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
   config.quotaBackendBytes = integer('quota-backend-bytes') ?? config.quotaBackendBytes;
   config.maxConcurrentStreams = integer('max-concurrent-streams') ?? config.maxConcurrentStreams;
+  config.walDir = text('wal-dir') ?? config.walDir;
+  // etcd: 0 keeps the backend's default; a negative interval panics in its ticker, a negative
+  // limit commits after every write.
+  const batchIntervalMs = values.get('backend-batch-interval');
+  if (typeof batchIntervalMs === 'number') {
+    if (batchIntervalMs < 0) throw new FlagError('--backend-batch-interval must not be negative');
+    config.backendBatchIntervalMs = batchIntervalMs;
+  }
+  config.backendBatchLimit = integer('backend-batch-limit') ?? config.backendBatchLimit;
 
   // 2. URLs: listeners must bind to an IP or localhost, advertised URLs need a host, and an
   // explicit --listen-client-urls needs an explicit --advertise-client-urls (etcd Validate).

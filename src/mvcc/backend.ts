@@ -1,23 +1,71 @@
 /**
- * The backend: durable storage on LMDB (etcd `mvcc/backend`, which uses bbolt).
+ * The backend: durable storage (etcd `mvcc/backend`, which uses bbolt, plus the role etcd's raft
+ * WAL plays for durability).
  *
  * One LMDB environment in `<data-dir>/member/db/` holds named databases, like bbolt's buckets:
  * - `key`:   revision bytes (17, or 18 with the tombstone mark) → marshalled mvccpb.KeyValue,
  *            exactly the bytes etcd stores, so hashes over history match etcd's;
- * - `meta`:  string → UTF-8 text (consistent_index, scheduledCompactRev, finishedCompactRev, term);
+ * - `meta`:  string → UTF-8 text (consistent_index, scheduledCompactRev, finishedCompactRev,
+ *            term, and `walSeq`: the last log record LMDB holds);
  * - `lease`, `alarm`: records of later subsystems, same shape (bytes → bytes).
  *
- * Writes are asynchronous and batched: every write issued in one event-loop turn lands in one
- * LMDB transaction, committed on lmdb-js's writer thread. `durable()` resolves when everything
- * issued so far is committed *and flushed to disk* (fsync), which is the only moment a write may
- * be acknowledged or shown to anyone. Reads are synchronous and see committed data only.
+ * The write path, as etcd's (a WAL fsync per batch of requests, a bbolt commit every 100 ms):
+ * 1. `put`/`remove` queue the write and show it at once to this backend's readers (the
+ *    overlay: bucket → key → newest value or deletion, not yet in LMDB).
+ * 2. Writes queued in one event-loop turn become one record of the write-ahead log (`Wal`),
+ *    one `O_DSYNC` write, one at a time; writes arriving meanwhile share the next record
+ *    (group commit). `durable()` resolves when every write queued before it is in the log: the
+ *    only moment a write may be acknowledged or shown to anyone.
+ * 3. Logged records are applied to LMDB in one transaction every `batchIntervalMs`, or at once
+ *    when `batchLimit` writes wait (etcd `--backend-batch-interval`, `--backend-batch-limit`).
+ *    The transaction also stores `walSeq`. Once it is committed its writes leave the overlay;
+ *    once it is on disk the log segments it covers are reused.
+ * 4. Opening replays the records after LMDB's `walSeq` into the overlay and applies them.
+ *
+ * Reads (`get`, `range`) are synchronous and see every queued write: the overlay over LMDB.
+ * Callers that must not show undurable data (the MVCC store) read only revisions they know
+ * are durable. A `range` must be consumed synchronously.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { Wal, WAL_HEADER_BYTES } from './wal.js';
 
 /** Names of the backend's databases (etcd's bucket names where etcd has one). */
 export type BucketName = 'key' | 'meta' | 'lease' | 'alarm';
+
+/** Bucket numbers in log records. */
+const BUCKETS: readonly BucketName[] = ['key', 'meta', 'lease', 'alarm'];
+const BUCKET_IDS: Record<BucketName, number> = { key: 0, meta: 1, lease: 2, alarm: 3 };
+const OP_PUT = 1;
+const OP_DELETE = 2;
+/** Meta entry holding the sequence number of the last log record applied to LMDB. */
+export const WAL_SEQ_META = 'walSeq';
+const WAL_SEQ_KEY = Buffer.from(WAL_SEQ_META);
+
+/** Options of `Backend.open`. */
+export interface BackendOptions {
+  /** Directory of the write-ahead log (etcd `--wal-dir`). @default `<data-dir>/member/wal` */
+  walDir?: string;
+  /** Most ms a logged write waits before LMDB commits it (etcd `--backend-batch-interval`). @default 100 */
+  batchIntervalMs?: number;
+  /** Logged writes that start an LMDB commit at once (etcd `--backend-batch-limit`). @default 10000 */
+  batchLimit?: number;
+}
+
+/** One queued write; `value` undefined = delete. */
+interface WriteOp {
+  bucket: BucketName;
+  key: Buffer;
+  value: Buffer | undefined;
+}
+
+/** A write not yet in LMDB, as readers see it; `seq` is the log record that carries it. */
+interface OverlayEntry {
+  key: Buffer;
+  value: Buffer | undefined;
+  seq: number;
+}
 
 export class Backend {
   /** The LMDB environment; swapped only by `defragment`. */
@@ -28,36 +76,83 @@ export class Backend {
   private sizeCache: number | undefined;
   /** Directory holding data.mdb. */
   readonly dir: string;
-  /**
-   * Writes queued while `defragment` rewrites the file, replayed into the new environment; set
-   * only by `defragment`. Writes that reached the old environment after the copy began would be lost.
-   */
-  private heldWrites: { bucket: BucketName; key: Buffer; value: Buffer | undefined }[] | undefined;
-  /** Settles when the running `defragment` is done; `durable()` waits for it. */
-  private defragDone: Promise<void> | undefined;
-  /** Called with the seconds each `durable()` wait took (etcd `backend_commit_duration_seconds`). */
+  private readonly wal: Wal;
+  private readonly batchIntervalMs: number;
+  private readonly batchLimit: number;
+  /** Writes not yet in LMDB, by bucket and key (latin1 string of the key bytes). */
+  private readonly overlay = new Map<BucketName, Map<string, OverlayEntry>>();
+  /** Writes queued for the next log record, its size in bytes, and its sequence number. */
+  private queued: WriteOp[] = [];
+  private queuedBytes = 0;
+  private nextSeq: number;
+  /** True while a log append is in flight; set while one is scheduled. */
+  private appending = false;
+  private appendScheduled = false;
+  /** Callers of `durable()` waiting for the next append. */
+  private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** The error of a failed append: nothing may be acknowledged after it. */
+  private failure: unknown;
+  /** Logged records not yet applied to LMDB, in sequence order, and how many writes they hold. */
+  private unapplied: { seq: number; ops: WriteOp[] }[] = [];
+  private unappliedOps = 0;
+  /** The running LMDB commit, the timer of the next one, and whether commits wait (defragment). */
+  private applying: Promise<void> | undefined;
+  private applyTimer: NodeJS.Timeout | undefined;
+  /** Settles when the running `defragment` is done; LMDB commits wait for it. */
+  private defragging: Promise<void> | undefined;
+  /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
   onCommitDuration: ((seconds: number) => void) | undefined;
+  /** Called with the seconds each log append took (etcd `wal_fsync_duration_seconds`). */
+  onWalFsyncDuration: ((seconds: number) => void) | undefined;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, options: BackendOptions) {
     this.dir = dir;
+    this.batchIntervalMs = options.batchIntervalMs ?? 100;
+    this.batchLimit = options.batchLimit ?? 10_000;
     this.env = Backend.openEnv(dir);
+    // The LMDB state trusted below must be on disk, not only in the page cache of a process
+    // that crashed: segments are reused on the strength of it.
+    const fd = fs.openSync(path.join(dir, 'data.mdb'), 'r+');
+    try {
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
+    const { wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'));
+    this.wal = wal;
+    let seq = applied;
+    for (const r of records) {
+      if (r.seq <= applied) continue;
+      if (r.seq !== seq + 1) throw new Error(`wal: record ${seq + 1} is missing (next found: ${r.seq}); LMDB holds up to ${applied}`);
+      seq = r.seq;
+      const ops = decodeOps(r.payload);
+      for (const op of ops) this.show(op, seq);
+      this.unapplied.push({ seq, ops });
+      this.unappliedOps += ops.length;
+    }
+    this.nextSeq = Math.max(seq, records.at(-1)?.seq ?? 0) + 1;
+    if (this.unapplied.length > 0) void this.apply();
+    else this.wal.release(applied);
   }
 
-  /** Opens (creating if needed) the backend under `<dataDir>/member/db`. */
-  static open(dataDir: string): Backend {
+  /**
+   * Opens (creating if needed) the backend under `<dataDir>/member/db` and replays its log.
+   * Throws when LMDB or the log cannot be opened, or the log misses a record LMDB lacks.
+   */
+  static open(dataDir: string, options: BackendOptions = {}): Backend {
     const dir = path.join(dataDir, 'member', 'db');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return new Backend(dir);
+    return new Backend(dir, options);
   }
 
   private static openEnv(dir: string): RootDatabase {
-    // overlappingSync: commits become visible before their fsync finishes; we wait on
-    // `flushed` ourselves before acknowledging, so durability is kept and fsyncs overlap.
+    // overlappingSync: a commit is visible before its fsync ends; `flushed` says when it ended.
     return open({ path: dir, overlappingSync: true, maxDbs: 16, pageSize: 4096 });
   }
 
   /** The named database, opened on first use. Keys and values are raw bytes. */
-  bucket(name: BucketName): Database<Buffer, Buffer> {
+  private bucket(name: BucketName): Database<Buffer, Buffer> {
     let db = this.dbs.get(name);
     if (!db) {
       db = this.env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
@@ -66,20 +161,45 @@ export class Backend {
     return db;
   }
 
-  /** Queues a put; it commits with the current batch. */
+  /** The overlay of one bucket. */
+  private overlayOf(bucket: BucketName): Map<string, OverlayEntry> {
+    let m = this.overlay.get(bucket);
+    if (!m) {
+      m = new Map();
+      this.overlay.set(bucket, m);
+    }
+    return m;
+  }
+
+  /** Shows a write to readers until LMDB has it. */
+  private show(op: WriteOp, seq: number): void {
+    this.overlayOf(op.bucket).set(op.key.toString('latin1'), { key: op.key, value: op.value, seq });
+  }
+
+  /** Queues a put; it is logged with the current record. `key` and `value` must not change afterwards. */
   put(bucket: BucketName, key: Buffer, value: Buffer): void {
-    if (this.heldWrites) this.heldWrites.push({ bucket, key, value });
-    else void this.bucket(bucket).put(key, value);
+    this.queue({ bucket, key, value }, 10 + key.length + value.length);
   }
 
-  /** Queues a delete; it commits with the current batch. */
+  /** Queues a delete; it is logged with the current record. */
   remove(bucket: BucketName, key: Buffer): void {
-    if (this.heldWrites) this.heldWrites.push({ bucket, key, value: undefined });
-    else void this.bucket(bucket).remove(key);
+    this.queue({ bucket, key, value: undefined }, 6 + key.length);
   }
 
-  /** Reads a committed value, or undefined. */
+  private queue(op: WriteOp, bytes: number): void {
+    this.queued.push(op);
+    this.queuedBytes += bytes;
+    this.show(op, this.nextSeq);
+    this.scheduleAppend();
+  }
+
+  /** Reads a value (queued writes included), or undefined. */
   get(bucket: BucketName, key: Buffer): Buffer | undefined {
+    const m = this.overlay.get(bucket);
+    if (m !== undefined && m.size > 0) {
+      const e = m.get(key.toString('latin1'));
+      if (e) return e.value;
+    }
     return this.bucket(bucket).getBinary(key) as Buffer | undefined;
   }
 
@@ -93,25 +213,161 @@ export class Backend {
     this.put('meta', Buffer.from(name), Buffer.from(String(value)));
   }
 
-  /** Committed entries of a bucket with start ≤ key < end, in key order. */
+  /**
+   * Entries of a bucket with start ≤ key < end, in key order, queued writes included. Consume
+   * it synchronously: an LMDB commit in between would be read twice or not at all.
+   */
   *range(bucket: BucketName, start?: Buffer, end?: Buffer): Generator<{ key: Buffer; value: Buffer }> {
-    for (const { key, value } of this.bucket(bucket).getRange({ start, end })) {
-      yield { key: key as Buffer, value: value as Buffer };
+    const stored = this.bucket(bucket).getRange({ start, end });
+    const m = this.overlay.get(bucket);
+    if (m === undefined || m.size === 0) {
+      for (const { key, value } of stored) yield { key: key as Buffer, value: value as Buffer };
+      return;
+    }
+    const queued: OverlayEntry[] = [];
+    for (const e of m.values()) {
+      if ((start === undefined || Buffer.compare(e.key, start) >= 0) && (end === undefined || Buffer.compare(e.key, end) < 0)) queued.push(e);
+    }
+    queued.sort((a, b) => Buffer.compare(a.key, b.key));
+    let i = 0;
+    for (const entry of stored) {
+      const key = entry.key as Buffer;
+      let c = -1;
+      for (; i < queued.length && (c = Buffer.compare(queued[i]!.key, key)) < 0; i++) {
+        const e = queued[i]!;
+        if (e.value) yield { key: e.key, value: e.value };
+      }
+      if (i < queued.length && c === 0) {
+        const e = queued[i++]!;
+        if (e.value) yield { key: e.key, value: e.value };
+      } else {
+        yield { key, value: entry.value as Buffer };
+      }
+    }
+    for (; i < queued.length; i++) {
+      const e = queued[i]!;
+      if (e.value) yield { key: e.key, value: e.value };
     }
   }
 
-  /** Resolves when every write queued so far is committed and fsynced. */
-  async durable(): Promise<void> {
+  /**
+   * Resolves when every write queued so far is in the log, on disk. Rejects, then and from
+   * then on, when an append failed: the disk state is unknown and nothing more may be
+   * acknowledged.
+   */
+  durable(): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.queued.length === 0 && !this.appending) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.scheduleAppend();
+    });
+  }
+
+  /** Appends the queued writes at the end of this event-loop turn, so they share one record. */
+  private scheduleAppend(): void {
+    if (this.appending || this.appendScheduled) return;
+    this.appendScheduled = true;
+    setImmediate(() => {
+      this.appendScheduled = false;
+      this.append();
+    });
+  }
+
+  /** Logs the queued writes as one record; the waiters so far resolve when it is on disk. */
+  private append(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    if (this.queued.length === 0) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    const ops = this.queued;
+    const record = encodeOps(ops, this.queuedBytes);
+    const seq = this.nextSeq++;
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.appending = true;
     const start = performance.now();
-    if (this.defragDone) await this.defragDone;
-    // Both thenables are bound here, to the batch of the newest queued write. `flushed` read
-    // only after the commit resolved would bind to whatever batch is open by then, and wait
-    // for that later batch's fsync too.
+    this.wal.append(seq, record).then(
+      () => {
+        this.appending = false;
+        this.onWalFsyncDuration?.((performance.now() - start) / 1000);
+        this.unapplied.push({ seq, ops });
+        this.unappliedOps += ops.length;
+        this.scheduleApply();
+        for (const w of waiters) w.resolve();
+        // Writes queued during the append go out now, in one record.
+        if (this.queued.length > 0 || this.waiters.length > 0) this.append();
+      },
+      (err: unknown) => {
+        this.failure = err;
+        for (const w of [...waiters, ...this.waiters]) w.reject(err);
+        this.waiters = [];
+      },
+    );
+  }
+
+  /** Starts an LMDB commit when the batch limit is reached, or arms the batch interval's timer. */
+  private scheduleApply(): void {
+    if (this.applying || this.defragging || this.unapplied.length === 0) return;
+    if (this.unappliedOps >= this.batchLimit) void this.apply();
+    else this.applyTimer ??= setTimeout(() => void this.apply(), this.batchIntervalMs).unref();
+  }
+
+  /**
+   * Applies every logged record to LMDB in one transaction with `walSeq`, then drops the
+   * writes from the overlay (once committed) and releases the log (once on disk). Resolves when
+   * that commit is done, or with the one already running. A failed commit rejects: the process
+   * cannot go on without its backend.
+   */
+  private apply(): Promise<void> {
+    clearTimeout(this.applyTimer);
+    this.applyTimer = undefined;
+    if (this.applying) return this.applying;
+    const batch = this.unapplied;
+    if (batch.length === 0) return Promise.resolve();
+    this.unapplied = [];
+    this.unappliedOps = 0;
+    const upto = batch.at(-1)!.seq;
+    for (const { ops } of batch) {
+      for (const op of ops) {
+        if (op.value) void this.bucket(op.bucket).put(op.key, op.value);
+        else void this.bucket(op.bucket).remove(op.key);
+      }
+    }
+    void this.bucket('meta').put(WAL_SEQ_KEY, Buffer.from(String(upto)));
+    // Both thenables are bound now, to the batch just queued.
     const committed = new Promise((resolve, reject) => this.env.committed.then(resolve, reject));
     const flushed = new Promise((resolve, reject) => this.env.flushed.then(resolve, reject));
-    await Promise.all([committed, flushed]);
-    this.sizeCache = undefined;
-    this.onCommitDuration?.((performance.now() - start) / 1000);
+    const start = performance.now();
+    this.applying = (async () => {
+      try {
+        await committed;
+        for (const { ops } of batch) {
+          for (const op of ops) {
+            const m = this.overlay.get(op.bucket)!;
+            const id = op.key.toString('latin1');
+            const e = m.get(id);
+            if (e !== undefined && e.seq <= upto) m.delete(id);
+          }
+        }
+        this.sizeCache = undefined;
+        await flushed;
+        this.onCommitDuration?.((performance.now() - start) / 1000);
+        this.wal.release(upto);
+      } finally {
+        this.applying = undefined;
+      }
+      this.scheduleApply();
+    })();
+    return this.applying;
+  }
+
+  /** Resolves when every write queued so far is in LMDB, on disk. */
+  private async applyAll(): Promise<void> {
+    await this.durable();
+    while (this.defragging || this.applying || this.unapplied.length > 0) await (this.defragging ?? this.apply());
   }
 
   /**
@@ -133,11 +389,12 @@ export class Backend {
   }
 
   /**
-   * Writes a consistent, compacted copy of the environment to `file` (a single LMDB data file,
-   * openable with `noSubdir`). Throws when the copy cannot be written.
+   * Writes a consistent, compacted copy of the environment, with every write queued before the
+   * call, to `file` (a single LMDB data file, openable with `noSubdir`). Throws when the copy
+   * cannot be written.
    */
   async copyTo(file: string): Promise<void> {
-    await this.durable();
+    await this.applyAll();
     await this.copyInto(file);
   }
 
@@ -158,22 +415,27 @@ export class Backend {
   }
 
   /**
-   * Rewrites the database file without free pages (etcd `Defragment`). Writes issued meanwhile
-   * are held and replayed into the new file, and `durable()` waits until they are on disk there.
-   * Reads keep working during the copy (the old environment serves them). The swap at the end
-   * (close, rename, reopen) starts with no write pending, so the close settles within
-   * microtasks and no timer or I/O callback can read in between; only an outstanding
-   * asynchronous read could delay it. Throws, keeping the old file, when the copy fails.
+   * Rewrites the database file without free pages (etcd `Defragment`). LMDB commits wait
+   * meanwhile: writes are logged, made durable and read from the overlay as usual, and reach
+   * the new file after the swap. Reads keep working during the copy (the old environment serves
+   * them). The swap at the end (close, rename, reopen) starts with no LMDB write pending, so
+   * the close settles within microtasks and no timer or I/O callback can read in between; only
+   * an outstanding asynchronous read could delay it. Throws, keeping the old file, when the
+   * copy fails.
    */
   async defragment(): Promise<void> {
-    if (this.defragDone) throw new Error('backend: defragment already running');
+    if (this.defragging) throw new Error('backend: defragment already running');
     const tmp = path.join(path.dirname(this.dir), 'db.defrag.mdb');
     fs.rmSync(tmp, { force: true });
-    await this.durable();
-    this.heldWrites = [];
+    await this.applyAll();
+    if (this.defragging) throw new Error('backend: defragment already running');
     let finish!: () => void;
-    this.defragDone = new Promise<void>((resolve) => (finish = resolve));
+    this.defragging = new Promise<void>((resolve) => (finish = resolve));
+    clearTimeout(this.applyTimer);
+    this.applyTimer = undefined;
     try {
+      // A commit started by a log append that completed just before this call's turn.
+      if (this.applying) await this.applying;
       await this.copyInto(tmp);
       await this.env.close();
       this.dbs.clear();
@@ -183,20 +445,58 @@ export class Backend {
       this.sizeCache = undefined;
     } finally {
       fs.rmSync(tmp, { force: true });
-      const held = this.heldWrites;
-      this.heldWrites = undefined;
-      for (const w of held) {
-        if (w.value) this.put(w.bucket, w.key, w.value);
-        else this.remove(w.bucket, w.key);
-      }
-      this.defragDone = undefined;
+      this.defragging = undefined;
       finish();
+      this.scheduleApply();
     }
   }
 
-  /** Closes the environment after pending writes are durable. */
+  /** Closes the backend once every queued write is in LMDB, on disk. */
   async close(): Promise<void> {
-    await this.durable();
+    await this.applyAll();
+    clearTimeout(this.applyTimer);
     await this.env.close();
+    this.wal.close();
   }
+}
+
+/** Encodes writes as a log record's payload after `WAL_HEADER_BYTES` of room: per write, op, bucket, key length and key, then for a put value length and value (lengths u32 LE). */
+function encodeOps(ops: readonly WriteOp[], bytes: number): Buffer {
+  const buf = Buffer.allocUnsafe(WAL_HEADER_BYTES + bytes);
+  let p = WAL_HEADER_BYTES;
+  for (const op of ops) {
+    buf[p++] = op.value ? OP_PUT : OP_DELETE;
+    buf[p++] = BUCKET_IDS[op.bucket];
+    p = buf.writeUInt32LE(op.key.length, p);
+    p += op.key.copy(buf, p);
+    if (op.value) {
+      p = buf.writeUInt32LE(op.value.length, p);
+      p += op.value.copy(buf, p);
+    }
+  }
+  return buf;
+}
+
+/** Decodes a payload written by `encodeOps`. Throws on a payload it did not write. */
+function decodeOps(payload: Buffer): WriteOp[] {
+  const ops: WriteOp[] = [];
+  let p = 0;
+  while (p < payload.length) {
+    const kind = payload[p]!;
+    const bucket = BUCKETS[payload[p + 1]!];
+    if ((kind !== OP_PUT && kind !== OP_DELETE) || bucket === undefined) throw new Error(`wal: bad write at payload offset ${p}`);
+    const keyLen = payload.readUInt32LE(p + 2);
+    p += 6;
+    const key = Buffer.from(payload.subarray(p, p + keyLen));
+    p += keyLen;
+    let value: Buffer | undefined;
+    if (kind === OP_PUT) {
+      const valueLen = payload.readUInt32LE(p);
+      p += 4;
+      value = Buffer.from(payload.subarray(p, p + valueLen));
+      p += valueLen;
+    }
+    ops.push({ bucket, key, value });
+  }
+  return ops;
 }

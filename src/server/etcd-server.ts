@@ -112,7 +112,11 @@ export class EtcdServer {
     this.config = config;
     this.log = log;
     this.lock = lock;
-    this.backend = Backend.open(config.dataDir);
+    this.backend = Backend.open(config.dataDir, {
+      walDir: config.walDir || undefined,
+      batchIntervalMs: config.backendBatchIntervalMs || undefined,
+      batchLimit: config.backendBatchLimit || undefined,
+    });
     this.store = new KVStore(this.backend);
     this.watchableStore = new WatchableStore(this.store);
     const storedId = this.backend.getMeta('memberID');

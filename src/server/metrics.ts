@@ -230,13 +230,9 @@ export class ServerMetrics {
     value('etcd_debugging_mvcc_pending_events_total', 'Total number of pending events to be sent.', () => watch().pendingEvents);
     value('etcd_debugging_mvcc_events_total', 'Total number of events sent by this member.', () => watch().eventsSent, 'counter');
     const commit = histogram('etcd_disk_backend_commit_duration_seconds', 'The latency distributions of commit called by backend.', COMMIT_BUCKETS_SECONDS);
-    // etcd-ts has no WAL: the fsync that makes a write durable, the one etcd's WAL fsync
-    // stands for in its alerts on slow disks, is the backend commit's, so both observe it.
     const fsync = histogram('etcd_disk_wal_fsync_duration_seconds', 'The latency distributions of fsync called by WAL.', COMMIT_BUCKETS_SECONDS);
-    etcd.backend.onCommitDuration = (seconds) => {
-      commit.observe(seconds);
-      fsync.observe(seconds);
-    };
+    etcd.backend.onCommitDuration = (seconds) => commit.observe(seconds);
+    etcd.backend.onWalFsyncDuration = (seconds) => fsync.observe(seconds);
     // Maintenance calls, timed from the handler's start to its answer (to the stream's end for
     // Snapshot): etcd times the hash, the defragmentation and the snapshot transfer themselves.
     this.timers.set(MaintenanceService.hash.path, histogram('etcd_mvcc_hash_duration_seconds', 'The latency distribution of storage hash operation.', exponentialBuckets(0.01, 2, 15)));

@@ -410,7 +410,8 @@ describe('defaults and flag list match etcd 3.4 (/usr/bin/etcd)', () => {
     const etcd = etcdHelp();
     const base = run([]).config;
     assert.deepEqual(base, defaultConfig());
-    const literal: Record<string, string> = { 'max-concurrent-streams': '4294967295' }; // etcd prints 'math.MaxUint32'
+    // etcd prints 'math.MaxUint32', and '' for a zero duration that Go's flag package reads as 0s.
+    const literal: Record<string, string> = { 'max-concurrent-streams': '4294967295', 'backend-batch-interval': '0s' };
     for (const flag of helpDefaults(usage()).keys()) {
       if (flag === 'data-dir') continue; // '${name}.etcd' is a description, checked below
       const value = literal[flag] ?? (etcd.get(flag) as string);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { status as Status, type ServerWritableStream } from '@grpc/grpc-js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { crc32c } from '@node-rs/crc32';
-import type { BucketName } from '../../mvcc/backend.js';
+import { WAL_SEQ_META, type BucketName } from '../../mvcc/backend.js';
 import type { KVStore } from '../../mvcc/kv-store.js';
 import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
 import {
@@ -120,9 +120,10 @@ const HASHED_BUCKETS: readonly BucketName[] = ['alarm', 'key', 'lease', 'meta'];
 
 /**
  * Meta entries left out of the whole-backend hash (etcd `DefaultIgnores` skips
- * `consistent_index`; `term` is ours and moves at every start the same way).
+ * `consistent_index`; `term` is ours and moves at every start the same way, `walSeq` at every
+ * LMDB commit).
  */
-const HASH_IGNORED_META = new Set(['consistent_index', 'term']);
+const HASH_IGNORED_META = new Set(['consistent_index', 'term', WAL_SEQ_META]);
 
 /**
  * etcd `backend.Hash(DefaultIgnores)`: crc32c over every bucket's name followed by its keys and
