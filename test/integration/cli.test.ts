@@ -84,3 +84,25 @@ test('unknown flags fail with Go flag wording; cluster-only flags are ignored wi
   assert.match(warnings[0]!, /--listen-peer-urls/);
   assert.equal((await etcdctl(url, ['put', 'x', 'y'])).stdout, 'OK\n');
 });
+
+test('--wal-dir holds the log: a write acknowledged before kill -9 is replayed from it, with LMDB commits an hour apart', { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  const walDir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-wal-'));
+  t.after(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(walDir, { recursive: true, force: true });
+  });
+  const { args, url } = await serverArgs(dir);
+  const withLog = [...args, '--wal-dir', walDir, '--backend-batch-interval', '1h'];
+  const first = run(t, withLog);
+  await ready(first);
+  assert.equal((await etcdctl(url, ['put', 'logged', 'only'])).stdout, 'OK\n');
+  first.child.kill('SIGKILL');
+  await first.exited;
+  assert.deepEqual(fs.readdirSync(walDir), ['0000000000000000.log']);
+  assert.equal(fs.existsSync(path.join(dir, 'member', 'wal')), false, 'nothing logged in the data dir');
+
+  const again = run(t, withLog);
+  await ready(again);
+  assert.equal((await etcdctl(url, ['get', 'logged', '--print-value-only'])).stdout, 'only\n');
+});
