@@ -29,7 +29,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { Wal, WAL_HEADER_BYTES } from './wal.js';
+import { Wal, WAL_HEADER_BYTES, type WalRecord } from './wal.js';
 
 /** Names of the backend's databases (etcd's bucket names where etcd has one). */
 export type BucketName = 'key' | 'meta' | 'lease' | 'alarm';
@@ -120,21 +120,33 @@ export class Backend {
     this.batchIntervalMs = options.batchIntervalMs ?? 100;
     this.batchLimit = options.batchLimit ?? 10_000;
     this.env = Backend.openEnv(dir);
-    // The LMDB state trusted below must be on disk, not only in the page cache of a process
-    // that crashed: segments are reused on the strength of it.
-    const fd = fs.openSync(path.join(dir, 'data.mdb'), 'r+');
+    let applied: number;
+    let records: WalRecord[];
     try {
-      fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+      // The LMDB state trusted below must be on disk, not only in the page cache of a process
+      // that crashed: segments are reused on the strength of it.
+      const fd = fs.openSync(path.join(dir, 'data.mdb'), 'r+');
+      try {
+        fs.fdatasyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
+      const opened = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'));
+      this.wal = opened.wal;
+      records = opened.records;
+    } catch (err) {
+      void this.env.close();
+      throw err;
     }
-    const applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
-    const { wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'));
-    this.wal = wal;
     let seq = applied;
     for (const r of records) {
       if (r.seq <= applied) continue;
-      if (r.seq !== seq + 1) throw new Error(`wal: record ${seq + 1} is missing (next found: ${r.seq}); LMDB holds up to ${applied}`);
+      if (r.seq !== seq + 1) {
+        this.wal.close();
+        void this.env.close();
+        throw new Error(`wal: record ${seq + 1} is missing (next found: ${r.seq}); LMDB holds up to ${applied}`);
+      }
       seq = r.seq;
       const ops = decodeOps(r.payload);
       for (const op of ops) this.show(op, seq);

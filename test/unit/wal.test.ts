@@ -97,6 +97,13 @@ describe('Backend with its write-ahead log', () => {
     await reopened.close();
   });
 
+  it('refuses to open when a logged record LMDB lacks is missing', async () => {
+    const { wal } = Wal.open(path.join(dir, 'member', 'wal'));
+    await wal.append(2, record('any')); // record 1, which LMDB lacks too, is nowhere
+    wal.close();
+    assert.throws(() => Backend.open(dir), /wal: record 1 is missing \(next found: 2\); LMDB holds up to 0/);
+  });
+
   it('a write acknowledged by durable() survives a crash before LMDB has it', async () => {
     const backendUrl = new URL('../../src/mvcc/backend.ts', import.meta.url).href;
     const script = `
