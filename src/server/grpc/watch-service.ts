@@ -26,8 +26,8 @@ export const WRITE_ROUND_BYTES = 4096;
 
 /**
  * A watch stream's transport on a call. Each response is framed as a gRPC message
- * (uncompressed flag, 4-byte big-endian length) in one copy of its parts; the messages of a
- * pass over the send queue go to the call in one write of up to WRITE_ROUND_BYTES, and while
+ * (uncompressed flag, 4-byte big-endian length); the messages of a pass over the send queue
+ * are copied once, their parts straight into one write of up to WRITE_ROUND_BYTES, and while
  * a write is in flight the next one is held (its messages wait here, the stream's queue
  * stops) until the write's socket write completes. `onSent` gets each response's size (the
  * method's serializer, where other calls' bytes are counted, is not used).
@@ -40,7 +40,7 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
   let inFlight = false;
   const send = () => {
     inFlight = true;
-    const chunk = held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes);
+    const chunk = Buffer.concat(held, heldBytes);
     held = [];
     heldBytes = 0;
     call.writeFramed(chunk, () => {
@@ -51,13 +51,12 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
   return {
     write: (parts, length) => {
       if (call.closed) return true; // the call's events close the WatchStream
-      const message = Buffer.allocUnsafe(5 + length);
-      message[0] = 0;
-      message.writeUInt32BE(length, 1);
-      let at = 5;
-      for (const p of parts) at += p.copy(message, at);
-      held.push(message);
-      heldBytes += message.length;
+      const prefix = Buffer.allocUnsafe(5);
+      prefix[0] = 0;
+      prefix.writeUInt32BE(length, 1);
+      held.push(prefix);
+      for (const p of parts) held.push(p);
+      heldBytes += 5 + length;
       onSent(length);
       if (inFlight) return false;
       if (heldBytes < WRITE_ROUND_BYTES) return true;
