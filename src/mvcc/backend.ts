@@ -95,6 +95,8 @@ export class Backend {
   private queued: WriteOp[] = [];
   private queuedBytes = 0;
   private nextSeq: number;
+  /** The last log record LMDB holds on disk (its `walSeq`). */
+  private appliedSeq: number;
   /** True while a log append is in flight; set while one is scheduled. */
   private appending = false;
   private appendScheduled = false;
@@ -139,6 +141,7 @@ export class Backend {
       void this.env.close();
       throw err;
     }
+    this.appliedSeq = applied;
     let seq = applied;
     for (const r of records) {
       if (r.seq <= applied) continue;
@@ -376,6 +379,7 @@ export class Backend {
         }
         this.sizeCache = undefined;
         await flushed;
+        this.appliedSeq = upto;
         this.onCommitDuration?.((performance.now() - start) / 1000);
         this.wal.release(upto);
       } finally {
@@ -386,10 +390,17 @@ export class Backend {
     return this.applying;
   }
 
-  /** Resolves when every write queued so far is in LMDB, on disk. */
+  /**
+   * Resolves when every write queued before the call is in LMDB, on disk. Writes queued later
+   * are not waited for: under a steady load there always are some.
+   */
   private async applyAll(): Promise<void> {
+    const seq = this.queued.length > 0 ? this.nextSeq : this.nextSeq - 1;
     await this.durable();
-    while (this.defragging || this.applying || this.unapplied.length > 0) await (this.defragging ?? this.apply());
+    while (this.appliedSeq < seq) {
+      if (!this.defragging && !this.applying && this.unapplied.length === 0) throw new Error(`backend: record ${seq} is logged but neither applied nor waiting`);
+      await (this.defragging ?? this.applying ?? this.apply());
+    }
   }
 
   /**

@@ -97,6 +97,31 @@ describe('Backend with its write-ahead log', () => {
     await reopened.close();
   });
 
+  it('a copy waits for the writes queued before it, not for a writer that never stops', async () => {
+    const backend = Backend.open(dir);
+    backend.put('key', Buffer.from('before'), Buffer.from('copy'));
+    let writing = true;
+    let n = 0;
+    const writer = (async () => {
+      const deadline = Date.now() + 10_000;
+      while (writing && Date.now() < deadline) {
+        backend.put('key', Buffer.from(`w${n++ % 100}`), Buffer.alloc(100));
+        await backend.durable();
+      }
+      return writing;
+    })();
+    const file = path.join(dir, 'copy.mdb');
+    await backend.copyTo(file);
+    writing = false;
+    assert.equal(await writer, false, 'the copy ended while the writer was still writing');
+    assert.ok(n > 0);
+    const env = open({ path: file, noSubdir: true, readOnly: true, maxDbs: 16 });
+    const keyDb = env.openDB<Buffer, Buffer>({ name: 'key', keyEncoding: 'binary', encoding: 'binary' });
+    assert.equal(keyDb.getBinary(Buffer.from('before'))?.toString(), 'copy');
+    await env.close();
+    await backend.close();
+  });
+
   it('refuses to open when a logged record LMDB lacks is missing', async () => {
     const { wal } = Wal.open(path.join(dir, 'member', 'wal'));
     await wal.append(2, record('any')); // record 1, which LMDB lacks too, is nowhere
