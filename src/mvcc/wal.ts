@@ -42,12 +42,10 @@ export interface WalRecord {
 }
 
 interface Segment {
-  file: string;
   fd: number;
   /** Bytes of the file known to exist (zero-filled or written). */
   size: number;
-  /** Sequence numbers of its first and last records in the current use; 0 when it has none. */
-  firstSeq: number;
+  /** Sequence number of its last record in the current use; 0 when it has none. */
   lastSeq: number;
   /** True when every record in it is applied and flushed: it may be rewritten from offset 0. */
   free: boolean;
@@ -89,15 +87,13 @@ export class Wal {
       const bytes = fs.readFileSync(file);
       const { found, end } = readRecords(bytes);
       const seg: Segment = {
-        file,
         fd: openSegment(file),
         size: bytes.length,
-        firstSeq: found[0]?.seq ?? 0,
         lastSeq: found.at(-1)?.seq ?? 0,
         free: false,
       };
       segments.push(seg);
-      records.push(...found);
+      for (const r of found) records.push(r);
       if (seg.lastSeq > (active?.lastSeq ?? 0)) {
         active = seg;
         pos = end;
@@ -127,7 +123,6 @@ export class Wal {
     const seg = this.active;
     const at = this.pos;
     this.pos += record.length;
-    if (seg.firstSeq === 0) seg.firstSeq = seq;
     seg.lastSeq = seq;
     const buffers = [record];
     if (this.pos > seg.size) {
@@ -169,7 +164,6 @@ export class Wal {
       this.segments.push(next);
     }
     next.free = false;
-    next.firstSeq = 0;
     next.lastSeq = 0;
     this.active = next;
     this.pos = 0;
@@ -195,7 +189,7 @@ function createSegment(dir: string, i: number): Segment {
   } finally {
     fs.closeSync(dirFd);
   }
-  return { file, fd, size: 0, firstSeq: 0, lastSeq: 0, free: false };
+  return { fd, size: 0, lastSeq: 0, free: false };
 }
 
 /** The chain of whole, consecutive records from offset 0, and the offset after the last one. */
