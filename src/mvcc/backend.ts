@@ -110,6 +110,8 @@ export class Backend {
   /** The running LMDB commit, the timer of the next one, and whether commits wait (defragment). */
   private applying: Promise<void> | undefined;
   private applyTimer: NodeJS.Timeout | undefined;
+  /** Set by `close`: no more LMDB commits are scheduled (it makes its own). */
+  private closing = false;
   /** Settles when the running `defragment` is done; LMDB commits wait for it. */
   private defragging: Promise<void> | undefined;
   /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
@@ -335,7 +337,7 @@ export class Backend {
 
   /** Starts an LMDB commit when the batch limit is reached, or arms the batch interval's timer. */
   private scheduleApply(): void {
-    if (this.applying || this.defragging || this.unapplied.length === 0) return;
+    if (this.applying || this.defragging || this.closing || this.unapplied.length === 0) return;
     if (this.unappliedOps >= this.batchLimit) void this.apply();
     else this.applyTimer ??= setTimeout(() => void this.apply(), this.batchIntervalMs).unref();
   }
@@ -486,8 +488,11 @@ export class Backend {
 
   /** Closes the backend once every queued write is in LMDB, on disk. */
   async close(): Promise<void> {
+    this.closing = true;
     await this.applyAll();
     clearTimeout(this.applyTimer);
+    // A commit started before `closing` for later writes: LMDB closes with no write pending.
+    if (this.applying) await this.applying;
     await this.env.close();
     this.wal.close();
   }
