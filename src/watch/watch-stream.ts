@@ -54,20 +54,23 @@ export const ERR_WATCHER_DUPLICATE_ID = 'mvcc: duplicate watch ID provided on th
 /** Where encoded WatchResponse bytes go (a gRPC server stream). */
 export interface WatchStreamTransport {
   /**
-   * Writes one marshalled WatchResponse, given as `parts` to be sent one after the other
-   * (`length` bytes in all), so that the transport copies them once, into its own framing.
-   * The parts may be shared with other responses and must not be changed. The transport may
+   * Writes one marshalled WatchResponse, given as `head` then `parts` to be sent one after the
+   * other (`length` bytes in all), so that the transport copies them once, into its own framing.
+   * The buffers may be shared with other responses and must not be changed. The transport may
    * hold the response until `flush`. Returns false when the transport's buffer is full: the
    * stream then waits for `WatchStream.drained()` before writing more.
    */
-  write(parts: readonly Buffer[], length: number): boolean;
+  write(head: Buffer, parts: readonly Buffer[], length: number): boolean;
   /** Sends whatever `write` holds back; called after every pass over the send queue. */
   flush(): void;
 }
 
 /** Options of a watch stream. */
 export interface WatchStreamOptions {
-  /** Builds a response header at revision `rev` (etcd `newResponseHeader`; 0 stays 0). */
+  /**
+   * Builds a response header at revision `rev` (etcd `newResponseHeader`; 0 stays 0): the same
+   * header for a revision every time, since streams sharing this function share its encoding.
+   */
   header(rev: number): ResponseHeader;
   /** Responses of fragmenting watchers larger than this are split (etcd --max-request-bytes). */
   maxRequestBytes: number;
@@ -115,6 +118,30 @@ function marshalResponse(headerField: Buffer, watchId: number, bits: number, com
   return out;
 }
 
+/**
+ * The fields of an events response before its events: `headerField`, watch_id, and the fragment
+ * flag when `fragment` (what marshalResponse writes for those fields), in one buffer written
+ * directly: this runs once per watcher per revision.
+ */
+function marshalEventsPrefix(headerField: Buffer, watchId: number, fragment: boolean): Buffer {
+  if (watchId < 0) return marshalResponse(headerField, watchId, fragment ? FRAGMENT : 0); // ten varint bytes
+  let idBytes = 0;
+  if (watchId !== 0) for (let v = watchId; ; v = Math.floor(v / 128)) if ((idBytes++, v < 128)) break;
+  const out = Buffer.allocUnsafe(headerField.length + (watchId !== 0 ? 1 + idBytes : 0) + (fragment ? 2 : 0));
+  let at = headerField.copy(out, 0);
+  if (watchId !== 0) {
+    out[at++] = 2 << 3;
+    let v = watchId;
+    for (; v >= 128; v = Math.floor(v / 128)) out[at++] = (v % 128) | 128;
+    out[at++] = v;
+  }
+  if (fragment) {
+    out[at++] = 7 << 3;
+    out[at] = 1;
+  }
+  return out;
+}
+
 /** A queued events response of one watcher. */
 interface EventsItem {
   readonly w: Watcher;
@@ -126,11 +153,22 @@ interface EventsItem {
   headerRev: number;
 }
 
-/** A marshalled response as parts to send one after the other (see WatchStreamTransport.write). */
+/** A marshalled response as buffers to send one after the other (see WatchStreamTransport.write). */
 interface ResponseParts {
+  readonly head: Buffer;
   readonly parts: Buffer[];
   readonly length: number;
 }
+
+const NO_PARTS: readonly Buffer[] = [];
+
+/**
+ * The last marshalled `header` field, with the `header` option and the revision it was made
+ * from. The options' `header` builds the same header for a revision every time, so the streams
+ * of a server, which share it, encode each revision's header once between them rather than once
+ * each (16 streams: 16 encodings per revision).
+ */
+let sharedHeader: { header: WatchStreamOptions['header'] | undefined; rev: number; bytes: Buffer } = { header: undefined, rev: -1, bytes: Buffer.alloc(0) };
 
 /** A queued response: pre-encoded control bytes or events. */
 type QueueItem = Buffer | EventsItem;
@@ -416,12 +454,12 @@ export class WatchStream implements WatcherSink {
       this.queue[this.head++] = undefined;
       if (Buffer.isBuffer(item)) {
         this.queuedBytes -= item.length;
-        if (!this.transport.write([item], item.length)) this.writable = false;
+        if (!this.transport.write(item, NO_PARTS, item.length)) this.writable = false;
         continue;
       }
       if (this.open.get(item.w) === item) this.open.delete(item.w);
       this.queuedBytes -= item.bytes;
-      for (const response of this.encodeEvents(item)) if (!this.transport.write(response.parts, response.length)) this.writable = false;
+      if (!this.writeEvents(item)) this.writable = false;
       this.store.reportEventsSent(item.chunks.length);
     }
     this.transport.flush();
@@ -434,50 +472,55 @@ export class WatchStream implements WatcherSink {
     }
   }
 
-  /** Revision and bytes of the last marshalled `header` field; changed by headerField. */
-  private headerRev = -1;
-  private headerBytes: Buffer = Buffer.alloc(0);
-
   /**
-   * The marshalled `header` field at revision `rev`: made once per revision and shared by the
-   * responses of the stream (the last one is kept).
+   * The marshalled `header` field at revision `rev`, made once per revision for every stream
+   * that shares the `header` option (all streams of a server: see `sharedHeader`).
    */
   private headerField(rev: number): Buffer {
-    if (rev !== this.headerRev) {
-      this.headerBytes = marshalHeaderField(this.opts.header(rev));
-      this.headerRev = rev;
-    }
-    return this.headerBytes;
+    const h = sharedHeader;
+    if (h.header === this.opts.header && h.rev === rev) return h.bytes;
+    const bytes = marshalHeaderField(this.opts.header(rev));
+    sharedHeader = { header: this.opts.header, rev, bytes };
+    return bytes;
   }
 
-  /** The fields of an events response before its events (see marshalResponse). */
+  /** The fields of an events response before its events (see marshalEventsPrefix). */
   private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
-    return marshalResponse(this.headerField(rev), watchId, fragment ? FRAGMENT : 0);
+    return marshalEventsPrefix(this.headerField(rev), watchId, fragment);
   }
 
-  /** Marshals an events response, split into fragments when the watcher asked (etcd `sendFragments`). */
-  private encodeEvents(item: EventsItem): ResponseParts[] {
+  /**
+   * Writes an events response, split into fragments when the watcher asked (etcd
+   * `sendFragments`). False when a transport write returned false.
+   */
+  private writeEvents(item: EventsItem): boolean {
     const prefix = this.eventsPrefix(item.headerRev, item.w.id, false);
-    const max = this.opts.maxRequestBytes;
-    if (!item.w.fragment || prefix.length + item.bytes < max || item.chunks.length < 2) {
-      return [{ parts: [prefix, ...item.chunks], length: prefix.length + item.bytes }];
+    if (!item.w.fragment || prefix.length + item.bytes < this.opts.maxRequestBytes || item.chunks.length < 2) {
+      return this.transport.write(prefix, item.chunks, prefix.length + item.bytes);
     }
+    let ok = true;
+    for (const r of this.fragments(item, prefix)) if (!this.transport.write(r.head, r.parts, r.length)) ok = false;
+    return ok;
+  }
+
+  /** The fragments of an events response too large for one (`prefix`: its unfragmented prefix). */
+  private fragments(item: EventsItem, prefix: Buffer): ResponseParts[] {
+    const max = this.opts.maxRequestBytes;
     const fragPrefix = this.eventsPrefix(item.headerRev, item.w.id, true);
     const out: ResponseParts[] = [];
-    let cur: Buffer[] = [fragPrefix];
+    let cur: Buffer[] = [];
     let size = fragPrefix.length;
     for (const chunk of item.chunks) {
-      if (cur.length > 1 && size + chunk.length >= max) {
-        out.push({ parts: cur, length: size });
-        cur = [fragPrefix];
+      if (cur.length > 0 && size + chunk.length >= max) {
+        out.push({ head: fragPrefix, parts: cur, length: size });
+        cur = [];
         size = fragPrefix.length;
       }
       cur.push(chunk);
       size += chunk.length;
     }
     // The last part of a split response carries no fragment flag.
-    cur[0] = prefix;
-    out.push({ parts: cur, length: size - fragPrefix.length + prefix.length });
+    out.push({ head: prefix, parts: cur, length: size - fragPrefix.length + prefix.length });
     return out;
   }
 }

@@ -28,7 +28,7 @@ describe('WatchStream response marshalling', () => {
     dirs.push(d);
     const ws = new WatchableStore(new KVStore(Backend.open(d)));
     const out: Buffer[] = [];
-    const stream = new WatchStream(ws, { write: (parts) => (out.push(Buffer.concat(parts)), true), flush: () => {} }, { header, maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
+    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { header, maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
     for (const req of [create(0n), create(0n), create(5n), create(5n), create(-3n), create(300n), create(0n, 'b', 'a'), create(1n << 40n)]) stream.handle(req);
     stream.handle({ progressRequest: {} });
     stream.handle({ cancelRequest: { watchId: 300n } });
@@ -49,5 +49,29 @@ describe('WatchStream response marshalling', () => {
       [1n, -1n, false, false, ''],
       [1n, 300n, false, true, ''],
     ]);
+  });
+
+  it('marshals events responses as ts-proto does, for every form of watch ID and with the fragment flag', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'watch-marshal-'));
+    dirs.push(d);
+    const kv = new KVStore(Backend.open(d));
+    const ws = new WatchableStore(kv);
+    const out: Buffer[] = [];
+    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { header, maxRequestBytes: 64, progressIntervalMs: 0 });
+    const ids = [0n, 5n, 127n, 128n, 300n, -3n, 1n << 40n];
+    for (const id of ids) stream.handle(create(id));
+    stream.handle({ createRequest: { ...create(9n).createRequest, fragment: true } });
+    await new Promise((done) => setImmediate(done));
+    out.length = 0;
+    const txn = kv.beginWrite();
+    txn.put('a', Buffer.alloc(40, 1), 0n);
+    txn.put('a', Buffer.alloc(40, 2), 0n); // two events of 60+ bytes: the fragmenting watcher gets two responses
+    await txn.end();
+    await new Promise((done) => setImmediate(done));
+    stream.close();
+
+    for (const bytes of out) assert.deepEqual(Buffer.from(WatchResponse.encode(WatchResponse.decode(bytes)).finish()), bytes);
+    const got = out.map((b) => WatchResponse.decode(b)).map((r) => [r.watchId, r.fragment, r.events.length, r.header?.revision]);
+    assert.deepEqual(got, [...ids.map((id) => [id, false, 2, 2n]), [9n, true, 1, 2n], [9n, false, 1, 2n]]);
   });
 });

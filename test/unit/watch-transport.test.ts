@@ -20,16 +20,17 @@ test('a pass over the queue goes to the call as gRPC messages in one write', () 
   const sent: number[] = [];
   const t = callTransport(call, () => drained++, (bytes) => sent.push(bytes));
 
-  const parts = [Buffer.from('ab'), Buffer.from('cde')];
-  assert.equal(t.write(parts, 5), true, 'a small message is held for the rest of the pass');
-  assert.equal(t.write([Buffer.from('f')], 1), true);
+  const head = Buffer.from('ab');
+  const parts = [Buffer.from('c'), Buffer.from('de')];
+  assert.equal(t.write(head, parts, 5), true, 'a small message is held for the rest of the pass');
+  assert.equal(t.write(Buffer.from('f'), [], 1), true);
   assert.equal(writes.length, 0, 'nothing is written before flush');
   t.flush();
   assert.deepEqual(writes, [Buffer.concat([frame(Buffer.from('abcde')), frame(Buffer.from('f'))])]);
-  assert.deepEqual(parts, [Buffer.from('ab'), Buffer.from('cde')], 'shared parts are not changed');
+  assert.deepEqual([head, ...parts], [Buffer.from('ab'), Buffer.from('c'), Buffer.from('de')], 'shared parts are not changed');
   assert.deepEqual(sent, [5, 1], 'each response counted by its size, framing excluded');
 
-  assert.equal(t.write([Buffer.from('g')], 1), false, 'full while a write is in flight');
+  assert.equal(t.write(Buffer.from('g'), [], 1), false, 'full while a write is in flight');
   t.flush();
   assert.equal(writes.length, 1, 'the next write waits for the callback');
   assert.equal(drained, 0);
@@ -42,7 +43,7 @@ test('a pass over the queue goes to the call as gRPC messages in one write', () 
   // A pass writes as soon as it holds WRITE_ROUND_BYTES, then is full.
   const big = Buffer.alloc(1000, 1);
   let n = 0;
-  while (t.write([big], big.length)) n++;
+  while (t.write(big, [], big.length)) n++;
   assert.equal(n, Math.ceil(WRITE_ROUND_BYTES / 1005) - 1);
   assert.equal(writes.length, 3);
   assert.equal(writes[2]!.length, (n + 1) * 1005);
@@ -50,7 +51,7 @@ test('a pass over the queue goes to the call as gRPC messages in one write', () 
 
   callbacks[2]!();
   call.closed = true;
-  assert.equal(t.write(parts, 5), true, 'a closed call takes (and drops) everything');
+  assert.equal(t.write(head, parts, 5), true, 'a closed call takes (and drops) everything');
   t.flush();
   assert.equal(writes.length, 3);
 });

@@ -49,12 +49,12 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
     });
   };
   return {
-    write: (parts, length) => {
+    write: (head, parts, length) => {
       if (call.closed) return true; // the call's events close the WatchStream
       const prefix = Buffer.allocUnsafe(5);
       prefix[0] = 0;
       prefix.writeUInt32BE(length, 1);
-      held.push(prefix);
+      held.push(prefix, head);
       for (const p of parts) held.push(p);
       heldBytes += 5 + length;
       onSent(length);
