@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { Backend } from '../src/mvcc/backend.js';
 import { KVStore } from '../src/mvcc/kv-store.js';
 import { callTransport } from '../src/server/grpc/watch-service.js';
-import { WatchStream } from '../src/watch/watch-stream.js';
+import { headerFields, WatchStream } from '../src/watch/watch-stream.js';
 import { WatchableStore } from '../src/watch/watchable-store.js';
 
 const { values } = parseArgs({
@@ -72,7 +72,7 @@ async function run(): Promise<{ events: number; writes: number; cpuMs: number; w
         return true;
       },
     };
-    const stream: WatchStream = new WatchStream(store, callTransport(call, () => stream.drained(), () => {}), { header, maxRequestBytes: 1.5 * 1024 * 1024, progressIntervalMs: 0 });
+    const stream: WatchStream = new WatchStream(store, callTransport(call, () => stream.drained(), () => {}), { headerField: headerFields(header), maxRequestBytes: 1.5 * 1024 * 1024, progressIntervalMs: 0 });
     streams.push(stream);
   }
   /** `WRITERS` concurrent writers put PUTS values in all. */

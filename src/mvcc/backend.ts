@@ -63,10 +63,11 @@ export interface BackendOptions {
   batchLimit?: number;
 }
 
-/** One queued write; `value` undefined = delete. */
+/** One queued write; `value` undefined = delete; `id` is the key as a latin1 string (the overlay's key). */
 interface WriteOp {
   bucket: BucketName;
   key: Buffer;
+  id: string;
   value: Buffer | undefined;
 }
 
@@ -124,8 +125,10 @@ export class Backend {
     this.batchIntervalMs = options.batchIntervalMs ?? 100;
     this.batchLimit = options.batchLimit ?? 10_000;
     this.env = Backend.openEnv(dir);
+    let wal: Wal | undefined;
     let applied: number;
     let records: WalRecord[];
+    let seq: number;
     try {
       // The LMDB state trusted below must be on disk, not only in the page cache of a process
       // that crashed: segments are reused on the strength of it.
@@ -136,28 +139,24 @@ export class Backend {
         fs.closeSync(fd);
       }
       applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
-      const opened = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'));
-      this.wal = opened.wal;
-      records = opened.records;
+      ({ wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal')));
+      seq = applied;
+      for (const r of records) {
+        if (r.seq <= applied) continue;
+        if (r.seq !== seq + 1) throw new Error(`wal: record ${seq + 1} is missing (next found: ${r.seq}); LMDB holds up to ${applied}`);
+        seq = r.seq;
+        const ops = decodeOps(r.payload);
+        for (const op of ops) this.show(op, seq);
+        this.unapplied.push({ seq, ops });
+        this.unappliedOps += ops.length;
+      }
     } catch (err) {
+      wal?.close();
       void this.env.close();
       throw err;
     }
+    this.wal = wal;
     this.appliedSeq = applied;
-    let seq = applied;
-    for (const r of records) {
-      if (r.seq <= applied) continue;
-      if (r.seq !== seq + 1) {
-        this.wal.close();
-        void this.env.close();
-        throw new Error(`wal: record ${seq + 1} is missing (next found: ${r.seq}); LMDB holds up to ${applied}`);
-      }
-      seq = r.seq;
-      const ops = decodeOps(r.payload);
-      for (const op of ops) this.show(op, seq);
-      this.unapplied.push({ seq, ops });
-      this.unappliedOps += ops.length;
-    }
     this.nextSeq = Math.max(seq, records.at(-1)?.seq ?? 0) + 1;
     if (this.unapplied.length > 0) void this.apply();
     else this.wal.release(applied);
@@ -200,17 +199,17 @@ export class Backend {
 
   /** Shows a write to readers until LMDB has it. */
   private show(op: WriteOp, seq: number): void {
-    this.overlayOf(op.bucket).set(op.key.toString('latin1'), { key: op.key, value: op.value, seq });
+    this.overlayOf(op.bucket).set(op.id, { key: op.key, value: op.value, seq });
   }
 
   /** Queues a put; it is logged with the current record. `key` and `value` must not change afterwards. */
   put(bucket: BucketName, key: Buffer, value: Buffer): void {
-    this.queue({ bucket, key, value }, 10 + key.length + value.length);
+    this.queue({ bucket, key, id: key.toString('latin1'), value }, 10 + key.length + value.length);
   }
 
   /** Queues a delete; it is logged with the current record. */
   remove(bucket: BucketName, key: Buffer): void {
-    this.queue({ bucket, key, value: undefined }, 6 + key.length);
+    this.queue({ bucket, key, id: key.toString('latin1'), value: undefined }, 6 + key.length);
   }
 
   private queue(op: WriteOp, bytes: number): void {
@@ -374,9 +373,8 @@ export class Backend {
         for (const { ops } of batch) {
           for (const op of ops) {
             const m = this.overlay.get(op.bucket)!;
-            const id = op.key.toString('latin1');
-            const e = m.get(id);
-            if (e !== undefined && e.seq <= upto) m.delete(id);
+            const e = m.get(op.id);
+            if (e !== undefined && e.seq <= upto) m.delete(op.id);
           }
         }
         this.sizeCache = undefined;
@@ -534,7 +532,7 @@ function decodeOps(payload: Buffer): WriteOp[] {
       value = Buffer.from(payload.subarray(p, p + valueLen));
       p += valueLen;
     }
-    ops.push({ bucket, key, value });
+    ops.push({ bucket, key, id: key.toString('latin1'), value });
   }
   return ops;
 }

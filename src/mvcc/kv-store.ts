@@ -117,10 +117,8 @@ export class KVStore {
   private publishedRevValue = 1;
   /** Reads below this main revision fail with ErrCompacted; −1 when never compacted. */
   private compactMainRev = -1;
-  /** Records written but not yet durable: revision key (`main_sub`) → KeyValue. */
-  private readonly pending = new Map<string, KeyValue>();
   /** Committed-but-unpublished transactions, in revision order, waiting for durability. */
-  private readonly unpublished: { rev: number; changes: KeyValue[]; keys: string[] }[] = [];
+  private readonly unpublished: { rev: number; changes: KeyValue[] }[] = [];
   /** Lease hooks; replaced by the lessor when it starts. */
   leases: LeaseHooks = NO_LEASES;
   /** Observers of published revisions (the watchable store). */
@@ -181,10 +179,8 @@ export class KVStore {
     return new TxnWrite(this, this.currentRev);
   }
 
-  /** Reads the KeyValue stored at a revision: pending buffer first, then the backend. */
+  /** Reads the KeyValue stored at a revision (the backend shows records not yet durable too). */
   readRecord(rev: Revision): KeyValue {
-    const pending = this.pending.get(`${rev.main}_${rev.sub}`);
-    if (pending) return pending;
     const bytes = this.backend.get('key', revToBytes(rev));
     if (!bytes) throw new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
     return KeyValue.decode(bytes);
@@ -206,9 +202,9 @@ export class KVStore {
   }
 
   /** Called by TxnWrite.end() for a transaction that changed something. */
-  commitTxn(rev: number, changes: KeyValue[], keys: string[]): Promise<void> {
+  commitTxn(rev: number, changes: KeyValue[]): Promise<void> {
     this.currentRev = rev;
-    this.unpublished.push({ rev, changes, keys });
+    this.unpublished.push({ rev, changes });
     return this.sync();
   }
 
@@ -248,20 +244,16 @@ export class KVStore {
   }
 
   /** Makes durable transactions visible and tells observers, in revision order. */
-  private publish(txns: { rev: number; changes: KeyValue[]; keys: string[] }[]): void {
+  private publish(txns: { rev: number; changes: KeyValue[] }[]): void {
     for (const t of txns) {
-      for (const k of t.keys) this.pending.delete(k);
       this.publishedRevValue = t.rev;
       for (const l of this.listeners) l(t.rev, t.changes);
     }
   }
 
-  /** Queues a record in the backend and the pending buffer (called by TxnWrite). */
-  writeRecord(rev: Revision, kv: KeyValue, tombstone: boolean): string {
-    const id = `${rev.main}_${rev.sub}`;
-    this.pending.set(id, kv);
+  /** Queues a record in the backend, which shows it to `readRecord` at once (called by TxnWrite). */
+  writeRecord(rev: Revision, kv: KeyValue, tombstone: boolean): void {
     this.backend.put('key', revToBytes(rev, tombstone), marshalKeyValue(kv));
-    return id;
   }
 
   /**
@@ -375,8 +367,6 @@ export class TxnWrite implements ReadView {
   readonly beginRev: number;
   /** Records written by this transaction, in sub-revision order. */
   readonly changes: KeyValue[] = [];
-  /** Pending-buffer ids of those records. */
-  private readonly ids: string[] = [];
   private readonly store: KVStore;
   private ended = false;
 
@@ -423,7 +413,7 @@ export class TxnWrite implements ReadView {
       value,
       lease,
     };
-    this.ids.push(this.store.writeRecord(idxRev, kv, false));
+    this.store.writeRecord(idxRev, kv, false);
     this.store.index.put(key, idxRev);
     this.changes.push(kv);
     if (oldLease !== 0n) this.store.leases.detach(oldLease, key);
@@ -446,7 +436,7 @@ export class TxnWrite implements ReadView {
     const idxRev = { main, sub: this.changes.length };
     const keyBytes = keyToBytes(key);
     const record: KeyValue = { key: keyBytes, createRevision: 0n, modRevision: 0n, version: 0n, value: EMPTY, lease: 0n };
-    this.ids.push(this.store.writeRecord(idxRev, record, true));
+    this.store.writeRecord(idxRev, record, true);
     this.store.index.tombstone(key, idxRev);
     this.changes.push({ ...record, modRevision: BigInt(main) });
     const lease = this.store.leases.leaseOf(key);
@@ -461,6 +451,6 @@ export class TxnWrite implements ReadView {
     if (this.ended) throw new Error('mvcc: transaction ended twice');
     this.ended = true;
     if (this.changes.length === 0) return Promise.resolve();
-    return this.store.commitTxn(this.beginRev + 1, this.changes, this.ids);
+    return this.store.commitTxn(this.beginRev + 1, this.changes);
   }
 }

@@ -193,7 +193,7 @@ function createSegment(dir: string, i: number): Segment {
 }
 
 /** The chain of whole, consecutive records from offset 0, and the offset after the last one. */
-export function readRecords(bytes: Buffer): { found: WalRecord[]; end: number } {
+function readRecords(bytes: Buffer): { found: WalRecord[]; end: number } {
   const found: WalRecord[] = [];
   let pos = 0;
   while (pos + WAL_HEADER_BYTES <= bytes.length) {

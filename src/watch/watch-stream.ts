@@ -68,10 +68,11 @@ export interface WatchStreamTransport {
 /** Options of a watch stream. */
 export interface WatchStreamOptions {
   /**
-   * Builds a response header at revision `rev` (etcd `newResponseHeader`; 0 stays 0): the same
-   * header for a revision every time, since streams sharing this function share its encoding.
+   * The marshalled `header` field of a response at revision `rev` (etcd `newResponseHeader`; 0
+   * stays 0). Streams of one server share one `headerFields(header)`, so each revision's header
+   * is encoded once for all of them.
    */
-  header(rev: number): ResponseHeader;
+  headerField(rev: number): Buffer;
   /** Responses of fragmenting watchers larger than this are split (etcd --max-request-bytes). */
   maxRequestBytes: number;
   /** Interval of periodic progress notifications in ms; 0 = none. */
@@ -163,12 +164,21 @@ interface ResponseParts {
 const NO_PARTS: readonly Buffer[] = [];
 
 /**
- * The last marshalled `header` field, with the `header` option and the revision it was made
- * from. The options' `header` builds the same header for a revision every time, so the streams
- * of a server, which share it, encode each revision's header once between them rather than once
- * each (16 streams: 16 encodings per revision).
+ * A `headerField` option over `header` (which must build the same header for a revision every
+ * time), keeping the last revision's bytes: streams sharing it encode each revision's header
+ * once between them rather than once each (16 streams: 16 encodings per revision).
  */
-let sharedHeader: { header: WatchStreamOptions['header'] | undefined; rev: number; bytes: Buffer } = { header: undefined, rev: -1, bytes: Buffer.alloc(0) };
+export function headerFields(header: (rev: number) => ResponseHeader): (rev: number) => Buffer {
+  let lastRev = -1;
+  let lastBytes: Buffer = Buffer.alloc(0);
+  return (rev) => {
+    if (rev !== lastRev) {
+      lastBytes = marshalHeaderField(header(rev));
+      lastRev = rev;
+    }
+    return lastBytes;
+  };
+}
 
 /** A queued response: pre-encoded control bytes or events. */
 type QueueItem = Buffer | EventsItem;
@@ -427,7 +437,7 @@ export class WatchStream implements WatcherSink {
   /** Queues a response without events (see marshalResponse for the fields) with the header at `rev`. */
   private enqueueControl(rev: number, watchId: number, bits: number, compactRev = 0, reason = ''): void {
     this.open.clear(); // nothing queued later may overtake this response
-    const bytes = marshalResponse(this.headerField(rev), watchId, bits, compactRev, reason);
+    const bytes = marshalResponse(this.opts.headerField(rev), watchId, bits, compactRev, reason);
     this.queuedBytes += bytes.length;
     this.enqueue(bytes);
   }
@@ -472,21 +482,9 @@ export class WatchStream implements WatcherSink {
     }
   }
 
-  /**
-   * The marshalled `header` field at revision `rev`, made once per revision for every stream
-   * that shares the `header` option (all streams of a server: see `sharedHeader`).
-   */
-  private headerField(rev: number): Buffer {
-    const h = sharedHeader;
-    if (h.header === this.opts.header && h.rev === rev) return h.bytes;
-    const bytes = marshalHeaderField(this.opts.header(rev));
-    sharedHeader = { header: this.opts.header, rev, bytes };
-    return bytes;
-  }
-
   /** The fields of an events response before its events (see marshalEventsPrefix). */
   private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
-    return marshalEventsPrefix(this.headerField(rev), watchId, fragment);
+    return marshalEventsPrefix(this.opts.headerField(rev), watchId, fragment);
   }
 
   /**

@@ -7,7 +7,7 @@
  * recvLoop returns on EOF while the send side continues until the call's context ends).
  */
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
-import { WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
+import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
 import type { EtcdServer } from '../etcd-server.js';
 import type { GrpcServer, ServerCall } from '../transport/grpc-server.js';
 
@@ -74,18 +74,18 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
  * written straight to HTTP/2 (see `callTransport`).
  */
 export function addWatchService(grpc: GrpcServer, etcd: EtcdServer, onSent: (bytes: number) => void): void {
-  const header = (rev: number): ResponseHeader => ({
+  const headerField = headerFields((rev: number): ResponseHeader => ({
     clusterId: etcd.clusterId,
     memberId: etcd.memberId,
     revision: BigInt(rev),
     raftTerm: etcd.raftTerm,
-  });
+  }));
   grpc.addService(WatchService, {
     watch: (call: ServerCall) => {
       const stream: WatchStream = new WatchStream(
         etcd.watchableStore,
         callTransport(call, () => stream.drained(), onSent),
-        { header, maxRequestBytes: etcd.config.maxRequestBytes, progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs },
+        { headerField, maxRequestBytes: etcd.config.maxRequestBytes, progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs },
       );
       call.on('data', (req: WatchRequest) => {
         try {
