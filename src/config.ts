@@ -31,7 +31,7 @@ export interface ServerConfig {
   dataDir: string;
   /** Directory of the write-ahead log (`--wal-dir`); '' = `<dataDir>/member/wal`. @default '' */
   walDir: string;
-  /** Most ms a logged write waits before the LMDB commit that applies it (`--backend-batch-interval`); 0 = 100. @default 0 */
+  /** Most ms a logged write waits before the LMDB commit that applies it (`--backend-batch-interval`); 0 = 100, negative = at once. @default 0 */
   backendBatchIntervalMs: number;
   /** Logged writes that start an LMDB commit at once (`--backend-batch-limit`); 0 = 10000. @default 0 */
   backendBatchLimit: number;

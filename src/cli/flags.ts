@@ -656,13 +656,11 @@ function buildConfig(
   config.quotaBackendBytes = integer('quota-backend-bytes') ?? config.quotaBackendBytes;
   config.maxConcurrentStreams = integer('max-concurrent-streams') ?? config.maxConcurrentStreams;
   config.walDir = text('wal-dir') ?? config.walDir;
-  // etcd: 0 keeps the backend's default; a negative interval panics in its ticker, a negative
-  // limit commits after every write.
+  // etcd: 0 keeps the backend's default; a negative interval commits as soon as it can (its
+  // timer fires at once; etcd 3.4 starts and serves with --backend-batch-interval=-1s), a
+  // negative limit commits after every write.
   const batchIntervalMs = values.get('backend-batch-interval');
-  if (typeof batchIntervalMs === 'number') {
-    if (batchIntervalMs < 0) throw new FlagError('--backend-batch-interval must not be negative');
-    config.backendBatchIntervalMs = batchIntervalMs;
-  }
+  if (typeof batchIntervalMs === 'number') config.backendBatchIntervalMs = batchIntervalMs;
   config.backendBatchLimit = integer('backend-batch-limit') ?? config.backendBatchLimit;
 
   // 2. URLs: listeners must bind to an IP or localhost, advertised URLs need a host, and an

@@ -311,6 +311,16 @@ describe('values', () => {
     assert.deepEqual([set.config.grpcKeepaliveMinTimeMs, set.config.grpcKeepaliveIntervalMs, set.config.grpcKeepaliveTimeoutMs], [30_000, 60_000, 5000]);
     assert.deepEqual(set.warnings, [], 'none of them is ignored');
   });
+
+  it('reads the backend batch flags and the WAL directory, negative values included as etcd 3.4 takes them', () => {
+    const d = run([]).config;
+    assert.deepEqual([d.walDir, d.backendBatchIntervalMs, d.backendBatchLimit], ['', 0, 0]);
+    const set = run(['--wal-dir=/fast/wal', '--backend-batch-interval=250ms', '--backend-batch-limit=500']);
+    assert.deepEqual([set.config.walDir, set.config.backendBatchIntervalMs, set.config.backendBatchLimit], ['/fast/wal', 250, 500]);
+    assert.deepEqual(set.warnings, [], 'none of them is ignored');
+    const negative = run(['--backend-batch-interval=-1s', '--backend-batch-limit=-1']).config;
+    assert.deepEqual([negative.backendBatchIntervalMs, negative.backendBatchLimit], [-1000, -1]);
+  });
 });
 
 describe('client TLS', () => {
