@@ -143,6 +143,31 @@ test('DATA waits for the client window, and its callback for the socket write', 
   assert.deepEqual([rst.type, rst.payload.readUInt32BE(0)], [RST_STREAM, H2Error.NO_ERROR], 'the client had not ended its side');
 });
 
+test('a finished answer is written at the end of the tick; streaming DATA waits for the check phase', async () => {
+  const watch = connect();
+  const unary = connect();
+  watch.send(PREFACE, frame(HEADERS, END_HEADERS, 1, request('/w/Watch')));
+  unary.send(PREFACE, frame(HEADERS, END_HEADERS, 1, request('/kv/Put')), frame(DATA, END_STREAM, 1, Buffer.from('p')));
+  await turn();
+  const before = { watch: watch.socket.frames().length, unary: unary.socket.frames().length };
+  // Scheduled before anything below is queued, so it runs before the connections' own check-phase flushes.
+  const seen = new Promise<{ watch: number; unary: Frame[] }>((done) =>
+    setImmediate(() => done({ watch: watch.socket.frames().length, unary: unary.socket.frames().slice(before.unary) })),
+  );
+  const w = watch.streams[0]!;
+  w.sendHeaders(encodeHeaders([[':status', '200']]), false);
+  w.sendData(Buffer.from('event'));
+  const u = unary.streams[0]!;
+  u.sendHeaders(encodeHeaders([[':status', '200']]), false);
+  u.sendData(Buffer.from('answer'));
+  u.sendTrailers(encodeHeaders([['grpc-status', '0']]));
+  const at = await seen;
+  assert.deepEqual(at.unary.map((f) => [f.type, f.flags & END_STREAM]), [[HEADERS, 0], [DATA, 0], [HEADERS, END_STREAM]], 'the answer is out');
+  assert.equal(at.watch, before.watch, 'the stream that did not end is not written yet');
+  await turn();
+  assert.deepEqual(watch.socket.frames().slice(before.watch).map((f) => f.type), [HEADERS, DATA]);
+});
+
 test('malformed requests are reset with PROTOCOL_ERROR, and the connection goes on', async () => {
   const { socket, streams, send } = connect();
   const bad = [

@@ -296,6 +296,7 @@ export class H2Connection {
   private outBytes = 0;
   private outCallbacks: (() => void)[] = [];
   private flushScheduled = false;
+  private endOfTickFlushScheduled = false;
   /** Streams holding DATA for send window, in the order they blocked. */
   private readonly windowWaiters = new Set<H2Stream>();
   private goingAway = false;
@@ -725,6 +726,16 @@ export class H2Connection {
   /** Our side of `s` ended (END_STREAM sent). */
   private localEnd(s: H2Stream): void {
     s.localEnded = true;
+    // A finished answer leaves at the end of this tick, not in the check phase: the answers
+    // of one group commit still share a socket write, and they do not wait behind the socket
+    // writes of the watch events the same commit queued on other connections.
+    if (!this.endOfTickFlushScheduled) {
+      this.endOfTickFlushScheduled = true;
+      process.nextTick(() => {
+        this.endOfTickFlushScheduled = false;
+        this.flush();
+      });
+    }
     if (s.remoteEnded) {
       this.forget(s);
       return;
