@@ -49,6 +49,14 @@ const OP_DELETE = 2;
  * half the put throughput, session 4).
  */
 const INLINE_APPEND_OPS = 4;
+/**
+ * A write that finds the log idle for longer than this (ms since the last append ended) is
+ * appended at the end of its tick; sooner, appends are coming back to back and it waits for
+ * the check phase, so that the writes of every connection read in that poll phase share the
+ * record (see `scheduleAppend`). Under 64 clients, 1 ms still gave 2–7% more appends for the
+ * same puts; 5 ms gave as many as waiting for the check phase always did.
+ */
+const IDLE_LOG_MS = 5;
 /** Meta entry holding the sequence number of the last log record applied to LMDB. */
 export const WAL_SEQ_META = 'walSeq';
 const WAL_SEQ_KEY = Buffer.from(WAL_SEQ_META);
@@ -101,6 +109,8 @@ export class Backend {
   /** True while a log append is in flight; set while one is scheduled. */
   private appending = false;
   private appendScheduled = false;
+  /** When the last append ended (performance.now() ms). */
+  private lastAppendEnd = 0;
   /** Callers of `durable()` waiting for the next append. */
   private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   /** The error of a failed append: nothing may be acknowledged after it. */
@@ -290,14 +300,24 @@ export class Backend {
     });
   }
 
-  /** Appends the queued writes at the end of this event-loop turn, so they share one record. */
+  /**
+   * Appends the queued writes soon, as one record. While appends come back to back (under
+   * load), that is in this iteration's check phase, so that the writes of every connection
+   * read in the poll phase share the record. When the log was idle (a lone writer), it is at
+   * the end of this tick: the check phase can wait behind the rest of the poll phase, and
+   * appending at once cut put-to-event p99 at 100 puts/s by 1–3 ms in six interleaved pairs,
+   * where at the end of the tick under load, 11% more records (and appends) made up the
+   * same puts.
+   */
   private scheduleAppend(): void {
     if (this.appending || this.appendScheduled) return;
     this.appendScheduled = true;
-    setImmediate(() => {
+    const run = (): void => {
       this.appendScheduled = false;
       this.append();
-    });
+    };
+    if (performance.now() - this.lastAppendEnd > IDLE_LOG_MS) process.nextTick(run);
+    else setImmediate(run);
   }
 
   /** Logs the queued writes as one record; the waiters so far resolve when it is on disk. */
@@ -318,7 +338,8 @@ export class Backend {
     this.wal.append(seq, record, ops.length <= INLINE_APPEND_OPS).then(
       () => {
         this.appending = false;
-        this.onWalFsyncDuration?.((performance.now() - start) / 1000);
+        this.lastAppendEnd = performance.now();
+        this.onWalFsyncDuration?.((this.lastAppendEnd - start) / 1000);
         this.unapplied.push({ seq, ops });
         this.unappliedOps += ops.length;
         this.scheduleApply();

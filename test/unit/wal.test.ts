@@ -97,6 +97,42 @@ describe('Backend with its write-ahead log', () => {
     await reopened.close();
   });
 
+  it('a write to an idle log is appended within its tick; right after an append, writes of one check phase share a record', async () => {
+    const backend = Backend.open(dir);
+    let appends = 0;
+    backend.onWalFsyncDuration = () => appends++;
+    backend.put('key', Buffer.from('first'), Buffer.from('1'));
+    await backend.durable(); // the first record also zero-fills ahead, on the pool
+    await new Promise((done) => setTimeout(done, 20)); // the log has been idle
+
+    // Scheduled before the write, so it runs before a check-phase append would.
+    let durableAtCheck = false;
+    let durable = false;
+    const probe = new Promise<void>((done) => setImmediate(() => { durableAtCheck = durable; done(); }));
+    backend.put('key', Buffer.from('idle'), Buffer.from('1'));
+    void backend.durable().then(() => (durable = true));
+    await probe;
+    assert.equal(durableAtCheck, true, 'appended before the check phase');
+    assert.equal(appends, 2);
+
+    // An append just ended: writes queued by two callbacks of one check phase share one record.
+    const both = await new Promise<Promise<void>[]>((done) => {
+      const waits: Promise<void>[] = [];
+      setImmediate(() => {
+        backend.put('key', Buffer.from('a'), Buffer.from('1'));
+        waits.push(backend.durable());
+      });
+      setImmediate(() => {
+        backend.put('key', Buffer.from('b'), Buffer.from('1'));
+        waits.push(backend.durable());
+        done(waits);
+      });
+    });
+    await Promise.all(both);
+    assert.equal(appends, 3, 'one record for both writes');
+    await backend.close();
+  });
+
   it('a copy waits for the writes queued before it, not for a writer that never stops', async () => {
     const backend = Backend.open(dir);
     backend.put('key', Buffer.from('before'), Buffer.from('copy'));
