@@ -295,8 +295,9 @@ export class H2Connection {
   private out: Buffer[] = [];
   private outBytes = 0;
   private outCallbacks: (() => void)[] = [];
-  private flushScheduled = false;
-  private endOfTickFlushScheduled = false;
+  /** A flush is pending in the check phase (every queued frame) or at the end of this tick (a finished answer). */
+  private checkPhaseFlushPending = false;
+  private endOfTickFlushPending = false;
   /** Streams holding DATA for send window, in the order they blocked. */
   private readonly windowWaiters = new Set<H2Stream>();
   private goingAway = false;
@@ -726,16 +727,7 @@ export class H2Connection {
   /** Our side of `s` ended (END_STREAM sent). */
   private localEnd(s: H2Stream): void {
     s.localEnded = true;
-    // A finished answer leaves at the end of this tick, not in the check phase: the answers
-    // of one group commit still share a socket write, and they do not wait behind the socket
-    // writes of the watch events the same commit queued on other connections.
-    if (!this.endOfTickFlushScheduled) {
-      this.endOfTickFlushScheduled = true;
-      process.nextTick(() => {
-        this.endOfTickFlushScheduled = false;
-        this.flush();
-      });
-    }
+    this.flushAtEndOfTick();
     if (s.remoteEnded) {
       this.forget(s);
       return;
@@ -818,15 +810,31 @@ export class H2Connection {
       this.out.push(payload!);
       this.outBytes += len;
     }
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
+    if (!this.checkPhaseFlushPending) {
+      this.checkPhaseFlushPending = true;
+      setImmediate(() => {
+        this.checkPhaseFlushPending = false;
+        this.flush();
+      });
     }
+  }
+
+  /**
+   * Flushes at the end of this tick instead of waiting for the check phase: a finished answer
+   * then shares a socket write with the other answers of its group commit, and does not wait
+   * behind the socket writes of the watch events that commit queued on other connections.
+   */
+  private flushAtEndOfTick(): void {
+    if (this.endOfTickFlushPending) return;
+    this.endOfTickFlushPending = true;
+    process.nextTick(() => {
+      this.endOfTickFlushPending = false;
+      this.flush();
+    });
   }
 
   /** Writes every queued frame in one socket write. */
   private flush(): void {
-    this.flushScheduled = false;
     if (this.out.length === 0) return;
     const chunk = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes);
     const callbacks = this.outCallbacks;
