@@ -286,14 +286,19 @@ export class WatchStream implements WatcherSink {
       return true;
     }
     let item = this.open.get(w);
+    let i = 0;
     if (!item || item.bytes >= MERGE_LIMIT_BYTES) {
       if (!this.hasRoom()) return false;
-      item = { w, chunks: [], bytes: 0, headerRev };
+      // The array starts as a literal of the first entry: an empty one would get a backing
+      // store of 16 slots at its first push, for the one entry most responses carry.
+      const first = events[i++]!.entry(w.prevKv, this.store.prevKv);
+      item = { w, chunks: [first], bytes: first.length, headerRev };
+      this.queuedBytes += first.length;
       this.open.set(w, item);
       this.enqueue(item);
     }
-    for (const ev of events) {
-      const chunk = ev.entry(w.prevKv, this.store.prevKv);
+    for (; i < events.length; i++) {
+      const chunk = events[i]!.entry(w.prevKv, this.store.prevKv);
       item.chunks.push(chunk);
       item.bytes += chunk.length;
       this.queuedBytes += chunk.length;
