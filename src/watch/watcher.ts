@@ -118,9 +118,9 @@ export type WatcherState = 'synced' | 'unsynced' | 'victim' | 'canceled';
  */
 export interface WatcherSink {
   /**
-   * Queues `events` of `w` (at least one; whole revisions, filtered, in revision order); `headerRev` is the
-   * store revision to put in the response header. Returns false when the send buffer is full:
-   * nothing was queued and the store makes the watcher a victim.
+   * Queues `events` of `w` (at least one; whole revisions, filtered, in revision order);
+   * `headerRev` is the store revision to put in the response header. Returns false when the
+   * send buffer is full: nothing was queued and the store makes the watcher a victim.
    */
   sendEvents(w: Watcher, events: readonly WatchEvent[], headerRev: number): boolean;
   /** Queues the cancellation of `w` because its next revision was compacted; false when full. */
