@@ -11,9 +11,10 @@
 // rather than the steady state a long-running server lives in (with --no-warmup the first,
 // cold run is the one measured).
 //
-// Each row is measured in `--rounds` rounds, etcd then etcd-ts in each, so that the two
-// measurements of a round are taken back to back: on this shared machine one server's
-// figure moves by up to 40% between runs, with the hour and the other tenants. The table
+// Each row is measured in rounds (`--rounds`, else the row's own count), etcd then etcd-ts
+// in each, so that the two measurements of a round are taken back to back: on this shared
+// machine one server's figure moves by up to 40% between runs, with the hour and the other
+// tenants. The table
 // prints the median of each server's figures and the median of the rounds' ratios
 // etcd-ts/etcd, with their range and in how many rounds etcd-ts did at least as well ("rounds
 // as good"). Quote ratios, not absolute figures: the machine is shared and the load generator
@@ -93,7 +94,7 @@ const RUNS: BenchRun[] = [
   { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING] },
   // Put-to-event latency at a steady 100 puts/s with 100 watchers. Its p99 is the ~10 slowest
   // of 1,000 puts, which the host's stalls decide (docs/ARCHITECTURE.md, "Where the p99 of
-  // put-to-event latency goes"): one round's ratio moves between ~0.8 and ~1.4, hence 7 rounds.
+  // put-to-event latency goes"): one round's ratio moves between ~0.8 and ~1.5, hence 7 rounds.
   { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS], rounds: 7 },
   // 1,000 watchers replaying 1,000 historical revisions.
   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
