@@ -14,11 +14,10 @@
 // Each row is measured in rounds (`--rounds`, else the row's own count), etcd then etcd-ts
 // in each, so that the two measurements of a round are taken back to back: on this shared
 // machine one server's figure moves by up to 40% between runs, with the hour and the other
-// tenants. The table
-// prints the median of each server's figures and the median of the rounds' ratios
-// etcd-ts/etcd, with their range and in how many rounds etcd-ts did at least as well ("rounds
-// as good"). Quote ratios, not absolute figures: the machine is shared and the load generator
-// shares its cores with the server.
+// tenants. The table prints the median of each server's figures and the median of the rounds'
+// ratios etcd-ts/etcd, with their range and in how many rounds etcd-ts did at least as well
+// ("rounds as good"). Quote ratios, not absolute figures: the machine is shared and the load
+// generator shares its cores with the server.
 //
 // usage: npm run bench -- [--only put,range] [--rounds N] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
 //   --only      run only the named rows of RUNS
