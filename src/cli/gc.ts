@@ -27,7 +27,8 @@ export const GC_FLAGS: readonly string[] = ['--incremental-marking-soft-trigger=
 /**
  * The GC_FLAGS the executable sets before it loads the server: each one unless node was started
  * with the same flag in `execArgv` (node's own arguments; `-` and `_` alike), which then wins.
- * A flag given only through `NODE_OPTIONS` is not in `execArgv`: these flags override it.
+ * `execArgv` is the only place they can come from: node refuses to start when `NODE_OPTIONS`
+ * holds one ("is not allowed in NODE_OPTIONS", Node 20).
  */
 export function gcFlags(execArgv: readonly string[]): string[] {
   const name = (flag: string): string => flag.split('=')[0]!.replaceAll('_', '-');
