@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -89,6 +89,55 @@ describe('Wal', () => {
     await wal.close();
     assert.equal(fs.readdirSync(dir).length, 2, 'segment 0 was reused, none created');
     assert.deepEqual(Wal.open(dir, size).records.map((r) => r.seq), [2, 3]);
+  });
+  it('keeps every acknowledged record above the released mark through SIGKILLs, across rotations and emptied segments', async () => {
+    // The released mark stands for LMDB's applied and flushed `walSeq`: it is on disk before
+    // `release` is called, as in Backend. Segments of 32 KiB rotate every few dozen records.
+    const payload = (seq: number): string => `seq ${seq} ` + 'x'.repeat((seq * 7919) % 3000);
+    const walUrl = new URL('../../src/mvcc/wal.ts', import.meta.url).href;
+    const walDir = path.join(dir, 'wal');
+    const mark = path.join(dir, 'mark');
+    const script = `
+      import fs from 'node:fs';
+      import { Wal, WAL_HEADER_BYTES } from ${JSON.stringify(walUrl)};
+      const payload = ${payload.toString()};
+      const { wal, records } = Wal.open(${JSON.stringify(walDir)}, 32 * 1024);
+      let seq = records.at(-1)?.seq ?? 0;
+      for (;;) {
+        seq++;
+        const record = Buffer.concat([Buffer.alloc(WAL_HEADER_BYTES), Buffer.from(payload(seq))]);
+        await wal.append(seq, record, seq % 3 !== 0);
+        process.stdout.write(seq + '\\n');
+        if (seq % 20 === 0) {
+          fs.writeFileSync(${JSON.stringify(mark)} + '.tmp', String(seq - 10), { flush: true });
+          fs.renameSync(${JSON.stringify(mark)} + '.tmp', ${JSON.stringify(mark)});
+          void wal.release(seq - 10);
+        }
+      }
+    `;
+    let rotated = 0;
+    for (let round = 0; round < 4; round++) {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      await new Promise((done) => child.stdout.once('data', done)); // appending
+      await new Promise((done) => setTimeout(done, 200 + round * 150));
+      child.kill('SIGKILL');
+      await new Promise((done) => child.once('exit', done));
+      assert.equal(err, '');
+
+      const acked = Number(out.trim().split('\n').at(-1));
+      const released = fs.existsSync(mark) ? Number(fs.readFileSync(mark, 'utf8')) : 0;
+      assert.ok(Number.isInteger(acked) && acked > released, `acknowledged up to ${acked}, released up to ${released}`);
+      const { wal, records } = Wal.open(walDir, 32 * 1024);
+      await wal.close();
+      const bySeq = new Map(records.map((r) => [r.seq, r.payload.toString()]));
+      for (let seq = released + 1; seq <= acked; seq++) assert.equal(bySeq.get(seq), payload(seq), `record ${seq} (released up to ${released}, acknowledged up to ${acked})`);
+      rotated = fs.readdirSync(walDir).length;
+    }
+    assert.ok(rotated >= 3, `the log rotated (${rotated} segments)`);
   });
 });
 
