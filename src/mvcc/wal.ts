@@ -15,7 +15,7 @@
  * development VM, with the same device requests: see docs/ARCHITECTURE.md, session 12.)
  *
  * Record: a 16-byte header, then the payload.
- *   [0, 4)   payload length, u32 LE (0 = end of the log: zero fill);
+ *   [0, 4)   payload length, u32 LE (0 = end of the log: the hole, or zeros, past the last record);
  *   [4, 8)   crc32c of bytes [8, end): the sequence number and the payload;
  *   [8, 16)  sequence number, u64 LE: one more than the previous record's.
  * Records of a segment are read from offset 0 while each one is whole, its checksum holds and
