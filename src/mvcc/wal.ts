@@ -129,8 +129,9 @@ export class Wal {
     try {
       if (this.pos > seg.size) {
         // The new size reaches the disk with this record: O_DSYNC syncs what reading it needs.
-        seg.size = Math.max(this.pos, Math.min(this.segmentBytes, this.pos + GROW_BYTES));
-        fs.ftruncateSync(seg.fd, seg.size);
+        const size = Math.max(this.pos, Math.min(this.segmentBytes, this.pos + GROW_BYTES));
+        fs.ftruncateSync(seg.fd, size);
+        seg.size = size;
       }
       if (inline) {
         fs.writeSync(seg.fd, record, 0, record.length, at);
