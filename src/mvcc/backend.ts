@@ -161,7 +161,7 @@ export class Backend {
         this.unappliedOps += ops.length;
       }
     } catch (err) {
-      void wal?.close();
+      wal?.close();
       void this.env.close();
       throw err;
     }
@@ -169,7 +169,7 @@ export class Backend {
     this.appliedSeq = applied;
     this.nextSeq = Math.max(seq, records.at(-1)?.seq ?? 0) + 1;
     if (this.unapplied.length > 0) void this.apply();
-    else void this.wal.release(applied);
+    else this.wal.release(applied);
   }
 
   /**
@@ -402,7 +402,7 @@ export class Backend {
         await flushed;
         this.appliedSeq = upto;
         this.onCommitDuration?.((performance.now() - start) / 1000);
-        void this.wal.release(upto);
+        this.wal.release(upto);
       } finally {
         this.applying = undefined;
       }
@@ -513,7 +513,7 @@ export class Backend {
     // A commit started before `closing` for later writes: LMDB closes with no write pending.
     if (this.applying) await this.applying;
     await this.env.close();
-    await this.wal.close();
+    this.wal.close();
   }
 }
 

@@ -3,19 +3,17 @@
  * format, since nothing but etcd-ts reads it).
  *
  * A write is durable once its record is in the log: one `pwrite` through a descriptor opened
- * `O_DSYNC`, to a sequential file. LMDB gets the same writes later, in large batches (see
- * `Backend`), so the one fsync a client waits for is the log's, as in etcd, where the raft
- * WAL's fdatasync is waited for and bbolt commits every 100 ms.
+ * `O_DSYNC`, to a sequential, zero-filled file. LMDB gets the same writes later, in large
+ * batches (see `Backend`), so the one fsync a client waits for is the log's, as in etcd, where
+ * the raft WAL's fdatasync is waited for and bbolt commits every 100 ms.
  *
  * Files: `<dir>/<16 hex digits>.log`, segments of `segmentBytes` (64 MiB, etcd's
- * `SegmentSizeBytes`), numbered from 0. A segment's size grows ahead of the write position,
- * 4 MiB at a time, by `ftruncate`: the room is a hole, as etcd's WAL preallocates its segments
- * with `fallocate` and writes nothing into them. So an ordinary append never changes the file's
- * size. (A synced write into a hole was 0.05–0.1 ms faster than into written zeros on the
- * development VM, with the same device requests: see docs/ARCHITECTURE.md, session 12.)
+ * `SegmentSizeBytes`), numbered from 0. A segment is zero-filled ahead of the write position, 4 MiB
+ * at a time, in the same write as the record that needs the room, so an ordinary append never
+ * changes the file's size and `O_DSYNC` has no metadata to sync.
  *
  * Record: a 16-byte header, then the payload.
- *   [0, 4)   payload length, u32 LE (0 = end of the log: the hole, or zeros, past the last record);
+ *   [0, 4)   payload length, u32 LE (0 = end of the log: zero fill);
  *   [4, 8)   crc32c of bytes [8, end): the sequence number and the payload;
  *   [8, 16)  sequence number, u64 LE: one more than the previous record's.
  * Records of a segment are read from offset 0 while each one is whole, its checksum holds and
@@ -23,7 +21,7 @@
  * last append) and at what an earlier use of a reused segment left behind (lower numbers).
  *
  * Segments are reused once the backend has applied and flushed every record in them
- * (`release`), after being emptied; a new one is created only when none is free.
+ * (`release`); a new one is created only when none is free.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,8 +31,8 @@ import { crc32c } from '@node-rs/crc32';
 export const WAL_HEADER_BYTES = 16;
 /** Default segment size (etcd `wal.SegmentSizeBytes`): 64 MiB. */
 export const WAL_SEGMENT_BYTES = 64 * 1024 * 1024;
-/** Room a segment's size grows by, as a hole, when a record needs it. */
-const GROW_BYTES = 4 * 1024 * 1024;
+/** Zero fill written ahead of the write position when a segment needs room. */
+const FILL_BYTES = 4 * 1024 * 1024;
 const SEGMENT_NAME = /^[0-9a-f]{16}\.log$/;
 
 /** One record read back by `Wal.open`: its sequence number and payload. */
@@ -45,14 +43,12 @@ export interface WalRecord {
 
 interface Segment {
   fd: number;
-  /** The file's size: records, then a hole (or zeros, in a segment written before holes). */
+  /** Bytes of the file known to exist (zero-filled or written). */
   size: number;
   /** Sequence number of its last record in the current use; 0 when it has none. */
   lastSeq: number;
-  /** True when every record in it is applied and flushed and it is emptied: it may be rewritten from offset 0. */
+  /** True when every record in it is applied and flushed: it may be rewritten from offset 0. */
   free: boolean;
-  /** The truncation that empties it once released, while it runs. */
-  emptying: Promise<void> | undefined;
 }
 
 export class Wal {
@@ -62,6 +58,8 @@ export class Wal {
   private active: Segment;
   /** Write offset in the active segment. */
   private pos: number;
+  /** Zeros for filling segments ahead of the write position; allocated on first need. */
+  private zeros: Buffer | undefined;
 
   private constructor(dir: string, segmentBytes: number, segments: Segment[], active: Segment, pos: number) {
     this.dir = dir;
@@ -93,7 +91,6 @@ export class Wal {
         size: bytes.length,
         lastSeq: found.at(-1)?.seq ?? 0,
         free: false,
-        emptying: undefined,
       };
       segments.push(seg);
       for (const r of found) records.push(r);
@@ -112,9 +109,10 @@ export class Wal {
    * as number `seq`, and resolves once it is on disk. One append at a time: the caller waits
    * for the previous one. Rejects with the write's error.
    *
-   * `inline`: write on this thread, blocking it for the write. A write on libuv's pool costs
-   * two thread hand-offs (~0.1–0.3 ms on this VM), which is what a lone writer waits for; under
-   * load the pool lets the main thread work meanwhile.
+   * `inline`: write on this thread, blocking it for the write, unless the write also zero-fills
+   * ahead (megabytes). A write on libuv's pool costs two thread hand-offs (~0.1–0.3 ms on this
+   * VM), which is what a lone writer waits for; under load the pool lets the main thread work
+   * meanwhile.
    */
   append(seq: number, record: Buffer, inline = false): Promise<void> {
     record.writeUInt32LE(record.length - WAL_HEADER_BYTES, 0);
@@ -126,53 +124,35 @@ export class Wal {
     const at = this.pos;
     this.pos += record.length;
     seg.lastSeq = seq;
-    try {
-      if (this.pos > seg.size) {
-        // The new size reaches the disk with this record: O_DSYNC syncs what reading it needs.
-        const size = Math.max(this.pos, Math.min(this.segmentBytes, this.pos + GROW_BYTES));
-        fs.ftruncateSync(seg.fd, size);
-        seg.size = size;
-      }
-      if (inline) {
-        fs.writeSync(seg.fd, record, 0, record.length, at);
+    const buffers = [record];
+    if (this.pos > seg.size) {
+      const fill = Math.min(FILL_BYTES, Math.max(0, this.segmentBytes - this.pos));
+      this.zeros ??= Buffer.alloc(FILL_BYTES);
+      if (fill > 0) buffers.push(this.zeros.subarray(0, fill));
+      seg.size = this.pos + fill;
+    }
+    if (inline && buffers.length === 1) {
+      try {
+        fs.writevSync(seg.fd, buffers, at);
         return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(err as Error);
       }
-    } catch (err) {
-      return Promise.reject(err as Error);
     }
     return new Promise((resolve, reject) => {
-      fs.write(seg.fd, record, 0, record.length, at, (err) => (err ? reject(err) : resolve()));
+      fs.writev(seg.fd, buffers, at, (err) => (err ? reject(err) : resolve()));
     });
   }
 
-  /**
-   * Empties every segment whose records are all ≤ `seq` (the backend has them on disk) and then
-   * marks it reusable; resolves when they all are. Emptying is a truncation to 0 on libuv's
-   * pool: it frees the segment's blocks (~45 ms for 64 MiB on the development VM, whose disk is
-   * mounted with `discard`), and appends into a reused segment then write into a hole again.
-   * A truncation that fails leaves the segment reusable as it is: its records are older than
-   * any logged since, and reading stops at them.
-   */
-  release(seq: number): Promise<void> {
-    const emptied: Promise<void>[] = [];
+  /** Marks every segment whose records are all ≤ `seq` reusable: the backend has them on disk. */
+  release(seq: number): void {
     for (const seg of this.segments) {
-      if (seg === this.active || seg.free || seg.lastSeq > seq) continue;
-      seg.emptying ??= new Promise((resolve) => {
-        fs.ftruncate(seg.fd, 0, (err) => {
-          if (!err) seg.size = 0;
-          seg.free = true;
-          seg.emptying = undefined;
-          resolve();
-        });
-      });
-      emptied.push(seg.emptying);
+      if (seg !== this.active && seg.lastSeq <= seq) seg.free = true;
     }
-    return Promise.all(emptied).then(() => undefined);
   }
 
-  /** Closes every segment, once the truncations under way have ended. */
-  async close(): Promise<void> {
-    await Promise.all(this.segments.map((seg) => seg.emptying));
+  /** Closes every segment. */
+  close(): void {
     for (const seg of this.segments) fs.closeSync(seg.fd);
   }
 
@@ -209,7 +189,7 @@ function createSegment(dir: string, i: number): Segment {
   } finally {
     fs.closeSync(dirFd);
   }
-  return { fd, size: 0, lastSeq: 0, free: false, emptying: undefined };
+  return { fd, size: 0, lastSeq: 0, free: false };
 }
 
 /** The chain of whole, consecutive records from offset 0, and the offset after the last one. */
