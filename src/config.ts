@@ -76,6 +76,10 @@ export interface ServerConfig {
    * `etcd_server_slow_apply_total` (`--experimental-warning-apply-duration`). @default 100
    */
   warningApplyDurationMs: number;
+  /** bcrypt cost of the passwords the Auth service stores (`--bcrypt-cost`; outside 4–31 gives 10, as etcd does). @default 10 */
+  bcryptCost: number;
+  /** Seconds an unused auth token stays valid (`--auth-token-ttl`). @default 300 */
+  authTokenTtlSec: number;
   /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
   clientTls: ClientTlsConfig | undefined;
 }
@@ -105,6 +109,8 @@ export function defaultConfig(): ServerConfig {
     grpcKeepaliveTimeoutMs: 20_000,
     watchProgressNotifyIntervalMs: 10 * 60 * 1000,
     warningApplyDurationMs: 100,
+    bcryptCost: 10,
+    authTokenTtlSec: 300,
     clientTls: undefined,
   };
 }

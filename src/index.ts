@@ -22,6 +22,7 @@ export { LeaseKeepAlive, type KeepAliveOptions, type LeaseKeepAliveEvents } from
 export { Election, Mutex, Session, type SessionOptions } from './client/concurrency.js';
 export {
   AbortError,
+  AuthFailedError,
   CompactedError,
   DeadlineExceededError,
   EtcdClientError,

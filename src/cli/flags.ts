@@ -191,8 +191,8 @@ const FLAGS: readonly FlagSpec[] = [
   ignored('experimental-peer-skip-client-san-verification', 'bool'),
   // Auth.
   ignored('auth-token', 'string'),
-  ignored('bcrypt-cost', 'uint'),
-  ignored('auth-token-ttl', 'uint'),
+  supported('bcrypt-cost', 'uint', '10', 'Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. Valid values are between 4 and 31.'),
+  supported('auth-token-ttl', 'uint', '300', 'Time (in seconds) of the auth-token-ttl.'),
   // Profiling and monitoring.
   ignored('enable-pprof', 'bool'),
   ignored('metrics', 'string'),
@@ -653,6 +653,14 @@ function buildConfig(
   config.initialClusterToken = text('initial-cluster-token') ?? config.initialClusterToken;
   config.maxRequestBytes = integer('max-request-bytes') ?? config.maxRequestBytes;
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
+  config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;
+  // etcd (`NewAuthStore`) falls back to bcrypt's default cost, with a warning, outside 4–31.
+  const bcryptCost = integer('bcrypt-cost');
+  if (bcryptCost !== undefined && (bcryptCost < 4 || bcryptCost > 31)) {
+    warnings.push(`use default bcrypt cost instead of the invalid given cost (given-cost ${bcryptCost}, default-cost 10)`);
+  } else if (bcryptCost !== undefined) {
+    config.bcryptCost = bcryptCost;
+  }
   config.quotaBackendBytes = integer('quota-backend-bytes') ?? config.quotaBackendBytes;
   config.maxConcurrentStreams = integer('max-concurrent-streams') ?? config.maxConcurrentStreams;
   config.walDir = text('wal-dir') ?? config.walDir;

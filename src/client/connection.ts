@@ -1,8 +1,9 @@
 /**
  * The client's connections: one grpc-js Channel per endpoint, shared by the KV, Watch, Lease
  * and Maintenance stubs of that endpoint; round-robin endpoint choice that skips endpoints
- * that failed recently (each failure pushes the endpoint's next try out by a backoff); and the
- * unary call wrapper that adds deadlines, AbortSignals, failover and typed errors.
+ * that failed recently (each failure pushes the endpoint's next try out by a backoff); the
+ * unary call wrapper that adds deadlines, AbortSignals, failover and typed errors; and, with
+ * `auth`, the client's token (etcd clientv3's `getToken` / `refreshToken`).
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -16,9 +17,9 @@ import {
   type ClientUnaryCall,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { KVClient, LeaseClient, MaintenanceClient, WatchClient } from '../proto/gen/rpc.gen.js';
+import { AuthClient, KVClient, LeaseClient, MaintenanceClient, WatchClient, type AuthenticateRequest, type AuthenticateResponse } from '../proto/gen/rpc.gen.js';
 import { backoffDelayMs, sleep, type BackoffOptions } from './backoff.js';
-import { AbortError, toClientError } from './errors.js';
+import { AbortError, InvalidAuthTokenError, toClientError, type EtcdClientError } from './errors.js';
 
 /** TLS material for `https://` endpoints: PEM contents (string/Buffer) or file paths. */
 export interface ClientTlsOptions {
@@ -49,6 +50,13 @@ export interface ConnectionOptions {
   backoff?: BackoffOptions;
   /** Extra grpc-js channel options (e.g. `grpc.max_receive_message_length`). */
   grpcOptions?: ChannelOptions;
+  /**
+   * A user of etcd's auth (`etcdctl --user`): the client authenticates before its first call and
+   * sends the token with every call and stream; a token the server refuses (expired, or auth
+   * was re-enabled) is renewed once per call. While the server has auth disabled the client
+   * sends no token. Wrong credentials fail calls with AuthFailedError.
+   */
+  auth?: { username: string; password: string };
 }
 
 /** Per-call options of every client method. */
@@ -68,6 +76,7 @@ export class Endpoint {
   readonly watch: WatchClient;
   readonly lease: LeaseClient;
   readonly maintenance: MaintenanceClient;
+  readonly auth: AuthClient;
   /** Consecutive failures; 0 when the last call or stream through it succeeded. */
   failures = 0;
   /** Date.now() before which the endpoint is skipped by round-robin. */
@@ -82,6 +91,7 @@ export class Endpoint {
     this.watch = new WatchClient(target, creds, shared);
     this.lease = new LeaseClient(target, creds, shared);
     this.maintenance = new MaintenanceClient(target, creds, shared);
+    this.auth = new AuthClient(target, creds, shared);
   }
 }
 
@@ -107,6 +117,11 @@ export class Connection {
   private cursor = 0;
   /** Aborted by close(): ends retry sleeps and in-flight calls. */
   private readonly closing = new AbortController();
+  /**
+   * With `options.auth`: the token being fetched (`pending`) or used (`value`, '' while the
+   * server has auth disabled); undefined = authenticate at the next call.
+   */
+  private token: { pending: Promise<string>; value?: string } | undefined;
 
   constructor(options: ConnectionOptions) {
     if (options.endpoints.length === 0) throw new TypeError('at least one endpoint is required');
@@ -181,19 +196,36 @@ export class Connection {
     callOptions: CallOptions | undefined,
     idempotent: boolean,
   ): Promise<Res> {
+    return this.call(method, request, callOptions, idempotent, true);
+  }
+
+  /** `unary`, with the auth token in the metadata when `withToken` and the client has credentials. */
+  private async call<Req, Res>(
+    method: (ep: Endpoint) => UnaryMethod<Req, Res>,
+    request: Req,
+    callOptions: CallOptions | undefined,
+    idempotent: boolean,
+    withToken: boolean,
+  ): Promise<Res> {
     const timeoutMs = callOptions?.timeoutMs ?? this.options.timeoutMs;
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     const signal = callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+    let renewed = false;
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
       const ep = this.pick();
+      const metadata = withToken ? await this.metadata({ timeoutMs: deadline === undefined ? undefined : deadline - Date.now(), signal }) : callMetadata();
       try {
-        const response = await invoke(method(ep), request, deadline, signal);
+        const response = await invoke(method(ep), request, metadata, deadline, signal);
         this.markUp(ep);
         return response;
       } catch (err) {
         const typed = toClientError(err);
         if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
+        if (withToken && !renewed && this.refusedToken(typed, metadata)) {
+          renewed = true;
+          continue;
+        }
         const notSent = typed.code === Status.UNAVAILABLE && /No connection established|ECONNREFUSED/.test(typed.message);
         const retry = typed.code === Status.UNAVAILABLE && (idempotent || notSent);
         if (!retry || (deadline !== undefined && Date.now() >= deadline)) throw typed;
@@ -205,6 +237,64 @@ export class Connection {
         }
       }
     }
+  }
+
+  /**
+   * The metadata of a call or stream: `client-api-version`, and the token when the client has
+   * credentials (authenticating first when it has no token yet).
+   * @throws AuthFailedError for wrong credentials; the errors of `unary` otherwise.
+   */
+  async metadata(callOptions?: CallOptions): Promise<Metadata> {
+    const metadata = callMetadata();
+    const auth = this.options.auth;
+    if (auth === undefined) return metadata;
+    if (this.token === undefined) {
+      const entry: { pending: Promise<string>; value?: string } = { pending: this.authenticate(auth, callOptions) };
+      this.token = entry;
+      entry.pending.then(
+        (value) => (entry.value = value),
+        () => {
+          if (this.token === entry) this.token = undefined;
+        },
+      );
+    }
+    const token = await this.token.pending;
+    if (token !== '') metadata.set('token', token);
+    return metadata;
+  }
+
+  /** The metadata of a call when it needs no waiting (no credentials, or a token at hand), else undefined. */
+  readyMetadata(): Metadata | undefined {
+    if (this.options.auth === undefined) return callMetadata();
+    const token = this.token?.value;
+    if (token === undefined) return undefined;
+    const metadata = callMetadata();
+    if (token !== '') metadata.set('token', token);
+    return metadata;
+  }
+
+  /** etcd clientv3 `getToken`: Authenticate; '' when the server has auth disabled. */
+  private async authenticate(auth: { username: string; password: string }, callOptions: CallOptions | undefined): Promise<string> {
+    const method = (ep: Endpoint) => ep.auth.authenticate.bind(ep.auth) as UnaryMethod<AuthenticateRequest, AuthenticateResponse>;
+    try {
+      return (await this.call(method, { name: auth.username, password: auth.password }, callOptions, true, false)).token;
+    } catch (err) {
+      if (err instanceof Error && err.message === 'etcdserver: authentication is not enabled') return '';
+      throw err;
+    }
+  }
+
+  /**
+   * True when the server refused the token `metadata` carried, or wanted one that was not
+   * sent (auth enabled since): the token is forgotten, so the retry authenticates again
+   * (clientv3's `shouldRefreshToken`).
+   */
+  refusedToken(err: EtcdClientError, metadata: Metadata): boolean {
+    if (this.options.auth === undefined) return false;
+    if (!(err instanceof InvalidAuthTokenError) && err.message !== 'etcdserver: user name is empty') return false;
+    // Another call may have renewed it meanwhile: only the token this call sent is dropped.
+    if (this.token?.value === (metadata.get('token')[0] ?? '')) this.token = undefined;
+    return true;
   }
 
   /** Closes every channel; in-flight calls fail with AbortError. Idempotent. */
@@ -225,10 +315,10 @@ export function callMetadata(): Metadata {
   return metadata;
 }
 
-function invoke<Req, Res>(fn: UnaryMethod<Req, Res>, request: Req, deadline: number | undefined, signal: AbortSignal): Promise<Res> {
+function invoke<Req, Res>(fn: UnaryMethod<Req, Res>, request: Req, metadata: Metadata, deadline: number | undefined, signal: AbortSignal): Promise<Res> {
   return new Promise((resolve, reject) => {
     const options: Partial<GrpcCallOptions> = deadline === undefined ? {} : { deadline };
-    const call = fn(request, callMetadata(), options, (err, response) => {
+    const call = fn(request, metadata, options, (err, response) => {
       signal.removeEventListener('abort', onAbort);
       if (err) reject(err);
       else resolve(response);

@@ -61,6 +61,11 @@ export class InvalidAuthTokenError extends EtcdClientError {
   override readonly retryable = true;
 }
 
+/** The client's username or password was refused (`etcdserver: authentication failed, invalid user ID or password`). */
+export class AuthFailedError extends EtcdClientError {
+  override name = 'AuthFailedError';
+}
+
 /** The request exceeds the server's `--max-request-bytes` (`etcdserver: request is too large`). */
 export class RequestTooLargeError extends EtcdClientError {
   override name = 'RequestTooLargeError';
@@ -100,6 +105,7 @@ const BY_MESSAGE: ReadonlyMap<string, new (message: string, options: { cause?: u
   ['etcdserver: requested lease not found', LeaseNotFoundError],
   ['etcdserver: permission denied', PermissionDeniedError],
   ['etcdserver: invalid auth token', InvalidAuthTokenError],
+  ['etcdserver: authentication failed, invalid user ID or password', AuthFailedError],
   ['etcdserver: request is too large', RequestTooLargeError],
   ['etcdserver: too many operations in txn request', TooManyTxnOpsError],
   ['etcdserver: no leader', NoLeaderError],

@@ -38,7 +38,7 @@
  * watcher ends with {@link CompactedError}.
  */
 import { EventEmitter } from 'node:events';
-import { status as Status, type ClientDuplexStream } from '@grpc/grpc-js';
+import { status as Status, type ClientDuplexStream, type Metadata } from '@grpc/grpc-js';
 import { Event_EventType, type KeyValue } from '../proto/gen/kv.gen.js';
 import {
   WatchCreateRequest_FilterType,
@@ -47,7 +47,7 @@ import {
   type WatchRequest,
   type WatchResponse as WatchResponseMessage,
 } from '../proto/gen/rpc.gen.js';
-import { callMetadata, type Connection, type Endpoint } from './connection.js';
+import type { Connection, Endpoint } from './connection.js';
 import { CompactedError, EtcdClientError, toClientError } from './errors.js';
 import { rangeEndOf, toBigInt, toBuffer, type Bytes, type Int64, type RangeOptions } from './kv.js';
 
@@ -295,6 +295,10 @@ export class WatchStream {
   /** Consecutive failed connection attempts. */
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** True while the client authenticates before opening a call. */
+  private connecting = false;
+  /** The metadata `call` was opened with (its auth token). */
+  private metadata: Metadata | undefined;
   private closed = false;
 
   constructor(connection: Connection, onIdle: () => void) {
@@ -310,7 +314,7 @@ export class WatchStream {
     }
     this.watchers.add(watcher);
     if (this.call !== undefined) this.sendCreate(this.call, watcher);
-    else if (this.reconnectTimer === undefined) this.connect();
+    else if (this.reconnectTimer === undefined && !this.connecting) this.connect();
   }
 
   /**
@@ -367,12 +371,34 @@ export class WatchStream {
     call.write(watcher.createRequest());
   }
 
+  /** Opens a call, once the client has its auth token (see `Connection.metadata`). */
   private connect(): void {
     this.reconnectTimer = undefined;
     const endpoint = this.connection.pick();
-    const call = endpoint.watch.watch(callMetadata());
+    const ready = this.connection.readyMetadata();
+    if (ready !== undefined) {
+      this.openCall(endpoint, ready);
+      return;
+    }
+    this.connecting = true;
+    this.connection.metadata().then(
+      (metadata) => {
+        this.connecting = false;
+        if (!this.closed && this.watchers.size > 0) this.openCall(endpoint, metadata);
+      },
+      (err: unknown) => {
+        this.connecting = false;
+        this.endpoint = endpoint;
+        if (!this.closed && this.watchers.size > 0) this.onBroken(toClientError(err));
+      },
+    );
+  }
+
+  private openCall(endpoint: Endpoint, metadata: Metadata): void {
+    const call = endpoint.watch.watch(metadata);
     this.call = call;
     this.endpoint = endpoint;
+    this.metadata = metadata;
     call.on('data', (res: WatchResponseMessage) => {
       if (this.call === call) this.onResponse(res);
     });
@@ -400,7 +426,14 @@ export class WatchStream {
         return;
       }
       if (res.canceled) {
-        this.drop(watcher, cancelError(res));
+        const err = cancelError(res);
+        // A token that expired, or none while auth got enabled: reconnect with a new one (the
+        // watcher stays and is created again on the new call).
+        if (this.metadata !== undefined && this.connection.refusedToken(err, this.metadata)) {
+          this.onBroken(new EtcdClientError(err.message, { cause: err, code: Status.UNAVAILABLE }));
+          return;
+        }
+        this.drop(watcher, err);
         return;
       }
       this.byId.set(res.watchId, watcher);
@@ -466,5 +499,17 @@ function cancelError(res: WatchResponseMessage): EtcdClientError {
   if (res.compactRevision > 0n) {
     return new CompactedError('etcdserver: mvcc: required revision has been compacted', res.compactRevision);
   }
-  return new EtcdClientError(res.cancelReason === '' ? 'etcdserver: watch canceled' : res.cancelReason);
+  if (res.cancelReason === '') return new EtcdClientError('etcdserver: watch canceled');
+  // A refused create carries the server's gRPC error as text: its code and etcd's message.
+  const m = /^rpc error: code = (\w+) desc = (.*)$/s.exec(res.cancelReason);
+  const code = m === null ? undefined : GRPC_CODES.get(m[1]!);
+  return m === null || code === undefined ? new EtcdClientError(res.cancelReason) : toClientError({ code, details: m[2]! });
 }
+
+/** grpc-go's code names in error texts → codes. */
+const GRPC_CODES: ReadonlyMap<string, Status> = new Map([
+  ['InvalidArgument', Status.INVALID_ARGUMENT],
+  ['PermissionDenied', Status.PERMISSION_DENIED],
+  ['Unauthenticated', Status.UNAUTHENTICATED],
+  ['FailedPrecondition', Status.FAILED_PRECONDITION],
+]);

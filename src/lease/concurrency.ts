@@ -2,7 +2,9 @@
  * Locks and elections built from leases, txns and key events, run inside the server (etcd
  * `clientv3/concurrency` `Mutex` and `Election`, which etcd's v3lock and v3election services
  * drive through an in-process client). Every step is the same request etcd's client sends, made
- * through the EtcdServer, so revisions, raft index entries and headers move as with etcd.
+ * through the EtcdServer, so revisions, raft index entries and headers move as with etcd. With
+ * `ai` (the caller's, see `AuthStore.authInfo`) every read and write is checked against the
+ * caller's permissions, as etcd's in-process client carries the caller's token.
  *
  * Waiting (etcd `waitDeletes` / `waitDelete`, which use the watch API) listens to the store's
  * published revisions instead (`KeyEvents`): a read at the published revision and the
@@ -21,6 +23,7 @@ import {
   type ResponseHeader,
 } from '../proto/gen/rpc.gen.js';
 import type { LeaderKey } from '../proto/gen/v3election.gen.js';
+import type { AuthInfo } from '../auth/auth-store.js';
 import { keyFromBytes, keyToBytes, prefixEnd } from '../mvcc/key.js';
 import { revHeader } from '../server/apply.js';
 import type { EtcdServer } from '../server/etcd-server.js';
@@ -164,9 +167,9 @@ function waitDelete(etcd: EtcdServer, key: Buffer, signal: AbortSignal): Promise
  * etcd `waitDeletes`: waits until no key under `prefix` created at or before `maxCreateRev`
  * remains, newest first. Returns the header of the last (empty) read.
  */
-async function waitDeletes(etcd: EtcdServer, prefix: Buffer, maxCreateRev: bigint, signal: AbortSignal): Promise<ResponseHeader> {
+async function waitDeletes(etcd: EtcdServer, prefix: Buffer, maxCreateRev: bigint, signal: AbortSignal, ai: AuthInfo | undefined): Promise<ResponseHeader> {
   for (;;) {
-    const resp = etcd.range(topByCreate(prefix, RangeRequest_SortOrder.DESCEND, maxCreateRev));
+    const resp = etcd.range(topByCreate(prefix, RangeRequest_SortOrder.DESCEND, maxCreateRev), ai);
     const last = resp.kvs[0];
     if (!last) return resp.header!;
     await waitDelete(etcd, last.key, signal);
@@ -179,7 +182,9 @@ async function waitDeletes(etcd: EtcdServer, prefix: Buffer, maxCreateRev: bigin
  * and the header of the acquiring txn (or of the last read when it had to wait). On abort
  * the key is deleted and Canceled thrown; etcd's errors (e.g. an unknown lease) pass through.
  */
-export async function lock(etcd: EtcdServer, name: Buffer, lease: bigint, signal: AbortSignal): Promise<{ header: ResponseHeader; key: Buffer }> {
+export async function lock(
+  etcd: EtcdServer, name: Buffer, lease: bigint, signal: AbortSignal, ai?: AuthInfo,
+): Promise<{ header: ResponseHeader; key: Buffer }> {
   const id = await sessionLease(etcd, lease);
   const pfx = Buffer.concat([name, Buffer.from('/')]);
   const myKey = Buffer.concat([pfx, Buffer.from(leaseHex(id))]);
@@ -188,22 +193,22 @@ export async function lock(etcd: EtcdServer, name: Buffer, lease: bigint, signal
     compare: [createRevIs(myKey, 0n)],
     success: [putOp(myKey, EMPTY, id), getOwner],
     failure: [getOp(rangeReq(myKey, EMPTY)), getOwner],
-  });
+  }, ai);
   let myRev = resp.header!.revision;
   if (!resp.succeeded) myRev = resp.responses[0]!.responseRange!.kvs[0]!.createRevision;
   const owner = resp.responses[1]?.responseRange?.kvs[0];
   if (!owner || owner.createRevision === myRev) return { header: resp.header!, key: myKey };
   try {
-    return { header: await waitDeletes(etcd, pfx, myRev - 1n, signal), key: myKey };
+    return { header: await waitDeletes(etcd, pfx, myRev - 1n, signal, ai), key: myKey };
   } catch (err) {
-    await etcd.deleteRange({ key: myKey, rangeEnd: EMPTY, prevKv: false });
+    await etcd.deleteRange({ key: myKey, rangeEnd: EMPTY, prevKv: false }, ai);
     throw err;
   }
 }
 
 /** v3lock `Unlock`: deletes the lock key; returns the delete's header. */
-export async function unlock(etcd: EtcdServer, key: Buffer): Promise<ResponseHeader> {
-  return (await etcd.deleteRange({ key, rangeEnd: EMPTY, prevKv: false })).header!;
+export async function unlock(etcd: EtcdServer, key: Buffer, ai?: AuthInfo): Promise<ResponseHeader> {
+  return (await etcd.deleteRange({ key, rangeEnd: EMPTY, prevKv: false }, ai)).header!;
 }
 
 /**
@@ -213,7 +218,7 @@ export async function unlock(etcd: EtcdServer, key: Buffer): Promise<ResponseHea
  * resigns and Canceled is thrown.
  */
 export async function campaign(
-  etcd: EtcdServer, name: Buffer, lease: bigint, value: Buffer, signal: AbortSignal,
+  etcd: EtcdServer, name: Buffer, lease: bigint, value: Buffer, signal: AbortSignal, ai?: AuthInfo,
 ): Promise<{ header: ResponseHeader; leader: LeaderKey }> {
   const id = await sessionLease(etcd, lease);
   const pfx = Buffer.concat([name, Buffer.from('/')]);
@@ -222,24 +227,24 @@ export async function campaign(
     compare: [createRevIs(key, 0n)],
     success: [putOp(key, value, id)],
     failure: [getOp(rangeReq(key, EMPTY))],
-  });
+  }, ai);
   const leader: LeaderKey = { name, key, rev: resp.header!.revision, lease: id };
   if (!resp.succeeded) {
     const kv = resp.responses[0]!.responseRange!.kvs[0]!;
     leader.rev = kv.createRevision;
     if (!kv.value.equals(value)) {
       try {
-        await proclaim(etcd, leader, value);
+        await proclaim(etcd, leader, value, ai);
       } catch (err) {
-        await resign(etcd, leader);
+        await resign(etcd, leader, ai);
         throw err;
       }
     }
   }
   try {
-    await waitDeletes(etcd, pfx, leader.rev - 1n, signal);
+    await waitDeletes(etcd, pfx, leader.rev - 1n, signal, ai);
   } catch (err) {
-    if (err instanceof Canceled) await resign(etcd, leader);
+    if (err instanceof Canceled) await resign(etcd, leader, ai);
     throw err;
   }
   return { header: resp.header!, leader };
@@ -249,10 +254,10 @@ export async function campaign(
  * v3election `Proclaim` (etcd `Election.Proclaim`): sets the leader's value if `leader` still is
  * the key created at `leader.rev`. Throws MissingLeaderKey, ElectionNotLeader.
  */
-export async function proclaim(etcd: EtcdServer, leader: LeaderKey | undefined, value: Buffer): Promise<ResponseHeader> {
+export async function proclaim(etcd: EtcdServer, leader: LeaderKey | undefined, value: Buffer, ai?: AuthInfo): Promise<ResponseHeader> {
   if (!leader) throw new MissingLeaderKey();
   const id = await sessionLease(etcd, leader.lease);
-  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [putOp(leader.key, value, id)], failure: [] });
+  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [putOp(leader.key, value, id)], failure: [] }, ai);
   if (!resp.succeeded) throw new ElectionNotLeader();
   return resp.header!;
 }
@@ -261,16 +266,16 @@ export async function proclaim(etcd: EtcdServer, leader: LeaderKey | undefined, 
  * v3election `Resign` (etcd `Election.Resign`): deletes the leader key if it still is the one
  * created at `leader.rev`; answers the same either way. Throws MissingLeaderKey.
  */
-export async function resign(etcd: EtcdServer, leader: LeaderKey | undefined): Promise<ResponseHeader> {
+export async function resign(etcd: EtcdServer, leader: LeaderKey | undefined, ai?: AuthInfo): Promise<ResponseHeader> {
   if (!leader) throw new MissingLeaderKey();
   await sessionLease(etcd, leader.lease);
-  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [delOp(leader.key)], failure: [] });
+  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [delOp(leader.key)], failure: [] }, ai);
   return resp.header!;
 }
 
 /** v3election `Leader`: the oldest candidate's KeyValue. Throws ElectionNoLeader. */
-export function leader(etcd: EtcdServer, name: Buffer): { header: ResponseHeader; kv: KeyValue } {
-  const resp = etcd.range(topByCreate(Buffer.concat([name, Buffer.from('/')]), RangeRequest_SortOrder.ASCEND));
+export function leader(etcd: EtcdServer, name: Buffer, ai?: AuthInfo): { header: ResponseHeader; kv: KeyValue } {
+  const resp = etcd.range(topByCreate(Buffer.concat([name, Buffer.from('/')]), RangeRequest_SortOrder.ASCEND), ai);
   const kv = resp.kvs[0];
   if (!kv) throw new ElectionNoLeader();
   return { header: resp.header!, kv };
@@ -285,13 +290,15 @@ export function leader(etcd: EtcdServer, name: Buffer): { header: ResponseHeader
  * while waiting for a candidate. After a new leader is chosen the rest of that revision is
  * skipped, as etcd's watch restarts at the next revision.
  */
-export function observe(etcd: EtcdServer, name: Buffer, send: (header: ResponseHeader, kv: KeyValue) => void, signal: AbortSignal): void {
+export function observe(
+  etcd: EtcdServer, name: Buffer, send: (header: ResponseHeader, kv: KeyValue) => void, signal: AbortSignal, ai?: AuthInfo,
+): void {
   const pfx = Buffer.concat([name, Buffer.from('/')]);
   const pfxKey = keyFromBytes(pfx);
   /** The leader key being followed; undefined while there is no leader. */
   let current: string | undefined;
   const lookup = (): void => {
-    const resp = etcd.range(topByCreate(pfx, RangeRequest_SortOrder.ASCEND));
+    const resp = etcd.range(topByCreate(pfx, RangeRequest_SortOrder.ASCEND), ai);
     const kv = resp.kvs[0];
     current = kv ? keyFromBytes(kv.key) : undefined;
     if (kv) send(resp.header!, kv);

@@ -32,11 +32,11 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { Wal, WAL_HEADER_BYTES, type WalRecord } from './wal.js';
 
 /** Names of the backend's databases (etcd's bucket names where etcd has one). */
-export type BucketName = 'key' | 'meta' | 'lease' | 'alarm';
+export type BucketName = 'key' | 'meta' | 'lease' | 'alarm' | 'auth' | 'authUsers' | 'authRoles';
 
-/** Bucket numbers in log records. */
-const BUCKETS: readonly BucketName[] = ['key', 'meta', 'lease', 'alarm'];
-const BUCKET_IDS: Record<BucketName, number> = { key: 0, meta: 1, lease: 2, alarm: 3 };
+/** Bucket numbers in log records (append only: logs written by older versions keep their numbers). */
+const BUCKETS: readonly BucketName[] = ['key', 'meta', 'lease', 'alarm', 'auth', 'authUsers', 'authRoles'];
+const BUCKET_IDS: Record<BucketName, number> = { key: 0, meta: 1, lease: 2, alarm: 3, auth: 4, authUsers: 5, authRoles: 6 };
 const OP_PUT = 1;
 const OP_DELETE = 2;
 /**

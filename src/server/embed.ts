@@ -12,6 +12,7 @@ import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
 import { addElectionService } from './grpc/election-service.js';
 import { addKVService } from './grpc/kv-service.js';
+import { addAuthService } from './grpc/auth-service.js';
 import { addLeaseService } from './grpc/lease-service.js';
 import { addLockService } from './grpc/lock-service.js';
 import { checkRequests } from './grpc/malformed.js';
@@ -73,6 +74,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addLockService(grpc, etcd);
     addElectionService(grpc, etcd);
     addClusterService(grpc, etcd, advertised);
+    addAuthService(grpc, etcd);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const handler = httpHandler(etcd, serverMetrics);
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions));

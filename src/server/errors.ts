@@ -29,6 +29,32 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   return { code: Status.UNKNOWN, details: message, message, metadata: new Metadata() } as Partial<ServiceError>;
 }
 
+/** Go's names of the gRPC status codes (go-grpc-prometheus's `grpc_code`, grpc-go's error texts). */
+export const GRPC_CODE_NAMES: Record<number, string> = {
+  [Status.OK]: 'OK',
+  [Status.CANCELLED]: 'Canceled',
+  [Status.UNKNOWN]: 'Unknown',
+  [Status.INVALID_ARGUMENT]: 'InvalidArgument',
+  [Status.DEADLINE_EXCEEDED]: 'DeadlineExceeded',
+  [Status.NOT_FOUND]: 'NotFound',
+  [Status.ALREADY_EXISTS]: 'AlreadyExists',
+  [Status.PERMISSION_DENIED]: 'PermissionDenied',
+  [Status.RESOURCE_EXHAUSTED]: 'ResourceExhausted',
+  [Status.FAILED_PRECONDITION]: 'FailedPrecondition',
+  [Status.ABORTED]: 'Aborted',
+  [Status.OUT_OF_RANGE]: 'OutOfRange',
+  [Status.UNIMPLEMENTED]: 'Unimplemented',
+  [Status.INTERNAL]: 'Internal',
+  [Status.UNAVAILABLE]: 'Unavailable',
+  [Status.DATA_LOSS]: 'DataLoss',
+  [Status.UNAUTHENTICATED]: 'Unauthenticated',
+};
+
+/** The text of a grpc-go status error, e.g. `rpc error: code = PermissionDenied desc = etcdserver: permission denied`. */
+export function grpcErrorText(err: EtcdError): string {
+  return `rpc error: code = ${GRPC_CODE_NAMES[err.code] ?? String(err.code)} desc = ${err.details}`;
+}
+
 const e = (code: Status, msg: string) => () => new EtcdError(code, msg);
 
 /** Factories, one per etcd error (each call gives a fresh Error with its own stack). */
@@ -58,6 +84,20 @@ export const Errors = {
   permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied'),
   authNotEnabled: e(Status.FAILED_PRECONDITION, 'etcdserver: authentication is not enabled'),
   invalidAuthToken: e(Status.UNAUTHENTICATED, 'etcdserver: invalid auth token'),
+  rootUserNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not exist'),
+  rootRoleNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not have root role'),
+  userAlreadyExist: e(Status.FAILED_PRECONDITION, 'etcdserver: user name already exists'),
+  userEmpty: e(Status.INVALID_ARGUMENT, 'etcdserver: user name is empty'),
+  userNotFound: e(Status.FAILED_PRECONDITION, 'etcdserver: user name not found'),
+  roleAlreadyExist: e(Status.FAILED_PRECONDITION, 'etcdserver: role name already exists'),
+  roleNotFound: e(Status.FAILED_PRECONDITION, 'etcdserver: role name not found'),
+  roleEmpty: e(Status.INVALID_ARGUMENT, 'etcdserver: role name is empty'),
+  authFailed: e(Status.INVALID_ARGUMENT, 'etcdserver: authentication failed, invalid user ID or password'),
+  /** etcd 3.4 has no gRPC mapping for this one: it leaves as Unknown with the auth package's text. */
+  noPasswordUser: e(Status.UNKNOWN, 'auth: authentication failed, password was given for no password user'),
+  roleNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: role is not granted to the user'),
+  permissionNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: permission is not granted to the role'),
+  invalidAuthMgmt: e(Status.INVALID_ARGUMENT, 'etcdserver: invalid auth management'),
   noLeader: e(Status.UNAVAILABLE, 'etcdserver: no leader'),
   notCapable: e(Status.UNAVAILABLE, 'etcdserver: not capable'),
   stopped: e(Status.UNAVAILABLE, 'etcdserver: server stopped'),

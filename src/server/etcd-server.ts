@@ -14,7 +14,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
+import { AuthStore, type AuthInfo } from '../auth/auth-store.js';
 import { Backend } from '../mvcc/backend.js';
+import { keyToBytes } from '../mvcc/key.js';
 import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
 import { LeaseExists, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
@@ -22,6 +24,7 @@ import {
   AlarmRequest_AlarmAction,
   AlarmType,
   type AlarmMember,
+  type AuthenticateResponse,
   type CompactionRequest,
   type CompactionResponse,
   type DeleteRangeRequest,
@@ -77,6 +80,7 @@ export function computeClusterId(memberIds: readonly bigint[]): bigint {
  * a per-key overhead for puts.
  */
 const QUOTA_KV_OVERHEAD = 16 + 8 + 8 + 8 + 8 + 8 + 1 + 17;
+const EMPTY = Buffer.alloc(0);
 /** Quota cost of a LeaseGrant (etcd `leaseOverhead`). */
 const QUOTA_LEASE_OVERHEAD = 64;
 
@@ -89,6 +93,8 @@ export class EtcdServer {
   readonly watchableStore: WatchableStore;
   /** The leases (etcd `lessor`); the store's lease hooks. Expired leases are revoked through `leaseRevoke`. */
   readonly lessor: Lessor;
+  /** Users, roles and tokens (etcd `authStore`); requests from clients are checked against it. */
+  readonly auth: AuthStore;
   /** This member's ID (stable: derived from the peer URLs and cluster token, persisted). */
   readonly memberId: bigint;
   /** The cluster's ID. */
@@ -119,6 +125,7 @@ export class EtcdServer {
     });
     this.store = new KVStore(this.backend);
     this.watchableStore = new WatchableStore(this.store);
+    this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec });
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
@@ -210,10 +217,14 @@ export class EtcdServer {
     if (bytes > this.config.maxRequestBytes) throw Errors.requestTooLarge();
   }
 
-  /** KV.Range: reads at the newest durable revision. */
-  range(r: RangeRequest): RangeResponse {
+  /**
+   * KV.Range: reads at the newest durable revision. `ai` is the client's (see `AuthStore.authInfo`);
+   * without it (the server's own calls) no permission is checked.
+   */
+  range(r: RangeRequest, ai?: AuthInfo): RangeResponse {
     this.checkStopped();
     checkRange(r);
+    if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
     const resp = this.timed('read-only range ', () => applyRange(this.store.read(), r));
     this.fillHeader(resp.header);
     return resp;
@@ -255,39 +266,60 @@ export class EtcdServer {
     return resp;
   }
 
-  /** KV.Put: resolves once the write is durable. */
-  async put(r: PutRequest): Promise<PutResponse> {
+  /** KV.Put: resolves once the write is durable. `ai` as for `range`. */
+  async put(r: PutRequest, ai?: AuthInfo): Promise<PutResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkPut(r);
     this.checkQuota(r.key.length + r.value.length + QUOTA_KV_OVERHEAD);
-    const resp = await this.write((txn) => applyPut(txn, r));
+    const resp = await this.write((txn) => {
+      if (ai) {
+        // etcd `authApplierV3.Put`: write on the key, on every key of the lease, read for prev_kv.
+        this.auth.checkPut(ai, r.key);
+        this.checkLeaseKeys(ai, r.lease);
+        if (r.prevKv) this.auth.checkRange(ai, r.key, EMPTY);
+      }
+      return applyPut(txn, r);
+    });
     this.fillHeader(resp.header);
     return resp;
   }
 
-  /** KV.DeleteRange: resolves once the deletion is durable. */
-  async deleteRange(r: DeleteRangeRequest): Promise<DeleteRangeResponse> {
+  /** KV.DeleteRange: resolves once the deletion is durable. `ai` as for `range`. */
+  async deleteRange(r: DeleteRangeRequest, ai?: AuthInfo): Promise<DeleteRangeResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkDelete(r);
-    const resp = await this.write((txn) => applyDeleteRange(txn, r));
+    const resp = await this.write((txn) => {
+      if (ai) {
+        this.auth.checkDeleteRange(ai, r.key, r.rangeEnd);
+        if (r.prevKv) this.auth.checkRange(ai, r.key, r.rangeEnd);
+      }
+      return applyDeleteRange(txn, r);
+    });
     this.fillHeader(resp.header);
     return resp;
   }
 
-  /** KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads the durable view. */
-  async txn(r: TxnRequest): Promise<TxnResponse> {
+  /**
+   * KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads
+   * the durable view. `ai` as for `range`.
+   */
+  async txn(r: TxnRequest, ai?: AuthInfo): Promise<TxnResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkTxn(r, this.config.maxTxnOps);
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
     let resp: TxnResponse;
     if (isTxnReadonly(r)) {
+      if (ai) this.auth.checkTxn(ai, r);
       resp = this.timed('read-only range ', () => applyTxn(this.store.read(), r, false, leaseExists));
     } else {
       this.checkQuota(txnCost(r));
-      resp = await this.write((txn) => applyTxn(txn, r, true, leaseExists));
+      resp = await this.write((txn) => {
+        if (ai) this.auth.checkTxn(ai, r);
+        return applyTxn(txn, r, true, leaseExists);
+      });
     }
     this.fillHeader(resp.header);
     return resp;
@@ -401,13 +433,15 @@ export class EtcdServer {
 
   /**
    * Lease.LeaseRevoke (etcd `LeaseRevoke`): deletes the lease's keys in one revision. One raft
-   * index entry, also for an unknown lease, which throws "requested lease not found".
+   * index entry, also for an unknown lease, which throws "requested lease not found". With
+   * `ai` (as for `range`), the client needs write permission on every key of the lease.
    */
-  async leaseRevoke(r: LeaseRevokeRequest): Promise<LeaseRevokeResponse> {
+  async leaseRevoke(r: LeaseRevokeRequest, ai?: AuthInfo): Promise<LeaseRevokeResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     this.bumpRaftIndex();
     try {
+      if (ai) this.checkLeaseKeys(ai, r.ID);
       await this.lessor.revoke(r.ID);
     } catch (err) {
       await this.store.sync();
@@ -416,10 +450,44 @@ export class EtcdServer {
     return { header: this.fillHeader(undefined) };
   }
 
+  /** etcd `checkLeasePuts`: write permission on every key attached to lease `id` (none for an unknown lease). */
+  private checkLeaseKeys(ai: AuthInfo, id: bigint): void {
+    for (const key of this.lessor.lookup(id)?.keys ?? []) this.auth.checkPut(ai, keyToBytes(key));
+  }
+
+  /**
+   * An Auth service request (etcd applies each as a raft entry): one raft index entry, root's
+   * privileges when `admin`, then `apply`; resolves with apply's result and a header once its
+   * changes are durable. Errors of the check or of `apply` are thrown after the entry counted.
+   */
+  async authRequest<R extends object>(ai: AuthInfo, admin: boolean, apply: () => R): Promise<R & { header: ResponseHeader }> {
+    if (this.defragging) await this.defragging;
+    this.checkStopped();
+    this.bumpRaftIndex();
+    try {
+      if (admin) this.auth.checkAdmin(ai);
+      return { ...apply(), header: this.fillHeader(undefined) };
+    } finally {
+      await this.store.sync();
+    }
+  }
+
+  /**
+   * Auth.Authenticate (etcd `EtcdServer.Authenticate`): checks the password (no raft entry
+   * when it is wrong), then, as one raft entry, gives a simple token ending in that entry's
+   * index. Throws as `AuthStore.checkPassword` and `AuthStore.authenticate`.
+   */
+  async authenticate(name: string, password: string): Promise<AuthenticateResponse> {
+    this.checkStopped();
+    await this.auth.checkPassword(name, password);
+    return this.authRequest({ username: '' }, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue) }));
+  }
+
   /** Stops serving: waits for queued writes to be durable, closes the backend, frees the data dir. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.auth.close();
     this.lessor.stop();
     this.watchableStore.close();
     try {

@@ -27,6 +27,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { KVService, MaintenanceService } from '../proto/gen/rpc.gen.js';
+import { GRPC_CODE_NAMES } from './errors.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
 
 /** The soft limit called `name` in /proc/self/limits; unlimited is 2^64, as client_golang reports it. */
@@ -54,27 +55,6 @@ function grpcType(requestStream: boolean, responseStream: boolean): string {
   if (requestStream) return responseStream ? 'bidi_stream' : 'client_stream';
   return responseStream ? 'server_stream' : 'unary';
 }
-
-/** Go's names of the gRPC status codes, as go-grpc-prometheus puts them in `grpc_code`. */
-const GRPC_CODE_NAMES: Record<number, string> = {
-  [GrpcStatus.OK]: 'OK',
-  [GrpcStatus.CANCELLED]: 'Canceled',
-  [GrpcStatus.UNKNOWN]: 'Unknown',
-  [GrpcStatus.INVALID_ARGUMENT]: 'InvalidArgument',
-  [GrpcStatus.DEADLINE_EXCEEDED]: 'DeadlineExceeded',
-  [GrpcStatus.NOT_FOUND]: 'NotFound',
-  [GrpcStatus.ALREADY_EXISTS]: 'AlreadyExists',
-  [GrpcStatus.PERMISSION_DENIED]: 'PermissionDenied',
-  [GrpcStatus.RESOURCE_EXHAUSTED]: 'ResourceExhausted',
-  [GrpcStatus.FAILED_PRECONDITION]: 'FailedPrecondition',
-  [GrpcStatus.ABORTED]: 'Aborted',
-  [GrpcStatus.OUT_OF_RANGE]: 'OutOfRange',
-  [GrpcStatus.UNIMPLEMENTED]: 'Unimplemented',
-  [GrpcStatus.INTERNAL]: 'Internal',
-  [GrpcStatus.UNAVAILABLE]: 'Unavailable',
-  [GrpcStatus.DATA_LOSS]: 'DataLoss',
-  [GrpcStatus.UNAUTHENTICATED]: 'Unauthenticated',
-};
 
 /** A grpc-js streaming call as `instrument` sees it: `pendingStatus` is grpc-js's own field. */
 interface StreamingCall extends EventEmitter {

@@ -79,6 +79,11 @@ export interface WatchStreamOptions {
   progressIntervalMs: number;
   /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
   sendBufferLimit?: number;
+  /**
+   * Whether the client may watch [key, rangeEnd) (etcd `isWatchPermitted`; range_end as in the
+   * request): undefined when it may, else the cancel reason. @default every watch is permitted
+   */
+  refusal?(key: Buffer, rangeEnd: Buffer): string | undefined;
 }
 
 /** Bits of the boolean fields of a WatchResponse, for marshalResponse. */
@@ -350,6 +355,8 @@ export class WatchStream implements WatcherSink {
     else if (c.rangeEnd.length === 1 && c.rangeEnd[0] === 0) end = '';
     else end = keyFromBytes(c.rangeEnd);
     const wsrev = this.store.rev;
+    const refusal = this.opts.refusal?.(c.key.length === 0 ? Buffer.from([0]) : c.key, c.rangeEnd);
+    if (refusal !== undefined) return this.refuse(wsrev, refusal);
     if (end !== undefined && end !== '' && key >= end) return this.refuse(wsrev, ERR_EMPTY_WATCHER_RANGE);
     let id: number;
     if (c.watchId === AUTO_WATCH_ID) {

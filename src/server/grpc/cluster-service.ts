@@ -30,16 +30,21 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
     })),
     // Adding a member to a one-member cluster needs the new member to be started to keep
     // quorum; etcd-ts has no peers, so every change is refused with etcd's error for that.
-    memberAdd: unary(() => {
+    // With auth on, etcd first checks root's privileges (`checkMembershipOperationPermission`).
+    memberAdd: unary((_r, md) => {
+      etcd.auth.checkAdmin(etcd.auth.authInfo(md));
       throw Errors.memberNotEnoughStarted();
     }),
-    memberRemove: unary(() => {
+    memberRemove: unary((_r, md) => {
+      etcd.auth.checkAdmin(etcd.auth.authInfo(md));
       throw Errors.memberNotEnoughStarted();
     }),
-    memberUpdate: unary(() => {
+    memberUpdate: unary((_r, md) => {
+      etcd.auth.checkAdmin(etcd.auth.authInfo(md));
       throw Errors.memberNotEnoughStarted();
     }),
-    memberPromote: unary(() => {
+    memberPromote: unary((_r, md) => {
+      etcd.auth.checkAdmin(etcd.auth.authInfo(md));
       throw Errors.memberNotLearner();
     }),
   });

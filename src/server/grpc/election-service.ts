@@ -25,19 +25,25 @@ export function addElectionService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(ElectionService, {
     campaign: (call: ServerUnaryCall<CampaignRequest, CampaignResponse>, callback: sendUnaryData<CampaignResponse>) => {
       const r = call.request;
-      campaign(etcd, r.name, r.lease, r.value, callSignal(call)).then(
+      Promise.resolve()
+        .then(() => campaign(etcd, r.name, r.lease, r.value, callSignal(call), etcd.auth.authInfo(call.metadata)))
+        .then(
         (res) => callback(null, res),
         (err: unknown) => callback(clientError(err)),
       );
     },
-    proclaim: clientUnary(async (r: ProclaimRequest) => ({ header: await proclaim(etcd, r.leader, r.value) })),
-    leader: clientUnary((r: LeaderRequest): LeaderResponse => leader(etcd, r.name)),
+    proclaim: clientUnary(async (r: ProclaimRequest, md) => ({ header: await proclaim(etcd, r.leader, r.value, etcd.auth.authInfo(md)) })),
+    leader: clientUnary((r: LeaderRequest, md): LeaderResponse => leader(etcd, r.name, etcd.auth.authInfo(md))),
     observe: (call: ServerWritableStream<LeaderRequest, LeaderResponse>) => {
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
       call.on('close', () => ac.abort());
-      observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal);
+      try {
+        observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal, etcd.auth.authInfo(call.metadata));
+      } catch (err) {
+        call.emit('error', clientError(err));
+      }
     },
-    resign: clientUnary(async (r: ResignRequest) => ({ header: await resign(etcd, r.leader) })),
+    resign: clientUnary(async (r: ResignRequest, md) => ({ header: await resign(etcd, r.leader, etcd.auth.authInfo(md)) })),
   });
 }

@@ -28,8 +28,13 @@ import { unary } from './unary.js';
 /** Registers the Lease service of `etcd` on `grpc`. */
 export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(LeaseService, {
-    leaseGrant: unary((r: LeaseGrantRequest) => etcd.leaseGrant(r)),
-    leaseRevoke: unary((r: LeaseRevokeRequest) => etcd.leaseRevoke(r)),
+    // etcd checks a given token on both (they are raft requests); a revoke needs write
+    // permission on the lease's keys.
+    leaseGrant: unary((r: LeaseGrantRequest, md) => {
+      etcd.auth.authInfo(md);
+      return etcd.leaseGrant(r);
+    }),
+    leaseRevoke: unary((r: LeaseRevokeRequest, md) => etcd.leaseRevoke(r, etcd.auth.authInfo(md))),
     leaseKeepAlive: (call: ServerCall) => keepAlive(etcd, call),
     leaseTimeToLive: unary((r: LeaseTimeToLiveRequest) => timeToLive(etcd, r)),
     leaseLeases: unary((): LeaseLeasesResponse => ({

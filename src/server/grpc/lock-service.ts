@@ -6,6 +6,7 @@
  */
 import { Metadata, status as Status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
+import type { TokenMetadata } from '../../auth/auth-store.js';
 import { lock, unlock } from '../../lease/concurrency.js';
 import { LockService, type LockRequest, type LockResponse, type UnlockRequest } from '../../proto/gen/v3lock.gen.js';
 import type { EtcdServer } from '../etcd-server.js';
@@ -20,11 +21,11 @@ export function clientError(err: unknown): Partial<ServiceError> {
   return { code: Status.UNKNOWN, details: message, message, metadata: new Metadata() } as Partial<ServiceError>;
 }
 
-/** Wraps `fn(request)` as a grpc-js unary handler answering errors as `clientError`. */
-export function clientUnary<Req, Res>(fn: (req: Req) => Res | Promise<Res>) {
+/** Wraps `fn(request, metadata)` as a grpc-js unary handler answering errors as `clientError`. */
+export function clientUnary<Req, Res>(fn: (req: Req, metadata: TokenMetadata) => Res | Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     Promise.resolve()
-      .then(() => fn(call.request))
+      .then(() => fn(call.request, call.metadata))
       .then((res) => callback(null, res), (err: unknown) => callback(clientError(err)));
   };
 }
@@ -40,11 +41,13 @@ export function callSignal(call: { on(event: 'cancelled', listener: () => void):
 export function addLockService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(LockService, {
     lock: (call: ServerUnaryCall<LockRequest, LockResponse>, callback: sendUnaryData<LockResponse>) => {
-      lock(etcd, call.request.name, call.request.lease, callSignal(call)).then(
+      Promise.resolve()
+        .then(() => lock(etcd, call.request.name, call.request.lease, callSignal(call), etcd.auth.authInfo(call.metadata)))
+        .then(
         (res) => callback(null, res),
         (err: unknown) => callback(clientError(err)),
       );
     },
-    unlock: clientUnary(async (r: UnlockRequest) => ({ header: await unlock(etcd, r.key) })),
+    unlock: clientUnary(async (r: UnlockRequest, md) => ({ header: await unlock(etcd, r.key, etcd.auth.authInfo(md)) })),
   });
 }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { status as Status, type ServerWritableStream } from '@grpc/grpc-js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { crc32c } from '@node-rs/crc32';
+import type { TokenMetadata } from '../../auth/auth-store.js';
 import { WAL_SEQ_META, type BucketName } from '../../mvcc/backend.js';
 import type { KVStore } from '../../mvcc/kv-store.js';
 import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
@@ -116,7 +117,7 @@ export function hashByRev(store: KVStore, rev: number): { hash: number; currentR
 }
 
 /** Buckets in the order bbolt iterates them (by name). */
-const HASHED_BUCKETS: readonly BucketName[] = ['alarm', 'key', 'lease', 'meta'];
+const HASHED_BUCKETS: readonly BucketName[] = ['alarm', 'auth', 'authRoles', 'authUsers', 'key', 'lease', 'meta'];
 
 /**
  * Meta entries left out of the whole-backend hash (etcd `DefaultIgnores` skips
@@ -197,26 +198,34 @@ function send(call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, msg
   });
 }
 
-/** Registers the Maintenance service. */
+/**
+ * Registers the Maintenance service. With auth on, Hash, HashKV, Defragment and Snapshot need
+ * root's privileges (etcd `authMaintenanceServer`) and Alarm a valid token if one is given (it
+ * is a raft request); Status and MoveLeader check nothing.
+ */
 export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
+  const admin = (md: TokenMetadata) => etcd.auth.checkAdmin(etcd.auth.authInfo(md));
   const handlers: MaintenanceServer = {
     status: unary(() => status(etcd)),
     // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`).
-    alarm: unary(async (r: AlarmRequest): Promise<AlarmResponse> => ({
-      header: undefined,
-      alarms: await etcd.alarm(r.action, r.memberID, r.alarm),
-    })),
-    hash: unary(async (): Promise<HashResponse> => {
+    alarm: unary(async (r: AlarmRequest, md): Promise<AlarmResponse> => {
+      etcd.auth.authInfo(md);
+      return { header: undefined, alarms: await etcd.alarm(r.action, r.memberID, r.alarm) };
+    }),
+    hash: unary(async (_r, md): Promise<HashResponse> => {
+      admin(md);
       await etcd.store.sync();
       return { header: etcd.fillHeader(undefined), hash: hashBackend(etcd) };
     }),
-    hashKv: unary((r: HashKVRequest): HashKVResponse => {
+    hashKv: unary((r: HashKVRequest, md): HashKVResponse => {
+      admin(md);
       const { hash, currentRev, compactRev } = hashByRev(etcd.store, Number(r.revision));
       const header = etcd.fillHeader(undefined);
       header.revision = BigInt(currentRev);
       return { header, hash, compactRevision: BigInt(compactRev) };
     }),
-    defragment: unary(async () => {
+    defragment: unary(async (_r, md) => {
+      admin(md);
       etcd.log.info('starting defragment');
       await etcd.defragment();
       etcd.log.info('finished defragment');
@@ -224,7 +233,10 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
       return { header: undefined };
     }),
     snapshot: (call: ServerWritableStream<SnapshotRequest, SnapshotResponse>) => {
-      streamSnapshot(etcd, call).then(
+      Promise.resolve()
+        .then(() => admin(call.metadata))
+        .then(() => streamSnapshot(etcd, call))
+        .then(
         () => call.end(),
         (err: unknown) => {
           etcd.log.warn({ err }, 'failed to send database snapshot');

@@ -3,6 +3,7 @@
  * errors into gRPC statuses. A handler never leaves an exception unanswered.
  */
 import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { TokenMetadata } from '../../auth/auth-store.js';
 import { toServiceError } from '../errors.js';
 
 /** Request sizes in bytes as they arrived on the wire, for etcd's --max-request-bytes check. */
@@ -34,12 +35,12 @@ export function withWire<S extends ServiceDefinition>(service: S, serializers: P
   return out as S;
 }
 
-/** Wraps `fn(request)` as a grpc-js unary handler. */
-export function unary<Req, Res>(fn: (req: Req) => Res | Promise<Res>) {
+/** Wraps `fn(request, metadata)` as a grpc-js unary handler (`metadata` is the call's, for its auth token). */
+export function unary<Req, Res>(fn: (req: Req, metadata: TokenMetadata) => Res | Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     let result: Res | Promise<Res>;
     try {
-      result = fn(call.request);
+      result = fn(call.request, call.metadata);
     } catch (err) {
       callback(toServiceError(err));
       return;

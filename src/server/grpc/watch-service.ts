@@ -8,6 +8,7 @@
  */
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
 import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
+import { Errors, EtcdError, grpcErrorText } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
 import type { GrpcServer, ServerCall } from '../transport/grpc-server.js';
 
@@ -70,6 +71,21 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
 }
 
 /**
+ * Why the stream's client may not watch [key, rangeEnd), as etcd's cancel reason (the gRPC
+ * error's text), or undefined when it may (etcd `isWatchPermitted`). The token is the stream's,
+ * looked up at each create. etcd 3.4 checks a from-key watch (range_end "\0") on its first key
+ * only; it is checked here on every key it would see.
+ */
+function watchRefusal(etcd: EtcdServer, call: ServerCall, key: Buffer, rangeEnd: Buffer): string | undefined {
+  try {
+    etcd.auth.checkRange(etcd.auth.authInfo(call.metadata), key, rangeEnd);
+    return undefined;
+  } catch (err) {
+    return grpcErrorText(err instanceof EtcdError ? err : Errors.permissionDenied());
+  }
+}
+
+/**
  * Registers the Watch service of `etcd` on `grpc`; `onSent` counts the bytes of the responses
  * written straight to HTTP/2 (see `callTransport`).
  */
@@ -85,7 +101,12 @@ export function addWatchService(grpc: GrpcServer, etcd: EtcdServer, onSent: (byt
       const stream: WatchStream = new WatchStream(
         etcd.watchableStore,
         callTransport(call, () => stream.drained(), onSent),
-        { headerField, maxRequestBytes: etcd.config.maxRequestBytes, progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs },
+        {
+          headerField,
+          maxRequestBytes: etcd.config.maxRequestBytes,
+          progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs,
+          refusal: (key, rangeEnd) => watchRefusal(etcd, call, key, rangeEnd),
+        },
       );
       call.on('data', (req: WatchRequest) => {
         try {

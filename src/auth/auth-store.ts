@@ -1,0 +1,491 @@
+/**
+ * Users, roles, key permissions and simple tokens (etcd `auth.authStore`, `auth/store.go`,
+ * `range_perm_cache.go` and `simple_token.go`).
+ *
+ * State lives in three backend buckets named as etcd's: `auth` (the enabled flag), `authUsers`
+ * (name → authpb.User) and `authRoles` (name → authpb.Role), and in memory, where each user's
+ * permissions are merged into sorted, disjoint key intervals (etcd's range permission cache).
+ * Writes are queued in the backend; the caller makes them durable (EtcdServer waits for the
+ * store's sync before answering).
+ *
+ * Tokens are etcd's "simple" tokens, `<16 letters>.<raft index>`, held in memory only: they
+ * die with the process, when auth is disabled, when their user is deleted or changes password,
+ * and after `--auth-token-ttl` seconds without use.
+ *
+ * Every method runs synchronously on the one JS thread, so a check and the request it guards
+ * see the same state: etcd's "revision of auth store is old" cannot happen here.
+ */
+import { randomInt } from 'node:crypto';
+import bcrypt from 'bcrypt';
+import type { Backend } from '../mvcc/backend.js';
+import { Permission_Type, Role, User, type Permission } from '../proto/gen/auth.gen.js';
+import type { RequestOp, TxnRequest } from '../proto/gen/rpc.gen.js';
+import { Errors } from '../server/errors.js';
+
+/** Who sends a request (etcd `AuthInfo`): the token's user, or '' when the request has no token. */
+export interface AuthInfo {
+  username: string;
+}
+
+/** A request's metadata, as grpc-js and etcd-ts's transport offer it. */
+export interface TokenMetadata {
+  get(key: string): unknown[];
+}
+
+/** Options of `AuthStore`. */
+export interface AuthStoreOptions {
+  /** bcrypt cost of stored passwords (etcd `--bcrypt-cost`). @default 10 */
+  bcryptCost?: number;
+  /** Seconds an unused simple token lives (etcd `--auth-token-ttl`). @default 300 */
+  tokenTtlSec?: number;
+}
+
+const ROOT = 'root';
+const ENABLED_KEY = Buffer.from('authEnabled');
+const ENABLED = Buffer.from([1]);
+const DISABLED = Buffer.from([0]);
+const TOKEN_LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+const TOKEN_PREFIX_LENGTH = 16;
+/** etcd `simpleTokenTTLResolution`: how often expired tokens are dropped. */
+const TOKEN_SWEEP_MS = 1000;
+/** Metadata keys that carry the token (etcd `TokenFieldNameGRPC`, `TokenFieldNameSwagger`). */
+const TOKEN_FIELDS = ['token', 'authorization'] as const;
+
+/** A half-open key interval [begin, end); `end` undefined = no upper bound. */
+interface KeyInterval {
+  begin: Buffer;
+  end: Buffer | undefined;
+}
+
+/** One user's merged permissions (etcd `unifiedRangePermissions`). */
+interface UserPerms {
+  read: KeyInterval[];
+  write: KeyInterval[];
+}
+
+type PermKind = 'read' | 'write';
+
+/** `a < b` with undefined as +∞. */
+function endBefore(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  if (a === undefined) return false;
+  return b === undefined || Buffer.compare(a, b) < 0;
+}
+
+/**
+ * The interval a permission grants (etcd `getMergedPerms`): no range end is the key alone,
+ * a range end of "\0" is every key from `key` on.
+ */
+function permInterval(p: Permission): KeyInterval {
+  if (p.rangeEnd.length === 0) return { begin: p.key, end: Buffer.concat([p.key, Buffer.from([0])]) };
+  if (p.rangeEnd.length === 1 && p.rangeEnd[0] === 0) return { begin: p.key, end: undefined };
+  return { begin: p.key, end: p.rangeEnd };
+}
+
+/** Sorts intervals and merges those that overlap or touch; empty ones are dropped. */
+function merge(ivs: KeyInterval[]): KeyInterval[] {
+  const sorted = ivs.filter((iv) => endBefore(iv.begin, iv.end)).sort((a, b) => Buffer.compare(a.begin, b.begin));
+  const out: KeyInterval[] = [];
+  for (const iv of sorted) {
+    const last = out[out.length - 1];
+    if (last && !endBefore(last.end, iv.begin)) {
+      if (endBefore(last.end, iv.end)) last.end = iv.end;
+    } else {
+      out.push({ ...iv });
+    }
+  }
+  return out;
+}
+
+/** The merged interval holding `key`, if any (binary search over disjoint sorted intervals). */
+function holding(ivs: readonly KeyInterval[], key: Buffer): KeyInterval | undefined {
+  let lo = 0;
+  let hi = ivs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const iv = ivs[mid]!;
+    if (Buffer.compare(key, iv.begin) < 0) hi = mid - 1;
+    else if (endBefore(key, iv.end)) return iv;
+    else lo = mid + 1;
+  }
+  return undefined;
+}
+
+/**
+ * True when `ivs` grant every key of the request's range (etcd `checkKeyPoint` /
+ * `checkKeyInterval`): an empty range end asks for the key alone, "\0" for every key from
+ * `key` on. A range with end ≤ key covers no key and is refused, as etcd's interval tree does.
+ */
+function covers(ivs: readonly KeyInterval[], key: Buffer, rangeEnd: Buffer): boolean {
+  const iv = holding(ivs, key);
+  if (!iv) return false;
+  if (rangeEnd.length === 0) return true;
+  const end = rangeEnd.length === 1 && rangeEnd[0] === 0 ? undefined : rangeEnd;
+  return endBefore(key, end) && !endBefore(iv.end, end);
+}
+
+export class AuthStore {
+  private readonly backend: Backend;
+  private readonly bcryptCost: number;
+  private readonly tokenTtlMs: number;
+  private enabledFlag: boolean;
+  /** Users and roles by name, as stored. */
+  private readonly users = new Map<string, User>();
+  private readonly roles = new Map<string, Role>();
+  /** Each user's merged permissions (etcd `rangePermCache`); rebuilt after every change. */
+  private perms = new Map<string, UserPerms>();
+  /** Simple tokens → their user and the time (ms) they expire unless used. */
+  private readonly tokens = new Map<string, { username: string; expiresAt: number }>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(backend: Backend, options: AuthStoreOptions = {}) {
+    this.backend = backend;
+    this.bcryptCost = options.bcryptCost ?? 10;
+    this.tokenTtlMs = (options.tokenTtlSec || 300) * 1000;
+    for (const { key, value } of backend.range('authUsers')) this.users.set(key.toString(), User.decode(value));
+    for (const { key, value } of backend.range('authRoles')) this.roles.set(key.toString(), Role.decode(value));
+    this.enabledFlag = backend.get('auth', ENABLED_KEY)?.equals(ENABLED) ?? false;
+    this.refreshPerms();
+    if (this.enabledFlag) this.startSweeper();
+  }
+
+  /** Whether authentication is on (etcd `IsAuthEnabled`). */
+  get enabled(): boolean {
+    return this.enabledFlag;
+  }
+
+  /** Drops the token sweeper's timer (the store itself needs no closing). */
+  close(): void {
+    this.stopSweeper();
+  }
+
+  // --- tokens -----------------------------------------------------------------------------
+
+  /**
+   * Who sends a request with this metadata (etcd `AuthInfoFromCtx`): `{ username: '' }` when it
+   * carries no token. Throws "invalid auth token" for a token this server did not give or that
+   * expired, also while auth is disabled. A valid token's lifetime starts again.
+   */
+  authInfo(md: TokenMetadata | undefined): AuthInfo {
+    let token: unknown;
+    for (const field of TOKEN_FIELDS) {
+      token = md?.get(field)[0];
+      if (token !== undefined) break;
+    }
+    if (token === undefined) return { username: '' };
+    const t = this.tokens.get(String(token));
+    if (!t || t.expiresAt < Date.now()) throw Errors.invalidAuthToken();
+    t.expiresAt = Date.now() + this.tokenTtlMs;
+    return { username: t.username };
+  }
+
+  /**
+   * Checks a password (etcd `CheckPassword`), off the main thread. Throws "authentication is
+   * not enabled", "authentication failed" for an unknown user or a wrong password, and etcd's
+   * Unknown-coded "password was given for no password user" for a user added with no password.
+   */
+  async checkPassword(name: string, password: string): Promise<void> {
+    if (!this.enabledFlag) throw Errors.authNotEnabled();
+    const user = this.users.get(name);
+    if (!user) throw Errors.authFailed();
+    if (user.options?.noPassword) throw Errors.noPasswordUser();
+    if (!(await bcrypt.compare(password, user.password.toString()))) throw Errors.authFailed();
+  }
+
+  /**
+   * Gives `name` a new simple token (etcd `Authenticate`), `<16 random letters>.<index>`
+   * where `index` is the raft index of the request. Throws "authentication is not enabled",
+   * or "authentication failed" when the user is gone or has no password.
+   */
+  authenticate(name: string, index: bigint): string {
+    if (!this.enabledFlag) throw Errors.authNotEnabled();
+    const user = this.users.get(name);
+    if (!user || user.options?.noPassword) throw Errors.authFailed();
+    let prefix = '';
+    for (let i = 0; i < TOKEN_PREFIX_LENGTH; i++) prefix += TOKEN_LETTERS[randomInt(TOKEN_LETTERS.length)];
+    const token = `${prefix}.${index}`;
+    this.tokens.set(token, { username: name, expiresAt: Date.now() + this.tokenTtlMs });
+    return token;
+  }
+
+  private invalidateUser(name: string): void {
+    for (const [token, t] of this.tokens) if (t.username === name) this.tokens.delete(token);
+  }
+
+  private startSweeper(): void {
+    this.sweeper ??= setInterval(() => {
+      const now = Date.now();
+      for (const [token, t] of this.tokens) if (t.expiresAt < now) this.tokens.delete(token);
+    }, TOKEN_SWEEP_MS).unref();
+  }
+
+  private stopSweeper(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  // --- enable / disable -------------------------------------------------------------------
+
+  /**
+   * Turns authentication on (etcd `AuthEnable`); a no-op when it is on. Throws "root user does
+   * not exist" or "root user does not have root role".
+   */
+  enable(): void {
+    if (this.enabledFlag) return;
+    const root = this.users.get(ROOT);
+    if (!root) throw Errors.rootUserNotExist();
+    if (!root.roles.includes(ROOT)) throw Errors.rootRoleNotExist();
+    this.backend.put('auth', ENABLED_KEY, ENABLED);
+    this.enabledFlag = true;
+    this.startSweeper();
+  }
+
+  /** Turns authentication off and forgets every token (etcd `AuthDisable`). */
+  disable(): void {
+    if (!this.enabledFlag) return;
+    this.backend.put('auth', ENABLED_KEY, DISABLED);
+    this.enabledFlag = false;
+    this.tokens.clear();
+    this.stopSweeper();
+  }
+
+  // --- users ------------------------------------------------------------------------------
+
+  /** bcrypt hash of `password` at the store's cost, computed on libuv's pool. */
+  async hashPassword(password: string): Promise<Buffer> {
+    return Buffer.from(await bcrypt.hash(password, this.bcryptCost));
+  }
+
+  /**
+   * Adds a user (etcd `UserAdd`); `hashed` from `hashPassword`, or undefined for a user with
+   * `noPassword`. Throws "user name is empty", "user name already exists".
+   */
+  userAdd(name: string, hashed: Buffer | undefined, noPassword: boolean): void {
+    if (name === '') throw Errors.userEmpty();
+    if (this.users.has(name)) throw Errors.userAlreadyExist();
+    this.putUser({ name: Buffer.from(name), password: hashed ?? Buffer.alloc(0), roles: [], options: { noPassword } });
+  }
+
+  /** Deletes a user and its tokens (etcd `UserDelete`). Throws "invalid auth management" for root while enabled, "user name not found". */
+  userDelete(name: string): void {
+    if (this.enabledFlag && name === ROOT) throw Errors.invalidAuthMgmt();
+    if (!this.users.has(name)) throw Errors.userNotFound();
+    this.users.delete(name);
+    this.backend.remove('authUsers', Buffer.from(name));
+    this.refreshPerms();
+    this.invalidateUser(name);
+  }
+
+  /** Replaces a user's password and drops its tokens (etcd `UserChangePassword`). Throws "user name not found". */
+  userChangePassword(name: string, hashed: Buffer): void {
+    const user = this.getUser(name);
+    this.putUser({ ...user, password: hashed });
+    this.invalidateUser(name);
+  }
+
+  /**
+   * Grants a role (etcd `UserGrantRole`); granting one the user has is a no-op. Throws "user
+   * name not found", "role name not found" (the root role needs not exist).
+   */
+  userGrantRole(name: string, role: string): void {
+    const user = this.getUser(name);
+    if (role !== ROOT && !this.roles.has(role)) throw Errors.roleNotFound();
+    if (user.roles.includes(role)) return;
+    this.putUser({ ...user, roles: [...user.roles, role].sort() });
+  }
+
+  /** The user's roles, sorted (etcd `UserGet`). Throws "user name not found". */
+  userGet(name: string): string[] {
+    return [...this.getUser(name).roles];
+  }
+
+  /** Every user name, in byte order (etcd `UserList`). */
+  userList(): string[] {
+    return sortedNames(this.users);
+  }
+
+  /**
+   * Revokes a role (etcd `UserRevokeRole`). Throws "invalid auth management" for root's root
+   * role while enabled, "user name not found", "role is not granted to the user".
+   */
+  userRevokeRole(name: string, role: string): void {
+    if (this.enabledFlag && name === ROOT && role === ROOT) throw Errors.invalidAuthMgmt();
+    const user = this.getUser(name);
+    if (!user.roles.includes(role)) throw Errors.roleNotGranted();
+    this.putUser({ ...user, roles: user.roles.filter((r) => r !== role) });
+  }
+
+  /** True when `name` exists and has `role` (etcd `HasRole`). */
+  hasRole(name: string, role: string): boolean {
+    return this.users.get(name)?.roles.includes(role) ?? false;
+  }
+
+  private getUser(name: string): User {
+    const user = this.users.get(name);
+    if (!user) throw Errors.userNotFound();
+    return user;
+  }
+
+  private putUser(user: User): void {
+    const name = user.name.toString();
+    this.users.set(name, user);
+    this.backend.put('authUsers', user.name, Buffer.from(User.encode(user).finish()));
+    this.refreshPerms();
+  }
+
+  // --- roles ------------------------------------------------------------------------------
+
+  /** Adds a role with no permissions (etcd `RoleAdd`). Throws "role name is empty", "role name already exists". */
+  roleAdd(name: string): void {
+    if (name === '') throw Errors.roleEmpty();
+    if (this.roles.has(name)) throw Errors.roleAlreadyExist();
+    this.putRole({ name: Buffer.from(name), keyPermission: [] });
+  }
+
+  /** The role's permissions, sorted by key (etcd `RoleGet`). Throws "role name not found". */
+  roleGet(name: string): Permission[] {
+    return [...this.getRole(name).keyPermission];
+  }
+
+  /** Every role name, in byte order (etcd `RoleList`). */
+  roleList(): string[] {
+    return sortedNames(this.roles);
+  }
+
+  /**
+   * Deletes a role and takes it from every user (etcd `RoleDelete`). Throws "invalid auth
+   * management" for root while enabled, "role name not found".
+   */
+  roleDelete(name: string): void {
+    if (this.enabledFlag && name === ROOT) throw Errors.invalidAuthMgmt();
+    this.getRole(name);
+    this.roles.delete(name);
+    this.backend.remove('authRoles', Buffer.from(name));
+    for (const user of [...this.users.values()]) {
+      if (user.roles.includes(name)) this.putUser({ ...user, roles: user.roles.filter((r) => r !== name) });
+    }
+    this.refreshPerms();
+  }
+
+  /**
+   * Grants a permission (etcd `RoleGrantPermission`): one with the same key and range end has
+   * its type replaced, others are added in key order. Throws "role name not found".
+   */
+  roleGrantPermission(name: string, perm: Permission): void {
+    const role = this.getRole(name);
+    const same = role.keyPermission.findIndex((p) => p.key.equals(perm.key) && p.rangeEnd.equals(perm.rangeEnd));
+    const keyPermission = [...role.keyPermission];
+    if (same >= 0) keyPermission[same] = { ...keyPermission[same]!, permType: perm.permType };
+    else keyPermission.push({ key: perm.key, rangeEnd: perm.rangeEnd, permType: perm.permType });
+    keyPermission.sort((a, b) => Buffer.compare(a.key, b.key));
+    this.putRole({ ...role, keyPermission });
+  }
+
+  /**
+   * Revokes the permission on exactly [key, rangeEnd) (etcd `RoleRevokePermission`). Throws
+   * "role name not found", "permission is not granted to the role".
+   */
+  roleRevokePermission(name: string, key: Buffer, rangeEnd: Buffer): void {
+    const role = this.getRole(name);
+    const keyPermission = role.keyPermission.filter((p) => !p.key.equals(key) || !p.rangeEnd.equals(rangeEnd));
+    if (keyPermission.length === role.keyPermission.length) throw Errors.permissionNotGranted();
+    this.putRole({ ...role, keyPermission });
+  }
+
+  private getRole(name: string): Role {
+    const role = this.roles.get(name);
+    if (!role) throw Errors.roleNotFound();
+    return role;
+  }
+
+  private putRole(role: Role): void {
+    this.roles.set(role.name.toString(), role);
+    this.backend.put('authRoles', role.name, Buffer.from(Role.encode(role).finish()));
+    this.refreshPerms();
+  }
+
+  // --- permission checks ------------------------------------------------------------------
+
+  /** etcd `refreshRangePermCache`: every user's roles merged into read and write intervals. */
+  private refreshPerms(): void {
+    this.perms = new Map();
+    for (const [name, user] of this.users) {
+      const read: KeyInterval[] = [];
+      const write: KeyInterval[] = [];
+      for (const roleName of user.roles) {
+        for (const p of this.roles.get(roleName)?.keyPermission ?? []) {
+          const iv = permInterval(p);
+          if (p.permType === Permission_Type.READ || p.permType === Permission_Type.READWRITE) read.push(iv);
+          if (p.permType === Permission_Type.WRITE || p.permType === Permission_Type.READWRITE) write.push(iv);
+        }
+      }
+      this.perms.set(name, { read: merge(read), write: merge(write) });
+    }
+  }
+
+  /**
+   * etcd `isOpPermitted`: nothing is checked while auth is off; otherwise throws "user name is
+   * empty" without a token, "permission denied" when the user is gone or its roles do not
+   * cover every key of the range. The root role may do anything.
+   */
+  private check(ai: AuthInfo, key: Buffer, rangeEnd: Buffer, kind: PermKind): void {
+    if (!this.enabledFlag) return;
+    if (ai.username === '') throw Errors.userEmpty();
+    const user = this.users.get(ai.username);
+    if (!user) throw Errors.permissionDenied();
+    if (user.roles.includes(ROOT)) return;
+    const perms = this.perms.get(ai.username);
+    if (!perms || !covers(perms[kind], key, rangeEnd)) throw Errors.permissionDenied();
+  }
+
+  /** Read permission on [key, rangeEnd) (etcd `IsRangePermitted`); throws as `check`. */
+  checkRange(ai: AuthInfo, key: Buffer, rangeEnd: Buffer): void {
+    this.check(ai, key, rangeEnd, 'read');
+  }
+
+  /** Write permission on `key` (etcd `IsPutPermitted`); throws as `check`. */
+  checkPut(ai: AuthInfo, key: Buffer): void {
+    this.check(ai, key, Buffer.alloc(0), 'write');
+  }
+
+  /** Write permission on [key, rangeEnd) (etcd `IsDeleteRangePermitted`); throws as `check`. */
+  checkDeleteRange(ai: AuthInfo, key: Buffer, rangeEnd: Buffer): void {
+    this.check(ai, key, rangeEnd, 'write');
+  }
+
+  /**
+   * A txn's permissions (etcd `checkTxnAuth`): read on every compare's range, and per op read
+   * for ranges, write for puts, write (and read with prev_kv) for deletes. Unlike etcd 3.4,
+   * which let them through unchecked, nested txns are checked the same way.
+   */
+  checkTxn(ai: AuthInfo, r: TxnRequest): void {
+    if (!this.enabledFlag) return;
+    for (const c of r.compare) this.checkRange(ai, c.key, c.rangeEnd);
+    const ops = (list: RequestOp[]) => {
+      for (const op of list) {
+        if (op.requestRange) this.checkRange(ai, op.requestRange.key, op.requestRange.rangeEnd);
+        else if (op.requestPut) this.checkPut(ai, op.requestPut.key);
+        else if (op.requestDeleteRange) {
+          const d = op.requestDeleteRange;
+          if (d.prevKv) this.checkRange(ai, d.key, d.rangeEnd);
+          this.checkDeleteRange(ai, d.key, d.rangeEnd);
+        } else if (op.requestTxn) this.checkTxn(ai, op.requestTxn);
+      }
+    };
+    ops(r.success);
+    ops(r.failure);
+  }
+
+  /**
+   * Root's privileges (etcd `IsAdminPermitted`): throws "user name is empty" without a token,
+   * "user name not found" when the user is gone, "permission denied" without the root role.
+   */
+  checkAdmin(ai: AuthInfo): void {
+    if (!this.enabledFlag) return;
+    if (ai.username === '') throw Errors.userEmpty();
+    if (!this.getUser(ai.username).roles.includes(ROOT)) throw Errors.permissionDenied();
+  }
+}
+
+function sortedNames(m: Map<string, unknown>): string[] {
+  return [...m.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+}

@@ -1,0 +1,86 @@
+// The client's username/password authentication (etcd clientv3's getToken / refreshToken),
+// against etcd-ts and a real etcd 3.4, with users and roles set up through etcdctl.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AuthFailedError, Client, PermissionDeniedError } from '../../src/index.js';
+import { etcdctl } from '../helpers/etcdctl.js';
+import { KINDS, start } from './common.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Runs etcdctl steps, failing on the first that fails. */
+async function ctl(endpoint: string, ...steps: string[][]): Promise<void> {
+  for (const args of steps) {
+    const r = await etcdctl(endpoint, args);
+    assert.equal(r.code, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
+  }
+}
+
+/** root (password "rootpw") and alice (password "a"), who may read and write under /a/ only. */
+const USERS = [
+  ['user', 'add', 'root', '--new-user-password=rootpw'],
+  ['user', 'grant-role', 'root', 'root'],
+  ['user', 'add', 'alice', '--new-user-password=a'],
+  ['role', 'add', 'rw-a'],
+  ['role', 'grant-permission', 'rw-a', 'readwrite', '--prefix', '/a/'],
+  ['user', 'grant-role', 'alice', 'rw-a'],
+];
+
+for (const { kind, skip } of KINDS) {
+  describe(`client auth against ${kind}`, { skip, timeout: 60_000 }, () => {
+    it('sends its token with calls and watches; the server checks the user\'s permissions', async (t) => {
+      const server = await start(t, kind);
+      await ctl(server.endpoint, ...USERS, ['auth', 'enable']);
+      const client = new Client({ endpoints: [server.endpoint], auth: { username: 'alice', password: 'a' } });
+      t.after(() => client.close());
+      await client.put('/a/1', 'v');
+      assert.equal((await client.get('/a/1')).kvs[0]?.value.toString(), 'v');
+      await assert.rejects(client.put('/b/1', 'v'), PermissionDeniedError);
+      await assert.rejects(client.get('/b/1'), PermissionDeniedError);
+
+      const denied = client.watch('/b/', { prefix: true });
+      await assert.rejects(denied.created, PermissionDeniedError);
+      const w = client.watch('/a/', { prefix: true });
+      await w.created;
+      const got = new Promise<string>((resolve) => w.once('event', (e) => resolve(e.kv.key.toString())));
+      await client.put('/a/2', 'x');
+      assert.equal(await got, '/a/2');
+      w.cancel();
+
+      const anonymous = new Client({ endpoints: [server.endpoint] });
+      t.after(() => anonymous.close());
+      await assert.rejects(anonymous.get('/a/1'), /etcdserver: user name is empty/);
+      const wrong = new Client({ endpoints: [server.endpoint], auth: { username: 'alice', password: 'nope' } });
+      t.after(() => wrong.close());
+      await assert.rejects(wrong.get('/a/1'), AuthFailedError);
+    });
+
+    it('renews an expired token, and works without one while auth is disabled, then gets one once it is enabled', async (t) => {
+      const server = await start(t, kind, ['--auth-token-ttl', '1']);
+      await ctl(server.endpoint, ...USERS);
+      const client = new Client({ endpoints: [server.endpoint], auth: { username: 'alice', password: 'a' } });
+      t.after(() => client.close());
+      // Auth disabled: the client sends no token, everything is allowed.
+      await client.put('/b/1', 'v');
+      await ctl(server.endpoint, ['auth', 'enable']);
+      // Enabled since: the server wants a token, the client authenticates and retries.
+      await client.put('/a/1', 'v1');
+      await assert.rejects(client.put('/b/1', 'v'), PermissionDeniedError);
+      // The token expires after 1 s unused (etcd sweeps once a second): renewed on refusal.
+      await sleep(2500);
+      await client.put('/a/1', 'v2');
+      // A watch stream opened now, with a token that then expires: a later create on the
+      // same stream is refused for the token, and the client reconnects with a new one.
+      const first = client.watch('/a/1');
+      await first.created;
+      await sleep(2500);
+      const second = client.watch('/a/2');
+      await second.created;
+      const got = new Promise<string>((resolve) => second.once('event', (e) => resolve(e.kv.value.toString())));
+      await client.put('/a/2', 'seen');
+      assert.equal(await got, 'seen');
+      first.cancel();
+      second.cancel();
+    });
+  });
+}
