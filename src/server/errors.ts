@@ -55,6 +55,25 @@ export function grpcErrorText(err: EtcdError): string {
   return `rpc error: code = ${GRPC_CODE_NAMES[err.code] ?? String(err.code)} desc = ${err.details}`;
 }
 
+/**
+ * An auth check's error as etcd's maintenance server returns it: its `isAuthenticated` passes
+ * the auth package's error on unmapped, which grpc-go sends as Unknown with that error's text
+ * (e.g. `auth: permission denied`). Other errors pass through.
+ */
+export function unmappedAuthError(err: unknown): unknown {
+  if (!(err instanceof EtcdError)) return err;
+  const text = AUTH_PACKAGE_TEXTS.get(err.details);
+  return text === undefined ? err : new EtcdError(Status.UNKNOWN, text);
+}
+
+/** etcd's client message of an auth check's error → the auth package's own text (etcd `auth/store.go`). */
+const AUTH_PACKAGE_TEXTS: ReadonlyMap<string, string> = new Map([
+  ['etcdserver: permission denied', 'auth: permission denied'],
+  ['etcdserver: user name is empty', 'auth: user name is empty'],
+  ['etcdserver: user name not found', 'auth: user not found'],
+  ['etcdserver: invalid auth token', 'auth: invalid auth token'],
+]);
+
 const e = (code: Status, msg: string) => () => new EtcdError(code, msg);
 
 /** Factories, one per etcd error (each call gives a fresh Error with its own stack). */

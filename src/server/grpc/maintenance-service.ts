@@ -28,7 +28,7 @@ import {
   type SnapshotResponse,
   type StatusResponse,
 } from '../../proto/gen/rpc.gen.js';
-import { Errors, EtcdError, toServiceError } from '../errors.js';
+import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import { unary } from './unary.js';
 
@@ -200,11 +200,18 @@ function send(call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, msg
 
 /**
  * Registers the Maintenance service. With auth on, Hash, HashKV, Defragment and Snapshot need
- * root's privileges (etcd `authMaintenanceServer`) and Alarm a valid token if one is given (it
- * is a raft request); Status and MoveLeader check nothing.
+ * root's privileges (etcd `authMaintenanceServer`, whose errors leave as Unknown with the auth
+ * package's text, see `unmappedAuthError`) and Alarm a valid token if one is given (it is a
+ * raft request); Status and MoveLeader check nothing.
  */
 export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
-  const admin = (md: TokenMetadata) => etcd.auth.checkAdmin(etcd.auth.authInfo(md));
+  const admin = (md: TokenMetadata) => {
+    try {
+      etcd.auth.checkAdmin(etcd.auth.authInfo(md));
+    } catch (err) {
+      throw unmappedAuthError(err);
+    }
+  };
   const handlers: MaintenanceServer = {
     status: unary(() => status(etcd)),
     // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`).
