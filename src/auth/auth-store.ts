@@ -2,8 +2,8 @@
  * Users, roles, key permissions and simple tokens (etcd `auth.authStore`, `auth/store.go`,
  * `range_perm_cache.go` and `simple_token.go`).
  *
- * State lives in three backend buckets named as etcd's: `auth` (the enabled flag), `authUsers`
- * (name → authpb.User) and `authRoles` (name → authpb.Role), and in memory, where each user's
+ * State lives in three backend buckets named as etcd's: `auth` (the enabled flag and the auth
+ * revision), `authUsers` (name → authpb.User) and `authRoles` (name → authpb.Role), and in memory, where each user's
  * permissions are merged into sorted, disjoint key intervals (etcd's range permission cache).
  * Writes are queued in the backend; the caller makes them durable (EtcdServer waits for the
  * store's sync before answering).
@@ -30,6 +30,8 @@ export interface AuthInfo {
 /** A request's metadata, as grpc-js and etcd-ts's transport offer it. */
 export interface TokenMetadata {
   get(key: string): unknown[];
+  /** The common name of the client's verified TLS certificate (etcd-ts's transport sets it). */
+  readonly peerCommonName?: string | undefined;
 }
 
 /** Options of `AuthStore`. */
@@ -42,6 +44,7 @@ export interface AuthStoreOptions {
 
 const ROOT = 'root';
 const ENABLED_KEY = Buffer.from('authEnabled');
+const REVISION_KEY = Buffer.from('authRevision');
 const ENABLED = Buffer.from([1]);
 const DISABLED = Buffer.from([0]);
 const TOKEN_LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
@@ -128,6 +131,7 @@ export class AuthStore {
   private readonly bcryptCost: number;
   private readonly tokenTtlMs: number;
   private enabledFlag: boolean;
+  private revisionValue: number;
   /** Users and roles by name, as stored. */
   private readonly users = new Map<string, User>();
   private readonly roles = new Map<string, Role>();
@@ -144,6 +148,9 @@ export class AuthStore {
     for (const { key, value } of backend.range('authUsers')) this.users.set(key.toString(), User.decode(value));
     for (const { key, value } of backend.range('authRoles')) this.roles.set(key.toString(), Role.decode(value));
     this.enabledFlag = backend.get('auth', ENABLED_KEY)?.equals(ENABLED) ?? false;
+    this.revisionValue = Number(backend.get('auth', REVISION_KEY)?.readBigUInt64BE(0) ?? 0n);
+    // A new store starts at revision 1 (etcd `NewAuthStore`).
+    if (this.revisionValue === 0) this.commitRevision();
     this.refreshPerms();
     if (this.enabledFlag) this.startSweeper();
   }
@@ -151,6 +158,28 @@ export class AuthStore {
   /** Whether authentication is on (etcd `IsAuthEnabled`). */
   get enabled(): boolean {
     return this.enabledFlag;
+  }
+
+  /**
+   * The auth revision (etcd `authStore.Revision`, `etcd_debugging_auth_revision`): 1 for a new
+   * store, one more at every change of users, roles or permissions and at each disable.
+   */
+  get revision(): number {
+    return this.revisionValue;
+  }
+
+  /** After a change of users, roles or permissions: the next revision, and the merged permissions again. */
+  private changed(): void {
+    this.commitRevision();
+    this.refreshPerms();
+  }
+
+  /** etcd `commitRevision`: the next revision, queued in the backend with the change. */
+  private commitRevision(): void {
+    this.revisionValue++;
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(this.revisionValue));
+    this.backend.put('auth', REVISION_KEY, b);
   }
 
   /** Drops the token sweeper's timer (the store itself needs no closing). */
@@ -161,9 +190,11 @@ export class AuthStore {
   // --- tokens -----------------------------------------------------------------------------
 
   /**
-   * Who sends a request with this metadata (etcd `AuthInfoFromCtx`): `{ username: '' }` when it
-   * carries no token. Throws "invalid auth token" for a token this server did not give or that
-   * expired, also while auth is disabled. A valid token's lifetime starts again.
+   * Who sends a request with this metadata (etcd `AuthInfoFromCtx`, then `AuthInfoFromTLS`):
+   * the token's user; without a token, the common name of the client's verified certificate
+   * (unless the request came through etcd's gRPC gateway); else `{ username: '' }`. Throws
+   * "invalid auth token" for a token this server did not give or that expired, also while
+   * auth is disabled. A valid token's lifetime starts again.
    */
   authInfo(md: TokenMetadata | undefined): AuthInfo {
     let token: unknown;
@@ -171,7 +202,10 @@ export class AuthStore {
       token = md?.get(field)[0];
       if (token !== undefined) break;
     }
-    if (token === undefined) return { username: '' };
+    if (token === undefined) {
+      const cn = md?.peerCommonName;
+      return { username: cn !== undefined && md?.get('grpcgateway-accept').length === 0 ? cn : '' };
+    }
     const t = this.tokens.get(String(token));
     if (!t || t.expiresAt < Date.now()) throw Errors.invalidAuthToken();
     t.expiresAt = Date.now() + this.tokenTtlMs;
@@ -243,6 +277,7 @@ export class AuthStore {
   disable(): void {
     if (!this.enabledFlag) return;
     this.backend.put('auth', ENABLED_KEY, DISABLED);
+    this.commitRevision();
     this.enabledFlag = false;
     this.tokens.clear();
     this.stopSweeper();
@@ -263,6 +298,7 @@ export class AuthStore {
     if (name === '') throw Errors.userEmpty();
     if (this.users.has(name)) throw Errors.userAlreadyExist();
     this.putUser({ name: Buffer.from(name), password: hashed ?? Buffer.alloc(0), roles: [], options: { noPassword } });
+    this.changed();
   }
 
   /** Deletes a user and its tokens (etcd `UserDelete`). Throws "invalid auth management" for root while enabled, "user name not found". */
@@ -271,7 +307,7 @@ export class AuthStore {
     if (!this.users.has(name)) throw Errors.userNotFound();
     this.users.delete(name);
     this.backend.remove('authUsers', Buffer.from(name));
-    this.refreshPerms();
+    this.changed();
     this.invalidateUser(name);
   }
 
@@ -279,6 +315,7 @@ export class AuthStore {
   userChangePassword(name: string, hashed: Buffer): void {
     const user = this.getUser(name);
     this.putUser({ ...user, password: hashed });
+    this.changed();
     this.invalidateUser(name);
   }
 
@@ -291,6 +328,7 @@ export class AuthStore {
     if (role !== ROOT && !this.roles.has(role)) throw Errors.roleNotFound();
     if (user.roles.includes(role)) return;
     this.putUser({ ...user, roles: [...user.roles, role].sort() });
+    this.changed();
   }
 
   /** The user's roles, sorted (etcd `UserGet`). Throws "user name not found". */
@@ -312,6 +350,7 @@ export class AuthStore {
     const user = this.getUser(name);
     if (!user.roles.includes(role)) throw Errors.roleNotGranted();
     this.putUser({ ...user, roles: user.roles.filter((r) => r !== role) });
+    this.changed();
   }
 
   /** True when `name` exists and has `role` (etcd `HasRole`). */
@@ -329,7 +368,6 @@ export class AuthStore {
     const name = user.name.toString();
     this.users.set(name, user);
     this.backend.put('authUsers', user.name, Buffer.from(User.encode(user).finish()));
-    this.refreshPerms();
   }
 
   // --- roles ------------------------------------------------------------------------------
@@ -339,6 +377,7 @@ export class AuthStore {
     if (name === '') throw Errors.roleEmpty();
     if (this.roles.has(name)) throw Errors.roleAlreadyExist();
     this.putRole({ name: Buffer.from(name), keyPermission: [] });
+    this.changed();
   }
 
   /** The role's permissions, sorted by key (etcd `RoleGet`). Throws "role name not found". */
@@ -363,25 +402,32 @@ export class AuthStore {
     for (const user of [...this.users.values()]) {
       if (user.roles.includes(name)) this.putUser({ ...user, roles: user.roles.filter((r) => r !== name) });
     }
-    this.refreshPerms();
+    this.changed();
   }
 
   /**
-   * Grants a permission (etcd `RoleGrantPermission`): one with the same key and range end has
-   * its type replaced, others are added in key order. Throws "role name not found".
+   * Grants a permission (etcd `RoleGrantPermission`): the first permission whose key is at or
+   * after `perm.key` (the list is sorted by key) has its type replaced when key and range end
+   * both match; otherwise `perm` is added after the permissions with the same key, even when a
+   * later one matches (etcd 3.4 keeps such duplicates). Throws "role name not found".
    */
   roleGrantPermission(name: string, perm: Permission): void {
     const role = this.getRole(name);
-    const same = role.keyPermission.findIndex((p) => p.key.equals(perm.key) && p.rangeEnd.equals(perm.rangeEnd));
     const keyPermission = [...role.keyPermission];
-    if (same >= 0) keyPermission[same] = { ...keyPermission[same]!, permType: perm.permType };
-    else keyPermission.push({ key: perm.key, rangeEnd: perm.rangeEnd, permType: perm.permType });
-    keyPermission.sort((a, b) => Buffer.compare(a.key, b.key));
+    const first = keyPermission.findIndex((p) => Buffer.compare(p.key, perm.key) >= 0);
+    const at = keyPermission[first];
+    if (at && at.key.equals(perm.key) && at.rangeEnd.equals(perm.rangeEnd)) {
+      keyPermission[first] = { ...at, permType: perm.permType };
+    } else {
+      keyPermission.push({ key: perm.key, rangeEnd: perm.rangeEnd, permType: perm.permType });
+      keyPermission.sort((a, b) => Buffer.compare(a.key, b.key));
+    }
     this.putRole({ ...role, keyPermission });
+    this.changed();
   }
 
   /**
-   * Revokes the permission on exactly [key, rangeEnd) (etcd `RoleRevokePermission`). Throws
+   * Revokes every permission on exactly [key, rangeEnd) (etcd `RoleRevokePermission`). Throws
    * "role name not found", "permission is not granted to the role".
    */
   roleRevokePermission(name: string, key: Buffer, rangeEnd: Buffer): void {
@@ -389,6 +435,7 @@ export class AuthStore {
     const keyPermission = role.keyPermission.filter((p) => !p.key.equals(key) || !p.rangeEnd.equals(rangeEnd));
     if (keyPermission.length === role.keyPermission.length) throw Errors.permissionNotGranted();
     this.putRole({ ...role, keyPermission });
+    this.changed();
   }
 
   private getRole(name: string): Role {
@@ -400,7 +447,6 @@ export class AuthStore {
   private putRole(role: Role): void {
     this.roles.set(role.name.toString(), role);
     this.backend.put('authRoles', role.name, Buffer.from(Role.encode(role).finish()));
-    this.refreshPerms();
   }
 
   // --- permission checks ------------------------------------------------------------------

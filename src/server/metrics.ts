@@ -197,6 +197,7 @@ export class ServerMetrics {
     mvcc('range_total', 'Total number of ranges seen by this member.', () => this.started(KVService.range.path), 'counter');
     mvcc('txn_total', 'Total number of txns seen by this member.', () => this.started(KVService.txn.path), 'counter');
     value('etcd_debugging_mvcc_total_put_size_in_bytes', 'The total size of put kv pairs seen by this member.', () => this.putBytes);
+    value('etcd_debugging_auth_revision', 'The current revision of auth store.', () => etcd.auth.revision);
     value('etcd_disk_defrag_inflight', 'Whether or not defrag is active on the member. 1 means active, 0 means not.', () => (etcd.defragInProgress ? 1 : 0));
     value('etcd_debugging_lease_granted_total', 'The total number of granted leases.', () => etcd.lessor.metrics().granted, 'counter');
     value('etcd_debugging_lease_revoked_total', 'The total number of revoked leases.', () => etcd.lessor.metrics().revoked, 'counter');

@@ -14,41 +14,11 @@ import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { ElectionClient, type LeaderKey } from '../../src/proto/gen/v3election.gen.js';
 import { LockClient } from '../../src/proto/gen/v3lock.gen.js';
 import { etcdctl, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
+import { LeaseIds } from '../helpers/lease-ids.js';
 import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle, type ServerKind } from '../helpers/servers.js';
 
 const SECOND: ServerKind = process.env.COMPAT_SELF_CHECK === '1' ? 'etcd' : 'etcd-ts';
-const WELL_KNOWN = new Set(['8e9e05c52164694d', 'cdf818194e3a8c32']);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Maps each server's lease IDs to L1, L2, … in order of first appearance. */
-class LeaseIds {
-  /** Hex ID → its label. */
-  readonly labels = new Map<string, string>();
-  /** Hex IDs in order of appearance (L1 first). */
-  readonly order: string[] = [];
-
-  label(hex: string): string {
-    let l = this.labels.get(hex);
-    if (!l) {
-      this.order.push(hex);
-      l = `L${this.order.length}`;
-      this.labels.set(hex, l);
-    }
-    return l;
-  }
-
-  normalise(text: string): string {
-    return text
-      .replace(/\b[0-9a-f]{16}\b/g, (hex) => (WELL_KNOWN.has(hex) ? hex : this.label(hex)))
-      .replace(/"(ID|id|lease)":"?(\d+)"?/g, (_m, f: string, dec: string) => `"${f}":"${this.label(BigInt(dec).toString(16).padStart(16, '0'))}"`)
-      .replace(/remaining\(-?\d+s\)/g, 'remaining(<n>s)');
-  }
-
-  /** Replaces {L1}, {L2}, … in arguments with the hex IDs. */
-  args(args: readonly string[]): string[] {
-    return args.map((a) => a.replace(/\{L(\d+)\}/g, (_m, n: string) => this.order[Number(n) - 1] ?? `missing-L${n}`));
-  }
-}
 
 interface Side {
   server: ServerHandle;

@@ -185,14 +185,15 @@ function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: str
 }
 
 /**
- * Resolves once the server logged its ready line(s) and `etcdctl endpoint health` succeeds
- * (etcd 3.4's HTTP /health is not used: it appends a raft entry). Kills it on timeout.
+ * Resolves once the server logged its ready line(s) and `etcdctl endpoint status` succeeds
+ * (etcd 3.4's HTTP /health is not used: it appends a raft entry; `endpoint health` reads a key,
+ * which a server with auth enabled refuses without a user). Kills it on timeout.
  */
 async function waitReady(kind: ServerKind, running: Running, endpoint: string, readyTimeoutMs: number): Promise<void> {
   const { child, stderr } = running;
   const readyLines = kind === 'etcd' ? [READY_LINE, ETCD_CLUSTER_VERSION_LINE] : [READY_LINE];
   const deadline = Date.now() + readyTimeoutMs;
-  let lastHealth = '';
+  let lastStatus = '';
   for (;;) {
     const failure = await Promise.race([running.spawnError, sleep(50).then(() => undefined)]);
     if (failure !== undefined) throw new Error(`cannot start ${kind}: ${failure.message}`);
@@ -200,14 +201,14 @@ async function waitReady(kind: ServerKind, running: Running, endpoint: string, r
       throw new Error(`${kind} exited (${String(child.exitCode ?? child.signalCode)}) before ready:\n${stderr().slice(-4000)}`);
     }
     if (readyLines.every((line) => stderr().includes(line))) {
-      const health = await etcdctl(endpoint, ['endpoint', 'health'], { timeoutMs: 5000 });
-      if (health.code === 0) return;
-      lastHealth = health.stderr;
+      const status = await etcdctl(endpoint, ['endpoint', 'status'], { timeoutMs: 5000 });
+      if (status.code === 0) return;
+      lastStatus = status.stderr;
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       await waitForExit(child);
-      throw new Error(`${kind} not ready after ${readyTimeoutMs} ms; last health check: ${lastHealth}\n` +
+      throw new Error(`${kind} not ready after ${readyTimeoutMs} ms; last status check: ${lastStatus}\n` +
         `stderr tail:\n${stderr().slice(-4000)}`);
     }
   }

@@ -125,3 +125,34 @@ test('/health, /version and unknown paths over HTTP/2 on TLS answer as etcd 3.4 
   assert.deepEqual(etcd.health, { status: 200, body: '{"health":"true"}' }, 'etcd 3.4 as measured');
   assert.deepEqual(ours, etcd);
 });
+
+test('with auth enabled, the common name of a verified client certificate is the user when no token is sent, as in etcd 3.4', { skip: skip ?? etcdUnavailableReason(), timeout: 90_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-tls-cn-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  makeCerts(dir);
+  const f = (n: string) => path.join(dir, n);
+  const flags = ['--cert-file', f('server.crt'), '--key-file', f('server.key'), '--trusted-ca-file', f('ca.crt'), '--client-cert-auth', '--bcrypt-cost', '4'];
+  // The client certificate's common name is "client".
+  const withCert = ['--cacert', f('ca.crt'), '--cert', f('client.crt'), '--key', f('client.key')];
+  const steps = [
+    ['user', 'add', 'root', '--new-user-password=r'], ['user', 'grant-role', 'root', 'root'],
+    ['user', 'add', 'client', '--new-user-password=c'], ['role', 'add', 'c'],
+    ['role', 'grant-permission', 'c', 'readwrite', '--prefix', '/c/'], ['user', 'grant-role', 'client', 'c'], ['auth', 'enable'],
+    ['put', '/c/1', 'v'], ['get', '/c/1'], ['put', '/d/1', 'v'], ['user', 'list'], ['user', 'get', 'client'],
+    // A token wins over the certificate.
+    ['--user', 'root:r', 'user', 'list'], ['--user', 'root:r', 'put', '/d/1', 'v'],
+  ];
+  const answers = async (kind: 'etcd' | 'etcd-ts') => {
+    const url = await startTls(t, dir, flags, kind);
+    const out: { code: number; stdout: string; error: string }[] = [];
+    for (const args of steps) {
+      const r = await etcdctl(url, [...withCert, ...args]);
+      out.push({ code: r.code, stdout: r.stdout, error: r.stderr.split('\n').find((l) => l.startsWith('Error:')) ?? '' });
+    }
+    return out;
+  };
+  const etcd = await answers('etcd');
+  assert.deepEqual(etcd[9], { code: 1, stdout: '', error: 'Error: etcdserver: permission denied' }, 'etcd 3.4 as measured');
+  assert.equal(etcd[7]!.stdout, 'OK\n', 'etcd 3.4 as measured');
+  assert.deepEqual(await answers('etcd-ts'), etcd);
+});

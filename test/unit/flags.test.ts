@@ -446,3 +446,27 @@ describe('defaults and flag list match etcd 3.4 (/usr/bin/etcd)', () => {
     }
   });
 });
+
+describe('auth flags', () => {
+  it('takes --bcrypt-cost in 4–31 and falls back to 10 with etcd\'s warning outside it', () => {
+    assert.equal(defaultConfig().bcryptCost, 10);
+    assert.equal(run(['--bcrypt-cost', '4']).config.bcryptCost, 4);
+    const { config, warnings } = run(['--bcrypt-cost', '40']);
+    assert.equal(config.bcryptCost, 10);
+    assert.deepEqual(warnings, ['use default bcrypt cost instead of the invalid given cost (given-cost 40, default-cost 10)']);
+  });
+
+  it('takes --auth-token-ttl (also as ETCD_AUTH_TOKEN_TTL) in seconds', () => {
+    assert.equal(defaultConfig().authTokenTtlSec, 300);
+    assert.equal(run(['--auth-token-ttl', '7']).config.authTokenTtlSec, 7);
+    assert.equal(run([], { ETCD_AUTH_TOKEN_TTL: '9' }).config.authTokenTtlSec, 9);
+  });
+
+  it('serves simple tokens; jwt warns and uses them too; other token types are refused', () => {
+    assert.deepEqual(run(['--auth-token', 'simple']).warnings, []);
+    assert.deepEqual(run(['--auth-token', 'jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256']).warnings, [
+      '--auth-token jwt is not supported by etcd-ts; simple tokens are used',
+    ]);
+    fails(['--auth-token', 'opaque'], 'auth: invalid auth options (unknown token type: opaque)');
+  });
+});

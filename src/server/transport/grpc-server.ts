@@ -13,6 +13,7 @@
 import { EventEmitter } from 'node:events';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from '@grpc/grpc-js';
 import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField } from './h2-connection.js';
 
@@ -99,12 +100,25 @@ function parseTimeout(value: string): number | undefined {
   return Number(digits) * unit;
 }
 
-/** A call's request metadata, as grpc-js's Metadata offers it to etcd-ts's handlers. */
+/** The common name of a TLS client certificate that verified against the trusted CAs (grpc-go's `VerifiedChains[0]`), else undefined. */
+function verifiedCommonName(socket: Duplex): string | undefined {
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
+  const cn = socket.getPeerCertificate().subject?.CN;
+  return typeof cn === 'string' && cn !== '' ? cn : undefined;
+}
+
+/**
+ * A call's request metadata, as grpc-js's Metadata offers it to etcd-ts's handlers, and the
+ * connection's client certificate (what etcd reads from the call's peer).
+ */
 class RequestMetadata {
   private readonly headers: readonly HeaderField[];
+  /** The common name of the client's verified TLS certificate; undefined without one. */
+  readonly peerCommonName: string | undefined;
 
-  constructor(headers: readonly HeaderField[]) {
+  constructor(headers: readonly HeaderField[], peerCommonName: string | undefined) {
     this.headers = headers;
+    this.peerCommonName = peerCommonName;
   }
 
   /** Every value of header `key` (lower case). */
@@ -144,14 +158,14 @@ export class ServerCall extends EventEmitter {
   /** True once the message of a unary or server-streaming call was handed over. */
   private dispatched = false;
 
-  constructor(stream: H2Stream, method: Method, maxReceive: number, contentType: string) {
+  constructor(stream: H2Stream, method: Method, maxReceive: number, contentType: string, peerCommonName: string | undefined) {
     super();
     this.stream = stream;
     this.method = method;
     this.maxReceive = maxReceive;
     this.contentType = contentType;
     this.responseHeaders = contentType === 'application/grpc' ? RESPONSE_HEADERS : encodeHeaders([[':status', '200'], ['content-type', contentType]]);
-    this.metadata = new RequestMetadata(stream.headers);
+    this.metadata = new RequestMetadata(stream.headers, peerCommonName);
     stream.onDrain = () => {
       if (!this.needDrain || this.stream.blocked) return;
       this.needDrain = false;
@@ -418,11 +432,12 @@ export class GrpcServer {
    * etcd's plaintext listener.
    */
   handleConnection(socket: Duplex, httpHandler: http.RequestListener | undefined): void {
+    const peerCommonName = verifiedCommonName(socket);
     const conn: H2Connection = new H2Connection(socket, {
       maxConcurrentStreams: this.opts.maxConcurrentStreams,
       pingMinTimeMs: this.opts.pingMinTimeMs,
       keepalive: this.opts.keepalive,
-      onStream: (stream) => this.onStream(stream, httpHandler),
+      onStream: (stream) => this.onStream(stream, httpHandler, peerCommonName),
       onClose: () => this.connections.delete(conn),
     });
     this.connections.add(conn);
@@ -434,7 +449,7 @@ export class GrpcServer {
     this.connections.clear();
   }
 
-  private onStream(stream: H2Stream, httpHandler: http.RequestListener | undefined): void {
+  private onStream(stream: H2Stream, httpHandler: http.RequestListener | undefined, peerCommonName: string | undefined): void {
     const contentType = responseContentType(stream.header('content-type') ?? '');
     if (contentType === undefined) {
       if (httpHandler) serveHttp(stream, httpHandler);
@@ -466,7 +481,7 @@ export class GrpcServer {
       this.answerOnly(stream, { code: GrpcStatus.UNIMPLEMENTED, details: `grpc: Decompressor is not installed for grpc-encoding "${encoding}"` }, contentType);
       return;
     }
-    const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, contentType);
+    const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, contentType, peerCommonName);
     if (ms !== undefined) call.setDeadline(ms);
     if (method.requestStream) (method.handler as (call: ServerCall) => void)(call);
   }
