@@ -214,7 +214,7 @@ export class Connection {
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
       const ep = this.pick();
-      const metadata = withToken ? await this.metadata({ timeoutMs: deadline === undefined ? undefined : deadline - Date.now(), signal }) : callMetadata();
+      const metadata = withToken ? await this.metadata(signal) : callMetadata();
       try {
         const response = await invoke(method(ep), request, metadata, deadline, signal);
         this.markUp(ep);
@@ -241,15 +241,16 @@ export class Connection {
 
   /**
    * The metadata of a call or stream: `client-api-version`, and the token when the client has
-   * credentials (authenticating first when it has no token yet).
-   * @throws AuthFailedError for wrong credentials; the errors of `unary` otherwise.
+   * credentials (authenticating first when it has no token yet, with the client's default
+   * deadline; `signal` stops only this caller's wait).
+   * @throws AuthFailedError for wrong credentials; AbortError when `signal` fires; the errors of `unary` otherwise.
    */
-  async metadata(callOptions?: CallOptions): Promise<Metadata> {
+  async metadata(signal?: AbortSignal): Promise<Metadata> {
     const metadata = callMetadata();
     const auth = this.options.auth;
     if (auth === undefined) return metadata;
     if (this.token === undefined) {
-      const entry: { pending: Promise<string>; value?: string } = { pending: this.authenticate(auth, callOptions) };
+      const entry: { pending: Promise<string>; value?: string } = { pending: this.authenticate(auth) };
       this.token = entry;
       entry.pending.then(
         (value) => (entry.value = value),
@@ -258,7 +259,7 @@ export class Connection {
         },
       );
     }
-    const token = await this.token.pending;
+    const token = signal === undefined ? await this.token.pending : await abortable(this.token.pending, signal);
     if (token !== '') metadata.set('token', token);
     return metadata;
   }
@@ -274,10 +275,10 @@ export class Connection {
   }
 
   /** etcd clientv3 `getToken`: Authenticate; '' when the server has auth disabled. */
-  private async authenticate(auth: { username: string; password: string }, callOptions: CallOptions | undefined): Promise<string> {
+  private async authenticate(auth: { username: string; password: string }): Promise<string> {
     const method = (ep: Endpoint) => ep.auth.authenticate.bind(ep.auth) as UnaryMethod<AuthenticateRequest, AuthenticateResponse>;
     try {
-      return (await this.call(method, { name: auth.username, password: auth.password }, callOptions, true, false)).token;
+      return (await this.call(method, { name: auth.username, password: auth.password }, undefined, true, false)).token;
     } catch (err) {
       if (err instanceof Error && err.message === 'etcdserver: authentication is not enabled') return '';
       throw err;
@@ -313,6 +314,25 @@ export function callMetadata(): Metadata {
   const metadata = new Metadata();
   metadata.set('client-api-version', CLIENT_API_VERSION);
   return metadata;
+}
+
+/** `promise`, or AbortError as soon as `signal` fires. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new AbortError('call aborted', { cause: signal.reason }));
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(new AbortError('call aborted', { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 function invoke<Req, Res>(fn: UnaryMethod<Req, Res>, request: Req, metadata: Metadata, deadline: number | undefined, signal: AbortSignal): Promise<Res> {
