@@ -43,6 +43,15 @@ interface CtlStep {
   code?: number;
   /** Text the real etcd's stdout or stderr must contain (documents the expected outcome). */
   expect?: string;
+  /**
+   * `endpoint status` right after etcdctl's own Authenticate (`--user`): etcd answers the
+   * Authenticate before it records that entry as applied, so its Status may show
+   * `raftAppliedIndex` one behind `raftIndex`; the applied index is not compared. (Other status
+   * steps run without a user, so every index is compared.)
+   */
+  appliedIndexMayLag?: true;
+  /** etcdctl logs `snapshot save` from two goroutines, in either order: stderr lines are compared sorted. */
+  unorderedStderr?: true;
 }
 
 /** A server action between etcdctl steps; nothing is compared, the next steps observe it. */
@@ -269,7 +278,7 @@ const SCENARIOS: readonly Scenario[] = [
       root('role', 'list'),
       root('role', 'get', 'root'),
       root('user', 'get', 'root', '--detail'),
-      root('endpoint', 'status', '-w', 'json'),
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -282,7 +291,7 @@ const SCENARIOS: readonly Scenario[] = [
       root('role', 'list'),
       root('user', 'get', 'root'),
       root('role', 'get', 'root'),
-      root('endpoint', 'status', '-w', 'json'),
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -329,7 +338,7 @@ const SCENARIOS: readonly Scenario[] = [
       { args: ['endpoint', 'hashkv'], code: 1, expect: 'rpc error: code = Unknown desc = auth: user name is empty' },
       { args: ['defrag'], code: 1, expect: 'Failed to defragment etcd member' },
       { args: ['compaction', '2'], expect: 'compacted revision 2' },
-      ['--user', 'root:newroot', 'endpoint', 'status', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -387,7 +396,7 @@ const SCENARIOS: readonly Scenario[] = [
       root('lease', 'revoke', '{L1}'),
       root('lease', 'list'),
       root('get', '', '--from-key', '-w', 'json'),
-      root('endpoint', 'status', '-w', 'json'),
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -416,9 +425,8 @@ const SCENARIOS: readonly Scenario[] = [
       // Maintenance: hash, defrag and snapshot are for root only.
       { args: alice('endpoint', 'hashkv'), code: 1, expect: ADMIN_DENIED },
       { args: alice('defrag'), code: 1, expect: ADMIN_DENIED },
-      { args: alice('snapshot', 'save', `${TMP}/snap.db`), code: 5, expect: ADMIN_DENIED },
-      alice('endpoint', 'status'),
-      alice('endpoint', 'status', '-w', 'json'),
+      { args: alice('snapshot', 'save', `${TMP}/snap.db`), code: 5, expect: ADMIN_DENIED, unorderedStderr: true },
+      { args: alice('endpoint', 'status', '-w', 'json'), appliedIndexMayLag: true },
       // A denied read of the key "health" counts as healthy.
       { args: alice('endpoint', 'health'), expect: 'is healthy' },
       alice('member', 'list'),
@@ -426,8 +434,8 @@ const SCENARIOS: readonly Scenario[] = [
       { args: alice('compaction', '2'), expect: 'compacted revision 2' },
       root('endpoint', 'hashkv', '-w', 'json'),
       { args: root('defrag'), expect: 'Finished defragmenting etcd member' },
-      { args: root('snapshot', 'save', `${TMP}/snap.db`), expect: 'Snapshot saved at' },
-      root('endpoint', 'status', '-w', 'json'),
+      { args: root('snapshot', 'save', `${TMP}/snap.db`), expect: 'Snapshot saved at', unorderedStderr: true },
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -459,7 +467,7 @@ const SCENARIOS: readonly Scenario[] = [
         ],
         expect: 'x2',
       },
-      root('endpoint', 'status', '-w', 'json'),
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -491,7 +499,7 @@ const SCENARIOS: readonly Scenario[] = [
       root('user', 'delete', 'alice'),
       { args: ['--user', 'alice:alice2', 'get', '/p/x'], code: 2, expect: AUTH_FAILED },
       root('get', '', '--from-key', '-w', 'json'),
-      root('endpoint', 'status', '-w', 'json'),
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -594,7 +602,9 @@ function normaliseText(side: Side, text: string): string {
 async function run(side: Side, step: CtlStep): Promise<CtlResult> {
   const result = await etcdctl(side.server.endpoint, sideArgs(side, step.args), { stdin: step.stdin });
   const n = normaliseResult(result, { endpoint: side.server.endpoint, tmpPaths: [side.tmp] });
-  return { code: n.code, stdout: side.ids.normalise(n.stdout), stderr: side.ids.normalise(n.stderr) };
+  const stdout = step.appliedIndexMayLag ? n.stdout.replace(/"raftAppliedIndex":\d+/g, '"raftAppliedIndex":"<n>"') : n.stdout;
+  const stderr = step.unorderedStderr ? n.stderr.split('\n').sort().join('\n') : n.stderr;
+  return { code: n.code, stdout: side.ids.normalise(stdout), stderr: side.ids.normalise(stderr) };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -724,7 +734,7 @@ describe(`auth compat: etcd 3.4 vs ${SELF_CHECK ? 'a second etcd 3.4 (self check
       out.push(await call((cb) => elc.leader({ name: Buffer.from('/q/el') }, asAlice, cb)));
       out.push(await call((cb) => elc.campaign({ name: Buffer.from('/q/el'), lease: 0n, value: Buffer.from('v') }, asAlice, cb)));
       out.push(await call((cb) => elc.leader({ name: Buffer.from('/p/el') }, asAlice, cb)));
-      out.push((await run(side, { args: root('endpoint', 'status', '-w', 'json') })).stdout);
+      out.push((await run(side, { args: ['endpoint', 'status', '-w', 'json'] })).stdout);
       results.push(out);
     }
     assert.match(results[0]![0]!, /permission denied/, 'etcd 3.4 as measured');
