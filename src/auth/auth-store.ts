@@ -126,6 +126,11 @@ function covers(ivs: readonly KeyInterval[], key: Buffer, rangeEnd: Buffer): boo
   return endBefore(key, end) && !endBefore(iv.end, end);
 }
 
+/**
+ * The auth store of one server (etcd `authStore`): reads its buckets at construction, changes
+ * them through the backend's write queue, and answers permission checks from memory. Errors are
+ * etcd's (`src/server/errors.ts`), thrown as documented per method.
+ */
 export class AuthStore {
   private readonly backend: Backend;
   private readonly bcryptCost: number;

@@ -27,7 +27,7 @@ import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { AuthClient } from '../../src/proto/gen/rpc.gen.js';
 import { ElectionClient } from '../../src/proto/gen/v3election.gen.js';
 import { LockClient } from '../../src/proto/gen/v3lock.gen.js';
-import { etcdctl, normalise, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
+import { etcdctl, normalise, normaliseResult, txnInput as txn, type CtlResult } from '../helpers/etcdctl.js';
 import { LeaseIds } from '../helpers/lease-ids.js';
 import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle, type ServerKind } from '../helpers/servers.js';
 
@@ -96,10 +96,6 @@ const ALICE_PW = 'alicepw';
 /** etcdctl global flags authenticating as root / alice. */
 const root = (...args: string[]): string[] => ['--user', `root:${ROOT_PW}`, ...args];
 const alice = (...args: string[]): string[] => ['--user', `alice:${ALICE_PW}`, ...args];
-
-/** The stdin of `txn -i`: compares, success ops and failure ops, each block ended by an empty line. */
-const txn = (compares: readonly string[], success: readonly string[], failure: readonly string[]): string =>
-  [compares, success, failure].map((block) => block.map((line) => `${line}\n`).join('') + '\n').join('');
 
 // What etcdctl 3.4 prints for each auth error (the last line of stderr; a zap "retrying of
 // unary invoker failed" warning with the gRPC code precedes it).

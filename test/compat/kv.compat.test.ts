@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { etcdctl, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
+import { etcdctl, normaliseResult, txnInput as txn, type CtlResult } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, startServer, type ServerHandle, type ServerKind } from '../helpers/servers.js';
 
 /** One etcdctl invocation, compared between the servers. */
@@ -42,10 +42,6 @@ interface Scenario {
 
 /** Replaced in step arguments by a temp dir private to each server. */
 const TMP = '{tmp}';
-
-/** The stdin of `txn -i`: compares, success ops and failure ops, each block ended by an empty line. */
-const txn = (compares: readonly string[], success: readonly string[], failure: readonly string[]): string =>
-  [compares, success, failure].map((block) => block.map((line) => `${line}\n`).join('') + '\n').join('');
 
 const KEY_NOT_PROVIDED = 'Error: etcdserver: key is not provided';
 const COMPACTED = 'Error: etcdserver: mvcc: required revision has been compacted';

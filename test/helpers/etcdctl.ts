@@ -194,3 +194,7 @@ export function normalise(text: string, ctx: NormaliseContext): string {
 export function normaliseResult(result: CtlResult, ctx: NormaliseContext): CtlResult {
   return { code: result.code, stdout: normalise(result.stdout, ctx), stderr: normalise(result.stderr, ctx) };
 }
+
+/** The stdin of `etcdctl txn -i`: compares, success ops and failure ops, each block ended by an empty line. */
+export const txnInput = (compares: readonly string[], success: readonly string[], failure: readonly string[]): string =>
+  [compares, success, failure].map((block) => block.map((line) => `${line}\n`).join('') + '\n').join('');
