@@ -28,9 +28,9 @@ export function addElectionService(grpc: Server, etcd: EtcdServer): void {
       Promise.resolve()
         .then(() => campaign(etcd, r.name, r.lease, r.value, callSignal(call), etcd.auth.authInfo(call.metadata)))
         .then(
-        (res) => callback(null, res),
-        (err: unknown) => callback(clientError(err)),
-      );
+          (res) => callback(null, res),
+          (err: unknown) => callback(clientError(err)),
+        );
     },
     proclaim: clientUnary(async (r: ProclaimRequest, md) => ({ header: await proclaim(etcd, r.leader, r.value, etcd.auth.authInfo(md)) })),
     leader: clientUnary((r: LeaderRequest, md): LeaderResponse => leader(etcd, r.name, etcd.auth.authInfo(md))),

@@ -44,9 +44,9 @@ export function addLockService(grpc: Server, etcd: EtcdServer): void {
       Promise.resolve()
         .then(() => lock(etcd, call.request.name, call.request.lease, callSignal(call), etcd.auth.authInfo(call.metadata)))
         .then(
-        (res) => callback(null, res),
-        (err: unknown) => callback(clientError(err)),
-      );
+          (res) => callback(null, res),
+          (err: unknown) => callback(clientError(err)),
+        );
     },
     unlock: clientUnary(async (r: UnlockRequest, md) => ({ header: await unlock(etcd, r.key, etcd.auth.authInfo(md)) })),
   });

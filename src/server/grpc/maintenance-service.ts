@@ -244,13 +244,13 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
         .then(() => admin(call.metadata))
         .then(() => streamSnapshot(etcd, call))
         .then(
-        () => call.end(),
-        (err: unknown) => {
-          etcd.log.warn({ err }, 'failed to send database snapshot');
-          // A server stream ends with the status of an emitted error.
-          call.emit('error', toServiceError(err));
-        },
-      );
+          () => call.end(),
+          (err: unknown) => {
+            etcd.log.warn({ err }, 'failed to send database snapshot');
+            // A server stream ends with the status of an emitted error.
+            call.emit('error', toServiceError(err));
+          },
+        );
     },
     moveLeader: unary((r: MoveLeaderRequest) => {
       // The only member leads already; moving to it is a no-op, any other target is unknown
