@@ -19,6 +19,7 @@ export {
 export { Compare, Op, Txn, type CompareOperator } from './client/txn.js';
 export { Watcher, type WatchEvent, type WatchOptions, type WatchResponse, type WatcherEvents } from './client/watch.js';
 export { LeaseKeepAlive, type KeepAliveOptions, type LeaseKeepAliveEvents } from './client/lease.js';
+export { AuthApi, type PermissionType } from './client/auth.js';
 export { Election, Mutex, Session, type SessionOptions } from './client/concurrency.js';
 export {
   AbortError,

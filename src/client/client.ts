@@ -1,5 +1,5 @@
 /**
- * The etcd v3 client: KV, txn, compaction, watch and lease calls over a {@link Connection}.
+ * The etcd v3 client: KV, txn, compaction, watch, lease and auth calls over a {@link Connection}.
  * Works against etcd-ts and etcd 3.4.
  */
 import type {
@@ -15,6 +15,7 @@ import type {
   TxnRequest,
   TxnResponse,
 } from '../proto/gen/rpc.gen.js';
+import { AuthApi } from './auth.js';
 import { Connection, type CallOptions, type ConnectionOptions } from './connection.js';
 import {
   deleteRequest,
@@ -41,6 +42,8 @@ export type ClientOptions = ConnectionOptions;
  */
 export class Client {
   private readonly connection: Connection;
+  /** Users, roles, permissions and auth enable/disable (etcd clientv3's `Auth`). */
+  readonly auth: AuthApi;
   /** Watch streams by group name. */
   private readonly streams = new Map<string, WatchStream>();
   /** Live keep-alive helpers, stopped by close(). */
@@ -49,6 +52,7 @@ export class Client {
   /** @throws TypeError when `endpoints` is empty or an endpoint has another scheme than http/https. */
   constructor(options: ClientOptions) {
     this.connection = new Connection(options);
+    this.auth = new AuthApi(this.connection);
   }
 
   /** The endpoint URLs, as normalised (with scheme). */

@@ -28,6 +28,47 @@ const USERS = [
 
 for (const { kind, skip } of KINDS) {
   describe(`client auth against ${kind}`, { skip, timeout: 60_000 }, () => {
+    it('manages users, roles and permissions, and enables auth, through client.auth', async (t) => {
+      const server = await start(t, kind, ['--bcrypt-cost', '4']);
+      const admin = new Client({ endpoints: [server.endpoint], auth: { username: 'root', password: 'rootpw' } });
+      t.after(() => admin.close());
+      await admin.auth.userAdd('root', 'rootpw');
+      await admin.auth.userGrantRole('root', 'root');
+      await admin.auth.userAdd('bob', 'b');
+      await admin.auth.userAdd('svc', 'ignored', { noPassword: true });
+      await assert.rejects(admin.auth.userAdd('bob', 'b'), /etcdserver: user name already exists/);
+      await admin.auth.roleAdd('ops');
+      await admin.auth.roleGrantPermission('ops', '/ops/', 'readwrite', { prefix: true });
+      await admin.auth.roleGrantPermission('ops', '/cfg', 'read');
+      await admin.auth.roleGrantPermission('ops', '/z', 'write', { fromKey: true });
+      await admin.auth.userGrantRole('bob', 'ops');
+      assert.deepEqual((await admin.auth.userList()).users, ['bob', 'root', 'svc']);
+      assert.deepEqual((await admin.auth.roleList()).roles, ['ops']);
+      assert.deepEqual((await admin.auth.userGet('bob')).roles, ['ops']);
+      const perms = (await admin.auth.roleGet('ops')).perm.map((p) => [p.permType, p.key.toString(), p.rangeEnd.toString('hex')]);
+      assert.deepEqual(perms, [[0, '/cfg', ''], [2, '/ops/', Buffer.from('/ops0').toString('hex')], [1, '/z', '00']]);
+      await assert.rejects(admin.auth.roleRevokePermission('ops', '/cfg', { prefix: true }), /etcdserver: permission is not granted to the role/);
+      await admin.auth.roleRevokePermission('ops', '/cfg');
+      await admin.auth.authEnable();
+
+      const bob = new Client({ endpoints: [server.endpoint], auth: { username: 'bob', password: 'b' } });
+      t.after(() => bob.close());
+      await bob.put('/ops/x', '1');
+      await assert.rejects(bob.get('/cfg'), PermissionDeniedError);
+      await assert.rejects(bob.auth.userList(), PermissionDeniedError);
+      assert.deepEqual((await bob.auth.userGet('bob')).roles, ['ops']);
+      await admin.auth.userChangePassword('bob', 'b2');
+      await assert.rejects(bob.get('/ops/x'), AuthFailedError);
+      await admin.auth.userRevokeRole('bob', 'ops');
+      await admin.auth.roleDelete('ops');
+      await admin.auth.userDelete('bob');
+      await assert.rejects(admin.auth.userDelete('root'), /etcdserver: invalid auth management/);
+      await admin.auth.authDisable();
+      const anonymous = new Client({ endpoints: [server.endpoint] });
+      t.after(() => anonymous.close());
+      assert.equal((await anonymous.get('/ops/x')).kvs.length, 1);
+    });
+
     it('sends its token with calls and watches; the server checks the user\'s permissions', async (t) => {
       const server = await start(t, kind);
       await ctl(server.endpoint, ...USERS, ['auth', 'enable']);
