@@ -106,7 +106,7 @@ describe('watch streams over gRPC', () => {
     const before = rssBytes(server.pid);
 
     // 188 MB of values (6000 × 32 KB) through 16 concurrent writers, which the stalled client's
-    // two watchers hold back. Bounded, the server's anonymous memory grew by 85–137 MB in 24 runs
+    // two watchers hold back. Bounded, the server's anonymous memory grew by 85–137 MB in 18 runs
     // at 3000 and at 6000 values (the write load itself: young generation, garbage awaiting a
     // major GC, the backend's overlay): it does not grow with the backlog. A server that kept
     // the backlog would hold at least the values once more (their bytes are shared by the
