@@ -251,6 +251,11 @@ const SCENARIOS: readonly Scenario[] = [
         expect: 'too many operations in txn request' },
       { args: ['txn', '-i'], stdin: txn([], ['put a 1', 'put b 2', 'put c 3', 'put d 4'], []), expect: 'SUCCESS' },
       { args: ['put', 'big', 'x'.repeat(2048)], code: 1, expect: 'Error: etcdserver: request is too large' },
+      // Only raft requests are held to the limit: a read of a long key is served, a delete is not.
+      ['get', 'k'.repeat(2048)],
+      { args: ['txn', '-i'], stdin: txn([], [`get ${'k'.repeat(2048)}`], []), expect: 'SUCCESS' },
+      { args: ['del', 'k'.repeat(2048)], code: 1, expect: 'Error: etcdserver: request is too large' },
+      { args: ['txn', '-i'], stdin: txn([], [`del ${'k'.repeat(2048)}`], []), code: 1, expect: 'Error: etcdserver: request is too large' },
       ['put', 'big', 'x'.repeat(900)],
       ['get', 'big', '-w', 'json'],
       ['endpoint', 'status', '-w', 'json'],
