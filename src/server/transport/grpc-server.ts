@@ -15,7 +15,29 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from '@grpc/grpc-js';
-import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField } from './h2-connection.js';
+import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField, type StreamListener } from './h2-connection.js';
+
+/**
+ * What a call needs of the stream it runs on: an HTTP/2 stream (H2Stream), or the gRPC
+ * gateway's in-process stand-in (src/server/http/gateway.ts), which feeds gRPC-framed request
+ * messages to `listener` and takes framed responses from `sendData`. Header blocks are HPACK
+ * (`encodeHeaders`); the stand-in reads the call's status from `ServerCall.pendingStatus`.
+ */
+export interface CallStream {
+  /** The request's header fields (lower-case names), `:path` and metadata among them. */
+  readonly headers: readonly HeaderField[];
+  /** Receives the request's DATA, its end, and a reset by the client. */
+  listener: StreamListener | undefined;
+  /** Called when writes no longer wait (see `blocked`). */
+  onDrain: (() => void) | undefined;
+  /** True while the caller should hold further writes until `onDrain`. */
+  readonly blocked: boolean;
+  sendHeaders(block: Buffer, endStream: boolean): void;
+  /** Sends gRPC-framed bytes; `cb` once they left. */
+  sendData(data: Buffer, cb?: () => void): void;
+  /** Sends the trailers (the status) and ends the response. */
+  sendTrailers(block: Buffer): void;
+}
 
 /** A registered method (by path): its streaming flags, codec and handler. */
 interface Method {
@@ -140,7 +162,7 @@ export class ServerCall extends EventEmitter {
   cancelled = false;
   /** The status the call ended (or will end) with, once known. */
   pendingStatus: CallStatus | undefined;
-  private readonly stream: H2Stream;
+  private readonly stream: CallStream;
   private readonly method: Method;
   private readonly maxReceive: number;
   /** The response content-type (the request's subtype echoed). */
@@ -158,7 +180,7 @@ export class ServerCall extends EventEmitter {
   /** True once the message of a unary or server-streaming call was handed over. */
   private dispatched = false;
 
-  constructor(stream: H2Stream, method: Method, maxReceive: number, contentType: string, peerCommonName: string | undefined) {
+  constructor(stream: CallStream, method: Method, maxReceive: number, contentType: string, peerCommonName: string | undefined) {
     super();
     this.stream = stream;
     this.method = method;
@@ -481,9 +503,24 @@ export class GrpcServer {
       this.answerOnly(stream, { code: GrpcStatus.UNIMPLEMENTED, details: `grpc: Decompressor is not installed for grpc-encoding "${encoding}"` }, contentType);
       return;
     }
+    this.startCall(stream, method, contentType, peerCommonName, ms);
+  }
+
+  /**
+   * Starts the call of registered method `path` on `stream` (the gRPC gateway's in-process
+   * stand-in), as a call from a connection without a client certificate. Undefined when no
+   * such method is registered.
+   */
+  invoke(path: string, stream: CallStream): ServerCall | undefined {
+    const method = this.methods.get(path);
+    return method && this.startCall(stream, method, 'application/grpc', undefined, undefined);
+  }
+
+  private startCall(stream: CallStream, method: Method, contentType: string, peerCommonName: string | undefined, timeoutMs: number | undefined): ServerCall {
     const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, contentType, peerCommonName);
-    if (ms !== undefined) call.setDeadline(ms);
+    if (timeoutMs !== undefined) call.setDeadline(timeoutMs);
     if (method.requestStream) (method.handler as (call: ServerCall) => void)(call);
+    return call;
   }
 
   /** Answers a call with `status` alone, before reading its request. */
