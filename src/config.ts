@@ -82,6 +82,8 @@ export interface ServerConfig {
   authTokenTtlSec: number;
   /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
   clientTls: ClientTlsConfig | undefined;
+  /** Serve the gRPC gateway's JSON API (`/v3/…`) on the client URLs (`--enable-grpc-gateway`). @default true */
+  enableGrpcGateway: boolean;
 }
 
 /** etcd's defaults (etcd `embed.NewConfig`). */
@@ -112,6 +114,7 @@ export function defaultConfig(): ServerConfig {
     bcryptCost: 10,
     authTokenTtlSec: 300,
     clientTls: undefined,
+    enableGrpcGateway: true,
   };
 }
 

@@ -202,7 +202,7 @@ const FLAGS: readonly FlagSpec[] = [
     '',
     'List of URLs to listen on for the metrics and health endpoints.',
   ),
-  ignored('enable-grpc-gateway', 'bool'),
+  supported('enable-grpc-gateway', 'bool', 'true', 'Enable GRPC gateway.'),
   // Logging.
   ignored('logger', 'string'),
   ignored('log-outputs', 'strings'),
@@ -654,6 +654,7 @@ function buildConfig(
   config.maxRequestBytes = integer('max-request-bytes') ?? config.maxRequestBytes;
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
   config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;
+  config.enableGrpcGateway = values.get('enable-grpc-gateway') !== false;
   // etcd's token types: simple (ours), jwt (not built: simple tokens serve, clients treat
   // tokens as opaque), anything else refused at start as etcd's NewTokenProvider does.
   const tokenType = (text('auth-token') ?? 'simple').split(',')[0];
@@ -786,6 +787,9 @@ function buildConfig(
   return config;
 }
 
+/** Supported flags etcd 3.4 defines without a line in its help text. */
+const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway']);
+
 /**
  * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
  * supported flag with its default as etcd's help prints it, then the flags accepted and ignored
@@ -810,7 +814,7 @@ export function usage(): string {
     'Flags:',
   ];
   for (const f of FLAGS) {
-    if (f.use === 'supported' && f.name !== 'version') lines.push(`  --${f.name} '${f.defaultText}'`, `    ${f.usage}`);
+    if (f.use === 'supported' && !UNLISTED_IN_HELP.has(f.name)) lines.push(`  --${f.name} '${f.defaultText}'`, `    ${f.usage}`);
   }
   lines.push('', 'Accepted for compatibility with etcd and ignored (cluster-only, or without effect in etcd-ts):');
   let line = ' ';

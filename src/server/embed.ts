@@ -18,6 +18,7 @@ import { addLockService } from './grpc/lock-service.js';
 import { checkRequests } from './grpc/malformed.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
+import { gatewayHandler } from './http/gateway.js';
 import { httpHandler } from './http/handlers.js';
 import { listenClientUrl, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
@@ -76,10 +77,11 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addClusterService(grpc, etcd, advertised);
     addAuthService(grpc, etcd);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
-    const handler = httpHandler(etcd, serverMetrics);
+    const handler = httpHandler(etcd, serverMetrics, { gateway: config.enableGrpcGateway ? gatewayHandler(grpc) : undefined, answerPreflight: true });
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions));
     const metrics: ClientListener[] = [];
-    for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, handler, tlsOptions));
+    const metricsHandler = httpHandler(etcd, serverMetrics);
+    for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, metricsHandler, tlsOptions));
     listeners.push(...metrics);
     const clientUrls = listeners.slice(0, config.listenClientUrls.length).map((l) => l.boundUrl);
     const compactor = startAutoCompactor(config.autoCompactionMode, config.autoCompactionRetention, {

@@ -447,6 +447,14 @@ describe('defaults and flag list match etcd 3.4 (/usr/bin/etcd)', () => {
   });
 });
 
+describe('--enable-grpc-gateway', () => {
+  it('is on by default and can be turned off, also as ETCD_ENABLE_GRPC_GATEWAY', () => {
+    assert.equal(run([]).config.enableGrpcGateway, true);
+    assert.equal(run(['--enable-grpc-gateway=false']).config.enableGrpcGateway, false);
+    assert.equal(run([], { ETCD_ENABLE_GRPC_GATEWAY: 'false' }).config.enableGrpcGateway, false);
+  });
+});
+
 describe('auth flags', () => {
   it('takes --bcrypt-cost in 4–31 and falls back to 10 with etcd\'s warning outside it', () => {
     assert.equal(defaultConfig().bcryptCost, 10);

@@ -16,6 +16,7 @@ import type http from 'node:http';
 import { AlarmType } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import type { ServerMetrics } from '../metrics.js';
+import type { GatewayHandler } from './gateway.js';
 
 /** The headers etcd's CORS wrapper adds to every client-URL response. */
 const CORS_HEADERS = {
@@ -24,10 +25,16 @@ const CORS_HEADERS = {
   'Access-Control-Allow-Headers': 'accept, content-type, authorization',
 };
 
+/** A whole small answer with its Content-Length, as Go's net/http frames a handler's single short write. */
+function reply(res: http.ServerResponse, code: number, headers: Record<string, string>, body = ''): void {
+  const bytes = Buffer.from(body);
+  res.writeHead(code, { ...headers, 'Content-Length': String(bytes.length) });
+  res.end(bytes);
+}
+
 /** Go's `http.Error`: plain text, `nosniff`, the message and a newline. */
 function httpError(res: http.ServerResponse, code: number, message: string, headers: Record<string, string> = {}): void {
-  res.writeHead(code, { ...CORS_HEADERS, ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
-  res.end(`${message}\n`);
+  reply(res, code, { ...CORS_HEADERS, ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, `${message}\n`);
 }
 
 /** etcd `allowMethod`: false (after answering 405) unless the request uses `method`. */
@@ -42,10 +49,57 @@ function healthy(etcd: EtcdServer, exclude: readonly string[]): boolean {
   return etcd.listAlarms().every((a) => exclude.includes(AlarmType[a.alarm]));
 }
 
+/** What a listener's HTTP handler serves besides /health, /version and /metrics. */
+export interface HttpHandlerOptions {
+  /**
+   * The gRPC gateway, for paths under `/v3/` (and `/v3beta/`, which etcd rewrites to `/v3/`).
+   * Client URLs get it unless `--enable-grpc-gateway=false`; etcd's metrics URLs serve none.
+   */
+  gateway?: GatewayHandler;
+  /** etcd's client-URL access controller: OPTIONS (CORS preflight) answered 200 on every path. */
+  answerPreflight?: boolean;
+}
+
+/**
+ * Go's `path.Clean` of a URL path, as http.ServeMux applies it: repeated slashes, `.` and `..`
+ * removed, a trailing slash kept.
+ */
+function cleanPath(p: string): string {
+  const out: string[] = [];
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') out.pop();
+    else out.push(part);
+  }
+  const cleaned = `/${out.join('/')}`;
+  return p.endsWith('/') && cleaned !== '/' ? `${cleaned}/` : cleaned;
+}
+
+/** http.ServeMux's redirect (301, Go's `http.Redirect`) to `location`. */
+function redirect(req: http.IncomingMessage, res: http.ServerResponse, location: string): void {
+  const html = req.method === 'GET' || req.method === 'HEAD';
+  reply(res, 301, { ...CORS_HEADERS, Location: location, ...(html ? { 'Content-Type': 'text/html; charset=utf-8' } : {}) }, req.method === 'GET' ? `<a href="${location}">Moved Permanently</a>.\n\n` : '');
+}
+
 /** The request handler for etcd's HTTP endpoints of `etcd`, rendering `metrics` on /metrics. */
-export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics): http.RequestListener {
+export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: HttpHandlerOptions = {}): http.RequestListener {
+  const { gateway, answerPreflight = false } = options;
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (answerPreflight && req.method === 'OPTIONS') {
+      reply(res, 200, CORS_HEADERS);
+      return;
+    }
+    if (gateway) {
+      const path = url.pathname.startsWith('/v3beta/') ? `/v3/${url.pathname.slice('/v3beta/'.length)}` : url.pathname;
+      if (path === '/v3' || path.startsWith('/v3/')) {
+        const cleaned = path === '/v3' ? '/v3/' : cleanPath(path);
+        if (cleaned !== path) return redirect(req, res, cleaned + url.search);
+        for (const [name, value] of Object.entries(CORS_HEADERS)) res.setHeader(name, value);
+        gateway(req, res, path);
+        return;
+      }
+    }
     switch (url.pathname) {
       case '/health': {
         if (!allowMethod(req, res, 'GET')) return;
@@ -53,8 +107,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics): http.Requ
         metrics.healthChecked(ok);
         if (ok) {
           // etcd writes no Content-Type here; Go sniffs the JSON as text.
-          res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' });
-          res.end('{"health":"true"}');
+          reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' }, '{"health":"true"}');
         } else {
           httpError(res, 503, '{"health":"false"}');
         }
@@ -62,8 +115,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics): http.Requ
       }
       case '/version':
         if (!allowMethod(req, res, 'GET')) return;
-        res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'application/json' });
-        res.end(JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
+        reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
         return;
       case '/metrics':
         metrics.render().then(

@@ -1,0 +1,439 @@
+/**
+ * etcd's gRPC gateway (etcd 3.4 `embed/serve.go` with grpc-gateway v1): the gRPC API as JSON
+ * over HTTP/1.1 on the client URLs, `POST /v3/kv/range` and the rest of the routes below.
+ *
+ * etcd's gateway is a gRPC client of its own server; ours starts the same registered gRPC
+ * methods in-process (`GrpcServer.invoke`) on a stand-in stream, so a gateway request goes
+ * through everything a gRPC call does (request checks, auth, metrics). The JSON mapping is
+ * grpc-gateway's `JSONPb{OrigName: true}` (golang/protobuf's jsonpb): the proto field names
+ * (`create_revision`, `ID`, `dbSize`), 64-bit integers as strings, bytes as standard base64,
+ * enums by name, fields at their zero value left out; requests accept the proto or the
+ * lowerCamel JSON name, numbers or strings for integers, and ignore unknown fields. The field
+ * names and types come from the protos' descriptor set (`descriptor-set.gen.ts`).
+ *
+ * - Unary: the body's first JSON value is the request (an empty body is an empty request); the
+ *   answer is the response's JSON, or `{"error":…,"message":…,"code":N}` with the HTTP status
+ *   grpc-gateway maps the gRPC code to.
+ * - Streaming: each response is a line `{"result":{…}}` of a chunked answer; a failure after
+ *   the first ends it with `{"error":{"grpc_code":…,"http_code":…,"message":…,"http_status":…}}`.
+ *   Streaming requests (watch, lease keepalive) are read as a sequence of JSON values for as
+ *   long as the body lasts; its end half-closes the call, which keeps running (a watch
+ *   keeps sending) until the client goes away.
+ * - Metadata: `Authorization` is passed as `authorization` (etcd reads its token there) and
+ *   `Grpc-Metadata-<name>` as `<name>`; `Grpc-Timeout` sets the call's deadline. gRPC response
+ *   headers come back as `Grpc-Metadata-<name>`.
+ *
+ * Not served: websocket upgrades (etcd wraps the gateway in a websocket proxy).
+ */
+import type http from 'node:http';
+import { createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMessage } from '@bufbuild/protobuf';
+import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { DESCRIPTOR_SET_BASE64 } from '../../proto/gen/descriptor-set.gen.js';
+import { decodeMessage, JsonDecodeError, readJsonValues, type RawJson } from './jsonpb.js';
+import type { HeaderField, StreamListener } from '../transport/h2-connection.js';
+import { type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
+
+/** HTTP path → [proto service, method], as etcd 3.4's `*.pb.gw.go` register them (first match wins). */
+const ROUTES: readonly (readonly [string, string, string])[] = [
+  ['/v3/kv/range', 'etcdserverpb.KV', 'Range'],
+  ['/v3/kv/put', 'etcdserverpb.KV', 'Put'],
+  ['/v3/kv/deleterange', 'etcdserverpb.KV', 'DeleteRange'],
+  ['/v3/kv/txn', 'etcdserverpb.KV', 'Txn'],
+  ['/v3/kv/compaction', 'etcdserverpb.KV', 'Compact'],
+  ['/v3/watch', 'etcdserverpb.Watch', 'Watch'],
+  ['/v3/lease/grant', 'etcdserverpb.Lease', 'LeaseGrant'],
+  ['/v3/lease/revoke', 'etcdserverpb.Lease', 'LeaseRevoke'],
+  ['/v3/kv/lease/revoke', 'etcdserverpb.Lease', 'LeaseRevoke'],
+  ['/v3/lease/keepalive', 'etcdserverpb.Lease', 'LeaseKeepAlive'],
+  ['/v3/lease/timetolive', 'etcdserverpb.Lease', 'LeaseTimeToLive'],
+  ['/v3/kv/lease/timetolive', 'etcdserverpb.Lease', 'LeaseTimeToLive'],
+  ['/v3/lease/leases', 'etcdserverpb.Lease', 'LeaseLeases'],
+  ['/v3/kv/lease/leases', 'etcdserverpb.Lease', 'LeaseLeases'],
+  ['/v3/cluster/member/add', 'etcdserverpb.Cluster', 'MemberAdd'],
+  ['/v3/cluster/member/remove', 'etcdserverpb.Cluster', 'MemberRemove'],
+  ['/v3/cluster/member/update', 'etcdserverpb.Cluster', 'MemberUpdate'],
+  ['/v3/cluster/member/list', 'etcdserverpb.Cluster', 'MemberList'],
+  ['/v3/cluster/member/promote', 'etcdserverpb.Cluster', 'MemberPromote'],
+  ['/v3/maintenance/alarm', 'etcdserverpb.Maintenance', 'Alarm'],
+  ['/v3/maintenance/status', 'etcdserverpb.Maintenance', 'Status'],
+  ['/v3/maintenance/defragment', 'etcdserverpb.Maintenance', 'Defragment'],
+  // etcd registers Hash and HashKV on the same path; grpc-gateway v1 serves the first.
+  ['/v3/maintenance/hash', 'etcdserverpb.Maintenance', 'Hash'],
+  ['/v3/maintenance/snapshot', 'etcdserverpb.Maintenance', 'Snapshot'],
+  ['/v3/maintenance/transfer-leadership', 'etcdserverpb.Maintenance', 'MoveLeader'],
+  ['/v3/auth/enable', 'etcdserverpb.Auth', 'AuthEnable'],
+  ['/v3/auth/disable', 'etcdserverpb.Auth', 'AuthDisable'],
+  ['/v3/auth/authenticate', 'etcdserverpb.Auth', 'Authenticate'],
+  ['/v3/auth/user/add', 'etcdserverpb.Auth', 'UserAdd'],
+  ['/v3/auth/user/get', 'etcdserverpb.Auth', 'UserGet'],
+  ['/v3/auth/user/list', 'etcdserverpb.Auth', 'UserList'],
+  ['/v3/auth/user/delete', 'etcdserverpb.Auth', 'UserDelete'],
+  ['/v3/auth/user/changepw', 'etcdserverpb.Auth', 'UserChangePassword'],
+  ['/v3/auth/user/grant', 'etcdserverpb.Auth', 'UserGrantRole'],
+  ['/v3/auth/user/revoke', 'etcdserverpb.Auth', 'UserRevokeRole'],
+  ['/v3/auth/role/add', 'etcdserverpb.Auth', 'RoleAdd'],
+  ['/v3/auth/role/get', 'etcdserverpb.Auth', 'RoleGet'],
+  ['/v3/auth/role/list', 'etcdserverpb.Auth', 'RoleList'],
+  ['/v3/auth/role/delete', 'etcdserverpb.Auth', 'RoleDelete'],
+  ['/v3/auth/role/grant', 'etcdserverpb.Auth', 'RoleGrantPermission'],
+  ['/v3/auth/role/revoke', 'etcdserverpb.Auth', 'RoleRevokePermission'],
+  ['/v3/lock/lock', 'v3lockpb.Lock', 'Lock'],
+  ['/v3/lock/unlock', 'v3lockpb.Lock', 'Unlock'],
+  ['/v3/election/campaign', 'v3electionpb.Election', 'Campaign'],
+  ['/v3/election/proclaim', 'v3electionpb.Election', 'Proclaim'],
+  ['/v3/election/leader', 'v3electionpb.Election', 'Leader'],
+  ['/v3/election/observe', 'v3electionpb.Election', 'Observe'],
+  ['/v3/election/resign', 'v3electionpb.Election', 'Resign'],
+];
+
+/** A gateway route: the gRPC method's path, its messages and streaming kinds. */
+interface Route {
+  grpcPath: string;
+  request: DescMessage;
+  response: DescMessage;
+  requestStream: boolean;
+  responseStream: boolean;
+}
+
+/** The routes by HTTP path, with their message types from the descriptor set. */
+function loadRoutes(): Map<string, Route> {
+  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, Buffer.from(DESCRIPTOR_SET_BASE64, 'base64')));
+  const routes = new Map<string, Route>();
+  for (const [path, service, name] of ROUTES) {
+    const method = registry.getService(service)?.methods.find((m) => m.name === name);
+    if (!method) throw new Error(`gateway route ${path}: no method ${service}/${name} in the descriptor set`);
+    routes.set(path, {
+      grpcPath: `/${service}/${name}`,
+      request: method.input,
+      response: method.output,
+      requestStream: method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming',
+      responseStream: method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming',
+    });
+  }
+  return routes;
+}
+
+/** grpc-gateway's `HTTPStatusFromCode`. */
+const HTTP_STATUS: Record<number, number> = {
+  [GrpcStatus.OK]: 200,
+  [GrpcStatus.CANCELLED]: 408,
+  [GrpcStatus.UNKNOWN]: 500,
+  [GrpcStatus.INVALID_ARGUMENT]: 400,
+  [GrpcStatus.DEADLINE_EXCEEDED]: 504,
+  [GrpcStatus.NOT_FOUND]: 404,
+  [GrpcStatus.ALREADY_EXISTS]: 409,
+  [GrpcStatus.PERMISSION_DENIED]: 403,
+  [GrpcStatus.UNAUTHENTICATED]: 401,
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 429,
+  [GrpcStatus.FAILED_PRECONDITION]: 412,
+  [GrpcStatus.ABORTED]: 409,
+  [GrpcStatus.OUT_OF_RANGE]: 400,
+  [GrpcStatus.UNIMPLEMENTED]: 501,
+  [GrpcStatus.INTERNAL]: 500,
+  [GrpcStatus.UNAVAILABLE]: 503,
+  [GrpcStatus.DATA_LOSS]: 500,
+};
+
+/** Go's `http.StatusText` for the statuses above. */
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  408: 'Request Timeout',
+  409: 'Conflict',
+  412: 'Precondition Failed',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** The gRPC response headers grpc-gateway passes on (`Grpc-Metadata-` + name). */
+const GRPC_HEADERS = { 'Grpc-Metadata-Content-Type': 'application/grpc' };
+
+const httpStatusOf = (code: number): number => HTTP_STATUS[code] ?? 500;
+
+/** One request message from a JSON value, framed for the call; throws JsonDecodeError. */
+function decodeRequest(schema: DescMessage, value: RawJson): Buffer {
+  return frame(toBinary(schema, fromJson(schema, decodeMessage(schema, value))));
+}
+
+/** `bytes` as one gRPC message (flag byte, 4-byte length). */
+function frame(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + bytes.length);
+  out[0] = 0;
+  out.writeUInt32BE(bytes.length, 1);
+  out.set(bytes, 5);
+  return out;
+}
+
+/** A response message's JSON text (grpc-gateway's JSONPb with OrigName). */
+function encodeResponse(schema: DescMessage, bytes: Uint8Array): string {
+  return JSON.stringify(toJson(schema, fromBinary(schema, bytes), { useProtoFieldName: true }));
+}
+
+/** The call's metadata from the HTTP request's headers, as grpc-gateway's AnnotateContext passes them. */
+function callHeaders(grpcPath: string, req: http.IncomingMessage): HeaderField[] {
+  const fields: HeaderField[] = [[':path', grpcPath]];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    if (name === 'authorization') fields.push(['authorization', value]);
+    else if (name.startsWith('grpc-metadata-')) fields.push([name.slice('grpc-metadata-'.length), value]);
+  }
+  return fields;
+}
+
+/**
+ * The in-process stream a gateway call runs on: request messages go to the call through
+ * `listener`, framed responses come back through `sendData` and are handed on one message at
+ * a time.
+ */
+class GatewayStream implements CallStream {
+  readonly headers: readonly HeaderField[];
+  listener: StreamListener | undefined;
+  onDrain: (() => void) | undefined;
+  private readonly res: http.ServerResponse;
+  private readonly onMessage: (bytes: Buffer) => void;
+  private buffered: Buffer = Buffer.alloc(0);
+
+  constructor(headers: readonly HeaderField[], res: http.ServerResponse, onMessage: (bytes: Buffer) => void) {
+    this.headers = headers;
+    this.res = res;
+    this.onMessage = onMessage;
+  }
+
+  get blocked(): boolean {
+    return this.res.writableNeedDrain;
+  }
+
+  sendHeaders(): void {}
+
+  sendData(data: Buffer, cb?: () => void): void {
+    this.buffered = this.buffered.length === 0 ? data : Buffer.concat([this.buffered, data]);
+    while (this.buffered.length >= 5) {
+      const length = this.buffered.readUInt32BE(1);
+      if (this.buffered.length < 5 + length) break;
+      this.onMessage(this.buffered.subarray(5, 5 + length));
+      this.buffered = this.buffered.subarray(5 + length);
+    }
+    cb?.();
+  }
+
+  sendTrailers(): void {}
+}
+
+/** Answers a gateway request; `path` is the request's path after etcd's `/v3beta/` → `/v3/` rewrite. */
+export type GatewayHandler = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => void;
+
+/** The gateway over `grpc`'s registered methods (grpc-gateway's ServeMux with etcd's handlers). */
+export function gatewayHandler(grpc: GrpcServer): GatewayHandler {
+  const routes = loadRoutes();
+  return (req, res, path) => {
+    const route = routes.get(path);
+    if (!route) plainError(res, 404, 'Not Found');
+    else if (req.method !== 'POST') plainError(res, 405, 'Method Not Allowed');
+    else serve(grpc, route, req, res);
+  };
+}
+
+/** Go's `http.Error`, as grpc-gateway's DefaultOtherErrorHandler answers routing errors. */
+function plainError(res: http.ServerResponse, code: number, message: string): void {
+  const body = `${message}\n`;
+  res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Content-Length': String(body.length) });
+  res.end(body);
+}
+
+/**
+ * grpc-gateway's DefaultHTTPError: the status as `{"error":…,"message":…,"code":N}`. An error
+ * the call returned (`fromCall`) carries the call's metadata as grpc-go hands a trailers-only
+ * answer to the gateway: content-type in the trailer metadata, so the body is chunked and
+ * followed by the trailer `Grpc-Trailer-Content-Type`.
+ */
+function unaryError(res: http.ServerResponse, status: CallStatus, fromCall: boolean): void {
+  const body: Record<string, unknown> = {};
+  if (status.details !== '') {
+    body.error = status.details;
+    body.message = status.details;
+  }
+  if (status.code !== 0) body.code = status.code;
+  const code = httpStatusOf(status.code);
+  if (!fromCall) {
+    answer(res, code, JSON.stringify(body));
+    return;
+  }
+  res.writeHead(code, { 'Content-Type': 'application/json', Trailer: 'Grpc-Trailer-Content-Type' });
+  res.addTrailers({ 'Grpc-Trailer-Content-Type': 'application/grpc' });
+  res.end(JSON.stringify(body));
+}
+
+/**
+ * A whole answer, framed as Go's net/http frames a handler's single write: with Content-Length
+ * below 2048 bytes, chunked from there on.
+ */
+function answer(res: http.ServerResponse, code: number, body: string, headers: Record<string, string> = {}): void {
+  const bytes = Buffer.from(body);
+  const length: Record<string, string> = bytes.length < 2048 ? { 'Content-Length': String(bytes.length) } : {};
+  res.writeHead(code, { 'Content-Type': 'application/json', ...headers, ...length });
+  res.end(bytes);
+}
+
+/** A streaming answer's failure line (grpc-gateway's `streamChunk` of an error). */
+function streamErrorLine(status: CallStatus): string {
+  const http = httpStatusOf(status.code);
+  const error: Record<string, unknown> = {};
+  if (status.code !== 0) error.grpc_code = status.code;
+  error.http_code = http;
+  if (status.details !== '') error.message = status.details;
+  error.http_status = STATUS_TEXT[http] ?? '';
+  return JSON.stringify({ error });
+}
+
+/** grpc-gateway's `timeoutDecode` of a Grpc-Timeout header: milliseconds, or undefined when it refuses the value. */
+export function gatewayTimeoutMs(value: string): number | undefined {
+  const units: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+  const unit = units[value.slice(-1)];
+  const digits = value.slice(0, -1);
+  if (value.length < 2 || unit === undefined || !/^[+-]?\d+$/.test(digits)) return undefined;
+  return Number(digits) * unit;
+}
+
+/** Runs one gateway request as a call of `route` and answers it. */
+function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const timeout = req.headers['grpc-timeout'];
+  const timeoutMs = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
+  if (typeof timeout === 'string' && timeoutMs === undefined) {
+    unaryError(res, { code: GrpcStatus.INVALID_ARGUMENT, details: `invalid grpc-timeout: ${timeout}` }, false);
+    return;
+  }
+  let started = false;
+  const startStream = (): void => {
+    if (started) return;
+    started = true;
+    res.writeHead(200, { 'Content-Type': 'application/json', ...GRPC_HEADERS });
+  };
+  const stream = new GatewayStream(callHeaders(route.grpcPath, req), res, (bytes) => {
+    if (!route.responseStream) {
+      answer(res, 200, encodeResponse(route.response, bytes), GRPC_HEADERS);
+      return;
+    }
+    startStream();
+    res.write(`{"result":${encodeResponse(route.response, bytes)}}\n`);
+  });
+  res.on('drain', () => stream.onDrain?.());
+  const call: ServerCall | undefined = grpc.invoke(route.grpcPath, stream);
+  if (!call) {
+    unaryError(res, { code: GrpcStatus.UNIMPLEMENTED, details: `unknown service ${route.grpcPath.slice(1, route.grpcPath.lastIndexOf('/'))}` }, true);
+    return;
+  }
+  /** The call ended with `status`, or the gateway's own deadline passed (`fromCall` false). */
+  const ended = (status: CallStatus, fromCall: boolean): void => {
+    clearTimeout(timer);
+    if (res.writableEnded) return;
+    if (status.code === GrpcStatus.OK) {
+      startStream();
+      res.end();
+    } else if (!res.headersSent) {
+      if (!route.responseStream) unaryError(res, status, fromCall);
+      else {
+        res.writeHead(httpStatusOf(status.code), { 'Content-Type': 'application/json' });
+        res.end(streamErrorLine(status));
+      }
+    } else res.end(streamErrorLine(status));
+  };
+  call.once('finish', () => ended(call.pendingStatus!, true));
+  // The gRPC client's deadline, in grpc-gateway: once it passes the call is cancelled and the
+  // answer is the client's own DeadlineExceeded; a deadline that passed before the request
+  // was read fails the call before it starts, as grpc-go's client checks it first.
+  const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  const expire = (): void => {
+    stream.listener?.onReset();
+    ended({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
+  };
+  const timer = timeoutMs === undefined ? undefined : setTimeout(expire, Math.max(0, timeoutMs));
+  const mayStart = (): boolean => {
+    if (deadlineAt === undefined || performance.now() < deadlineAt) return true;
+    expire();
+    return false;
+  };
+  // The client went away before the answer was complete: cancel the call, as grpc-gateway's
+  // request context does.
+  res.on('close', () => {
+    clearTimeout(timer);
+    if (!res.writableFinished) stream.listener?.onReset();
+  });
+  readRequests(route, req, stream, res, mayStart);
+}
+
+/**
+ * Feeds the request body to the call: the first JSON value of a unary call's body (an empty
+ * body is an empty request), or every value of a streaming call's body as it arrives. The
+ * first request goes only if `mayStart()` says so (else the caller has answered).
+ */
+function readRequests(route: Route, req: http.IncomingMessage, stream: GatewayStream, res: http.ServerResponse, mayStart: () => boolean): void {
+  let text = '';
+  let sent = 0;
+  let stopped = false;
+  const fail = (err: JsonDecodeError): void => {
+    stopped = true;
+    if (sent === 0) {
+      // grpc-gateway decodes the first request before it waits for the call's headers, and
+      // answers its error: InvalidArgument for a unary call's, the bare error (Unknown) for a
+      // streaming call's.
+      stream.listener?.onReset();
+      unaryError(res, { code: route.requestStream ? GrpcStatus.UNKNOWN : GrpcStatus.INVALID_ARGUMENT, details: err.message }, false);
+    } else {
+      // A later bad value ends the requests (CloseSend); the call goes on.
+      stream.listener?.onEnd();
+    }
+  };
+  const send = (value: RawJson): boolean => {
+    let framed: Buffer;
+    try {
+      framed = decodeRequest(route.request, value);
+    } catch (err) {
+      if (!(err instanceof JsonDecodeError)) throw err;
+      fail(err);
+      return false;
+    }
+    if (sent === 0 && !mayStart()) {
+      stopped = true;
+      return false;
+    }
+    sent++;
+    stream.listener?.onData(framed);
+    return true;
+  };
+  const finish = (): void => {
+    stopped = true;
+    stream.listener?.onEnd();
+  };
+  /** Sends what the body holds so far; `final` once it is complete. */
+  const feed = (final: boolean): void => {
+    const { values, rest, error } = readJsonValues(text, final);
+    text = text.slice(rest);
+    for (const value of values) {
+      if (!send(value)) return;
+      if (!route.requestStream) return finish();
+    }
+    if (error) return fail(error);
+    if (!final) return;
+    // An empty body is io.EOF to grpc-gateway: a unary call gets an empty request.
+    if (!route.requestStream && sent === 0 && !send({ kind: 'null' })) return;
+    finish();
+  };
+  req.setEncoding('utf8');
+  req.on('data', (chunk: string) => {
+    if (stopped) return;
+    text += chunk;
+    if (route.requestStream) feed(false);
+  });
+  req.on('end', () => {
+    if (!stopped) feed(true);
+  });
+}

@@ -1,0 +1,370 @@
+/**
+ * The gRPC gateway's JSON request decoding, as etcd 3.4's gateway does it: Go's encoding/json
+ * reads the body's next JSON value (json.Decoder) and golang/protobuf 1.3's jsonpb maps it onto
+ * the request message (`Unmarshaler{AllowUnknownFields: true}`). What a client sees of it are
+ * the rules and the error texts, kept here:
+ *
+ * - a field is found by its proto name or its lowerCamel JSON name (the JSON name wins when
+ *   both are given); unknown fields are ignored; `null` leaves a field unset; a duplicate key's
+ *   last value counts;
+ * - 64- and 32-bit integers are JSON numbers or strings holding one, checked as Go's
+ *   strconv.ParseInt / ParseUint check them (no fractions, exponents or overflow);
+ * - bytes are standard base64 with padding (line breaks skipped), as Go's base64.StdEncoding;
+ * - enums are their value names (case-sensitive) or any number;
+ * - errors read as Go's: `invalid character 'x' looking for beginning of value`,
+ *   `unexpected EOF`, `json: cannot unmarshal string into Go value of type bool`,
+ *   `illegal base64 data at input byte 3`, `unknown value "X" for enum etcdserverpb.…`.
+ *
+ * Decoding yields the message's canonical proto3 JSON (for @bufbuild/protobuf's `fromJson`).
+ */
+import { ScalarType, type DescEnum, type DescField, type DescMessage, type JsonObject, type JsonValue } from '@bufbuild/protobuf';
+
+/** A request body that is not a request its method takes: grpc-gateway answers InvalidArgument with `message`. */
+export class JsonDecodeError extends Error {}
+
+/** A parsed JSON value that keeps each number's text (Go decodes 64-bit integers from it exactly). */
+export type RawJson =
+  | { kind: 'object'; fields: Map<string, RawJson> }
+  | { kind: 'array'; items: RawJson[] }
+  | { kind: 'string'; value: string }
+  | { kind: 'number'; text: string }
+  | { kind: 'bool'; value: boolean }
+  | { kind: 'null' };
+
+/** Go's `quoteChar`: how its JSON scanner shows an offending character. */
+function quoteChar(c: string): string {
+  if (c === "'") return "'\\''";
+  if (c === '"') return '\'"\'';
+  const q = JSON.stringify(c);
+  return `'${q.slice(1, -1)}'`;
+}
+
+/** Thrown at the end of the input; callers turn it into Go's wording for their mode. */
+class EndOfInput extends Error {}
+
+/** A recursive-descent JSON parser with Go's scanner's error texts. */
+class Parser {
+  pos = 0;
+  constructor(private readonly text: string) {}
+
+  private fail(c: string, context: string): never {
+    throw new JsonDecodeError(`invalid character ${quoteChar(c)} ${context}`);
+  }
+
+  skipSpace(): void {
+    while (this.pos < this.text.length && ' \t\n\r'.includes(this.text[this.pos]!)) this.pos++;
+  }
+
+  private peek(): string {
+    if (this.pos >= this.text.length) throw new EndOfInput();
+    return this.text[this.pos]!;
+  }
+
+  value(): RawJson {
+    this.skipSpace();
+    const c = this.peek();
+    if (c === '{') return this.object();
+    if (c === '[') return this.array();
+    if (c === '"') return { kind: 'string', value: this.string() };
+    if (c === '-' || (c >= '0' && c <= '9')) return { kind: 'number', text: this.number() };
+    if (c === 't') return this.literal('true', { kind: 'bool', value: true });
+    if (c === 'f') return this.literal('false', { kind: 'bool', value: false });
+    if (c === 'n') return this.literal('null', { kind: 'null' });
+    this.fail(c, 'looking for beginning of value');
+  }
+
+  private object(): RawJson {
+    this.pos++;
+    const fields = new Map<string, RawJson>();
+    this.skipSpace();
+    if (this.peek() === '}') {
+      this.pos++;
+      return { kind: 'object', fields };
+    }
+    for (;;) {
+      this.skipSpace();
+      const c = this.peek();
+      if (c !== '"') this.fail(c, 'looking for beginning of object key string');
+      const key = this.string();
+      this.skipSpace();
+      if (this.peek() !== ':') this.fail(this.peek(), 'after object key');
+      this.pos++;
+      fields.set(key, this.value());
+      this.skipSpace();
+      const next = this.peek();
+      this.pos++;
+      if (next === '}') return { kind: 'object', fields };
+      if (next !== ',') this.fail(next, 'after object key:value pair');
+    }
+  }
+
+  private array(): RawJson {
+    this.pos++;
+    const items: RawJson[] = [];
+    this.skipSpace();
+    if (this.peek() === ']') {
+      this.pos++;
+      return { kind: 'array', items };
+    }
+    for (;;) {
+      items.push(this.value());
+      this.skipSpace();
+      const next = this.peek();
+      this.pos++;
+      if (next === ']') return { kind: 'array', items };
+      if (next !== ',') this.fail(next, 'after array element');
+    }
+  }
+
+  private string(): string {
+    const start = this.pos;
+    this.pos++;
+    for (;;) {
+      const c = this.peek();
+      if (c === '"') break;
+      if (c === '\\') {
+        this.pos++;
+        const e = this.peek();
+        if (e === 'u') {
+          for (let i = 1; i <= 4; i++) {
+            this.pos++;
+            const h = this.peek();
+            if (!/[0-9a-fA-F]/.test(h)) this.fail(h, 'in \\u hexadecimal character escape');
+          }
+        } else if (!'"\\/bfnrt'.includes(e)) this.fail(e, 'in string escape code');
+      } else if (c < ' ') this.fail(c, 'in string literal');
+      this.pos++;
+    }
+    this.pos++;
+    return JSON.parse(this.text.slice(start, this.pos)) as string;
+  }
+
+  private number(): string {
+    const start = this.pos;
+    const digits = (): void => {
+      while (this.pos < this.text.length && this.text[this.pos]! >= '0' && this.text[this.pos]! <= '9') this.pos++;
+    };
+    if (this.text[this.pos] === '-') {
+      this.pos++;
+      const c = this.peek();
+      if (!(c >= '0' && c <= '9')) this.fail(c, 'in numeric literal');
+    }
+    if (this.text[this.pos] === '0') this.pos++;
+    else digits();
+    if (this.text[this.pos] === '.') {
+      this.pos++;
+      const c = this.peek();
+      if (!(c >= '0' && c <= '9')) this.fail(c, 'after decimal point in numeric literal');
+      digits();
+    }
+    if (this.text[this.pos] === 'e' || this.text[this.pos] === 'E') {
+      this.pos++;
+      if (this.text[this.pos] === '+' || this.text[this.pos] === '-') this.pos++;
+      const c = this.peek();
+      if (!(c >= '0' && c <= '9')) this.fail(c, 'in exponent of numeric literal');
+      digits();
+    }
+    return this.text.slice(start, this.pos);
+  }
+
+  private literal<T extends RawJson>(word: string, value: T): T {
+    for (let i = 0; i < word.length; i++) {
+      const c = this.peek();
+      if (c !== word[i]) this.fail(c, `in literal ${word} (expecting ${quoteChar(word[i]!)})`);
+      this.pos++;
+    }
+    return value;
+  }
+}
+
+/**
+ * The JSON values of a request body, read one after another as Go's json.Decoder reads them:
+ * `values` holds those complete so far; `error` is the syntax error that stopped the reading
+ * (Go's texts, `unexpected EOF` for a value cut short by the end of a finished body); `rest` is
+ * where an unfinished value starts when `final` is false (more of the body may come).
+ */
+export function readJsonValues(text: string, final: boolean): { values: RawJson[]; rest: number; error?: JsonDecodeError } {
+  const values: RawJson[] = [];
+  const parser = new Parser(text);
+  for (;;) {
+    parser.skipSpace();
+    const start = parser.pos;
+    if (start >= text.length) return { values, rest: start };
+    try {
+      const value = parser.value();
+      // A number that ends the text so far may go on in the body's next bytes.
+      if (!final && value.kind === 'number' && parser.pos === text.length) return { values, rest: start };
+      values.push(value);
+    } catch (err) {
+      if (err instanceof EndOfInput) {
+        if (!final) return { values, rest: start };
+        return { values, rest: start, error: new JsonDecodeError('unexpected EOF') };
+      }
+      if (err instanceof JsonDecodeError) return { values, rest: start, error: err };
+      throw err;
+    }
+  }
+}
+
+/** Go's json.Unmarshal of a whole text (the inside of a quoted number): its value or its syntax error. */
+function unmarshalText(text: string): RawJson {
+  const parser = new Parser(text);
+  let value: RawJson;
+  try {
+    value = parser.value();
+  } catch (err) {
+    if (err instanceof EndOfInput) throw new JsonDecodeError('unexpected end of JSON input');
+    throw err;
+  }
+  parser.skipSpace();
+  if (parser.pos < text.length) throw new JsonDecodeError(`invalid character ${quoteChar(text[parser.pos]!)} after top-level value`);
+  return value;
+}
+
+/** What Go's encoding/json calls a JSON value's kind in its type errors. */
+function goKind(v: RawJson): string {
+  return v.kind === 'bool' ? 'bool' : v.kind;
+}
+
+const typeError = (v: RawJson, goType: string): JsonDecodeError =>
+  new JsonDecodeError(`json: cannot unmarshal ${goKind(v)} into Go value of type ${goType}`);
+
+/** Go's name of an enum type: `etcdserverpb.RangeRequest_SortOrder`. */
+function goEnumName(e: DescEnum): string {
+  const pkg = e.file.proto.package;
+  const local = pkg === '' ? e.typeName : e.typeName.slice(pkg.length + 1);
+  return `${pkg}.${local.replace(/\./g, '_')}`;
+}
+
+/** Integer scalar types by Go type: name, signedness, bits. */
+const INTEGERS: Partial<Record<ScalarType, [goType: string, signed: boolean, bits: number]>> = {
+  [ScalarType.INT64]: ['int64', true, 64],
+  [ScalarType.SINT64]: ['int64', true, 64],
+  [ScalarType.SFIXED64]: ['int64', true, 64],
+  [ScalarType.UINT64]: ['uint64', false, 64],
+  [ScalarType.FIXED64]: ['uint64', false, 64],
+  [ScalarType.INT32]: ['int32', true, 32],
+  [ScalarType.SINT32]: ['int32', true, 32],
+  [ScalarType.SFIXED32]: ['int32', true, 32],
+  [ScalarType.UINT32]: ['uint32', false, 32],
+  [ScalarType.FIXED32]: ['uint32', false, 32],
+};
+
+/** Go's strconv.Parse(U)Int of a JSON number's text into `bits`, as encoding/json decodes an integer. */
+function parseInteger(v: RawJson, goType: string, signed: boolean, bits: number): bigint {
+  if (v.kind !== 'number') throw typeError(v, goType);
+  const bad = new JsonDecodeError(`json: cannot unmarshal number ${v.text} into Go value of type ${goType}`);
+  if (!/^-?\d+$/.test(v.text)) throw bad;
+  const n = BigInt(v.text);
+  const limit = 1n << BigInt(signed ? bits - 1 : bits);
+  if (signed ? n < -limit || n >= limit : n < 0n || n >= limit) throw bad;
+  return n;
+}
+
+/** An integer field's value: a number, or a string whose inside Go unmarshals as one (jsonpb's quoted integers). */
+function integer(v: RawJson, goType: string, signed: boolean, bits: number): bigint {
+  return parseInteger(v.kind === 'string' ? unmarshalText(v.value) : v, goType, signed, bits);
+}
+
+/** Go's base64.StdEncoding.Decode, which skips CR and LF and requires padding; throws its CorruptInputError text. */
+export function decodeStdBase64(s: string): Buffer {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const corrupt = (at: number): JsonDecodeError => new JsonDecodeError(`illegal base64 data at input byte ${at}`);
+  const out: number[] = [];
+  const isNewline = (c: string | undefined) => c === '\n' || c === '\r';
+  let si = 0;
+  while (si < s.length) {
+    const quantum: number[] = [];
+    let j = 0;
+    let end = false;
+    for (; j < 4; j++) {
+      if (si === s.length) {
+        if (j === 0) return Buffer.from(out);
+        throw corrupt(si - j);
+      }
+      const c = s[si]!;
+      si++;
+      const d = alphabet.indexOf(c);
+      if (d >= 0) {
+        quantum.push(d);
+        continue;
+      }
+      if (isNewline(c)) {
+        j--;
+        continue;
+      }
+      if (c !== '=') throw corrupt(si - 1);
+      if (j < 2) throw corrupt(si - 1);
+      if (j === 2) {
+        while (si < s.length && isNewline(s[si])) si++;
+        if (si === s.length) throw corrupt(s.length);
+        if (s[si] !== '=') throw corrupt(si - 1);
+        si++;
+      }
+      while (si < s.length && isNewline(s[si])) si++;
+      if (si < s.length) throw corrupt(si);
+      end = true;
+      break;
+    }
+    const bits = quantum.reduce((acc, d) => (acc << 6) | d, 0) << (6 * (4 - quantum.length));
+    const bytes = [(bits >>> 16) & 0xff, (bits >>> 8) & 0xff, bits & 0xff];
+    out.push(...bytes.slice(0, quantum.length - 1));
+    if (end) break;
+  }
+  return Buffer.from(out);
+}
+
+/** One non-repeated value of `field` as canonical proto3 JSON; throws JsonDecodeError. */
+function singular(field: DescField, v: RawJson, kind: 'scalar' | 'enum' | 'message', scalar: ScalarType | undefined, desc: DescEnum | DescMessage | undefined): JsonValue {
+  if (kind === 'message') return decodeMessage(desc as DescMessage, v);
+  if (kind === 'enum') {
+    const e = desc as DescEnum;
+    if (v.kind === 'string') {
+      const found = e.values.find((x) => x.name === v.value);
+      if (!found) throw new JsonDecodeError(`unknown value ${JSON.stringify(v.value)} for enum ${goEnumName(e)}`);
+      return found.number;
+    }
+    return Number(parseInteger(v, goEnumName(e), true, 32));
+  }
+  const int = INTEGERS[scalar!];
+  if (int) return integer(v, ...int).toString();
+  switch (scalar) {
+    case ScalarType.BOOL:
+      if (v.kind !== 'bool') throw typeError(v, 'bool');
+      return v.value;
+    case ScalarType.STRING:
+      if (v.kind !== 'string') throw typeError(v, 'string');
+      return v.value;
+    case ScalarType.BYTES:
+      if (v.kind !== 'string') throw typeError(v, '[]uint8');
+      return decodeStdBase64(v.value).toString('base64');
+    default:
+      throw new JsonDecodeError(`field ${field.name}: type not served by the gateway`);
+  }
+}
+
+/** `v` (an object, or null for an empty message) as `schema`'s canonical proto3 JSON; throws JsonDecodeError. */
+export function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
+  if (v.kind === 'null') return {};
+  if (v.kind !== 'object') throw typeError(v, 'map[string]json.RawMessage');
+  const out: JsonObject = {};
+  for (const field of schema.fields) {
+    const value = v.fields.get(field.jsonName) ?? v.fields.get(field.name);
+    if (value === undefined || value.kind === 'null') continue;
+    if (field.fieldKind === 'list') {
+      if (value.kind !== 'array') throw typeError(value, '[]json.RawMessage');
+      const desc = field.listKind === 'enum' ? field.enum : field.listKind === 'message' ? field.message : undefined;
+      out[field.jsonName] = value.items.map((item) =>
+        item.kind === 'null' && field.listKind === 'message' ? {} : singular(field, item, field.listKind, field.scalar, desc),
+      );
+    } else if (field.fieldKind === 'map') {
+      throw new JsonDecodeError(`field ${field.name}: map fields are not served by the gateway`);
+    } else {
+      const desc = field.fieldKind === 'enum' ? field.enum : field.fieldKind === 'message' ? field.message : undefined;
+      // Of a oneof's members given together, the last declared stands.
+      for (const member of field.oneof?.fields ?? []) delete out[member.jsonName];
+      out[field.jsonName] = singular(field, value, field.fieldKind, field.fieldKind === 'scalar' ? field.scalar : undefined, desc);
+    }
+  }
+  return out;
+}

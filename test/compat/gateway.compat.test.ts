@@ -1,0 +1,313 @@
+// The gRPC gateway's JSON API (`POST /v3/...` on the client port) against a real etcd 3.4: the
+// same HTTP requests, in the same order, to a fresh etcd and a fresh etcd-ts, and the answers
+// compared — status, headers (but Date and the connection headers, which Go and Node write
+// differently), trailers and body. Bodies differ only in the member's own IDs and an auth
+// token's random part, which are normalised. Covers the KV, lease, lock, election and auth
+// routes, grpc-gateway's decoding errors, routing (405, 404, redirects, /v3beta, OPTIONS),
+// Grpc-Timeout, and the streaming routes (watch, lease keepalive) line by line.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { describe, it } from 'node:test';
+import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
+
+/** One HTTP request of a scenario; `lines` makes it a stream read until that many lines arrived. */
+interface Step {
+  method?: string;
+  path: string;
+  body?: string;
+  headers?: Record<string, string>;
+  lines?: number;
+  /** Requests made (in order, each answered) once the stream's first line arrived. */
+  during?: Step[];
+}
+
+/** What a server answered to a step, normalised for comparison. */
+interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  trailers: Record<string, string>;
+  body: string;
+  /** The answers to the step's `during` requests. */
+  during?: Answer[];
+}
+
+/** Headers left out of the comparison: Go writes no Connection / Keep-Alive for HTTP/1.1. */
+const UNCOMPARED = new Set(['date', 'connection', 'keep-alive']);
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** Replaces what differs between two servers by nature: member and cluster IDs, auth tokens. */
+function normaliseBody(body: string): string {
+  return body
+    .replace(/"(cluster_id|member_id|leader)":"\d+"/g, '"$1":"<id>"')
+    .replace(/"token":"[A-Za-z]{16}\.\d+"/g, '"token":"<token>"');
+}
+
+/** Sends `step` to `server` and reads its answer (a stream until `lines` lines arrived). */
+function send(server: ServerHandle, step: Step): Promise<Answer> {
+  const url = new URL(step.path, server.endpoint);
+  return new Promise<Answer>((resolve, reject) => {
+    const req = http.request(url, { method: step.method ?? 'POST', headers: step.headers, agent: false }, (res) => {
+      res.setEncoding('utf8');
+      let body = '';
+      let done = false;
+      let during: Promise<Answer[]> | undefined;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        const headers: Record<string, string> = {};
+        for (const [name, value] of Object.entries(res.headers)) {
+          if (!UNCOMPARED.has(name)) headers[name] = String(value);
+        }
+        // Content-Length follows the body, whose IDs may differ in length; compare its presence.
+        if ('content-length' in headers) {
+          if (step.method !== 'HEAD') assert.equal(Number(headers['content-length']), Buffer.byteLength(body), `${step.path}: content-length`);
+          headers['content-length'] = '<n>';
+        }
+        const answer: Answer = { status: res.statusCode ?? 0, headers, trailers: Object.fromEntries(Object.entries(res.trailers).map(([k, v]) => [k, String(v)])), body: normaliseBody(body) };
+        if (!during) return resolve(answer);
+        during.then((d) => resolve({ ...answer, during: d }), reject);
+      };
+      res.on('data', (chunk: string) => {
+        body += chunk;
+        if (step.lines === undefined) return;
+        const lines = body.split('\n').length - 1;
+        if (lines >= 1 && !during && step.during) during = sendAll(server, step.during);
+        if (lines >= step.lines) {
+          finish();
+          req.destroy();
+        }
+      });
+      res.on('end', finish);
+      res.on('error', finish);
+    });
+    req.on('error', (err) => (step.lines === undefined ? reject(err) : undefined));
+    req.setTimeout(10_000, () => req.destroy(new Error(`${step.path}: no answer in 10 s`)));
+    req.end(step.body);
+  });
+}
+
+/** Sends `steps` to `server` one after another; their answers in order. */
+async function sendAll(server: ServerHandle, steps: readonly Step[]): Promise<Answer[]> {
+  const answers: Answer[] = [];
+  for (const step of steps) answers.push(await send(server, step));
+  return answers;
+}
+
+/**
+ * Runs `steps` on a fresh etcd and a fresh etcd-ts (both started with `flags`) and asserts the
+ * answers are the same, step by step.
+ */
+async function compare(t: { after(fn: () => Promise<void>): void }, steps: readonly Step[], flags: string[] = []): Promise<void> {
+  const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
+  const etcd = await sendAll(servers[0]!, steps);
+  const ours = await sendAll(servers[1]!, steps);
+  steps.forEach((step, i) => {
+    assert.deepEqual(ours[i], etcd[i], `step ${i}: ${step.method ?? 'POST'} ${step.path} ${step.body ?? ''}`);
+  });
+}
+
+/** The token `user` gets from `server`'s gateway. */
+async function authToken(server: ServerHandle, user: string, password: string): Promise<string> {
+  const res = await fetch(new URL('/v3/auth/authenticate', server.endpoint), { method: 'POST', body: JSON.stringify({ name: user, password }) });
+  return ((await res.json()) as { token: string }).token;
+}
+
+const post = (path: string, body?: unknown, headers?: Record<string, string>): Step => ({
+  path,
+  body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  headers,
+});
+const FOO = b64('foo');
+const FOP = b64('fop');
+
+describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('KV, txn, compaction and lease routes answer the same JSON', async (t) => {
+    await compare(t, [
+      post('/v3/kv/put', { key: FOO, value: b64('bar') }),
+      post('/v3/kv/put', { key: b64('foo2'), value: '' }),
+      post('/v3/kv/put', { key: b64('foo3'), value: b64('x') }),
+      post('/v3/kv/range', { key: FOO }),
+      post('/v3/kv/range', { key: FOO, range_end: FOP }),
+      post('/v3/kv/range', { key: FOO, rangeEnd: FOP, limit: 1 }),
+      post('/v3/kv/range', { key: FOO, range_end: FOP, keys_only: true }),
+      post('/v3/kv/range', { key: FOO, range_end: FOP, countOnly: true }),
+      post('/v3/kv/range', { key: FOO, range_end: FOP, sort_order: 'DESCEND', sort_target: 'KEY', limit: '2' }),
+      post('/v3/kv/range', { key: FOO, range_end: FOP, sort_order: 2 }),
+      post('/v3/kv/range', { key: b64('none') }),
+      post('/v3/kv/put', { key: FOO, value: b64('baz'), prevKv: true }),
+      post('/v3/kv/txn', {
+        compare: [{ key: FOO, result: 'EQUAL', target: 'VALUE', value: b64('baz') }],
+        success: [{ request_put: { key: FOO, value: b64('qux') } }],
+        failure: [{ request_range: { key: FOO } }],
+      }),
+      post('/v3/kv/txn', {
+        compare: [{ key: FOO, result: 'EQUAL', target: 'VALUE', value: b64('baz') }],
+        success: [{ requestPut: { key: FOO, value: b64('qux') } }],
+        failure: [{ request_range: { key: FOO } }],
+      }),
+      post('/v3/kv/txn', { compare: [{ key: FOO, result: 'GREATER', target: 'MOD', mod_revision: '1' }], success: [{ request_delete_range: { key: b64('none') } }, { request_txn: {} }] }),
+      post('/v3/kv/txn', {}),
+      post('/v3/kv/deleterange', { key: b64('foo3'), prev_kv: true }),
+      post('/v3/kv/compaction', { revision: 3 }),
+      post('/v3/kv/range', { key: FOO, revision: 2 }),
+      post('/v3/kv/range', { key: FOO, revision: '1000' }),
+      post('/v3/kv/compaction', { revision: '3', physical: true }),
+      post('/v3/lease/grant', { TTL: 60, ID: 1000 }),
+      post('/v3/lease/grant', { TTL: '120', ID: '7587869011474410000' }),
+      post('/v3/kv/put', { key: b64('leased'), value: b64('v'), lease: '7587869011474410000' }),
+      post('/v3/lease/timetolive', { ID: '12345' }),
+      post('/v3/lease/leases', {}),
+      post('/v3/kv/lease/leases'),
+      post('/v3/lease/revoke', { ID: '12345' }),
+      post('/v3/kv/lease/revoke', { ID: 7587869011474410000 }),
+      post('/v3/kv/range', { key: b64('leased') }),
+      post('/v3/kv/put', { key: FOO, value: b64('v'), lease: '12345' }),
+      post('/v3/kv/put', { key: '', value: b64('v') }),
+      post('/v3/kv/put', { key: b64('none'), ignore_value: true }),
+      post('/v3/kv/txn', { success: [{ request_put: { key: FOO } }, { request_put: { key: FOO } }] }),
+      post('/v3/kv/txn', { success: Array.from({ length: 129 }, () => ({ request_range: { key: FOO } })) }),
+      post('/v3/kv/txn', { success: [{}] }),
+      post('/v3/maintenance/alarm', {}),
+      post('/v3/lock/lock', { name: b64('mylock'), lease: '1000' }),
+      post('/v3/lock/unlock', { key: b64('mylock/3e8') }),
+      post('/v3/lock/unlock', {}),
+      post('/v3/election/leader', { name: b64('elec') }),
+      post('/v3/election/resign', {}),
+      post('/v3/auth/user/add', { name: 'u1', password: 'p' }),
+      post('/v3/auth/user/add', { name: 'u1', password: 'p' }),
+      post('/v3/auth/user/get', { name: 'nobody' }),
+      post('/v3/auth/user/list', {}),
+      post('/v3/auth/enable', {}),
+    ]);
+  });
+
+  it('request bodies are decoded as grpc-gateway decodes them, errors word for word', async (t) => {
+    const bodies = [
+      '{"key":5}', '{', '', 'null', '[]', '"str"', '{"key":null}', '{"limit":"abc"}', '{"key":"Zm9v","limit":""}',
+      '{"limit":1.5}', '{"limit":1e2}', '{"limit":"1.0"}', '{"limit":99999999999999999999}', '{"limit":[1]}', '{"limit":true}',
+      '{"key":"Zm9v","limit":" 1"}', '{"key":"Zm9v","limit":"-1"}', '{"key":"Zm9v","serializable":1}', '{"key":"!!!"}',
+      '{"key":"Zm9"}', '{"key":"Zm9v-_"}', '{"key":"Zm9v"}{"key":"eA=="}', '{"key":"Zm9v"} garbage', '{"key":"Zm9v","key":"eA=="}',
+      '{"key":"Zm9v","bogus":{"x":[1,2]}}', '{"sort_order":"BOGUS","key":"Zm9v"}', '{"key":"Zm9v","sort_order":99}',
+      '{"key" 1}', '{"key":"Zm9v",}', '{"key":tru}', '{"key":"a\nb"}', '{"key":"Zm9v","limit":-}', '{"key":"Zm9v"',
+      '{"key":"Zm9v\\r\\n"}', '{"key":"Zm9=v"}', '{"key":"Zm8=="}', '{"key":"Zg=="}',
+    ];
+    await compare(t, [
+      post('/v3/kv/put', { key: FOO, value: b64('bar') }),
+      ...bodies.map((body) => post('/v3/kv/range', body)),
+      post('/v3/kv/put', '{"key":"Zm9v","value":"YmF6","prev_kv":"yes"}'),
+      post('/v3/kv/put', '{"key":"Zm9v","value":"YmF6","prev_kv":1}'),
+      post('/v3/kv/txn', { compare: [{ key: FOO, result: 'equal', target: 'VALUE' }] }),
+      post('/v3/kv/txn', { compare: [{ key: FOO, result: 'EQUAL', target: 'NOPE' }] }),
+      post('/v3/kv/txn', { compare: [{ key: FOO, result: 0, target: 3, value: b64('bar') }], success: [{ request_range: { key: FOO } }] }),
+      post('/v3/kv/txn', { compare: { key: FOO } }),
+      post('/v3/kv/txn', { compare: [{ key: FOO, createRevision: 5 }] }),
+      post('/v3/lease/grant', '{"TTL":60,"ID":"abc"}'),
+      post('/v3/auth/user/add', '{"name":5}'),
+      post('/v3/watch', '{"create_request":{"key":5}}'),
+    ]);
+  });
+
+  it('routing, methods, OPTIONS, redirects, /v3beta and Grpc-Timeout', async (t) => {
+    const range = JSON.stringify({ key: FOO });
+    await compare(t, [
+      post('/v3/kv/put', { key: FOO, value: b64('bar') }),
+      { method: 'GET', path: '/v3/kv/range' },
+      { method: 'PUT', path: '/v3/kv/range', body: range },
+      { method: 'DELETE', path: '/v3/kv/range' },
+      { method: 'HEAD', path: '/v3/kv/range' },
+      post('/v3/kv/nothing', range),
+      { method: 'GET', path: '/v3/kv/nothing' },
+      post('/v3/kv/range/', range),
+      post('/v3/KV/range', range),
+      post('/v3/', range),
+      post('/v3/lock', range),
+      post('/v3/kv/range:foo', range),
+      post('/v3beta/kv/range', range),
+      post('/v3alpha/kv/range', range),
+      post('/v3', range),
+      post('/v3/kv//range', range),
+      { method: 'GET', path: '/v3/kv/./range' },
+      post('/v3/kv/range?key=Zm9v&limit=1', range),
+      { method: 'OPTIONS', path: '/v3/kv/range' },
+      { method: 'OPTIONS', path: '/v3/nonexistent', headers: { Origin: 'http://example.com', 'Access-Control-Request-Method': 'POST' } },
+      post('/v3/kv/range', range, { 'Content-Type': 'application/json' }),
+      post('/v3/kv/range', range, { 'Content-Type': 'text/plain' }),
+      post('/v3/kv/range', range, { 'Grpc-Timeout': 'bogus' }),
+      post('/v3/kv/range', range, { 'Grpc-Timeout': '1n' }),
+      post('/v3/kv/range', range, { 'Grpc-Timeout': '5S' }),
+      post('/v3/kv/range', range, { 'Grpc-Metadata-Foo': 'bar' }),
+    ]);
+  });
+
+  it('--enable-grpc-gateway=false leaves /v3/ to the plain HTTP handler', async (t) => {
+    await compare(t, [post('/v3/kv/range', { key: FOO }), post('/v3beta/kv/range', { key: FOO }), { method: 'OPTIONS', path: '/v3/kv/range' }, { method: 'GET', path: '/health' }], [
+      '--enable-grpc-gateway=false',
+    ]);
+  });
+
+  it('streams: watch (history, live events, bad creates, progress) and lease keepalive, line by line', async (t) => {
+    const live = b64('live');
+    await compare(t, [
+      post('/v3/kv/put', { key: FOO, value: b64('bar') }),
+      post('/v3/kv/put', { key: FOO, value: b64('baz') }),
+      post('/v3/kv/deleterange', { key: FOO }),
+      { ...post('/v3/watch', { create_request: { key: FOO, start_revision: 1, prev_kv: true } }), lines: 2 },
+      { ...post('/v3/watch', { create_request: { key: FOO, range_end: FOO } }), lines: 1 },
+      { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })}\n${JSON.stringify({ create_request: { key: FOP, watch_id: 7 } })}`), lines: 2 },
+      { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })}${JSON.stringify({ progress_request: {} })}`), lines: 2 },
+      { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })} {"create_request":{"key":5}} ${JSON.stringify({ create_request: { key: FOP } })}`), lines: 1 },
+      {
+        ...post('/v3/watch', { create_request: { key: live, filters: ['NODELETE'] } }),
+        lines: 3,
+        during: [post('/v3/kv/put', { key: live, value: b64('1') }), post('/v3/kv/deleterange', { key: live }), post('/v3/kv/put', { key: live, value: b64('2') })],
+      },
+      post('/v3/kv/compaction', { revision: 4 }),
+      { ...post('/v3/watch', { create_request: { key: FOO, start_revision: 2 } }), lines: 2 },
+      post('/v3/lease/grant', { TTL: 60, ID: 1000 }),
+      { ...post('/v3/lease/keepalive', { ID: 1000 }), lines: 1 },
+      { ...post('/v3/lease/keepalive', `${JSON.stringify({ ID: 1000 })}${JSON.stringify({ ID: 1000 })}`), lines: 2 },
+      { ...post('/v3/lease/keepalive', { ID: 99 }), lines: 1 },
+    ]);
+  });
+
+  it('auth through the gateway: tokens from Authorization and Grpc-Metadata-Token, refusals', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const answers: Answer[][] = [];
+    for (const server of servers) {
+      const got = await sendAll(server, [
+        post('/v3/auth/user/add', { name: 'root', password: 'rootpw' }),
+        post('/v3/auth/user/grant', { user: 'root', role: 'root' }),
+        post('/v3/auth/role/add', { name: 'r1' }),
+        post('/v3/auth/role/grant', { name: 'r1', perm: { permType: 'READWRITE', key: FOO, range_end: FOP } }),
+        post('/v3/auth/user/add', { name: 'u1', password: 'p1' }),
+        post('/v3/auth/user/grant', { user: 'u1', role: 'r1' }),
+        post('/v3/auth/role/get', { role: 'r1' }),
+        post('/v3/auth/enable', {}),
+        post('/v3/kv/range', { key: FOO }),
+        post('/v3/maintenance/hash', {}),
+        post('/v3/auth/authenticate', { name: 'root', password: 'wrong' }),
+        post('/v3/auth/authenticate', { name: 'root', password: 'rootpw' }),
+        { ...post('/v3/watch', { create_request: { key: FOO } }), lines: 1 },
+      ]);
+      const root = await authToken(server, 'root', 'rootpw');
+      const u1 = await authToken(server, 'u1', 'p1');
+      got.push(
+        ...(await sendAll(server, [
+          post('/v3/kv/put', { key: FOO, value: b64('x') }, { Authorization: root }),
+          post('/v3/kv/range', { key: FOO }, { authorization: root }),
+          post('/v3/kv/range', { key: FOO }, { 'Grpc-Metadata-Token': root }),
+          post('/v3/kv/range', { key: FOO }, { Authorization: `Bearer ${root}` }),
+          post('/v3/kv/range', { key: FOO }, { Authorization: 'bogus.token' }),
+          post('/v3/kv/range', { key: FOO }, { Authorization: u1 }),
+          post('/v3/kv/range', { key: FOP }, { Authorization: u1 }),
+          post('/v3/auth/user/list', {}, { Authorization: u1 }),
+          post('/v3/auth/user/list', {}, { Authorization: root }),
+          post('/v3/auth/disable', {}, { Authorization: root }),
+        ])),
+      );
+      answers.push(got);
+    }
+    assert.deepEqual(answers[1], answers[0]);
+  });
+});
