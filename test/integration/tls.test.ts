@@ -46,19 +46,29 @@ async function startTls(t: TestContext, dir: string, flags: string[], kind: 'etc
   return url;
 }
 
-/** GET `path` over HTTP/2 (what curl negotiates by ALPN); resolves with the status and body. */
-async function getOverH2(url: string, ca: Buffer, pathname: string): Promise<{ status: number; body: string }> {
+/**
+ * A request over HTTP/2 (what curl negotiates by ALPN): GET `path`, or POST `body` to it;
+ * resolves with the status and body, or with the first `lines` lines of a streamed answer.
+ */
+async function requestOverH2(url: string, ca: Buffer, pathname: string, body?: string, lines?: number): Promise<{ status: number; body: string }> {
   const session = http2.connect(url, { ca });
   try {
-    const req = session.request({ ':path': pathname });
+    const req = session.request({ ':path': pathname, ':method': body === undefined ? 'GET' : 'POST' });
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    const status = await new Promise<number>((resolve, reject) => {
+    const status = new Promise<number>((resolve, reject) => {
       req.on('response', (h) => resolve(Number(h[':status'])));
       req.on('error', reject);
     });
-    await new Promise<void>((resolve) => req.on('close', resolve));
-    return { status, body: Buffer.concat(chunks).toString() };
+    await new Promise<void>((resolve) => {
+      req.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (lines !== undefined && Buffer.concat(chunks).toString().split('\n').length > lines) resolve();
+      });
+      req.on('close', resolve);
+      req.end(body);
+    });
+    req.close();
+    return { status: await status, body: Buffer.concat(chunks).toString() };
   } finally {
     session.close();
   }
@@ -99,7 +109,7 @@ test('--auto-tls serves TLS with a generated certificate', { skip }, async (t) =
   assert.notEqual(strict.code, 0);
 });
 
-test('/health, /version and unknown paths over HTTP/2 on TLS answer as etcd 3.4 answers them', { skip: skip ?? etcdUnavailableReason(), timeout: 60_000 }, async (t) => {
+test('/health, /version, unknown paths and the gRPC gateway over HTTP/2 on TLS answer as etcd 3.4 answers them', { skip: skip ?? etcdUnavailableReason(), timeout: 60_000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-tls-h2-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   makeCerts(dir);
@@ -108,21 +118,30 @@ test('/health, /version and unknown paths over HTTP/2 on TLS answer as etcd 3.4 
   const flags = ['--cert-file', f('server.crt'), '--key-file', f('server.key')];
   const answers = async (kind: 'etcd' | 'etcd-ts') => {
     const url = await startTls(t, dir, flags, kind);
-    const health = await getOverH2(url, ca, '/health');
-    const version = await getOverH2(url, ca, '/version');
-    const missing = await getOverH2(url, ca, '/no-such-path');
+    const health = await requestOverH2(url, ca, '/health');
+    const version = await requestOverH2(url, ca, '/version');
+    const missing = await requestOverH2(url, ca, '/no-such-path');
+    // The gRPC gateway on the same HTTP/2 connections: request bodies, answers, a stream.
+    const ids = (a: { status: number; body: string }) => ({ ...a, body: a.body.replace(/"(cluster_id|member_id)":"\d+"/g, '"$1":"<id>"') });
+    const gatewayPut = ids(await requestOverH2(url, ca, '/v3/kv/put', '{"key":"Zm9v","value":"YmFy"}'));
+    const gatewayRange = ids(await requestOverH2(url, ca, '/v3/kv/range', '{"key":"Zm9v"}'));
+    const gatewayError = ids(await requestOverH2(url, ca, '/v3/kv/range', '{"key":5}'));
+    const gatewayWatch = ids(await requestOverH2(url, ca, '/v3/watch', '{"create_request":{"key":"Zm9v","start_revision":1}}', 2));
     // A gRPC call on a connection of its own still reaches gRPC.
     const put = await etcdctl(url, ['--cacert', f('ca.crt'), 'put', 'k', 'v']);
     return {
       health,
       version: { status: version.status, keys: version.status === 200 ? Object.keys(JSON.parse(version.body) as object) : version.body },
       missing: missing.status,
+      gateway: [gatewayPut, gatewayRange, gatewayError, gatewayWatch],
       put: put.stdout,
     };
   };
   const etcd = await answers('etcd');
   const ours = await answers('etcd-ts');
   assert.deepEqual(etcd.health, { status: 200, body: '{"health":"true"}' }, 'etcd 3.4 as measured');
+  assert.match(etcd.gateway[1]!.body, /"kvs":\[\{"key":"Zm9v"/, 'etcd 3.4 serves the gateway over HTTP/2');
+  assert.equal(etcd.gateway[3]!.body.split('\n').length, 3, 'a created line and an events line');
   assert.deepEqual(ours, etcd);
 });
 

@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from '@grpc/grpc-js';
 import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField, type StreamListener } from './h2-connection.js';
+import { serveHttp } from './h2-http.js';
 
 /**
  * What a call needs of the stream it runs on: an HTTP/2 stream (H2Stream), or the gRPC
@@ -392,29 +393,6 @@ export class ServerCall extends EventEmitter {
     this.emit('finish');
     this.emit('close');
   }
-}
-
-/** The part of Node's HTTP request and response the HTTP handlers use, over an HTTP/2 stream. */
-function serveHttp(stream: H2Stream, handler: http.RequestListener): void {
-  const req = { method: stream.header(':method') ?? 'GET', url: stream.header(':path') ?? '/', headers: {} };
-  let head: Buffer | undefined;
-  const res = {
-    writeHead(code: number, headers: Record<string, string> = {}) {
-      const fields: HeaderField[] = [[':status', String(code)]];
-      for (const [k, v] of Object.entries(headers)) fields.push([k.toLowerCase(), v]);
-      head = encodeHeaders(fields);
-      return res;
-    },
-    end(body?: string) {
-      stream.sendHeaders(head ?? encodeHeaders([[':status', '200']]), body === undefined || body.length === 0);
-      if (body !== undefined && body.length > 0) {
-        stream.sendData(Buffer.from(body));
-        stream.sendTrailers(Buffer.alloc(0));
-      }
-    },
-  };
-  stream.listener = { onData: () => {}, onEnd: () => {}, onReset: () => {} };
-  handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
 }
 
 /**
