@@ -98,13 +98,14 @@ async function sendAll(server: ServerHandle, steps: readonly Step[]): Promise<An
  * Runs `steps` on a fresh etcd and a fresh etcd-ts (both started with `flags`) and asserts the
  * answers are the same, step by step.
  */
-async function compare(t: { after(fn: () => Promise<void>): void }, steps: readonly Step[], flags: string[] = []): Promise<void> {
+async function compare(t: { after(fn: () => Promise<void>): void }, steps: readonly Step[], flags: string[] = []): Promise<Answer[]> {
   const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
   const etcd = await sendAll(servers[0]!, steps);
   const ours = await sendAll(servers[1]!, steps);
   steps.forEach((step, i) => {
     assert.deepEqual(ours[i], etcd[i], `step ${i}: ${step.method ?? 'POST'} ${step.path} ${step.body ?? ''}`);
   });
+  return etcd;
 }
 
 /** The token `user` gets from `server`'s gateway. */
@@ -169,6 +170,9 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3/kv/txn', { success: Array.from({ length: 129 }, () => ({ request_range: { key: FOO } })) }),
       post('/v3/kv/txn', { success: [{}] }),
       post('/v3/maintenance/alarm', {}),
+      // Past 2,048 bytes Go's net/http sends a unary answer chunked.
+      post('/v3/kv/put', { key: b64('big'), value: b64('x'.repeat(3000)) }),
+      post('/v3/kv/range', { key: b64('big') }),
       post('/v3/lock/lock', { name: b64('mylock'), lease: '1000' }),
       post('/v3/lock/unlock', { key: b64('mylock/3e8') }),
       post('/v3/lock/unlock', {}),
@@ -246,9 +250,9 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     ]);
   });
 
-  it('streams: watch (history, live events, bad creates, progress) and lease keepalive, line by line', async (t) => {
+  it('streams: watch (history, live events, bad creates, progress, cancel), election and lease keepalive, line by line', async (t) => {
     const live = b64('live');
-    await compare(t, [
+    const etcd = await compare(t, [
       post('/v3/kv/put', { key: FOO, value: b64('bar') }),
       post('/v3/kv/put', { key: FOO, value: b64('baz') }),
       post('/v3/kv/deleterange', { key: FOO }),
@@ -264,11 +268,21 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       },
       post('/v3/kv/compaction', { revision: 4 }),
       { ...post('/v3/watch', { create_request: { key: FOO, start_revision: 2 } }), lines: 2 },
+      { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })} {"cancel_request":{"watch_id":0}} {"cancel_request":{"watch_id":5}}`), lines: 2 },
       post('/v3/lease/grant', { TTL: 60, ID: 1000 }),
-      { ...post('/v3/lease/keepalive', { ID: 1000 }), lines: 1 },
+      post('/v3/election/campaign', { name: b64('elec'), lease: '1000', value: b64('v1') }),
+      post('/v3/election/proclaim', { leader: { name: b64('elec'), key: b64('elec/3e8'), rev: '8', lease: '1000' }, value: b64('v2') }),
+      post('/v3/election/leader', { name: b64('elec') }),
+      { ...post('/v3/election/observe', { name: b64('elec') }), lines: 1 },
+      post('/v3/election/resign', { leader: { name: b64('elec'), key: b64('elec/3e8'), rev: '8', lease: '1000' } }),
+      // A keepalive stream ends once its request body has been read.
+      post('/v3/lease/keepalive', { ID: 1000 }),
       { ...post('/v3/lease/keepalive', `${JSON.stringify({ ID: 1000 })}${JSON.stringify({ ID: 1000 })}`), lines: 2 },
       { ...post('/v3/lease/keepalive', { ID: 99 }), lines: 1 },
     ]);
+    // The election steps ran as the leader (the campaign's revision is the one proclaimed).
+    const proclaim = etcd.findIndex((a) => a.body.includes('"leader":{"name":"ZWxlYw=="'));
+    assert.equal(etcd[proclaim + 1]?.status, 200, etcd[proclaim + 1]?.body);
   });
 
   it('auth through the gateway: tokens from Authorization and Grpc-Metadata-Token, refusals', async (t) => {
