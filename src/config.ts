@@ -3,6 +3,7 @@
  * The CLI (`src/cli/`) fills it from flags and `ETCD_*` variables; the embedded server takes
  * it directly. Defaults are etcd 3.4's.
  */
+import type { TokenOptions } from './auth/token-provider.js';
 
 /** TLS settings of the client listener (etcd's `--cert-file` … `--client-crl-file`). */
 export interface ClientTlsConfig {
@@ -78,8 +79,10 @@ export interface ServerConfig {
   warningApplyDurationMs: number;
   /** bcrypt cost of the passwords the Auth service stores (`--bcrypt-cost`; outside 4–31 gives 10, as etcd does). @default 10 */
   bcryptCost: number;
-  /** Seconds an unused auth token stays valid (`--auth-token-ttl`). @default 300 */
+  /** Seconds an unused simple auth token stays valid (`--auth-token-ttl`). @default 300 */
   authTokenTtlSec: number;
+  /** The kind of auth token and its settings (`--auth-token`, see `parseTokenOptions`). @default simple tokens */
+  authToken: TokenOptions;
   /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
   clientTls: ClientTlsConfig | undefined;
   /** Serve the gRPC gateway's JSON API (`/v3/…`) on the client URLs (`--enable-grpc-gateway`). @default true */
@@ -113,6 +116,7 @@ export function defaultConfig(): ServerConfig {
     warningApplyDurationMs: 100,
     bcryptCost: 10,
     authTokenTtlSec: 300,
+    authToken: { type: 'simple' },
     clientTls: undefined,
     enableGrpcGateway: true,
   };

@@ -1,6 +1,6 @@
 /**
- * Users, roles, key permissions and simple tokens (etcd `auth.authStore`, `auth/store.go`,
- * `range_perm_cache.go` and `simple_token.go`).
+ * Users, roles and key permissions (etcd `auth.authStore`, `auth/store.go` and
+ * `range_perm_cache.go`); tokens are a TokenProvider's (`token-provider.ts`).
  *
  * State lives in three backend buckets named as etcd's: `auth` (the enabled flag and the auth
  * revision), `authUsers` (name → authpb.User) and `authRoles` (name → authpb.Role), and in memory, where each user's
@@ -8,24 +8,19 @@
  * Writes are queued in the backend; the caller makes them durable (EtcdServer waits for the
  * store's sync before answering).
  *
- * Tokens are etcd's "simple" tokens, `<16 letters>.<raft index>`, held in memory only: they
- * die with the process, when auth is disabled, when their user is deleted or changes password,
- * and after `--auth-token-ttl` seconds without use.
- *
  * Every method runs synchronously on the one JS thread, so a check and the request it guards
- * see the same state: etcd's "revision of auth store is old" cannot happen here.
+ * see the same state. A request is refused as "revision of auth store is old" only when its
+ * token speaks for an older auth revision than the store's, which JWT tokens made before a
+ * change of users, roles or permissions do.
  */
-import { randomInt } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import type { Backend } from '../mvcc/backend.js';
 import { Permission_Type, Role, User, type Permission } from '../proto/gen/auth.gen.js';
 import type { RequestOp, TxnRequest } from '../proto/gen/rpc.gen.js';
 import { Errors } from '../server/errors.js';
+import { newTokenProvider, type AuthInfo, type TokenOptions, type TokenProvider } from './token-provider.js';
 
-/** Who sends a request (etcd `AuthInfo`): the token's user, or '' when the request has no token. */
-export interface AuthInfo {
-  username: string;
-}
+export type { AuthInfo } from './token-provider.js';
 
 /** A request's metadata, as grpc-js and etcd-ts's transport offer it. */
 export interface TokenMetadata {
@@ -40,6 +35,8 @@ export interface AuthStoreOptions {
   bcryptCost?: number;
   /** Seconds an unused simple token lives (etcd `--auth-token-ttl`). @default 300 */
   tokenTtlSec?: number;
+  /** The token kind and its settings (etcd `--auth-token`, see `parseTokenOptions`). @default simple tokens */
+  tokens?: TokenOptions;
 }
 
 const ROOT = 'root';
@@ -47,10 +44,6 @@ const ENABLED_KEY = Buffer.from('authEnabled');
 const REVISION_KEY = Buffer.from('authRevision');
 const ENABLED = Buffer.from([1]);
 const DISABLED = Buffer.from([0]);
-const TOKEN_LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
-const TOKEN_PREFIX_LENGTH = 16;
-/** etcd `simpleTokenTTLResolution`: how often expired tokens are dropped. */
-const TOKEN_SWEEP_MS = 1000;
 /** Metadata keys that carry the token (etcd `TokenFieldNameGRPC`, `TokenFieldNameSwagger`). */
 const TOKEN_FIELDS = ['token', 'authorization'] as const;
 
@@ -134,7 +127,7 @@ function covers(ivs: readonly KeyInterval[], key: Buffer, rangeEnd: Buffer): boo
 export class AuthStore {
   private readonly backend: Backend;
   private readonly bcryptCost: number;
-  private readonly tokenTtlMs: number;
+  private readonly tokens: TokenProvider;
   private enabledFlag: boolean;
   private revisionValue: number;
   /** Users and roles by name, as stored. */
@@ -142,14 +135,11 @@ export class AuthStore {
   private readonly roles = new Map<string, Role>();
   /** Each user's merged permissions (etcd `rangePermCache`); rebuilt after every change. */
   private perms = new Map<string, UserPerms>();
-  /** Simple tokens → their user and the time (ms) they expire unless used. */
-  private readonly tokens = new Map<string, { username: string; expiresAt: number }>();
-  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(backend: Backend, options: AuthStoreOptions = {}) {
     this.backend = backend;
     this.bcryptCost = options.bcryptCost ?? 10;
-    this.tokenTtlMs = (options.tokenTtlSec || 300) * 1000;
+    this.tokens = newTokenProvider(options.tokens ?? { type: 'simple' }, (options.tokenTtlSec || 300) * 1000);
     for (const { key, value } of backend.range('authUsers')) this.users.set(key.toString(), User.decode(value));
     for (const { key, value } of backend.range('authRoles')) this.roles.set(key.toString(), Role.decode(value));
     this.enabledFlag = backend.get('auth', ENABLED_KEY)?.equals(ENABLED) ?? false;
@@ -157,7 +147,6 @@ export class AuthStore {
     // A new store starts at revision 1 (etcd `NewAuthStore`).
     if (this.revisionValue === 0) this.commitRevision();
     this.refreshPerms();
-    if (this.enabledFlag) this.startSweeper();
   }
 
   /** Whether authentication is on (etcd `IsAuthEnabled`). */
@@ -187,9 +176,9 @@ export class AuthStore {
     this.backend.put('auth', REVISION_KEY, b);
   }
 
-  /** Drops the token sweeper's timer (the store itself needs no closing). */
+  /** Stops the token provider's timers (the store itself needs no closing). */
   close(): void {
-    this.stopSweeper();
+    this.tokens.close();
   }
 
   // --- tokens -----------------------------------------------------------------------------
@@ -197,9 +186,9 @@ export class AuthStore {
   /**
    * Who sends a request with this metadata (etcd `AuthInfoFromCtx`, then `AuthInfoFromTLS`):
    * the token's user; without a token, the common name of the client's verified certificate
-   * (unless the request came through etcd's gRPC gateway); else `{ username: '' }`. Throws
-   * "invalid auth token" for a token this server did not give or that expired, also while
-   * auth is disabled. A valid token's lifetime starts again.
+   * (unless the request came through etcd's gRPC gateway), at the current auth revision; else
+   * `{ username: '', revision: 0 }`. Throws "invalid auth token" for a token the provider does
+   * not accept (not given here, expired, badly signed), also while auth is disabled.
    */
   authInfo(md: TokenMetadata | undefined): AuthInfo {
     let token: unknown;
@@ -209,12 +198,12 @@ export class AuthStore {
     }
     if (token === undefined) {
       const cn = md?.peerCommonName;
-      return { username: cn !== undefined && md?.get('grpcgateway-accept').length === 0 ? cn : '' };
+      const user = cn !== undefined && md?.get('grpcgateway-accept').length === 0 ? cn : '';
+      return { username: user, revision: user === '' ? 0 : this.revisionValue };
     }
-    const t = this.tokens.get(String(token));
-    if (!t || t.expiresAt < Date.now()) throw Errors.invalidAuthToken();
-    t.expiresAt = Date.now() + this.tokenTtlMs;
-    return { username: t.username };
+    const ai = this.tokens.info(String(token), this.revisionValue);
+    if (!ai) throw Errors.invalidAuthToken();
+    return ai;
   }
 
   /**
@@ -231,35 +220,20 @@ export class AuthStore {
   }
 
   /**
-   * Gives `name` a new simple token (etcd `Authenticate`), `<16 random letters>.<index>`
-   * where `index` is the raft index of the request. Throws "authentication is not enabled",
-   * or "authentication failed" when the user is gone or has no password.
+   * Gives `name` a new token (etcd `Authenticate`): a simple token `<16 random letters>.<index>`
+   * where `index` is the raft index of the request, or a JWT. Throws "authentication is not
+   * enabled", "authentication failed" when the user is gone or has no password, and etcd's
+   * Unknown-coded "token signing attempted with verify-only key" for JWT with only a public key.
    */
   authenticate(name: string, index: bigint): string {
     if (!this.enabledFlag) throw Errors.authNotEnabled();
     const user = this.users.get(name);
     if (!user || user.options?.noPassword) throw Errors.authFailed();
-    let prefix = '';
-    for (let i = 0; i < TOKEN_PREFIX_LENGTH; i++) prefix += TOKEN_LETTERS[randomInt(TOKEN_LETTERS.length)];
-    const token = `${prefix}.${index}`;
-    this.tokens.set(token, { username: name, expiresAt: Date.now() + this.tokenTtlMs });
-    return token;
-  }
-
-  private invalidateUser(name: string): void {
-    for (const [token, t] of this.tokens) if (t.username === name) this.tokens.delete(token);
-  }
-
-  private startSweeper(): void {
-    this.sweeper ??= setInterval(() => {
-      const now = Date.now();
-      for (const [token, t] of this.tokens) if (t.expiresAt < now) this.tokens.delete(token);
-    }, TOKEN_SWEEP_MS).unref();
-  }
-
-  private stopSweeper(): void {
-    clearInterval(this.sweeper);
-    this.sweeper = undefined;
+    try {
+      return this.tokens.assign(name, this.revisionValue, index);
+    } catch (err) {
+      throw Errors.unknown((err as Error).message);
+    }
   }
 
   // --- enable / disable -------------------------------------------------------------------
@@ -275,7 +249,6 @@ export class AuthStore {
     if (!root.roles.includes(ROOT)) throw Errors.rootRoleNotExist();
     this.backend.put('auth', ENABLED_KEY, ENABLED);
     this.enabledFlag = true;
-    this.startSweeper();
   }
 
   /** Turns authentication off and forgets every token (etcd `AuthDisable`). */
@@ -284,8 +257,7 @@ export class AuthStore {
     this.backend.put('auth', ENABLED_KEY, DISABLED);
     this.commitRevision();
     this.enabledFlag = false;
-    this.tokens.clear();
-    this.stopSweeper();
+    this.tokens.disable();
   }
 
   // --- users ------------------------------------------------------------------------------
@@ -313,7 +285,7 @@ export class AuthStore {
     this.users.delete(name);
     this.backend.remove('authUsers', Buffer.from(name));
     this.changed();
-    this.invalidateUser(name);
+    this.tokens.invalidateUser(name);
   }
 
   /** Replaces a user's password and drops its tokens (etcd `UserChangePassword`). Throws "user name not found". */
@@ -321,7 +293,7 @@ export class AuthStore {
     const user = this.getUser(name);
     this.putUser({ ...user, password: hashed });
     this.changed();
-    this.invalidateUser(name);
+    this.tokens.invalidateUser(name);
   }
 
   /**
@@ -475,12 +447,14 @@ export class AuthStore {
 
   /**
    * etcd `isOpPermitted`: nothing is checked while auth is off; otherwise throws "user name is
-   * empty" without a token, "permission denied" when the user is gone or its roles do not
-   * cover every key of the range. The root role may do anything.
+   * empty" without a token, "revision of auth store is old" for a token older than the last
+   * change of users, roles or permissions (JWT), "permission denied" when the user is gone or
+   * its roles do not cover every key of the range. The root role may do anything.
    */
   private check(ai: AuthInfo, key: Buffer, rangeEnd: Buffer, kind: PermKind): void {
     if (!this.enabledFlag) return;
     if (ai.username === '') throw Errors.userEmpty();
+    if (ai.revision < this.revisionValue) throw Errors.authOldRevision();
     const user = this.users.get(ai.username);
     if (!user) throw Errors.permissionDenied();
     if (user.roles.includes(ROOT)) return;

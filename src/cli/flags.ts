@@ -25,6 +25,7 @@
  */
 import { isIP } from 'node:net';
 
+import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
 import { defaultConfig, type ServerConfig } from '../config.js';
 import { isLogLevel, LOG_LEVELS } from '../logger.js';
 
@@ -655,11 +656,19 @@ function buildConfig(
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
   config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;
   config.enableGrpcGateway = values.get('enable-grpc-gateway') !== false;
-  // etcd's token types: simple (ours), jwt (not built: simple tokens serve, clients treat
-  // tokens as opaque), anything else refused at start as etcd's NewTokenProvider does.
-  const tokenType = (text('auth-token') ?? 'simple').split(',')[0];
-  if (tokenType === 'jwt') warnings.push('--auth-token jwt is not supported by etcd-ts; simple tokens are used');
-  else if (tokenType !== 'simple') throw new FlagError(`auth: invalid auth options (unknown token type: ${tokenType})`);
+  // etcd's NewTokenProvider: simple or jwt (its key files read now), anything else refused.
+  try {
+    config.authToken = parseTokenOptions(text('auth-token') ?? 'simple', (d) => {
+      try {
+        return parseGoDuration(d);
+      } catch {
+        return undefined;
+      }
+    });
+  } catch (err) {
+    if (err instanceof TokenOptionsError) throw new FlagError(err.message);
+    throw err;
+  }
   // etcd (`NewAuthStore`) falls back to bcrypt's default cost, with a warning, outside 4–31.
   const bcryptCost = integer('bcrypt-cost');
   if (bcryptCost !== undefined && (bcryptCost < 4 || bcryptCost > 31)) {

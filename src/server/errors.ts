@@ -72,6 +72,7 @@ const AUTH_PACKAGE_TEXTS: ReadonlyMap<string, string> = new Map([
   ['etcdserver: user name is empty', 'auth: user name is empty'],
   ['etcdserver: user name not found', 'auth: user not found'],
   ['etcdserver: invalid auth token', 'auth: invalid auth token'],
+  ['etcdserver: revision of auth store is old', 'auth: revision in header is old'],
 ]);
 
 const e = (code: Status, msg: string) => () => new EtcdError(code, msg);
@@ -103,6 +104,9 @@ export const Errors = {
   permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied'),
   authNotEnabled: e(Status.FAILED_PRECONDITION, 'etcdserver: authentication is not enabled'),
   invalidAuthToken: e(Status.UNAUTHENTICATED, 'etcdserver: invalid auth token'),
+  authOldRevision: e(Status.INVALID_ARGUMENT, 'etcdserver: revision of auth store is old'),
+  /** An error etcd has no gRPC mapping for: grpc-go sends it as Unknown with its own text. */
+  unknown: (text: string) => new EtcdError(Status.UNKNOWN, text),
   rootUserNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not exist'),
   rootRoleNotExist: e(Status.FAILED_PRECONDITION, 'etcdserver: root user does not have root role'),
   userAlreadyExist: e(Status.FAILED_PRECONDITION, 'etcdserver: user name already exists'),

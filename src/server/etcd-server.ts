@@ -125,7 +125,7 @@ export class EtcdServer {
     });
     this.store = new KVStore(this.backend);
     this.watchableStore = new WatchableStore(this.store);
-    this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec });
+    this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec, tokens: config.authToken });
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
@@ -480,7 +480,7 @@ export class EtcdServer {
   async authenticate(name: string, password: string): Promise<AuthenticateResponse> {
     this.checkStopped();
     await this.auth.checkPassword(name, password);
-    return this.authRequest({ username: '' }, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue) }));
+    return this.authRequest({ username: '', revision: 0 }, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue) }));
   }
 
   /** Stops serving: waits for queued writes to be durable, closes the backend, frees the data dir. */

@@ -30,7 +30,9 @@ function open(dir?: string): { auth: AuthStore; backend: Backend; dir: string } 
 
 const b = (s: string) => Buffer.from(s);
 const perm = (permType: Permission_Type, key: string, rangeEnd = ''): Permission => ({ permType, key: b(key), rangeEnd: b(rangeEnd) });
-const alice = { username: 'alice' };
+/** A request from `username` with a token as fresh as the store ('' = no token). */
+const from = (username: string) => ({ username, revision: username === '' ? 0 : Number.MAX_SAFE_INTEGER });
+const alice = from('alice');
 
 /** The etcd error a call throws, as its message text. */
 function errorOf(fn: () => unknown): string | undefined {
@@ -116,18 +118,18 @@ describe('AuthStore permissions', () => {
 
   it('checks nothing while disabled, then wants a user, and lets root do anything', () => {
     const { auth } = open();
-    assert.equal(errorOf(() => auth.checkRange({ username: '' }, b('k'), b(''))), undefined);
+    assert.equal(errorOf(() => auth.checkRange(from(''), b('k'), b(''))), undefined);
     auth.userAdd('root', b('x'), false);
     auth.userGrantRole('root', 'root');
     auth.enable();
-    assert.equal(errorOf(() => auth.checkRange({ username: '' }, b('k'), b(''))), 'etcdserver: user name is empty');
-    assert.equal(errorOf(() => auth.checkPut({ username: 'ghost' }, b('k'))), 'etcdserver: permission denied');
-    assert.equal(errorOf(() => auth.checkDeleteRange({ username: 'root' }, b(''), Buffer.from([0]))), undefined);
-    assert.equal(errorOf(() => auth.checkAdmin({ username: '' })), 'etcdserver: user name is empty');
-    assert.equal(errorOf(() => auth.checkAdmin({ username: 'ghost' })), 'etcdserver: user name not found');
+    assert.equal(errorOf(() => auth.checkRange(from(''), b('k'), b(''))), 'etcdserver: user name is empty');
+    assert.equal(errorOf(() => auth.checkPut(from('ghost'), b('k'))), 'etcdserver: permission denied');
+    assert.equal(errorOf(() => auth.checkDeleteRange(from('root'), b(''), Buffer.from([0]))), undefined);
+    assert.equal(errorOf(() => auth.checkAdmin(from(''))), 'etcdserver: user name is empty');
+    assert.equal(errorOf(() => auth.checkAdmin(from('ghost'))), 'etcdserver: user name not found');
     auth.userAdd('bob', b('x'), false);
-    assert.equal(errorOf(() => auth.checkAdmin({ username: 'bob' })), 'etcdserver: permission denied');
-    assert.equal(errorOf(() => auth.checkAdmin({ username: 'root' })), undefined);
+    assert.equal(errorOf(() => auth.checkAdmin(from('bob'))), 'etcdserver: permission denied');
+    assert.equal(errorOf(() => auth.checkAdmin(from('root'))), undefined);
   });
 
   it('checks a txn\'s compares, ops and nested txns', () => {
@@ -254,15 +256,15 @@ describe('AuthStore passwords and tokens', () => {
       const auth = withAlice([]);
       const t1 = auth.authenticate('alice', 42n);
       assert.match(t1, /^[a-zA-Z]{16}\.42$/);
-      assert.deepEqual(auth.authInfo(md(t1)), alice);
-      assert.deepEqual(auth.authInfo({ get: (k) => (k === 'authorization' ? [t1] : []) }), alice);
-      assert.deepEqual(auth.authInfo({ get: () => [] }), { username: '' });
+      assert.deepEqual(auth.authInfo(md(t1)), { username: 'alice', revision: auth.revision });
+      assert.deepEqual(auth.authInfo({ get: (k) => (k === 'authorization' ? [t1] : []) }), { username: 'alice', revision: auth.revision });
+      assert.deepEqual(auth.authInfo({ get: () => [] }), { username: '', revision: 0 });
       assert.equal(errorOf(() => auth.authInfo(md('abcdefghijklmnop.42'))), 'etcdserver: invalid auth token');
       // Each use restarts the 300 s lifetime.
       mock.timers.tick(299_000);
-      assert.deepEqual(auth.authInfo(md(t1)), alice);
+      assert.deepEqual(auth.authInfo(md(t1)), { username: 'alice', revision: auth.revision });
       mock.timers.tick(299_000);
-      assert.deepEqual(auth.authInfo(md(t1)), alice);
+      assert.deepEqual(auth.authInfo(md(t1)), { username: 'alice', revision: auth.revision });
       mock.timers.tick(301_000);
       assert.equal(errorOf(() => auth.authInfo(md(t1))), 'etcdserver: invalid auth token');
       const t2 = auth.authenticate('alice', 43n);
