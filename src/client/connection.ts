@@ -21,6 +21,9 @@ import { AuthClient, KVClient, LeaseClient, MaintenanceClient, WatchClient, type
 import { backoffDelayMs, sleep, type BackoffOptions } from './backoff.js';
 import { AbortError, InvalidAuthTokenError, toClientError, type EtcdClientError } from './errors.js';
 
+/** Refusals besides InvalidAuthTokenError after which a new token may succeed. */
+const TOKEN_REFUSALS = new Set(['etcdserver: user name is empty', 'etcdserver: revision of auth store is old']);
+
 /** TLS material for `https://` endpoints: PEM contents (string/Buffer) or file paths. */
 export interface ClientTlsOptions {
   /** CA bundle that signed the server certificate (PEM contents or a file path); default: Node's roots. */
@@ -286,13 +289,14 @@ export class Connection {
   }
 
   /**
-   * True when the server refused the token `metadata` carried, or wanted one that was not
-   * sent (auth enabled since): the token is forgotten, so the retry authenticates again
-   * (clientv3's `shouldRefreshToken`).
+   * True when the server refused the token `metadata` carried (invalid, expired, or a JWT
+   * older than the server's last change of users, roles or permissions), or wanted one that
+   * was not sent (auth enabled since): the token is forgotten, so the retry authenticates
+   * again (clientv3's `shouldRefreshToken`).
    */
   refusedToken(err: EtcdClientError, metadata: Metadata): boolean {
     if (this.options.auth === undefined) return false;
-    if (!(err instanceof InvalidAuthTokenError) && err.message !== 'etcdserver: user name is empty') return false;
+    if (!(err instanceof InvalidAuthTokenError) && !TOKEN_REFUSALS.has(err.message)) return false;
     // Another call may have renewed it meanwhile: only the token this call sent is dropped.
     if (this.token?.value === (metadata.get('token')[0] ?? '')) this.token = undefined;
     return true;

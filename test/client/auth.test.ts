@@ -1,6 +1,10 @@
 // The client's username/password authentication (etcd clientv3's getToken / refreshToken),
 // against etcd-ts and a real etcd 3.4, with users and roles set up through etcdctl.
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { AuthFailedError, Client, PermissionDeniedError } from '../../src/index.js';
 import { etcdctl } from '../helpers/etcdctl.js';
@@ -121,6 +125,32 @@ for (const { kind, skip } of KINDS) {
       await client.put('/a/2', 'seen');
       assert.equal(await got, 'seen');
       first.cancel();
+      second.cancel();
+    });
+
+    it('with JWT tokens, authenticates again when a change of users or roles made its token old', async (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'client-jwt-'));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      writeFileSync(join(dir, 'jwt.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+      const server = await start(t, kind, ['--auth-token', `jwt,priv-key=${join(dir, 'jwt.key')},sign-method=ES256`]);
+      await ctl(server.endpoint, ...USERS, ['auth', 'enable']);
+      const client = new Client({ endpoints: [server.endpoint], auth: { username: 'alice', password: 'a' } });
+      t.after(() => client.close());
+      await client.put('/a/1', 'v1');
+      const w = client.watch('/a/', { prefix: true });
+      await w.created;
+      // Each etcdctl step authenticates on its own; the user added moves the auth revision.
+      await ctl(server.endpoint, ['--user', 'root:rootpw', 'user', 'add', 'carol', '--new-user-password=c']);
+      await client.put('/a/1', 'v2');
+      assert.equal((await client.get('/a/1')).kvs[0]?.value.toString(), 'v2');
+      // A create on the old stream is refused for the old token; the client reconnects.
+      const second = client.watch('/a/2');
+      await second.created;
+      const got = new Promise<string>((resolve) => second.once('event', (e) => resolve(e.kv.value.toString())));
+      await client.put('/a/2', 'seen');
+      assert.equal(await got, 'seen');
+      w.cancel();
       second.cancel();
     });
   });
