@@ -30,6 +30,7 @@ import {
 } from '../../proto/gen/rpc.gen.js';
 import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
+import { writeEtcdSnapshot } from '../snapshot.js';
 import { unary } from './unary.js';
 
 /** etcd `pb.AlarmMember.String()` as Status lists it in `errors`, e.g. `memberID:1 alarm:NOSPACE `. */
@@ -150,8 +151,8 @@ export function hashBackend(etcd: EtcdServer): number {
 const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
 
 /**
- * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): copies the backend consistently to a
- * temp file, streams it in 32 KiB blobs each carrying `remaining_bytes` (bytes still to come
+ * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): writes the backend consistently to a
+ * temp file as etcd's bbolt database (src/server/snapshot.ts), streams it in 32 KiB blobs each carrying `remaining_bytes` (bytes still to come
  * after it), then one last message whose blob is the SHA-256 of the content (remaining 0), which
  * `etcdctl snapshot restore` checks. The temp file is removed in every case. Stops early when
  * the client goes away.
@@ -160,7 +161,7 @@ async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<Snaps
   const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'etcd-ts-snapshot-'));
   try {
     const file = path.join(dir, 'snapshot.db');
-    await etcd.backend.copyTo(file);
+    await writeEtcdSnapshot(etcd.backend, file);
     const total = (await fs.promises.stat(file)).size;
     etcd.log.info({ 'total-bytes': total }, 'sending database snapshot to client');
     const sha = createHash('sha256');

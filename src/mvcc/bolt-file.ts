@@ -1,0 +1,174 @@
+/**
+ * Writes a database file in bbolt's format (go.etcd.io/bbolt 1.3, what etcd 3.4 stores its
+ * backend in), so that a snapshot of etcd-ts is an etcd snapshot: `etcdctl snapshot status`
+ * reads it and `etcdctl snapshot restore` makes an etcd data dir of it.
+ *
+ * The file is written once, front to back, with 4 KiB pages: two meta pages (0, 1), an empty
+ * freelist (2), then each bucket's B+tree (leaves in key order, then the branch levels above
+ * them), then the root bucket's tree, whose leaf entries are the buckets (bucketLeafFlag, value
+ * = the bucket header: root page id, sequence 0). Every bucket gets a page of its own (no
+ * inline buckets) and every page id below the high-water mark is reachable, which is what
+ * bbolt's `Tx.Check` (run by `snapshot status`) asks. Integers are little-endian, as bbolt
+ * writes them on amd64 and arm64.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import fs from 'node:fs/promises';
+
+const PAGE_SIZE = 4096;
+const PAGE_HEADER = 16;
+const ELEMENT = 16;
+const BRANCH_PAGE = 0x01;
+const LEAF_PAGE = 0x02;
+const META_PAGE = 0x04;
+const FREELIST_PAGE = 0x10;
+const BUCKET_LEAF = 0x01;
+const MAGIC = 0xed0cdaed;
+const VERSION = 2;
+/** Page ids 0 and 1 are the metas, 2 the freelist; nodes start at 3. */
+const FIRST_NODE_PAGE = 3;
+
+/** One bucket to write: its name and its entries, in ascending key order. */
+export interface BoltBucket {
+  name: Buffer;
+  entries: AsyncIterable<readonly [key: Buffer, value: Buffer]> | Iterable<readonly [key: Buffer, value: Buffer]>;
+}
+
+/** A written node: its first key and page id (what the branch above it holds). */
+interface NodeRef {
+  key: Buffer;
+  pgid: bigint;
+}
+
+/** A node's element: a leaf entry (`value`, `flags`) or a branch entry (`child`). */
+interface Element {
+  key: Buffer;
+  value?: Buffer;
+  flags?: number;
+  child?: bigint;
+}
+
+/** FNV-1a, 64 bits (Go's hash/fnv New64a), as bbolt checksums its meta pages. */
+function fnv64a(bytes: Buffer): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (const b of bytes) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n);
+  return h;
+}
+
+/** Writes pages at increasing ids into `file`. */
+class PageWriter {
+  next = BigInt(FIRST_NODE_PAGE);
+  constructor(private readonly file: FileHandle) {}
+
+  /** Writes one node (leaf or branch) on as many pages as it needs; returns its page id. */
+  async node(branch: boolean, elements: readonly Element[]): Promise<bigint> {
+    const data = elements.reduce((n, e) => n + e.key.length + (e.value?.length ?? 0), 0);
+    const size = PAGE_HEADER + ELEMENT * elements.length + data;
+    const pages = Math.max(1, Math.ceil(size / PAGE_SIZE));
+    const buf = Buffer.alloc(pages * PAGE_SIZE);
+    const pgid = this.next;
+    this.next += BigInt(pages);
+    buf.writeBigUInt64LE(pgid, 0);
+    buf.writeUInt16LE(branch ? BRANCH_PAGE : LEAF_PAGE, 8);
+    buf.writeUInt16LE(elements.length, 10);
+    buf.writeUInt32LE(pages - 1, 12);
+    let at = PAGE_HEADER + ELEMENT * elements.length;
+    elements.forEach((e, i) => {
+      const el = PAGE_HEADER + ELEMENT * i;
+      if (branch) {
+        buf.writeUInt32LE(at - el, el);
+        buf.writeUInt32LE(e.key.length, el + 4);
+        buf.writeBigUInt64LE(e.child!, el + 8);
+      } else {
+        buf.writeUInt32LE(e.flags ?? 0, el);
+        buf.writeUInt32LE(at - el, el + 4);
+        buf.writeUInt32LE(e.key.length, el + 8);
+        buf.writeUInt32LE(e.value!.length, el + 12);
+      }
+      at += e.key.copy(buf, at);
+      if (!branch) at += e.value!.copy(buf, at);
+    });
+    await this.file.write(buf, 0, buf.length, Number(pgid) * PAGE_SIZE);
+    return pgid;
+  }
+
+  /**
+   * Writes a B+tree of `entries` (ascending keys) and returns its root page id: leaves filled
+   * up to a page (an entry larger than a page gets a leaf of its own, on overflow pages), then
+   * branch levels until one node is left. No entries: one empty leaf.
+   */
+  async tree(entries: BoltBucket['entries'], flags = 0): Promise<bigint> {
+    let level: NodeRef[] = [];
+    let batch: Element[] = [];
+    let size = PAGE_HEADER;
+    const flush = async (branch: boolean, into: NodeRef[]): Promise<void> => {
+      into.push({ key: batch[0]?.key ?? Buffer.alloc(0), pgid: await this.node(branch, batch) });
+      batch = [];
+      size = PAGE_HEADER;
+    };
+    for await (const [key, value] of entries) {
+      const grow = ELEMENT + key.length + value.length;
+      if (batch.length > 0 && size + grow > PAGE_SIZE) await flush(false, level);
+      batch.push({ key, value, flags });
+      size += grow;
+    }
+    if (batch.length > 0 || level.length === 0) await flush(false, level);
+    while (level.length > 1) {
+      const above: NodeRef[] = [];
+      for (const ref of level) {
+        const grow = ELEMENT + ref.key.length;
+        if (batch.length > 0 && size + grow > PAGE_SIZE) await flush(true, above);
+        batch.push({ key: ref.key, child: ref.pgid });
+        size += grow;
+      }
+      await flush(true, above);
+      level = above;
+    }
+    return level[0]!.pgid;
+  }
+}
+
+/** A meta page (bbolt `meta`) for transaction `txid`. */
+function metaPage(id: number, root: bigint, highWater: bigint, txid: bigint): Buffer {
+  const buf = Buffer.alloc(PAGE_SIZE);
+  buf.writeBigUInt64LE(BigInt(id), 0);
+  buf.writeUInt16LE(META_PAGE, 8);
+  const m = PAGE_HEADER;
+  buf.writeUInt32LE(MAGIC, m);
+  buf.writeUInt32LE(VERSION, m + 4);
+  buf.writeUInt32LE(PAGE_SIZE, m + 8);
+  buf.writeUInt32LE(0, m + 12);
+  buf.writeBigUInt64LE(root, m + 16);
+  buf.writeBigUInt64LE(0n, m + 24);
+  buf.writeBigUInt64LE(2n, m + 32);
+  buf.writeBigUInt64LE(highWater, m + 40);
+  buf.writeBigUInt64LE(txid, m + 48);
+  buf.writeBigUInt64LE(fnv64a(buf.subarray(m, m + 56)), m + 56);
+  return buf;
+}
+
+/**
+ * Writes `buckets` (ascending by name, each with its entries in ascending key order) to `path`
+ * as a bbolt database file, replacing it. Throws on I/O errors.
+ */
+export async function writeBoltFile(path: string, buckets: readonly BoltBucket[]): Promise<void> {
+  const file = await fs.open(path, 'w', 0o600);
+  try {
+    const pages = new PageWriter(file);
+    const roots: (readonly [Buffer, Buffer])[] = [];
+    for (const b of buckets) {
+      const header = Buffer.alloc(16);
+      header.writeBigUInt64LE(await pages.tree(b.entries), 0);
+      roots.push([b.name, header]);
+    }
+    const root = await pages.tree(roots, BUCKET_LEAF);
+    const freelist = Buffer.alloc(PAGE_SIZE);
+    freelist.writeBigUInt64LE(2n, 0);
+    freelist.writeUInt16LE(FREELIST_PAGE, 8);
+    await file.write(freelist, 0, PAGE_SIZE, 2 * PAGE_SIZE);
+    await file.write(metaPage(0, root, pages.next, 0n), 0, PAGE_SIZE, 0);
+    await file.write(metaPage(1, root, pages.next, 1n), 0, PAGE_SIZE, PAGE_SIZE);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+}

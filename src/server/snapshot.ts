@@ -1,0 +1,83 @@
+/**
+ * The database file Maintenance.Snapshot sends: etcd 3.4's backend, a bbolt file, so that
+ * `etcdctl snapshot status` reads an etcd-ts snapshot and `etcdctl snapshot restore` turns it
+ * into an etcd data dir (a way from etcd-ts to etcd).
+ *
+ * The backend is copied consistently (LMDB's copy of everything durable and queued), and the
+ * copy's buckets are written out with etcd's names and encodings. Most of them are etcd's
+ * byte for byte already (`key`, `lease`, `auth`, `authUsers`, `authRoles`); two are converted:
+ * - `meta`: `consistent_index` as 8 bytes big-endian, `scheduledCompactRev` and
+ *   `finishedCompactRev` as revision bytes (etcd's `revToBytes`), where etcd-ts keeps decimal
+ *   text; etcd-ts's own entries (`term`, `memberID`, `clusterID`, `walSeq`) are left out;
+ * - `alarm`: keyed by the marshalled `AlarmMember`, empty values.
+ * Membership (`members`, `members_removed`, `cluster`) is left out: `snapshot restore` writes
+ * the new cluster's own.
+ */
+import fs from 'node:fs/promises';
+import { open } from 'lmdb';
+import { writeBoltFile, type BoltBucket } from '../mvcc/bolt-file.js';
+import type { Backend, BucketName } from '../mvcc/backend.js';
+import { revToBytes } from '../mvcc/revision.js';
+import { AlarmMember } from '../proto/gen/rpc.gen.js';
+
+/** The buckets etcd 3.4 keeps that etcd-ts has, in bbolt's (bytewise) order. */
+const BUCKETS: readonly BucketName[] = ['alarm', 'auth', 'authRoles', 'authUsers', 'key', 'lease', 'meta'];
+
+/** An entry as etcd stores it. */
+type Entry = readonly [key: Buffer, value: Buffer];
+
+const byKey = (a: Entry, b: Entry): number => Buffer.compare(a[0], b[0]);
+
+/** etcd's `meta` entries from etcd-ts's (see the module comment). */
+function etcdMeta(entries: Iterable<{ key: Buffer; value: Buffer }>): Entry[] {
+  const out: Entry[] = [];
+  for (const { key, value } of entries) {
+    const name = key.toString();
+    if (name === 'consistent_index') {
+      const index = Buffer.alloc(8);
+      index.writeBigUInt64BE(BigInt(value.toString()));
+      out.push([key, index]);
+    } else if (name === 'scheduledCompactRev' || name === 'finishedCompactRev') {
+      out.push([key, revToBytes({ main: Number(value.toString()), sub: 0 })]);
+    }
+  }
+  return out.sort(byKey);
+}
+
+/** etcd's `alarm` entries from etcd-ts's (alarm type → `{"memberID","alarm"}`). */
+function etcdAlarms(entries: Iterable<{ value: Buffer }>): Entry[] {
+  const out: Entry[] = [];
+  for (const { value } of entries) {
+    const { memberID, alarm } = JSON.parse(value.toString()) as { memberID: string; alarm: number };
+    out.push([Buffer.from(AlarmMember.encode({ memberID: BigInt(memberID), alarm }).finish()), Buffer.alloc(0)]);
+  }
+  return out.sort(byKey);
+}
+
+/**
+ * Writes a consistent snapshot of `backend` to `file` as etcd 3.4's bbolt database. Throws on
+ * I/O errors; removes its temporary copy in every case.
+ */
+export async function writeEtcdSnapshot(backend: Backend, file: string): Promise<void> {
+  const copy = `${file}.lmdb`;
+  await backend.copyTo(copy);
+  const env = open({ path: copy, noSubdir: true, readOnly: true, maxDbs: 16 });
+  try {
+    const read = (name: BucketName) => {
+      const db = env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+      return db.getRange({}) as Iterable<{ key: Buffer; value: Buffer }>;
+    };
+    const buckets: BoltBucket[] = BUCKETS.map((name) => ({
+      name: Buffer.from(name),
+      entries:
+        name === 'meta' ? etcdMeta(read(name)) : name === 'alarm' ? etcdAlarms(read(name)) : (function* () {
+          for (const { key, value } of read(name)) yield [key, value] as const;
+        })(),
+    }));
+    await writeBoltFile(file, buckets);
+  } finally {
+    await env.close();
+    await fs.rm(copy, { force: true });
+    await fs.rm(`${copy}-lock`, { force: true });
+  }
+}
