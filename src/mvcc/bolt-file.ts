@@ -1,7 +1,8 @@
 /**
- * Writes a database file in bbolt's format (go.etcd.io/bbolt 1.3, what etcd 3.4 stores its
- * backend in), so that a snapshot of etcd-ts is an etcd snapshot: `etcdctl snapshot status`
- * reads it and `etcdctl snapshot restore` makes an etcd data dir of it.
+ * Writes and reads database files in bbolt's format (go.etcd.io/bbolt 1.3, what etcd 3.4 stores
+ * its backend in), so that a snapshot of etcd-ts is an etcd snapshot (`etcdctl snapshot status`
+ * reads it and `etcdctl snapshot restore` makes an etcd data dir of it) and etcd-ts can start
+ * from a data dir `snapshot restore` made. No JS library reads or writes bbolt.
  *
  * The file is written once, front to back, with 4 KiB pages: two meta pages (0, 1), an empty
  * freelist (2), then each bucket's B+tree (leaves in key order, then the branch levels above
@@ -11,6 +12,7 @@
  * bbolt's `Tx.Check` (run by `snapshot status`) asks. Integers are little-endian, as bbolt
  * writes them on amd64 and arm64.
  */
+import fsSync from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import fs from 'node:fs/promises';
 
@@ -170,5 +172,81 @@ export async function writeBoltFile(path: string, buckets: readonly BoltBucket[]
     await file.sync();
   } finally {
     await file.close();
+  }
+}
+
+/** Reads pages of a bbolt file on demand. */
+class PageReader {
+  readonly fd: number;
+  pageSize = PAGE_SIZE;
+  constructor(path: string) {
+    this.fd = fsSync.openSync(path, 'r');
+  }
+
+  /** Page `id` with its overflow pages. */
+  page(id: bigint): Buffer {
+    const head = Buffer.alloc(PAGE_HEADER);
+    fsSync.readSync(this.fd, head, 0, PAGE_HEADER, Number(id) * this.pageSize);
+    const size = (head.readUInt32LE(12) + 1) * this.pageSize;
+    const buf = Buffer.alloc(size);
+    fsSync.readSync(this.fd, buf, 0, size, Number(id) * this.pageSize);
+    return buf;
+  }
+
+  close(): void {
+    fsSync.closeSync(this.fd);
+  }
+}
+
+/** The entries of the B+tree whose root is the node at `offset` of `page` (an inline bucket's page, or a whole page), in key order. */
+function* walk(reader: PageReader, page: Buffer, offset = 0): Generator<{ key: Buffer; value: Buffer; flags: number }> {
+  const flags = page.readUInt16LE(offset + 8);
+  const count = page.readUInt16LE(offset + 10);
+  for (let i = 0; i < count; i++) {
+    const el = offset + PAGE_HEADER + ELEMENT * i;
+    if (flags & BRANCH_PAGE) {
+      yield* walk(reader, reader.page(page.readBigUInt64LE(el + 8)));
+    } else if (flags & LEAF_PAGE) {
+      const pos = el + page.readUInt32LE(el + 4);
+      const ksize = page.readUInt32LE(el + 8);
+      const vsize = page.readUInt32LE(el + 12);
+      yield { flags: page.readUInt32LE(el), key: page.subarray(pos, pos + ksize), value: page.subarray(pos + ksize, pos + ksize + vsize) };
+    } else {
+      throw new Error(`bbolt: page ${page.readBigUInt64LE(offset)} is neither a branch nor a leaf`);
+    }
+  }
+}
+
+/**
+ * Calls `visit` for every entry of every top-level bucket of the bbolt database `path`, buckets
+ * in name order and entries in key order (nested buckets are skipped: etcd has none). Throws
+ * when the file is not a valid bbolt database (no meta page with bbolt's magic, version and
+ * checksum).
+ */
+export function readBoltFile(path: string, visit: (bucket: Buffer, key: Buffer, value: Buffer) => void): void {
+  const reader = new PageReader(path);
+  try {
+    let meta: { root: bigint; txid: bigint; pageSize: number } | undefined;
+    for (const offset of [0, undefined]) {
+      // meta 1 sits one page in, at the page size meta 0 gave (or the default).
+      const at = offset ?? meta?.pageSize ?? PAGE_SIZE;
+      const buf = Buffer.alloc(PAGE_HEADER + 64);
+      fsSync.readSync(reader.fd, buf, 0, buf.length, at);
+      const m = PAGE_HEADER;
+      const valid = buf.readUInt32LE(m) === MAGIC && buf.readUInt32LE(m + 4) === VERSION && fnv64a(buf.subarray(m, m + 56)) === buf.readBigUInt64LE(m + 56);
+      const txid = buf.readBigUInt64LE(m + 48);
+      if (valid && (!meta || txid > meta.txid)) meta = { root: buf.readBigUInt64LE(m + 16), txid, pageSize: buf.readUInt32LE(m + 8) };
+    }
+    if (!meta) throw new Error(`bbolt: ${path} is not a bbolt database`);
+    reader.pageSize = meta.pageSize;
+    for (const bucket of walk(reader, reader.page(meta.root))) {
+      if (!(bucket.flags & BUCKET_LEAF)) continue;
+      const root = bucket.value.readBigUInt64LE(0);
+      // root 0: an inline bucket, whose page follows its 16-byte header in the value.
+      const entries = root === 0n ? walk(reader, bucket.value, 16) : walk(reader, reader.page(root));
+      for (const e of entries) if (!(e.flags & BUCKET_LEAF)) visit(bucket.key, e.key, e.value);
+    }
+  } finally {
+    reader.close();
   }
 }

@@ -56,6 +56,7 @@ import {
 } from './apply.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { Errors } from './errors.js';
+import { importEtcdSnapshot } from './snapshot.js';
 
 /** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
 export const SERVER_VERSION = '3.5.17';
@@ -123,6 +124,12 @@ export class EtcdServer {
       batchIntervalMs: config.backendBatchIntervalMs || undefined,
       batchLimit: config.backendBatchLimit || undefined,
     });
+    // A data dir `etcdctl snapshot restore` made (or an etcd one): start from its bbolt file.
+    const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');
+    if (this.backend.getMeta('consistent_index') === undefined && fs.existsSync(etcdDb)) {
+      importEtcdSnapshot(this.backend, etcdDb);
+      log.info({ path: etcdDb }, "imported etcd's database (bbolt) into a new etcd-ts store");
+    }
     this.store = new KVStore(this.backend);
     this.watchableStore = new WatchableStore(this.store);
     this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec, tokens: config.authToken });

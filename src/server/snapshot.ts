@@ -1,7 +1,8 @@
 /**
  * The database file Maintenance.Snapshot sends: etcd 3.4's backend, a bbolt file, so that
  * `etcdctl snapshot status` reads an etcd-ts snapshot and `etcdctl snapshot restore` turns it
- * into an etcd data dir (a way from etcd-ts to etcd).
+ * into an etcd data dir (a way from etcd-ts to etcd); and the way back, `importEtcdSnapshot`,
+ * which starts an empty etcd-ts from the bbolt file such a data dir holds.
  *
  * The backend is copied consistently (LMDB's copy of everything durable and queued), and the
  * copy's buckets are written out with etcd's names and encodings. Most of them are etcd's
@@ -15,9 +16,9 @@
  */
 import fs from 'node:fs/promises';
 import { open } from 'lmdb';
-import { writeBoltFile, type BoltBucket } from '../mvcc/bolt-file.js';
+import { readBoltFile, writeBoltFile, type BoltBucket } from '../mvcc/bolt-file.js';
 import type { Backend, BucketName } from '../mvcc/backend.js';
-import { revToBytes } from '../mvcc/revision.js';
+import { bytesToRev, revToBytes } from '../mvcc/revision.js';
 import { AlarmMember } from '../proto/gen/rpc.gen.js';
 
 /** The buckets etcd 3.4 keeps that etcd-ts has, in bbolt's (bytewise) order. */
@@ -80,4 +81,32 @@ export async function writeEtcdSnapshot(backend: Backend, file: string): Promise
     await fs.rm(copy, { force: true });
     await fs.rm(`${copy}-lock`, { force: true });
   }
+}
+
+/**
+ * Loads etcd 3.4's bbolt database `file` (what `etcdctl snapshot restore` leaves at
+ * `<data-dir>/member/snap/db`, or an etcd data dir's own) into an empty `backend`, converting
+ * `meta` and `alarm` back to etcd-ts's forms (the compaction state; the raft index starts as a
+ * fresh member's). The member ID is taken from the `members` bucket when it holds exactly one
+ * member, so the server keeps the ID `snapshot restore` gave it. Writes are queued in the
+ * backend (readable at once, durable with its next commit). Throws when `file` is not a bbolt
+ * database.
+ */
+export function importEtcdSnapshot(backend: Backend, file: string): void {
+  const ours = new Set<string>(BUCKETS);
+  const members: string[] = [];
+  readBoltFile(file, (bucketName, key, value) => {
+    const bucket = bucketName.toString();
+    if (bucket === 'members') members.push(key.toString());
+    else if (bucket === 'meta') {
+      const name = key.toString();
+      if (name === 'scheduledCompactRev' || name === 'finishedCompactRev') backend.putMeta(name, bytesToRev(value).main);
+    } else if (bucket === 'alarm') {
+      const { memberID, alarm } = AlarmMember.decode(key);
+      backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: memberID.toString(), alarm })));
+    } else if (ours.has(bucket)) {
+      backend.put(bucket as BucketName, Buffer.from(key), Buffer.from(value));
+    }
+  });
+  if (members.length === 1) backend.putMeta('memberID', BigInt(`0x${members[0]}`).toString());
 }

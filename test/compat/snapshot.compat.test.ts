@@ -1,7 +1,7 @@
 // Snapshots against a real etcd 3.4: the same writes on a fresh etcd and a fresh etcd-ts
 // (puts, deletes, a txn, a lease with keys, a user and a role, a compaction), then `etcdctl
 // snapshot save` from each, `snapshot status` of each file, and `snapshot restore` of each
-// into a data dir that a real etcd 3.4 then serves. The two restored etcds must answer alike:
+// into data dirs that a real etcd 3.4 and etcd-ts then start from. All four must answer alike:
 // every key with its revisions and versions, the compacted revision, the lease and its keys,
 // the users and roles, and `endpoint hashkv` (a hash over the `key` bucket, so the stored
 // records are etcd's byte for byte). `snapshot status` must agree on the revision; its hash and
@@ -33,6 +33,7 @@ describe('snapshots: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, ()
     const dir = await mkdtemp(join(tmpdir(), 'snapshot-compat-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags: ['--bcrypt-cost', '4'] }), startServer(t, { kind: 'etcd-ts', flags: ['--bcrypt-cost', '4'] })]);
+    /** What a server started from each restored snapshot shows: etcd's snapshot in etcd, in etcd-ts, then etcd-ts's in etcd, in etcd-ts. */
     const answers: string[][] = [];
     for (const [i, server] of servers.entries()) {
       // A lease with a chosen ID, so both servers hold the same one.
@@ -55,27 +56,29 @@ describe('snapshots: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, ()
       const file = join(dir, `snap-${i}.db`);
       await ctl(server, ['snapshot', 'save', file]);
       const status = JSON.parse(await offline(['snapshot', 'status', file, '-w', 'json'])) as { revision: number; totalKey: number };
-      const restored = join(dir, `restored-${i}`);
-      await offline(['snapshot', 'restore', file, '--data-dir', restored]);
-      // The real etcd on the restored data dir (its default name and peer URL are the ones
-      // `snapshot restore` used), then its view of the data.
-      const etcd = await startServer(t, { kind: 'etcd', flags: ['--data-dir', restored] });
-      const seen = [
-        `revision ${status.revision}`,
-        await ctl(etcd, ['get', '', '--from-key', '-w', 'json']),
-        await etcdctl(etcd.endpoint, ['get', 'k1', '--rev', '10']).then((r) => r.stderr.trim().split('\n').at(-1) ?? ''),
-        await ctl(etcd, ['get', 'k1', '--rev', '30', '-w', 'json']),
-        await ctl(etcd, ['lease', 'list']),
-        await ctl(etcd, ['lease', 'timetolive', '1234', '--keys']).then((s) => s.replace(/remaining\(\d+s\)/, 'remaining(Ns)')),
-        await ctl(etcd, ['user', 'get', 'alice']),
-        await ctl(etcd, ['role', 'get', 'reader']),
-        await ctl(etcd, ['endpoint', 'hashkv', '-w', 'json']).then((s) => s.replace(/"Endpoint":"[^"]*"/, '')),
-        await ctl(etcd, ['put', 'after', 'restore', '-w', 'json']),
-      ];
-      await etcd.stop();
-      answers.push(seen);
+      // Each snapshot restored twice, once for a real etcd and once for etcd-ts, which both
+      // start from the data dir `snapshot restore` made (their default name and peer URL are
+      // the ones it used).
+      for (const kind of ['etcd', 'etcd-ts'] as const) {
+        const restored = join(dir, `restored-${i}-${kind}`);
+        await offline(['snapshot', 'restore', file, '--data-dir', restored]);
+        const from = await startServer(t, { kind, flags: ['--data-dir', restored] });
+        answers.push([
+          `revision ${status.revision}`,
+          await ctl(from, ['get', '', '--from-key', '-w', 'json']),
+          await etcdctl(from.endpoint, ['get', 'k1', '--rev', '10']).then((r) => r.stderr.trim().split('\n').at(-1) ?? ''),
+          await ctl(from, ['get', 'k1', '--rev', '30', '-w', 'json']),
+          await ctl(from, ['lease', 'list']),
+          await ctl(from, ['lease', 'timetolive', '1234', '--keys']).then((s) => s.replace(/remaining\(\d+s\)/, 'remaining(Ns)')),
+          await ctl(from, ['user', 'get', 'alice']),
+          await ctl(from, ['role', 'get', 'reader']),
+          await ctl(from, ['endpoint', 'hashkv', '-w', 'json']).then((s) => s.replace(/"Endpoint":"[^"]*"/, '')),
+          await ctl(from, ['put', 'after', 'restore', '-w', 'json']),
+        ]);
+        await from.stop();
+      }
     }
     assert.match(answers[0]![1]!, /"key":"azE="/, 'the restored etcd serves the keys');
-    assert.deepEqual(answers[1], answers[0]);
+    for (const [i, seen] of answers.entries()) assert.deepEqual(seen, answers[0], `restored server ${i}`);
   });
 });
