@@ -11,6 +11,7 @@ import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
 import { addClusterService } from './grpc/cluster-service.js';
 import { addElectionService } from './grpc/election-service.js';
+import { addHealthService } from './grpc/health-service.js';
 import { addKVService } from './grpc/kv-service.js';
 import { addAuthService } from './grpc/auth-service.js';
 import { addLeaseService } from './grpc/lease-service.js';
@@ -76,6 +77,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addElectionService(grpc, etcd);
     addClusterService(grpc, etcd, advertised);
     addAuthService(grpc, etcd);
+    addHealthService(grpc);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const handler = httpHandler(etcd, serverMetrics, { gateway: config.enableGrpcGateway ? gatewayHandler(grpc) : undefined, answerPreflight: true });
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions));

@@ -49,6 +49,7 @@ export const MESSAGES: Record<string, MessageShape> = {
   "etcdserverpb.WatchCreateRequest": { goName: "WatchCreateRequest", fields: { 1: ["Key", "b"], 2: ["RangeEnd", "b"], 3: ["StartRevision", "v"], 4: ["ProgressNotify", "v"], 5: ["Filters", "pv"], 6: ["PrevKv", "v"], 7: ["WatchId", "v"], 8: ["Fragment", "v"] } },
   "etcdserverpb.WatchProgressRequest": { goName: "WatchProgressRequest", fields: {  } },
   "etcdserverpb.WatchRequest": { goName: "WatchRequest", fields: { 1: ["CreateRequest", "m:etcdserverpb.WatchCreateRequest"], 2: ["CancelRequest", "m:etcdserverpb.WatchCancelRequest"], 3: ["ProgressRequest", "m:etcdserverpb.WatchProgressRequest"] } },
+  "grpc.health.v1.HealthCheckRequest": { goName: "HealthCheckRequest", fields: { 1: ["Service", "b"] } },
   "v3electionpb.CampaignRequest": { goName: "CampaignRequest", fields: { 1: ["Name", "b"], 2: ["Lease", "v"], 3: ["Value", "b"] } },
   "v3electionpb.LeaderKey": { goName: "LeaderKey", fields: { 1: ["Name", "b"], 2: ["Key", "b"], 3: ["Rev", "v"], 4: ["Lease", "v"] } },
   "v3electionpb.LeaderRequest": { goName: "LeaderRequest", fields: { 1: ["Name", "b"] } },
@@ -60,6 +61,8 @@ export const MESSAGES: Record<string, MessageShape> = {
 
 /** Each gRPC method path and its request message. */
 export const REQUEST_TYPES: Record<string, string> = {
+  "/grpc.health.v1.Health/Check": "grpc.health.v1.HealthCheckRequest",
+  "/grpc.health.v1.Health/Watch": "grpc.health.v1.HealthCheckRequest",
   "/etcdserverpb.KV/Range": "etcdserverpb.RangeRequest",
   "/etcdserverpb.KV/Put": "etcdserverpb.PutRequest",
   "/etcdserverpb.KV/DeleteRange": "etcdserverpb.DeleteRangeRequest",
