@@ -1,11 +1,12 @@
 /**
- * Client listeners: one TCP (or TLS) port per `--listen-client-urls` entry serving both gRPC
- * and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
+ * Client listeners: one TCP (or TLS) port, or unix socket, per `--listen-client-urls` entry
+ * serving both gRPC and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
  * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
  * /metrics, /version). Over TLS, ALPN http/1.1 goes to the HTTP handler and h2 to the gRPC
  * server, which sends the requests of such a connection that are not gRPC calls (by
  * content-type, as etcd decides) to the same handlers.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -36,8 +37,19 @@ function listenHost(hostname: string): string {
 }
 
 /**
- * Binds `url` (http:// or https://; unix sockets are not supported) and routes connections to
- * the gRPC server or the HTTP handler. Throws when the port cannot be bound.
+ * Where a unix:// or unixs:// URL listens, as etcd (`embed`, `transport.NewUnixListener`) does:
+ * the socket file named by the URL's host and path, `unix://localhost:2379` being the file
+ * `localhost:2379` in the working directory.
+ */
+function unixSocketPath(u: URL): string {
+  return u.host + u.pathname;
+}
+
+/**
+ * Binds `url` (http://, https://, or a unix socket: unix://, unixs:// with TLS) and routes
+ * connections to the gRPC server or the HTTP handler. A unix socket file left by an earlier
+ * run is replaced, and removed again on close, as etcd does. Throws when the address cannot
+ * be bound.
  */
 export async function listenClientUrl(
   url: string,
@@ -64,14 +76,15 @@ export async function listenClientUrl(
 
   // noDelay: gRPC answers are small writes; with Nagle on, delayed ACKs add ~40 ms to each.
   let server: net.Server;
-  if (u.protocol === 'https:') {
+  const unix = u.protocol === 'unix:' || u.protocol === 'unixs:';
+  if (u.protocol === 'https:' || u.protocol === 'unixs:') {
     if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
     server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
       if (socket.alpnProtocol === 'h2') grpc.handleConnection(socket, httpHandler);
       else routeHttp(socket);
     });
     server.on('connection', track);
-  } else if (u.protocol === 'http:') {
+  } else if (u.protocol === 'http:' || u.protocol === 'unix:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
       sniff(socket, (isH2) => {
@@ -85,26 +98,29 @@ export async function listenClientUrl(
   }
   server.on('error', () => {});
 
+  const socketPath = unix ? unixSocketPath(u) : undefined;
+  if (socketPath !== undefined) fs.rmSync(socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: listenHost(u.hostname), port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)) }, () => {
+    const address = socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)) };
+    server.listen(address, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  const addr = server.address() as net.AddressInfo;
   const bound = new URL(url);
-  bound.port = String(addr.port);
+  if (!unix) bound.port = String((server.address() as net.AddressInfo).port);
 
   return {
     url,
-    boundUrl: bound.origin,
+    // A unix URL's origin is "null": it is given back as configured.
+    boundUrl: unix ? url : bound.origin,
     close: async () => {
       httpServer?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) {
-          if (u.protocol === 'https:' || grpcSockets.has(s)) setTimeout(() => s.destroy(), GRPC_CLOSE_GRACE_MS).unref();
+          if (u.protocol === 'https:' || u.protocol === 'unixs:' || grpcSockets.has(s)) setTimeout(() => s.destroy(), GRPC_CLOSE_GRACE_MS).unref();
           else s.destroy();
         }
       });
