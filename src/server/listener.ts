@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { CLIENT_PREFACE } from './transport/h2-connection.js';
 import type { GrpcServer } from './transport/grpc-server.js';
@@ -47,7 +48,8 @@ function unixSocketPath(u: URL): string {
 
 /**
  * Binds `url` (http://, https://, or a unix socket: unix://, unixs:// with TLS) and routes
- * connections to the gRPC server or the HTTP handler. A unix socket file left by an earlier
+ * connections to the gRPC server or the HTTP handler (HTTP/1.1 upgrade requests to
+ * `upgradeHandler`, when given). A unix socket file left by an earlier
  * run is replaced, and removed again on close, as etcd does. Throws when the address cannot
  * be bound.
  */
@@ -56,9 +58,11 @@ export async function listenClientUrl(
   grpc: GrpcServer,
   httpHandler: http.RequestListener | undefined,
   tlsOptions: tls.TlsOptions | undefined,
+  upgradeHandler?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Promise<ClientListener> {
   const u = new URL(url);
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
+  if (httpServer && upgradeHandler) httpServer.on('upgrade', upgradeHandler);
   const sockets = new Set<net.Socket>();
   /** Plaintext sockets given to the gRPC server (on a TLS listener every socket is treated so). */
   const grpcSockets = new WeakSet<net.Socket>();

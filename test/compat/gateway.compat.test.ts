@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket from 'ws';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** One HTTP request of a scenario; `lines` makes it a stream read until that many lines arrived. */
@@ -283,6 +285,44 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     // The election steps ran as the leader (the campaign's revision is the one proclaimed).
     const proclaim = etcd.findIndex((a) => a.body.includes('"leader":{"name":"ZWxlYw=="'));
     assert.equal(etcd[proclaim + 1]?.status, 200, etcd[proclaim + 1]?.body);
+  });
+
+  it('over WebSockets: a message per request value, a message per answer line, unary calls end the connection', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    /** What a WebSocket to `path` receives after sending `messages` (and running `during` once open), until it closes or `waitMs` pass. */
+    const exchange = (server: ServerHandle, path: string, messages: string[], waitMs: number, during?: () => Promise<unknown>) =>
+      new Promise<string[]>((resolve) => {
+        const seen: string[] = [];
+        const ws = new WebSocket(`${server.endpoint.replace('http://', 'ws://')}${path}`);
+        const timer = setTimeout(() => ws.terminate(), waitMs);
+        ws.on('unexpected-response', (_req, res) => seen.push(`not upgraded: ${res.statusCode}`));
+        ws.on('open', () => {
+          for (const m of messages) ws.send(m);
+          void during?.();
+        });
+        ws.on('message', (data: Buffer, binary: boolean) => seen.push(`${binary ? 'binary' : 'text'} ${normaliseBody(data.toString())}`));
+        ws.on('error', () => {});
+        ws.on('close', (code: number) => {
+          clearTimeout(timer);
+          seen.push(`closed ${code}`);
+          resolve(seen);
+        });
+      });
+    const answers: string[][][] = [];
+    for (const server of servers) {
+      const put = (value: string) => fetch(new URL('/v3/kv/put', server.endpoint), { method: 'POST', body: JSON.stringify({ key: FOO, value: b64(value) }) });
+      answers.push([
+        await exchange(server, '/v3/kv/range', [JSON.stringify({ key: FOO })], 3000),
+        await exchange(server, '/v3/kv/range', ['{"key":5}'], 3000),
+        await exchange(server, '/v3beta/kv/put', [JSON.stringify({ key: FOO, value: b64('ws') })], 3000),
+        await exchange(server, '/v3/watch', [JSON.stringify({ create_request: { key: FOO, start_revision: 1 } })], 1500, () => sleep(300).then(() => put('live'))),
+        await exchange(server, '/v3/watch', [JSON.stringify({ create_request: { key: FOO } }), '{"create_request":{"key":5}}'], 800),
+        await exchange(server, '/v3/nothing', ['{}'], 3000),
+        await exchange(server, '/health', [], 3000),
+      ]);
+    }
+    assert.match(answers[0]![0]![0]!, /^text \{"header"/, 'etcd 3.4 answers a range over a WebSocket');
+    assert.deepEqual(answers[1], answers[0]);
   });
 
   it('auth through the gateway: tokens from Authorization and Grpc-Metadata-Token, refusals', async (t) => {

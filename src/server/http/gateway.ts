@@ -23,9 +23,12 @@
  *   `Grpc-Metadata-<name>` as `<name>`; `Grpc-Timeout` sets the call's deadline. gRPC response
  *   headers come back as `Grpc-Metadata-<name>`.
  *
- * Not served: websocket upgrades (etcd wraps the gateway in a websocket proxy).
+ * WebSocket upgrades to `/v3/` paths are served as etcd's proxy serves them (`gatewayWebSocket`).
  */
+import { EventEmitter } from 'node:events';
 import type http from 'node:http';
+import { Readable, type Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMessage } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -371,8 +374,8 @@ function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: h
 }
 
 /**
- * Feeds the request body to the call: the first JSON value of a unary call's body (an empty
- * body is an empty request), or every value of a streaming call's body as it arrives. The
+ * Feeds the request body to the call as it arrives: the first JSON value of a unary call's
+ * body (an empty body is an empty request), or every value of a streaming call's body. The
  * first request goes only if `mayStart()` says so (else the caller has answered).
  */
 function readRequests(route: Route, req: http.IncomingMessage, stream: GatewayStream, res: http.ServerResponse, mayStart: () => boolean): void {
@@ -431,9 +434,110 @@ function readRequests(route: Route, req: http.IncomingMessage, stream: GatewaySt
   req.on('data', (chunk: string) => {
     if (stopped) return;
     text += chunk;
-    if (route.requestStream) feed(false);
+    // As Go's json.Decoder, a unary call's request is decoded once its first value is whole,
+    // without waiting for the body's end (a WebSocket's body never ends).
+    feed(false);
   });
   req.on('end', () => {
     if (!stopped) feed(true);
   });
+}
+
+/** The `Authorization` etcd's WebSocket proxy makes of a `Sec-WebSocket-Protocol: Bearer, <token>` header. */
+function subProtocolAuthorization(header: string): string {
+  const at = header.indexOf('Bearer,');
+  return at < 0 ? '' : `Bearer ${header.slice(at + 'Bearer,'.length).trim()}`;
+}
+
+/**
+ * The response side of a gateway request made over a WebSocket: what the gateway writes is cut
+ * into lines and each non-empty line sent as a text message, as etcd's proxy
+ * (tmc/grpc-websocket-proxy) scans the response; status codes and headers are dropped. The
+ * end of the answer closes the connection without a close frame, as the proxy's does.
+ */
+class WebSocketResponse extends EventEmitter {
+  headersSent = false;
+  writableEnded = false;
+  writableFinished = false;
+  readonly writableNeedDrain = false;
+  private pending = '';
+
+  constructor(private readonly ws: WebSocket) {
+    super();
+  }
+
+  setHeader(): this {
+    return this;
+  }
+
+  writeHead(): this {
+    this.headersSent = true;
+    return this;
+  }
+
+  addTrailers(): void {}
+
+  write(chunk: string | Buffer): boolean {
+    if (this.writableEnded) return false;
+    this.headersSent = true;
+    const lines = (this.pending + chunk.toString()).split('\n');
+    this.pending = lines.pop()!;
+    for (const line of lines) if (line !== '') this.ws.send(line);
+    return true;
+  }
+
+  end(chunk?: string | Buffer): this {
+    if (this.writableEnded) return this;
+    if (chunk !== undefined) this.write(chunk);
+    if (this.pending !== '') this.ws.send(this.pending);
+    this.writableEnded = true;
+    this.writableFinished = true;
+    this.emit('finish');
+    this.emit('close');
+    this.ws.terminate();
+    return this;
+  }
+
+  /** The client went away first. */
+  aborted(): void {
+    if (this.writableEnded) return;
+    this.writableEnded = true;
+    this.emit('close');
+  }
+}
+
+/**
+ * The gateway over WebSockets, as etcd wraps it in tmc/grpc-websocket-proxy: an upgrade request
+ * to a `/v3/` path becomes a POST whose body is the client's messages, each followed by a
+ * newline, and whose answer comes back a line per message (see WebSocketResponse). Origin and
+ * Referer are passed on; `Sec-WebSocket-Protocol: Bearer, <token>` and a `token` cookie become
+ * `Authorization: Bearer <token>`.
+ */
+export function gatewayWebSocket(gateway: GatewayHandler): (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void {
+  const wss = new WebSocketServer({ noServer: true });
+  return (req, socket, head, path) => {
+    const protocol = req.headers['sec-websocket-protocol'];
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const body = new Readable({ read() {} }) as Readable & Record<string, unknown>;
+      const rawHeaders: string[] = [];
+      for (const name of ['origin', 'referer']) {
+        const value = req.headers[name];
+        if (typeof value === 'string') rawHeaders.push(name, value);
+      }
+      if (typeof protocol === 'string' && protocol !== '') rawHeaders.push('authorization', subProtocolAuthorization(protocol));
+      const cookie = /(?:^|;\s*)token=([^;]*)/.exec(req.headers.cookie ?? '');
+      if (cookie) rawHeaders.push('authorization', `Bearer ${cookie[1]}`);
+      body.method = 'POST';
+      body.url = req.url;
+      body.rawHeaders = rawHeaders;
+      body.headers = Object.fromEntries(rawHeaders.flatMap((v, i) => (i % 2 === 0 ? [[v, rawHeaders[i + 1]]] : [])));
+      const res = new WebSocketResponse(ws);
+      ws.on('message', (data: Buffer) => body.push(`${data.toString()}\n`));
+      ws.on('close', () => {
+        body.push(null);
+        res.aborted();
+      });
+      gateway(body as unknown as http.IncomingMessage, res as unknown as http.ServerResponse, path);
+    });
+  };
 }

@@ -12,7 +12,9 @@
  * Other methods on /health and /version get 405 with `Allow: GET`; other paths 404. Every
  * response carries etcd's permissive CORS headers.
  */
-import type http from 'node:http';
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { AlarmType } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -81,6 +83,33 @@ function redirect(req: http.IncomingMessage, res: http.ServerResponse, location:
   reply(res, 301, { ...CORS_HEADERS, Location: location, ...(html ? { 'Content-Type': 'text/html; charset=utf-8' } : {}) }, req.method === 'GET' ? `<a href="${location}">Moved Permanently</a>.\n\n` : '');
 }
 
+/** The path the gateway sees: etcd rewrites `/v3beta/` to `/v3/`. */
+function gatewayPath(pathname: string): string {
+  return pathname.startsWith('/v3beta/') ? `/v3/${pathname.slice('/v3beta/'.length)}` : pathname;
+}
+
+/**
+ * The handler of HTTP/1.1 upgrade requests: a WebSocket upgrade to a `/v3/` path goes to
+ * `webSocket` (the gateway over WebSockets, when served); any other request with an Upgrade
+ * header is answered by `requests` as a plain request, as Go's server answers it.
+ */
+export function upgradeHandler(
+  requests: http.RequestListener,
+  webSocket: ((req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void) | undefined,
+): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+    const path = gatewayPath(new URL(req.url ?? '/', 'http://localhost').pathname);
+    if (webSocket && path.startsWith('/v3/') && req.headers.upgrade?.toLowerCase() === 'websocket') {
+      webSocket(req, socket, head, path);
+      return;
+    }
+    const res = new http.ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.on('finish', () => socket.end());
+    requests(req, res);
+  };
+}
+
 /** The request handler for etcd's HTTP endpoints of `etcd`, rendering `metrics` on /metrics. */
 export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: HttpHandlerOptions = {}): http.RequestListener {
   const { gateway, answerPreflight = false } = options;
@@ -91,7 +120,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
       return;
     }
     if (gateway) {
-      const path = url.pathname.startsWith('/v3beta/') ? `/v3/${url.pathname.slice('/v3beta/'.length)}` : url.pathname;
+      const path = gatewayPath(url.pathname);
       if (path === '/v3' || path.startsWith('/v3/')) {
         const cleaned = path === '/v3' ? '/v3/' : cleanPath(path);
         if (cleaned !== path) return redirect(req, res, cleaned + url.search);
