@@ -102,8 +102,17 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       ['get', '', '--from-key', '-w', 'json'],
       ['lease', 'revoke', '{L3}', '-w', 'json'],
       ['get', '', '--from-key'],
-      ['endpoint', 'status', '-w', 'json'],
     ]);
+    // The 1 s lease (granted 2 s, etcd's minimum) expires on its own, and its revocation is a
+    // raft entry: wait until both servers revoked it, or the raft index below depends on timing.
+    for (const side of sides) {
+      const deadline = Date.now() + 15_000;
+      while (!(await run(side, ['lease', 'timetolive', '{L2}'])).stdout.includes('already expired')) {
+        assert.ok(Date.now() < deadline, 'the 1 s lease was never revoked');
+        await sleep(100);
+      }
+    }
+    await compareSteps(sides, [['endpoint', 'status', '-w', 'json']]);
   });
 
   it('etcdctl lock: the second contender waits until the first exits', async (t) => {
