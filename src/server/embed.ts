@@ -81,7 +81,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const handler = httpHandler(etcd, serverMetrics, { gateway, answerPreflight: true });
-    const upgrades = upgradeHandler(handler, gateway && gatewayWebSocket(gateway));
+    const upgrades = gateway && upgradeHandler(gatewayWebSocket(gateway));
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions, upgrades));
     const metrics: ClientListener[] = [];
     const metricsHandler = httpHandler(etcd, serverMetrics);

@@ -58,11 +58,15 @@ export async function listenClientUrl(
   grpc: GrpcServer,
   httpHandler: http.RequestListener | undefined,
   tlsOptions: tls.TlsOptions | undefined,
-  upgradeHandler?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void,
+  upgradeHandler?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean,
 ): Promise<ClientListener> {
   const u = new URL(url);
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
-  if (httpServer && upgradeHandler) httpServer.on('upgrade', upgradeHandler);
+  if (httpServer && upgradeHandler) {
+    httpServer.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!upgradeHandler(req, socket, head)) replayWithoutUpgrade(httpServer, req, socket, head);
+    });
+  }
   const sockets = new Set<net.Socket>();
   /** Plaintext sockets given to the gRPC server (on a TLS listener every socket is treated so). */
   const grpcSockets = new WeakSet<net.Socket>();
@@ -130,6 +134,30 @@ export async function listenClientUrl(
       });
     },
   };
+}
+
+/**
+ * Serves an upgrade request the upgrade handler declined as a plain request: its head is
+ * written back into the socket without the Upgrade (and HTTP2-Settings) headers and the
+ * connection handed to the HTTP server again, which then reads the request and its body as it
+ * reads any other (Node stops reading at an upgrade request's head).
+ */
+function replayWithoutUpgrade(server: http.Server, req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'upgrade' || lower === 'http2-settings') continue;
+    if (lower === 'connection') {
+      const kept = raw[i + 1]!.split(',').map((t) => t.trim()).filter((t) => !/^(upgrade|http2-settings)$/i.test(t));
+      if (kept.length > 0) lines.push(`${name}: ${kept.join(', ')}`);
+      continue;
+    }
+    lines.push(`${name}: ${raw[i + 1]}`);
+  }
+  socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+  server.emit('connection', socket);
 }
 
 /** Reads until the HTTP/2 preface can be told apart from HTTP/1, then puts the bytes back. */

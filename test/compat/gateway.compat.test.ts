@@ -122,6 +122,8 @@ const post = (path: string, body?: unknown, headers?: Record<string, string>): S
   headers,
 });
 const FOO = b64('foo');
+/** The headers of curl's `--http2` on an http:// URL. */
+const H2C_UPGRADE = { Connection: 'Upgrade, HTTP2-Settings', Upgrade: 'h2c', 'HTTP2-Settings': 'AAMAAABkAAQCAAAAAAIAAAAA' };
 const FOP = b64('fop');
 
 describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
@@ -243,6 +245,10 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3/kv/range', range, { 'Grpc-Timeout': '1n' }),
       post('/v3/kv/range', range, { 'Grpc-Timeout': '5S' }),
       post('/v3/kv/range', range, { 'Grpc-Metadata-Foo': 'bar' }),
+      // `curl --http2` on http:// asks to upgrade to h2c; Go's server ignores that and answers,
+      // body read as usual.
+      post('/v3/kv/range', range, H2C_UPGRADE),
+      { method: 'GET', path: '/health', headers: H2C_UPGRADE },
     ]);
   });
 

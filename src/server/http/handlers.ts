@@ -12,8 +12,7 @@
  * Other methods on /health and /version get 405 with `Allow: GET`; other paths 404. Every
  * response carries etcd's permissive CORS headers.
  */
-import http from 'node:http';
-import type { Socket } from 'node:net';
+import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { AlarmType } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
@@ -90,23 +89,18 @@ function gatewayPath(pathname: string): string {
 
 /**
  * The handler of HTTP/1.1 upgrade requests: a WebSocket upgrade to a `/v3/` path goes to
- * `webSocket` (the gateway over WebSockets, when served); any other request with an Upgrade
- * header is answered by `requests` as a plain request, as Go's server answers it.
+ * `webSocket` (the gateway over WebSockets) and the handler returns true; for any other it
+ * returns false, and the listener serves the request as a plain one, as Go's server does (it
+ * ignores `Upgrade: h2c`, for one).
  */
 export function upgradeHandler(
-  requests: http.RequestListener,
-  webSocket: ((req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void) | undefined,
-): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
+  webSocket: (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void,
+): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean {
   return (req, socket, head) => {
     const path = gatewayPath(new URL(req.url ?? '/', 'http://localhost').pathname);
-    if (webSocket && path.startsWith('/v3/') && req.headers.upgrade?.toLowerCase() === 'websocket') {
-      webSocket(req, socket, head, path);
-      return;
-    }
-    const res = new http.ServerResponse(req);
-    res.assignSocket(socket as Socket);
-    res.on('finish', () => socket.end());
-    requests(req, res);
+    if (!path.startsWith('/v3/') || req.headers.upgrade?.toLowerCase() !== 'websocket') return false;
+    webSocket(req, socket, head, path);
+    return true;
   };
 }
 
