@@ -36,6 +36,8 @@ export type BucketName = 'key' | 'meta' | 'lease' | 'alarm' | 'auth' | 'authUser
 
 /** Bucket numbers in log records (append only: logs written by older versions keep their numbers). */
 const BUCKETS: readonly BucketName[] = ['key', 'meta', 'lease', 'alarm', 'auth', 'authUsers', 'authRoles'];
+/** The buckets in name order, which is bbolt's (etcd's) iteration order. */
+export const BUCKETS_BY_NAME: readonly BucketName[] = [...BUCKETS].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
 const BUCKET_IDS: Record<BucketName, number> = { key: 0, meta: 1, lease: 2, alarm: 3, auth: 4, authUsers: 5, authRoles: 6 };
 const OP_PUT = 1;
 const OP_DELETE = 2;

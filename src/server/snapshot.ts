@@ -17,12 +17,9 @@
 import fs from 'node:fs/promises';
 import { open } from 'lmdb';
 import { readBoltFile, writeBoltFile, type BoltBucket } from '../mvcc/bolt-file.js';
-import type { Backend, BucketName } from '../mvcc/backend.js';
+import { BUCKETS_BY_NAME, type Backend, type BucketName } from '../mvcc/backend.js';
 import { bytesToRev, revToBytes } from '../mvcc/revision.js';
 import { AlarmMember } from '../proto/gen/rpc.gen.js';
-
-/** The buckets etcd 3.4 keeps that etcd-ts has, in bbolt's (bytewise) order. */
-const BUCKETS: readonly BucketName[] = ['alarm', 'auth', 'authRoles', 'authUsers', 'key', 'lease', 'meta'];
 
 /** An entry as etcd stores it. */
 type Entry = readonly [key: Buffer, value: Buffer];
@@ -68,7 +65,7 @@ export async function writeEtcdSnapshot(backend: Backend, file: string): Promise
       const db = env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
       return db.getRange({}) as Iterable<{ key: Buffer; value: Buffer }>;
     };
-    const buckets: BoltBucket[] = BUCKETS.map((name) => ({
+    const buckets: BoltBucket[] = BUCKETS_BY_NAME.map((name) => ({
       name: Buffer.from(name),
       entries:
         name === 'meta' ? etcdMeta(read(name)) : name === 'alarm' ? etcdAlarms(read(name)) : (function* () {
@@ -93,7 +90,7 @@ export async function writeEtcdSnapshot(backend: Backend, file: string): Promise
  * database.
  */
 export function importEtcdSnapshot(backend: Backend, file: string): void {
-  const ours = new Set<string>(BUCKETS);
+  const ours = new Set<string>(BUCKETS_BY_NAME);
   const members: string[] = [];
   readBoltFile(file, (bucketName, key, value) => {
     const bucket = bucketName.toString();

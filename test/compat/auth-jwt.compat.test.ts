@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { hideMemberIds } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** The JWT lifetime both servers are given. */
@@ -20,7 +21,7 @@ const TTL_S = 4;
 /** POSTs `body` to the gateway's `path`, with `token` in Authorization; the status and the body with the member's IDs normalised. */
 async function call(server: ServerHandle, path: string, body: unknown, token?: string): Promise<{ status: number; body: string }> {
   const res = await fetch(new URL(path, server.endpoint), { method: 'POST', body: JSON.stringify(body), headers: token ? { Authorization: token } : {} });
-  return { status: res.status, body: (await res.text()).replace(/"(cluster_id|member_id)":"\d+"/g, '"$1":"<id>"') };
+  return { status: res.status, body: hideMemberIds(await res.text()) };
 }
 
 /** A token's header and claims. */

@@ -10,6 +10,7 @@ import http from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
+import { hideMemberIds } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** One HTTP request of a scenario; `lines` makes it a stream read until that many lines arrived. */
@@ -40,9 +41,7 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 /** Replaces what differs between two servers by nature: member and cluster IDs, auth tokens. */
 function normaliseBody(body: string): string {
-  return body
-    .replace(/"(cluster_id|member_id|leader)":"\d+"/g, '"$1":"<id>"')
-    .replace(/"token":"[A-Za-z]{16}\.\d+"/g, '"token":"<token>"');
+  return hideMemberIds(body).replace(/"token":"[A-Za-z]{16}\.\d+"/g, '"token":"<token>"');
 }
 
 /** Sends `step` to `server` and reads its answer (a stream until `lines` lines arrived). */

@@ -198,3 +198,6 @@ export function normaliseResult(result: CtlResult, ctx: NormaliseContext): CtlRe
 /** The stdin of `etcdctl txn -i`: compares, success ops and failure ops, each block ended by an empty line. */
 export const txnInput = (compares: readonly string[], success: readonly string[], failure: readonly string[]): string =>
   [compares, success, failure].map((block) => block.map((line) => `${line}\n`).join('') + '\n').join('');
+
+/** JSON text with member and cluster IDs (quoted, as the gateway writes them, or not) hidden as `"cluster_id":"<id>"`. */
+export const hideMemberIds = (text: string): string => text.replace(/"(cluster_id|member_id|leader)":"?\d+"?/g, '"$1":"<id>"');

@@ -11,7 +11,7 @@ import { status as Status, type ServerWritableStream } from '@grpc/grpc-js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { crc32c } from '@node-rs/crc32';
 import type { TokenMetadata } from '../../auth/auth-store.js';
-import { WAL_SEQ_META, type BucketName } from '../../mvcc/backend.js';
+import { BUCKETS_BY_NAME, WAL_SEQ_META } from '../../mvcc/backend.js';
 import type { KVStore } from '../../mvcc/kv-store.js';
 import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
 import {
@@ -117,9 +117,6 @@ export function hashByRev(store: KVStore, rev: number): { hash: number; currentR
   return { hash: h.sum32(), currentRev, compactRev };
 }
 
-/** Buckets in the order bbolt iterates them (by name). */
-const HASHED_BUCKETS: readonly BucketName[] = ['alarm', 'auth', 'authRoles', 'authUsers', 'key', 'lease', 'meta'];
-
 /**
  * Meta entries left out of the whole-backend hash (etcd `DefaultIgnores` skips
  * `consistent_index`; `term` is ours and moves at every start the same way, `walSeq` at every
@@ -136,7 +133,7 @@ const HASH_IGNORED_META = new Set(['consistent_index', 'term', WAL_SEQ_META]);
  */
 export function hashBackend(etcd: EtcdServer): number {
   const h = new Crc32c();
-  for (const name of HASHED_BUCKETS) {
+  for (const name of BUCKETS_BY_NAME) {
     h.write(Buffer.from(name));
     for (const { key, value } of etcd.backend.range(name)) {
       if (name === 'meta' && HASH_IGNORED_META.has(key.toString('utf8'))) continue;

@@ -26,6 +26,7 @@
  * WebSocket upgrades to `/v3/` paths are served as etcd's proxy serves them (`gatewayWebSocket`).
  */
 import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
 import type http from 'node:http';
 import { Readable, type Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -33,6 +34,7 @@ import { createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMe
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { DESCRIPTOR_SET_BASE64 } from '../../proto/gen/descriptor-set.gen.js';
+import { httpError, reply } from './handlers.js';
 import { decodeMessage, JsonDecodeError, readJsonValues, type RawJson } from './jsonpb.js';
 import type { HeaderField, StreamListener } from '../transport/h2-connection.js';
 import { type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
@@ -138,23 +140,6 @@ const HTTP_STATUS: Record<number, number> = {
   [GrpcStatus.DATA_LOSS]: 500,
 };
 
-/** Go's `http.StatusText` for the statuses above. */
-const STATUS_TEXT: Record<number, string> = {
-  200: 'OK',
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  408: 'Request Timeout',
-  409: 'Conflict',
-  412: 'Precondition Failed',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  501: 'Not Implemented',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
 /** The gRPC response headers grpc-gateway passes on (`Grpc-Metadata-` + name). */
 const GRPC_HEADERS = { 'Grpc-Metadata-Content-Type': 'application/grpc' };
 
@@ -239,17 +224,11 @@ export function gatewayHandler(grpc: GrpcServer): GatewayHandler {
   const routes = loadRoutes();
   return (req, res, path) => {
     const route = routes.get(path);
-    if (!route) plainError(res, 404, 'Not Found');
-    else if (req.method !== 'POST') plainError(res, 405, 'Method Not Allowed');
+    // grpc-gateway's DefaultOtherErrorHandler answers routing errors with Go's `http.Error`.
+    if (!route) httpError(res, 404, 'Not Found');
+    else if (req.method !== 'POST') httpError(res, 405, 'Method Not Allowed');
     else serve(grpc, route, req, res);
   };
-}
-
-/** Go's `http.Error`, as grpc-gateway's DefaultOtherErrorHandler answers routing errors. */
-function plainError(res: http.ServerResponse, code: number, message: string): void {
-  const body = `${message}\n`;
-  res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Content-Length': String(body.length) });
-  res.end(body);
 }
 
 /**
@@ -275,15 +254,9 @@ function unaryError(res: http.ServerResponse, status: CallStatus, fromCall: bool
   res.end(JSON.stringify(body));
 }
 
-/**
- * A whole answer, framed as Go's net/http frames a handler's single write: with Content-Length
- * below 2048 bytes, chunked from there on.
- */
+/** A whole JSON answer (see `reply`). */
 function answer(res: http.ServerResponse, code: number, body: string, headers: Record<string, string> = {}): void {
-  const bytes = Buffer.from(body);
-  const length: Record<string, string> = bytes.length < 2048 ? { 'Content-Length': String(bytes.length) } : {};
-  res.writeHead(code, { 'Content-Type': 'application/json', ...headers, ...length });
-  res.end(bytes);
+  reply(res, code, { 'Content-Type': 'application/json', ...headers }, body);
 }
 
 /** A streaming answer's failure line (grpc-gateway's `streamChunk` of an error). */
@@ -293,7 +266,7 @@ function streamErrorLine(status: CallStatus): string {
   if (status.code !== 0) error.grpc_code = status.code;
   error.http_code = http;
   if (status.details !== '') error.message = status.details;
-  error.http_status = STATUS_TEXT[http] ?? '';
+  error.http_status = STATUS_CODES[http] ?? '';
   return JSON.stringify({ error });
 }
 

@@ -26,15 +26,18 @@ const CORS_HEADERS = {
   'Access-Control-Allow-Headers': 'accept, content-type, authorization',
 };
 
-/** A whole small answer with its Content-Length, as Go's net/http frames a handler's single short write. */
-function reply(res: http.ServerResponse, code: number, headers: Record<string, string>, body = ''): void {
+/**
+ * A whole answer, framed as Go's net/http frames a handler's single write: with its
+ * Content-Length below 2048 bytes, chunked from there on.
+ */
+export function reply(res: http.ServerResponse, code: number, headers: Record<string, string>, body = ''): void {
   const bytes = Buffer.from(body);
-  res.writeHead(code, { ...headers, 'Content-Length': String(bytes.length) });
+  res.writeHead(code, bytes.length < 2048 ? { ...headers, 'Content-Length': String(bytes.length) } : headers);
   res.end(bytes);
 }
 
 /** Go's `http.Error`: plain text, `nosniff`, the message and a newline. */
-function httpError(res: http.ServerResponse, code: number, message: string, headers: Record<string, string> = {}): void {
+export function httpError(res: http.ServerResponse, code: number, message: string, headers: Record<string, string> = {}): void {
   reply(res, code, { ...CORS_HEADERS, ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, `${message}\n`);
 }
 

@@ -221,13 +221,9 @@ function unmarshalText(text: string): RawJson {
   return value;
 }
 
-/** What Go's encoding/json calls a JSON value's kind in its type errors. */
-function goKind(v: RawJson): string {
-  return v.kind === 'bool' ? 'bool' : v.kind;
-}
-
+/** Go's encoding/json type error; a RawJson kind is the word Go uses for it. */
 const typeError = (v: RawJson, goType: string): JsonDecodeError =>
-  new JsonDecodeError(`json: cannot unmarshal ${goKind(v)} into Go value of type ${goType}`);
+  new JsonDecodeError(`json: cannot unmarshal ${v.kind} into Go value of type ${goType}`);
 
 /** Go's name of an enum type: `etcdserverpb.RangeRequest_SortOrder`. */
 function goEnumName(e: DescEnum): string {
