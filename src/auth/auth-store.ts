@@ -16,7 +16,19 @@
 import bcrypt from 'bcrypt';
 import type { Backend } from '../mvcc/backend.js';
 import { Permission_Type, Role, User, type Permission } from '../proto/gen/auth.gen.js';
-import type { RequestOp, TxnRequest } from '../proto/gen/rpc.gen.js';
+import type {
+  AuthRoleAddRequest,
+  AuthRoleDeleteRequest,
+  AuthRoleGrantPermissionRequest,
+  AuthRoleRevokePermissionRequest,
+  AuthUserAddRequest,
+  AuthUserChangePasswordRequest,
+  AuthUserDeleteRequest,
+  AuthUserGrantRoleRequest,
+  AuthUserRevokeRoleRequest,
+  RequestOp,
+  TxnRequest,
+} from '../proto/gen/rpc.gen.js';
 import { Errors } from '../server/errors.js';
 import { newTokenProvider, type AuthInfo, type TokenOptions, type TokenProvider } from './token-provider.js';
 
@@ -513,4 +525,27 @@ export class AuthStore {
 
 function sortedNames(m: Map<string, unknown>): string[] {
   return [...m.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+}
+
+/**
+ * The Auth requests that change `auth`, each applied from its request message (the auth half
+ * of etcd's `applierV3backend`): the gRPC Auth service's calls, and the entries of etcd's log
+ * an etcd data dir brings (`EtcdServer`). `hashed` is the bcrypt hash of the request's password
+ * (`AuthStore.hashPassword`). Each throws as the store method it calls.
+ */
+export function authChanges(auth: AuthStore) {
+  return {
+    enable: () => auth.enable(),
+    disable: () => auth.disable(),
+    userAdd: (r: AuthUserAddRequest, hashed: Buffer) => auth.userAdd(r.name, r.options?.noPassword ? undefined : hashed, r.options?.noPassword ?? false),
+    userDelete: (r: AuthUserDeleteRequest) => auth.userDelete(r.name),
+    userChangePassword: (r: AuthUserChangePasswordRequest, hashed: Buffer) => auth.userChangePassword(r.name, hashed),
+    userGrantRole: (r: AuthUserGrantRoleRequest) => auth.userGrantRole(r.user, r.role),
+    userRevokeRole: (r: AuthUserRevokeRoleRequest) => auth.userRevokeRole(r.name, r.role),
+    roleAdd: (r: AuthRoleAddRequest) => auth.roleAdd(r.name),
+    roleDelete: (r: AuthRoleDeleteRequest) => auth.roleDelete(r.role),
+    roleGrantPermission: (r: AuthRoleGrantPermissionRequest) =>
+      auth.roleGrantPermission(r.name, r.perm ?? { permType: Permission_Type.READ, key: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }),
+    roleRevokePermission: (r: AuthRoleRevokePermissionRequest) => auth.roleRevokePermission(r.role, r.key, r.rangeEnd),
+  };
 }

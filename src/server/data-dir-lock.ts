@@ -56,6 +56,35 @@ export class DataDirLock {
   }
 }
 
+/**
+ * The first of `files` that another process holds a lock on, as etcd 3.4 holds its WAL files
+ * (an OFD lock) and bbolt its database (flock) while it runs; undefined when none is locked,
+ * or when the system does not list its locks (`/proc/locks`, Linux). Files that do not exist
+ * are not locked.
+ */
+export function lockedFile(files: readonly string[]): string | undefined {
+  let locks: string;
+  try {
+    locks = fs.readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "1: OFDLCK ADVISORY  WRITE -1 fe:00:2204731 0 EOF": the device (major:minor, hex) and inode.
+  const held = new Set(locks.split('\n').map((line) => line.split(/\s+/)[5]));
+  for (const file of files) {
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(file, { bigint: true });
+    } catch {
+      continue;
+    }
+    const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+    const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+    if (held.has(`${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`)) return file;
+  }
+  return undefined;
+}
+
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
-import { AuthStore, type AuthInfo } from '../auth/auth-store.js';
+import { AuthStore, authChanges, type AuthInfo } from '../auth/auth-store.js';
 import { Backend } from '../mvcc/backend.js';
 import { keyToBytes } from '../mvcc/key.js';
 import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
@@ -54,8 +54,10 @@ import {
   revHeader,
   toEtcdError,
 } from './apply.js';
-import { DataDirLock } from './data-dir-lock.js';
+import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
+import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
+import { etcdWalFiles, readEtcdWal, type EtcdWal } from './etcd-wal.js';
 import { importEtcdSnapshot } from './snapshot.js';
 
 /** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
@@ -108,6 +110,8 @@ export class EtcdServer {
   private readonly alarms = new Map<AlarmType, AlarmMember>();
   /** Backend bytes above which writes raise NOSPACE; Infinity = no quota. */
   private readonly quotaBytes: number;
+  /** An etcd data dir's log and the last index its bbolt file holds, until `open` replays it. */
+  private etcdLog: { wal: EtcdWal; applied: bigint } | undefined;
   private readonly lock: DataDirLock;
   private closed = false;
   /** Settles when the running defragmentation ends; writes wait for it (set only by `defragment`). */
@@ -124,10 +128,14 @@ export class EtcdServer {
       batchIntervalMs: config.backendBatchIntervalMs || undefined,
       batchLimit: config.backendBatchLimit || undefined,
     });
-    // A data dir `etcdctl snapshot restore` made (or an etcd one): start from its bbolt file.
+    // An etcd data dir (or one `etcdctl snapshot restore` made): start from its bbolt file, then
+    // apply what etcd's log holds beyond it (`open`), as etcd does when it restarts.
     const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');
     if (this.backend.getMeta('consistent_index') === undefined && fs.existsSync(etcdDb)) {
-      importEtcdSnapshot(this.backend, etcdDb);
+      const applied = importEtcdSnapshot(this.backend, etcdDb);
+      const wal = readEtcdWal(config.walDir || path.join(config.dataDir, 'member', 'wal'));
+      if (wal.hardState) this.backend.putMeta('term', wal.hardState.term.toString());
+      this.etcdLog = { wal, applied };
       log.info({ path: etcdDb }, "imported etcd's database (bbolt) into a new etcd-ts store");
     }
     this.store = new KVStore(this.backend);
@@ -158,20 +166,96 @@ export class EtcdServer {
   }
 
   /**
-   * Opens the data directory and recovers the store. Throws when another server holds the
-   * data directory or the backend cannot be opened.
+   * Opens the data directory and recovers the store; on an etcd data dir, imports it (see the
+   * constructor and `replayEtcdLog`). Throws DataDirLockedError when another etcd-ts, or an
+   * etcd still running on it, holds the data directory; throws when the backend cannot be
+   * opened or etcd's log is damaged (`wal: crc mismatch`).
    */
   static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    // An etcd still running on the data dir (etcd waits forever for its database's lock).
+    const etcdWalDir = config.walDir || path.join(config.dataDir, 'member', 'wal');
+    const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(etcdWalDir)]);
+    if (held) throw new DataDirLockedError(`data dir ${config.dataDir} is in use by etcd (it holds a lock on ${held}); stop it first`);
     const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
     try {
       const server = new EtcdServer(config, log, lock);
+      if (server.etcdLog) await server.replayEtcdLog(server.etcdLog.wal, server.etcdLog.applied);
       await server.backend.durable();
       return server;
     } catch (err) {
       lock.release();
       throw err;
     }
+  }
+
+  /**
+   * Applies the entries of etcd's log after index `applied` (the last its bbolt file holds), in
+   * order, through the same requests as clients' (etcd `applyEntryNormal` at a restart): writes,
+   * compactions, leases, alarms and auth changes, each checked against the user and auth
+   * revision its header names. Entries that change nothing etcd-ts keeps are skipped: raft's
+   * empty and membership entries, the v2 store's requests (member attributes, cluster version),
+   * reads, and Authenticate (simple tokens do not outlive etcd's process here). A request
+   * refused (as etcd refused it) changes nothing, as in etcd. The raft index then goes on from
+   * etcd's: its last entry, plus what etcd's restart adds (a new leader's empty entry and the
+   * member's attributes, and the cluster version on a data dir that holds only its members).
+   */
+  private async replayEtcdLog(wal: EtcdWal, applied: bigint): Promise<void> {
+    const requests: { index: bigint; r: InternalRaftRequest; hashed: Buffer }[] = [];
+    for (const e of wal.entries) {
+      if (e.Index <= applied || e.Type !== 0 || e.Data.length === 0) continue;
+      let r: InternalRaftRequest;
+      try {
+        r = InternalRaftRequest.decode(e.Data);
+      } catch {
+        continue; // a v2 store request
+      }
+      if (!r.header) continue;
+      // etcd 3.4 logs the password and hashes it when applying; hashing is async here, so first.
+      const password = r.authUserAdd && !r.authUserAdd.options?.noPassword ? r.authUserAdd.password : r.authUserChangePassword?.password;
+      requests.push({ index: e.Index, r, hashed: password === undefined ? Buffer.alloc(0) : await this.auth.hashPassword(password) });
+    }
+    // Each request applies synchronously as it is called, so the calls keep the log's order.
+    const results = requests.map(({ index, r, hashed }) => {
+      this.raftIndexValue = index - 1n;
+      return this.applyEtcdRequest(r, hashed);
+    });
+    await Promise.allSettled(results);
+    const last = wal.entries.at(-1)?.Index ?? 0n;
+    const membersOnly = wal.entries.every((e) => e.Type !== 0);
+    this.raftIndexValue = (last > applied ? last : applied) + (membersOnly ? 3n : 2n);
+    this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
+    this.log.info({ entries: requests.length, raftIndex: this.raftIndexValue.toString() }, "applied etcd's log beyond its database");
+  }
+
+  /** One request of etcd's log (see `replayEtcdLog`); undefined for one that changes nothing here. */
+  private applyEtcdRequest(r: InternalRaftRequest, hashed: Buffer): Promise<unknown> | undefined {
+    const ai: AuthInfo = { username: r.header!.username, revision: Number(r.header!.authRevision) };
+    if (r.put) return this.put(r.put, ai);
+    if (r.deleteRange) return this.deleteRange(r.deleteRange, ai);
+    if (r.txn) return this.txn(r.txn, ai);
+    if (r.compaction) return this.compact(r.compaction);
+    if (r.leaseGrant) return this.leaseGrant(r.leaseGrant);
+    if (r.leaseRevoke) return this.leaseRevoke(r.leaseRevoke, ai);
+    if (r.alarm) return this.alarm(r.alarm.action, r.alarm.memberID, r.alarm.alarm);
+    const c = authChanges(this.auth);
+    const change = (apply: () => void) =>
+      this.authRequest(ai, true, () => {
+        apply();
+        return {};
+      });
+    if (r.authEnable) return change(c.enable);
+    if (r.authDisable) return change(c.disable);
+    if (r.authUserAdd) return change(() => c.userAdd(r.authUserAdd!, hashed));
+    if (r.authUserDelete) return change(() => c.userDelete(r.authUserDelete!));
+    if (r.authUserChangePassword) return change(() => c.userChangePassword(r.authUserChangePassword!, hashed));
+    if (r.authUserGrantRole) return change(() => c.userGrantRole(r.authUserGrantRole!));
+    if (r.authUserRevokeRole) return change(() => c.userRevokeRole(r.authUserRevokeRole!));
+    if (r.authRoleAdd) return change(() => c.roleAdd(r.authRoleAdd!));
+    if (r.authRoleDelete) return change(() => c.roleDelete(r.authRoleDelete!));
+    if (r.authRoleGrantPermission) return change(() => c.roleGrantPermission(r.authRoleGrantPermission!));
+    if (r.authRoleRevokePermission) return change(() => c.roleRevokePermission(r.authRoleRevokePermission!));
+    return undefined;
   }
 
   /** The raft index as Status reports it. */

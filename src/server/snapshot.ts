@@ -86,10 +86,12 @@ export async function writeEtcdSnapshot(backend: Backend, file: string): Promise
  * `meta` and `alarm` back to etcd-ts's forms (the compaction state; the raft index starts as a
  * fresh member's). The member ID is taken from the `members` bucket when it holds exactly one
  * member, so the server keeps the ID `snapshot restore` gave it. Writes are queued in the
- * backend (readable at once, durable with its next commit). Throws when `file` is not a bbolt
- * database.
+ * backend (readable at once, durable with its next commit). Returns the raft index of the
+ * last entry the file holds (etcd's `consistent_index`; 0 when absent), from which etcd's log
+ * goes on. Throws when `file` is not a bbolt database.
  */
-export function importEtcdSnapshot(backend: Backend, file: string): void {
+export function importEtcdSnapshot(backend: Backend, file: string): bigint {
+  let consistentIndex = 0n;
   const ours = new Set<string>(BUCKETS_BY_NAME);
   const members: string[] = [];
   readBoltFile(file, (bucketName, key, value) => {
@@ -98,6 +100,7 @@ export function importEtcdSnapshot(backend: Backend, file: string): void {
     else if (bucket === 'meta') {
       const name = key.toString();
       if (name === 'scheduledCompactRev' || name === 'finishedCompactRev') backend.putMeta(name, bytesToRev(value).main);
+      else if (name === 'consistent_index' && value.length === 8) consistentIndex = value.readBigUInt64BE(0);
     } else if (bucket === 'alarm') {
       const { memberID, alarm } = AlarmMember.decode(key);
       backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: memberID.toString(), alarm })));
@@ -106,4 +109,5 @@ export function importEtcdSnapshot(backend: Backend, file: string): void {
     }
   });
   if (members.length === 1) backend.putMeta('memberID', BigInt(`0x${members[0]}`).toString());
+  return consistentIndex;
 }

@@ -7,22 +7,12 @@
  * with "invalid auth token" before anything else. Passwords are hashed before the entry, on
  * libuv's pool, so the main thread never runs bcrypt.
  */
-import type { AuthInfo } from '../../auth/auth-store.js';
-import { Permission_Type } from '../../proto/gen/auth.gen.js';
+import { authChanges, type AuthInfo } from '../../auth/auth-store.js';
 import {
   AuthService,
   type AuthenticateRequest,
-  type AuthRoleAddRequest,
-  type AuthRoleDeleteRequest,
   type AuthRoleGetRequest,
-  type AuthRoleGrantPermissionRequest,
-  type AuthRoleRevokePermissionRequest,
-  type AuthUserAddRequest,
-  type AuthUserChangePasswordRequest,
-  type AuthUserDeleteRequest,
   type AuthUserGetRequest,
-  type AuthUserGrantRoleRequest,
-  type AuthUserRevokeRoleRequest,
 } from '../../proto/gen/rpc.gen.js';
 import type { EtcdServer } from '../etcd-server.js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
@@ -31,6 +21,7 @@ import { unary } from './unary.js';
 /** Registers the Auth service of `etcd` on `grpc`. */
 export function addAuthService(grpc: Server, etcd: EtcdServer): void {
   const auth = etcd.auth;
+  const changes = authChanges(auth);
   /** An admin-only call: its result is applied under root's privileges. */
   const admin = <Req, R extends object>(apply: (r: Req) => R) =>
     unary((r: Req, md) => etcd.authRequest(auth.authInfo(md), true, () => apply(r)));
@@ -65,32 +56,27 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
     });
 
   grpc.addService(AuthService, {
-    authEnable: change(() => auth.enable()),
-    authDisable: change(() => auth.disable()),
+    authEnable: change(changes.enable),
+    authDisable: change(changes.disable),
     authenticate: unary((r: AuthenticateRequest) => etcd.authenticate(r.name, r.password)),
-    userAdd: withPassword(
-      (r: AuthUserAddRequest, hashed) => auth.userAdd(r.name, r.options?.noPassword ? undefined : hashed, r.options?.noPassword ?? false),
-      (r) => r.options?.noPassword ?? false,
-    ),
+    userAdd: withPassword(changes.userAdd, (r) => r.options?.noPassword ?? false),
     userGet: adminOr(
       (ai, r: AuthUserGetRequest) => ai.username === r.name,
       (r: AuthUserGetRequest) => ({ roles: auth.userGet(r.name) }),
     ),
     userList: admin(() => ({ users: auth.userList() })),
-    userDelete: change((r: AuthUserDeleteRequest) => auth.userDelete(r.name)),
-    userChangePassword: withPassword((r: AuthUserChangePasswordRequest, hashed) => auth.userChangePassword(r.name, hashed)),
-    userGrantRole: change((r: AuthUserGrantRoleRequest) => auth.userGrantRole(r.user, r.role)),
-    userRevokeRole: change((r: AuthUserRevokeRoleRequest) => auth.userRevokeRole(r.name, r.role)),
-    roleAdd: change((r: AuthRoleAddRequest) => auth.roleAdd(r.name)),
+    userDelete: change(changes.userDelete),
+    userChangePassword: withPassword(changes.userChangePassword),
+    userGrantRole: change(changes.userGrantRole),
+    userRevokeRole: change(changes.userRevokeRole),
+    roleAdd: change(changes.roleAdd),
     roleGet: adminOr(
       (ai, r: AuthRoleGetRequest) => auth.hasRole(ai.username, r.role),
       (r: AuthRoleGetRequest) => ({ perm: auth.roleGet(r.role) }),
     ),
     roleList: admin(() => ({ roles: auth.roleList() })),
-    roleDelete: change((r: AuthRoleDeleteRequest) => auth.roleDelete(r.role)),
-    roleGrantPermission: change((r: AuthRoleGrantPermissionRequest) =>
-      auth.roleGrantPermission(r.name, r.perm ?? { permType: Permission_Type.READ, key: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }),
-    ),
-    roleRevokePermission: change((r: AuthRoleRevokePermissionRequest) => auth.roleRevokePermission(r.role, r.key, r.rangeEnd)),
+    roleDelete: change(changes.roleDelete),
+    roleGrantPermission: change(changes.roleGrantPermission),
+    roleRevokePermission: change(changes.roleRevokePermission),
   });
 }

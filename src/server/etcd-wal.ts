@@ -1,0 +1,103 @@
+/**
+ * Reads etcd 3.4's write-ahead log (etcd's `wal` package: `wal.ReadAll` and its decoder), so
+ * that etcd-ts started on an etcd data dir applies the raft entries etcd logged but had not yet
+ * committed to its bbolt file (see `EtcdServer.open`). Read only: etcd-ts never writes etcd's
+ * log.
+ *
+ * Files: `<wal-dir>/<seq>-<index>.wal` (16 hex digits each), read in name order as one stream
+ * of frames. A frame is an 8-byte little-endian length, then a `walpb.Record` and its padding:
+ * the low 56 bits give the record's bytes; when the top bit is set, the top byte's low 3 bits
+ * give the padding after it (etcd pads records to 8 bytes). A zero length is preallocated room:
+ * that file ends there. Each record's `crc` is the crc32c (Castagnoli) of the data of every
+ * record so far, chained across files; a crc record (type 4) restarts the chain at its value.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32c } from '@node-rs/crc32';
+import { RaftEntry, RaftHardState, WalRecord } from '../proto/gen/raft_internal.gen.js';
+
+const WAL_NAME = /^[0-9a-f]{16}-[0-9a-f]{16}\.wal$/;
+/** `walpb.Record` types (etcd `wal.metadataType` … `snapshotType`). */
+const ENTRY_TYPE = 2n;
+const STATE_TYPE = 3n;
+const CRC_TYPE = 4n;
+/** etcd's `maxWALEntrySizeLimit`: a longer frame is not a record. */
+const MAX_RECORD_BYTES = 10 * 1024 * 1024;
+/** etcd's `minSectorSize`: torn writes are found sector by sector. */
+const SECTOR_BYTES = 512;
+
+/** What etcd's log holds: raft entries by index (a later entry replaces the log from its index on) and the last hard state. */
+export interface EtcdWal {
+  entries: RaftEntry[];
+  hardState: RaftHardState | undefined;
+}
+
+/** The `*.wal` files of `dir`, in log order; none when `dir` does not exist. */
+export function etcdWalFiles(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((n) => WAL_NAME.test(n))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+/**
+ * Reads every record of etcd's log in `dir`. A last record cut short or torn (a sector of it
+ * still zeros: a crash during its write) ends the log, as etcd's decoder treats it. Throws
+ * `wal: crc mismatch` (etcd's `ErrCRCMismatch` text) when a whole record's checksum does not
+ * hold, and etcd's `proto:` decoding errors' counterparts when a record cannot be decoded.
+ */
+export function readEtcdWal(dir: string): EtcdWal {
+  const entries: RaftEntry[] = [];
+  let hardState: RaftHardState | undefined;
+  let crc = 0;
+  const files = etcdWalFiles(dir);
+  for (const [i, file] of files.entries()) {
+    const bytes = fs.readFileSync(file);
+    const last = i === files.length - 1;
+    for (let pos = 0; pos + 8 <= bytes.length; ) {
+      const lenField = bytes.readBigUInt64LE(pos);
+      if (lenField === 0n) break;
+      const recBytes = Number(lenField & 0x00ff_ffff_ffff_ffffn);
+      const padBytes = lenField >> 63n ? Number((lenField >> 56n) & 7n) : 0;
+      const start = pos + 8;
+      const end = start + recBytes + padBytes;
+      if (recBytes >= MAX_RECORD_BYTES - padBytes) throw new Error('wal: max entry size limit exceeded');
+      if (end > bytes.length) return { entries, hardState };
+      let rec: WalRecord;
+      try {
+        rec = WalRecord.decode(bytes.subarray(start, start + recBytes));
+        if (rec.type !== CRC_TYPE && crc32c(rec.data, crc) !== rec.crc) throw new Error('wal: crc mismatch');
+      } catch (err) {
+        if (last && isTorn(bytes, start, end)) return { entries, hardState };
+        throw err;
+      }
+      pos = end;
+      if (rec.type === CRC_TYPE) {
+        if (crc !== 0 && rec.crc !== crc) throw new Error('wal: crc mismatch');
+        crc = rec.crc;
+      } else {
+        crc = rec.crc;
+        if (rec.type === ENTRY_TYPE) {
+          const e = RaftEntry.decode(rec.data);
+          while (entries.length > 0 && entries.at(-1)!.Index >= e.Index) entries.pop();
+          entries.push(e);
+        } else if (rec.type === STATE_TYPE) {
+          hardState = RaftHardState.decode(rec.data);
+        }
+      }
+    }
+  }
+  return { entries, hardState };
+}
+
+/** etcd's `isTornEntry`: some 512-byte sector of the frame's data in [start, end) is all zeros. */
+function isTorn(bytes: Buffer, start: number, end: number): boolean {
+  for (let at = start; at < end; ) {
+    const next = Math.min(end, (Math.floor(at / SECTOR_BYTES) + 1) * SECTOR_BYTES);
+    if (bytes.subarray(at, next).every((b) => b === 0)) return true;
+    at = next;
+  }
+  return false;
+}
