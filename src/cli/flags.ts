@@ -28,6 +28,7 @@ import { isIP } from 'node:net';
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
 import { defaultConfig, type ServerConfig } from '../config.js';
 import { isLogLevel, LOG_LEVELS } from '../logger.js';
+import { readConfigFile } from './config-file.js';
 
 /** A command line that cannot be used: unknown flag, bad value, conflicting settings. */
 export class FlagError extends Error {
@@ -82,6 +83,9 @@ const supported = (name: string, kind: FlagKind, defaultText: string, usage: str
   usage,
 });
 const ignored = (name: string, kind: FlagKind): FlagSpec => ({ use: 'ignored', name, kind });
+
+const CONFIG_FILE_USAGE =
+  'Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored.';
 
 /** Every flag of etcd 3.4, in the order of its help text. */
 const FLAGS: readonly FlagSpec[] = [
@@ -247,14 +251,7 @@ const FLAGS: readonly FlagSpec[] = [
   ignored('unsafe-no-fsync', 'bool'),
   ignored('force-new-cluster', 'bool'),
   // Others.
-  {
-    use: 'rejected',
-    name: 'config-file',
-    kind: 'string',
-    reason:
-      'etcd-ts does not read etcd configuration files (--config-file); pass the settings as flags ' +
-      'or ETCD_* environment variables',
-  },
+  supported('config-file', 'string', '', CONFIG_FILE_USAGE),
   // Read from the command line only; see the module comment.
   supported('version', 'bool', 'false', 'Print the version and exit.'),
   // Flags etcd itself accepts and ignores (etcdmain `ignored`).
@@ -386,9 +383,29 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     throw new FlagError(`'${positional}' is not a valid flag`);
   }
   if (values.get('version') === true) return { action: 'version' };
-
-  // 3. The environment, for flags the command line left unset (etcd flags.SetFlagsFromEnv).
   const warnings: string[] = [];
+
+  // 3. A configuration file replaces the command line and the environment (etcdmain
+  // `configFromFile`); its variable is read even when the others are not.
+  const configFile = values.get('config-file') ?? env[flagToEnv('config-file')];
+  if (typeof configFile === 'string' && configFile !== '') {
+    values.clear();
+    source.clear();
+    let settings: Map<string, string>;
+    try {
+      settings = readConfigFile(configFile);
+    } catch (err) {
+      throw new FlagError((err as Error).message, { cause: err });
+    }
+    for (const [name, raw] of settings) {
+      setValue(FLAG_BY_NAME.get(name)!, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${name} in ${configFile}: ${reason}`);
+      source.set(name, name);
+    }
+    warnings.push(`loaded server configuration from ${configFile}; other command line flags and environment variables are ignored`);
+    return finish(values, source, warnings, true);
+  }
+
+  // 4. The environment, for flags the command line left unset (etcd flags.SetFlagsFromEnv).
   const envNames = new Map(FLAGS.map((f) => [flagToEnv(f.name), f]));
   for (const key of Object.keys(env).sort()) {
     const raw = env[key];
@@ -404,13 +421,16 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     }
   }
 
-  // 4. One warning naming every ignored flag that was set.
+  return finish(values, source, warnings, false);
+}
+
+/** One warning naming every ignored flag that was set, then the config. */
+function finish(values: ReadonlyMap<string, FlagValue>, source: ReadonlyMap<string, string>, warnings: string[], fromFile: boolean): CommandLine {
   const ignoredSet = FLAGS.filter((f) => f.use === 'ignored' && source.has(f.name)).map((f) => source.get(f.name));
   if (ignoredSet.length > 0) {
-    warnings.push(`ignoring flags that do not apply to a single-node etcd-ts: ${ignoredSet.join(', ')}`);
+    warnings.push(`ignoring ${fromFile ? 'settings' : 'flags'} that do not apply to a single-node etcd-ts: ${ignoredSet.join(', ')}`);
   }
-
-  return { action: 'run', config: buildConfig(values, source, warnings), warnings };
+  return { action: 'run', config: buildConfig(values, source, warnings, fromFile), warnings };
 }
 
 function isBoolean(kind: FlagKind): boolean {
@@ -625,13 +645,15 @@ function splitHostPort(hostPort: string): { host: string; port: string } | undef
 
 /**
  * Builds the config from the parsed values and checks it as etcd's `embed.Config.Validate` and
- * listener setup do. Appends etcd's warnings for deprecated or adjusted settings.
+ * listener setup do. Appends etcd's warnings for deprecated or adjusted settings. `fromFile`:
+ * the values came from a configuration file (`source` then holds its keys).
  * @throws FlagError for a combination etcd refuses.
  */
 function buildConfig(
   values: ReadonlyMap<string, FlagValue>,
   source: ReadonlyMap<string, string>,
   warnings: string[],
+  fromFile: boolean,
 ): ServerConfig {
   const config = defaultConfig();
   const text = (name: string): string | undefined => {
@@ -687,7 +709,8 @@ function buildConfig(
   config.backendBatchLimit = integer('backend-batch-limit') ?? config.backendBatchLimit;
 
   // 2. URLs: listeners must bind to an IP or localhost, advertised URLs need a host, and an
-  // explicit --listen-client-urls needs an explicit --advertise-client-urls (etcd Validate).
+  // explicit --listen-client-urls needs an explicit --advertise-client-urls (etcdmain checks
+  // the flags; a configuration file may leave the default advertised).
   config.listenClientUrls = list('listen-client-urls') ?? config.listenClientUrls;
   config.advertiseClientUrls = list('advertise-client-urls') ?? config.advertiseClientUrls;
   config.listenMetricsUrls = list('listen-metrics-urls') ?? config.listenMetricsUrls;
@@ -705,7 +728,7 @@ function buildConfig(
       throw new FlagError(`--${name} "${urls.join(',')}" must be "host:port" (unexpected empty host (${empty}))`);
     }
   }
-  if (source.has('listen-client-urls') && !source.has('advertise-client-urls')) {
+  if (!fromFile && source.has('listen-client-urls') && !source.has('advertise-client-urls')) {
     throw new FlagError('--advertise-client-urls is required when --listen-client-urls is set explicitly');
   }
 
@@ -797,7 +820,7 @@ function buildConfig(
 }
 
 /** Supported flags etcd 3.4 defines without a line in its help text. */
-const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway']);
+const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file']);
 
 /**
  * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
@@ -810,6 +833,9 @@ export function usage(): string {
     '',
     '  etcd-ts [flags]',
     '    Start an etcd-ts server: a single-node etcd v3.',
+    '',
+    '  etcd-ts --config-file',
+    `    ${CONFIG_FILE_USAGE}`,
     '',
     '  etcd-ts --version',
     '    Show the version of etcd-ts.',

@@ -2,12 +2,13 @@
 // the same steps against both. Every started process is killed when its test ends (through the
 // `after` hook the caller passes in) and, as a last resort, when this process exits.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stringify as stringifyYaml } from 'yaml';
 import { etcdctl } from './etcdctl.js';
 
 export type ServerKind = 'etcd' | 'etcd-ts';
@@ -41,6 +42,12 @@ export interface StartOptions {
   flags?: string[];
   /** How long to wait for readiness. @default 20000 */
   readyTimeoutMs?: number;
+  /**
+   * Start from an etcd configuration file instead: the file (YAML, beside the data dir) holds
+   * the settings the flags would give, overridden and added to by these; the command line is
+   * then `--config-file <file>` and `flags`, which both servers ignore.
+   */
+  configFile?: Record<string, unknown>;
 }
 
 export interface ServerHandle {
@@ -133,21 +140,28 @@ interface Ports {
   peer: number;
 }
 
-function commandLine(kind: ServerKind, ports: Ports, dataDir: string, flags: string[]): [string, string[]] {
+function commandLine(kind: ServerKind, ports: Ports, dataDir: string, flags: string[], configFile?: Record<string, unknown>): [string, string[]] {
   const clientUrl = `http://127.0.0.1:${ports.client}`;
   // The advertised peer URL and cluster stay at etcd's defaults so member and cluster IDs are
   // the well-known 8e9e05c52164694d / cdf818194e3a8c32; only the listen address is private.
-  const common = [
-    '--name', 'default',
-    '--data-dir', dataDir,
-    '--listen-client-urls', clientUrl,
-    '--advertise-client-urls', clientUrl,
-    '--listen-peer-urls', `http://127.0.0.1:${ports.peer}`,
-    '--initial-advertise-peer-urls', 'http://localhost:2380',
-    '--initial-cluster', 'default=http://localhost:2380',
-    ...flags,
-  ];
-  return kind === 'etcd' ? [ETCD_BIN, common] : [process.execPath, [ETCD_TS_BIN, ...common]];
+  const settings: Record<string, unknown> = {
+    name: 'default',
+    'data-dir': dataDir,
+    'listen-client-urls': clientUrl,
+    'advertise-client-urls': clientUrl,
+    'listen-peer-urls': `http://127.0.0.1:${ports.peer}`,
+    'initial-advertise-peer-urls': 'http://localhost:2380',
+    'initial-cluster': 'default=http://localhost:2380',
+  };
+  let args: string[];
+  if (configFile) {
+    const file = `${dataDir}.conf.yml`;
+    writeFileSync(file, stringifyYaml({ ...settings, ...configFile }));
+    args = ['--config-file', file, ...flags];
+  } else {
+    args = [...Object.entries(settings).flatMap(([name, value]) => [`--${name}`, String(value)]), ...flags];
+  }
+  return kind === 'etcd' ? [ETCD_BIN, args] : [process.execPath, [ETCD_TS_BIN, ...args]];
 }
 
 function waitForExit(child: ChildProcess): Promise<void> {
@@ -166,8 +180,8 @@ interface Running {
   spawnError: Promise<Error>;
 }
 
-function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: string[]): Running {
-  const [cmd, args] = commandLine(kind, ports, dataDir, flags);
+function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: string[], configFile?: Record<string, unknown>): Running {
+  const [cmd, args] = commandLine(kind, ports, dataDir, flags, configFile);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: REPO_ROOT });
   liveChildren.add(child);
   child.once('exit', () => liveChildren.delete(child));
@@ -230,7 +244,8 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
   const dataDir = await mkdtemp(join(tmpdir(), `compat-${kind}-`));
   const endpoint = `http://127.0.0.1:${ports.client}`;
   let stopped = false;
-  let current = spawnServer(kind, ports, dataDir, flags);
+  const start = (): Running => spawnServer(kind, ports, dataDir, flags, options.configFile);
+  let current = start();
 
   // A server that ignores SIGTERM for STOP_GRACE_MS is killed: a hung stop must not hang tests.
   const terminate = async (signal: NodeJS.Signals): Promise<void> => {
@@ -250,6 +265,7 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
       stopped = true;
       await terminate('SIGTERM');
       await rm(dataDir, { recursive: true, force: true });
+      await rm(`${dataDir}.conf.yml`, { force: true });
     },
     async kill9() {
       await terminate('SIGKILL');
@@ -257,7 +273,7 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
     async restart() {
       if (stopped) throw new Error('restart() after stop(): the data dir is gone');
       await terminate('SIGTERM');
-      current = spawnServer(kind, ports, dataDir, flags);
+      current = start();
       await waitReady(kind, current, endpoint, readyTimeoutMs);
     },
   };

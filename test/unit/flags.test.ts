@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 
 import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine } from '../../src/cli/flags.js';
 import { defaultConfig, type ServerConfig } from '../../src/config.js';
+import { makeCerts } from '../helpers/certs.js';
 
 /** Parses and expects `run`; returns config and warnings. */
 function run(argv: string[], env: Record<string, string | undefined> = {}): { config: ServerConfig; warnings: string[] } {
@@ -114,7 +115,7 @@ describe('--help and --version', () => {
     assert.match(text, /^ {2}--data-dir '\$\{name\}\.etcd'$/m);
     assert.match(text, /^ {2}--max-request-bytes '1572864'$/m);
     assert.match(text, /--initial-cluster-state/);
-    assert.match(text, /^ {2}--config-file$/m);
+    assert.match(text, /^ {2}etcd-ts --config-file\n {4}Path to the server configuration file\./m);
     assert.doesNotMatch(text, /--vv/);
   });
 });
@@ -204,10 +205,105 @@ describe('cluster-only and unsupported flags', () => {
     fails(['--listen-peer-urls=peer:2380'], /URL scheme must be http, https, unix, or unixs: peer:2380/);
   });
 
-  it('refuses --config-file and --client-cert-allowed-hostname, from a flag or a variable', () => {
-    fails(['--config-file', 'etcd.yaml'], /does not read etcd configuration files/);
-    fails([], /does not read etcd configuration files/, { ETCD_CONFIG_FILE: 'etcd.yaml' });
+  it('refuses --client-cert-allowed-hostname, from a flag or a variable', () => {
     fails(['--client-cert-allowed-hostname=a.example'], /--client-cert-allowed-hostname is not supported/);
+    fails([], /--client-cert-allowed-hostname is not supported/, { ETCD_CLIENT_CERT_ALLOWED_HOSTNAME: 'a.example' });
+  });
+});
+
+describe('--config-file (etcd 3.4 configFromFile)', () => {
+  /** Writes `yaml` to a file of its own and returns its path. */
+  function configFile(t: { after(fn: () => void): void }, yaml: string): string {
+    const dir = mkdtempSync(join(tmpdir(), 'config-file-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'etcd.conf.yml');
+    writeFileSync(file, yaml);
+    return file;
+  }
+  const goTypeError = (key: string, kind: string, type: string) =>
+    `error unmarshaling JSON: while decoding JSON: json: cannot unmarshal ${kind} into Go struct field configYAML.${key} of type ${type}`;
+
+  it('takes every setting from the file and ignores the command line and the environment', (t) => {
+    const file = configFile(
+      t,
+      [
+        'name: from-file',
+        'data-dir: /var/lib/from-file',
+        'listen-client-urls: http://127.0.0.1:2381,http://127.0.0.1:2382',
+        'advertise-client-urls: http://10.0.0.1:2381',
+        'quota-backend-bytes: 4294967296',
+        'max-txn-ops: 3',
+        'backend-batch-interval: 250000000',
+        'auto-compaction-mode: revision',
+        "auto-compaction-retention: '100'",
+        'enable-grpc-gateway: no',
+        'cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]',
+        'log-level: ~',
+        'initial-cluster: a=http://127.0.0.1:2380',
+        'some-key-etcd-does-not-know: 1',
+      ].join('\n'),
+    );
+    const { config, warnings } = run(['--config-file', file, '--name', 'from-flag', '--max-txn-ops=100'], { ETCD_MAX_REQUEST_BYTES: '10' });
+    assert.equal(config.name, 'from-file');
+    assert.equal(config.dataDir, '/var/lib/from-file');
+    assert.deepEqual(config.listenClientUrls, ['http://127.0.0.1:2381', 'http://127.0.0.1:2382']);
+    assert.deepEqual(config.advertiseClientUrls, ['http://10.0.0.1:2381']);
+    assert.equal(config.quotaBackendBytes, 4294967296);
+    assert.equal(config.maxTxnOps, 3);
+    assert.equal(config.backendBatchIntervalMs, 250);
+    assert.equal(config.maxRequestBytes, defaultConfig().maxRequestBytes);
+    assert.equal(config.enableGrpcGateway, false);
+    assert.deepEqual(config.clientTls?.cipherSuites, ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']);
+    assert.deepEqual(warnings, [
+      `loaded server configuration from ${file}; other command line flags and environment variables are ignored`,
+      'ignoring settings that do not apply to a single-node etcd-ts: initial-cluster',
+    ]);
+    assert.equal(run([], { ETCD_CONFIG_FILE: file, ETCD_NAME: 'from-env' }).config.name, 'from-file');
+  });
+
+  it('reads TLS settings from client-transport-security, and a listen URL alone (etcd checks that on flags only)', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'config-file-tls-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    makeCerts(dir);
+    const file = configFile(
+      t,
+      [
+        'listen-client-urls: https://127.0.0.1:2379',
+        'client-transport-security:',
+        `  cert-file: ${join(dir, 'server.crt')}`,
+        `  key-file: ${join(dir, 'server.key')}`,
+        `  trusted-ca-file: ${join(dir, 'ca.crt')}`,
+        '  client-cert-auth: true',
+        'peer-transport-security:',
+        '  auto-tls: true',
+      ].join('\n'),
+    );
+    const { config } = run(['--config-file', file]);
+    assert.equal(config.clientTls?.certFile, join(dir, 'server.crt'));
+    assert.equal(config.clientTls?.keyFile, join(dir, 'server.key'));
+    assert.equal(config.clientTls?.trustedCaFile, join(dir, 'ca.crt'));
+    assert.equal(config.clientTls?.clientCertAuth, true);
+    assert.deepEqual(config.advertiseClientUrls, defaultConfig().advertiseClientUrls);
+  });
+
+  it('refuses values of the wrong Go type, in Go words, and a file it cannot read or parse', (t) => {
+    fails(['--config-file', configFile(t, 'backend-batch-interval: 100ms\n')], goTypeError('backend-batch-interval', 'string', 'time.Duration'));
+    fails(['--config-file', configFile(t, 'max-txn-ops: "5"\n')], goTypeError('max-txn-ops', 'string', 'uint'));
+    fails(['--config-file', configFile(t, 'max-txn-ops: -1\n')], goTypeError('max-txn-ops', 'number -1', 'uint'));
+    fails(['--config-file', configFile(t, 'auto-compaction-retention: 1\n')], goTypeError('auto-compaction-retention', 'number', 'string'));
+    fails(['--config-file', configFile(t, 'cipher-suites: TLS_RSA_WITH_AES_128_CBC_SHA\n')], goTypeError('cipher-suites', 'string', '[]string'));
+    fails(
+      ['--config-file', configFile(t, 'client-transport-security:\n  client-cert-auth: 1\n')],
+      goTypeError('client-transport-security.client-cert-auth', 'number', 'bool').replace('configYAML', 'securityConfig'),
+    );
+    // Go's decoder meets the keys in sorted order.
+    fails(['--config-file', configFile(t, 'name: 7\nbcrypt-cost: x\n')], goTypeError('bcrypt-cost', 'string', 'uint'));
+    fails(['--config-file', configFile(t, 'name: [a\n')], /^error converting YAML to JSON: yaml: /);
+    fails(['--config-file', '/nonexistent/etcd.yml'], 'open /nonexistent/etcd.yml: no such file or directory');
+    fails(['--config-file', configFile(t, 'auto-compaction-mode: weekly\n')], /auto-compaction-mode/);
+  });
+
+  it('an empty --config-file is no file', () => {
     assert.equal(run(['--config-file=']).config.name, 'default');
   });
 });
