@@ -132,6 +132,7 @@ export function readConfigFile(file: string): Map<string, string> {
     if (code === 'EISDIR') throw new Error(`read ${file}: is a directory`, { cause: err });
     throw err;
   }
+  // go-yaml v2 lets a repeated key's last value win; so does uniqueKeys: false.
   const doc = parseDocument(text, { version: '1.1', intAsBigInt: true, uniqueKeys: false });
   const parseError = doc.errors[0];
   if (parseError) throw new Error(`error converting YAML to JSON: yaml: ${parseError.message.split('\n')[0]!.replace(/:$/, '')}`);
@@ -141,12 +142,12 @@ export function readConfigFile(file: string): Map<string, string> {
     throw new Error(`error unmarshaling JSON: while decoding JSON: json: cannot unmarshal ${jsonKind(root)} into Go value of type embed.configYAML`);
   }
   const settings = new Map<string, string>();
-  const doc0 = root as Record<string, unknown>;
+  const fields = root as Record<string, unknown>;
   // Go's decoder meets the keys in JSON's order, which ghodss/yaml sorts.
-  const keys = Object.keys(doc0).sort();
+  const keys = Object.keys(fields).sort();
   for (const [struct, table] of [['configYAML', EMBED_KEYS], ['configProxy', PROXY_KEYS]] as const) {
     for (const key of keys) {
-      const value = doc0[key];
+      const value = fields[key];
       if (value === null) continue;
       const prefix = struct === 'configYAML' ? SECURITY_SECTIONS[key] : undefined;
       if (prefix !== undefined) {

@@ -46,7 +46,7 @@ export function etcdWalFiles(dir: string): string[] {
  * Reads every record of etcd's log in `dir`. A last record cut short or torn (a sector of it
  * still zeros: a crash during its write) ends the log, as etcd's decoder treats it. Throws
  * `wal: crc mismatch` (etcd's `ErrCRCMismatch` text) when a whole record's checksum does not
- * hold, and etcd's `proto:` decoding errors' counterparts when a record cannot be decoded.
+ * hold, and with the protobuf decoder's error when a record cannot be decoded.
  */
 export function readEtcdWal(dir: string): EtcdWal {
   const entries: RaftEntry[] = [];
