@@ -279,6 +279,11 @@ export class AuthStore {
     return Buffer.from(await bcrypt.hash(password, this.bcryptCost));
   }
 
+  /** `hashPassword` on this thread, blocking it: only for a server that does not serve yet. */
+  hashPasswordSync(password: string): Buffer {
+    return Buffer.from(bcrypt.hashSync(password, this.bcryptCost));
+  }
+
   /**
    * Adds a user (etcd `UserAdd`); `hashed` from `hashPassword`, or undefined for a user with
    * `noPassword`. Throws "user name is empty", "user name already exists".

@@ -180,6 +180,8 @@ export class EtcdServer {
     const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
     try {
       const server = new EtcdServer(config, log, lock);
+      // In the same tick as the import the constructor queued, so that both are one record of
+      // our log: a crash leaves all of it or none, and a restart imports again.
       if (server.etcdLog) await server.replayEtcdLog(server.etcdLog.wal, server.etcdLog.applied);
       await server.backend.durable();
       return server;
@@ -200,8 +202,8 @@ export class EtcdServer {
    * etcd's: its last entry, plus what etcd's restart adds (a new leader's empty entry and the
    * member's attributes, and the cluster version on a data dir that holds only its members).
    */
-  private async replayEtcdLog(wal: EtcdWal, applied: bigint): Promise<void> {
-    const requests: { index: bigint; r: InternalRaftRequest; hashed: Buffer }[] = [];
+  private replayEtcdLog(wal: EtcdWal, applied: bigint): Promise<unknown> {
+    const requests: { index: bigint; r: InternalRaftRequest }[] = [];
     for (const e of wal.entries) {
       if (e.Index <= applied || e.Type !== 0 || e.Data.length === 0) continue;
       let r: InternalRaftRequest;
@@ -210,26 +212,23 @@ export class EtcdServer {
       } catch {
         continue; // a v2 store request
       }
-      if (!r.header) continue;
-      // etcd 3.4 logs the password and hashes it when applying; hashing is async here, so first.
-      const password = r.authUserAdd && !r.authUserAdd.options?.noPassword ? r.authUserAdd.password : r.authUserChangePassword?.password;
-      requests.push({ index: e.Index, r, hashed: password === undefined ? Buffer.alloc(0) : await this.auth.hashPassword(password) });
+      if (r.header) requests.push({ index: e.Index, r });
     }
     // Each request applies synchronously as it is called, so the calls keep the log's order.
-    const results = requests.map(({ index, r, hashed }) => {
+    const results = requests.map(({ index, r }) => {
       this.raftIndexValue = index - 1n;
-      return this.applyEtcdRequest(r, hashed);
+      return this.applyEtcdRequest(r);
     });
-    await Promise.allSettled(results);
     const last = wal.entries.at(-1)?.Index ?? 0n;
     const membersOnly = wal.entries.every((e) => e.Type !== 0);
     this.raftIndexValue = (last > applied ? last : applied) + (membersOnly ? 3n : 2n);
     this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
     this.log.info({ entries: requests.length, raftIndex: this.raftIndexValue.toString() }, "applied etcd's log beyond its database");
+    return Promise.allSettled(results);
   }
 
   /** One request of etcd's log (see `replayEtcdLog`); undefined for one that changes nothing here. */
-  private applyEtcdRequest(r: InternalRaftRequest, hashed: Buffer): Promise<unknown> | undefined {
+  private applyEtcdRequest(r: InternalRaftRequest): Promise<unknown> | undefined {
     const ai: AuthInfo = { username: r.header!.username, revision: Number(r.header!.authRevision) };
     if (r.put) return this.put(r.put, ai);
     if (r.deleteRange) return this.deleteRange(r.deleteRange, ai);
@@ -246,9 +245,11 @@ export class EtcdServer {
       });
     if (r.authEnable) return change(c.enable);
     if (r.authDisable) return change(c.disable);
-    if (r.authUserAdd) return change(() => c.userAdd(r.authUserAdd!, hashed));
+    // etcd 3.4 logs the password and hashes it when applying, as this does (before serving).
+    const hashed = (password: string) => this.auth.hashPasswordSync(password);
+    if (r.authUserAdd) return change(() => c.userAdd(r.authUserAdd!, r.authUserAdd!.options?.noPassword ? Buffer.alloc(0) : hashed(r.authUserAdd!.password)));
     if (r.authUserDelete) return change(() => c.userDelete(r.authUserDelete!));
-    if (r.authUserChangePassword) return change(() => c.userChangePassword(r.authUserChangePassword!, hashed));
+    if (r.authUserChangePassword) return change(() => c.userChangePassword(r.authUserChangePassword!, hashed(r.authUserChangePassword!.password)));
     if (r.authUserGrantRole) return change(() => c.userGrantRole(r.authUserGrantRole!));
     if (r.authUserRevokeRole) return change(() => c.userRevokeRole(r.authUserRevokeRole!));
     if (r.authRoleAdd) return change(() => c.roleAdd(r.authRoleAdd!));
