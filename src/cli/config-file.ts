@@ -102,6 +102,12 @@ const SECURITY_KEYS: Readonly<Record<string, GoType>> = {
 };
 const SECURITY_SECTIONS: Readonly<Record<string, string>> = { 'client-transport-security': '', 'peer-transport-security': 'peer-' };
 
+/** The flags a configuration file can set (its keys, and the TLS sections' fields as their flags). */
+export function configFileFlags(): string[] {
+  const security = Object.values(SECURITY_SECTIONS).flatMap((prefix) => Object.keys(SECURITY_KEYS).map((field) => prefix + field));
+  return [...Object.keys(EMBED_KEYS), ...Object.keys(PROXY_KEYS), ...security];
+}
+
 const INT_RANGE: Readonly<Record<string, [bigint, bigint]>> = {
   uint: [0n, (1n << 64n) - 1n],
   uint64: [0n, (1n << 64n) - 1n],

@@ -41,6 +41,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
+import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
 import {
   applyDeleteRange,
   applyPut,
@@ -54,7 +55,6 @@ import {
   revHeader,
   toEtcdError,
 } from './apply.js';
-import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
 import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
 import { etcdWalFiles, readEtcdWal, type EtcdWal } from './etcd-wal.js';
@@ -133,7 +133,7 @@ export class EtcdServer {
     const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');
     if (this.backend.getMeta('consistent_index') === undefined && fs.existsSync(etcdDb)) {
       const applied = importEtcdSnapshot(this.backend, etcdDb);
-      const wal = readEtcdWal(config.walDir || path.join(config.dataDir, 'member', 'wal'));
+      const wal = readEtcdWal(walDirOf(config));
       if (wal.hardState) this.backend.putMeta('term', wal.hardState.term.toString());
       this.etcdLog = { wal, applied };
       log.info({ path: etcdDb }, "imported etcd's database (bbolt) into a new etcd-ts store");
@@ -174,8 +174,7 @@ export class EtcdServer {
   static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     // An etcd still running on the data dir (etcd waits forever for its database's lock).
-    const etcdWalDir = config.walDir || path.join(config.dataDir, 'member', 'wal');
-    const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(etcdWalDir)]);
+    const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(walDirOf(config))]);
     if (held) throw new DataDirLockedError(`data dir ${config.dataDir} is in use by etcd (it holds a lock on ${held}); stop it first`);
     const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
     try {
@@ -588,6 +587,11 @@ export class EtcdServer {
       this.lock.release();
     }
   }
+}
+
+/** The write-ahead log's directory: `--wal-dir`, else `<data-dir>/member/wal` (ours and etcd's alike). */
+function walDirOf(config: ServerConfig): string {
+  return config.walDir || path.join(config.dataDir, 'member', 'wal');
 }
 
 /** The lessor's errors as etcd's client errors; others pass through. */

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
+import { configFileFlags } from '../../src/cli/config-file.js';
 import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine } from '../../src/cli/flags.js';
 import { defaultConfig, type ServerConfig } from '../../src/config.js';
 import { makeCerts } from '../helpers/certs.js';
@@ -301,6 +302,18 @@ describe('--config-file (etcd 3.4 configFromFile)', () => {
     fails(['--config-file', configFile(t, 'name: [a\n')], /^error converting YAML to JSON: yaml: /);
     fails(['--config-file', '/nonexistent/etcd.yml'], 'open /nonexistent/etcd.yml: no such file or directory');
     fails(['--config-file', configFile(t, 'auto-compaction-mode: weekly\n')], /auto-compaction-mode/);
+  });
+
+  it('every setting of the file is a flag of etcd-ts', () => {
+    const flags = configFileFlags();
+    assert.ok(flags.length > 70);
+    for (const flag of flags) {
+      try {
+        parseFlags([`--${flag}=x`], {});
+      } catch (err) {
+        assert.doesNotMatch((err as Error).message, /not defined/, flag);
+      }
+    }
   });
 
   it('an empty --config-file is no file', () => {
