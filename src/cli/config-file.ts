@@ -156,20 +156,22 @@ export function readConfigFile(file: string): Map<string, string> {
       const value = fields[key];
       if (value === null) continue;
       const prefix = struct === 'configYAML' ? SECURITY_SECTIONS[key] : undefined;
-      if (prefix !== undefined) {
-        if (typeof value !== 'object' || Array.isArray(value)) throw typeError(struct, key, value, 'embed.securityConfig');
-        const section = value as Record<string, unknown>;
-        for (const field of Object.keys(section).sort()) {
-          const type = SECURITY_KEYS[field];
-          if (type !== undefined && section[field] !== null) settings.set(prefix + field, goValue('securityConfig', `${key}.${field}`, section[field], type));
-        }
-        continue;
-      }
       const type = table[key];
-      if (type !== undefined) settings.set(key, goValue(struct, key, value, type));
+      if (prefix !== undefined) readSecuritySection(key, value, prefix, settings);
+      else if (type !== undefined) settings.set(key, goValue(struct, key, value, type));
     }
   }
   return settings;
+}
+
+/** A `client-transport-security` or `peer-transport-security` section into `settings`, its fields as their flags (`prefix` + field). */
+function readSecuritySection(key: string, value: unknown, prefix: string, settings: Map<string, string>): void {
+  if (typeof value !== 'object' || Array.isArray(value)) throw typeError('configYAML', key, value, 'embed.securityConfig');
+  const section = value as Record<string, unknown>;
+  for (const field of Object.keys(section).sort()) {
+    const type = SECURITY_KEYS[field];
+    if (type !== undefined && section[field] !== null) settings.set(prefix + field, goValue('securityConfig', `${key}.${field}`, section[field], type));
+  }
 }
 
 /** `value` checked as Go's JSON decoder checks a field of `type`, in the flag's syntax. */

@@ -110,7 +110,7 @@ export class EtcdServer {
   private readonly alarms = new Map<AlarmType, AlarmMember>();
   /** Backend bytes above which writes raise NOSPACE; Infinity = no quota. */
   private readonly quotaBytes: number;
-  /** An etcd data dir's log and the last index its bbolt file holds, until `open` replays it. */
+  /** An etcd data dir's log and the last index its bbolt file holds, until `open` replays it (then undefined). */
   private etcdLog: { wal: EtcdWal; applied: bigint } | undefined;
   private readonly lock: DataDirLock;
   private closed = false;
@@ -181,7 +181,7 @@ export class EtcdServer {
       const server = new EtcdServer(config, log, lock);
       // In the same tick as the import the constructor queued, so that both are one record of
       // our log: a crash leaves all of it or none, and a restart imports again.
-      if (server.etcdLog) await server.replayEtcdLog(server.etcdLog.wal, server.etcdLog.applied);
+      await server.replayEtcdLog();
       await server.backend.durable();
       return server;
     } catch (err) {
@@ -191,8 +191,9 @@ export class EtcdServer {
   }
 
   /**
-   * Applies the entries of etcd's log after index `applied` (the last its bbolt file holds), in
-   * order, through the same requests as clients' (etcd `applyEntryNormal` at a restart): writes,
+   * Applies the entries of etcd's log (`etcdLog`, when the constructor imported an etcd data
+   * dir) after index `applied` (the last its bbolt file holds), in order, through the same
+   * requests as clients' (etcd `applyEntryNormal` at a restart): writes,
    * compactions, leases, alarms and auth changes, each checked against the user and auth
    * revision its header names. Entries that change nothing etcd-ts keeps are skipped: raft's
    * empty and membership entries, the v2 store's requests (member attributes, cluster version),
@@ -201,7 +202,10 @@ export class EtcdServer {
    * etcd's: its last entry, plus what etcd's restart adds (a new leader's empty entry and the
    * member's attributes, and the cluster version on a data dir that holds only its members).
    */
-  private replayEtcdLog(wal: EtcdWal, applied: bigint): Promise<unknown> {
+  private replayEtcdLog(): Promise<unknown> {
+    if (!this.etcdLog) return Promise.resolve();
+    const { wal, applied } = this.etcdLog;
+    this.etcdLog = undefined; // its entries are not kept for the server's lifetime
     const requests: { index: bigint; r: InternalRaftRequest }[] = [];
     for (const e of wal.entries) {
       if (e.Index <= applied || e.Type !== 0 || e.Data.length === 0) continue;
@@ -214,9 +218,10 @@ export class EtcdServer {
       if (r.header) requests.push({ index: e.Index, r });
     }
     // Each request applies synchronously as it is called, so the calls keep the log's order.
+    const changes = authChanges(this.auth);
     const results = requests.map(({ index, r }) => {
       this.raftIndexValue = index - 1n;
-      return this.applyEtcdRequest(r);
+      return this.applyEtcdRequest(r, changes);
     });
     const last = wal.entries.at(-1)?.Index ?? 0n;
     const membersOnly = wal.entries.every((e) => e.Type !== 0);
@@ -227,7 +232,7 @@ export class EtcdServer {
   }
 
   /** One request of etcd's log (see `replayEtcdLog`); undefined for one that changes nothing here. */
-  private applyEtcdRequest(r: InternalRaftRequest): Promise<unknown> | undefined {
+  private applyEtcdRequest(r: InternalRaftRequest, c: ReturnType<typeof authChanges>): Promise<unknown> | undefined {
     const ai: AuthInfo = { username: r.header!.username, revision: Number(r.header!.authRevision) };
     if (r.put) return this.put(r.put, ai);
     if (r.deleteRange) return this.deleteRange(r.deleteRange, ai);
@@ -236,7 +241,6 @@ export class EtcdServer {
     if (r.leaseGrant) return this.leaseGrant(r.leaseGrant);
     if (r.leaseRevoke) return this.leaseRevoke(r.leaseRevoke, ai);
     if (r.alarm) return this.alarm(r.alarm.action, r.alarm.memberID, r.alarm.alarm);
-    const c = authChanges(this.auth);
     const change = (apply: () => void) =>
       this.authRequest(ai, true, () => {
         apply();
