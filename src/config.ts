@@ -58,6 +58,12 @@ export interface ServerConfig {
   autoCompactionRetention: string;
   /** Log level (`--log-level`): debug, info, warn, error, panic, fatal. @default 'info' */
   logLevel: string;
+  /**
+   * Where the CLI's log lines go (`--logger`, `--log-outputs`, see `openLogOutputs`):
+   * `stderr`, `stdout`, `systemd/journal`, or file paths (appended to). The embedded server
+   * (`startServer`) logs only to the logger it is given. @default ['stderr']
+   */
+  logOutputs: string[];
   /** Max concurrent HTTP/2 streams per client connection (`--max-concurrent-streams`). @default 4294967295 */
   maxConcurrentStreams: number;
   /**
@@ -108,6 +114,7 @@ export function defaultConfig(): ServerConfig {
     autoCompactionMode: 'periodic',
     autoCompactionRetention: '0',
     logLevel: 'info',
+    logOutputs: ['stderr'],
     maxConcurrentStreams: 4294967295,
     grpcKeepaliveMinTimeMs: 5000,
     grpcKeepaliveIntervalMs: 2 * 60 * 60 * 1000,

@@ -74,7 +74,7 @@ export function parseTokenOptions(spec: string, parseDuration: (text: string) =>
     opts.set(kv[0]!, kv[1]!);
   }
   if (type === 'simple') return { type: 'simple' };
-  if (type !== 'jwt') throw new TokenOptionsError(`${INVALID_OPTIONS} (unknown token type: ${type})`);
+  if (type !== 'jwt') throw new TokenOptionsError(INVALID_OPTIONS, { cause: new Error(`unknown token type: ${type}`) });
 
   let ttlMs = DEFAULT_JWT_TTL_MS;
   const ttl = opts.get('ttl') ?? '';

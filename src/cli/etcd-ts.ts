@@ -3,19 +3,29 @@
  * SIGTERM and SIGINT close it cleanly: listeners stop, queued writes become durable, the data
  * dir is released, and the process exits 0.
  */
-import { createLogger } from '../logger.js';
+import type { Logger } from 'pino';
+
+import { createLogger, LogOutputError, openLogOutputs } from '../logger.js';
 import { startEtcd } from '../server/embed.js';
 import { SERVER_VERSION } from '../server/etcd-server.js';
-import { parseFlags, usage } from './flags.js';
+import { FlagError, parseFlags, usage, usageSummary } from './flags.js';
 
-/** Runs the server until a signal; exits the process with 1 on a startup error. */
+/**
+ * Runs the server until a signal. A command line etcd refuses ends the process as etcd's does:
+ * a flag the flag package refuses with its message and the usage summary on stderr, exit
+ * status 2; any other refusal, and a failed start, with a JSON log line ("failed to verify
+ * flags" or "failed to start etcd-ts", the reason in `error`) and exit status 1.
+ */
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<void> {
   let parsed;
   try {
     parsed = parseFlags(argv, env);
   } catch (err) {
-    process.stderr.write(`etcd-ts: ${(err as Error).message}\n`);
-    process.exit(2);
+    if (err instanceof FlagError && err.phase === 'parse') {
+      process.stderr.write(`${err.message}\n${usageSummary()}`);
+      process.exit(2);
+    }
+    refuse(createLogger('info'), err);
   }
   if (parsed.action === 'version') {
     process.stdout.write(`etcd Version: ${SERVER_VERSION}\netcd-ts: ${process.env.npm_package_version ?? ''}\nNode Version: ${process.version}\n`);
@@ -25,14 +35,18 @@ export async function main(argv: string[], env: Record<string, string | undefine
     process.stdout.write(usage());
     return;
   }
-  const log = createLogger(parsed.config.logLevel);
+  let log: Logger;
+  try {
+    log = createLogger(parsed.config.logLevel, openLogOutputs(parsed.config.logOutputs));
+  } catch (err) {
+    refuse(createLogger('info'), err);
+  }
   for (const w of parsed.warnings) log.warn(w);
   let server: Awaited<ReturnType<typeof startEtcd>>;
   try {
     server = await startEtcd(parsed.config, log);
   } catch (err) {
-    log.fatal({ error: (err as Error).message }, 'failed to start etcd-ts');
-    process.exit(1);
+    refuse(log, err);
   }
   let stopping = false;
   const stop = (signal: string): void => {
@@ -49,4 +63,19 @@ export async function main(argv: string[], env: Record<string, string | undefine
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * Logs why the server cannot run, as etcd 3.4 with `--logger=zap` does, and exits with status 1:
+ * a setting refused before the start (etcdmain's "error verifying flags") as a warning "failed to
+ * verify flags", anything else as "failed to start etcd-ts"; `error` holds etcd's message and
+ * `cause` the reason behind it, when there is one.
+ */
+function refuse(log: Logger, err: unknown): never {
+  const error = (err as Error).message;
+  const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : undefined;
+  const fields = cause === undefined || error.includes(cause) ? { error } : { error, cause };
+  if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) log.warn(fields, 'failed to verify flags');
+  else log.fatal(fields, 'failed to start etcd-ts');
+  process.exit(1);
 }

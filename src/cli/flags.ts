@@ -30,9 +30,28 @@ import { defaultConfig, type ServerConfig } from '../config.js';
 import { isLogLevel, LOG_LEVELS } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
+/**
+ * Where etcd stops on a bad command line, which sets how the error is reported and the exit
+ * status (src/cli/etcd-ts.ts):
+ * - `parse`: Go's flag package refuses an argument (unknown flag, missing or malformed value on
+ *   the command line): the message and the usage summary on stderr, exit status 2;
+ * - `verify`: etcdmain's "error verifying flags" (a malformed `ETCD_*` value, the configuration
+ *   file, a positional argument, settings etcd checks before it starts): exit status 1;
+ * - `start`: refused while the server starts (TLS settings, the auth token, the compaction
+ *   retention): exit status 1.
+ */
+export type FlagErrorPhase = 'parse' | 'verify' | 'start';
+
 /** A command line that cannot be used: unknown flag, bad value, conflicting settings. */
 export class FlagError extends Error {
   override readonly name = 'FlagError';
+  /** Where etcd would have refused it (see {@link FlagErrorPhase}). */
+  readonly phase: FlagErrorPhase;
+
+  constructor(message: string, phase: FlagErrorPhase = 'verify', options?: ErrorOptions) {
+    super(message, options);
+    this.phase = phase;
+  }
 }
 
 /** What the command line asks for. `warnings` are for the operator, one line each. */
@@ -209,9 +228,19 @@ const FLAGS: readonly FlagSpec[] = [
   ),
   supported('enable-grpc-gateway', 'bool', 'true', 'Enable GRPC gateway.'),
   // Logging.
-  ignored('logger', 'string'),
-  ignored('log-outputs', 'strings'),
-  ignored('log-output', 'strings'),
+  supported(
+    'logger',
+    'string',
+    'capnslog',
+    "Specify 'zap' for structured logging or 'capnslog'. etcd-ts writes zap's JSON lines with either; 'capnslog' takes only one of default, stderr, stdout as output, as in etcd 3.4.",
+  ),
+  supported(
+    'log-outputs',
+    'strings',
+    'default',
+    "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets (files, with --logger=zap).",
+  ),
+  supported('log-output', 'strings', 'default', "Deprecated: use '--log-outputs'."),
   supported(
     'log-level',
     'string',
@@ -346,7 +375,7 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     const dashes = arg.startsWith('--') ? 2 : 1;
     let name = arg.slice(dashes);
     if (name === '' || name.startsWith('-') || name.startsWith('=')) {
-      throw new FlagError(`bad flag syntax: ${arg}`);
+      throw new FlagError(`bad flag syntax: ${arg}`, 'parse');
     }
     i++;
     let value: string | undefined;
@@ -358,18 +387,18 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     const spec = FLAG_BY_NAME.get(name);
     if (spec === undefined) {
       if (name === 'help' || name === 'h') return { action: 'help' };
-      throw new FlagError(`flag provided but not defined: -${name}`);
+      throw new FlagError(`flag provided but not defined: -${name}`, 'parse');
     }
     if (isBoolean(spec.kind)) {
       const given = value ?? 'true';
-      setValue(spec, given, values, (reason) => `invalid boolean value ${JSON.stringify(given)} for -${name}: ${reason}`);
+      setValue(spec, given, values, (reason) => `invalid boolean value ${JSON.stringify(given)} for -${name}: ${reason}`, 'parse');
     } else {
       if (value === undefined) {
-        if (i >= argv.length) throw new FlagError(`flag needs an argument: -${name}`);
+        if (i >= argv.length) throw new FlagError(`flag needs an argument: -${name}`, 'parse');
         value = argv[i++] as string;
       }
       const given = value;
-      setValue(spec, given, values, (reason) => `invalid value ${JSON.stringify(given)} for flag -${name}: ${reason}`);
+      setValue(spec, given, values, (reason) => `invalid value ${JSON.stringify(given)} for flag -${name}: ${reason}`, 'parse');
     }
     source.set(name, `--${name}`);
   }
@@ -395,7 +424,7 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     try {
       settings = readConfigFile(configFile);
     } catch (err) {
-      throw new FlagError((err as Error).message, { cause: err });
+      throw new FlagError((err as Error).message, 'verify', { cause: err });
     }
     for (const [name, raw] of settings) {
       setValue(FLAG_BY_NAME.get(name)!, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${name} in ${configFile}: ${reason}`);
@@ -440,6 +469,8 @@ function isBoolean(kind: FlagKind): boolean {
 /**
  * Parses `raw` as `spec` says and stores it in `values` (an empty URL list leaves the old list,
  * as etcd's UniqueURLs does).
+ * @param phase where a malformed value is refused: `parse` on the command line, `verify` in the
+ *   environment or a configuration file.
  * @throws FlagError with `describe(reason)` when the value is malformed, or the spec's reason
  *   when a rejected flag is set to anything but ''.
  */
@@ -448,12 +479,13 @@ function setValue(
   raw: string,
   values: Map<string, FlagValue>,
   describe: (reason: string) => string,
+  phase: FlagErrorPhase = 'verify',
 ): void {
   let value: FlagValue | undefined;
   try {
     value = parseValue(spec.kind, raw);
   } catch (err) {
-    throw new FlagError(describe((err as Error).message), { cause: err });
+    throw new FlagError(describe((err as Error).message), phase, { cause: err });
   }
   if (spec.use === 'rejected' && raw !== '') throw new FlagError(spec.reason);
   if (value !== undefined) values.set(spec.name, value);
@@ -467,7 +499,7 @@ function setValue(
 function parseValue(kind: FlagKind, raw: string): FlagValue | undefined {
   if (typeof kind !== 'string') {
     if (kind.includes(raw)) return raw;
-    throw new Error(`invalid value (want one of ${kind.map((k) => JSON.stringify(k)).join(', ')})`);
+    throw new Error('invalid value'); // etcd's flags.SelectiveStringValue
   }
   switch (kind) {
     case 'string':
@@ -489,7 +521,7 @@ function parseValue(kind: FlagKind, raw: string): FlagValue | undefined {
       try {
         return parseGoDuration(raw);
       } catch (err) {
-        throw new Error(`parse error (${(err as Error).message})`, { cause: err });
+        throw new Error('parse error', { cause: err });
       }
     case 'urls':
       return raw === '' ? undefined : parseUrls(raw).map((u) => u.url);
@@ -512,7 +544,7 @@ const GO_INTEGER = /^(?:0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7]
  * Go's strconv.ParseInt / ParseUint with base 0, as Go's flag package calls them: decimal,
  * `0x` hex, `0o` or leading-`0` octal, `0b` binary, `_` between digits; a sign only if signed.
  * @param bits the integer width (32 or 64) that bounds the value.
- * @throws Error "parse error" or "value out of range" (Go's flag wording) with a hint.
+ * @throws Error "parse error" or "value out of range" (Go's flag wording).
  */
 function parseGoInteger(raw: string, signed: boolean, bits: 32 | 64): bigint {
   let digits = raw;
@@ -522,7 +554,7 @@ function parseGoInteger(raw: string, signed: boolean, bits: 32 | 64): bigint {
     digits = digits.slice(1);
   }
   if (!GO_INTEGER.test(digits)) {
-    throw new Error(`parse error (want ${signed ? 'an integer' : 'a non-negative integer'})`);
+    throw new Error('parse error');
   }
   digits = digits.replaceAll('_', '');
   if (/^0[0-7]/.test(digits)) digits = `0o${digits.slice(1)}`; // Go's legacy octal; BigInt reads '017' as decimal
@@ -530,7 +562,7 @@ function parseGoInteger(raw: string, signed: boolean, bits: 32 | 64): bigint {
   const value = negative ? -magnitude : magnitude;
   const max = signed ? (1n << BigInt(bits - 1)) - 1n : (1n << BigInt(bits)) - 1n;
   const min = signed ? -(1n << BigInt(bits - 1)) : 0n;
-  if (value > max || value < min) throw new Error(`value out of range (${min}..${max})`);
+  if (value > max || value < min) throw new Error('value out of range');
   return value;
 }
 
@@ -688,7 +720,7 @@ function buildConfig(
       }
     });
   } catch (err) {
-    if (err instanceof TokenOptionsError) throw new FlagError(err.message);
+    if (err instanceof TokenOptionsError) throw new FlagError(err.message, 'start', { cause: err.cause });
     throw err;
   }
   // etcd (`NewAuthStore`) falls back to bcrypt's default cost, with a warning, outside 4–31.
@@ -735,7 +767,7 @@ function buildConfig(
   // 3. Compaction and logging.
   const mode = text('auto-compaction-mode') ?? config.autoCompactionMode;
   if (mode !== 'periodic' && mode !== 'revision') {
-    throw new FlagError(`unknown auto-compaction-mode "${mode}" (want periodic or revision)`);
+    throw new FlagError(`unknown auto-compaction-mode "${mode}"`);
   }
   config.autoCompactionMode = mode;
   config.autoCompactionRetention = text('auto-compaction-retention') || '0';
@@ -744,17 +776,19 @@ function buildConfig(
     try {
       parseGoDuration(config.autoCompactionRetention);
     } catch (err) {
-      throw new FlagError(`error parsing CompactionRetention: ${(err as Error).message}`, { cause: err });
+      throw new FlagError(`error parsing CompactionRetention: ${(err as Error).message}`, 'start', { cause: err });
     }
   }
   config.logLevel = text('log-level') ?? config.logLevel;
   if (!isLogLevel(config.logLevel)) {
-    throw new FlagError(`unknown log level "${config.logLevel}" (--log-level wants one of ${LOG_LEVELS.join(', ')})`);
+    // etcd 3.4 panics here (logutil.ConvertToZapLevel), exit status 2; a refusal is kinder.
+    throw new FlagError(`unknown level "${config.logLevel}"`);
   }
   if (flag('debug')) {
     warnings.push("deprecated '--debug' flag is set; use '--log-level=debug' instead");
     config.logLevel = 'debug';
   }
+  config.logOutputs = logOutputs(text('logger') ?? 'capnslog', list('log-outputs'), list('log-output'), fromFile, warnings);
 
   // 4. Watch progress: like etcd, a non-positive interval keeps the default, and one below
   // 100 ms is raised to 100 ms.
@@ -792,17 +826,17 @@ function buildConfig(
     clientCrlFile: text('client-crl-file') ?? '',
   };
   const unknownSuite = tls.cipherSuites.find((c) => !GO_CIPHER_SUITES.has(c));
-  if (unknownSuite !== undefined) throw new FlagError(`unexpected TLS cipher suite "${unknownSuite}"`);
-  if ((tls.certFile === '') !== (tls.keyFile === '')) {
-    throw new FlagError(`--cert-file and --key-file must be given together (cert: "${tls.certFile}", key: "${tls.keyFile}")`);
-  }
-  const hasCert = tls.certFile !== '' || tls.autoTls;
+  if (unknownSuite !== undefined) throw new FlagError(`unexpected TLS cipher suite "${unknownSuite}"`, 'start');
+  // etcd's TLSInfo.Empty: neither file given. One file without the other is refused only where
+  // TLS is used (loadClientTls: "KeyFile and CertFile must both be present…").
+  const hasFiles = tls.certFile !== '' || tls.keyFile !== '';
+  const hasCert = hasFiles || tls.autoTls;
   const secure = (u: string): boolean => u.startsWith('https:') || u.startsWith('unixs:');
   for (const u of config.listenClientUrls) {
     if (secure(u) && !hasCert) {
-      throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`);
+      throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
     }
-    if (!secure(u) && tls.certFile !== '') {
+    if (!secure(u) && hasFiles) {
       warnings.push(`scheme is HTTP while key and cert files are present; ignoring key and cert files (client-url ${u})`);
     }
     if (!secure(u) && tls.clientCertAuth) {
@@ -810,7 +844,9 @@ function buildConfig(
     }
   }
   for (const u of config.listenMetricsUrls) {
-    if (secure(u) && !hasCert) throw new FlagError(`cannot listen on TLS for ${u}: KeyFile and CertFile are not presented`);
+    if (secure(u) && !hasCert) {
+      throw new FlagError(`cannot listen on TLS for ${u.replace(/^[a-z]+:\/\//, '')}: KeyFile and CertFile are not presented`, 'start');
+    }
   }
   const anyTls =
     tls.certFile !== '' || tls.keyFile !== '' || tls.trustedCaFile !== '' || tls.clientCertAuth || tls.autoTls ||
@@ -819,16 +855,77 @@ function buildConfig(
   return config;
 }
 
-/** Supported flags etcd 3.4 defines without a line in its help text. */
-const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file']);
+/** Where etcd's `--log-outputs` keyword `default` writes, and the systemd journal's keyword. */
+const DEFAULT_LOG_OUTPUT = 'default';
+const JOURNAL_LOG_OUTPUT = 'systemd/journal';
 
 /**
- * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
- * supported flag with its default as etcd's help prints it, then the flags accepted and ignored
- * and the flags refused.
+ * The log outputs, checked as etcd's `embed.Config.setupLogging` checks them (its error texts).
+ * @param logger `--logger`: `capnslog` (etcd 3.4's default) or `zap`.
+ * @param outputs `--log-outputs`; `deprecated`: `--log-output`, which replaces it only when it
+ *   names more outputs (etcd's rule; a single `--log-output` only warns). Both default to
+ *   `default`. Flags hold them sorted without duplicates (etcd's UniqueStringsValue); a
+ *   configuration file keeps its lists as written.
+ * @returns the outputs to open (`stderr`, `stdout`, `systemd/journal` or file paths), sorted,
+ *   without duplicates, and only `/dev/null` when it is one of them (zap's MergeOutputPaths).
+ * @throws FlagError (verify) for a combination etcd refuses, e.g. a file with capnslog.
  */
-export function usage(): string {
-  const lines = [
+function logOutputs(
+  logger: string,
+  outputs: readonly string[] | undefined,
+  deprecated: readonly string[] | undefined,
+  fromFile: boolean,
+  warnings: string[],
+): string[] {
+  const given = (list: readonly string[] | undefined): string[] =>
+    list === undefined ? [DEFAULT_LOG_OUTPUT] : fromFile ? [...list] : [...new Set(list)].sort();
+  const quoted = (list: readonly string[]): string => `[${list.map((o) => JSON.stringify(o)).join(' ')}]`; // Go's %q
+  let chosen = given(outputs);
+  const old = given(deprecated);
+  if (old.length > chosen.length) {
+    warnings.push("'--log-output' flag has been deprecated! Please use '--log-outputs'!");
+    chosen = old;
+  } else if (old.length === chosen.length) {
+    if (old.length > 1) throw new FlagError("both '--log-output' and '--log-outputs' are set; only set '--log-outputs'");
+    if (old[0] !== DEFAULT_LOG_OUTPUT) {
+      if (old[0] === chosen[0]) {
+        throw new FlagError(`'--log-output=${quoted(old)}' and '--log-outputs=${quoted(chosen)}' are incompatible; only set --log-outputs`);
+      }
+      warnings.push(`Deprecated '--log-output' flag is set to ${quoted(old)}; it is not used: use '--log-outputs'`);
+    }
+  }
+  if (logger === 'capnslog') {
+    if (chosen.length !== 1) throw new FlagError(`--logger=capnslog supports only 1 value in '--log-outputs', got ${quoted(chosen)}`);
+    const only = chosen[0] as string;
+    if (only === 'stdout') return ['stdout'];
+    if (only === 'stderr' || only === DEFAULT_LOG_OUTPUT) return ['stderr'];
+    throw new FlagError(`unknown log-output ${JSON.stringify(only)} (only supports "default", "stderr", "stdout")`);
+  }
+  if (logger !== 'zap') throw new FlagError(`unknown logger option ${JSON.stringify(logger)}`);
+  if (chosen.length > 1 && chosen.includes(DEFAULT_LOG_OUTPUT)) {
+    throw new FlagError(`multi logoutput for "${DEFAULT_LOG_OUTPUT}" is not supported yet`);
+  }
+  if (chosen.includes(JOURNAL_LOG_OUTPUT)) {
+    if (chosen.length > 1) {
+      throw new FlagError(
+        `running with systemd/journal but other '--log-outputs' values (${quoted(chosen)}) are configured with 'default'; override 'default' value with something else`,
+      );
+    }
+    return [JOURNAL_LOG_OUTPUT];
+  }
+  const paths = [...new Set(chosen.map((o) => (o === DEFAULT_LOG_OUTPUT ? 'stderr' : o)))].sort();
+  return paths.includes('/dev/null') ? ['/dev/null'] : paths;
+}
+
+/** Supported flags etcd 3.4 defines without a line in its help text. */
+const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file', 'log-output']);
+
+/**
+ * The ways to run etcd-ts, which etcd prints on stderr after a flag the flag package refuses
+ * (a {@link FlagError} of phase `parse`), and which begin {@link usage}.
+ */
+export function usageSummary(): string {
+  return [
     'Usage:',
     '',
     '  etcd-ts [flags]',
@@ -843,6 +940,17 @@ export function usage(): string {
     '  etcd-ts -h | --help',
     '    Show the help information about etcd-ts.',
     '',
+  ].join('\n');
+}
+
+/**
+ * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
+ * supported flag with its default as etcd's help prints it, then the flags accepted and ignored
+ * and the flags refused.
+ */
+export function usage(): string {
+  const lines = [
+    usageSummary(),
     "Every flag can also be set by its environment variable: ETCD_ and the flag's name in upper case with",
     "'-' as '_' (ETCD_DATA_DIR for --data-dir). A flag on the command line wins over its variable.",
     '',

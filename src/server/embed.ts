@@ -78,7 +78,10 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addClusterService(grpc, etcd, advertised);
     addAuthService(grpc, etcd);
     addHealthService(grpc);
-    const tlsOptions: tls.TlsOptions | undefined = config.clientTls ? loadClientTls(config.clientTls, config.dataDir) : undefined;
+    // Like etcd, TLS settings are read only when a URL needs them: with http:// URLs alone a
+    // certificate that is not there is no error.
+    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some((u) => /^(https|unixs):/.test(u));
+    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const handler = httpHandler(etcd, serverMetrics, { gateway, answerPreflight: true });
     const upgrades = gateway && upgradeHandler(gatewayWebSocket(gateway));

@@ -28,14 +28,16 @@ const GO_CIPHERS: Record<string, string> = {
 };
 
 /**
- * Node TLS server options for the client listener. With `autoTls` and no certificate, makes a
- * self-signed one under `<dataDir>/fixtures/client` (as etcd does) with the `openssl` command.
- * Throws when a file cannot be read or a cipher suite name is unknown.
+ * Node TLS server options for the client listener. With `autoTls` and neither file given, makes
+ * a self-signed certificate under `<dataDir>/fixtures/client` (as etcd does) with the `openssl`
+ * command. Throws when only one of the files is given (etcd's "KeyFile and CertFile must both be
+ * present[key: …, cert: …]"), a file cannot be read, or a cipher suite name is unknown.
  */
 export function loadClientTls(c: ClientTlsConfig, dataDir: string): tls.TlsOptions {
   let certFile = c.certFile;
   let keyFile = c.keyFile;
-  if ((!certFile || !keyFile) && c.autoTls) ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', 'client')));
+  if (!certFile && !keyFile && c.autoTls) ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', 'client')));
+  if (!certFile || !keyFile) throw new Error(`KeyFile and CertFile must both be present[key: ${keyFile}, cert: ${certFile}]`);
   const opts: tls.TlsOptions = {
     cert: fs.readFileSync(certFile),
     key: fs.readFileSync(keyFile),

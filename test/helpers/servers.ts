@@ -2,7 +2,7 @@
 // the same steps against both. Every started process is killed when its test ends (through the
 // `after` hook the caller passes in) and, as a last resort, when this process exits.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -48,6 +48,11 @@ export interface StartOptions {
    * then `--config-file <file>` and `flags`, which both servers ignore.
    */
   configFile?: Record<string, unknown>;
+  /**
+   * A file the server logs to (the test's `flags` send its log there, e.g. `--log-outputs`):
+   * its ready line is looked for in this file instead of on stderr.
+   */
+  logFile?: string;
 }
 
 export interface ServerHandle {
@@ -57,6 +62,8 @@ export interface ServerHandle {
   readonly dataDir: string;
   /** Pid of the current process (changes on restart). */
   readonly pid: number;
+  /** What the current process has written to stderr. */
+  stderr(): string;
   /** SIGTERM, wait for exit, remove the data dir. Idempotent. */
   stop(): Promise<void>;
   /** SIGKILL (a crash), wait for exit; the data dir stays for restart(). */
@@ -172,15 +179,18 @@ function waitForExit(child: ChildProcess): Promise<void> {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** One server process and what it logged on stderr. */
+/** One server process, what it wrote to stderr, and its log (stderr, or its log file). */
 interface Running {
   child: ChildProcess;
   stderr: () => string;
+  log: () => string;
+  /** The log is a file of the test's choosing (`StartOptions.logFile`), not stderr. */
+  logFile: boolean;
   /** Resolves with the spawn error, if spawning fails (e.g. missing binary). */
   spawnError: Promise<Error>;
 }
 
-function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: string[], configFile?: Record<string, unknown>): Running {
+function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: string[], configFile?: Record<string, unknown>, logFile?: string): Running {
   const [cmd, args] = commandLine(kind, ports, dataDir, flags, configFile);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: REPO_ROOT });
   liveChildren.add(child);
@@ -195,7 +205,8 @@ function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: str
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => { log += chunk; });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
-  return { child, stderr: () => log, spawnError };
+  const fileLog = (file: string): string => (existsSync(file) ? readFileSync(file, 'utf8') : '');
+  return { child, stderr: () => log, log: logFile === undefined ? () => log : () => fileLog(logFile), logFile: logFile !== undefined, spawnError };
 }
 
 /**
@@ -204,17 +215,20 @@ function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: str
  * which a server with auth enabled refuses without a user). Kills it on timeout.
  */
 async function waitReady(kind: ServerKind, running: Running, endpoint: string, readyTimeoutMs: number): Promise<void> {
-  const { child, stderr } = running;
-  const readyLines = kind === 'etcd' ? [READY_LINE, ETCD_CLUSTER_VERSION_LINE] : [READY_LINE];
+  const { child, stderr, log } = running;
+  // etcd 3.4 logs "ready to serve client requests" only through capnslog, not with --logger=zap
+  // (a log file here).
+  const readyLines = kind === 'etcd' ? (running.logFile ? [ETCD_CLUSTER_VERSION_LINE] : [READY_LINE, ETCD_CLUSTER_VERSION_LINE]) : [READY_LINE];
   const deadline = Date.now() + readyTimeoutMs;
   let lastStatus = '';
   for (;;) {
     const failure = await Promise.race([running.spawnError, sleep(50).then(() => undefined)]);
     if (failure !== undefined) throw new Error(`cannot start ${kind}: ${failure.message}`);
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${kind} exited (${String(child.exitCode ?? child.signalCode)}) before ready:\n${stderr().slice(-4000)}`);
+      const output = log() === stderr() ? stderr() : `${stderr()}\nlog file:\n${log()}`;
+      throw new Error(`${kind} exited (${String(child.exitCode ?? child.signalCode)}) before ready:\n${output.slice(-4000)}`);
     }
-    if (readyLines.every((line) => stderr().includes(line))) {
+    if (readyLines.every((line) => log().includes(line))) {
       const status = await etcdctl(endpoint, ['endpoint', 'status'], { timeoutMs: 5000 });
       if (status.code === 0) return;
       lastStatus = status.stderr;
@@ -223,7 +237,7 @@ async function waitReady(kind: ServerKind, running: Running, endpoint: string, r
       child.kill('SIGKILL');
       await waitForExit(child);
       throw new Error(`${kind} not ready after ${readyTimeoutMs} ms; last status check: ${lastStatus}\n` +
-        `stderr tail:\n${stderr().slice(-4000)}`);
+        `log tail:\n${log().slice(-4000)}`);
     }
   }
 }
@@ -244,7 +258,7 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
   const dataDir = await mkdtemp(join(tmpdir(), `compat-${kind}-`));
   const endpoint = `http://127.0.0.1:${ports.client}`;
   let stopped = false;
-  const start = (): Running => spawnServer(kind, ports, dataDir, flags, options.configFile);
+  const start = (): Running => spawnServer(kind, ports, dataDir, flags, options.configFile, options.logFile);
   let current = start();
 
   // A server that ignores SIGTERM for STOP_GRACE_MS is killed: a hung stop must not hang tests.
@@ -260,6 +274,7 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
     endpoint,
     dataDir,
     get pid() { return current.child.pid ?? -1; },
+    stderr: () => current.stderr(),
     async stop() {
       if (stopped) return;
       stopped = true;

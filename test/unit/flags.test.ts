@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { configFileFlags } from '../../src/cli/config-file.js';
-import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine } from '../../src/cli/flags.js';
+import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine, type FlagErrorPhase } from '../../src/cli/flags.js';
 import { defaultConfig, type ServerConfig } from '../../src/config.js';
 import { makeCerts } from '../helpers/certs.js';
 
@@ -20,13 +20,14 @@ function run(argv: string[], env: Record<string, string | undefined> = {}): { co
   return { config: parsed.config, warnings: parsed.warnings };
 }
 
-/** Expects a FlagError whose message matches `message`. */
-function fails(argv: string[], message: RegExp | string, env: Record<string, string | undefined> = {}): void {
+/** Expects a FlagError whose message matches `message` (and of `phase`, when given). */
+function fails(argv: string[], message: RegExp | string, env: Record<string, string | undefined> = {}, phase?: FlagErrorPhase): void {
   assert.throws(
     () => parseFlags(argv, env),
     (err: unknown) => {
       assert.ok(err instanceof FlagError, `expected a FlagError, got ${String(err)}`);
       assert.equal(err.name, 'FlagError');
+      if (phase !== undefined) assert.equal(err.phase, phase, `${argv.join(' ')}: ${err.message}`);
       if (typeof message === 'string') assert.equal(err.message, message);
       else assert.match(err.message, message);
       return true;
@@ -76,15 +77,15 @@ describe('flag syntax (Go flag package)', () => {
   });
 
   it('refuses positional arguments, bad syntax and a missing value', () => {
-    fails(['--name=a', 'extra'], "'extra' is not a valid flag");
+    fails(['--name=a', 'extra'], "'extra' is not a valid flag", {}, 'verify');
     fails(['gateway', 'start'], "etcd-ts does not implement 'etcd gateway'");
-    fails(['---name=a'], 'bad flag syntax: ---name=a');
+    fails(['---name=a'], 'bad flag syntax: ---name=a', {}, 'parse');
     fails(['-=a'], 'bad flag syntax: -=a');
-    fails(['--name'], 'flag needs an argument: -name');
+    fails(['--name'], 'flag needs an argument: -name', {}, 'parse');
   });
 
   it('names an unknown flag in etcd wording', () => {
-    fails(['--bogus-flag'], 'flag provided but not defined: -bogus-flag');
+    fails(['--bogus-flag'], 'flag provided but not defined: -bogus-flag', {}, 'parse');
     fails(['--name=a', '-listen-client-http-urls=http://127.0.0.1:1'], 'flag provided but not defined: -listen-client-http-urls');
   });
 });
@@ -162,7 +163,7 @@ describe('environment variables', () => {
   });
 
   it('names the variable when its value is bad', () => {
-    fails([], /^invalid value "abc" for ETCD_MAX_TXN_OPS: parse error/, { ETCD_MAX_TXN_OPS: 'abc' });
+    fails([], 'invalid value "abc" for ETCD_MAX_TXN_OPS: parse error', { ETCD_MAX_TXN_OPS: 'abc' }, 'verify');
     fails([], /^invalid value "yes" for ETCD_AUTO_TLS: parse error/, { ETCD_AUTO_TLS: 'yes' });
   });
 
@@ -202,7 +203,7 @@ describe('cluster-only and unsupported flags', () => {
   it('still checks the value of an ignored flag as etcd does', () => {
     fails(['--snapshot-count=lots'], /^invalid value "lots" for flag -snapshot-count: parse error/);
     fails(['--initial-cluster-state=maybe'], /^invalid value "maybe" for flag -initial-cluster-state: invalid value/);
-    fails(['--grpc-keepalive-timeout=5'], /^invalid value "5" for flag -grpc-keepalive-timeout: parse error \(time: missing unit/);
+    fails(['--grpc-keepalive-timeout=5'], 'invalid value "5" for flag -grpc-keepalive-timeout: parse error', {}, 'parse');
     fails(['--listen-peer-urls=peer:2380'], /URL scheme must be http, https, unix, or unixs: peer:2380/);
   });
 
@@ -339,11 +340,11 @@ describe('values', () => {
   });
 
   it('refuses malformed and out-of-range sizes', () => {
-    fails(['--max-request-bytes=1.5MB'], 'invalid value "1.5MB" for flag -max-request-bytes: parse error (want a non-negative integer)');
+    fails(['--max-request-bytes=1.5MB'], 'invalid value "1.5MB" for flag -max-request-bytes: parse error', {}, 'parse');
     fails(['--max-txn-ops=-1'], /^invalid value "-1" for flag -max-txn-ops: parse error/);
     fails(['--max-txn-ops=08'], /parse error/);
     fails(['--max-txn-ops=1__0'], /parse error/);
-    fails(['--max-concurrent-streams=4294967296'], /^invalid value "4294967296" for flag -max-concurrent-streams: value out of range/);
+    fails(['--max-concurrent-streams=4294967296'], 'invalid value "4294967296" for flag -max-concurrent-streams: value out of range', {}, 'parse');
     fails(['--quota-backend-bytes=9223372036854775808'], /value out of range/);
     fails(['--quota-backend-bytes=-9223372036854775809'], /value out of range/);
     assert.equal(run(['--quota-backend-bytes=-9223372036854775808']).config.quotaBackendBytes, -(2 ** 63));
@@ -384,8 +385,8 @@ describe('values', () => {
     assert.equal(run(['--auto-compaction-mode=revision', '--auto-compaction-retention=1000']).config.autoCompactionMode, 'revision');
     assert.equal(run(['--auto-compaction-retention=1h30m']).config.autoCompactionRetention, '1h30m');
     assert.equal(run(['--auto-compaction-retention=']).config.autoCompactionRetention, '0');
-    fails(['--auto-compaction-mode=daily'], /^unknown auto-compaction-mode "daily"/);
-    fails(['--auto-compaction-retention=-5'], 'error parsing CompactionRetention: time: missing unit in duration "-5"');
+    fails(['--auto-compaction-mode=daily'], 'unknown auto-compaction-mode "daily"', {}, 'verify');
+    fails(['--auto-compaction-retention=-5'], 'error parsing CompactionRetention: time: missing unit in duration "-5"', {}, 'start');
     fails(['--auto-compaction-retention=week'], 'error parsing CompactionRetention: time: invalid duration "week"');
   });
 
@@ -393,7 +394,7 @@ describe('values', () => {
     for (const level of ['debug', 'info', 'warn', 'error', 'dpanic', 'panic', 'fatal']) {
       assert.equal(run([`--log-level=${level}`]).config.logLevel, level);
     }
-    fails(['--log-level=verbose'], /^unknown log level "verbose"/);
+    fails(['--log-level=verbose'], 'unknown level "verbose"', {}, 'verify');
     const { config, warnings } = run(['--debug', '--log-level=error']);
     assert.equal(config.logLevel, 'debug');
     assert.match(warnings[0] as string, /deprecated '--debug'/);
@@ -406,7 +407,7 @@ describe('values', () => {
     assert.equal(clamped.config.watchProgressNotifyIntervalMs, 100);
     assert.match(clamped.warnings[0] as string, /minimum period 100ms/);
     assert.equal(run(['--experimental-watch-progress-notify-interval=0']).config.watchProgressNotifyIntervalMs, 600_000);
-    fails(['--experimental-watch-progress-notify-interval=10'], 'invalid value "10" for flag -experimental-watch-progress-notify-interval: parse error (time: missing unit in duration "10")');
+    fails(['--experimental-watch-progress-notify-interval=10'], 'invalid value "10" for flag -experimental-watch-progress-notify-interval: parse error', {}, 'parse');
   });
 
   it('reads the slow-request warning duration as a Go duration, taken as given', () => {
@@ -435,6 +436,45 @@ describe('values', () => {
   });
 });
 
+describe('logging (--logger, --log-outputs; etcd embed setupLogging)', () => {
+  const outputs = (argv: string[], env: Record<string, string | undefined> = {}): string[] => run(argv, env).config.logOutputs;
+
+  it('writes to stderr by default; capnslog takes one of default, stderr, stdout', () => {
+    assert.deepEqual(outputs([]), ['stderr']);
+    assert.deepEqual(outputs(['--log-outputs=stdout']), ['stdout']);
+    assert.deepEqual(outputs(['--logger=capnslog', '--log-outputs=default']), ['stderr']);
+    fails(['--log-outputs=/var/log/etcd.log'], 'unknown log-output "/var/log/etcd.log" (only supports "default", "stderr", "stdout")', {}, 'verify');
+    fails(['--log-outputs=stdout,stderr'], `--logger=capnslog supports only 1 value in '--log-outputs', got ["stderr" "stdout"]`, {}, 'verify');
+  });
+
+  it('zap takes files, stdout and stderr together, sorted without duplicates; /dev/null silences all', () => {
+    assert.deepEqual(outputs(['--logger=zap', '--log-outputs=stdout,/tmp/b.log,/tmp/a.log,stdout']), ['/tmp/a.log', '/tmp/b.log', 'stdout']);
+    assert.deepEqual(outputs(['--logger=zap', '--log-outputs=default']), ['stderr']);
+    assert.deepEqual(outputs(['--logger=zap', '--log-outputs=stderr,/dev/null']), ['/dev/null']);
+    assert.deepEqual(outputs([], { ETCD_LOGGER: 'zap', ETCD_LOG_OUTPUTS: '/tmp/etcd.log' }), ['/tmp/etcd.log']);
+    assert.deepEqual(outputs(['--logger=zap', '--log-outputs=systemd/journal']), ['systemd/journal']);
+    fails(['--logger=zap', '--log-outputs=default,stdout'], 'multi logoutput for "default" is not supported yet', {}, 'verify');
+    fails(
+      ['--logger=zap', '--log-outputs=systemd/journal,stdout'],
+      `running with systemd/journal but other '--log-outputs' values (["stdout" "systemd/journal"]) are configured with 'default'; override 'default' value with something else`,
+    );
+    fails(['--logger=glog'], 'unknown logger option "glog"', {}, 'verify');
+  });
+
+  it('reads the deprecated --log-output as etcd 3.4 does', () => {
+    // One value: a warning, and --log-outputs stays in force.
+    const single = run(['--log-output=stdout']);
+    assert.deepEqual(single.config.logOutputs, ['stderr']);
+    assert.match(single.warnings[0] as string, /Deprecated '--log-output' flag is set to \["stdout"\]/);
+    // More values than --log-outputs: they replace it.
+    const many = run(['--logger=zap', '--log-output=stdout,stderr']);
+    assert.deepEqual(many.config.logOutputs, ['stderr', 'stdout']);
+    assert.match(many.warnings[0] as string, /'--log-output' flag has been deprecated/);
+    fails(['--log-output=stdout', '--log-outputs=stdout'], `'--log-output=["stdout"]' and '--log-outputs=["stdout"]' are incompatible; only set --log-outputs`);
+    fails(['--logger=zap', '--log-output=a,b', '--log-outputs=c,d'], "both '--log-output' and '--log-outputs' are set; only set '--log-outputs'");
+  });
+});
+
 describe('client TLS', () => {
   it('stays undefined when no TLS flag has a value', () => {
     assert.equal(run(['--cert-file=', '--client-cert-auth=false', '--cipher-suites=']).config.clientTls, undefined);
@@ -457,16 +497,18 @@ describe('client TLS', () => {
 
   it('refuses https:// listeners without cert/key or --auto-tls, as etcd', () => {
     const https = ['--listen-client-urls=https://0.0.0.0:2379', '--advertise-client-urls=https://10.0.0.1:2379'];
-    fails(https, 'TLS key/cert (--cert-file, --key-file) must be provided for client url https://0.0.0.0:2379 with HTTPS scheme');
+    fails(https, 'TLS key/cert (--cert-file, --key-file) must be provided for client url https://0.0.0.0:2379 with HTTPS scheme', {}, 'start');
     fails([...https, '--trusted-ca-file=ca.pem'], /must be provided for client url https:\/\/0\.0\.0\.0:2379/);
     assert.equal(run([...https, '--auto-tls']).config.clientTls?.autoTls, true);
     assert.equal(run([...https, '--cert-file=c.pem', '--key-file=k.pem']).config.clientTls?.certFile, 'c.pem');
-    fails(['--listen-metrics-urls=https://127.0.0.1:2381'], 'cannot listen on TLS for https://127.0.0.1:2381: KeyFile and CertFile are not presented');
+    fails(['--listen-metrics-urls=https://127.0.0.1:2381'], 'cannot listen on TLS for 127.0.0.1:2381: KeyFile and CertFile are not presented', {}, 'start');
   });
 
-  it('refuses a cert without a key, and an unknown cipher suite', () => {
-    fails(['--cert-file=c.pem'], /--cert-file and --key-file must be given together/);
-    fails(['--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,ECDHE-RSA-AES128-GCM-SHA256'], 'unexpected TLS cipher suite "ECDHE-RSA-AES128-GCM-SHA256"');
+  it('takes a cert without a key (refused only where TLS is used), and refuses an unknown cipher suite', () => {
+    const { config, warnings } = run([...CLIENT, '--cert-file=c.pem']);
+    assert.equal(config.clientTls?.certFile, 'c.pem');
+    assert.match(warnings[0] as string, /ignoring key and cert files \(client-url http:\/\/127\.0\.0\.1:2379\)/);
+    fails(['--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,ECDHE-RSA-AES128-GCM-SHA256'], 'unexpected TLS cipher suite "ECDHE-RSA-AES128-GCM-SHA256"', {}, 'start');
   });
 
   it('warns when cert files or client cert auth meet an http:// listener', () => {
@@ -617,7 +659,7 @@ describe('auth flags', () => {
       fails(['--auth-token', `jwt,sign-method=RS256,priv-key=${priv},pub-key=${otherPub}`], "auth: public and private keys don't match");
       fails(['--auth-token', `jwt,sign-method=RS256,priv-key=${ecKey}`], 'key is not a valid RSA private key');
       fails(['--auth-token', `jwt,sign-method=RS256,priv-key=${join(dir, 'secret')}`], 'invalid key: Key must be a PEM encoded PKCS1 or PKCS8 key');
-      fails(['--auth-token', 'opaque'], 'auth: invalid auth options (unknown token type: opaque)');
+      fails(['--auth-token', 'opaque'], 'auth: invalid auth options', {}, 'start');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

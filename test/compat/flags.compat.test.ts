@@ -1,0 +1,92 @@
+// Command lines etcd 3.4 refuses, against etcd-ts: the same exit status (2 for what Go's flag
+// package refuses, 1 for what etcd refuses after parsing) and the same reason, whether etcd
+// logs it as "error verifying flags, …" or as a critical line at start. And the log outputs of
+// --logger=zap --log-outputs: both servers write their log lines to the files named, not to
+// stderr. One difference is deliberate: an unknown --log-level makes etcd 3.4 panic (exit 2);
+// etcd-ts refuses it as a flag error (exit 1).
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { refusal } from '../helpers/refusals.js';
+import { etcdUnavailableReason, freePort, startServer } from '../helpers/servers.js';
+
+describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('both refuse the same command lines with the same exit status and reason', { timeout: 180_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'flags-compat-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const client = async (scheme = 'http'): Promise<string[]> => {
+      const url = `${scheme}://127.0.0.1:${await freePort()}`;
+      return ['--listen-client-urls', url, '--advertise-client-urls', url];
+    };
+    const cases: [string[], Record<string, string>?][] = [
+      // Go's flag package: exit 2.
+      [['--no-such-flag']],
+      [['--max-txn-ops', 'abc']],
+      [['--max-txn-ops', '99999999999999999999']],
+      [['--max-txn-ops']],
+      [['--auto-tls=maybe']],
+      [['--grpc-keepalive-timeout', '5']],
+      [['--proxy', 'sometimes']],
+      [['--listen-client-urls', 'localhost:2379']],
+      // etcdmain's "error verifying flags": exit 1.
+      [['positional']],
+      [[], { ETCD_MAX_TXN_OPS: 'abc' }],
+      [['--auto-compaction-mode', 'daily']],
+      [['--logger', 'zap', '--auto-compaction-mode', 'daily']],
+      [['--listen-client-urls', 'http://127.0.0.1:1']],
+      [['--logger', 'glog']],
+      [['--log-outputs', join(dir, 'etcd.log')]],
+      [['--log-outputs', 'stdout,stderr']],
+      [['--log-output', 'stdout', '--log-outputs', 'stdout']],
+      [['--logger', 'zap', '--log-outputs', 'default,stdout']],
+      [['--logger', 'zap', '--log-outputs', join(dir, 'missing', 'etcd.log')]],
+      [['--logger', 'zap', '--log-outputs', dir]],
+      // Refused at start: exit 1.
+      [['--auto-compaction-retention', '1x']],
+      [['--cipher-suites', 'TLS_FOO']],
+      [['--auth-token', 'opaque']],
+      [['--auth-token', 'jwt,sign-method=RS256']],
+    ];
+    const differ: string[] = [];
+    for (const [args, env] of cases) {
+      const full = args.includes('--listen-client-urls') ? args : [...(await client()), ...args];
+      const etcd = await refusal('etcd', full, env);
+      assert.notEqual(etcd.status, null, `etcd did not exit with ${args.join(' ')}`);
+      assert.notEqual(etcd.status, 0, `etcd accepted ${args.join(' ')}`);
+      const ours = await refusal('etcd-ts', full, env);
+      if (JSON.stringify(ours) !== JSON.stringify(etcd)) {
+        differ.push(`${args.join(' ')} ${JSON.stringify(env ?? {})}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
+      }
+    }
+    // TLS asked for without the files: the reason names the URL (metrics: host and port only).
+    for (const args of [
+      [...(await client('https'))],
+      [...(await client('https')), '--cert-file', join(dir, 'server.crt')],
+      [...(await client()), '--listen-metrics-urls', `https://127.0.0.1:${await freePort()}`],
+    ]) {
+      const etcd = await refusal('etcd', args);
+      const ours = await refusal('etcd-ts', args);
+      if (JSON.stringify(ours) !== JSON.stringify(etcd)) differ.push(`${args.join(' ')}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
+    }
+    assert.deepEqual(differ, []);
+  });
+
+  it('both write their log lines to every --log-outputs file and nothing to stderr', { timeout: 60_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'log-outputs-compat-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const files = [join(dir, `${kind}-a.log`), join(dir, `${kind}-b.log`)];
+      const server = await startServer(t, { kind, flags: ['--logger', 'zap', '--log-outputs', files.join(',')], logFile: files[0] });
+      await server.stop();
+      assert.equal(server.stderr().trim(), '', `${kind} wrote to stderr`);
+      const [a, b] = files.map((f) => readFileSync(f, 'utf8'));
+      assert.equal(a, b, `${kind}: both files hold the same lines`);
+      const entries = (a ?? '').trim().split('\n').map((l) => JSON.parse(l) as { level: string; ts: string; msg: string });
+      assert.ok(entries.length > 1, `${kind}: ${entries.length} lines`);
+      for (const e of entries) assert.match(e.ts, /^\d{4}-\d\d-\d\dT/, kind);
+    }
+  });
+});
