@@ -14,6 +14,7 @@ import type {
   AuthRoleGrantPermissionResponse,
   AuthRoleListResponse,
   AuthRoleRevokePermissionResponse,
+  AuthStatusResponse,
   AuthUserAddResponse,
   AuthUserChangePasswordResponse,
   AuthUserDeleteResponse,
@@ -55,6 +56,15 @@ export class AuthApi {
   /** Turns authentication off; every token becomes invalid. */
   authDisable(options?: CallOptions): Promise<AuthDisableResponse> {
     return this.connection.unary((ep) => ep.auth.authDisable.bind(ep.auth), {}, options, false);
+  }
+
+  /**
+   * Whether authentication is on (`enabled`) and the auth store's revision (`authRevision`):
+   * etcd 3.5's AuthStatus, which any client may call. @throws `etcdserver: invalid auth token`
+   * for a token the server did not give; `Unimplemented` from etcd 3.4.
+   */
+  authStatus(options?: CallOptions): Promise<AuthStatusResponse> {
+    return this.connection.unary((ep) => ep.auth.authStatus.bind(ep.auth), {}, options, true);
   }
 
   /**

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { AuthFailedError, Client, PermissionDeniedError } from '../../src/index.js';
+import { status as Status } from '@grpc/grpc-js';
+import { AuthFailedError, Client, PermissionDeniedError, type EtcdClientError } from '../../src/index.js';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { KINDS, start } from './common.js';
 
@@ -71,6 +72,32 @@ for (const { kind, skip } of KINDS) {
       const anonymous = new Client({ endpoints: [server.endpoint] });
       t.after(() => anonymous.close());
       assert.equal((await anonymous.get('/ops/x')).kvs.length, 1);
+    });
+
+    it('asks whether auth is on (etcd 3.5 AuthStatus; etcd 3.4 answers Unimplemented)', async (t) => {
+      const server = await start(t, kind, ['--bcrypt-cost', '4']);
+      const client = new Client({ endpoints: [server.endpoint] });
+      t.after(() => client.close());
+      if (kind === 'etcd') {
+        await assert.rejects(client.auth.authStatus(), (err: EtcdClientError) => err.code === Status.UNIMPLEMENTED);
+        return;
+      }
+      await client.put('k', 'v');
+      const before = await client.status();
+      const off = await client.auth.authStatus();
+      assert.equal(off.enabled, false);
+      assert.equal(off.authRevision, 1n);
+      assert.equal(off.header?.revision, 2n);
+      assert.equal((await client.status()).raftIndex, before.raftIndex + 1n, 'one raft entry, as in etcd 3.5');
+      await ctl(server.endpoint, ...USERS, ['auth', 'enable']);
+      const on = await client.auth.authStatus(); // no token needed
+      assert.equal(on.enabled, true);
+      assert.ok(on.authRevision > off.authRevision, `${on.authRevision} > ${off.authRevision}`);
+      const gateway = await fetch(`${server.endpoint}/v3/auth/status`, { method: 'POST', body: '{}' });
+      const body = (await gateway.json()) as { enabled: boolean; authRevision: string };
+      assert.deepEqual([body.enabled, body.authRevision], [true, on.authRevision.toString()]);
+      const stale = await fetch(`${server.endpoint}/v3/auth/status`, { method: 'POST', body: '{}', headers: { authorization: 'not-a-token' } });
+      assert.match(await stale.text(), /etcdserver: invalid auth token/);
     });
 
     it('sends its token with calls and watches; the server checks the user\'s permissions', async (t) => {

@@ -2,8 +2,8 @@
  * The gRPC Auth service (etcd `api/v3rpc/auth.go` and the auth half of `apply_auth.go`): each
  * call is one raft entry of the EtcdServer (`authRequest`), answered with a header once durable.
  *
- * With auth on, every call but Authenticate needs root's privileges, except that a user may
- * get itself (UserGet) and a role it has (RoleGet). A token the server did not give is refused
+ * With auth on, every call but Authenticate and AuthStatus needs root's privileges, except that
+ * a user may get itself (UserGet) and a role it has (RoleGet). A token the server did not give is refused
  * with "invalid auth token" before anything else. Passwords are hashed before the entry, on
  * libuv's pool, so the main thread never runs bcrypt.
  */
@@ -12,6 +12,7 @@ import {
   AuthService,
   type AuthenticateRequest,
   type AuthRoleGetRequest,
+  type AuthStatusRequest,
   type AuthUserGetRequest,
 } from '../../proto/gen/rpc.gen.js';
 import type { EtcdServer } from '../etcd-server.js';
@@ -58,6 +59,10 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(AuthService, {
     authEnable: change(changes.enable),
     authDisable: change(changes.disable),
+    // etcd 3.5: a raft entry like the others, open to every caller with a valid token or none.
+    authStatus: unary((_r: AuthStatusRequest, md) =>
+      etcd.authRequest(auth.authInfo(md), false, () => ({ enabled: auth.enabled, authRevision: BigInt(auth.revision) })),
+    ),
     authenticate: unary((r: AuthenticateRequest) => etcd.authenticate(r.name, r.password)),
     userAdd: withPassword(changes.userAdd, (r) => r.options?.noPassword ?? false),
     userGet: adminOr(

@@ -69,6 +69,7 @@ const ROUTES: readonly (readonly [string, string, string])[] = [
   ['/v3/maintenance/transfer-leadership', 'etcdserverpb.Maintenance', 'MoveLeader'],
   ['/v3/auth/enable', 'etcdserverpb.Auth', 'AuthEnable'],
   ['/v3/auth/disable', 'etcdserverpb.Auth', 'AuthDisable'],
+  ['/v3/auth/status', 'etcdserverpb.Auth', 'AuthStatus'],
   ['/v3/auth/authenticate', 'etcdserverpb.Auth', 'Authenticate'],
   ['/v3/auth/user/add', 'etcdserverpb.Auth', 'UserAdd'],
   ['/v3/auth/user/get', 'etcdserverpb.Auth', 'UserGet'],
