@@ -64,6 +64,11 @@ export interface ServerConfig {
    * (`startServer`) logs only to the logger it is given. @default ['stderr']
    */
   logOutputs: string[];
+  /**
+   * Detail of `/metrics` (`--metrics`): `extensive` adds `grpc_server_handling_seconds`, the
+   * handling time of every gRPC call by method; any other value is etcd's `basic`. @default 'basic'
+   */
+  metrics: string;
   /** Max concurrent HTTP/2 streams per client connection (`--max-concurrent-streams`). @default 4294967295 */
   maxConcurrentStreams: number;
   /**
@@ -115,6 +120,7 @@ export function defaultConfig(): ServerConfig {
     autoCompactionRetention: '0',
     logLevel: 'info',
     logOutputs: ['stderr'],
+    metrics: 'basic',
     maxConcurrentStreams: 4294967295,
     grpcKeepaliveMinTimeMs: 5000,
     grpcKeepaliveIntervalMs: 2 * 60 * 60 * 1000,

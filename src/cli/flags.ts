@@ -219,7 +219,7 @@ const FLAGS: readonly FlagSpec[] = [
   supported('auth-token-ttl', 'uint', '300', 'Time (in seconds) of the auth-token-ttl.'),
   // Profiling and monitoring.
   ignored('enable-pprof', 'bool'),
-  ignored('metrics', 'string'),
+  supported('metrics', 'string', 'basic', "Set level of detail for exported metrics, specify 'extensive' to include histogram metrics."),
   supported(
     'listen-metrics-urls',
     'urls',
@@ -710,6 +710,7 @@ function buildConfig(
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
   config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;
   config.enableGrpcGateway = values.get('enable-grpc-gateway') !== false;
+  config.metrics = text('metrics') ?? config.metrics; // etcd checks only for 'extensive'
   // etcd's NewTokenProvider: simple or jwt (its key files read now), anything else refused.
   try {
     config.authToken = parseTokenOptions(text('auth-token') ?? 'simple', (d) => {

@@ -73,7 +73,12 @@ interface MethodCalls {
   /** Messages received and sent (`grpc_server_msg_{received,sent}_total`). */
   received: number;
   sent: number;
+  /** This method's `grpc_server_handling_seconds` series, with `--metrics extensive`. */
+  readonly handling: { observe(seconds: number): void } | undefined;
 }
+
+/** Prometheus's `DefBuckets`, which go-grpc-prometheus's handling-time histogram uses. */
+const PROMETHEUS_DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** Prometheus `ExponentialBuckets(start, factor, count)`. */
 function exponentialBuckets(start: number, factor: number, count: number): number[] {
@@ -108,6 +113,11 @@ export class ServerMetrics {
   private readonly clientRequests = { unary: new Map<string, number>(), stream: new Map<string, number>() };
   /** Histograms of call durations in seconds by method path, for the calls etcd times; read by `instrument`. */
   private readonly timers = new Map<string, Histogram>();
+  /**
+   * go-grpc-prometheus's handling time of every call by method (`grpc_server_handling_seconds`),
+   * which etcd turns on with `--metrics extensive`; undefined with `basic`.
+   */
+  private readonly handlingSeconds: Histogram<'grpc_service' | 'grpc_method' | 'grpc_type'> | undefined;
   /** Scrapes being served, and those served by HTTP status (client_golang's promhttp; 200, 500 and 503 from the start). */
   private scrapesInFlight = 0;
   private readonly scrapes = new Map<number, number>([[200, 0], [500, 0], [503, 0]]);
@@ -118,6 +128,15 @@ export class ServerMetrics {
   constructor(etcd: EtcdServer) {
     const store = etcd.store;
     const register = [this.registry];
+    if (etcd.config.metrics === 'extensive') {
+      this.handlingSeconds = new Histogram({
+        name: 'grpc_server_handling_seconds',
+        help: 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.',
+        labelNames: ['grpc_service', 'grpc_method', 'grpc_type'],
+        buckets: PROMETHEUS_DEFAULT_BUCKETS,
+        registers: register,
+      });
+    }
     this.liveKeys = store.index.countRevisions('\0', '\0', store.publishedRev);
     store.onPublish((_rev, changes) => {
       for (const kv of changes) {
@@ -313,16 +332,20 @@ export class ServerMetrics {
       const counted = this.methodCalls(method.path, method.requestStream, method.responseStream);
       const requests = this.clientRequests[method.requestStream || method.responseStream ? 'stream' : 'unary'];
       const timer = this.timers.get(method.path);
+      const timed = timer !== undefined || counted.handling !== undefined;
       /** Counts a call that started at `start` (ms; 0 when the method is not timed) as ended with `code`. */
       const handled = (code: number, start: number): void => {
         counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
-        timer?.observe((performance.now() - start) / 1000);
+        if (!timed) return;
+        const seconds = (performance.now() - start) / 1000;
+        timer?.observe(seconds);
+        counted.handling?.observe(seconds);
       };
       if (!method.responseStream) {
         // Unary and client-streaming handlers answer through a callback.
         const h = handler as (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => void;
         out[name] = (call: { metadata: Metadata }, callback: sendUnaryData<unknown>) => {
-          const start = timer ? performance.now() : 0;
+          const start = timed ? performance.now() : 0;
           counted.started++;
           countClientRequest(requests, call.metadata);
           h(call, (err, value, trailer, flags) => {
@@ -335,7 +358,7 @@ export class ServerMetrics {
         // (`pendingStatus`): the one it sent, or the one its cancellation stands for.
         const h = handler as (call: StreamingCall) => void;
         out[name] = (call: StreamingCall) => {
-          const start = timer ? performance.now() : 0;
+          const start = timed ? performance.now() : 0;
           counted.started++;
           countClientRequest(requests, call.metadata);
           call.once('close', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
@@ -399,13 +422,10 @@ export class ServerMetrics {
     let c = this.calls.get(path);
     if (!c) {
       const [service = '', name = ''] = path.slice(1).split('/');
-      c = {
-        labels: { grpc_service: service, grpc_method: name, grpc_type: grpcType(requestStream, responseStream) },
-        started: 0,
-        handled: new Map(),
-        received: 0,
-        sent: 0,
-      };
+      const labels = { grpc_service: service, grpc_method: name, grpc_type: grpcType(requestStream, responseStream) };
+      // Every method's series is there from the start, at 0, as go-grpc-prometheus registers them.
+      this.handlingSeconds?.zero(labels);
+      c = { labels, started: 0, handled: new Map(), received: 0, sent: 0, handling: this.handlingSeconds?.labels(labels) };
       this.calls.set(path, c);
     }
     return c;

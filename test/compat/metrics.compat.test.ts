@@ -171,6 +171,35 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     assert.ok(first.samples.get('process_cpu_seconds_total')! > 0);
   });
 
+  it('--metrics extensive: grpc_server_handling_seconds of every method from the start, counting calls as etcd\'s', async (t) => {
+    const flags = ['--metrics', 'extensive'];
+    const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
+    const series = (s: Scrape) => [...s.samples.keys()].filter((k) => k.startsWith('grpc_server_handling_seconds_count'));
+    const before = await Promise.all(servers.map(scrape));
+    const [theirs, ours] = before as [Scrape, Scrape];
+    assert.equal(ours.meta.get('grpc_server_handling_seconds'), theirs.meta.get('grpc_server_handling_seconds'));
+    const missing = series(theirs).filter((k) => !ours.samples.has(k));
+    assert.deepEqual(missing, [], 'series etcd has at 0 from its start');
+    assert.ok(series(theirs).length > 30, `${series(theirs).length} methods`);
+    for (const s of servers) {
+      assert.equal((await etcdctl(s.endpoint, ['put', 'k', 'v'])).code, 0);
+      await interrupted(s.endpoint, ['watch', 'k'], 700);
+    }
+    await new Promise((done) => setTimeout(done, 300));
+    const after = await Promise.all(servers.map(scrape));
+    const put = '{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}';
+    const watch = '{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}';
+    const buckets = (s: Scrape) => [...s.samples.keys()].filter((k) => k.startsWith('grpc_server_handling_seconds_bucket{grpc_method="Put"'));
+    assert.deepEqual(buckets(after[1]!), buckets(after[0]!), 'the same buckets');
+    const moved = sameMoves(before, after, [`grpc_server_handling_seconds_count${put}`, `grpc_server_handling_seconds_count${watch}`]);
+    assert.equal(moved(`grpc_server_handling_seconds_count${put}`), 1);
+    assert.equal(moved(`grpc_server_handling_seconds_count${watch}`), 1);
+    // The watch stream's time is its whole life (~0.7 s); a put is answered within 0.25 s.
+    const seconds = (name: string) => after[1]!.samples.get(`grpc_server_handling_seconds_sum${name}`)! - before[1]!.samples.get(`grpc_server_handling_seconds_sum${name}`)!;
+    assert.ok(seconds(watch) > 0.5 && seconds(watch) < 5, `watch ${seconds(watch)} s`);
+    assert.ok(seconds(put) > 0 && seconds(put) < 0.25, `put ${seconds(put)} s`);
+  });
+
   it('etcd_debugging_auth_revision starts and moves as etcd\'s', async (t) => {
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags: ['--bcrypt-cost', '4'] }), startServer(t, { kind: 'etcd-ts', flags: ['--bcrypt-cost', '4'] })]);
     const revision = async () => (await Promise.all(servers.map(scrape))).map((s) => s.samples.get('etcd_debugging_auth_revision'));
