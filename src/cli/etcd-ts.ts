@@ -3,6 +3,8 @@
  * SIGTERM and SIGINT close it cleanly: listeners stop, queued writes become durable, the data
  * dir is released, and the process exits 0.
  */
+import { readFileSync } from 'node:fs';
+
 import type { Logger } from 'pino';
 
 import { createLogger, LogOutputError, openLogOutputs } from '../logger.js';
@@ -28,7 +30,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     refuse(createLogger('info'), err);
   }
   if (parsed.action === 'version') {
-    process.stdout.write(`etcd Version: ${SERVER_VERSION}\netcd-ts: ${process.env.npm_package_version ?? ''}\nNode Version: ${process.version}\n`);
+    process.stdout.write(`etcd Version: ${SERVER_VERSION}\netcd-ts: ${packageVersion()}\nNode Version: ${process.version}\n`);
     return;
   }
   if (parsed.action === 'help') {
@@ -78,4 +80,18 @@ function refuse(log: Logger, err: unknown): never {
   if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) log.warn(fields, 'failed to verify flags');
   else log.fatal(fields, 'failed to start etcd-ts');
   process.exit(1);
+}
+
+/** etcd-ts's own version: the `version` of the package.json above this module (in src/ or dist/src/). */
+function packageVersion(): string {
+  for (let dir = new URL('.', import.meta.url); dir.pathname !== '/'; dir = new URL('..', dir)) {
+    let pkg: { name?: string; version?: string };
+    try {
+      pkg = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as typeof pkg;
+    } catch {
+      continue;
+    }
+    if (pkg.name === 'etcd-ts') return pkg.version ?? '';
+  }
+  return '';
 }

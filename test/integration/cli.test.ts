@@ -3,13 +3,14 @@
  * unknown and cluster-only flags.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '../../src/client/client.js';
+import { SERVER_VERSION } from '../../src/server/etcd-server.js';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdTsUnavailableReason, freePort } from '../helpers/servers.js';
 
@@ -73,6 +74,14 @@ test('a second server on the same data dir refuses to start; SIGTERM shuts down 
   assert.equal((await etcdctl(first.url, ['get', 'k', '--print-value-only'])).stdout, 'v\n');
   again.child.kill('SIGINT');
   assert.equal(await again.exited, 0);
+});
+
+test("--version names the etcd version served and etcd-ts's own, run directly (not through npm)", { skip }, () => {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
+  const r = spawnSync(process.execPath, [BIN, '--version'], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, r.stderr);
+  const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8')) as { version: string };
+  assert.equal(r.stdout, `etcd Version: ${SERVER_VERSION}\netcd-ts: ${pkg.version}\nNode Version: ${process.version}\n`);
 });
 
 test('unknown flags fail with Go flag wording; cluster-only flags are ignored with one warning', { skip }, async (t) => {
