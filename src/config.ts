@@ -65,6 +65,11 @@ export interface ServerConfig {
    */
   logOutputs: string[];
   /**
+   * No fsync at all (`--unsafe-no-fsync`, for tests and throwaway clusters): writes are
+   * acknowledged once in the page cache; a machine crash can lose them. @default false
+   */
+  unsafeNoFsync: boolean;
+  /**
    * Detail of `/metrics` (`--metrics`): `extensive` adds `grpc_server_handling_seconds`, the
    * handling time of every gRPC call by method; any other value is etcd's `basic`. @default 'basic'
    */
@@ -121,6 +126,7 @@ export function defaultConfig(): ServerConfig {
     logLevel: 'info',
     logOutputs: ['stderr'],
     metrics: 'basic',
+    unsafeNoFsync: false,
     maxConcurrentStreams: 4294967295,
     grpcKeepaliveMinTimeMs: 5000,
     grpcKeepaliveIntervalMs: 2 * 60 * 60 * 1000,

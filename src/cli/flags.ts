@@ -277,7 +277,7 @@ const FLAGS: readonly FlagSpec[] = [
     'Time duration after which a warning is generated if request takes more time.',
   ),
   // Unsafe.
-  ignored('unsafe-no-fsync', 'bool'),
+  supported('unsafe-no-fsync', 'bool', 'false', 'Disables fsync, unsafe, will cause data loss.'),
   ignored('force-new-cluster', 'bool'),
   // Others.
   supported('config-file', 'string', '', CONFIG_FILE_USAGE),
@@ -711,6 +711,7 @@ function buildConfig(
   config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;
   config.enableGrpcGateway = values.get('enable-grpc-gateway') !== false;
   config.metrics = text('metrics') ?? config.metrics; // etcd checks only for 'extensive'
+  config.unsafeNoFsync = flag('unsafe-no-fsync');
   // etcd's NewTokenProvider: simple or jwt (its key files read now), anything else refused.
   try {
     config.authToken = parseTokenOptions(text('auth-token') ?? 'simple', (d) => {
@@ -919,7 +920,7 @@ function logOutputs(
 }
 
 /** Supported flags etcd 3.4 defines without a line in its help text. */
-const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file', 'log-output']);
+const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file', 'log-output', 'unsafe-no-fsync']);
 
 /**
  * The ways to run etcd-ts, which etcd prints on stderr after a flag the flag package refuses

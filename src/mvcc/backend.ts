@@ -29,7 +29,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { Wal, WAL_HEADER_BYTES, type WalRecord } from './wal.js';
+import { Wal, WAL_HEADER_BYTES, WAL_SEGMENT_BYTES, type WalRecord } from './wal.js';
 
 /** Names of the backend's databases (etcd's bucket names where etcd has one). */
 export type BucketName = 'key' | 'meta' | 'lease' | 'alarm' | 'auth' | 'authUsers' | 'authRoles';
@@ -71,6 +71,12 @@ export interface BackendOptions {
   batchIntervalMs?: number;
   /** Logged writes that start an LMDB commit at once (etcd `--backend-batch-limit`). @default 10000 */
   batchLimit?: number;
+  /**
+   * No fsync anywhere (etcd `--unsafe-no-fsync`): log records are acknowledged once written to
+   * the page cache and LMDB never syncs. A killed process loses nothing; a crash of the machine
+   * or a power loss can lose acknowledged writes. @default false
+   */
+  unsafeNoFsync?: boolean;
 }
 
 /** One queued write; `value` undefined = delete; `id` is the key as a latin1 string (the overlay's key). */
@@ -100,6 +106,7 @@ export class Backend {
   private readonly wal: Wal;
   private readonly batchIntervalMs: number;
   private readonly batchLimit: number;
+  private readonly unsafeNoFsync: boolean;
   /** Writes not yet in LMDB, by bucket and key (latin1 string of the key bytes). */
   private readonly overlay = new Map<BucketName, Map<string, OverlayEntry>>();
   /** Writes queued for the next log record, its size in bytes, and its sequence number. */
@@ -136,7 +143,8 @@ export class Backend {
     this.dir = dir;
     this.batchIntervalMs = options.batchIntervalMs ?? 100;
     this.batchLimit = options.batchLimit ?? 10_000;
-    this.env = Backend.openEnv(dir);
+    this.unsafeNoFsync = options.unsafeNoFsync ?? false;
+    this.env = this.openEnv();
     let wal: Wal | undefined;
     let applied: number;
     let records: WalRecord[];
@@ -144,14 +152,16 @@ export class Backend {
     try {
       // The LMDB state trusted below must be on disk, not only in the page cache of a process
       // that crashed: segments are reused on the strength of it.
-      const fd = fs.openSync(path.join(dir, 'data.mdb'), 'r+');
-      try {
-        fs.fdatasyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
+      if (!this.unsafeNoFsync) {
+        const fd = fs.openSync(path.join(dir, 'data.mdb'), 'r+');
+        try {
+          fs.fdatasyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
       }
       applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
-      ({ wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal')));
+      ({ wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'), WAL_SEGMENT_BYTES, !this.unsafeNoFsync));
       seq = applied;
       for (const r of records) {
         if (r.seq <= applied) continue;
@@ -184,9 +194,9 @@ export class Backend {
     return new Backend(dir, options);
   }
 
-  private static openEnv(dir: string): RootDatabase {
+  private openEnv(): RootDatabase {
     // overlappingSync: a commit is visible before its fsync ends; `flushed` says when it ended.
-    return open({ path: dir, overlappingSync: true, maxDbs: 16, pageSize: 4096 });
+    return open({ path: this.dir, overlappingSync: !this.unsafeNoFsync, noSync: this.unsafeNoFsync, maxDbs: 16, pageSize: 4096 });
   }
 
   /** The named database, opened on first use. Keys and values are raw bytes. */
@@ -341,7 +351,8 @@ export class Backend {
       () => {
         this.appending = false;
         this.lastAppendEnd = performance.now();
-        this.onWalFsyncDuration?.((this.lastAppendEnd - start) / 1000);
+        // etcd does not time a sync it skips.
+        if (!this.unsafeNoFsync) this.onWalFsyncDuration?.((this.lastAppendEnd - start) / 1000);
         this.unapplied.push({ seq, ops });
         this.unappliedOps += ops.length;
         this.scheduleApply();
@@ -497,7 +508,7 @@ export class Backend {
       this.dbs.clear();
       fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
       fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
-      this.env = Backend.openEnv(this.dir);
+      this.env = this.openEnv();
       this.sizeCache = undefined;
     } finally {
       fs.rmSync(tmp, { force: true });

@@ -60,10 +60,13 @@ export class Wal {
   private pos: number;
   /** Zeros for filling segments ahead of the write position; allocated on first need. */
   private zeros: Buffer | undefined;
+  /** False with `--unsafe-no-fsync`: appends end in the page cache. */
+  private readonly sync: boolean;
 
-  private constructor(dir: string, segmentBytes: number, segments: Segment[], active: Segment, pos: number) {
+  private constructor(dir: string, segmentBytes: number, sync: boolean, segments: Segment[], active: Segment, pos: number) {
     this.dir = dir;
     this.segmentBytes = segmentBytes;
+    this.sync = sync;
     this.segments = segments;
     this.active = active;
     this.pos = pos;
@@ -72,9 +75,11 @@ export class Wal {
   /**
    * Opens the log in `dir` (created if missing) and reads every record back, in sequence
    * order. Appends continue after the newest record. `segmentBytes` defaults to 64 MiB.
+   * `sync` false (etcd `--unsafe-no-fsync`): no `O_DSYNC`, no directory fsync, so an append
+   * is done once in the page cache.
    * Throws when the directory or a segment cannot be read or opened.
    */
-  static open(dir: string, segmentBytes = WAL_SEGMENT_BYTES): { wal: Wal; records: WalRecord[] } {
+  static open(dir: string, segmentBytes = WAL_SEGMENT_BYTES, sync = true): { wal: Wal; records: WalRecord[] } {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const names = fs.readdirSync(dir).filter((n) => SEGMENT_NAME.test(n)).sort();
     const segments: Segment[] = [];
@@ -87,7 +92,7 @@ export class Wal {
       const bytes = fs.readFileSync(file);
       const { found, end } = readRecords(bytes);
       const seg: Segment = {
-        fd: openSegment(file),
+        fd: openSegment(file, sync),
         size: bytes.length,
         lastSeq: found.at(-1)?.seq ?? 0,
         free: false,
@@ -100,8 +105,8 @@ export class Wal {
       }
     }
     records.sort((a, b) => a.seq - b.seq);
-    if (segments.length === 0) segments.push(createSegment(dir, 0));
-    return { wal: new Wal(dir, segmentBytes, segments, active ?? segments[0]!, pos), records };
+    if (segments.length === 0) segments.push(createSegment(dir, 0, sync));
+    return { wal: new Wal(dir, segmentBytes, sync, segments, active ?? segments[0]!, pos), records };
   }
 
   /**
@@ -160,7 +165,7 @@ export class Wal {
   private rotate(): void {
     let next = this.segments.find((s) => s.free);
     if (!next) {
-      next = createSegment(this.dir, this.segments.length);
+      next = createSegment(this.dir, this.segments.length, this.sync);
       this.segments.push(next);
     }
     next.free = false;
@@ -174,20 +179,22 @@ function segmentName(i: number): string {
   return `${i.toString(16).padStart(16, '0')}.log`;
 }
 
-/** Opens a segment for synchronous-data writes. */
-function openSegment(file: string): number {
-  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_DSYNC, 0o600);
+/** Opens a segment for synchronous-data writes (`sync`), or for page-cache writes. */
+function openSegment(file: string, sync: boolean): number {
+  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | (sync ? fs.constants.O_DSYNC : 0), 0o600);
 }
 
-/** Creates segment number `i` (empty) and syncs the directory so the file survives a crash. */
-function createSegment(dir: string, i: number): Segment {
+/** Creates segment number `i` (empty) and, with `sync`, syncs the directory so the file survives a crash. */
+function createSegment(dir: string, i: number, sync: boolean): Segment {
   const file = path.join(dir, segmentName(i));
-  const fd = openSegment(file);
-  const dirFd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
+  const fd = openSegment(file, sync);
+  if (sync) {
+    const dirFd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
   }
   return { fd, size: 0, lastSeq: 0, free: false };
 }

@@ -127,6 +127,7 @@ export class EtcdServer {
       walDir: config.walDir || undefined,
       batchIntervalMs: config.backendBatchIntervalMs || undefined,
       batchLimit: config.backendBatchLimit || undefined,
+      unsafeNoFsync: config.unsafeNoFsync,
     });
     // An etcd data dir (or one `etcdctl snapshot restore` made): start from its bbolt file, then
     // apply what etcd's log holds beyond it (`open`), as etcd does when it restarts.

@@ -122,6 +122,23 @@ test('--wal-dir holds the log: a write acknowledged before kill -9 is replayed f
   assert.equal((await etcdctl(url, ['get', 'logged', '--print-value-only'])).stdout, 'only\n');
 });
 
+test('--unsafe-no-fsync: no log sync is timed, and a write acknowledged before kill -9 is still replayed (the page cache has it)', { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { args, url } = await serverArgs(dir);
+  const unsafe = [...args, '--unsafe-no-fsync', '--backend-batch-interval', '1h'];
+  const first = run(t, unsafe);
+  await ready(first);
+  assert.equal((await etcdctl(url, ['put', 'cached', 'only'])).stdout, 'OK\n');
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metrics, /^etcd_disk_wal_fsync_duration_seconds_count 0$/m);
+  first.child.kill('SIGKILL');
+  await first.exited;
+  const again = run(t, unsafe);
+  await ready(again);
+  assert.equal((await etcdctl(url, ['get', 'cached', '--print-value-only'])).stdout, 'only\n');
+});
+
 test("at a low write rate, the executable's V8 does not run a Mark-Compact after every scavenge", { skip }, async (t) => {
   // The young generation at its maximum size (2 × 16 MiB), as in a server that has run for a
   // while, and V8's growing factor at the 1.1 it picks at low write rates (src/cli/gc.ts).

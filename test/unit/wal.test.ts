@@ -41,6 +41,32 @@ describe('Wal', () => {
     assert.deepEqual(texts(Wal.open(dir).records), ['r1', 'r2', 'r3', 'r4']);
   });
 
+  it('writes through O_DSYNC descriptors, and without them under --unsafe-no-fsync', async () => {
+    /** The open flags of this process's descriptors on the log's segments (/proc/self/fdinfo). */
+    const segmentFlags = (): number[] =>
+      fs.readdirSync('/proc/self/fd').flatMap((fd) => {
+        let target: string;
+        try {
+          target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return [];
+        }
+        if (!target.startsWith(dir)) return [];
+        return [parseInt(/^flags:\s+([0-7]+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8)];
+      });
+    const synced = Wal.open(dir).wal;
+    await synced.append(1, record('r1'));
+    assert.deepEqual(segmentFlags().map((f) => (f & fs.constants.O_DSYNC) !== 0), [true]);
+    synced.close();
+    const unsafe = Wal.open(dir, undefined, false);
+    await unsafe.wal.append(2, record('r2'));
+    assert.deepEqual(segmentFlags().map((f) => (f & fs.constants.O_DSYNC) !== 0), [false]);
+    unsafe.wal.close();
+    const reopened = Wal.open(dir);
+    assert.deepEqual(texts(reopened.records), ['r1', 'r2']);
+    reopened.wal.close();
+  });
+
   it('stops at a torn record, and the next append overwrites it', async () => {
     const { wal } = Wal.open(dir);
     for (let seq = 1; seq <= 3; seq++) await wal.append(seq, record(`record ${seq}`));
