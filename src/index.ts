@@ -20,6 +20,7 @@ export { Compare, Op, Txn, type CompareOperator } from './client/txn.js';
 export { Watcher, type WatchEvent, type WatchOptions, type WatchResponse, type WatcherEvents } from './client/watch.js';
 export { LeaseKeepAlive, type KeepAliveOptions, type LeaseKeepAliveEvents } from './client/lease.js';
 export { AuthApi, type PermissionType } from './client/auth.js';
+export { MaintenanceApi } from './client/maintenance.js';
 export { Election, Mutex, Session, type SessionOptions } from './client/concurrency.js';
 export {
   AbortError,
@@ -39,13 +40,21 @@ export {
 export { startServer, type EmbeddedServer, type StartServerOptions } from './embed.js';
 export type { ServerConfig } from './config.js';
 export type { KeyValue } from './proto/gen/kv.gen.js';
+export { AlarmType } from './proto/gen/rpc.gen.js';
 export type {
+  AlarmMember,
+  AlarmResponse,
+  AuthStatusResponse,
   CompactionResponse,
+  DefragmentResponse,
   DeleteRangeResponse,
+  HashKVResponse,
   LeaseGrantResponse,
   LeaseLeasesResponse,
   LeaseRevokeResponse,
   LeaseTimeToLiveResponse,
+  MemberListResponse,
+  MoveLeaderResponse,
   PutResponse,
   RangeResponse,
   ResponseHeader,

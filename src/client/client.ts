@@ -1,5 +1,6 @@
 /**
- * The etcd v3 client: KV, txn, compaction, watch, lease and auth calls over a {@link Connection}.
+ * The etcd v3 client: KV, txn, compaction, watch, lease, auth, maintenance and member-list calls
+ * over a {@link Connection}.
  * Works against etcd-ts and etcd 3.4.
  */
 import type {
@@ -9,6 +10,7 @@ import type {
   LeaseLeasesResponse,
   LeaseRevokeResponse,
   LeaseTimeToLiveResponse,
+  MemberListResponse,
   PutResponse,
   RangeResponse,
   StatusResponse,
@@ -29,6 +31,7 @@ import {
   type PutOptions,
 } from './kv.js';
 import { LeaseKeepAlive, type KeepAliveOptions } from './lease.js';
+import { MaintenanceApi } from './maintenance.js';
 import { Txn } from './txn.js';
 import { Watcher, WatchStream, type WatchOptions } from './watch.js';
 
@@ -44,6 +47,8 @@ export class Client {
   private readonly connection: Connection;
   /** Users, roles, permissions and auth enable/disable (etcd clientv3's `Auth`). */
   readonly auth: AuthApi;
+  /** Alarms, defragmentation, hashes, snapshots, leadership (etcd clientv3's `Maintenance`). */
+  readonly maintenance: MaintenanceApi;
   /** Watch streams by group name. */
   private readonly streams = new Map<string, WatchStream>();
   /** Live keep-alive helpers, stopped by close(). */
@@ -53,6 +58,7 @@ export class Client {
   constructor(options: ClientOptions) {
     this.connection = new Connection(options);
     this.auth = new AuthApi(this.connection);
+    this.maintenance = new MaintenanceApi(this.connection);
   }
 
   /** The endpoint URLs, as normalised (with scheme). */
@@ -171,6 +177,11 @@ export class Client {
     const keepAlive = new LeaseKeepAlive(this.connection, toBigInt(id), options, () => this.keepAlives.delete(keepAlive));
     this.keepAlives.add(keepAlive);
     return keepAlive;
+  }
+
+  /** The members of the cluster (`members`: ID, name, peer and client URLs, learner flag). */
+  memberList(options?: CallOptions): Promise<MemberListResponse> {
+    return this.connection.unary((ep) => ep.cluster.memberList.bind(ep.cluster), {}, options, true);
   }
 
   /** The server status of one endpoint (version, db size, leader, raft index). */

@@ -14,10 +14,20 @@ import {
   type CallOptions as GrpcCallOptions,
   type ChannelCredentials,
   type ChannelOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { AuthClient, KVClient, LeaseClient, MaintenanceClient, WatchClient, type AuthenticateRequest, type AuthenticateResponse } from '../proto/gen/rpc.gen.js';
+import {
+  AuthClient,
+  ClusterClient,
+  KVClient,
+  LeaseClient,
+  MaintenanceClient,
+  WatchClient,
+  type AuthenticateRequest,
+  type AuthenticateResponse,
+} from '../proto/gen/rpc.gen.js';
 import { backoffDelayMs, sleep, type BackoffOptions } from './backoff.js';
 import { AbortError, InvalidAuthTokenError, toClientError, type EtcdClientError } from './errors.js';
 
@@ -79,6 +89,7 @@ export class Endpoint {
   readonly watch: WatchClient;
   readonly lease: LeaseClient;
   readonly maintenance: MaintenanceClient;
+  readonly cluster: ClusterClient;
   readonly auth: AuthClient;
   /** Consecutive failures; 0 when the last call or stream through it succeeded. */
   failures = 0;
@@ -94,6 +105,7 @@ export class Endpoint {
     this.watch = new WatchClient(target, creds, shared);
     this.lease = new LeaseClient(target, creds, shared);
     this.maintenance = new MaintenanceClient(target, creds, shared);
+    this.cluster = new ClusterClient(target, creds, shared);
     this.auth = new AuthClient(target, creds, shared);
   }
 }
@@ -111,6 +123,9 @@ type UnaryMethod<Req, Res> = (
   options: Partial<GrpcCallOptions>,
   callback: (err: ServiceError | null, response: Res) => void,
 ) => ClientUnaryCall;
+
+/** A grpc-js server-streaming method of a generated client. */
+type ServerStreamMethod<Req, Res> = (request: Req, metadata: Metadata, options?: Partial<GrpcCallOptions>) => ClientReadableStream<Res>;
 
 /** The endpoints of one client and the policy to choose among them. */
 export class Connection {
@@ -200,6 +215,44 @@ export class Connection {
     idempotent: boolean,
   ): Promise<Res> {
     return this.call(method, request, callOptions, idempotent, true);
+  }
+
+  /**
+   * Runs one server-streaming call on the next endpoint and yields its messages. There is no
+   * failover once a stream has begun (it cannot resume on another endpoint); a token the server
+   * refuses before the first message is renewed once. Stopping the iteration cancels the call.
+   * `timeoutMs` bounds the whole stream (none unless given).
+   * @throws EtcdClientError subclasses as the stream fails; AbortError when `signal` fires or the client closes.
+   */
+  async *serverStream<Req, Res>(method: (ep: Endpoint) => ServerStreamMethod<Req, Res>, request: Req, callOptions: CallOptions | undefined): AsyncGenerator<Res> {
+    const signal = callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+    const deadline = callOptions?.timeoutMs === undefined ? undefined : Date.now() + callOptions.timeoutMs;
+    for (let renewed = false; ; renewed = true) {
+      if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
+      const ep = this.pick();
+      const metadata = await this.metadata(signal);
+      const call = method(ep)(request, metadata, deadline === undefined ? {} : { deadline });
+      const onAbort = (): void => call.cancel();
+      signal.addEventListener('abort', onAbort, { once: true });
+      let received = false;
+      try {
+        for await (const message of call) {
+          received = true;
+          yield message as Res;
+        }
+        this.markUp(ep);
+        return;
+      } catch (err) {
+        if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
+        const typed = toClientError(err);
+        if (!received && !renewed && this.refusedToken(typed, metadata)) continue;
+        if (typed.code === Status.UNAVAILABLE) this.markDown(ep);
+        throw typed;
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+        call.cancel();
+      }
+    }
   }
 
   /** `unary`, with the auth token in the metadata when `withToken` and the client has credentials. */
