@@ -16,6 +16,7 @@ import {
 import type { CallOptions, Connection } from './connection.js';
 import { toBigInt, type Int64 } from './kv.js';
 
+/** `client.maintenance`: one method per Maintenance call; each takes the client's {@link CallOptions}. */
 export class MaintenanceApi {
   private readonly connection: Connection;
 
@@ -77,7 +78,10 @@ export class MaintenanceApi {
     for await (const response of responses) yield response.blob;
   }
 
-  /** Hands leadership to member `targetId` (etcd answers a single member with its own ID at once). */
+  /**
+   * Hands leadership to member `targetId` (a single member answers its own ID at once).
+   * @throws `etcdserver: bad leader transferee` (FAILED_PRECONDITION) for an ID that is not a member.
+   */
   moveLeader(targetId: Int64, options?: CallOptions): Promise<MoveLeaderResponse> {
     return this.connection.unary((ep) => ep.maintenance.moveLeader.bind(ep.maintenance), { targetID: toBigInt(targetId) }, options, false);
   }
