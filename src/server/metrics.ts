@@ -121,6 +121,12 @@ export class ServerMetrics {
   /** Scrapes being served, and those served by HTTP status (client_golang's promhttp; 200, 500 and 503 from the start). */
   private scrapesInFlight = 0;
   private readonly scrapes = new Map<number, number>([[200, 0], [500, 0], [503, 0]]);
+  /**
+   * The checks of /livez and /readyz (etcd's `etcd_server_healthcheck` gauge, 1 when the last
+   * run passed, and `etcd_server_healthchecks_total` by outcome); written by `probeChecked`.
+   */
+  private readonly probeResult: Gauge<'type' | 'name'>;
+  private readonly probeRuns: Counter<'type' | 'name' | 'status'>;
   /** /health answers, healthy and not; written by `healthChecked`. */
   private healthy = 0;
   private unhealthy = 0;
@@ -183,6 +189,8 @@ export class ServerMetrics {
     value('etcd_server_snapshot_apply_in_progress_total', '1 if the server is applying the incoming snapshot. 0 if none.', () => 0);
     value('etcd_server_health_success', 'The total number of successful health checks', () => this.healthy, 'counter');
     value('etcd_server_health_failures', 'The total number of failed health checks', () => this.unhealthy, 'counter');
+    this.probeResult = new Gauge({ name: 'etcd_server_healthcheck', help: 'The result of each kind of healthcheck.', labelNames: ['type', 'name'], registers: register });
+    this.probeRuns = new Counter({ name: 'etcd_server_healthchecks_total', help: 'The total number of each kind of healthcheck.', labelNames: ['type', 'name', 'status'], registers: register });
     const clientRequests = this.clientRequests;
     new Counter({
       name: 'etcd_server_client_requests_total',
@@ -409,6 +417,12 @@ export class ServerMetrics {
       this.sentBytes += bytes;
       calls.sent++;
     };
+  }
+
+  /** Records one run of the check `name` of /livez or /readyz (`type`), passed or not. */
+  probeChecked(type: 'livez' | 'readyz', name: string, ok: boolean): void {
+    this.probeResult.set({ type, name }, ok ? 1 : 0);
+    this.probeRuns.inc({ type, name, status: ok ? 'success' : 'error' });
   }
 
   /** Counts one /health answer (`etcd_server_health_success` / `_failures`). */

@@ -223,4 +223,36 @@ describe('maintenance and operations endpoints', () => {
     }
     assert.equal((await fetch(`${url}/health`)).status, 200);
   });
+
+  it("/livez and /readyz answer etcd 3.5's probes: named checks, ?verbose, ?exclude, one check by path, 503 with every line on a CORRUPT alarm", async () => {
+    const text = async (path: string, init?: RequestInit): Promise<[number, string]> => {
+      const r = await fetch(`${url}${path}`, init);
+      return [r.status, await r.text()];
+    };
+    assert.deepEqual(await text('/livez'), [200, 'ok\n']);
+    assert.deepEqual(await text('/livez?verbose'), [200, '[+]serializable_read ok\nok\n']);
+    assert.deepEqual(await text('/readyz?verbose'), [200, '[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n']);
+    assert.deepEqual(await text('/readyz?verbose&exclude=serializable_read&exclude=no_such_check'), [200, '[+]data_corruption ok\n[+]linearizable_read ok\nok\n']);
+    assert.deepEqual(await text('/readyz/linearizable_read?verbose'), [200, '[+]linearizable_read ok\nok\n']);
+    const headers = (await fetch(`${url}/readyz`)).headers;
+    assert.equal(headers.get('content-type'), 'text/plain; charset=utf-8');
+    assert.equal(headers.get('x-content-type-options'), 'nosniff');
+    assert.deepEqual(await text('/readyz', { method: 'POST' }), [405, 'Method Not Allowed\n']);
+    assert.deepEqual(await text('/readyz/'), [404, '404 page not found\n']);
+    assert.deepEqual(await text('/livez/data_corruption'), [404, '404 page not found\n']);
+
+    const alarm = (action: AlarmRequest_AlarmAction) => call<AlarmRequest, AlarmResponse>(mt.alarm.bind(mt), { action, memberID: 0n, alarm: AlarmType.CORRUPT });
+    await alarm(AlarmRequest_AlarmAction.ACTIVATE);
+    try {
+      const failed = '[-]data_corruption failed: alarm activated: CORRUPT\n[+]serializable_read ok\n[+]linearizable_read ok\n\n';
+      assert.deepEqual(await text('/readyz'), [503, failed]);
+      assert.deepEqual(await text('/readyz?exclude=data_corruption'), [200, 'ok\n']);
+      assert.deepEqual(await text('/livez'), [200, 'ok\n'], 'a CORRUPT alarm is no reason to restart');
+    } finally {
+      await alarm(AlarmRequest_AlarmAction.DEACTIVATE);
+    }
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /^etcd_server_healthcheck\{type="readyz",name="data_corruption"\} 0$/m, "its last run failed");
+    assert.match(metrics, /^etcd_server_healthchecks_total\{type="readyz",name="data_corruption",status="error"\} 1$/m);
+  });
 });

@@ -6,6 +6,10 @@
  *   alarm is active; `?exclude=NOSPACE` (repeatable) ignores that alarm. etcd also proposes an
  *   empty v2 QGET through raft to prove a quorum; a single member has nothing to prove, so we
  *   do not (and, unlike etcd, a /health call does not add a raft index).
+ * - `GET /livez`, `GET /readyz` (etcd 3.4.29 and 3.5.11 on; Kubernetes probes them): named
+ *   checks ({@link PROBE_CHECKS}); 200 `ok` when all pass (each check's line before it with
+ *   `?verbose`), else 503 with every check's line; `?exclude=<name>` (repeatable) skips one;
+ *   `/livez/<name>`, `/readyz/<name>` run one.
  * - `GET /version`: `{"etcdserver":"…","etcdcluster":"…"}` as application/json.
  * - `/metrics`: the Prometheus text exposition of the server's registry.
  *
@@ -14,7 +18,7 @@
  */
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { AlarmType } from '../../proto/gen/rpc.gen.js';
+import { AlarmType, RangeRequest } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { GatewayHandler } from './gateway.js';
@@ -51,6 +55,56 @@ function allowMethod(req: http.IncomingMessage, res: http.ServerResponse, method
 /** etcd `checkHealth` for one member: unhealthy while an alarm not named in `exclude` is active. */
 function healthy(etcd: EtcdServer, exclude: readonly string[]): boolean {
   return etcd.listAlarms().every((a) => exclude.includes(AlarmType[a.alarm]));
+}
+
+/**
+ * The checks of etcd 3.5.17's /livez and /readyz (etcdhttp `installLivezEndpoints`,
+ * `installReadyzEndpoints`), in the order they are registered there: each throws its reason.
+ * A read check is a keys-only, one-key range as root, as etcd's `readCheck`; a single member
+ * serves linearizable reads locally, so both read checks are the same read here.
+ */
+const PROBE_CHECKS: Readonly<Record<'livez' | 'readyz', readonly (readonly [string, (etcd: EtcdServer) => void])[]>> = {
+  livez: [['serializable_read', readCheck]],
+  readyz: [
+    ['data_corruption', (etcd) => {
+      if (etcd.listAlarms().some((a) => a.alarm === AlarmType.CORRUPT)) throw new Error('alarm activated: CORRUPT');
+    }],
+    ['serializable_read', readCheck],
+    ['linearizable_read', readCheck],
+  ],
+};
+
+function readCheck(etcd: EtcdServer): void {
+  etcd.range({ ...RangeRequest.decode(new Uint8Array(0)), key: Buffer.from([0]), keysOnly: true, limit: 1n });
+}
+
+/**
+ * Answers a /livez or /readyz request (etcdhttp `newHealthHandler`): runs `checks` (or, when
+ * `only` names one of them, that one), records each in `metrics`.
+ */
+function probe(req: http.IncomingMessage, res: http.ServerResponse, url: URL, etcd: EtcdServer, metrics: ServerMetrics, type: 'livez' | 'readyz', only?: string): void {
+  if (!allowMethod(req, res, 'GET')) return;
+  const excluded = new Set(url.searchParams.getAll('exclude').filter((name) => name !== ''));
+  const checks = PROBE_CHECKS[type].filter(([name]) => (only === undefined ? !excluded.has(name) : name === only));
+  let report = '';
+  let ok = true;
+  for (const [name, check] of checks) {
+    try {
+      check(etcd);
+      report += `[+]${name} ok\n`;
+      metrics.probeChecked(type, name, true);
+    } catch (err) {
+      report += `[-]${name} failed: ${(err as Error).message}\n`;
+      metrics.probeChecked(type, name, false);
+      ok = false;
+    }
+  }
+  if (!ok) {
+    httpError(res, 503, report);
+    return;
+  }
+  const body = `${url.searchParams.has('verbose') ? report : ''}ok\n`;
+  reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, body);
 }
 
 /** What a listener's HTTP handler serves besides /health, /version and /metrics. */
@@ -139,6 +193,10 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
         }
         return;
       }
+      case '/livez':
+      case '/readyz':
+        probe(req, res, url, etcd, metrics, url.pathname.slice(1) as 'livez' | 'readyz');
+        return;
       case '/version':
         if (!allowMethod(req, res, 'GET')) return;
         reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
@@ -156,8 +214,14 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
           },
         );
         return;
-      default:
+      default: {
+        const [, type, name] = url.pathname.split('/');
+        if ((type === 'livez' || type === 'readyz') && PROBE_CHECKS[type].some(([check]) => `/${type}/${check}` === url.pathname)) {
+          probe(req, res, url, etcd, metrics, type, name);
+          return;
+        }
         httpError(res, 404, '404 page not found');
+      }
     }
   };
 }
