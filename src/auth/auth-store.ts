@@ -233,16 +233,17 @@ export class AuthStore {
 
   /**
    * Gives `name` a new token (etcd `Authenticate`): a simple token `<16 random letters>.<index>`
-   * where `index` is the raft index of the request, or a JWT. Throws "authentication is not
-   * enabled", "authentication failed" when the user is gone or has no password, and etcd's
-   * Unknown-coded "token signing attempted with verify-only key" for JWT with only a public key.
+   * where `index` is the raft index of the request (`simplePrefix` replaces the letters when
+   * etcd's log is replayed), or a JWT. Throws "authentication is not enabled", "authentication
+   * failed" when the user is gone or has no password, and etcd's Unknown-coded "token signing
+   * attempted with verify-only key" for JWT with only a public key.
    */
-  authenticate(name: string, index: bigint): string {
+  authenticate(name: string, index: bigint, simplePrefix?: string): string {
     if (!this.enabledFlag) throw Errors.authNotEnabled();
     const user = this.users.get(name);
     if (!user || user.options?.noPassword) throw Errors.authFailed();
     try {
-      return this.tokens.assign(name, this.revisionValue, index);
+      return this.tokens.assign(name, this.revisionValue, index, simplePrefix);
     } catch (err) {
       throw Errors.unknown((err as Error).message);
     }

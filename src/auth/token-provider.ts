@@ -31,9 +31,11 @@ export interface TokenProvider {
   info(token: string, revision: number): AuthInfo | undefined;
   /**
    * A new token for `username` at auth revision `revision`; `index` is the raft index of the
-   * Authenticate request. Throws etcd's "token signing attempted with verify-only key".
+   * Authenticate request. `simplePrefix`: the random part of a simple token when it is given
+   * (etcd's log holds it in each Authenticate entry), else a new one; JWTs ignore it. Throws
+   * etcd's "token signing attempted with verify-only key".
    */
-  assign(username: string, revision: number, index: bigint): string;
+  assign(username: string, revision: number, index: bigint, simplePrefix?: string): string;
   /** Auth was turned off: tokens given so far stop working (simple tokens only). */
   disable(): void;
   /** `username` was deleted or changed password (simple tokens only). */
@@ -158,9 +160,11 @@ class SimpleTokens implements TokenProvider {
     return { username: t.username, revision };
   }
 
-  assign(username: string, _revision: number, index: bigint): string {
-    let prefix = '';
-    for (let i = 0; i < TOKEN_PREFIX_LENGTH; i++) prefix += TOKEN_LETTERS[randomInt(TOKEN_LETTERS.length)];
+  assign(username: string, _revision: number, index: bigint, simplePrefix?: string): string {
+    let prefix = simplePrefix ?? '';
+    if (simplePrefix === undefined) {
+      for (let i = 0; i < TOKEN_PREFIX_LENGTH; i++) prefix += TOKEN_LETTERS[randomInt(TOKEN_LETTERS.length)];
+    }
     const token = `${prefix}.${index}`;
     this.tokens.set(token, { username, expiresAt: Date.now() + this.ttlMs });
     this.sweeper ??= setInterval(() => {

@@ -197,8 +197,8 @@ export class EtcdServer {
    * requests as clients' (etcd `applyEntryNormal` at a restart): writes,
    * compactions, leases, alarms and auth changes, each checked against the user and auth
    * revision its header names. Entries that change nothing etcd-ts keeps are skipped: raft's
-   * empty and membership entries, the v2 store's requests (member attributes, cluster version),
-   * reads, and Authenticate (simple tokens do not outlive etcd's process here). A request
+   * empty and membership entries, the v2 store's requests (member attributes, cluster version)
+   * and reads; an Authenticate entry gives its simple token again, as etcd's replay does. A request
    * refused (as etcd refused it) changes nothing, as in etcd. The raft index then goes on from
    * etcd's: its last entry, plus what etcd's restart adds (a new leader's empty entry and the
    * member's attributes, and the cluster version on a data dir that holds only its members).
@@ -247,6 +247,12 @@ export class EtcdServer {
         apply();
         return {};
       });
+    // A simple token given before the crash works again, as after etcd's restart: the same
+    // letters (the entry holds them) and the entry's index.
+    if (r.authenticate) {
+      const { name, simpleToken } = r.authenticate;
+      return this.authRequest(ai, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue, simpleToken) }));
+    }
     if (r.authEnable) return change(c.enable);
     if (r.authDisable) return change(c.disable);
     // etcd 3.4 logs the password and hashes it when applying, as this does (before serving).

@@ -4,8 +4,8 @@
 // SIGKILL: writes, a txn, a lease revoke, a user and a role, writes as users, one of them
 // refused. Two copies of the data dir are then started, one by etcd and one by
 // etcd-ts; both must show the same keys with their revisions, the compaction, leases, users,
-// roles, the raft index and term, accept the replayed users' passwords, and go on with the
-// same next revision. Before that, while etcd still runs, etcd-ts must refuse its data dir.
+// roles, the raft index and term, accept the replayed users' passwords and a simple token
+// given before the kill, and go on with the same next revision. Before that, while etcd still runs, etcd-ts must refuse its data dir.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -34,9 +34,11 @@ async function outcome(endpoint: string, args: string[]): Promise<string> {
   return r.code === 0 ? r.stdout : (r.stderr.trim().split('\n').at(-1) ?? '');
 }
 
-/** Everything compared between etcd and etcd-ts started on copies of one data dir. */
-async function observe(server: ServerHandle): Promise<string[]> {
+/** Everything compared between etcd and etcd-ts started on copies of one data dir; `token`: alice's, from before the kill. */
+async function observe(server: ServerHandle, token: string): Promise<string[]> {
   const e = server.endpoint;
+  const withToken = await fetch(new URL('/v3/kv/range', e), { method: 'POST', headers: { Authorization: token }, body: JSON.stringify({ key: Buffer.from('k6').toString('base64') }) });
+  const ranged = (await withToken.json()) as { kvs?: { value: string }[]; error?: string };
   const status = JSON.parse(await ctl(e, ['endpoint', 'status', '-w', 'json', ...ROOT])) as { Status: { header: { revision: number; raft_term: number }; raftIndex: number; raftTerm: number } }[];
   const { header, raftIndex, raftTerm } = status[0]!.Status;
   return [
@@ -51,6 +53,7 @@ async function observe(server: ServerHandle): Promise<string[]> {
     // The passwords etcd logged in clear and hashed when applying: etcd-ts hashed them too.
     await outcome(e, ['get', 'k', '--prefix', '--keys-only', '--user', 'alice:alicepw']),
     await outcome(e, ['get', 'k1', '--user', 'alice:wrong']),
+    `token ${withToken.status} ${JSON.stringify(ranged.kvs?.map((kv) => kv.value) ?? ranged.error)}`,
     await ctl(e, ['put', 'after', 'start', '-w', 'json', ...ROOT]),
   ];
 }
@@ -83,6 +86,9 @@ describe('an etcd 3.4 data dir: etcd vs etcd-ts', { skip: etcdUnavailableReason(
     await ctl(e, ['role', 'grant-permission', 'writer', 'readwrite', 'k', '--prefix', ...ROOT]);
     await ctl(e, ['user', 'grant-role', 'alice', 'writer', ...ROOT]);
     await ctl(e, ['put', 'k6', 'by-alice', '--user', 'alice:alicepw']);
+    const authenticated = await fetch(new URL('/v3/auth/authenticate', e), { method: 'POST', body: JSON.stringify({ name: 'alice', password: 'alicepw' }) });
+    const { token } = (await authenticated.json()) as { token: string };
+    assert.match(token, /^[a-zA-Z]{16}\.\d+$/);
     assert.match(await outcome(e, ['put', 'z', 'denied', '--user', 'alice:alicepw']), /permission denied/);
     await ctl(e, ['put', 'last', 'by-root', ...ROOT]);
     // While etcd runs, etcd-ts refuses its data dir and leaves it as it was.
@@ -104,10 +110,11 @@ describe('an etcd 3.4 data dir: etcd vs etcd-ts', { skip: etcdUnavailableReason(
       const copy = join(dir, kind);
       await cp(etcd.dataDir, copy, { recursive: true });
       const server = await startServer(t, { kind, flags: ['--data-dir', copy, '--bcrypt-cost', '4'] });
-      answers.push(await observe(server));
+      answers.push(await observe(server, token));
       await server.stop();
     }
     assert.match(answers[0]![1]!, /"key":"bGFzdA=="/, 'etcd applied its log: the last put is there');
+    assert.equal(answers[0]![10], `token 200 ["${Buffer.from('by-alice').toString('base64')}"]`, "etcd's restart gave the token again");
     assert.deepEqual(answers[1], answers[0]);
   });
 });
