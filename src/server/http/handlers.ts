@@ -74,13 +74,15 @@ const PROBE_CHECKS: Readonly<Record<'livez' | 'readyz', readonly (readonly [stri
   ],
 };
 
+/** etcd's `readCheck`: throws the range's error, e.g. once the server is stopping. */
 function readCheck(etcd: EtcdServer): void {
   etcd.range({ ...RangeRequest.decode(new Uint8Array(0)), key: Buffer.from([0]), keysOnly: true, limit: 1n });
 }
 
 /**
- * Answers a /livez or /readyz request (etcdhttp `newHealthHandler`): runs `checks` (or, when
- * `only` names one of them, that one), records each in `metrics`.
+ * Answers a /livez or /readyz request (etcdhttp `newHealthHandler`): runs the checks of `type`
+ * but those `?exclude=` names, or only the check `only` (a sub path, where exclude does not
+ * apply), and records each run in `metrics`.
  */
 function probe(req: http.IncomingMessage, res: http.ServerResponse, url: URL, etcd: EtcdServer, metrics: ServerMetrics, type: 'livez' | 'readyz', only?: string): void {
   if (!allowMethod(req, res, 'GET')) return;
