@@ -150,8 +150,12 @@ describe('watch streams over gRPC', () => {
       await kv.put('neg', '1');
       await kv.put('neg', '2');
       const s = new WatchSession(target);
-      s.create('neg', { startRevision: -5n });
+      // The watcher from -1 is created first: etcd moves it to its synced group in a sync pass
+      // (every 100 ms) whose scan from the negative revision finds nothing, so a put before that
+      // pass would never reach it (etcd's race, not this test's subject). The pass that cancels
+      // the watcher from -5 has taken every watcher created before it.
       s.create('neg', { startRevision: -1n, watchId: 7n });
+      s.create('neg', { startRevision: -5n });
       await s.created(2);
       await s.waitFor((rs) => rs.some((r) => r.canceled), 'the cancel of the watcher from -5');
       await kv.put('neg', '3');
