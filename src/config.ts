@@ -141,5 +141,10 @@ export function defaultConfig(): ServerConfig {
   };
 }
 
+/** True for a URL served over TLS: `https://`, or a unix socket with TLS (`unixs://`). */
+export function isTlsUrl(url: string): boolean {
+  return /^(https|unixs):/i.test(url);
+}
+
 /** Default backend quota when `quotaBackendBytes` is 0 (etcd `DefaultQuotaBytes`): 2 GiB. */
 export const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;

@@ -26,7 +26,7 @@
 import { isIP } from 'node:net';
 
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
-import { defaultConfig, type ServerConfig } from '../config.js';
+import { defaultConfig, isTlsUrl, type ServerConfig } from '../config.js';
 import { isLogLevel, LOG_LEVELS } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
@@ -833,20 +833,19 @@ function buildConfig(
   // TLS is used (loadClientTls: "KeyFile and CertFile must both be present…").
   const hasFiles = tls.certFile !== '' || tls.keyFile !== '';
   const hasCert = hasFiles || tls.autoTls;
-  const secure = (u: string): boolean => u.startsWith('https:') || u.startsWith('unixs:');
   for (const u of config.listenClientUrls) {
-    if (secure(u) && !hasCert) {
+    if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
     }
-    if (!secure(u) && hasFiles) {
+    if (!isTlsUrl(u) && hasFiles) {
       warnings.push(`scheme is HTTP while key and cert files are present; ignoring key and cert files (client-url ${u})`);
     }
-    if (!secure(u) && tls.clientCertAuth) {
+    if (!isTlsUrl(u) && tls.clientCertAuth) {
       warnings.push(`scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL (client-url ${u})`);
     }
   }
   for (const u of config.listenMetricsUrls) {
-    if (secure(u) && !hasCert) {
+    if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`cannot listen on TLS for ${u.replace(/^[a-z]+:\/\//, '')}: KeyFile and CertFile are not presented`, 'start');
     }
   }

@@ -225,7 +225,7 @@ export class Connection {
    * @throws EtcdClientError subclasses as the stream fails; AbortError when `signal` fires or the client closes.
    */
   async *serverStream<Req, Res>(method: (ep: Endpoint) => ServerStreamMethod<Req, Res>, request: Req, callOptions: CallOptions | undefined): AsyncGenerator<Res> {
-    const signal = callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+    const signal = this.callSignal(callOptions);
     const deadline = callOptions?.timeoutMs === undefined ? undefined : Date.now() + callOptions.timeoutMs;
     for (let renewed = false; ; renewed = true) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
@@ -255,6 +255,11 @@ export class Connection {
     }
   }
 
+  /** What ends a call: the caller's `signal`, if any, or the client's close. */
+  private callSignal(callOptions: CallOptions | undefined): AbortSignal {
+    return callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+  }
+
   /** `unary`, with the auth token in the metadata when `withToken` and the client has credentials. */
   private async call<Req, Res>(
     method: (ep: Endpoint) => UnaryMethod<Req, Res>,
@@ -265,7 +270,7 @@ export class Connection {
   ): Promise<Res> {
     const timeoutMs = callOptions?.timeoutMs ?? this.options.timeoutMs;
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    const signal = callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+    const signal = this.callSignal(callOptions);
     let renewed = false;
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });

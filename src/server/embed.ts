@@ -5,7 +5,7 @@
 import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { ServerConfig } from '../config.js';
+import { isTlsUrl, type ServerConfig } from '../config.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
@@ -80,7 +80,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addHealthService(grpc);
     // Like etcd, TLS settings are read only when a URL needs them: with http:// URLs alone a
     // certificate that is not there is no error.
-    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some((u) => /^(https|unixs):/.test(u));
+    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const handler = httpHandler(etcd, serverMetrics, { gateway, answerPreflight: true });

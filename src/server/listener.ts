@@ -11,6 +11,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { isTlsUrl } from '../config.js';
 import { CLIENT_PREFACE } from './transport/h2-connection.js';
 import type { GrpcServer } from './transport/grpc-server.js';
 
@@ -85,7 +86,8 @@ export async function listenClientUrl(
   // noDelay: gRPC answers are small writes; with Nagle on, delayed ACKs add ~40 ms to each.
   let server: net.Server;
   const unix = u.protocol === 'unix:' || u.protocol === 'unixs:';
-  if (u.protocol === 'https:' || u.protocol === 'unixs:') {
+  const secure = isTlsUrl(url);
+  if (secure) {
     if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
     server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
       if (socket.alpnProtocol === 'h2') grpc.handleConnection(socket, httpHandler);
@@ -128,7 +130,7 @@ export async function listenClientUrl(
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) {
-          if (u.protocol === 'https:' || u.protocol === 'unixs:' || grpcSockets.has(s)) setTimeout(() => s.destroy(), GRPC_CLOSE_GRACE_MS).unref();
+          if (secure || grpcSockets.has(s)) setTimeout(() => s.destroy(), GRPC_CLOSE_GRACE_MS).unref();
           else s.destroy();
         }
       });
