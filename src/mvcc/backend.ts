@@ -298,6 +298,11 @@ export class Backend {
     }
   }
 
+  /** Bytes appended to the write-ahead log since the backend opened (etcd `etcd_disk_wal_write_bytes_total`). */
+  walWriteBytes(): number {
+    return this.wal.writtenBytes;
+  }
+
   /**
    * Resolves when every write queued so far is in the log, on disk. Rejects, then and from
    * then on, when an append failed: the disk state is unknown and nothing more may be

@@ -241,6 +241,8 @@ export class ServerMetrics {
     const fsync = histogram('etcd_disk_wal_fsync_duration_seconds', 'The latency distributions of fsync called by WAL.', COMMIT_BUCKETS_SECONDS);
     etcd.backend.onCommitDuration = (seconds) => commit.observe(seconds);
     etcd.backend.onWalFsyncDuration = (seconds) => fsync.observe(seconds);
+    // A gauge in etcd, whatever its name says.
+    value('etcd_disk_wal_write_bytes_total', 'Total number of bytes written in WAL.', () => etcd.backend.walWriteBytes());
     // Maintenance calls, timed from the handler's start to its answer (to the stream's end for
     // Snapshot): etcd times the hash, the defragmentation and the snapshot transfer themselves.
     this.timers.set(MaintenanceService.hash.path, histogram('etcd_mvcc_hash_duration_seconds', 'The latency distribution of storage hash operation.', exponentialBuckets(0.01, 2, 15)));
