@@ -62,8 +62,8 @@ export class Wal {
   private zeros: Buffer | undefined;
   /** False with `--unsafe-no-fsync`: appends end in the page cache. */
   private readonly sync: boolean;
-  /** Bytes of records appended since the log was opened, headers included, zero fill not (etcd `wal_write_bytes_total`). */
-  writtenBytes = 0;
+  /** Bytes of records appended since the log was opened; see `writtenBytes`. */
+  private written = 0;
 
   private constructor(dir: string, segmentBytes: number, sync: boolean, segments: Segment[], active: Segment, pos: number) {
     this.dir = dir;
@@ -131,7 +131,7 @@ export class Wal {
     const at = this.pos;
     this.pos += record.length;
     seg.lastSeq = seq;
-    this.writtenBytes += record.length;
+    this.written += record.length;
     const buffers = [record];
     if (this.pos > seg.size) {
       const fill = Math.min(FILL_BYTES, Math.max(0, this.segmentBytes - this.pos));
@@ -150,6 +150,11 @@ export class Wal {
     return new Promise((resolve, reject) => {
       fs.writev(seg.fd, buffers, at, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /** Bytes of records appended since the log was opened, headers included, zero fill not (etcd `wal_write_bytes_total`). */
+  get writtenBytes(): number {
+    return this.written;
   }
 
   /** Marks every segment whose records are all ≤ `seq` reusable: the backend has them on disk. */
