@@ -16,7 +16,9 @@ import { FlagError, parseFlags, usage, usageSummary } from './flags.js';
  * Runs the server until a signal. A command line etcd refuses ends the process as etcd's does:
  * a flag the flag package refuses with its message and the usage summary on stderr, exit
  * status 2; any other refusal, and a failed start, with a JSON log line ("failed to verify
- * flags" or "failed to start etcd-ts", the reason in `error`) and exit status 1.
+ * flags" or "failed to start etcd-ts", the reason in `error`) and exit status 1. As in etcd, that
+ * line goes to stderr when the refusal comes before the log settings are checked, and to the
+ * `--log-outputs` at `--log-level` after.
  */
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<void> {
   let parsed;
@@ -27,7 +29,18 @@ export async function main(argv: string[], env: Record<string, string | undefine
       process.stderr.write(`${err.message}\n${usageSummary()}`);
       process.exit(2);
     }
-    refuse(createLogger('info'), err);
+    // A refusal found after etcd sets up its logging goes where the log goes; if that cannot be
+    // opened, etcd's logging setup fails first and that is the refusal, on stderr.
+    let log = createLogger('info');
+    let reason = err;
+    if (err instanceof FlagError && err.log !== undefined) {
+      try {
+        log = createLogger(err.log.level, openLogOutputs(err.log.outputs));
+      } catch (openErr) {
+        reason = openErr;
+      }
+    }
+    refuse(log, reason);
   }
   if (parsed.action === 'version') {
     process.stdout.write(`etcd Version: ${SERVER_VERSION}\netcd-ts: ${packageVersion()}\nNode Version: ${process.version}\n`);

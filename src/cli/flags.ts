@@ -47,6 +47,12 @@ export class FlagError extends Error {
   override readonly name = 'FlagError';
   /** Where etcd would have refused it (see {@link FlagErrorPhase}). */
   readonly phase: FlagErrorPhase;
+  /**
+   * The log level and outputs the command line asked for, when the refusal comes after etcd has
+   * set up its logging (`embed.Config.Validate` starts with it): etcd logs such a refusal there,
+   * not on stderr. Undefined for refusals before that point.
+   */
+  log: LogSettings | undefined;
 
   constructor(message: string, phase: FlagErrorPhase = 'verify', options?: ErrorOptions) {
     super(message, options);
@@ -459,7 +465,45 @@ function finish(values: ReadonlyMap<string, FlagValue>, source: ReadonlyMap<stri
   if (ignoredSet.length > 0) {
     warnings.push(`ignoring ${fromFile ? 'settings' : 'flags'} that do not apply to a single-node etcd-ts: ${ignoredSet.join(', ')}`);
   }
-  return { action: 'run', config: buildConfig(values, source, warnings, fromFile), warnings };
+  const log = logSettings(values, warnings, fromFile);
+  try {
+    return { action: 'run', config: buildConfig(values, source, warnings, fromFile, log), warnings };
+  } catch (err) {
+    if (err instanceof FlagError) err.log = log;
+    throw err;
+  }
+}
+
+/** `--log-level` and the outputs of `--logger`, `--log-outputs` and `--log-output`. */
+export interface LogSettings {
+  level: string;
+  outputs: string[];
+}
+
+/**
+ * The log settings, checked first as etcd's `setupLogging` is (see `logOutputs`); `--debug`
+ * means the debug level.
+ * @throws FlagError for an unknown level or refused outputs.
+ */
+function logSettings(values: ReadonlyMap<string, FlagValue>, warnings: string[], fromFile: boolean): LogSettings {
+  const text = (name: string): string | undefined => {
+    const v = values.get(name);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const list = (name: string): string[] | undefined => {
+    const v = values.get(name);
+    return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
+  };
+  let level = text('log-level') ?? defaultConfig().logLevel;
+  if (!isLogLevel(level)) {
+    // etcd 3.4 panics here (logutil.ConvertToZapLevel), exit status 2; a refusal is kinder.
+    throw new FlagError(`unknown level "${level}"`);
+  }
+  if (values.get('debug') === true) {
+    warnings.push("deprecated '--debug' flag is set; use '--log-level=debug' instead");
+    level = 'debug';
+  }
+  return { level, outputs: logOutputs(text('logger') ?? 'capnslog', list('log-outputs'), list('log-output'), fromFile, warnings) };
 }
 
 function isBoolean(kind: FlagKind): boolean {
@@ -677,8 +721,9 @@ function splitHostPort(hostPort: string): { host: string; port: string } | undef
 
 /**
  * Builds the config from the parsed values and checks it as etcd's `embed.Config.Validate` and
- * listener setup do. Appends etcd's warnings for deprecated or adjusted settings. `fromFile`:
- * the values came from a configuration file (`source` then holds its keys).
+ * listener setup do, after the log settings (`log`, checked first). Appends etcd's warnings for
+ * deprecated or adjusted settings. `fromFile`: the values came from a configuration file
+ * (`source` then holds its keys).
  * @throws FlagError for a combination etcd refuses.
  */
 function buildConfig(
@@ -686,8 +731,11 @@ function buildConfig(
   source: ReadonlyMap<string, string>,
   warnings: string[],
   fromFile: boolean,
+  log: LogSettings,
 ): ServerConfig {
   const config = defaultConfig();
+  config.logLevel = log.level;
+  config.logOutputs = log.outputs;
   const text = (name: string): string | undefined => {
     const v = values.get(name);
     return typeof v === 'string' ? v : undefined;
@@ -766,7 +814,7 @@ function buildConfig(
     throw new FlagError('--advertise-client-urls is required when --listen-client-urls is set explicitly');
   }
 
-  // 3. Compaction and logging.
+  // 3. Compaction.
   const mode = text('auto-compaction-mode') ?? config.autoCompactionMode;
   if (mode !== 'periodic' && mode !== 'revision') {
     throw new FlagError(`unknown auto-compaction-mode "${mode}"`);
@@ -781,16 +829,6 @@ function buildConfig(
       throw new FlagError(`error parsing CompactionRetention: ${(err as Error).message}`, 'start', { cause: err });
     }
   }
-  config.logLevel = text('log-level') ?? config.logLevel;
-  if (!isLogLevel(config.logLevel)) {
-    // etcd 3.4 panics here (logutil.ConvertToZapLevel), exit status 2; a refusal is kinder.
-    throw new FlagError(`unknown level "${config.logLevel}"`);
-  }
-  if (flag('debug')) {
-    warnings.push("deprecated '--debug' flag is set; use '--log-level=debug' instead");
-    config.logLevel = 'debug';
-  }
-  config.logOutputs = logOutputs(text('logger') ?? 'capnslog', list('log-outputs'), list('log-output'), fromFile, warnings);
 
   // 4. Watch progress: like etcd, a non-positive interval keeps the default, and one below
   // 100 ms is raised to 100 ms.

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { refusal } from '../helpers/refusals.js';
+import { refusal, refusalReason } from '../helpers/refusals.js';
 import { etcdUnavailableReason, freePort, startServer } from '../helpers/servers.js';
 
 describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
@@ -72,6 +72,41 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       if (JSON.stringify(ours) !== JSON.stringify(etcd)) differ.push(`${args.join(' ')}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
     }
     assert.deepEqual(differ, []);
+  });
+
+  it('both log a refusal found after the log settings to --log-outputs at --log-level, and one found before them to stderr', { timeout: 120_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'refusal-log-compat-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const url = async (): Promise<string> => `http://127.0.0.1:${await freePort()}`;
+    const cases: [string, string[], Record<string, string>?][] = [
+      ['checked after the log settings', ['--auto-compaction-mode', 'daily']],
+      ['no advertised URL', ['--listen-client-urls', await url()]],
+      ['refused at start', ['--auth-token', 'opaque']],
+      ['below --log-level', ['--log-level', 'error', '--auto-compaction-mode', 'daily']],
+      ['a positional argument', ['positional']],
+      ['a malformed variable', [], { ETCD_MAX_TXN_OPS: 'abc' }],
+    ];
+    const seen: Record<string, { status: number | null; stderr: string; file: string }[]> = {};
+    for (const [name, args, env] of cases) {
+      for (const kind of ['etcd', 'etcd-ts'] as const) {
+        const file = join(dir, `${kind}-${Object.keys(seen).length}.log`);
+        const client = args.includes('--listen-client-urls') ? [] : ['--listen-client-urls', await url(), '--advertise-client-urls', await url()];
+        const r = await refusal(kind, [...client, '--logger', 'zap', '--log-outputs', file, ...args], env);
+        let logged = '';
+        try {
+          logged = readFileSync(file, 'utf8');
+        } catch {
+          // not created: nothing was logged there
+        }
+        (seen[name] ??= []).push({ status: r.status, stderr: r.message, file: refusalReason(logged) });
+      }
+    }
+    // What etcd does, so that the comparison below compares something.
+    assert.match(seen['checked after the log settings']![0]!.file, /auto-compaction-mode/);
+    assert.equal(seen['checked after the log settings']![0]!.stderr, '');
+    assert.match(seen['a positional argument']![0]!.stderr, /positional/);
+    assert.equal(seen['below --log-level']![0]!.file, '');
+    for (const [name, [etcd, ours]] of Object.entries(seen)) assert.deepEqual(ours, etcd, name);
   });
 
   it('both write their log lines to every --log-outputs file and none to stderr', { timeout: 60_000 }, async (t) => {

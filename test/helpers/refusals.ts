@@ -27,13 +27,14 @@ export async function refusal(kind: 'etcd' | 'etcd-ts', args: readonly string[],
     const base = ['--data-dir', join(dir, 'data'), '--listen-peer-urls', `http://127.0.0.1:${await freePort()}`];
     const [cmd, cmdArgs] = kind === 'etcd' ? [ETCD_BIN, [...base, ...args]] : [process.execPath, [resolve('bin/etcd-ts.js'), ...base, ...args]];
     const r = spawnSync(cmd, cmdArgs, { cwd: dir, encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH ?? '', ...env } });
-    return { status: r.status, message: reason(r.stderr) };
+    return { status: r.status, message: refusalReason(r.stderr) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function reason(stderr: string): string {
+/** The reason in a refused server's stderr or log file (see `refusal`); '' when there is none. */
+export function refusalReason(stderr: string): string {
   const lines = stderr.split('\n').filter((l) => l.trim() !== '');
   for (const line of lines) {
     const verify = /error verifying flags, (.*)\. See 'etcd --help'\.$/.exec(line);
