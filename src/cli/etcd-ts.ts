@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { createLogger, LogOutputError, openLogOutputs } from '../logger.js';
 import { startEtcd } from '../server/embed.js';
 import { SERVER_VERSION } from '../server/etcd-server.js';
-import { FlagError, parseFlags, usage, usageSummary } from './flags.js';
+import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary } from './flags.js';
 
 /**
  * Runs the server until a signal. A command line etcd refuses ends the process as etcd's does:
@@ -90,8 +90,12 @@ function refuse(log: Logger, err: unknown): never {
   const error = (err as Error).message;
   const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : undefined;
   const fields = cause === undefined || error.includes(cause) ? { error } : { error, cause };
-  if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) log.warn(fields, 'failed to verify flags');
-  else log.fatal(fields, 'failed to start etcd-ts');
+  if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) {
+    log.warn(fields, 'failed to verify flags');
+    if (error === ERR_UNSET_ADVERTISE_CLIENT_URLS) log.warn(fields, 'advertise client URLs are not set');
+  } else {
+    log.fatal(fields, 'failed to start etcd-ts');
+  }
   process.exit(1);
 }
 

@@ -42,6 +42,9 @@ import { readConfigFile } from './config-file.js';
  */
 export type FlagErrorPhase = 'parse' | 'verify' | 'start';
 
+/** etcd `embed.ErrUnsetAdvertiseClientURLsFlag`: its refusal is followed by a second warning line. */
+export const ERR_UNSET_ADVERTISE_CLIENT_URLS = '--advertise-client-urls is required when --listen-client-urls is set explicitly';
+
 /** A command line that cannot be used: unknown flag, bad value, conflicting settings. */
 export class FlagError extends Error {
   override readonly name = 'FlagError';
@@ -811,7 +814,7 @@ function buildConfig(
     }
   }
   if (!fromFile && source.has('listen-client-urls') && !source.has('advertise-client-urls')) {
-    throw new FlagError('--advertise-client-urls is required when --listen-client-urls is set explicitly');
+    throw new FlagError(ERR_UNSET_ADVERTISE_CLIENT_URLS);
   }
 
   // 3. Compaction.

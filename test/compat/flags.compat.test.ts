@@ -86,7 +86,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       ['a positional argument', ['positional']],
       ['a malformed variable', [], { ETCD_MAX_TXN_OPS: 'abc' }],
     ];
-    const seen: Record<string, { status: number | null; stderr: string; file: string }[]> = {};
+    const seen: Record<string, { status: number | null; stderr: string; file: string; advertiseWarning: boolean }[]> = {};
     for (const [name, args, env] of cases) {
       for (const kind of ['etcd', 'etcd-ts'] as const) {
         const file = join(dir, `${kind}-${Object.keys(seen).length}.log`);
@@ -98,7 +98,9 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
         } catch {
           // not created: nothing was logged there
         }
-        (seen[name] ??= []).push({ status: r.status, stderr: r.message, file: refusalReason(logged) });
+        // etcd follows the advertise-URL refusal with a second warning.
+        const advertiseWarning = logged.includes('"msg":"advertise client URLs are not set"');
+        (seen[name] ??= []).push({ status: r.status, stderr: r.message, file: refusalReason(logged), advertiseWarning });
       }
     }
     // What etcd does, so that the comparison below compares something.
@@ -106,6 +108,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     assert.equal(seen['checked after the log settings']![0]!.stderr, '');
     assert.match(seen['a positional argument']![0]!.stderr, /positional/);
     assert.equal(seen['below --log-level']![0]!.file, '');
+    assert.equal(seen['no advertised URL']![0]!.advertiseWarning, true);
     for (const [name, [etcd, ours]] of Object.entries(seen)) assert.deepEqual(ours, etcd, name);
   });
 
