@@ -477,6 +477,18 @@ function finish(values: ReadonlyMap<string, FlagValue>, source: ReadonlyMap<stri
   }
 }
 
+/** A string flag's value; undefined when it is unset. */
+function textValue(values: ReadonlyMap<string, FlagValue>, name: string): string | undefined {
+  const v = values.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** A list flag's values (a copy); undefined when it is unset. */
+function listValue(values: ReadonlyMap<string, FlagValue>, name: string): string[] | undefined {
+  const v = values.get(name);
+  return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
+}
+
 /** `--log-level` and the outputs of `--logger`, `--log-outputs` and `--log-output`. */
 export interface LogSettings {
   level: string;
@@ -489,14 +501,8 @@ export interface LogSettings {
  * @throws FlagError for an unknown level or refused outputs.
  */
 function logSettings(values: ReadonlyMap<string, FlagValue>, warnings: string[], fromFile: boolean): LogSettings {
-  const text = (name: string): string | undefined => {
-    const v = values.get(name);
-    return typeof v === 'string' ? v : undefined;
-  };
-  const list = (name: string): string[] | undefined => {
-    const v = values.get(name);
-    return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
-  };
+  const text = (name: string) => textValue(values, name);
+  const list = (name: string) => listValue(values, name);
   let level = text('log-level') ?? defaultConfig().logLevel;
   if (!isLogLevel(level)) {
     // etcd 3.4 panics here (logutil.ConvertToZapLevel), exit status 2; a refusal is kinder.
@@ -739,19 +745,13 @@ function buildConfig(
   const config = defaultConfig();
   config.logLevel = log.level;
   config.logOutputs = log.outputs;
-  const text = (name: string): string | undefined => {
-    const v = values.get(name);
-    return typeof v === 'string' ? v : undefined;
-  };
+  const text = (name: string) => textValue(values, name);
   const flag = (name: string): boolean => values.get(name) === true;
   const integer = (name: string): number | undefined => {
     const v = values.get(name);
     return typeof v === 'bigint' ? Number(v) : undefined;
   };
-  const list = (name: string): string[] | undefined => {
-    const v = values.get(name);
-    return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
-  };
+  const list = (name: string) => listValue(values, name);
 
   // 1. Member and limits.
   config.name = text('name') ?? config.name;
