@@ -58,6 +58,9 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   );
 }
 
+/** The `--log-outputs` name of the systemd journal (etcd `embed.JournalLogOutput`). */
+export const JOURNAL_LOG_OUTPUT = 'systemd/journal';
+
 /** The socket etcd's `systemd/journal` output writes to (`logutil.NewJournalWriter`). */
 const JOURNAL_SOCKET = '/run/systemd/journal/socket';
 
@@ -100,7 +103,7 @@ export function openLogOutputs(outputs: readonly string[]): DestinationStream {
 function outputFd(output: string): number {
   if (output === 'stderr') return 2;
   if (output === 'stdout') return 1;
-  if (output === 'systemd/journal') {
+  if (output === JOURNAL_LOG_OUTPUT) {
     if (!existsSync(JOURNAL_SOCKET)) {
       throw new LogOutputError(`can't find journal (dial unixgram ${JOURNAL_SOCKET}: connect: no such file or directory)`);
     }

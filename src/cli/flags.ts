@@ -27,7 +27,7 @@ import { isIP } from 'node:net';
 
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
 import { defaultConfig, isTlsUrl, type ServerConfig } from '../config.js';
-import { isLogLevel, LOG_LEVELS } from '../logger.js';
+import { isLogLevel, JOURNAL_LOG_OUTPUT, LOG_LEVELS } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
 /**
@@ -897,9 +897,8 @@ function buildConfig(
   return config;
 }
 
-/** Where etcd's `--log-outputs` keyword `default` writes, and the systemd journal's keyword. */
+/** etcd's `--log-outputs` keyword for its default output. */
 const DEFAULT_LOG_OUTPUT = 'default';
-const JOURNAL_LOG_OUTPUT = 'systemd/journal';
 
 /**
  * The log outputs, checked as etcd's `embed.Config.setupLogging` checks them (its error texts).
