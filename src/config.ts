@@ -4,6 +4,7 @@
  * it directly. Defaults are etcd 3.4's.
  */
 import type { TokenOptions } from './auth/token-provider.js';
+import type { LoggerKind } from './logger.js';
 
 /** TLS settings of the client listener (etcd's `--cert-file` … `--client-crl-file`). */
 export interface ClientTlsConfig {
@@ -56,6 +57,12 @@ export interface ServerConfig {
   autoCompactionMode: AutoCompactionMode;
   /** Retention: a duration ('1h', '30m', or a bare number of hours) for periodic, a revision count for revision; '0' = off (`--auto-compaction-retention`). @default '0' */
   autoCompactionRetention: string;
+  /**
+   * The log format (`--logger`): `capnslog` text lines (etcd 3.4's default) or `zap` JSON lines
+   * (see src/logger.ts). The embedded server (`startServer`) writes zap's unless told otherwise.
+   * @default 'capnslog'
+   */
+  loggerKind: LoggerKind;
   /** Log level (`--log-level`): debug, info, warn, error, panic, fatal. @default 'info' */
   logLevel: string;
   /**
@@ -123,6 +130,7 @@ export function defaultConfig(): ServerConfig {
     quotaBackendBytes: 0,
     autoCompactionMode: 'periodic',
     autoCompactionRetention: '0',
+    loggerKind: 'capnslog',
     logLevel: 'info',
     logOutputs: ['stderr'],
     metrics: 'basic',

@@ -18,7 +18,10 @@ import { startEtcd } from './server/embed.js';
  * to `listenClientUrls`, `dataDir` to a fresh temp dir removed by `close()`, and logging is off.
  */
 export interface StartServerOptions extends Partial<ServerConfig> {
-  /** A pino logger for the server; wins over `logLevel`. @default no logging */
+  /**
+   * A pino logger for the server; wins over `logLevel` (which logs zap's JSON lines to stderr, or
+   * capnslog's text lines when `loggerKind` is `capnslog`). @default no logging
+   */
   logger?: Logger;
   /** Extra options of the returned client (e.g. `tls` for https URLs); `endpoints` defaults to the bound client URLs. */
   client?: Partial<ClientOptions>;
@@ -57,7 +60,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Emb
     ...overrides,
     dataDir: overrides.dataDir ?? ownDataDir!,
   };
-  const log = logger ?? (overrides.logLevel === undefined ? pino({ level: 'silent' }) : createLogger(overrides.logLevel));
+  const log = logger ?? (overrides.logLevel === undefined ? pino({ level: 'silent' }) : createLogger(overrides.logLevel, undefined, overrides.loggerKind ?? 'zap'));
   let running;
   try {
     running = await startEtcd(config, log);

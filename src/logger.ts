@@ -1,8 +1,16 @@
 /**
- * The server's logger: pino writing one JSON object per line, shaped like etcd's zap output
- * (`{"level":"info","ts":"2024-05-01T12:00:00.000Z","msg":"…",…fields}`), to stderr as etcd does,
- * or to the outputs of `--log-outputs` ({@link openLogOutputs}). Unlike zap there is no `caller`
- * field.
+ * The server's logger, in etcd 3.4's two forms (`--logger`):
+ * - `zap`: pino writing one JSON object per line, shaped like etcd's zap output
+ *   (`{"level":"info","ts":"2024-05-01T12:00:00.000Z","msg":"…",…fields}`), to stderr as etcd
+ *   does, or to the outputs of `--log-outputs` ({@link openLogOutputs}). Unlike zap there is no
+ *   `caller` field.
+ * - `capnslog` (etcd 3.4's default): capnslog's pretty text lines,
+ *   `2024-05-01 12:00:00.123456 W | etcdserver: …` (local time, level letter, package, text).
+ *
+ * etcd's code logs each event twice over, `if lg != nil { lg.Warn(msg, fields…) } else {
+ * plog.Warningf(text…) }`, with different words. A call here carries both: the zap message and
+ * fields as pino's, and the capnslog line merged into the fields with {@link plog}, which the
+ * JSON leaves out.
  */
 import { existsSync, openSync } from 'node:fs';
 
@@ -37,15 +45,39 @@ const PINO_LEVEL: Record<LogLevel, Level> = {
 /**
  * Creates the server logger.
  * @param level an etcd log level (`config.logLevel`): debug, info, warn, error, dpanic, panic, fatal.
- * @param destination where the JSON lines go. @default stderr (fd 2), written synchronously so
+ * @param destination where the lines go. @default stderr (fd 2), written synchronously so
  *   that a line logged just before the process exits is not lost.
- * @returns a pino Logger; each line has `level` (the label, e.g. "info"), `ts` (ISO 8601, UTC),
- *   `msg`, and the logged object's fields; no `pid`/`hostname`.
+ * @param kind `zap`: each line is a JSON object with `level` (the label, e.g. "info"), `ts`
+ *   (ISO 8601, UTC), `msg`, and the logged object's fields; no `pid`/`hostname`. `capnslog`: each
+ *   line is the call's {@link plog} line (or one made of its level, message and fields), shown
+ *   when its capnslog level is at least as severe as `level`'s (etcd's
+ *   `ConvertToCapnslogLogLevel`: `warn` shows C, E and W). @default 'zap'
+ * @returns a pino Logger.
  * @throws Error when `level` is not one of {@link LOG_LEVELS}.
  */
-export function createLogger(level: string, destination?: DestinationStream): Logger {
+export function createLogger(level: string, destination?: DestinationStream, kind: LoggerKind = 'zap'): Logger {
   if (!isLogLevel(level)) {
     throw new Error(`unknown log level "${level}" (want one of ${LOG_LEVELS.join(', ')})`);
+  }
+  const out = destination ?? pino.destination({ dest: 2, sync: true });
+  if (kind === 'capnslog') {
+    const threshold = CAPNSLOG_RANK[CAPNSLOG_THRESHOLD[level]];
+    return pino(
+      {
+        level: 'debug',
+        hooks: {
+          // Every call ends here: the line is written in capnslog's form, and pino writes nothing.
+          logMethod(args: unknown[], _method, pinoLevel) {
+            const [first, second] = args;
+            const fields = typeof first === 'object' && first !== null ? (first as Record<string | symbol, unknown>) : {};
+            const msg = typeof first === 'string' ? first : typeof second === 'string' ? second : '';
+            const line = (fields[CAPNSLOG_LINE] as CapnslogLine | undefined) ?? fallbackLine(pinoLevel, fields, msg);
+            if (CAPNSLOG_RANK[line.level] <= threshold) out.write(formatCapnslog(line));
+          },
+        },
+      },
+      out,
+    );
   }
   return pino(
     {
@@ -54,8 +86,67 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       timestamp: () => `,"ts":"${new Date().toISOString()}"`,
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? pino.destination({ dest: 2, sync: true }),
+    out,
   );
+}
+
+/** The two loggers of etcd 3.4's `--logger`. */
+export type LoggerKind = 'zap' | 'capnslog';
+
+/**
+ * capnslog's levels as the letters its lines show, most severe first: CRITICAL, ERROR, WARNING,
+ * NOTICE, INFO, DEBUG.
+ */
+export type CapnslogLevel = 'C' | 'E' | 'W' | 'N' | 'I' | 'D';
+
+/** One capnslog line: the etcd package that logs it (`etcdmain`, `pkg/flags`, …), its level and text. */
+export interface CapnslogLine {
+  pkg: string;
+  level: CapnslogLevel;
+  text: string;
+}
+
+const CAPNSLOG_LINE = Symbol('capnslog');
+const CAPNSLOG_RANK: Record<CapnslogLevel, number> = { C: 0, E: 1, W: 2, N: 3, I: 4, D: 5 };
+
+/** `--log-level` → the most verbose capnslog level shown (etcd `logutil.ConvertToCapnslogLogLevel`). */
+const CAPNSLOG_THRESHOLD: Record<LogLevel, CapnslogLevel> = { debug: 'D', info: 'I', warn: 'W', error: 'E', dpanic: 'C', panic: 'C', fatal: 'C' };
+
+/** pino's level numbers → capnslog's, for a call that carries no {@link plog} line. */
+const CAPNSLOG_OF_PINO: Readonly<Record<number, CapnslogLevel>> = { 20: 'D', 30: 'I', 40: 'W', 50: 'E', 60: 'C' };
+
+/**
+ * A log call's capnslog form, to merge into its fields:
+ * `log.warn({ error, ...plog('etcdmain', 'E', \`error verifying flags, ${error}.\`) }, 'failed to verify flags')`.
+ * The zap JSON leaves it out (a symbol key); the capnslog logger writes it instead of the message.
+ */
+export function plog(pkg: string, level: CapnslogLevel, text: string): { [CAPNSLOG_LINE]: CapnslogLine } {
+  return { [CAPNSLOG_LINE]: { pkg, level, text } };
+}
+
+/**
+ * A capnslog line as its `PrettyFormatter` writes it: `YYYY-MM-DD HH:MM:SS.uuuuuu L | pkg: text`
+ * and a newline, in local time, to the microsecond.
+ * @param epochMs the time, in milliseconds since the epoch (fractions kept). @default now
+ */
+export function formatCapnslog(line: CapnslogLine, epochMs: number = performance.timeOrigin + performance.now()): string {
+  const at = new Date(Math.floor(epochMs));
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const micros = String(Math.floor((epochMs % 1000) * 1000)).padStart(6, '0');
+  const date = `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())}`;
+  const time = `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${micros}`;
+  const text = line.text.endsWith('\n') ? line.text : `${line.text}\n`;
+  return `${date} ${time} ${line.level} | ${line.pkg}: ${text}`;
+}
+
+/**
+ * The capnslog line of a log call that carries none: pino's level, package `etcdserver`, the
+ * message and then the fields as `key=value`.
+ */
+function fallbackLine(pinoLevel: number, fields: Record<string, unknown>, msg: string): CapnslogLine {
+  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  const text = pairs.length === 0 ? msg : `${msg} (${pairs.join(', ')})`;
+  return { pkg: 'etcdserver', level: CAPNSLOG_OF_PINO[pinoLevel] ?? 'I', text };
 }
 
 /** The `--log-outputs` name of the systemd journal (etcd `embed.JournalLogOutput`). */

@@ -117,17 +117,29 @@ const INT_RANGE: Readonly<Record<string, [bigint, bigint]>> = {
   'time.Duration': [-(1n << 63n), (1n << 63n) - 1n],
 };
 
+/** What {@link readConfigFile} read. */
+export interface ConfigFileSettings {
+  /**
+   * Flag name → value in the flag's own syntax (`--name value`), for every setting the file gives
+   * (a `null` value sets nothing, as in Go); a duration as `<n>ns`, a list joined with commas.
+   */
+  settings: Map<string, string>;
+  /**
+   * etcdmain's own fields (`configProxy`) are decoded after etcd has read and checked the rest
+   * and set up its logging: their error (`… Go struct field configProxy.<key> …`), which etcd
+   * refuses only then.
+   */
+  proxyError?: Error;
+}
+
 /**
  * Reads etcd's configuration file `file`.
- * @returns flag name → value in the flag's own syntax (`--name value`), for every setting the
- *   file gives (a `null` value sets nothing, as in Go); a duration as `<n>ns`, a list joined
- *   with commas.
  * @throws Error with etcd's text: `open <file>: no such file or directory`, `error converting
  *   YAML to JSON: yaml: …` (the parser's own description of a syntax error), or `error
  *   unmarshaling JSON: while decoding JSON: json: cannot unmarshal <kind> into Go struct field
  *   configYAML.<key> of type <type>`.
  */
-export function readConfigFile(file: string): Map<string, string> {
+export function readConfigFile(file: string): ConfigFileSettings {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -143,7 +155,7 @@ export function readConfigFile(file: string): Map<string, string> {
   const parseError = doc.errors[0];
   if (parseError) throw new Error(`error converting YAML to JSON: yaml: ${parseError.message.split('\n')[0]!.replace(/:$/, '')}`);
   const root: unknown = doc.toJS();
-  if (root === null || root === undefined) return new Map();
+  if (root === null || root === undefined) return { settings: new Map() };
   if (typeof root !== 'object' || Array.isArray(root)) {
     throw new Error(`error unmarshaling JSON: while decoding JSON: json: cannot unmarshal ${jsonKind(root)} into Go value of type embed.configYAML`);
   }
@@ -151,17 +163,23 @@ export function readConfigFile(file: string): Map<string, string> {
   const fields = root as Record<string, unknown>;
   // Go's decoder meets the keys in JSON's order, which ghodss/yaml sorts.
   const keys = Object.keys(fields).sort();
-  for (const [struct, table] of [['configYAML', EMBED_KEYS], ['configProxy', PROXY_KEYS]] as const) {
-    for (const key of keys) {
-      const value = fields[key];
-      if (value === null) continue;
-      const prefix = struct === 'configYAML' ? SECURITY_SECTIONS[key] : undefined;
-      const type = table[key];
-      if (prefix !== undefined) readSecuritySection(key, value, prefix, settings);
-      else if (type !== undefined) settings.set(key, goValue(struct, key, value, type));
-    }
+  for (const key of keys) {
+    const value = fields[key];
+    if (value === null) continue;
+    const prefix = SECURITY_SECTIONS[key];
+    const type = EMBED_KEYS[key];
+    if (prefix !== undefined) readSecuritySection(key, value, prefix, settings);
+    else if (type !== undefined) settings.set(key, goValue('configYAML', key, value, type));
   }
-  return settings;
+  try {
+    for (const key of keys) {
+      const type = PROXY_KEYS[key];
+      if (fields[key] !== null && type !== undefined) settings.set(key, goValue('configProxy', key, fields[key], type));
+    }
+  } catch (err) {
+    return { settings, proxyError: err as Error };
+  }
+  return { settings };
 }
 
 /** A `client-transport-security` or `peer-transport-security` section into `settings`, its fields as their flags (`prefix` + field). */

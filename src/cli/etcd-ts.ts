@@ -3,22 +3,21 @@
  * SIGTERM and SIGINT close it cleanly: listeners stop, queued writes become durable, the data
  * dir is released, and the process exits 0.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 
 import type { Logger } from 'pino';
 
-import { createLogger, LogOutputError, openLogOutputs } from '../logger.js';
+import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
 import { startEtcd } from '../server/embed.js';
 import { SERVER_VERSION } from '../server/etcd-server.js';
-import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary } from './flags.js';
+import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary, type Notice } from './flags.js';
 
 /**
  * Runs the server until a signal. A command line etcd refuses ends the process as etcd's does:
  * a flag the flag package refuses with its message and the usage summary on stderr, exit
- * status 2; any other refusal, and a failed start, with a JSON log line ("failed to verify
- * flags" or "failed to start etcd-ts", the reason in `error`) and exit status 1. As in etcd, that
- * line goes to stderr when the refusal comes before the log settings are checked, and to the
- * `--log-outputs` at `--log-level` after.
+ * status 2; any other refusal, and a failed start, with etcd's log lines and exit status 1
+ * (see `refuse`). Before that, what reading the command line had to say is written as etcd
+ * writes it ({@link Notice}).
  */
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<void> {
   let parsed;
@@ -29,13 +28,15 @@ export async function main(argv: string[], env: Record<string, string | undefine
       process.stderr.write(`${err.message}\n${usageSummary()}`);
       process.exit(2);
     }
+    if (err instanceof FlagError) writeEarly(err.notices);
     // A refusal found after etcd sets up its logging goes where the log goes; if that cannot be
-    // opened, etcd's logging setup fails first and that is the refusal, on stderr.
-    let log = createLogger('info');
+    // opened, etcd's logging setup fails first and that is the refusal.
+    let log: Logger | undefined;
     let reason = err;
     if (err instanceof FlagError && err.log !== undefined) {
       try {
-        log = createLogger(err.log.level, openLogOutputs(err.log.outputs));
+        log = createLogger(err.log.level, openLogOutputs(err.log.outputs), err.log.logger);
+        logNotices(log, err.notices);
       } catch (openErr) {
         reason = openErr;
       }
@@ -50,28 +51,35 @@ export async function main(argv: string[], env: Record<string, string | undefine
     process.stdout.write(usage());
     return;
   }
+  const { config, notices } = parsed;
+  writeEarly(notices);
   let log: Logger;
   try {
-    log = createLogger(parsed.config.logLevel, openLogOutputs(parsed.config.logOutputs));
+    log = createLogger(config.logLevel, openLogOutputs(config.logOutputs), config.loggerKind);
   } catch (err) {
-    refuse(createLogger('info'), err);
+    refuse(undefined, err);
   }
-  for (const w of parsed.warnings) log.warn(w);
+  logNotices(log, notices);
+  // etcd sets up its logging again as the server starts, and warns again.
+  writeEarly(notices.filter((n) => 'raw' in n && n.again === true));
   let server: Awaited<ReturnType<typeof startEtcd>>;
   try {
-    server = await startEtcd(parsed.config, log);
+    server = await startEtcd(config, log);
   } catch (err) {
     refuse(log, err);
   }
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'received signal; shutting down');
+    // Go's names of the two signals (syscall.Signal.String).
+    const name = signal === 'SIGINT' ? 'interrupt' : 'terminated';
+    log.info({ signal: name, ...plog('pkg/osutil', 'N', `received ${name} signal, shutting down...`) }, 'received signal; shutting down');
     server.close().then(
       () => process.exit(0),
       (err: unknown) => {
-        log.error({ error: (err as Error).message }, 'error while shutting down');
+        const error = (err as Error).message;
+        log.error({ error, ...plog('etcdmain', 'E', `error while shutting down: ${error}`) }, 'error while shutting down');
         process.exit(1);
       },
     );
@@ -80,21 +88,57 @@ export async function main(argv: string[], env: Record<string, string | undefine
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/** The zap level etcd logs a notice at, by its capnslog level. */
+const ZAP_LEVEL: Record<CapnslogLevel, 'fatal' | 'error' | 'warn' | 'info' | 'debug'> = { C: 'fatal', E: 'error', W: 'warn', N: 'info', I: 'info', D: 'debug' };
+
+/** Logs the notices that are neither raw nor early (see {@link Notice}), in order. */
+function logNotices(log: Logger, notices: readonly Notice[]): void {
+  for (const n of notices) {
+    if ('raw' in n || n.early === true) continue;
+    log[ZAP_LEVEL[n.plog.level]]({ ...n.fields, ...plog(n.plog.pkg, n.plog.level, n.plog.text) }, n.msg);
+  }
+}
+
 /**
- * Logs why the server cannot run, as etcd 3.4 with `--logger=zap` does, and exits with status 1:
- * a setting refused before the start (etcdmain's "error verifying flags") as a warning "failed to
- * verify flags", anything else as "failed to start etcd-ts"; `error` holds etcd's message and
- * `cause` the reason behind it, when there is one.
+ * Writes the notices etcd prints before it has a logger, in order: raw lines as they are, and
+ * early log lines as capnslog's default formatter writes them (on stderr, INFO and above).
  */
-function refuse(log: Logger, err: unknown): never {
+function writeEarly(notices: readonly Notice[]): void {
+  for (const n of notices) {
+    if ('raw' in n) writeSync(2, `${n.raw}\n`);
+    else if (n.early === true && n.plog.level !== 'D') writeSync(2, formatCapnslog(n.plog));
+  }
+}
+
+/**
+ * Says why the server cannot run, as etcd 3.4 does, and exits with status 1:
+ * - an `ETCD_*` variable shadowed by a flag: `C | pkg/flags: …`, on stderr;
+ * - a setting refused before the start (etcdmain's "error verifying flags"): zap's warning
+ *   "failed to verify flags", capnslog's `E | etcdmain: error verifying flags, <reason>. See
+ *   'etcd --help'.`, with a second line after the advertise-URL refusal;
+ * - anything else: zap's fatal "failed to start etcd-ts", capnslog's `C | etcdmain: <reason>`.
+ * `error` holds etcd's message and `cause` the reason behind it, when there is one.
+ * @param log the server's logger; undefined when the refusal comes before etcd has one, which then
+ *   writes through capnslog's default formatter, on stderr, whatever `--logger` says.
+ */
+function refuse(log: Logger | undefined, err: unknown): never {
   const error = (err as Error).message;
   const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : undefined;
   const fields = cause === undefined || error.includes(cause) ? { error } : { error, cause };
-  if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) {
-    log.warn(fields, 'failed to verify flags');
-    if (error === ERR_UNSET_ADVERTISE_CLIENT_URLS) log.warn(fields, 'advertise client URLs are not set');
+  const write = (level: 'warn' | 'fatal', msg: string, line: CapnslogLine): void => {
+    if (log === undefined) writeSync(2, formatCapnslog(line));
+    else log[level]({ ...fields, ...plog(line.pkg, line.level, line.text) }, msg);
+  };
+  if (err instanceof FlagError && err.phase === 'env') {
+    writeSync(2, formatCapnslog({ pkg: 'pkg/flags', level: 'C', text: error }));
+  } else if (err instanceof FlagError ? err.phase === 'verify' : err instanceof LogOutputError) {
+    write('warn', 'failed to verify flags', { pkg: 'etcdmain', level: 'E', text: `error verifying flags, ${error}. See 'etcd --help'.` });
+    if (error === ERR_UNSET_ADVERTISE_CLIENT_URLS) {
+      const text = 'When listening on specific address(es), this etcd process must advertise accessible url(s) to each connected client.';
+      write('warn', 'advertise client URLs are not set', { pkg: 'etcdmain', level: 'E', text });
+    }
   } else {
-    log.fatal(fields, 'failed to start etcd-ts');
+    write('fatal', 'failed to start etcd-ts', { pkg: 'etcdmain', level: 'C', text: error });
   }
   process.exit(1);
 }

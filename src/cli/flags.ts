@@ -18,16 +18,16 @@
  *
  * Environment (etcd `pkg/flags.SetFlagsFromEnv`): each flag is also read from
  * `ETCD_<NAME>` (upper case, `-` → `_`) when the command line does not set it and the variable
- * is not empty. A variable shadowed by a command-line flag, or an `ETCD_*` variable that names
- * no flag, gets a warning. etcd 3.4 exits on a shadowed variable; etcd ≤3.3 and etcd-ts warn
- * and let the command line win. `ETCD_VERSION` is never read (Docker images set it to a version
- * string, which etcd 3.4 rejects as a boolean).
+ * is not empty. A variable whose flag the command line sets is refused, as etcd 3.4 refuses it
+ * (phase `env`); an `ETCD_*` variable that names no flag, or is empty, gets etcd's warning
+ * ("unrecognized environment variable"). `ETCD_VERSION` is never read (Docker images set it to
+ * a version string, which etcd 3.4 rejects as a boolean).
  */
 import { isIP } from 'node:net';
 
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
 import { defaultConfig, isTlsUrl, type ServerConfig } from '../config.js';
-import { isLogLevel, JOURNAL_LOG_OUTPUT, LOG_LEVELS } from '../logger.js';
+import { isLogLevel, JOURNAL_LOG_OUTPUT, LOG_LEVELS, type CapnslogLine, type LoggerKind } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
 /**
@@ -35,12 +35,14 @@ import { readConfigFile } from './config-file.js';
  * status (src/cli/etcd-ts.ts):
  * - `parse`: Go's flag package refuses an argument (unknown flag, missing or malformed value on
  *   the command line): the message and the usage summary on stderr, exit status 2;
+ * - `env`: etcd's `pkg/flags` exits on an `ETCD_*` variable whose flag the command line sets
+ *   (`C | pkg/flags: conflicting environment variable …`): exit status 1;
  * - `verify`: etcdmain's "error verifying flags" (a malformed `ETCD_*` value, the configuration
  *   file, a positional argument, settings etcd checks before it starts): exit status 1;
  * - `start`: refused while the server starts (TLS settings, the auth token, the compaction
  *   retention): exit status 1.
  */
-export type FlagErrorPhase = 'parse' | 'verify' | 'start';
+export type FlagErrorPhase = 'parse' | 'env' | 'verify' | 'start';
 
 /** etcd `embed.ErrUnsetAdvertiseClientURLsFlag`: its refusal is followed by a second warning line. */
 export const ERR_UNSET_ADVERTISE_CLIENT_URLS = '--advertise-client-urls is required when --listen-client-urls is set explicitly';
@@ -56,6 +58,8 @@ export class FlagError extends Error {
    * not on stderr. Undefined for refusals before that point.
    */
   log: LogSettings | undefined;
+  /** What reading the command line had to say before the refusal, in order (see {@link Notice}). */
+  notices: Notice[] = [];
 
   constructor(message: string, phase: FlagErrorPhase = 'verify', options?: ErrorOptions) {
     super(message, options);
@@ -63,9 +67,23 @@ export class FlagError extends Error {
   }
 }
 
-/** What the command line asks for. `warnings` are for the operator, one line each. */
+/**
+ * A message from reading the command line, in etcd 3.4's forms (src/cli/etcd-ts.ts writes them):
+ * - `raw`: a line etcd prints with `fmt.Fprintln(os.Stderr, …)` while it sets up its logging (the
+ *   deprecation warnings), whatever `--logger` says; `again`: etcd sets up its logging once more
+ *   when the server starts, and prints it again then;
+ * - otherwise a log line: zap's `msg` and `fields`, capnslog's `plog` line. An `early` line comes
+ *   from etcd code that logs through capnslog before any logger is set up (`pkg/flags`, etcdmain
+ *   reading a configuration file): a capnslog line on stderr whatever `--logger` says, at
+ *   capnslog's default level (INFO). The others are logged once the logger exists.
+ */
+export type Notice =
+  | { raw: string; again?: boolean }
+  | { msg: string; fields: Record<string, unknown>; plog: CapnslogLine; early?: boolean };
+
+/** What the command line asks for, and the {@link Notice}s for the operator, in order. */
 export type CommandLine =
-  | { action: 'run'; config: ServerConfig; warnings: string[] }
+  | { action: 'run'; config: ServerConfig; notices: Notice[] }
   | { action: 'help' }
   | { action: 'version' };
 
@@ -241,7 +259,7 @@ const FLAGS: readonly FlagSpec[] = [
     'logger',
     'string',
     'capnslog',
-    "Specify 'zap' for structured logging or 'capnslog'. etcd-ts writes zap's JSON lines with either; 'capnslog' takes only one of default, stderr, stdout as output, as in etcd 3.4.",
+    "Specify 'zap' for structured logging (JSON lines) or 'capnslog' (text lines); 'capnslog' takes only one of default, stderr, stdout as output, as in etcd 3.4.",
   ),
   supported(
     'log-outputs',
@@ -362,13 +380,24 @@ function flagToEnv(name: string): string {
  * @param env the environment (`process.env`); only `ETCD_*` variables are read.
  * @returns `help` for `-h`/`--help` (the caller prints {@link usage} and exits 0, as etcd);
  *   `version` for `--version`; otherwise `run` with the config (etcd's defaults where nothing
- *   is set) and the warnings to log.
- * @throws FlagError naming the flag or variable: unknown flag, missing or malformed value (size,
- *   URL, duration, boolean, choice), a positional argument, a rejected flag, or a combination
- *   etcd refuses (e.g. `--listen-client-urls` without `--advertise-client-urls`, an https://
+ *   is set) and the notices to write.
+ * @throws FlagError (with the notices before it) naming the flag or variable: unknown flag,
+ *   missing or malformed value (size, URL, duration, boolean, choice), a variable whose flag is
+ *   set too, a positional argument, a rejected flag, or a combination etcd refuses (e.g. `--listen-client-urls` without `--advertise-client-urls`, an https://
  *   URL without `--cert-file`/`--key-file` or `--auto-tls`).
  */
 export function parseFlags(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CommandLine {
+  const notices: Notice[] = [];
+  try {
+    return readCommandLine(argv, env, notices);
+  } catch (err) {
+    if (err instanceof FlagError) err.notices = notices;
+    throw err;
+  }
+}
+
+/** {@link parseFlags}, appending its notices to `notices` as they arise. */
+function readCommandLine(argv: readonly string[], env: Readonly<Record<string, string | undefined>>, notices: Notice[]): CommandLine {
   const values = new Map<string, FlagValue>(); // flag name → its value, when set
   const source = new Map<string, string>(); // flag name → where it was set: '--name' or 'ETCD_NAME'
 
@@ -421,7 +450,6 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
     throw new FlagError(`'${positional}' is not a valid flag`);
   }
   if (values.get('version') === true) return { action: 'version' };
-  const warnings: string[] = [];
 
   // 3. A configuration file replaces the command line and the environment (etcdmain
   // `configFromFile`); its variable is read even when the others are not.
@@ -429,52 +457,121 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
   if (typeof configFile === 'string' && configFile !== '') {
     values.clear();
     source.clear();
-    let settings: Map<string, string>;
+    // etcdmain says it loads the file once it has read it, or failed to; through capnslog unless
+    // the file set up a zap logger (see `finish`).
+    const loading: Notice = {
+      msg: 'loaded server configuration, other configuration command line flags and environment variables will be ignored if provided',
+      fields: { path: configFile },
+      plog: {
+        pkg: 'etcdmain',
+        level: 'I',
+        text: `Loading server configuration from ${JSON.stringify(configFile)}. Other configuration command line flags and environment variables will be ignored if provided.`,
+      },
+      early: true,
+    };
+    let proxyError: Error | undefined;
     try {
-      settings = readConfigFile(configFile);
+      const read = readConfigFile(configFile);
+      proxyError = read.proxyError;
+      for (const [name, raw] of read.settings) {
+        setValue(FLAG_BY_NAME.get(name)!, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${name} in ${configFile}: ${reason}`);
+        source.set(name, name);
+      }
     } catch (err) {
-      throw new FlagError((err as Error).message, 'verify', { cause: err });
+      notices.push(loading);
+      throw err instanceof FlagError ? err : new FlagError((err as Error).message, 'verify', { cause: err });
     }
-    for (const [name, raw] of settings) {
-      setValue(FLAG_BY_NAME.get(name)!, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${name} in ${configFile}: ${reason}`);
-      source.set(name, name);
-    }
-    warnings.push(`loaded server configuration from ${configFile}; other command line flags and environment variables are ignored`);
-    return finish(values, source, warnings, true);
+    return finish(values, source, notices, { loading, proxyError });
   }
 
-  // 4. The environment, for flags the command line left unset (etcd flags.SetFlagsFromEnv).
-  const envNames = new Map(FLAGS.map((f) => [flagToEnv(f.name), f]));
-  for (const key of Object.keys(env).sort()) {
+  // 4. The environment, for flags the command line left unset (etcd flags.SetFlagsFromEnv): every
+  // flag in name order, the last malformed value being the error, returned only after every
+  // variable has been checked (verifyEnv) in the environment's order.
+  let envError: FlagError | undefined;
+  const used = new Set<string>();
+  for (const spec of [...FLAGS].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const key = flagToEnv(spec.name);
     const raw = env[key];
-    if (raw === undefined || !key.startsWith('ETCD_') || key === 'ETCD_VERSION') continue;
-    const spec = envNames.get(key);
-    if (spec === undefined) {
-      warnings.push(`unrecognized environment variable ${key}=${raw}`);
-    } else if (source.has(spec.name)) {
-      warnings.push(`recognized environment variable ${key}, but unused: shadowed by corresponding flag`);
-    } else if (raw !== '') {
+    if (source.has(spec.name) || raw === undefined || raw === '' || key === 'ETCD_VERSION') continue;
+    used.add(key);
+    try {
       setValue(spec, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${key}: ${reason}`);
       source.set(spec.name, key);
+    } catch (err) {
+      if (!(err instanceof FlagError)) throw err;
+      envError = err;
     }
   }
+  const setOnCommandLine = new Set(FLAGS.filter((f) => source.get(f.name) === `--${f.name}`).map((f) => flagToEnv(f.name)));
+  for (const [key, raw] of Object.entries(env)) {
+    if (raw === undefined || used.has(key) || key === 'ETCD_VERSION') continue;
+    if (setOnCommandLine.has(key)) {
+      throw new FlagError(
+        `conflicting environment variable ${JSON.stringify(key)} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)`,
+        'env',
+      );
+    }
+    if (key.startsWith('ETCD_')) {
+      const text = `unrecognized environment variable ${key}=${raw}`;
+      notices.push({ msg: text, fields: {}, plog: { pkg: 'pkg/flags', level: 'W', text }, early: true });
+    }
+  }
+  if (envError !== undefined) throw envError;
 
-  return finish(values, source, warnings, false);
+  return finish(values, source, notices);
 }
 
-/** One warning naming every ignored flag that was set, then the config. */
-function finish(values: ReadonlyMap<string, FlagValue>, source: ReadonlyMap<string, string>, warnings: string[], fromFile: boolean): CommandLine {
-  const ignoredSet = FLAGS.filter((f) => f.use === 'ignored' && source.has(f.name)).map((f) => source.get(f.name));
-  if (ignoredSet.length > 0) {
-    warnings.push(`ignoring ${fromFile ? 'settings' : 'flags'} that do not apply to a single-node etcd-ts: ${ignoredSet.join(', ')}`);
-  }
-  const log = logSettings(values, warnings, fromFile);
+/**
+ * The log settings, the config, then one warning naming every ignored flag that was set.
+ * @param file when the settings come from a configuration file: the notice that it was loaded,
+ *   and the error of its etcdmain fields, refused after the other settings were checked.
+ */
+function finish(
+  values: ReadonlyMap<string, FlagValue>,
+  source: ReadonlyMap<string, string>,
+  notices: Notice[],
+  file?: { loading: Notice; proxyError: Error | undefined },
+): CommandLine {
+  const fromFile = file !== undefined;
+  const log = logSettings(values, notices, fromFile);
+  let config: ServerConfig;
+  const beforeConfig = notices.length;
   try {
-    return { action: 'run', config: buildConfig(values, source, warnings, fromFile, log), warnings };
+    config = buildConfig(values, source, notices, fromFile, log);
   } catch (err) {
-    if (err instanceof FlagError) err.log = log;
+    if (!(err instanceof FlagError)) throw err;
+    // buildConfig's warnings are etcd's as its server starts, which a refusal never reaches.
+    notices.length = beforeConfig;
+    // A file's settings are checked inside etcd's ConfigFromFile, whose logger is dropped when
+    // it fails: that refusal goes to stderr. The command line's are refused after etcd set up
+    // its logging, as is everything refused at the start (see FlagError.log), where the error
+    // of the file's etcdmain fields comes first.
+    if (file?.proxyError !== undefined && err.phase === 'start') throw proxyRefusal(file.proxyError, log, notices, file.loading);
+    if (file !== undefined) notices.push(file.loading);
+    if (!fromFile || err.phase === 'start') err.log = log;
     throw err;
   }
+  if (file?.proxyError !== undefined) throw proxyRefusal(file.proxyError, log, notices, file.loading);
+  if (file !== undefined) notices.splice(beforeConfig, 0, log.logger === 'zap' ? { ...file.loading, early: false } : file.loading);
+  // Our own warning, said as the server starts, as buildConfig's are.
+  const ignoredSet = FLAGS.filter((f) => f.use === 'ignored' && source.has(f.name)).map((f) => source.get(f.name) as string);
+  if (ignoredSet.length > 0) {
+    const msg = `ignoring ${fromFile ? 'settings' : 'flags'} that do not apply to a single-node etcd-ts`;
+    notices.push({ msg, fields: { [fromFile ? 'settings' : 'flags']: ignoredSet }, plog: { pkg: 'etcdmain', level: 'W', text: `${msg}: ${ignoredSet.join(', ')}` } });
+  }
+  return { action: 'run', config, notices };
+}
+
+/**
+ * The refusal of a configuration file's etcdmain fields: etcd decodes them once it holds the
+ * file's other settings and their logger, so it says it loaded the file through that logger,
+ * and refuses there.
+ */
+function proxyRefusal(proxyError: Error, log: LogSettings, notices: Notice[], loading: Notice): FlagError {
+  notices.push(log.logger === 'zap' ? { ...loading, early: false } : loading);
+  const err = new FlagError(proxyError.message, 'verify', { cause: proxyError });
+  err.log = log;
+  return err;
 }
 
 /** A string flag's value; undefined when it is unset. */
@@ -489,18 +586,19 @@ function listValue(values: ReadonlyMap<string, FlagValue>, name: string): string
   return Array.isArray(v) ? [...(v as readonly string[])] : undefined;
 }
 
-/** `--log-level` and the outputs of `--logger`, `--log-outputs` and `--log-output`. */
+/** `--logger`, `--log-level` and the outputs of `--log-outputs` and `--log-output`. */
 export interface LogSettings {
+  logger: LoggerKind;
   level: string;
   outputs: string[];
 }
 
 /**
- * The log settings, checked first as etcd's `setupLogging` is (see `logOutputs`); `--debug`
- * means the debug level.
+ * The log settings, checked first as etcd's `setupLogging` is (see `logOutputs`), with its
+ * deprecation warnings; `--debug` means the debug level.
  * @throws FlagError for an unknown level or refused outputs.
  */
-function logSettings(values: ReadonlyMap<string, FlagValue>, warnings: string[], fromFile: boolean): LogSettings {
+function logSettings(values: ReadonlyMap<string, FlagValue>, notices: Notice[], fromFile: boolean): LogSettings {
   const text = (name: string) => textValue(values, name);
   const list = (name: string) => listValue(values, name);
   let level = text('log-level') ?? defaultConfig().logLevel;
@@ -508,11 +606,18 @@ function logSettings(values: ReadonlyMap<string, FlagValue>, warnings: string[],
     // etcd 3.4 panics here (logutil.ConvertToZapLevel), exit status 2; a refusal is kinder.
     throw new FlagError(`unknown level "${level}"`);
   }
+  const logger = text('logger') ?? defaultConfig().loggerKind;
+  const outputs = deprecatedLogOutput(list('log-outputs'), list('log-output'), fromFile, notices);
+  // etcd's words, its missing parenthesis included.
   if (values.get('debug') === true) {
-    warnings.push("deprecated '--debug' flag is set; use '--log-level=debug' instead");
+    notices.push({ raw: "[WARNING] Deprecated '--debug' flag is set to true (use '--log-level=debug' instead" });
+    if (level !== 'debug') notices.push({ raw: `[WARNING] Deprecated '--debug' flag is set to true with inconsistent '--log-level=${level}' flag` });
     level = 'debug';
   }
-  return { level, outputs: logOutputs(text('logger') ?? 'capnslog', list('log-outputs'), list('log-output'), fromFile, warnings) };
+  if (logger === 'capnslog') notices.push({ raw: "[WARNING] Deprecated '--logger=capnslog' flag is set; use '--logger=zap' flag instead", again: true });
+  const packageLevels = text('log-package-levels') ?? '';
+  if (packageLevels !== '') notices.push({ raw: `[WARNING] Deprecated '--log-package-levels=${packageLevels}' flag is set; use '--logger=zap' flag instead` });
+  return { logger: logger as LoggerKind, level, outputs: logOutputs(logger, outputs) };
 }
 
 function isBoolean(kind: FlagKind): boolean {
@@ -632,6 +737,31 @@ const DURATION_UNIT_NS: Readonly<Record<string, bigint>> = {
 };
 
 /**
+ * Go's `time.Duration.String`: `1h0m0s`, `1m30s`, `1.5s`, `100ms`, `2µs`, `0s`.
+ * @param ms the duration in milliseconds, to the nanosecond.
+ */
+export function formatGoDuration(ms: number): string {
+  let ns = Math.round(ms * 1e6);
+  if (ns === 0) return '0s';
+  const sign = ns < 0 ? '-' : '';
+  ns = Math.abs(ns);
+  // v / 10^digits, its fraction without trailing zeros
+  const fraction = (v: number, digits: number): string => {
+    const unit = 10 ** digits;
+    const rest = String(v % unit).padStart(digits, '0').replace(/0+$/, '');
+    return rest === '' ? `${Math.floor(v / unit)}` : `${Math.floor(v / unit)}.${rest}`;
+  };
+  if (ns < 1e3) return `${sign}${ns}ns`;
+  if (ns < 1e6) return `${sign}${fraction(ns, 3)}µs`;
+  if (ns < 1e9) return `${sign}${fraction(ns, 6)}ms`;
+  const minutes = Math.floor(ns / 6e10);
+  let text = `${fraction(ns % 6e10, 9)}s`;
+  if (minutes > 0) text = `${minutes % 60}m${text}`;
+  if (minutes >= 60) text = `${Math.floor(minutes / 60)}h${text}`;
+  return sign + text;
+}
+
+/**
  * Go's time.ParseDuration: a signed sequence of decimal numbers, each with an optional fraction
  * and a unit (ns, us, µs, ms, s, m, h), e.g. `300ms`, `-1.5h`, `2h45m`; `0` needs no unit.
  * @returns the duration in milliseconds (fractional below 1 ms).
@@ -738,11 +868,12 @@ function splitHostPort(hostPort: string): { host: string; port: string } | undef
 function buildConfig(
   values: ReadonlyMap<string, FlagValue>,
   source: ReadonlyMap<string, string>,
-  warnings: string[],
+  notices: Notice[],
   fromFile: boolean,
   log: LogSettings,
 ): ServerConfig {
   const config = defaultConfig();
+  config.loggerKind = log.logger;
   config.logLevel = log.level;
   config.logOutputs = log.outputs;
   const text = (name: string) => textValue(values, name);
@@ -779,7 +910,11 @@ function buildConfig(
   // etcd (`NewAuthStore`) falls back to bcrypt's default cost, with a warning, outside 4–31.
   const bcryptCost = integer('bcrypt-cost');
   if (bcryptCost !== undefined && (bcryptCost < 4 || bcryptCost > 31)) {
-    warnings.push(`use default bcrypt cost instead of the invalid given cost (given-cost ${bcryptCost}, default-cost 10)`);
+    notices.push({
+      msg: 'use default bcrypt cost instead of the invalid given cost',
+      fields: { 'min-cost': 4, 'max-cost': 31, 'default-cost': 10, 'given-cost': bcryptCost },
+      plog: { pkg: 'auth', level: 'W', text: `Use default bcrypt-cost 10 instead of the invalid value ${bcryptCost}` },
+    });
   } else if (bcryptCost !== undefined) {
     config.bcryptCost = bcryptCost;
   }
@@ -838,9 +973,9 @@ function buildConfig(
   const progressMs = values.get('experimental-watch-progress-notify-interval');
   if (typeof progressMs === 'number' && progressMs > 0) {
     if (progressMs < MIN_WATCH_PROGRESS_INTERVAL_MS) {
-      warnings.push(
-        `adjusting watch progress notify interval to minimum period ${MIN_WATCH_PROGRESS_INTERVAL_MS}ms`,
-      );
+      const msg = 'adjusting watch progress notify interval to minimum period';
+      const period = `${MIN_WATCH_PROGRESS_INTERVAL_MS}ms`;
+      notices.push({ msg, fields: { 'min-watch-progress-interval': period }, plog: { pkg: 'etcdserver/api/v3rpc', level: 'W', text: `${msg} ${period}` } });
     }
     config.watchProgressNotifyIntervalMs = Math.max(progressMs, MIN_WATCH_PROGRESS_INTERVAL_MS);
   }
@@ -878,11 +1013,24 @@ function buildConfig(
     if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
     }
+    // etcd's capnslog text says "peer key/cert files" for the client's.
     if (!isTlsUrl(u) && hasFiles) {
-      warnings.push(`scheme is HTTP while key and cert files are present; ignoring key and cert files (client-url ${u})`);
+      notices.push({
+        msg: 'scheme is HTTP while key and cert files are present; ignoring key and cert files',
+        fields: { 'client-url': u },
+        plog: { pkg: 'embed', level: 'W', text: `The scheme of client url ${u} is HTTP while peer key/cert files are presented. Ignored key/cert files.` },
+      });
     }
     if (!isTlsUrl(u) && tls.clientCertAuth) {
-      warnings.push(`scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL (client-url ${u})`);
+      notices.push({
+        msg: 'scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL',
+        fields: { 'client-url': u },
+        plog: {
+          pkg: 'embed',
+          level: 'W',
+          text: `The scheme of client url ${u} is HTTP while client cert auth (--client-cert-auth) is enabled. Ignored client cert auth for this url.`,
+        },
+      });
     }
   }
   for (const u of config.listenMetricsUrls) {
@@ -901,42 +1049,55 @@ function buildConfig(
 const DEFAULT_LOG_OUTPUT = 'default';
 
 /**
- * The log outputs, checked as etcd's `embed.Config.setupLogging` checks them (its error texts).
- * @param logger `--logger`: `capnslog` (etcd 3.4's default) or `zap`.
- * @param outputs `--log-outputs`; `deprecated`: `--log-output`, which replaces it only when it
- *   names more outputs (etcd's rule; a single `--log-output` only warns). Both default to
- *   `default`. Flags hold them sorted without duplicates (etcd's UniqueStringsValue); a
- *   configuration file keeps its lists as written.
- * @returns the outputs to open (`stderr`, `stdout`, `systemd/journal` or file paths), sorted,
- *   without duplicates, and only `/dev/null` when it is one of them (zap's MergeOutputPaths).
- * @throws FlagError (verify) for a combination etcd refuses, e.g. a file with capnslog.
+ * The outputs `--log-outputs` and the deprecated `--log-output` name together, as etcd's
+ * `embed.Config.setupLogging` resolves them first: `--log-output` replaces `--log-outputs` only
+ * when it names more outputs (a single `--log-output` is only warned about). Both default to
+ * `default`. Flags hold them sorted without duplicates (etcd's UniqueStringsValue); a
+ * configuration file keeps its lists as written.
+ * @throws FlagError (verify) for a combination etcd refuses.
  */
-function logOutputs(
-  logger: string,
+function deprecatedLogOutput(
   outputs: readonly string[] | undefined,
   deprecated: readonly string[] | undefined,
   fromFile: boolean,
-  warnings: string[],
+  notices: Notice[],
 ): string[] {
   const given = (list: readonly string[] | undefined): string[] =>
     list === undefined ? [DEFAULT_LOG_OUTPUT] : fromFile ? [...list] : [...new Set(list)].sort();
-  const quoted = (list: readonly string[]): string => `[${list.map((o) => JSON.stringify(o)).join(' ')}]`; // Go's %q
   let chosen = given(outputs);
   const old = given(deprecated);
   if (old.length > chosen.length) {
-    warnings.push("'--log-output' flag has been deprecated! Please use '--log-outputs'!");
+    notices.push({ raw: "'--log-output' flag has been deprecated! Please use '--log-outputs'!" });
     chosen = old;
   } else if (old.length === chosen.length) {
     if (old.length > 1) throw new FlagError("both '--log-output' and '--log-outputs' are set; only set '--log-outputs'");
     if (old[0] !== DEFAULT_LOG_OUTPUT) {
       if (old[0] === chosen[0]) {
-        throw new FlagError(`'--log-output=${quoted(old)}' and '--log-outputs=${quoted(chosen)}' are incompatible; only set --log-outputs`);
+        throw new FlagError(`'--log-output=${goQuoted(old)}' and '--log-outputs=${goQuoted(chosen)}' are incompatible; only set --log-outputs`);
       }
-      warnings.push(`Deprecated '--log-output' flag is set to ${quoted(old)}; it is not used: use '--log-outputs'`);
+      notices.push({ raw: `[WARNING] Deprecated '--log-output' flag is set to ${goQuoted(old)}` }, { raw: "Please use '--log-outputs' flag" });
     }
   }
+  return chosen;
+}
+
+/** A list as Go's `%q` prints a `[]string`: `["a" "b"]`. */
+function goQuoted(list: readonly string[]): string {
+  return `[${list.map((o) => JSON.stringify(o)).join(' ')}]`;
+}
+
+/**
+ * The log outputs to open, checked as etcd's `embed.Config.setupLogging` checks them (its error
+ * texts).
+ * @param logger `--logger`: `capnslog` (etcd 3.4's default) or `zap`.
+ * @param chosen the outputs named (see {@link deprecatedLogOutput}).
+ * @returns the outputs to open (`stderr`, `stdout`, `systemd/journal` or file paths), sorted,
+ *   without duplicates, and only `/dev/null` when it is one of them (zap's MergeOutputPaths).
+ * @throws FlagError (verify) for a combination etcd refuses, e.g. a file with capnslog.
+ */
+function logOutputs(logger: string, chosen: readonly string[]): string[] {
   if (logger === 'capnslog') {
-    if (chosen.length !== 1) throw new FlagError(`--logger=capnslog supports only 1 value in '--log-outputs', got ${quoted(chosen)}`);
+    if (chosen.length !== 1) throw new FlagError(`--logger=capnslog supports only 1 value in '--log-outputs', got ${goQuoted(chosen)}`);
     const only = chosen[0] as string;
     if (only === 'stdout') return ['stdout'];
     if (only === 'stderr' || only === DEFAULT_LOG_OUTPUT) return ['stderr'];
@@ -949,7 +1110,7 @@ function logOutputs(
   if (chosen.includes(JOURNAL_LOG_OUTPUT)) {
     if (chosen.length > 1) {
       throw new FlagError(
-        `running with systemd/journal but other '--log-outputs' values (${quoted(chosen)}) are configured with 'default'; override 'default' value with something else`,
+        `running with systemd/journal but other '--log-outputs' values (${goQuoted(chosen)}) are configured with 'default'; override 'default' value with something else`,
       );
     }
     return [JOURNAL_LOG_OUTPUT];
@@ -993,7 +1154,7 @@ export function usage(): string {
   const lines = [
     usageSummary(),
     "Every flag can also be set by its environment variable: ETCD_ and the flag's name in upper case with",
-    "'-' as '_' (ETCD_DATA_DIR for --data-dir). A flag on the command line wins over its variable.",
+    "'-' as '_' (ETCD_DATA_DIR for --data-dir). A variable whose flag is also on the command line is refused.",
     '',
     'Flags:',
   ];

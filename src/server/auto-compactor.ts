@@ -11,7 +11,8 @@
  */
 import type { Logger } from 'pino';
 import type { AutoCompactionMode } from '../config.js';
-import { parseGoDuration } from '../cli/flags.js';
+import { formatGoDuration, parseGoDuration } from '../cli/flags.js';
+import { plog } from '../logger.js';
 
 /** What the compactor needs from the server. */
 export interface Compactable {
@@ -52,17 +53,21 @@ export function startAutoCompactor(mode: AutoCompactionMode, retention: string, 
     timer = setTimeout(() => void fn().finally(() => schedule(ms, fn)), ms);
     timer.unref();
   };
+  // etcd's fields and words: zap's name the mode, capnslog's the retention.
+  const fields = mode === 'periodic' ? { 'compact-period': formatGoDuration(amount) } : { 'revision-compaction-retention': amount };
+  const kept = mode === 'periodic' ? formatGoDuration(amount) : `${amount} revisions`;
   const attempt = async (rev: number): Promise<boolean> => {
-    log.info({ revision: rev }, `starting auto ${mode} compaction`);
+    log.info({ revision: rev, ...fields, ...plog('compactor', 'N', `Starting auto-compaction at revision ${rev} (retention: ${kept})`) }, `starting auto ${mode} compaction`);
     try {
       await target.compact(rev);
     } catch (err) {
-      if (!String((err as Error).message).includes('required revision has been compacted')) {
-        log.warn({ revision: rev, error: (err as Error).message }, `failed auto ${mode} compaction`);
+      const error = (err as Error).message;
+      if (!String(error).includes('required revision has been compacted')) {
+        log.warn({ revision: rev, ...fields, error, ...plog('compactor', 'N', `Failed auto-compaction at revision ${rev} (${error})`) }, `failed auto ${mode} compaction`);
         return false;
       }
     }
-    log.info({ revision: rev }, `completed auto ${mode} compaction`);
+    log.info({ revision: rev, ...fields, ...plog('compactor', 'N', `Finished auto-compaction at revision ${rev}`) }, `completed auto ${mode} compaction`);
     return true;
   };
 

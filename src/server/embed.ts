@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { isTlsUrl, type ServerConfig } from '../config.js';
+import { plog } from '../logger.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
 import { EtcdServer } from './etcd-server.js';
@@ -95,7 +96,18 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       rev: () => etcd.store.headRev,
       compact: (rev) => etcd.compact({ revision: BigInt(rev), physical: false }),
     }, log);
-    log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16) }, 'ready to serve client requests');
+    const ready = plog('embed', 'I', 'ready to serve client requests');
+    log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16), ...ready }, 'ready to serve client requests');
+    for (const url of clientUrls) {
+      // etcd names the listener's address: host:port, or a unix socket's path.
+      const address = url.replace(/^[a-z]+:\/\//, '');
+      if (isTlsUrl(url)) {
+        log.info({ address, ...plog('embed', 'I', `serving client requests on ${address}`) }, 'serving client traffic securely');
+      } else {
+        const line = plog('embed', 'N', `serving insecure client requests on ${address}, this is strongly discouraged!`);
+        log.info({ address, ...line }, 'serving client traffic insecurely; this is strongly discouraged!');
+      }
+    }
     return {
       etcd,
       clientUrls,

@@ -41,6 +41,8 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
+import { formatGoDuration } from '../cli/flags.js';
+import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
 import {
   applyDeleteRange,
@@ -137,7 +139,7 @@ export class EtcdServer {
       const wal = readEtcdWal(walDirOf(config));
       if (wal.hardState) this.backend.putMeta('term', wal.hardState.term.toString());
       this.etcdLog = { wal, applied };
-      log.info({ path: etcdDb }, "imported etcd's database (bbolt) into a new etcd-ts store");
+      log.info({ path: etcdDb, ...plog('etcdserver', 'I', `imported etcd's database ${etcdDb} (bbolt) into a new etcd-ts store`) }, "imported etcd's database (bbolt) into a new etcd-ts store");
     }
     this.store = new KVStore(this.backend);
     this.watchableStore = new WatchableStore(this.store);
@@ -228,7 +230,8 @@ export class EtcdServer {
     const membersOnly = wal.entries.every((e) => e.Type !== 0);
     this.raftIndexValue = (last > applied ? last : applied) + (membersOnly ? 3n : 2n);
     this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
-    this.log.info({ entries: requests.length, raftIndex: this.raftIndexValue.toString() }, "applied etcd's log beyond its database");
+    const line = plog('etcdserver', 'I', `applied ${requests.length} entries of etcd's log beyond its database (raft index ${this.raftIndexValue})`);
+    this.log.info({ entries: requests.length, raftIndex: this.raftIndexValue.toString(), ...line }, "applied etcd's log beyond its database");
     return Promise.allSettled(results);
   }
 
@@ -345,7 +348,9 @@ export class EtcdServer {
       const took = performance.now() - start;
       if (took > this.config.warningApplyDurationMs) {
         this.slowApplies++;
-        this.log.warn({ took_ms: took, expected_duration_ms: this.config.warningApplyDurationMs, prefix }, 'apply request took too long');
+        // etcd's capnslog line also quotes the request and its result, which are not kept here.
+        const line = plog('etcdserver', 'W', `${prefix}request took too long (${formatGoDuration(took)}) to execute`);
+        this.log.warn({ took_ms: took, expected_duration_ms: this.config.warningApplyDurationMs, prefix, ...line }, 'apply request took too long');
       }
     }
   }
@@ -456,7 +461,8 @@ export class EtcdServer {
     if (!this.alarms.has(alarm)) {
       this.alarms.set(alarm, m);
       this.backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: m.memberID.toString(), alarm })));
-      this.log.warn({ alarm: AlarmType[alarm] }, 'alarm raised');
+      const from = this.memberId.toString(16);
+      this.log.warn({ alarm: AlarmType[alarm], from, ...plog('etcdserver', 'W', `alarm ${AlarmType[alarm]} raised by peer ${from}`) }, 'alarm raised');
     }
     return m;
   }

@@ -10,8 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { refusal, refusalReason } from '../helpers/refusals.js';
+import { refusal, refusalReason, type Refusal } from '../helpers/refusals.js';
 import { etcdUnavailableReason, freePort, startServer } from '../helpers/servers.js';
+
+/** A refusal's exit status and reason. */
+const brief = (r: Refusal): { status: number | null; message: string } => ({ status: r.status, message: r.message });
 
 describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   it('both refuse the same command lines with the same exit status and reason', { timeout: 180_000 }, async (t) => {
@@ -53,10 +56,10 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     const differ: string[] = [];
     for (const [args, env] of cases) {
       const full = args.includes('--listen-client-urls') ? args : [...(await client()), ...args];
-      const etcd = await refusal('etcd', full, env);
+      const etcd = brief(await refusal('etcd', full, env));
       assert.notEqual(etcd.status, null, `etcd did not exit with ${args.join(' ')}`);
       assert.notEqual(etcd.status, 0, `etcd accepted ${args.join(' ')}`);
-      const ours = await refusal('etcd-ts', full, env);
+      const ours = brief(await refusal('etcd-ts', full, env));
       if (JSON.stringify(ours) !== JSON.stringify(etcd)) {
         differ.push(`${args.join(' ')} ${JSON.stringify(env ?? {})}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
       }
@@ -67,9 +70,40 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [...(await client('https')), '--cert-file', join(dir, 'server.crt')],
       [...(await client()), '--listen-metrics-urls', `https://127.0.0.1:${await freePort()}`],
     ]) {
-      const etcd = await refusal('etcd', args);
-      const ours = await refusal('etcd-ts', args);
+      const etcd = brief(await refusal('etcd', args));
+      const ours = brief(await refusal('etcd-ts', args));
       if (JSON.stringify(ours) !== JSON.stringify(etcd)) differ.push(`${args.join(' ')}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
+    }
+    assert.deepEqual(differ, []);
+  });
+
+  it('both write a refusal found before any logger, and what comes before it, in the same words and form on stderr', { timeout: 120_000 }, async () => {
+    const url = async (): Promise<string> => `http://127.0.0.1:${await freePort()}`;
+    const client = async (): Promise<string[]> => ['--listen-client-urls', await url(), '--advertise-client-urls', await url()];
+    // etcd writes these through capnslog's default formatter, whatever --logger says, or as bare
+    // lines while it sets up its logging; nothing else before it exits.
+    const cases: [string[], Record<string, string>?][] = [
+      [['--listen-client-urls', await url()]],
+      [[...(await client()), '--auto-compaction-mode', 'daily']],
+      [[...(await client()), '--logger', 'zap', 'positional']],
+      [[...(await client()), '--logger', 'zap'], { ETCD_FOO: '1', ETCD_MAX_TXN_OPS: 'abc' }],
+      [[...(await client()), '--name', 'from-flag'], { ETCD_NAME: 'from-env' }],
+      [[...(await client()), '--name', 'from-flag'], { ETCD_NAME: '', ETCD_BAR: '' }],
+      [[...(await client()), '--debug', '--log-level', 'error', '--auto-compaction-mode', 'daily']],
+      [[...(await client()), '--log-output', 'stdout', '--auto-compaction-mode', 'daily']],
+      [[...(await client()), '--log-outputs', 'stdout,stderr']],
+      [[...(await client()), '--config-file', '/nonexistent/etcd.conf.yml']],
+    ];
+    // refusal() masks capnslog's time stamps, the one part that differs.
+    const read = (stderr: string): string[] => stderr.trim().split('\n');
+    const differ: string[] = [];
+    for (const [args, env] of cases) {
+      const etcd = await refusal('etcd', args, env);
+      const ours = await refusal('etcd-ts', args, env);
+      assert.equal(etcd.status, 1, `${args.join(' ')}: etcd exits 1`);
+      assert.match(etcd.stderr, /^<time> [CE] \| /m, `${args.join(' ')}: etcd writes capnslog`);
+      const seen = { etcd: { status: etcd.status, stderr: read(etcd.stderr) }, ours: { status: ours.status, stderr: read(ours.stderr) } };
+      if (JSON.stringify(seen.ours) !== JSON.stringify(seen.etcd)) differ.push(`${args.join(' ')} ${JSON.stringify(env ?? {})}\n  etcd:    ${JSON.stringify(seen.etcd)}\n  etcd-ts: ${JSON.stringify(seen.ours)}`);
     }
     assert.deepEqual(differ, []);
   });

@@ -6,17 +6,24 @@ import { join, resolve } from 'node:path';
 
 import { ETCD_BIN, freePort } from './servers.js';
 
-/** How a server refused to run: its exit status (null: it did not exit) and its reason. */
+/**
+ * How a server refused to run: its exit status (null: it did not exit), its reason, and all it
+ * wrote on stderr, each capnslog time stamp replaced by `<time>`.
+ */
 export interface Refusal {
   status: number | null;
   message: string;
+  stderr: string;
 }
+
+/** capnslog's time stamp at the start of a line (`2024-05-01 12:00:00.123456 `). */
+const CAPNSLOG_TIME = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} /gm;
 
 /**
  * Runs etcd 3.4 or etcd-ts with `args` (plus a data dir of its own and a free peer port, which
  * `args` may override) in a scratch directory, with only `env`'s `ETCD_*` variables, and
  * waits at most 20 s for it to exit.
- * @returns the exit status and the reason, taken from etcd's capnslog lines ("error verifying
+ * @returns the exit status, stderr, and the reason, taken from etcd's capnslog lines ("error verifying
  *   flags, <reason>. See 'etcd --help'." or "C | etcdmain: <reason>"), from a zap JSON line's
  *   `error` ("failed to verify flags", or a fatal line), or else the first line of stderr (the
  *   flag package's message).
@@ -27,7 +34,7 @@ export async function refusal(kind: 'etcd' | 'etcd-ts', args: readonly string[],
     const base = ['--data-dir', join(dir, 'data'), '--listen-peer-urls', `http://127.0.0.1:${await freePort()}`];
     const [cmd, cmdArgs] = kind === 'etcd' ? [ETCD_BIN, [...base, ...args]] : [process.execPath, [resolve('bin/etcd-ts.js'), ...base, ...args]];
     const r = spawnSync(cmd, cmdArgs, { cwd: dir, encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH ?? '', ...env } });
-    return { status: r.status, message: refusalReason(r.stderr) };
+    return { status: r.status, message: refusalReason(r.stderr), stderr: r.stderr.replace(CAPNSLOG_TIME, '<time> ') };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,16 +8,27 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { configFileFlags } from '../../src/cli/config-file.js';
-import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine, type FlagErrorPhase } from '../../src/cli/flags.js';
+import { FlagError, formatGoDuration, parseFlags, parseGoDuration, usage, type CommandLine, type FlagErrorPhase, type Notice } from '../../src/cli/flags.js';
 import { defaultConfig, type ServerConfig } from '../../src/config.js';
 import { makeCerts } from '../helpers/certs.js';
 
-/** Parses and expects `run`; returns config and warnings. */
-function run(argv: string[], env: Record<string, string | undefined> = {}): { config: ServerConfig; warnings: string[] } {
+/** etcd 3.4's warning whenever its default logger, capnslog, is in use (tested on its own below). */
+const CAPNSLOG_DEPRECATION = "[WARNING] Deprecated '--logger=capnslog' flag is set; use '--logger=zap' flag instead";
+
+/** A notice as an operator with capnslog (etcd 3.4's default) reads it: a raw line, or its capnslog text. */
+function said(n: Notice): string {
+  return 'raw' in n ? n.raw : n.plog.text;
+}
+
+/**
+ * Parses and expects `run`; returns the config, the notices, and what they say (`warnings`),
+ * the capnslog deprecation left out.
+ */
+function run(argv: string[], env: Record<string, string | undefined> = {}): { config: ServerConfig; notices: Notice[]; warnings: string[] } {
   const parsed: CommandLine = parseFlags(argv, env);
   assert.equal(parsed.action, 'run');
   if (parsed.action !== 'run') throw new Error('unreachable');
-  return { config: parsed.config, warnings: parsed.warnings };
+  return { config: parsed.config, notices: parsed.notices, warnings: parsed.notices.map(said).filter((w) => w !== CAPNSLOG_DEPRECATION) };
 }
 
 /** Expects a FlagError whose message matches `message` (and of `phase`, when given). */
@@ -143,17 +154,27 @@ describe('environment variables', () => {
     assert.deepEqual(warnings, []);
   });
 
-  it('lets the command line win, with etcd warning', () => {
-    const { config, warnings } = run(['--name', 'cli'], { ETCD_NAME: 'env' });
-    assert.equal(config.name, 'cli');
-    assert.deepEqual(warnings, ['recognized environment variable ETCD_NAME, but unused: shadowed by corresponding flag']);
+  it('refuses a variable whose flag the command line sets, empty or not, as etcd 3.4 (pkg/flags) does', () => {
+    const shadowed = 'conflicting environment variable "ETCD_NAME" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)';
+    fails(['--name', 'cli'], shadowed, { ETCD_NAME: 'env' }, 'env');
+    fails(['--name', 'cli'], shadowed, { ETCD_NAME: '' }, 'env');
+    // verifyEnv runs before a malformed value is reported, and its warnings come first.
+    assert.throws(
+      () => parseFlags(['--name', 'cli'], { ETCD_FOO: '1', ETCD_NAME: 'env', ETCD_MAX_TXN_OPS: 'abc' }),
+      (err: unknown) => err instanceof FlagError && err.phase === 'env' && err.notices.map(said).join() === 'unrecognized environment variable ETCD_FOO=1',
+    );
   });
 
-  it('treats an empty variable as unset', () => {
-    const { config, warnings } = run([], { ETCD_NAME: '', ETCD_MAX_TXN_OPS: '' });
+  it('treats an empty variable as unset, and warns of it as unrecognized (etcd verifyEnv), in the order of the environment', () => {
+    const { config, warnings, notices } = run([], { ETCD_NAME: '', ETCD_MAX_TXN_OPS: '' });
     assert.equal(config.name, 'default');
     assert.equal(config.maxTxnOps, 128);
-    assert.deepEqual(warnings, []);
+    assert.deepEqual(warnings, ['unrecognized environment variable ETCD_NAME=', 'unrecognized environment variable ETCD_MAX_TXN_OPS=']);
+    assert.ok(notices.every((n) => 'raw' in n || (n.early === true && n.plog.pkg === 'pkg/flags' && n.plog.level === 'W')));
+  });
+
+  it('reports the malformed variable of the last flag in name order, as Go\'s VisitAll leaves it', () => {
+    fails([], 'invalid value "x" for ETCD_MAX_TXN_OPS: parse error', { ETCD_MAX_TXN_OPS: 'x', ETCD_AUTO_TLS: 'y' }, 'verify');
   });
 
   it('warns about an unrecognised ETCD_ variable without failing, and ignores other variables', () => {
@@ -257,10 +278,28 @@ describe('--config-file (etcd 3.4 configFromFile)', () => {
     assert.equal(config.enableGrpcGateway, false);
     assert.deepEqual(config.clientTls?.cipherSuites, ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']);
     assert.deepEqual(warnings, [
-      `loaded server configuration from ${file}; other command line flags and environment variables are ignored`,
+      `Loading server configuration from ${JSON.stringify(file)}. Other configuration command line flags and environment variables will be ignored if provided.`,
       'ignoring settings that do not apply to a single-node etcd-ts: initial-cluster',
     ]);
     assert.equal(run([], { ETCD_CONFIG_FILE: file, ETCD_NAME: 'from-env' }).config.name, 'from-file');
+  });
+
+  it("says it loads the file through capnslog, or through zap when the file sets zap up; and says so when it cannot read it", (t) => {
+    const loading = (notices: Notice[]) => notices.find((n) => !('raw' in n) && n.plog.text.startsWith('Loading server configuration'));
+    const capnslog = loading(run(['--config-file', configFile(t, 'name: a\n')]).notices);
+    assert.ok(capnslog !== undefined && !('raw' in capnslog) && capnslog.early === true && capnslog.plog.pkg === 'etcdmain' && capnslog.plog.level === 'I');
+    const file = configFile(t, 'logger: zap\n');
+    const zap = loading(run(['--config-file', file]).notices);
+    assert.ok(zap !== undefined && !('raw' in zap) && zap.early === false);
+    assert.deepEqual([zap.msg, zap.fields], ['loaded server configuration, other configuration command line flags and environment variables will be ignored if provided', { path: file }]);
+    assert.throws(
+      () => parseFlags(['--config-file', '/nonexistent/etcd.yml'], {}),
+      (err: unknown) =>
+        err instanceof FlagError &&
+        err.log === undefined &&
+        err.notices.map(said).join() ===
+          'Loading server configuration from "/nonexistent/etcd.yml". Other configuration command line flags and environment variables will be ignored if provided.',
+    );
   });
 
   it('reads TLS settings from client-transport-security, and a listen URL alone (etcd checks that on flags only)', (t) => {
@@ -397,7 +436,10 @@ describe('values', () => {
     fails(['--log-level=verbose'], 'unknown level "verbose"', {}, 'verify');
     const { config, warnings } = run(['--debug', '--log-level=error']);
     assert.equal(config.logLevel, 'debug');
-    assert.match(warnings[0] as string, /deprecated '--debug'/);
+    assert.deepEqual(warnings, [
+      "[WARNING] Deprecated '--debug' flag is set to true (use '--log-level=debug' instead",
+      "[WARNING] Deprecated '--debug' flag is set to true with inconsistent '--log-level=error' flag",
+    ]);
   });
 
   it('reads the watch progress interval as a Go duration; clamps to 100ms; non-positive keeps 10m', () => {
@@ -461,15 +503,28 @@ describe('logging (--logger, --log-outputs; etcd embed setupLogging)', () => {
     fails(['--logger=glog'], 'unknown logger option "glog"', {}, 'verify');
   });
 
+  it("warns of capnslog, etcd 3.4's default logger, as deprecated, once more as the server starts; not of zap", () => {
+    const capnslog = run([]).notices.filter((n) => 'raw' in n);
+    assert.deepEqual(capnslog, [{ raw: CAPNSLOG_DEPRECATION, again: true }]);
+    assert.equal(run([]).config.loggerKind, 'capnslog');
+    const zap = run(['--logger=zap']);
+    assert.deepEqual(zap.notices, []);
+    assert.equal(zap.config.loggerKind, 'zap');
+    assert.deepEqual(run(['--logger=zap', '--log-package-levels=etcdserver=DEBUG']).warnings, [
+      "[WARNING] Deprecated '--log-package-levels=etcdserver=DEBUG' flag is set; use '--logger=zap' flag instead",
+      'ignoring flags that do not apply to a single-node etcd-ts: --log-package-levels',
+    ]);
+  });
+
   it('reads the deprecated --log-output as etcd 3.4 does', () => {
     // One value: a warning, and --log-outputs stays in force.
     const single = run(['--log-output=stdout']);
     assert.deepEqual(single.config.logOutputs, ['stderr']);
-    assert.match(single.warnings[0] as string, /Deprecated '--log-output' flag is set to \["stdout"\]/);
+    assert.deepEqual(single.warnings, ['[WARNING] Deprecated \'--log-output\' flag is set to ["stdout"]', "Please use '--log-outputs' flag"]);
     // More values than --log-outputs: they replace it.
     const many = run(['--logger=zap', '--log-output=stdout,stderr']);
     assert.deepEqual(many.config.logOutputs, ['stderr', 'stdout']);
-    assert.match(many.warnings[0] as string, /'--log-output' flag has been deprecated/);
+    assert.deepEqual(many.warnings, ["'--log-output' flag has been deprecated! Please use '--log-outputs'!"]);
     fails(['--log-output=stdout', '--log-outputs=stdout'], `'--log-output=["stdout"]' and '--log-outputs=["stdout"]' are incompatible; only set --log-outputs`);
     fails(['--logger=zap', '--log-output=a,b', '--log-outputs=c,d'], "both '--log-output' and '--log-outputs' are set; only set '--log-outputs'");
   });
@@ -507,15 +562,21 @@ describe('client TLS', () => {
   it('takes a cert without a key (refused only where TLS is used), and refuses an unknown cipher suite', () => {
     const { config, warnings } = run([...CLIENT, '--cert-file=c.pem']);
     assert.equal(config.clientTls?.certFile, 'c.pem');
-    assert.match(warnings[0] as string, /ignoring key and cert files \(client-url http:\/\/127\.0\.0\.1:2379\)/);
+    assert.deepEqual(warnings, ['The scheme of client url http://127.0.0.1:2379 is HTTP while peer key/cert files are presented. Ignored key/cert files.']);
     fails(['--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,ECDHE-RSA-AES128-GCM-SHA256'], 'unexpected TLS cipher suite "ECDHE-RSA-AES128-GCM-SHA256"', {}, 'start');
   });
 
   it('warns when cert files or client cert auth meet an http:// listener', () => {
-    const { warnings } = run([...CLIENT, '--cert-file=c.pem', '--key-file=k.pem', '--client-cert-auth']);
-    assert.equal(warnings.length, 2);
-    assert.match(warnings[0] as string, /ignoring key and cert files \(client-url http:\/\/127\.0\.0\.1:2379\)/);
-    assert.match(warnings[1] as string, /ignoring client cert auth/);
+    const { notices } = run([...CLIENT, '--cert-file=c.pem', '--key-file=k.pem', '--client-cert-auth']);
+    const logged = notices.filter((n) => !('raw' in n));
+    assert.deepEqual(
+      logged.map((n) => ('raw' in n ? [] : [n.msg, n.fields['client-url'], n.plog.pkg, n.plog.level])),
+      [
+        ['scheme is HTTP while key and cert files are present; ignoring key and cert files', 'http://127.0.0.1:2379', 'embed', 'W'],
+        ['scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL', 'http://127.0.0.1:2379', 'embed', 'W'],
+      ],
+    );
+    assert.match(said(logged[1]!), /^The scheme of client url http:\/\/127\.0\.0\.1:2379 is HTTP while client cert auth \(--client-cert-auth\) is enabled\. Ignored client cert auth for this url\.$/);
   });
 });
 
@@ -541,6 +602,16 @@ describe('parseGoDuration (Go time.ParseDuration)', () => {
       ['9223372036854775810ns', 'time: invalid duration "9223372036854775810ns"'], ['1h 2m', 'time: unknown unit "h " in duration "1h 2m"'],
     ];
     for (const [text, message] of cases) assert.throws(() => parseGoDuration(text), { message }, text);
+  });
+});
+
+describe('formatGoDuration (Go time.Duration.String)', () => {
+  it("writes Go's durationTests (time_test.go) that fit a double", () => {
+    const cases: [string, number][] = [
+      ['0s', 0], ['1ns', 0.000001], ['1.1µs', 0.0011], ['2.2ms', 2.2], ['3.3s', 3300], ['4m5s', 245_000], ['4m5.001s', 245_001],
+      ['5h6m7.001s', 18_367_001], ['8m0.000000001s', 480_000.000001], ['1h0m0s', 3_600_000], ['-1.5s', -1500],
+    ];
+    for (const [text, ms] of cases) assert.equal(formatGoDuration(ms), text, String(ms));
   });
 });
 
@@ -615,7 +686,12 @@ describe('auth flags', () => {
     assert.equal(run(['--bcrypt-cost', '4']).config.bcryptCost, 4);
     const { config, warnings } = run(['--bcrypt-cost', '40']);
     assert.equal(config.bcryptCost, 10);
-    assert.deepEqual(warnings, ['use default bcrypt cost instead of the invalid given cost (given-cost 40, default-cost 10)']);
+    assert.deepEqual(warnings, ['Use default bcrypt-cost 10 instead of the invalid value 40']);
+    // etcd warns as its server starts, which a refused command line never reaches.
+    assert.throws(
+      () => parseFlags(['--bcrypt-cost', '40', '--snapshot-count', '5', '--auto-compaction-mode', 'daily'], {}),
+      (err: unknown) => err instanceof FlagError && err.notices.map(said).join('|') === CAPNSLOG_DEPRECATION,
+    );
   });
 
   it('takes --auth-token-ttl (also as ETCD_AUTH_TOKEN_TTL) in seconds', () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { createLogger, LOG_LEVELS, LogOutputError, openLogOutputs } from '../../src/logger.js';
+import { createLogger, formatCapnslog, LOG_LEVELS, LogOutputError, openLogOutputs, plog } from '../../src/logger.js';
 
 /** A destination that keeps each written line, parsed. */
 function capture(): { lines: Record<string, unknown>[]; write(msg: string): void } {
@@ -47,6 +47,53 @@ describe('createLogger', () => {
   it('accepts every etcd level and refuses others', () => {
     for (const level of LOG_LEVELS) createLogger(level, capture());
     assert.throws(() => createLogger('verbose', capture()), /unknown log level "verbose"/);
+  });
+});
+
+describe('createLogger with capnslog (etcd 3.4\'s default --logger)', () => {
+  /** A destination that keeps each written line as it is. */
+  const text = (): { lines: string[]; write(msg: string): void } => {
+    const lines: string[] = [];
+    return { lines, write: (msg: string) => lines.push(msg) };
+  };
+  const STAMP = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} /;
+
+  it("writes the call's capnslog line as PrettyFormatter does: local time to the microsecond, level letter, package, text", () => {
+    const out = text();
+    createLogger('info', out, 'capnslog').warn({ error: 'x', ...plog('etcdmain', 'E', "error verifying flags, x. See 'etcd --help'.") }, 'failed to verify flags');
+    assert.equal(out.lines.length, 1);
+    assert.match(out.lines[0]!, STAMP);
+    assert.equal(out.lines[0]!.replace(STAMP, ''), "E | etcdmain: error verifying flags, x. See 'etcd --help'.\n");
+  });
+
+  it('formats a given time in local time', () => {
+    const at = new Date(2024, 4, 1, 9, 5, 7).getTime() + 0.123456;
+    assert.equal(formatCapnslog({ pkg: 'embed', level: 'N', text: 'hello\n' }, at), '2024-05-01 09:05:07.000123 N | embed: hello\n');
+  });
+
+  it("shows the lines at least as severe as --log-level's capnslog level (warn: C, E and W), by the line's own level", () => {
+    const out = text();
+    const log = createLogger('warn', out, 'capnslog');
+    log.info(plog('embed', 'N', 'a notice'), 'hidden');
+    log.info(plog('embed', 'I', 'an info'), 'hidden');
+    log.info(plog('etcdmain', 'E', 'an error logged at zap info'), 'shown');
+    log.warn(plog('auth', 'W', 'a warning'), 'shown');
+    assert.deepEqual(out.lines.map((l) => l.replace(STAMP, '')), ['E | etcdmain: an error logged at zap info\n', 'W | auth: a warning\n']);
+    const fatal = text();
+    createLogger('fatal', fatal, 'capnslog').warn(plog('etcdmain', 'E', 'hidden'), 'x');
+    assert.deepEqual(fatal.lines, []);
+  });
+
+  it('makes a line of the level, message and fields of a call without one', () => {
+    const out = text();
+    createLogger('info', out, 'capnslog').info({ n: 1, s: 'v' }, 'something');
+    assert.equal(out.lines[0]!.replace(STAMP, ''), 'I | etcdserver: something (n=1, s=v)\n');
+  });
+
+  it("leaves the capnslog line out of zap's JSON", () => {
+    const out = capture();
+    createLogger('info', out).warn({ error: 'x', ...plog('etcdmain', 'E', 'text') }, 'failed to verify flags');
+    assert.deepEqual(out.lines, [{ level: 'warn', ts: out.lines[0]!.ts, error: 'x', msg: 'failed to verify flags' }]);
   });
 });
 

@@ -28,6 +28,7 @@ import {
   type SnapshotResponse,
   type StatusResponse,
 } from '../../proto/gen/rpc.gen.js';
+import { plog } from '../../logger.js';
 import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import { writeEtcdSnapshot } from '../snapshot.js';
@@ -148,6 +149,21 @@ export function hashBackend(etcd: EtcdServer): number {
 const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
 
 /**
+ * A size as go-humanize's `Bytes` writes it, which etcd's snapshot log lines use: SI units,
+ * rounded to one decimal below 10 (`9 B`, `1.5 kB`, `20 kB`, `83 MB`).
+ */
+function humanizeBytes(n: number): string {
+  if (n < 10) return `${n} B`;
+  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB'];
+  const e = Math.floor(Math.log(n) / Math.log(1000));
+  const value = Math.floor((n / 1000 ** e) * 10 + 0.5) / 10;
+  if (value < 10) return `${value.toFixed(1)} ${units[e]}`;
+  // Go's %.0f rounds a half to even (12.5 → 12), toFixed away from zero.
+  const whole = value % 1 === 0.5 && Math.floor(value) % 2 === 0 ? Math.floor(value) : Math.round(value);
+  return `${whole} ${units[e]}`;
+}
+
+/**
  * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): writes the backend consistently to a
  * temp file as etcd's bbolt database (src/server/snapshot.ts), streams it in 32 KiB blobs each carrying `remaining_bytes` (bytes still to come
  * after it), then one last message whose blob is the SHA-256 of the content (remaining 0), which
@@ -160,7 +176,9 @@ async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<Snaps
     const file = path.join(dir, 'snapshot.db');
     await writeEtcdSnapshot(etcd.backend, file);
     const total = (await fs.promises.stat(file)).size;
-    etcd.log.info({ 'total-bytes': total }, 'sending database snapshot to client');
+    const size = humanizeBytes(total);
+    const v3rpc = (text: string) => plog('etcdserver/api/v3rpc', 'I', text);
+    etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`sending database snapshot to client ${size} [${total} bytes]`) }, 'sending database snapshot to client');
     const sha = createHash('sha256');
     let sent = 0;
     for await (const chunk of fs.createReadStream(file, { highWaterMark: SNAPSHOT_CHUNK_BYTES })) {
@@ -171,9 +189,12 @@ async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<Snaps
       await send(call, { header: undefined, remainingBytes: BigInt(total - sent), blob });
     }
     const digest = sha.digest();
-    etcd.log.info({ 'total-bytes': total, 'checksum-size': digest.length }, 'sending database sha256 checksum to client');
+    etcd.log.info(
+      { 'total-bytes': total, 'checksum-size': digest.length, ...v3rpc(`sending database sha256 checksum to client [${digest.length} bytes]`) },
+      'sending database sha256 checksum to client',
+    );
     await send(call, { header: undefined, remainingBytes: 0n, blob: digest });
-    etcd.log.info({ 'total-bytes': total }, 'successfully sent database snapshot to client');
+    etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`successfully sent database snapshot to client ${size} [${total} bytes]`) }, 'successfully sent database snapshot to client');
   } finally {
     await fs.promises.rm(dir, { recursive: true, force: true });
   }
@@ -231,9 +252,9 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
     }),
     defragment: unary(async (_r, md) => {
       admin(md);
-      etcd.log.info('starting defragment');
+      etcd.log.info(plog('etcdserver/api/v3rpc', 'N', 'starting to defragment the storage backend...'), 'starting defragment');
       await etcd.defragment();
-      etcd.log.info('finished defragment');
+      etcd.log.info(plog('etcdserver/api/v3rpc', 'N', 'finished defragmenting the storage backend'), 'finished defragment');
       // Like Alarm, etcd 3.4 answers Defragment and MoveLeader without a header.
       return { header: undefined };
     }),
@@ -244,7 +265,7 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
         .then(
           () => call.end(),
           (err: unknown) => {
-            etcd.log.warn({ err }, 'failed to send database snapshot');
+            etcd.log.warn({ err, ...plog('etcdserver/api/v3rpc', 'W', `failed to send database snapshot (${(err as Error).message})`) }, 'failed to send database snapshot');
             // A server stream ends with the status of an emitted error.
             call.emit('error', toServiceError(err));
           },

@@ -6,6 +6,7 @@
  * the client goes away: a client half-close leaves its watchers running, as in etcd (whose
  * recvLoop returns on EOF while the send side continues until the call's context ends).
  */
+import { plog } from '../../logger.js';
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
 import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
 import { Errors, EtcdError, grpcErrorText } from '../errors.js';
@@ -112,7 +113,7 @@ export function addWatchService(grpc: GrpcServer, etcd: EtcdServer, onSent: (byt
         try {
           stream.handle(req);
         } catch (err) {
-          etcd.log.error({ err }, 'watch request failed');
+          etcd.log.error({ err, ...plog('etcdserver/api/v3rpc', 'E', `failed to handle watch request (${(err as Error).message})`) }, 'watch request failed');
           stream.close();
           call.destroy(err instanceof Error ? err : new Error(String(err)));
         }
