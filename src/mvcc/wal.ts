@@ -9,8 +9,8 @@
  *
  * Files: `<dir>/<16 hex digits>.log`, segments of `segmentBytes` (64 MiB, etcd's
  * `SegmentSizeBytes`), numbered from 0. A segment is zero-filled ahead of the write position, 4 MiB
- * at a time, in the same write as the record that needs the room, so an ordinary append never
- * changes the file's size and `O_DSYNC` has no metadata to sync.
+ * at a time, just before the record that needs the room (see `Wal.fill`), so an ordinary append
+ * never changes the file's size and `O_DSYNC` has no metadata to sync.
  *
  * Record: a 16-byte header, then the payload.
  *   [0, 4)   payload length, u32 LE (0 = end of the log: zero fill);
@@ -33,6 +33,8 @@ export const WAL_HEADER_BYTES = 16;
 export const WAL_SEGMENT_BYTES = 64 * 1024 * 1024;
 /** Zero fill written ahead of the write position when a segment needs room. */
 const FILL_BYTES = 4 * 1024 * 1024;
+/** The zero fill is written in pieces of this size (see `Wal.fill`). */
+const FILL_PIECE_BYTES = 64 * 1024;
 const SEGMENT_NAME = /^[0-9a-f]{16}\.log$/;
 
 /** One record read back by `Wal.open`: its sequence number and payload. */
@@ -42,6 +44,8 @@ export interface WalRecord {
 }
 
 interface Segment {
+  /** Its path, and a descriptor for appends (`O_DSYNC` unless `--unsafe-no-fsync`). */
+  file: string;
   fd: number;
   /** Bytes of the file known to exist (zero-filled or written). */
   size: number;
@@ -58,7 +62,7 @@ export class Wal {
   private active: Segment;
   /** Write offset in the active segment. */
   private pos: number;
-  /** Zeros for filling segments ahead of the write position; allocated on first need. */
+  /** Zeros for filling segments ahead of the write position, one piece; allocated on first need. */
   private zeros: Buffer | undefined;
   /** False with `--unsafe-no-fsync`: appends end in the page cache. */
   private readonly sync: boolean;
@@ -94,6 +98,7 @@ export class Wal {
       const bytes = fs.readFileSync(file);
       const { found, end } = readRecords(bytes);
       const seg: Segment = {
+        file,
         fd: openSegment(file, sync),
         size: bytes.length,
         lastSeq: found.at(-1)?.seq ?? 0,
@@ -114,12 +119,11 @@ export class Wal {
   /**
    * Writes `record` (a buffer whose first `WAL_HEADER_BYTES` are filled here, then the payload)
    * as number `seq`, and resolves once it is on disk. One append at a time: the caller waits
-   * for the previous one. Rejects with the write's error.
+   * for the previous one. Rejects with the write's error (or the zero fill's, see `fill`).
    *
-   * `inline`: write on this thread, blocking it for the write, unless the write also zero-fills
-   * ahead (megabytes). A write on libuv's pool costs two thread hand-offs (~0.1–0.3 ms on this
-   * VM), which is what a lone writer waits for; under load the pool lets the main thread work
-   * meanwhile.
+   * `inline`: write on this thread, blocking it for the write. A write on libuv's pool costs two
+   * thread hand-offs (~0.1–0.3 ms on this VM), which is what a lone writer waits for; under load
+   * the pool lets the main thread work meanwhile.
    */
   append(seq: number, record: Buffer, inline = false): Promise<void> {
     record.writeUInt32LE(record.length - WAL_HEADER_BYTES, 0);
@@ -132,24 +136,47 @@ export class Wal {
     this.pos += record.length;
     seg.lastSeq = seq;
     this.written += record.length;
-    const buffers = [record];
-    if (this.pos > seg.size) {
-      const fill = Math.min(FILL_BYTES, Math.max(0, this.segmentBytes - this.pos));
-      this.zeros ??= Buffer.alloc(FILL_BYTES);
-      if (fill > 0) buffers.push(this.zeros.subarray(0, fill));
-      seg.size = this.pos + fill;
-    }
-    if (inline && buffers.length === 1) {
-      try {
-        fs.writevSync(seg.fd, buffers, at);
+    try {
+      if (this.pos > seg.size) this.fill(seg, Math.max(this.pos, Math.min(this.pos + FILL_BYTES, this.segmentBytes)));
+      if (inline) {
+        fs.writeSync(seg.fd, record, 0, record.length, at);
         return Promise.resolve();
-      } catch (err) {
-        return Promise.reject(err as Error);
       }
+    } catch (err) {
+      return Promise.reject(err as Error);
     }
     return new Promise((resolve, reject) => {
-      fs.writev(seg.fd, buffers, at, (err) => (err ? reject(err) : resolve()));
+      fs.write(seg.fd, record, 0, record.length, at, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /**
+   * Zero-fills `seg` from its end to `end`, so that the appends below `end` neither grow the file
+   * nor allocate blocks in their synced write. The zeros go through the page cache in 64 KiB
+   * writes, on this thread (~1 ms for 4 MiB), and are synced in the background.
+   *
+   * Why in pieces: since Linux 6.16 ext4 caches a file in folios as large as the write that made
+   * them (up to 2 MiB), and every later small write into such a folio walks all of its blocks
+   * (`ext4_block_write_begin`): ~0.1 ms of CPU in each append of a lone put after one 4 MiB
+   * fill, none after 64 KiB pieces (docs/ARCHITECTURE.md, session 18).
+   *
+   * Why not synced first: a record's own synced write makes durable what reading it back needs,
+   * the file's size included. The zeros only spare later appends that work, so the background
+   * sync's failure is not an error.
+   * @throws the error of a write (e.g. ENOSPC), with the segment's known size unchanged.
+   */
+  private fill(seg: Segment, end: number): void {
+    this.zeros ??= Buffer.alloc(FILL_PIECE_BYTES);
+    const fd = fs.openSync(seg.file, fs.constants.O_WRONLY);
+    try {
+      for (let at = seg.size; at < end; at += FILL_PIECE_BYTES) fs.writeSync(fd, this.zeros, 0, Math.min(FILL_PIECE_BYTES, end - at), at);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    seg.size = end;
+    if (this.sync) fs.fdatasync(fd, () => fs.close(fd, () => {}));
+    else fs.closeSync(fd);
   }
 
   /** Bytes of records appended since the log was opened, headers included, zero fill not (etcd `wal_write_bytes_total`). */
@@ -204,7 +231,7 @@ function createSegment(dir: string, i: number, sync: boolean): Segment {
       fs.closeSync(dirFd);
     }
   }
-  return { fd, size: 0, lastSeq: 0, free: false };
+  return { file, fd, size: 0, lastSeq: 0, free: false };
 }
 
 /** The chain of whole, consecutive records from offset 0, and the offset after the last one. */

@@ -42,7 +42,13 @@ describe('Wal', () => {
   });
 
   it('writes through O_DSYNC descriptors, and without them under --unsafe-no-fsync', async () => {
-    /** The open flags of this process's descriptors on the log's segments (/proc/self/fdinfo). */
+    /** Linux's mask of a descriptor's access mode (not in Node's fs.constants). */
+    const O_ACCMODE = 0o3;
+    /**
+     * The open flags of this process's append descriptors on the log's segments
+     * (/proc/self/fdinfo): read-write ones. The zero fill's own descriptor is write-only, and
+     * open only until its background sync ends.
+     */
     const segmentFlags = (): number[] =>
       fs.readdirSync('/proc/self/fd').flatMap((fd) => {
         let target: string;
@@ -52,7 +58,8 @@ describe('Wal', () => {
           return [];
         }
         if (!target.startsWith(dir)) return [];
-        return [parseInt(/^flags:\s+([0-7]+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8)];
+        const flags = parseInt(/^flags:\s+([0-7]+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8);
+        return (flags & O_ACCMODE) === fs.constants.O_RDWR ? [flags] : [];
       });
     const synced = Wal.open(dir).wal;
     await synced.append(1, record('r1'));
@@ -65,6 +72,21 @@ describe('Wal', () => {
     const reopened = Wal.open(dir);
     assert.deepEqual(texts(reopened.records), ['r1', 'r2']);
     reopened.wal.close();
+  });
+
+  it('zero-fills 4 MiB ahead of a record that needs room, inline or on the pool, and the records land in the fill', async () => {
+    const { wal } = Wal.open(dir);
+    const file = path.join(dir, '0000000000000000.log');
+    await wal.append(1, record('first'), true);
+    const first = WAL_HEADER_BYTES + 'first'.length;
+    assert.equal(fs.statSync(file).size, first + 4 * 1024 * 1024);
+    await wal.append(2, record('second'));
+    wal.close();
+    const bytes = fs.readFileSync(file);
+    assert.equal(bytes.length, first + 4 * 1024 * 1024, 'the second record fits in the fill');
+    const end = first + WAL_HEADER_BYTES + 'second'.length;
+    assert.ok(bytes.subarray(end).every((b) => b === 0), 'zeros after the records');
+    assert.deepEqual(texts(Wal.open(dir).records), ['first', 'second']);
   });
 
   it('stops at a torn record, and the next append overwrites it', async () => {
@@ -178,7 +200,7 @@ describe('Backend with its write-ahead log', () => {
     let appends = 0;
     backend.onWalFsyncDuration = () => appends++;
     backend.put('key', Buffer.from('first'), Buffer.from('1'));
-    await backend.durable(); // the first record also zero-fills ahead, on the pool
+    await backend.durable(); // the first record also zero-fills ahead
     await new Promise((done) => setTimeout(done, 20)); // the log has been idle
 
     // Scheduled before the write, so it runs before a check-phase append would.
