@@ -13,6 +13,7 @@
  * JSON leaves out.
  */
 import { existsSync, openSync } from 'node:fs';
+import { inspect } from 'node:util';
 
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
@@ -141,12 +142,12 @@ export function formatCapnslog(line: CapnslogLine, epochMs: number = performance
 
 /**
  * The capnslog line of a log call that carries none: pino's level, package `etcdserver`, the
- * message and then the fields as `key=value`.
+ * message and then the fields as `key=value` (an error by its message), on one line.
  */
 function fallbackLine(pinoLevel: number, fields: Record<string, unknown>, msg: string): CapnslogLine {
-  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
-  const text = pairs.length === 0 ? msg : `${msg} (${pairs.join(', ')})`;
-  return { pkg: 'etcdserver', level: CAPNSLOG_OF_PINO[pinoLevel] ?? 'I', text };
+  const text = (v: unknown): string => (typeof v === 'string' ? v : v instanceof Error ? v.message : inspect(v, { breakLength: Infinity }));
+  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${text(v)}`);
+  return { pkg: 'etcdserver', level: CAPNSLOG_OF_PINO[pinoLevel] ?? 'I', text: pairs.length === 0 ? msg : `${msg} (${pairs.join(', ')})` };
 }
 
 /** The `--log-outputs` name of the systemd journal (etcd `embed.JournalLogOutput`). */

@@ -737,31 +737,6 @@ const DURATION_UNIT_NS: Readonly<Record<string, bigint>> = {
 };
 
 /**
- * Go's `time.Duration.String`: `1h0m0s`, `1m30s`, `1.5s`, `100ms`, `2µs`, `0s`.
- * @param ms the duration in milliseconds, to the nanosecond.
- */
-export function formatGoDuration(ms: number): string {
-  let ns = Math.round(ms * 1e6);
-  if (ns === 0) return '0s';
-  const sign = ns < 0 ? '-' : '';
-  ns = Math.abs(ns);
-  // v / 10^digits, its fraction without trailing zeros
-  const fraction = (v: number, digits: number): string => {
-    const unit = 10 ** digits;
-    const rest = String(v % unit).padStart(digits, '0').replace(/0+$/, '');
-    return rest === '' ? `${Math.floor(v / unit)}` : `${Math.floor(v / unit)}.${rest}`;
-  };
-  if (ns < 1e3) return `${sign}${ns}ns`;
-  if (ns < 1e6) return `${sign}${fraction(ns, 3)}µs`;
-  if (ns < 1e9) return `${sign}${fraction(ns, 6)}ms`;
-  const minutes = Math.floor(ns / 6e10);
-  let text = `${fraction(ns % 6e10, 9)}s`;
-  if (minutes > 0) text = `${minutes % 60}m${text}`;
-  if (minutes >= 60) text = `${Math.floor(minutes / 60)}h${text}`;
-  return sign + text;
-}
-
-/**
  * Go's time.ParseDuration: a signed sequence of decimal numbers, each with an optional fraction
  * and a unit (ns, us, µs, ms, s, m, h), e.g. `300ms`, `-1.5h`, `2h45m`; `0` needs no unit.
  * @returns the duration in milliseconds (fractional below 1 ms).

@@ -11,7 +11,8 @@
  */
 import type { Logger } from 'pino';
 import type { AutoCompactionMode } from '../config.js';
-import { formatGoDuration, parseGoDuration } from '../cli/flags.js';
+import { parseGoDuration } from '../cli/flags.js';
+import { formatGoDuration } from '../go-format.js';
 import { plog } from '../logger.js';
 
 /** What the compactor needs from the server. */

@@ -41,7 +41,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import { formatGoDuration } from '../cli/flags.js';
+import { formatGoDuration } from '../go-format.js';
 import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
 import {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { configFileFlags } from '../../src/cli/config-file.js';
-import { FlagError, formatGoDuration, parseFlags, parseGoDuration, usage, type CommandLine, type FlagErrorPhase, type Notice } from '../../src/cli/flags.js';
+import { FlagError, parseFlags, parseGoDuration, usage, type CommandLine, type FlagErrorPhase, type Notice } from '../../src/cli/flags.js';
 import { defaultConfig, type ServerConfig } from '../../src/config.js';
 import { makeCerts } from '../helpers/certs.js';
 
@@ -602,16 +602,6 @@ describe('parseGoDuration (Go time.ParseDuration)', () => {
       ['9223372036854775810ns', 'time: invalid duration "9223372036854775810ns"'], ['1h 2m', 'time: unknown unit "h " in duration "1h 2m"'],
     ];
     for (const [text, message] of cases) assert.throws(() => parseGoDuration(text), { message }, text);
-  });
-});
-
-describe('formatGoDuration (Go time.Duration.String)', () => {
-  it("writes Go's durationTests (time_test.go) that fit a double", () => {
-    const cases: [string, number][] = [
-      ['0s', 0], ['1ns', 0.000001], ['1.1µs', 0.0011], ['2.2ms', 2.2], ['3.3s', 3300], ['4m5s', 245_000], ['4m5.001s', 245_001],
-      ['5h6m7.001s', 18_367_001], ['8m0.000000001s', 480_000.000001], ['1h0m0s', 3_600_000], ['-1.5s', -1500],
-    ];
-    for (const [text, ms] of cases) assert.equal(formatGoDuration(ms), text, String(ms));
   });
 });
 

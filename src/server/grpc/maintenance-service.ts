@@ -28,6 +28,7 @@ import {
   type SnapshotResponse,
   type StatusResponse,
 } from '../../proto/gen/rpc.gen.js';
+import { humanizeBytes } from '../../go-format.js';
 import { plog } from '../../logger.js';
 import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
@@ -147,21 +148,6 @@ export function hashBackend(etcd: EtcdServer): number {
 
 /** Size of each Snapshot message's blob (etcd `snapshotSendBufferSize`: 32 KiB). */
 const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
-
-/**
- * A size as go-humanize's `Bytes` writes it, which etcd's snapshot log lines use: SI units,
- * rounded to one decimal below 10 (`9 B`, `1.5 kB`, `20 kB`, `83 MB`).
- */
-function humanizeBytes(n: number): string {
-  if (n < 10) return `${n} B`;
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB'];
-  const e = Math.floor(Math.log(n) / Math.log(1000));
-  const value = Math.floor((n / 1000 ** e) * 10 + 0.5) / 10;
-  if (value < 10) return `${value.toFixed(1)} ${units[e]}`;
-  // Go's %.0f rounds a half to even (12.5 → 12), toFixed away from zero.
-  const whole = value % 1 === 0.5 && Math.floor(value) % 2 === 0 ? Math.floor(value) : Math.round(value);
-  return `${whole} ${units[e]}`;
-}
 
 /**
  * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): writes the backend consistently to a
