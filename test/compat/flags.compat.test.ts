@@ -77,11 +77,12 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     assert.deepEqual(differ, []);
   });
 
-  it('both write a refusal found before any logger, and what comes before it, in the same words and form on stderr', { timeout: 120_000 }, async () => {
+  it('both write a refusal on stderr, and what comes before it, in the same words and form: capnslog\'s, with --logger zap too before it takes effect', { timeout: 120_000 }, async () => {
     const url = async (): Promise<string> => `http://127.0.0.1:${await freePort()}`;
     const client = async (): Promise<string[]> => ['--listen-client-urls', await url(), '--advertise-client-urls', await url()];
-    // etcd writes these through capnslog's default formatter, whatever --logger says, or as bare
-    // lines while it sets up its logging; nothing else before it exits.
+    // etcd writes these through its capnslog logger, or through capnslog's default formatter
+    // before any logger exists (whatever --logger says), or as bare lines while it sets up its
+    // logging; nothing else before it exits.
     const cases: [string[], Record<string, string>?][] = [
       [['--listen-client-urls', await url()]],
       [[...(await client()), '--auto-compaction-mode', 'daily']],
