@@ -88,25 +88,31 @@ export async function main(argv: string[], env: Record<string, string | undefine
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+type ZapLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug';
+
 /** The zap level etcd logs a notice at, by its capnslog level. */
-const ZAP_LEVEL: Record<CapnslogLevel, 'fatal' | 'error' | 'warn' | 'info' | 'debug'> = { C: 'fatal', E: 'error', W: 'warn', N: 'info', I: 'info', D: 'debug' };
+const ZAP_LEVEL: Record<CapnslogLevel, ZapLevel> = { C: 'fatal', E: 'error', W: 'warn', N: 'info', I: 'info', D: 'debug' };
+
+/** Logs one event in both of etcd's forms: zap's `level`, `msg` and `fields`, and capnslog's `line`. */
+function logEvent(log: Logger, level: ZapLevel, msg: string, fields: Record<string, unknown>, line: CapnslogLine): void {
+  log[level]({ ...fields, ...plog(line.pkg, line.level, line.text) }, msg);
+}
 
 /** Logs the notices that are neither raw nor early (see {@link Notice}), in order. */
 function logNotices(log: Logger, notices: readonly Notice[]): void {
   for (const n of notices) {
-    if ('raw' in n || n.early === true) continue;
-    log[ZAP_LEVEL[n.plog.level]]({ ...n.fields, ...plog(n.plog.pkg, n.plog.level, n.plog.text) }, n.msg);
+    if (!('raw' in n) && n.early !== true) logEvent(log, ZAP_LEVEL[n.plog.level], n.msg, n.fields, n.plog);
   }
 }
 
 /**
  * Writes the notices etcd prints before it has a logger, in order: raw lines as they are, and
- * early log lines as capnslog's default formatter writes them (on stderr, INFO and above).
+ * early log lines as capnslog's default formatter writes them, on stderr.
  */
 function writeEarly(notices: readonly Notice[]): void {
   for (const n of notices) {
     if ('raw' in n) writeSync(2, `${n.raw}\n`);
-    else if (n.early === true && n.plog.level !== 'D') writeSync(2, formatCapnslog(n.plog));
+    else if (n.early === true) writeSync(2, formatCapnslog(n.plog));
   }
 }
 
@@ -125,9 +131,9 @@ function refuse(log: Logger | undefined, err: unknown): never {
   const error = (err as Error).message;
   const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : undefined;
   const fields = cause === undefined || error.includes(cause) ? { error } : { error, cause };
-  const write = (level: 'warn' | 'fatal', msg: string, line: CapnslogLine): void => {
+  const write = (level: ZapLevel, msg: string, line: CapnslogLine): void => {
     if (log === undefined) writeSync(2, formatCapnslog(line));
-    else log[level]({ ...fields, ...plog(line.pkg, line.level, line.text) }, msg);
+    else logEvent(log, level, msg, fields, line);
   };
   if (err instanceof FlagError && err.phase === 'env') {
     writeSync(2, formatCapnslog({ pkg: 'pkg/flags', level: 'C', text: error }));

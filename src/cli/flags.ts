@@ -534,6 +534,8 @@ function finish(
 ): CommandLine {
   const fromFile = file !== undefined;
   const log = logSettings(values, notices, fromFile);
+  // Said through the file's logger once etcd holds it, when that is zap; else through capnslog.
+  const loaded = file && (log.logger === 'zap' ? { ...file.loading, early: false } : file.loading);
   let config: ServerConfig;
   const beforeConfig = notices.length;
   try {
@@ -546,13 +548,13 @@ function finish(
     // it fails: that refusal goes to stderr. The command line's are refused after etcd set up
     // its logging, as is everything refused at the start (see FlagError.log), where the error
     // of the file's etcdmain fields comes first.
-    if (file?.proxyError !== undefined && err.phase === 'start') throw proxyRefusal(file.proxyError, log, notices, file.loading);
+    if (file?.proxyError !== undefined && loaded !== undefined && err.phase === 'start') throw proxyRefusal(file.proxyError, log, notices, loaded);
     if (file !== undefined) notices.push(file.loading);
     if (!fromFile || err.phase === 'start') err.log = log;
     throw err;
   }
-  if (file?.proxyError !== undefined) throw proxyRefusal(file.proxyError, log, notices, file.loading);
-  if (file !== undefined) notices.splice(beforeConfig, 0, log.logger === 'zap' ? { ...file.loading, early: false } : file.loading);
+  if (file?.proxyError !== undefined && loaded !== undefined) throw proxyRefusal(file.proxyError, log, notices, loaded);
+  if (loaded !== undefined) notices.splice(beforeConfig, 0, loaded);
   // Our own warning, said as the server starts, as buildConfig's are.
   const ignoredSet = FLAGS.filter((f) => f.use === 'ignored' && source.has(f.name)).map((f) => source.get(f.name) as string);
   if (ignoredSet.length > 0) {
@@ -564,11 +566,11 @@ function finish(
 
 /**
  * The refusal of a configuration file's etcdmain fields: etcd decodes them once it holds the
- * file's other settings and their logger, so it says it loaded the file through that logger,
- * and refuses there.
+ * file's other settings and their logger, so it says it loaded the file (`loaded`) through that
+ * logger, and refuses there.
  */
-function proxyRefusal(proxyError: Error, log: LogSettings, notices: Notice[], loading: Notice): FlagError {
-  notices.push(log.logger === 'zap' ? { ...loading, early: false } : loading);
+function proxyRefusal(proxyError: Error, log: LogSettings, notices: Notice[], loaded: Notice): FlagError {
+  notices.push(loaded);
   const err = new FlagError(proxyError.message, 'verify', { cause: proxyError });
   err.log = log;
   return err;
