@@ -549,7 +549,8 @@ function finish(
     // its logging, as is everything refused at the start (see FlagError.log), where the error
     // of the file's etcdmain fields comes first.
     if (file?.proxyError !== undefined && loaded !== undefined && err.phase === 'start') throw proxyRefusal(file.proxyError, log, notices, loaded);
-    if (file !== undefined) notices.push(file.loading);
+    // Refused at the start, etcd already holds the file's logger (see `loaded`).
+    if (file !== undefined) notices.push(err.phase === 'start' && loaded !== undefined ? loaded : file.loading);
     if (!fromFile || err.phase === 'start') err.log = log;
     throw err;
   }

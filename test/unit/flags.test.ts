@@ -292,6 +292,15 @@ describe('--config-file (etcd 3.4 configFromFile)', () => {
     const zap = loading(run(['--config-file', file]).notices);
     assert.ok(zap !== undefined && !('raw' in zap) && zap.early === false);
     assert.deepEqual([zap.msg, zap.fields], ['loaded server configuration, other configuration command line flags and environment variables will be ignored if provided', { path: file }]);
+    // Refused as the server starts, etcd has the file's zap logger say it: not an early line.
+    const refusedAtStart = configFile(t, 'logger: zap\ncipher-suites: [TLS_BOGUS]\n');
+    assert.throws(
+      () => parseFlags(['--config-file', refusedAtStart], {}),
+      (err: unknown) => {
+        const notice = err instanceof FlagError && err.phase === 'start' ? loading(err.notices) : undefined;
+        return notice !== undefined && !('raw' in notice) && notice.early === false;
+      },
+    );
     assert.throws(
       () => parseFlags(['--config-file', '/nonexistent/etcd.yml'], {}),
       (err: unknown) =>
