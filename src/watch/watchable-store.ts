@@ -92,14 +92,19 @@ export class WatchableStore {
   /** Wraps `store` and subscribes to its published revisions. */
   constructor(store: KVStore) {
     this.store = store;
-    this.prevKv = (key, rev) => {
-      if (rev < 1) return undefined;
-      try {
-        return this.store.rangeKeys(key, undefined, this.store.publishedRev, { rev, limit: 1 }).kvs[0];
-      } catch (err) {
-        if (err instanceof CompactedError) return undefined;
-        throw err;
-      }
+    this.prevKv = {
+      get: (key, rev) => {
+        if (rev < 1) return undefined;
+        try {
+          return this.store.rangeKeys(key, undefined, this.store.publishedRev, { rev, limit: 1 }).kvs[0];
+        } catch (err) {
+          if (err instanceof CompactedError) return undefined;
+          throw err;
+        }
+      },
+      get compactRev() {
+        return store.compactRev;
+      },
     };
     this.history = new HistoryCache(store);
     store.onPublish((rev, changes) => this.notify(rev, changes));

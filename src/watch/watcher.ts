@@ -13,8 +13,13 @@ import type { KeyValue } from '../proto/gen/kv.gen.js';
 import { lengthPrefix, marshalKeyValue } from '../proto/wire.js';
 import type { Key } from '../mvcc/key.js';
 
-/** Looks up the KeyValue of `key` at main revision `rev`; undefined when absent or compacted. */
-export type PrevKvLookup = (key: Key, rev: number) => KeyValue | undefined;
+/** prev_kv's source: the store's reads at a past revision. */
+export interface PrevKvLookup {
+  /** The key's KeyValue at `rev`; undefined when it had none or `rev` is compacted. */
+  get(key: Key, rev: number): KeyValue | undefined;
+  /** The store's compacted revision: what is below it can no longer be read. */
+  readonly compactRev: number;
+}
 
 /** Tag of `WatchResponse.events` (field 11, wire type 2). */
 const EVENTS_TAG = (11 << 3) | 2;
@@ -82,8 +87,11 @@ export class WatchEvent {
    */
   entry(prevKv: boolean, lookup: PrevKvLookup): Buffer {
     if (prevKv && !this.isCreate) {
+      // etcd reads prev_kv as it sends the event: once rev − 1 is compacted there is none, even
+      // if an earlier send found it.
+      if (this.rev - 1 < lookup.compactRev) return this.plainEntry();
       if (this.withPrev === undefined) {
-        const prev = lookup(this.key, this.rev - 1);
+        const prev = lookup.get(this.key, this.rev - 1);
         this.withPrev = prev === undefined ? this.plainEntry() : this.build(marshalKeyValue(prev));
       }
       return this.withPrev;

@@ -251,6 +251,22 @@ describe('WatchableStore', () => {
     await kv.close();
   });
 
+  it('sends no prev_kv whose revision was compacted, even one an earlier watcher was sent (etcd reads it as it sends)', async () => {
+    const { kv, ws } = open();
+    ws.close();
+    await write(kv, { t: 'put', key: 'k', value: 'v1' }); // 2
+    await write(kv, { t: 'put', key: 'k', value: 'v2' }); // 3
+    const sink = new TestSink(ws);
+    ws.watch({ id: 0, key: 'k', end: undefined, startRev: 3, prevKv: true }, sink);
+    ws.syncWatchers();
+    await kv.compact(3).done;
+    ws.watch({ id: 1, key: 'k', end: undefined, startRev: 3, prevKv: true }, sink);
+    ws.syncWatchers();
+    assert.deepEqual(sink.events(0), [{ rev: 3, type: 'PUT', key: 'k', value: 'v2', prev: 'v1' }]);
+    assert.deepEqual(sink.events(1), [{ rev: 3, type: 'PUT', key: 'k', value: 'v2' }]);
+    await kv.close();
+  });
+
   it('progress goes to synced watchers only, at the current revision', async () => {
     const { kv, ws } = open();
     ws.close();
