@@ -152,6 +152,7 @@ const SCENARIOS: readonly Scenario[] = [
       ['endpoint', 'hashkv', '-w', 'json'],
       ['endpoint', 'hashkv'],
       { args: ['endpoint', 'hashkv', '--rev', '2', '-w', 'json'], code: 1, expect: COMPACTED },
+      ['endpoint', 'hashkv', '--rev', '-1', '-w', 'json'],
       ['compaction', '--physical', '4'],
       { args: ['get', 'k', '--rev', '3'], code: 1, expect: COMPACTED },
       ['endpoint', 'status', '-w', 'json'],

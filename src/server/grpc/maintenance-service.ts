@@ -96,7 +96,7 @@ const KEY_BUCKET = Buffer.from('key');
  * quirk: then every such record counts). The backend stores etcd's bytes, so the value equals a
  * real etcd's for the same history.
  *
- * `rev` 0 means the current revision. Returns the hash, the current revision (the response
+ * `rev` 0 means the current revision; a negative one hashes no record. Returns the hash, the current revision (the response
  * header's) and the compacted revision (-1 when never compacted, as etcd's `compactMainRev`).
  * Throws etcd's ErrCompacted when 0 < rev ≤ compacted revision, ErrFutureRev when rev > current.
  */
@@ -105,11 +105,13 @@ export function hashByRev(store: KVStore, rev: number): { hash: number; currentR
   const currentRev = store.publishedRev;
   if (rev > 0 && rev <= compactRev) throw Errors.compacted();
   if (rev > 0 && rev > currentRev) throw Errors.futureRev();
-  if (rev <= 0) rev = currentRev;
-  const keep = store.index.keep(rev);
-  const lowerMain = compactRev + 1;
+  if (rev === 0) rev = currentRev;
   const h = new Crc32c();
   h.write(KEY_BUCKET);
+  // A negative revision is below every record: etcd hashes the bucket's name alone.
+  if (rev < 0) return { hash: h.sum32(), currentRev, compactRev };
+  const keep = store.index.keep(rev);
+  const lowerMain = compactRev + 1;
   for (const { key, value } of store.backend.range('key', undefined, revToBytes({ main: rev + 1, sub: 0 }))) {
     const r = bytesToRev(key);
     if (r.main < lowerMain && keep.size > 0 && !keep.has(r.main, r.sub)) continue;
