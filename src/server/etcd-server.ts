@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
-import { AuthStore, authChanges, type AuthInfo } from '../auth/auth-store.js';
+import { AuthStore, authChanges, type AuthInfo, type TokenMetadata } from '../auth/auth-store.js';
 import { Backend } from '../mvcc/backend.js';
 import { keyToBytes } from '../mvcc/key.js';
 import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
@@ -37,6 +37,7 @@ import {
   type PutResponse,
   type RangeRequest,
   type RangeResponse,
+  type RequestOp,
   type ResponseHeader,
   type TxnRequest,
   type TxnResponse,
@@ -60,7 +61,7 @@ import {
 import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
 import { etcdWalFiles, readEtcdWal, type EtcdWal } from './etcd-wal.js';
-import { importEtcdSnapshot } from './snapshot.js';
+import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
 /** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
 export const SERVER_VERSION = '3.5.17';
@@ -108,8 +109,14 @@ export class EtcdServer {
   readonly raftTerm: bigint;
   /** Applied "raft index": one per write request and per start; persisted with each batch. */
   private raftIndexValue: bigint;
-  /** Active alarms (etcd `alarm.AlarmStore`), persisted in the `alarm` bucket. */
-  private readonly alarms = new Map<AlarmType, AlarmMember>();
+  /** Active alarms by member and type (etcd `alarm.AlarmStore`), persisted in the `alarm` bucket. */
+  private readonly alarms = new Map<string, AlarmMember>();
+  /**
+   * What etcd's applier refuses since the last alarm change (etcd swaps `s.applyV3`): `capped`
+   * (NOSPACE: puts, txns with puts, lease grants), `corrupt` (CORRUPT: every write, compaction
+   * and lease change), or nothing.
+   */
+  private alarmApplier: 'capped' | 'corrupt' | undefined;
   /** Backend bytes above which writes raise NOSPACE; Infinity = no quota. */
   private readonly quotaBytes: number;
   /** An etcd data dir's log and the last index its bbolt file holds, until `open` replays it (then undefined). */
@@ -161,10 +168,20 @@ export class EtcdServer {
     this.backend.putMeta('clusterID', this.clusterId.toString());
     this.backend.putMeta('term', this.raftTerm.toString());
     this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
-    for (const { value } of this.backend.range('alarm')) {
+    for (const { key, value } of this.backend.range('alarm')) {
       const a = JSON.parse(value.toString()) as { memberID: string; alarm: AlarmType };
-      this.alarms.set(a.alarm, { memberID: BigInt(a.memberID), alarm: a.alarm });
+      const m: AlarmMember = { memberID: BigInt(a.memberID), alarm: a.alarm };
+      this.alarms.set(alarmId(m), m);
+      // Before 2026-12 the bucket was keyed by the alarm type alone.
+      const [stored] = alarmEntry(m);
+      if (!key.equals(stored)) {
+        this.backend.remove('alarm', key);
+        this.backend.put('alarm', ...alarmEntry(m));
+      }
     }
+    // etcd `restoreAlarms`: CORRUPT wins over NOSPACE.
+    if (this.listAlarms(AlarmType.NOSPACE).length > 0) this.alarmApplier = 'capped';
+    if (this.listAlarms(AlarmType.CORRUPT).length > 0) this.alarmApplier = 'corrupt';
     this.quotaBytes = config.quotaBackendBytes < 0 ? Infinity : config.quotaBackendBytes === 0 ? DEFAULT_QUOTA_BYTES : config.quotaBackendBytes;
   }
 
@@ -302,33 +319,53 @@ export class EtcdServer {
     if (this.closed) throw Errors.stopped();
   }
 
-  /** Refuses writes while NOSPACE is raised or when the write would pass the quota (etcd `quotaApplierV3`). */
+  /**
+   * etcd's quota check before anything else of a Put, a Txn or a LeaseGrant
+   * (`quotaAlarmer.check`): when a request that costs space (a txn without puts does not) would
+   * take the backend to the quota, it raises NOSPACE for this member (a raft entry of its own)
+   * and refuses.
+   */
   private checkQuota(cost: number): void {
-    // Either way etcd spends a raft entry: the refused request itself (rejected when applied
-    // under the alarm), or the NOSPACE alarm it proposes when the backend is full.
-    if (this.alarms.has(AlarmType.NOSPACE)) {
-      this.bumpRaftIndex();
-      throw Errors.noSpace();
-    }
-    if (this.backend.size() + cost >= this.quotaBytes) {
-      this.bumpRaftIndex();
-      this.activateAlarm(AlarmType.NOSPACE);
-      throw Errors.noSpace();
-    }
-  }
-
-  /** etcd's request size limit: requests larger than --max-request-bytes are refused. */
-  checkRequestSize(bytes: number): void {
-    if (bytes > this.config.maxRequestBytes) throw Errors.requestTooLarge();
+    if (cost === 0 || this.backend.size() + cost < this.quotaBytes) return;
+    this.bumpRaftIndex();
+    this.activateAlarm(this.memberId, AlarmType.NOSPACE);
+    throw Errors.noSpace();
   }
 
   /**
-   * KV.Range: reads at the newest durable revision. `ai` is the client's (see `AuthStore.authInfo`);
-   * without it (the server's own calls) no permission is checked.
+   * What etcd's applier refuses under a raised alarm (`applierV3Capped`, `applierV3Corrupt`),
+   * checked as the request is applied (its raft entry counts): `cost` is the request's quota
+   * cost, `corruptOnly` marks a request only CORRUPT refuses.
    */
-  range(r: RangeRequest, ai?: AuthInfo): RangeResponse {
+  private checkAlarms(cost: number, corruptOnly = false): void {
+    if (this.alarmApplier === 'corrupt') throw Errors.corrupt();
+    if (this.alarmApplier === 'capped' && !corruptOnly && cost > 0) throw Errors.noSpace();
+  }
+
+  /**
+   * Resolves who sends a request where etcd does, after the request was validated: the
+   * client's auth token (`AuthInfoFromCtx`), then, for a KV `write`, the size of the raft
+   * request that would carry it against --max-request-bytes (`processInternalRaftRequestOnce`). `who` given as an AuthInfo (the
+   * server's own requests, etcd's replayed log) is taken as is; undefined checks nothing.
+   * Throws "invalid auth token", "request is too large".
+   */
+  private admit(who: Who, write = false): AuthInfo | undefined {
+    if (who === undefined || !('md' in who)) return who;
+    const ai = this.auth.authInfo(who.md);
+    if (write && raftRequestSize(who.wireBytes, ai, this.memberId) > this.config.maxRequestBytes) {
+      throw Errors.requestTooLarge();
+    }
+    return ai;
+  }
+
+  /**
+   * KV.Range: reads at the newest durable revision. `who` sends it (see `Who`); without it (the
+   * server's own calls) no permission is checked.
+   */
+  range(r: RangeRequest, who?: Who): RangeResponse {
     this.checkStopped();
     checkRange(r);
+    const ai = this.admit(who);
     if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
     const resp = this.timed('read-only range ', () => applyRange(this.store.read(), r));
     this.fillHeader(resp.header);
@@ -373,13 +410,16 @@ export class EtcdServer {
     return resp;
   }
 
-  /** KV.Put: resolves once the write is durable. `ai` as for `range`. */
-  async put(r: PutRequest, ai?: AuthInfo): Promise<PutResponse> {
+  /** KV.Put: resolves once the write is durable. `who` as for `range`. */
+  async put(r: PutRequest, who?: Who): Promise<PutResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
+    const cost = r.key.length + r.value.length + QUOTA_KV_OVERHEAD;
+    this.checkQuota(cost);
     checkPut(r);
-    this.checkQuota(r.key.length + r.value.length + QUOTA_KV_OVERHEAD);
+    const ai = this.admit(who, true);
     const resp = await this.write((txn) => {
+      this.checkAlarms(cost);
       if (ai) {
         // etcd `authApplierV3.Put`: write on the key, on every key of the lease, read for prev_kv.
         this.auth.checkPut(ai, r.key);
@@ -392,12 +432,14 @@ export class EtcdServer {
     return resp;
   }
 
-  /** KV.DeleteRange: resolves once the deletion is durable. `ai` as for `range`. */
-  async deleteRange(r: DeleteRangeRequest, ai?: AuthInfo): Promise<DeleteRangeResponse> {
+  /** KV.DeleteRange: resolves once the deletion is durable. `who` as for `range`. */
+  async deleteRange(r: DeleteRangeRequest, who?: Who): Promise<DeleteRangeResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkDelete(r);
+    const ai = this.admit(who, true);
     const resp = await this.write((txn) => {
+      this.checkAlarms(0, true);
       if (ai) {
         this.auth.checkDeleteRange(ai, r.key, r.rangeEnd);
         if (r.prevKv) this.auth.checkRange(ai, r.key, r.rangeEnd);
@@ -410,20 +452,24 @@ export class EtcdServer {
 
   /**
    * KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads
-   * the durable view. `ai` as for `range`.
+   * the durable view. `who` as for `range`.
    */
-  async txn(r: TxnRequest, ai?: AuthInfo): Promise<TxnResponse> {
+  async txn(r: TxnRequest, who?: Who): Promise<TxnResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
+    const cost = txnCost(r);
+    this.checkQuota(cost);
     checkTxn(r, this.config.maxTxnOps);
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
     let resp: TxnResponse;
     if (isTxnReadonly(r)) {
+      const ai = this.admit(who);
       if (ai) this.auth.checkTxn(ai, r);
       resp = this.timed('read-only range ', () => applyTxn(this.store.read(), r, false, leaseExists));
     } else {
-      this.checkQuota(txnCost(r));
+      const ai = this.admit(who, true);
       resp = await this.write((txn) => {
+        this.checkAlarms(cost);
         if (ai) this.auth.checkTxn(ai, r);
         return applyTxn(txn, r, true, leaseExists);
       });
@@ -441,8 +487,10 @@ export class EtcdServer {
     this.bumpRaftIndex();
     let done: Promise<void>;
     try {
+      this.checkAlarms(0, true);
       ({ done } = this.store.compact(Number(r.revision)));
     } catch (err) {
+      await this.store.sync();
       throw toEtcdError(err);
     }
     await this.store.sync();
@@ -450,49 +498,64 @@ export class EtcdServer {
     return { header: this.fillHeader(revHeader(this.store.headRev)) };
   }
 
-  /** The active alarms (etcd `AlarmStore.Get(NONE)`). */
-  listAlarms(): AlarmMember[] {
-    return [...this.alarms.values()];
+  /** The active alarms of type `alarm`, every one for NONE (etcd `AlarmStore.Get`). */
+  listAlarms(alarm = AlarmType.NONE): AlarmMember[] {
+    const all = [...this.alarms.values()];
+    return alarm === AlarmType.NONE ? all : all.filter((m) => m.alarm === alarm);
   }
 
-  /** Raises an alarm for this member and persists it. */
-  activateAlarm(alarm: AlarmType): AlarmMember {
-    const m = { memberID: this.memberId, alarm };
-    if (!this.alarms.has(alarm)) {
-      this.alarms.set(alarm, m);
-      this.backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: m.memberID.toString(), alarm })));
-      const from = this.memberId.toString(16);
-      this.log.warn({ alarm: AlarmType[alarm], from, ...plog('etcdserver', 'W', `alarm ${AlarmType[alarm]} raised by peer ${from}`) }, 'alarm raised');
+  /**
+   * Raises `alarm` for `memberID` and persists it (etcd `AlarmStore.Activate` and its applier
+   * swap). Returns the alarm, the one already raised when it was.
+   */
+  private activateAlarm(memberID: bigint, alarm: AlarmType): AlarmMember {
+    const m: AlarmMember = { memberID, alarm };
+    const known = this.alarms.get(alarmId(m));
+    if (known) return known;
+    const before = this.listAlarms(alarm).length;
+    this.alarms.set(alarmId(m), m);
+    this.backend.put('alarm', ...alarmEntry(m));
+    if (before > 0) return m;
+    const from = memberID.toString(16);
+    this.log.warn({ alarm: AlarmType[alarm], from, ...plog('etcdserver', 'W', `alarm ${AlarmType[alarm]} raised by peer ${from}`) }, 'alarm raised');
+    if (alarm === AlarmType.CORRUPT) this.alarmApplier = 'corrupt';
+    else if (alarm === AlarmType.NOSPACE) this.alarmApplier = 'capped';
+    else this.log.warn({ alarm: alarmText(m), ...plog('etcdserver', 'E', `unimplemented alarm activation (${alarmText(m)})`) }, 'unimplemented alarm activation');
+    return m;
+  }
+
+  /** Clears `alarm` of `memberID` (etcd `AlarmStore.Deactivate`); undefined when it was not raised. */
+  private deactivateAlarm(memberID: bigint, alarm: AlarmType): AlarmMember | undefined {
+    const m = this.alarms.get(alarmId({ memberID, alarm }));
+    if (!m) return undefined;
+    this.alarms.delete(alarmId(m));
+    this.backend.remove('alarm', alarmEntry(m)[0]);
+    if (this.listAlarms(alarm).length > 0) return m;
+    if (alarm === AlarmType.NOSPACE || alarm === AlarmType.CORRUPT) {
+      const from = memberID.toString(16);
+      this.log.warn({ alarm: AlarmType[alarm], from, ...plog('etcdserver', 'I', `alarm disarmed action:DEACTIVATE ${alarmText(m)}`) }, 'alarm disarmed');
+      // etcd puts back its whole applier, whatever other alarm is still raised.
+      this.alarmApplier = undefined;
+    } else {
+      this.log.warn({ alarm: alarmText(m), ...plog('etcdserver', 'E', `unimplemented alarm deactivation (${alarmText(m)})`) }, 'unimplemented alarm deactivation');
     }
     return m;
   }
 
   /**
-   * Maintenance.Alarm (etcd `applierV3backend.Alarm`): GET lists, ACTIVATE raises,
-   * DEACTIVATE clears; returns the alarms the action touched.
+   * Maintenance.Alarm (etcd `applierV3backend.Alarm`): GET lists the alarms of a type (all for
+   * NONE), ACTIVATE raises one for any member ID, DEACTIVATE clears one; returns the alarms the
+   * action touched. An unknown action touches nothing.
    */
   async alarm(action: AlarmRequest_AlarmAction, memberId: bigint, alarm: AlarmType): Promise<AlarmMember[]> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     // etcd proposes every AlarmRequest, GET included: each one is a raft entry.
     this.bumpRaftIndex();
-    if (action === AlarmRequest_AlarmAction.GET) {
-      await this.store.sync();
-      return this.listAlarms();
-    }
     let touched: AlarmMember[] = [];
-    if (memberId === this.memberId || memberId === 0n) {
-      if (action === AlarmRequest_AlarmAction.ACTIVATE && alarm !== AlarmType.NONE) {
-        touched = [this.activateAlarm(alarm)];
-      } else if (action === AlarmRequest_AlarmAction.DEACTIVATE) {
-        const m = this.alarms.get(alarm);
-        if (m) {
-          this.alarms.delete(alarm);
-          this.backend.remove('alarm', Buffer.from(String(alarm)));
-          touched = [m];
-        }
-      }
-    }
+    if (action === AlarmRequest_AlarmAction.GET) touched = this.listAlarms(alarm);
+    else if (action === AlarmRequest_AlarmAction.ACTIVATE) touched = [this.activateAlarm(memberId, alarm)];
+    else if (action === AlarmRequest_AlarmAction.DEACTIVATE) touched = [this.deactivateAlarm(memberId, alarm)].filter((m) => m !== undefined);
     await this.store.sync();
     return touched;
   }
@@ -530,6 +593,7 @@ export class EtcdServer {
     this.bumpRaftIndex();
     let granted;
     try {
+      this.checkAlarms(QUOTA_LEASE_OVERHEAD);
       granted = this.lessor.grant(r.ID, Number(r.TTL));
     } catch (err) {
       await this.store.sync();
@@ -549,6 +613,7 @@ export class EtcdServer {
     this.checkStopped();
     this.bumpRaftIndex();
     try {
+      this.checkAlarms(0, true);
       if (ai) this.checkLeaseKeys(ai, r.ID);
       await this.lessor.revoke(r.ID);
     } catch (err) {
@@ -618,12 +683,58 @@ export function leaseError(err: unknown): unknown {
   return toEtcdError(err);
 }
 
-/** Quota cost of a txn: the sizes of its puts (etcd `costTxn`). */
-function txnCost(r: TxnRequest): number {
-  let cost = 0;
-  for (const op of [...r.success, ...r.failure]) {
-    if (op.requestPut) cost += op.requestPut.key.length + op.requestPut.value.length + QUOTA_KV_OVERHEAD;
-    if (op.requestTxn) cost += txnCost(op.requestTxn);
+/**
+ * A client's request as etcd's gRPC layer hands it on: its metadata, whose auth token is read
+ * only once the request was validated, and its size on the wire.
+ */
+export interface ClientCall {
+  readonly md: TokenMetadata;
+  readonly wireBytes: number;
+}
+
+/** Who sends a request: a client (`ClientCall`), a known user (`AuthInfo`), or the server itself (undefined). */
+export type Who = ClientCall | AuthInfo | undefined;
+
+/** Bytes of a protobuf varint. */
+function varintBytes(n: bigint): number {
+  let bytes = 1;
+  while (n >= 0x80n) {
+    n >>= 7n;
+    bytes++;
   }
-  return cost;
+  return bytes;
+}
+
+/**
+ * Bytes of etcd's marshalled InternalRaftRequest carrying a KV write of `bytes` (a field below
+ * 16): its header holds an ID from etcd's request ID generator (idutil: the member ID's low 16
+ * bits, the time in ms, a counter) and, for a request with a token, the user and auth revision.
+ */
+function raftRequestSize(bytes: number, ai: AuthInfo, memberId: bigint): number {
+  const id = ((memberId & 0xffffn) << 48n) | ((BigInt(Date.now()) & 0xff_ffff_ffffn) << 8n);
+  let header = 1 + varintBytes(id);
+  const user = Buffer.byteLength(ai.username);
+  if (user > 0) header += 1 + varintBytes(BigInt(user)) + user;
+  if (ai.revision > 0) header += 1 + varintBytes(BigInt(ai.revision));
+  // header: field 100 (a two-byte tag); the request: a one-byte tag.
+  return 2 + varintBytes(BigInt(header)) + header + 1 + varintBytes(BigInt(bytes)) + bytes;
+}
+
+/** An alarm's identity in the alarm store: its member and type. */
+function alarmId(m: AlarmMember): string {
+  return `${m.memberID}/${m.alarm}`;
+}
+
+/**
+ * etcd's AlarmMember as protobuf's compact text, as Go prints it (`%v`) in logs and Status
+ * lists it in `errors`: `memberID:5 alarm:NOSPACE `, without the alarm for NONE.
+ */
+export function alarmText(m: AlarmMember): string {
+  return `memberID:${m.memberID} ${m.alarm === AlarmType.NONE ? '' : `alarm:${AlarmType[m.alarm]} `}`;
+}
+
+/** Quota cost of a txn: the larger of its branches' puts (etcd `costTxn`; nested txns cost nothing). */
+function txnCost(r: TxnRequest): number {
+  const cost = (ops: RequestOp[]) => ops.reduce((sum, op) => sum + (op.requestPut ? op.requestPut.key.length + op.requestPut.value.length + QUOTA_KV_OVERHEAD : 0), 0);
+  return Math.max(cost(r.success), cost(r.failure));
 }

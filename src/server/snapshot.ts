@@ -42,14 +42,17 @@ function etcdMeta(entries: Iterable<{ key: Buffer; value: Buffer }>): Entry[] {
   return out.sort(byKey);
 }
 
-/** etcd's `alarm` entries from etcd-ts's (alarm type → `{"memberID","alarm"}`). */
-function etcdAlarms(entries: Iterable<{ value: Buffer }>): Entry[] {
-  const out: Entry[] = [];
-  for (const { value } of entries) {
-    const { memberID, alarm } = JSON.parse(value.toString()) as { memberID: string; alarm: number };
-    out.push([Buffer.from(AlarmMember.encode({ memberID: BigInt(memberID), alarm }).finish()), Buffer.alloc(0)]);
-  }
-  return out.sort(byKey);
+/**
+ * An alarm's record in our `alarm` bucket: etcd's key (the marshalled AlarmMember), and its
+ * member and type as JSON (the member ID as a decimal string).
+ */
+export function alarmEntry(m: AlarmMember): [Buffer, Buffer] {
+  return [Buffer.from(AlarmMember.encode(m).finish()), Buffer.from(JSON.stringify({ memberID: m.memberID.toString(), alarm: m.alarm }))];
+}
+
+/** etcd's `alarm` entries from etcd-ts's: the same keys, with no value. */
+function etcdAlarms(entries: Iterable<{ key: Buffer }>): Entry[] {
+  return [...entries].map(({ key }) => [key, Buffer.alloc(0)] as Entry).sort(byKey);
 }
 
 /**
@@ -102,8 +105,7 @@ export function importEtcdSnapshot(backend: Backend, file: string): bigint {
       if (name === 'scheduledCompactRev' || name === 'finishedCompactRev') backend.putMeta(name, bytesToRev(value).main);
       else if (name === 'consistent_index' && value.length === 8) consistentIndex = value.readBigUInt64BE(0);
     } else if (bucket === 'alarm') {
-      const { memberID, alarm } = AlarmMember.decode(key);
-      backend.put('alarm', Buffer.from(String(alarm)), Buffer.from(JSON.stringify({ memberID: memberID.toString(), alarm })));
+      backend.put('alarm', ...alarmEntry(AlarmMember.decode(key)));
     } else if (ours.has(bucket)) {
       backend.put(bucket as BucketName, Buffer.from(key), Buffer.from(value));
     }

@@ -15,7 +15,6 @@ import { BUCKETS_BY_NAME, WAL_SEQ_META } from '../../mvcc/backend.js';
 import type { KVStore } from '../../mvcc/kv-store.js';
 import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
 import {
-  AlarmType,
   MaintenanceService,
   type MaintenanceServer,
   type AlarmRequest,
@@ -31,14 +30,10 @@ import {
 import { humanizeBytes } from '../../go-format.js';
 import { plog } from '../../logger.js';
 import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
-import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
+import { SERVER_VERSION, alarmText, type EtcdServer } from '../etcd-server.js';
 import { writeEtcdSnapshot } from '../snapshot.js';
 import { unary } from './unary.js';
 
-/** etcd `pb.AlarmMember.String()` as Status lists it in `errors`, e.g. `memberID:1 alarm:NOSPACE `. */
-function alarmString(memberId: bigint, alarm: AlarmType): string {
-  return `memberID:${memberId} alarm:${AlarmType[alarm]} `;
-}
 
 /** Maintenance.Status (etcd `maintenanceServer.Status`). */
 export function status(etcd: EtcdServer): StatusResponse {
@@ -50,7 +45,7 @@ export function status(etcd: EtcdServer): StatusResponse {
     raftIndex: etcd.raftIndex,
     raftTerm: etcd.raftTerm,
     raftAppliedIndex: etcd.raftIndex,
-    errors: etcd.listAlarms().map((a) => alarmString(a.memberID, a.alarm)),
+    errors: etcd.listAlarms().map(alarmText),
     dbSizeInUse: BigInt(etcd.backend.sizeInUse()),
     isLearner: false,
   };
