@@ -72,7 +72,7 @@ async function run(): Promise<{ events: number; writes: number; cpuMs: number; w
         return true;
       },
     };
-    const stream: WatchStream = new WatchStream(store, callTransport(call, () => stream.drained(), () => {}), { headerField: headerFields(header), maxRequestBytes: 1.5 * 1024 * 1024, progressIntervalMs: 0 });
+    const stream: WatchStream = new WatchStream(store, callTransport(call, () => stream.drained(), () => {}), { headerField: headerFields(header), fragmentBytes: 1.5 * 1024 * 1024, progressIntervalMs: 0 });
     streams.push(stream);
   }
   /** `WRITERS` concurrent writers put PUTS values in all. */

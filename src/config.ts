@@ -156,3 +156,9 @@ export function isTlsUrl(url: string): boolean {
 
 /** Default backend quota when `quotaBackendBytes` is 0 (etcd `DefaultQuotaBytes`): 2 GiB. */
 export const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * etcd adds this much to --max-request-bytes for gRPC's own receive limit and for the size at
+ * which a watch response is split into fragments (etcd `grpcOverheadBytes`).
+ */
+export const GRPC_OVERHEAD_BYTES = 512 * 1024;

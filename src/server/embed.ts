@@ -5,7 +5,7 @@
 import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { isTlsUrl, type ServerConfig } from '../config.js';
+import { GRPC_OVERHEAD_BYTES, isTlsUrl, type ServerConfig } from '../config.js';
 import { plog } from '../logger.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
@@ -27,8 +27,6 @@ import { ServerMetrics } from './metrics.js';
 import { loadClientTls } from './tls.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
 
-/** etcd adds this much to --max-request-bytes for gRPC's own receive limit (etcd `grpcOverheadBytes`). */
-const GRPC_OVERHEAD_BYTES = 512 * 1024;
 
 /** A running server. */
 export interface RunningServer {

@@ -73,8 +73,8 @@ export interface WatchStreamOptions {
    * is encoded once for all of them.
    */
   headerField(rev: number): Buffer;
-  /** Responses of fragmenting watchers larger than this are split (etcd --max-request-bytes). */
-  maxRequestBytes: number;
+  /** Responses of fragmenting watchers this large are split (etcd: --max-request-bytes + 512 KiB). */
+  fragmentBytes: number;
   /** Interval of periodic progress notifications in ms; 0 = none. */
   progressIntervalMs: number;
   /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
@@ -505,7 +505,7 @@ export class WatchStream implements WatcherSink {
    */
   private writeEvents(item: EventsItem): boolean {
     const prefix = this.eventsPrefix(item.headerRev, item.w.id, false);
-    if (!item.w.fragment || prefix.length + item.bytes < this.opts.maxRequestBytes || item.chunks.length < 2) {
+    if (!item.w.fragment || prefix.length + item.bytes < this.opts.fragmentBytes || item.chunks.length < 2) {
       return this.transport.write(prefix, item.chunks, prefix.length + item.bytes);
     }
     let ok = true;
@@ -515,7 +515,7 @@ export class WatchStream implements WatcherSink {
 
   /** The fragments of an events response too large for one (`prefix`: its unfragmented prefix). */
   private fragments(item: EventsItem, prefix: Buffer): ResponseParts[] {
-    const max = this.opts.maxRequestBytes;
+    const max = this.opts.fragmentBytes;
     const fragPrefix = this.eventsPrefix(item.headerRev, item.w.id, true);
     const out: ResponseParts[] = [];
     let cur: Buffer[] = [];

@@ -25,34 +25,40 @@ function rssBytes(pid: number): number {
 }
 
 describe('watch streams over gRPC', () => {
-  it('splits a response larger than --max-request-bytes into fragments for a watcher that asked', async () => {
-    const maxRequestBytes = 16 * 1024;
+  it('splits a response larger than --max-request-bytes + 512 KiB into fragments for a watcher that asked (etcd sendFragments)', async () => {
+    const maxRequestBytes = 256 * 1024;
+    const limit = maxRequestBytes + 512 * 1024;
     const srv = await EmbeddedServer.start({ maxRequestBytes });
     cleanups.push(() => srv.stop());
     const kv = new Kv(srv.target);
     cleanups.push(() => kv.close());
     const s = new WatchSession(srv.target);
     cleanups.push(() => s.close());
-    // 12 puts of 4 KB, then both watchers from the first of them: the catch-up answer holds
-    // about 50 KB of events, more than the 16 KB limit.
+    // 12 puts of 100 KB, then watchers from the first of them: the catch-up answer of all 12
+    // holds about 1.2 MB of events, more than the limit; that of the first 6, 600 KB, is more
+    // than --max-request-bytes but under the limit.
     const revs: number[] = [];
-    for (let i = 0; i < 12; i++) revs.push(Number((await kv.put(`frag/${String(i).padStart(2, '0')}`, Buffer.alloc(4096, 97 + i))).header!.revision));
+    for (let i = 0; i < 12; i++) revs.push(Number((await kv.put(`frag/${String(i).padStart(2, '0')}`, Buffer.alloc(100_000, 97 + i))).header!.revision));
     s.create('frag/', { rangeEnd: prefixEnd('frag/'), fragment: true, startRevision: BigInt(revs[0]!) });
     s.create('frag/', { rangeEnd: prefixEnd('frag/'), startRevision: BigInt(revs[0]!) });
+    s.create('frag/00', { rangeEnd: Buffer.from('frag/06'), fragment: true, startRevision: BigInt(revs[0]!) });
     const fragId = await s.created(1);
     const wholeId = await s.created(2);
-    await s.waitFor(() => s.events(fragId).length === 12 && s.events(wholeId).length === 12, 'both watchers got 12 events');
+    const underId = await s.created(3);
+    await s.waitFor(() => s.events(fragId).length === 12 && s.events(wholeId).length === 12 && s.events(underId).length === 6, 'the watchers got their events');
 
+    // A catch-up pass sends at most WATCH_BATCH_MAX_BYTES (1 MiB) per watcher: the 12 events come
+    // as two responses, the first over the limit.
     const frags = s.responses.filter((r) => r.watchId === fragId && r.events.length > 0);
-    assert.ok(frags.length >= 3, `split into ${frags.length} responses`);
-    frags.forEach((r, i) => {
-      assert.equal(r.fragment, i < frags.length - 1, `fragment flag of part ${i}`);
-      assert.ok(WatchResponseSize(r) < maxRequestBytes + 8 * 1024, `part ${i} is about the limit`);
-    });
+    assert.ok(frags.some((r) => r.fragment), 'a response was split');
+    assert.equal(frags.at(-1)!.fragment, false, 'the last part carries no fragment flag');
+    frags.forEach((r, i) => assert.ok(WatchResponseSize(r) < limit + 100_000, `part ${i} is about the limit`));
     assert.deepEqual(s.events(fragId).map((e) => [e.rev, e.key]), revs.map((rev, i) => [rev, `frag/${String(i).padStart(2, '0')}`]));
     const whole = s.responses.filter((r) => r.watchId === wholeId && r.events.length > 0);
-    assert.equal(whole.length, 1, 'the watcher without fragment gets one response');
-    assert.equal(whole[0]!.fragment, false);
+    assert.ok(whole.every((r) => !r.fragment), 'the watcher without fragment gets no fragment');
+    assert.ok(whole.some((r) => WatchResponseSize(r) >= limit), 'and a response over the limit, whole');
+    const under = s.responses.filter((r) => r.watchId === underId && r.events.length > 0);
+    assert.deepEqual(under.map((r) => [r.events.length, r.fragment]), [[6, false]], 'under the limit: one response, not split');
   });
 
   it('leaves no watcher, stream or pending event behind when a client disconnects', async () => {

@@ -28,7 +28,7 @@ describe('WatchStream response marshalling', () => {
     dirs.push(d);
     const ws = new WatchableStore(new KVStore(Backend.open(d)));
     const out: Buffer[] = [];
-    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), maxRequestBytes: 1 << 20, progressIntervalMs: 0 });
+    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 1 << 20, progressIntervalMs: 0 });
     for (const req of [create(0n), create(0n), create(5n), create(5n), create(-3n), create(300n), create(0n, 'b', 'a'), create(1n << 40n)]) stream.handle(req);
     stream.handle({ progressRequest: {} });
     stream.handle({ cancelRequest: { watchId: 300n } });
@@ -57,7 +57,7 @@ describe('WatchStream response marshalling', () => {
     const kv = new KVStore(Backend.open(d));
     const ws = new WatchableStore(kv);
     const out: Buffer[] = [];
-    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), maxRequestBytes: 64, progressIntervalMs: 0 });
+    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 64, progressIntervalMs: 0 });
     const ids = [0n, 5n, 127n, 128n, 300n, -3n, 1n << 40n];
     for (const id of ids) stream.handle(create(id));
     stream.handle({ createRequest: { ...create(9n).createRequest, fragment: true } });

@@ -6,6 +6,7 @@
  * the client goes away: a client half-close leaves its watchers running, as in etcd (whose
  * recvLoop returns on EOF while the send side continues until the call's context ends).
  */
+import { GRPC_OVERHEAD_BYTES } from '../../config.js';
 import { plog } from '../../logger.js';
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
 import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
@@ -104,7 +105,7 @@ export function addWatchService(grpc: GrpcServer, etcd: EtcdServer, onSent: (byt
         callTransport(call, () => stream.drained(), onSent),
         {
           headerField,
-          maxRequestBytes: etcd.config.maxRequestBytes,
+          fragmentBytes: etcd.config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
           progressIntervalMs: etcd.config.watchProgressNotifyIntervalMs,
           refusal: (key, rangeEnd) => watchRefusal(etcd, call, key, rangeEnd),
         },
