@@ -121,14 +121,15 @@ function holding(ivs: readonly KeyInterval[], key: Buffer): KeyInterval | undefi
 /**
  * True when `ivs` grant every key of the request's range (etcd `checkKeyPoint` /
  * `checkKeyInterval`): an empty range end asks for the key alone, "\0" for every key from
- * `key` on. A range with end ≤ key covers no key and is refused, as etcd's interval tree does.
+ * `key` on. A range with end ≤ key, which holds no key, meets in etcd's interval tree only the
+ * permissions that hold `key`, and is granted when one does.
  */
 function covers(ivs: readonly KeyInterval[], key: Buffer, rangeEnd: Buffer): boolean {
   const iv = holding(ivs, key);
   if (!iv) return false;
   if (rangeEnd.length === 0) return true;
   const end = rangeEnd.length === 1 && rangeEnd[0] === 0 ? undefined : rangeEnd;
-  return endBefore(key, end) && !endBefore(iv.end, end);
+  return !endBefore(iv.end, end);
 }
 
 /**

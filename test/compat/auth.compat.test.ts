@@ -347,6 +347,11 @@ const SCENARIOS: readonly Scenario[] = [
       alice('get', '/a', '--prefix'),
       alice('get', '/a', '/c'),
       { args: alice('get', '/a', '/d'), code: 1, expect: PERMISSION_DENIED },
+      // A range ending at or before its key holds no key: granted when a permission holds the key.
+      alice('get', '/b', '/a'),
+      alice('get', '/b', '/b'),
+      alice('del', '/p/x', '/p/'),
+      { args: alice('get', '/c', '/b'), code: 1, expect: PERMISSION_DENIED },
       alice('get', '/b'),
       { args: alice('get', '/c'), code: 1, expect: PERMISSION_DENIED },
       alice('get', '/p/', '--prefix'),

@@ -60,30 +60,31 @@ function withAlice(perms: readonly Permission[]): AuthStore {
 
 /**
  * The model: etcd's `IntervalTree.Contains` / `Intersects` over the permissions' intervals,
- * done naively (every interval that overlaps the request, in begin order, must chain without a
- * gap from at or before its start to at or past its end).
+ * done naively: the intervals the request's interval meets by etcd's `Interval.Compare` (for a
+ * range ending at or before its key, those that hold the key), in begin order, must chain
+ * without a gap from at or before its start to at or past its end.
  */
 function modelPermitted(perms: readonly Permission[], kind: 'read' | 'write', key: Buffer, rangeEnd: Buffer): boolean {
-  const inf = (x: Buffer | undefined) => x === undefined;
-  const lt = (x: Buffer | undefined, y: Buffer | undefined) => !inf(x) && (inf(y) || Buffer.compare(x!, y!) < 0);
+  // undefined is etcd's affine infinity.
+  const cmp = (x: Buffer | undefined, y: Buffer | undefined) => (x === undefined ? (y === undefined ? 0 : 1) : y === undefined ? -1 : Buffer.compare(x, y));
   const ivs = perms
     .filter((p) => p.permType === Permission_Type.READWRITE || p.permType === (kind === 'read' ? Permission_Type.READ : Permission_Type.WRITE))
     .map((p) => ({
       begin: p.key,
       end: p.rangeEnd.length === 0 ? Buffer.concat([p.key, Buffer.from([0])]) : p.rangeEnd.length === 1 && p.rangeEnd[0] === 0 ? undefined : p.rangeEnd,
     }))
-    .filter((iv) => lt(iv.begin, iv.end));
-  if (rangeEnd.length === 0) return ivs.some((iv) => Buffer.compare(iv.begin, key) <= 0 && lt(key, iv.end));
+    .filter((iv) => cmp(iv.begin, iv.end) < 0);
+  if (rangeEnd.length === 0) return ivs.some((iv) => cmp(iv.begin, key) <= 0 && cmp(key, iv.end) < 0);
   const end = rangeEnd.length === 1 && rangeEnd[0] === 0 ? undefined : rangeEnd;
-  if (!lt(key, end)) return false;
-  const hits = ivs.filter((iv) => lt(iv.begin, end) && lt(key, iv.end)).sort((x, y) => Buffer.compare(x.begin, y.begin));
-  if (hits.length === 0 || Buffer.compare(hits[0]!.begin, key) > 0) return false;
-  let reach: Buffer | undefined = hits[0]!.end;
+  const meets = (iv: { begin: Buffer; end: Buffer | undefined }) => !(cmp(key, iv.begin) < 0 && cmp(end, iv.begin) <= 0) && cmp(key, iv.end) < 0;
+  const hits = ivs.filter(meets).sort((x, y) => Buffer.compare(x.begin, y.begin));
+  if (hits.length === 0) return false;
+  let reach = hits[0]!.end;
   for (const iv of hits.slice(1)) {
-    if (lt(reach, iv.begin)) return false;
-    if (lt(reach, iv.end)) reach = iv.end;
+    if (cmp(reach, iv.begin) < 0) return false;
+    if (cmp(iv.end, reach) > 0) reach = iv.end;
   }
-  return !lt(reach, end);
+  return cmp(reach, end) >= 0 && cmp(hits[0]!.begin, key) <= 0;
 }
 
 describe('AuthStore permissions', () => {
