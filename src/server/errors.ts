@@ -95,7 +95,8 @@ export const Errors = {
   watchCanceled: e(Status.CANCELLED, 'etcdserver: watch canceled'),
   memberExist: e(Status.FAILED_PRECONDITION, 'etcdserver: member ID already exist'),
   peerURLExist: e(Status.FAILED_PRECONDITION, 'etcdserver: Peer URLs already exists'),
-  memberNotEnoughStarted: e(Status.FAILED_PRECONDITION, 'etcdserver: re-configuration failed due to not enough started members'),
+  /** etcd 3.4 maps this one to a client-side error value, which grpc-go sends as Unknown. */
+  memberNotEnoughStarted: e(Status.UNKNOWN, 'etcdserver: re-configuration failed due to not enough started members'),
   memberBadURLs: e(Status.INVALID_ARGUMENT, 'etcdserver: given member URLs are invalid'),
   memberNotFound: e(Status.NOT_FOUND, 'etcdserver: member not found'),
   memberNotLearner: e(Status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member'),

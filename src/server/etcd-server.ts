@@ -294,6 +294,34 @@ export class EtcdServer {
     return this.raftIndexValue;
   }
 
+  /** This member's peer URLs: the advertised ones, or the last Cluster.MemberUpdate's (persisted). */
+  get peerUrls(): string[] {
+    const updated = this.backend.getMeta('peerURLs');
+    return updated === undefined ? [...this.config.initialAdvertisePeerUrls] : (JSON.parse(updated) as string[]);
+  }
+
+  /**
+   * A membership change etcd proposes and then refuses as it applies it (e.g. an unknown member
+   * ID): its raft entry counts. Throws `err` once that is durable.
+   */
+  async refuseConfChange(err: unknown): Promise<never> {
+    this.checkStopped();
+    this.bumpRaftIndex();
+    await this.store.sync();
+    throw err;
+  }
+
+  /**
+   * Cluster.MemberUpdate of this member (etcd applies a ConfChangeUpdateNode): its peer URLs
+   * become `urls`, unchecked as etcd leaves them; one raft entry. Resolves once durable.
+   */
+  async updatePeerUrls(urls: readonly string[]): Promise<void> {
+    this.checkStopped();
+    this.bumpRaftIndex();
+    this.backend.putMeta('peerURLs', JSON.stringify(urls));
+    await this.store.sync();
+  }
+
   /** True while `defragment` runs (etcd `etcd_disk_defrag_inflight`). */
   get defragInProgress(): boolean {
     return this.defragging !== undefined;

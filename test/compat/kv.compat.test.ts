@@ -283,6 +283,29 @@ const SCENARIOS: readonly Scenario[] = [
     ],
   },
   {
+    // The one member: its peer URLs can change; every other change is refused with etcd's
+    // error, a raft entry spent where etcd proposes the change before refusing it.
+    name: 'member changes on the single member',
+    steps: [
+      { args: ['member', 'add', 'x', '--peer-urls', 'http://localhost:2380'], code: 1, expect: 'Peer URLs already exists' },
+      { post: '/v3/cluster/member/add', body: { peerURLs: ['not a url'] }, expect: 'given member URLs are invalid' },
+      { post: '/v3/cluster/member/add', body: {}, expect: 'given member URLs are invalid' },
+      { post: '/v3/cluster/member/add', body: { peerURLs: ['http://localhost:2380/'] }, expect: 'given member URLs are invalid' },
+      { post: '/v3/cluster/member/add', body: { peerURLs: ['http://localhost'] }, expect: 'given member URLs are invalid' },
+      { args: ['member', 'remove', '1234'], code: 1, expect: 'member not found' },
+      { post: '/v3/cluster/member/remove', body: { ID: MEMBER_ID }, expect: '"code":2' },
+      { post: '/v3/cluster/member/promote', body: { ID: '1234' }, expect: 'member not found' },
+      { post: '/v3/cluster/member/promote', body: { ID: MEMBER_ID }, expect: 'can only promote a learner member' },
+      { post: '/v3/cluster/member/update', body: { ID: '1234', peerURLs: ['http://a:1'] }, expect: 'member not found' },
+      ['endpoint', 'status', '-w', 'json'],
+      { args: ['member', 'update', '8e9e05c52164694d', '--peer-urls', 'http://127.0.0.1:1,http://127.0.0.1:2'], expect: 'updated in cluster' },
+      ['member', 'list', '-w', 'json'],
+      { action: 'restart' },
+      ['member', 'list'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
     // Alarms raised through the API, as etcd's applier enforces them: NOSPACE refuses what
     // costs space, CORRUPT every write; clearing either puts every write back.
     name: 'alarms: CORRUPT, NOSPACE of any member, NONE; what each refuses',
