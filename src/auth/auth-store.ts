@@ -551,8 +551,11 @@ export function authChanges(auth: AuthStore) {
     userRevokeRole: (r: AuthUserRevokeRoleRequest) => auth.userRevokeRole(r.name, r.role),
     roleAdd: (r: AuthRoleAddRequest) => auth.roleAdd(r.name),
     roleDelete: (r: AuthRoleDeleteRequest) => auth.roleDelete(r.role),
-    roleGrantPermission: (r: AuthRoleGrantPermissionRequest) =>
-      auth.roleGrantPermission(r.name, r.perm ?? { permType: Permission_Type.READ, key: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }),
+    // No permission at all crashes etcd 3.4 (a nil pointer); etcd 3.5 refuses it so.
+    roleGrantPermission: (r: AuthRoleGrantPermissionRequest) => {
+      if (!r.perm) throw Errors.permissionNotGiven();
+      auth.roleGrantPermission(r.name, r.perm);
+    },
     roleRevokePermission: (r: AuthRoleRevokePermissionRequest) => auth.roleRevokePermission(r.role, r.key, r.rangeEnd),
   };
 }

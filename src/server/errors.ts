@@ -121,6 +121,7 @@ export const Errors = {
   noPasswordUser: e(Status.UNKNOWN, 'auth: authentication failed, password was given for no password user'),
   roleNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: role is not granted to the user'),
   permissionNotGranted: e(Status.FAILED_PRECONDITION, 'etcdserver: permission is not granted to the role'),
+  permissionNotGiven: e(Status.INVALID_ARGUMENT, 'etcdserver: permission not given'),
   invalidAuthMgmt: e(Status.INVALID_ARGUMENT, 'etcdserver: invalid auth management'),
   noLeader: e(Status.UNAVAILABLE, 'etcdserver: no leader'),
   notCapable: e(Status.UNAVAILABLE, 'etcdserver: not capable'),

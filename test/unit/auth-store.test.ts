@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { AuthStore } from '../../src/auth/auth-store.js';
+import { AuthStore, authChanges } from '../../src/auth/auth-store.js';
 import { Backend } from '../../src/mvcc/backend.js';
 import { Permission_Type, type Permission } from '../../src/proto/gen/auth.gen.js';
 import type { RequestOp, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
@@ -178,6 +178,9 @@ describe('AuthStore users and roles', () => {
     assert.deepEqual(auth.roleGet('w'), [perm(Permission_Type.READ, 'a'), perm(Permission_Type.WRITE, 'm', 'n')]);
     assert.equal(errorOf(() => auth.roleRevokePermission('w', b('m'), b(''))), 'etcdserver: permission is not granted to the role');
     auth.roleRevokePermission('w', b('m'), b('n'));
+    assert.deepEqual(auth.roleGet('w'), [perm(Permission_Type.READ, 'a')]);
+    // A grant that carries no permission (etcd 3.4 crashes on it) gets etcd 3.5's answer.
+    assert.equal(errorOf(() => authChanges(auth).roleGrantPermission({ name: 'w', perm: undefined })), 'etcdserver: permission not given');
     assert.deepEqual(auth.roleGet('w'), [perm(Permission_Type.READ, 'a')]);
     auth.roleDelete('w');
     assert.deepEqual(auth.userGet('amy'), ['b', 'root']);
