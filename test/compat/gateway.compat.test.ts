@@ -198,6 +198,9 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       '{"key":"Zm9v","bogus":{"x":[1,2]}}', '{"sort_order":"BOGUS","key":"Zm9v"}', '{"key":"Zm9v","sort_order":99}',
       '{"key" 1}', '{"key":"Zm9v",}', '{"key":tru}', '{"key":"a\nb"}', '{"key":"Zm9v","limit":-}', '{"key":"Zm9v"',
       '{"key":"Zm9v\\r\\n"}', '{"key":"Zm9=v"}', '{"key":"Zm8=="}', '{"key":"Zg=="}',
+      // encoding/json also fills bytes from an array of byte values.
+      '{"key":[102,111,111]}', '{"key":[]}', '{"key":[null]}', '{"key":[256]}', '{"key":[-1]}', '{"key":[1.5]}', '{"key":[1e2]}',
+      '{"key":["Zm9v"]}', '{"key":[true]}', '{"key":[[1]]}', '{"key":"Zm9v","range_end":[102,111,112]}',
     ];
     await compare(t, [
       post('/v3/kv/put', { key: FOO, value: b64('bar') }),
@@ -265,6 +268,8 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3/kv/deleterange', { key: FOO }),
       { ...post('/v3/watch', { create_request: { key: FOO, start_revision: 1, prev_kv: true } }), lines: 2 },
       { ...post('/v3/watch', { create_request: { key: FOO, range_end: FOO } }), lines: 1 },
+      // A null filter is the zero value, NOPUT: only the delete comes.
+      { ...post('/v3/watch', { create_request: { key: FOO, start_revision: 1, filters: [null] } }), lines: 2 },
       { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })}\n${JSON.stringify({ create_request: { key: FOP, watch_id: 7 } })}`), lines: 2 },
       { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })}${JSON.stringify({ progress_request: {} })}`), lines: 2 },
       { ...post('/v3/watch', `${JSON.stringify({ create_request: { key: FOO } })} {"create_request":{"key":5}} ${JSON.stringify({ create_request: { key: FOP } })}`), lines: 1 },

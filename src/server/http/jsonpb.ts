@@ -9,7 +9,9 @@
  *   last value counts;
  * - 64- and 32-bit integers are JSON numbers or strings holding one, checked as Go's
  *   strconv.ParseInt / ParseUint check them (no fractions, exponents or overflow);
- * - bytes are standard base64 with padding (line breaks skipped), as Go's base64.StdEncoding;
+ * - bytes are standard base64 with padding (line breaks skipped), as Go's base64.StdEncoding,
+ *   or, as encoding/json also takes them, an array of byte values (null is 0);
+ * - a null item of a list is its type's zero value;
  * - enums are their value names (case-sensitive) or any number;
  * - errors read as Go's: `invalid character 'x' looking for beginning of value`,
  *   `unexpected EOF`, `json: cannot unmarshal string into Go value of type bool`,
@@ -310,6 +312,14 @@ export function decodeStdBase64(s: string): Buffer {
   return Buffer.from(out);
 }
 
+/** An item of a JSON array decoded into a Go `[]byte`: a number 0–255; null is 0. */
+function goUint8(v: RawJson): number {
+  if (v.kind === 'null') return 0;
+  if (v.kind !== 'number') throw typeError(v, 'uint8');
+  if (!/^\d+$/.test(v.text) || Number(v.text) > 255) throw new JsonDecodeError(`json: cannot unmarshal number ${v.text} into Go value of type uint8`);
+  return Number(v.text);
+}
+
 /** One non-repeated value of `field` as canonical proto3 JSON; throws JsonDecodeError. */
 function singular(field: DescField, v: RawJson, kind: 'scalar' | 'enum' | 'message', scalar: ScalarType | undefined, desc: DescEnum | DescMessage | undefined): JsonValue {
   if (kind === 'message') return decodeMessage(desc as DescMessage, v);
@@ -332,11 +342,22 @@ function singular(field: DescField, v: RawJson, kind: 'scalar' | 'enum' | 'messa
       if (v.kind !== 'string') throw typeError(v, 'string');
       return v.value;
     case ScalarType.BYTES:
+      // encoding/json also fills a []byte from an array of numbers, one byte each.
+      if (v.kind === 'array') return Buffer.from(v.items.map(goUint8)).toString('base64');
       if (v.kind !== 'string') throw typeError(v, '[]uint8');
       return decodeStdBase64(v.value).toString('base64');
     default:
       throw new JsonDecodeError(`field ${field.name}: type not served by the gateway`);
   }
+}
+
+/** The zero value of a list field's item as canonical proto3 JSON. */
+function zeroItem(field: DescField & { fieldKind: 'list' }): JsonValue {
+  if (field.listKind === 'message') return {};
+  if (field.listKind === 'enum') return 0;
+  if (field.scalar === ScalarType.BOOL) return false;
+  if (field.scalar === ScalarType.STRING || field.scalar === ScalarType.BYTES) return '';
+  return INTEGERS[field.scalar] ? '0' : 0;
 }
 
 /** `v` (an object, or null for an empty message) as `schema`'s canonical proto3 JSON; throws JsonDecodeError. */
@@ -350,9 +371,8 @@ export function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
     if (field.fieldKind === 'list') {
       if (value.kind !== 'array') throw typeError(value, '[]json.RawMessage');
       const desc = field.listKind === 'enum' ? field.enum : field.listKind === 'message' ? field.message : undefined;
-      out[field.jsonName] = value.items.map((item) =>
-        item.kind === 'null' && field.listKind === 'message' ? {} : singular(field, item, field.listKind, field.scalar, desc),
-      );
+      // jsonpb leaves a null item at its zero value.
+      out[field.jsonName] = value.items.map((item) => (item.kind === 'null' ? zeroItem(field) : singular(field, item, field.listKind, field.scalar, desc)));
     } else if (field.fieldKind === 'map') {
       throw new JsonDecodeError(`field ${field.name}: map fields are not served by the gateway`);
     } else {
