@@ -215,6 +215,8 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3/lease/grant', '{"TTL":60,"ID":"abc"}'),
       post('/v3/auth/user/add', '{"name":5}'),
       post('/v3/watch', '{"create_request":{"key":5}}'),
+      post('/v3/watch', '{"create_request":{"key":"Zm9v","filters":"NOPUT"}}'),
+      post('/v3/watch', '{"create_request":{"key":"Zm9v","filters":"1"}}'),
     ]);
   });
 

@@ -369,6 +369,11 @@ export function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
     const value = v.fields.get(field.jsonName) ?? v.fields.get(field.name);
     if (value === undefined || value.kind === 'null') continue;
     if (field.fieldKind === 'list') {
+      // jsonpb looks a quoted value up as an enum name before it checks for a list.
+      if (value.kind === 'string' && field.listKind === 'enum') {
+        const known = field.enum.values.some((x) => x.name === value.value);
+        throw new JsonDecodeError(known ? `invalid target "slice" for enum ${goEnumName(field.enum)}` : `unknown value ${JSON.stringify(value.value)} for enum ${goEnumName(field.enum)}`);
+      }
       if (value.kind !== 'array') throw typeError(value, '[]json.RawMessage');
       const desc = field.listKind === 'enum' ? field.enum : field.listKind === 'message' ? field.message : undefined;
       // jsonpb leaves a null item at its zero value.
