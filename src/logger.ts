@@ -62,8 +62,8 @@ export function createLogger(level: string, destination?: DestinationStream, kin
   }
   const out = destination ?? pino.destination({ dest: 2, sync: true });
   if (kind === 'capnslog') {
-    const threshold = CAPNSLOG_RANK[CAPNSLOG_THRESHOLD[level]];
-    return pino(
+    const shown = { rank: CAPNSLOG_RANK[CAPNSLOG_THRESHOLD[level]] };
+    const logger = pino(
       {
         level: 'debug',
         hooks: {
@@ -73,12 +73,14 @@ export function createLogger(level: string, destination?: DestinationStream, kin
             const fields = typeof first === 'object' && first !== null ? (first as Record<string | symbol, unknown>) : {};
             const msg = typeof first === 'string' ? first : typeof second === 'string' ? second : '';
             const line = (fields[CAPNSLOG_LINE] as CapnslogLine | undefined) ?? fallbackLine(pinoLevel, fields, msg);
-            if (CAPNSLOG_RANK[line.level] <= threshold) out.write(formatCapnslog(line));
+            if (CAPNSLOG_RANK[line.level] <= shown.rank) out.write(formatCapnslog(line));
           },
         },
       },
       out,
     );
+    capnslogThresholds.set(logger, shown);
+    return logger;
   }
   return pino(
     {
@@ -109,6 +111,39 @@ export interface CapnslogLine {
 
 const CAPNSLOG_LINE = Symbol('capnslog');
 const CAPNSLOG_RANK: Record<CapnslogLevel, number> = { C: 0, E: 1, W: 2, N: 3, I: 4, D: 5 };
+
+/** The most verbose rank each capnslog logger shows now (see `setCapnslogLevel`). */
+const capnslogThresholds = new WeakMap<Logger, { rank: number }>();
+
+/** capnslog's level names (`LogLevel.String()`), most severe first, and what `ParseLevel` also takes for each. */
+const CAPNSLOG_NAMES = [
+  ['CRITICAL', 'C'],
+  ['ERROR', '0', 'E'],
+  ['WARNING', '1', 'W'],
+  ['NOTICE', '2', 'N'],
+  ['INFO', '3', 'I'],
+  ['DEBUG', '4', 'D'],
+  ['TRACE', '5', 'T'],
+] as const;
+
+/**
+ * capnslog `ParseLevel`: a level's name, letter or number (ERROR is 0 … TRACE 5) to its name;
+ * undefined for anything else (etcd upper-cases the text first).
+ */
+export function parseCapnslogLevel(text: string): string | undefined {
+  return CAPNSLOG_NAMES.find((names) => (names as readonly string[]).includes(text))?.[0];
+}
+
+/**
+ * capnslog `SetGlobalLogLevel`, as etcd 3.4's `PUT /config/local/log` calls it: a capnslog
+ * logger shows from now on the lines at least as severe as `name` (a {@link parseCapnslogLevel}
+ * result; TRACE shows all). A zap logger is left as it is, as etcd's is.
+ */
+export function setCapnslogLevel(logger: Logger, name: string): void {
+  const shown = capnslogThresholds.get(logger);
+  const rank = CAPNSLOG_NAMES.findIndex(([n]) => n === name);
+  if (shown && rank >= 0) shown.rank = rank;
+}
 
 /** `--log-level` → the most verbose capnslog level shown (etcd `logutil.ConvertToCapnslogLogLevel`). */
 const CAPNSLOG_THRESHOLD: Record<LogLevel, CapnslogLevel> = { debug: 'D', info: 'I', warn: 'W', error: 'E', dpanic: 'C', panic: 'C', fatal: 'C' };

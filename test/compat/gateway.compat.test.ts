@@ -253,6 +253,12 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       // body read as usual.
       post('/v3/kv/range', range, H2C_UPGRADE),
       { method: 'GET', path: '/health', headers: H2C_UPGRADE },
+      // etcd 3.4's capnslog level over HTTP.
+      { method: 'GET', path: '/config/local/log' },
+      { method: 'PUT', path: '/config/local/log' },
+      ...['{"Level":"bogus"}', '{"Level":5}', 'null', '5', '{"level":"debug"}', '{"Level":"t"}', '{"Level":"3"}', '{"Level":"warning"} x', '{"Level":"INFO"}'].map(
+        (body): Step => ({ method: 'PUT', path: '/config/local/log', body }),
+      ),
     ]);
   });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { createLogger, formatCapnslog, LOG_LEVELS, LogOutputError, openLogOutputs, plog } from '../../src/logger.js';
+import { createLogger, formatCapnslog, LOG_LEVELS, LogOutputError, openLogOutputs, parseCapnslogLevel, plog, setCapnslogLevel } from '../../src/logger.js';
 
 /** A destination that keeps each written line, parsed. */
 function capture(): { lines: Record<string, unknown>[]; write(msg: string): void } {
@@ -82,6 +82,25 @@ describe('createLogger with capnslog (etcd 3.4\'s default --logger)', () => {
     const fatal = text();
     createLogger('fatal', fatal, 'capnslog').warn(plog('etcdmain', 'E', 'hidden'), 'x');
     assert.deepEqual(fatal.lines, []);
+  });
+
+  it("changes the level shown at run time as capnslog's SetGlobalLogLevel does (PUT /config/local/log), zap's not", () => {
+    assert.deepEqual(['CRITICAL', 'C', '0', 'W', 'NOTICE', '3', 'D', 'TRACE', '5', 'info', 'X', ''].map(parseCapnslogLevel), [
+      'CRITICAL', 'CRITICAL', 'ERROR', 'WARNING', 'NOTICE', 'INFO', 'DEBUG', 'TRACE', 'TRACE', undefined, undefined, undefined,
+    ]);
+    const out = text();
+    const log = createLogger('warn', out, 'capnslog');
+    log.info(plog('embed', 'I', 'before'), 'hidden');
+    setCapnslogLevel(log, 'DEBUG');
+    log.debug(plog('embed', 'D', 'a debug line'), 'shown');
+    setCapnslogLevel(log, 'ERROR');
+    log.warn(plog('auth', 'W', 'a warning'), 'hidden');
+    assert.deepEqual(out.lines.map((l) => l.replace(STAMP, '')), ['D | embed: a debug line\n']);
+    const zap = capture();
+    const zapLog = createLogger('info', zap);
+    setCapnslogLevel(zapLog, 'CRITICAL');
+    zapLog.info('still shown');
+    assert.equal(zap.lines.length, 1);
   });
 
   it('makes a line of the level, message and fields of a call without one', () => {

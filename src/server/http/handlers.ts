@@ -12,8 +12,10 @@
  *   `/livez/<name>`, `/readyz/<name>` run one.
  * - `GET /version`: `{"etcdserver":"…","etcdcluster":"…"}` as application/json.
  * - `/metrics`: the Prometheus text exposition of the server's registry.
+ * - `PUT /config/local/log`: capnslog's level, set at run time (etcd 3.4; see `setLogLevel`).
  *
- * Other methods on /health and /version get 405 with `Allow: GET`; other paths 404. Every
+ * Other methods on /health and /version get 405 with `Allow: GET` (`Allow: PUT` on
+ * /config/local/log); other paths 404. Every
  * response carries etcd's permissive CORS headers.
  */
 import type http from 'node:http';
@@ -22,6 +24,8 @@ import { AlarmType, RangeRequest } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { GatewayHandler } from './gateway.js';
+import { readJsonValues } from './jsonpb.js';
+import { parseCapnslogLevel, plog, setCapnslogLevel } from '../../logger.js';
 
 /** The headers etcd's CORS wrapper adds to every client-URL response. */
 const CORS_HEADERS = {
@@ -50,6 +54,36 @@ function allowMethod(req: http.IncomingMessage, res: http.ServerResponse, method
   if (req.method === method) return true;
   httpError(res, 405, 'Method Not Allowed', { Allow: method });
   return false;
+}
+
+/** etcd's `WriteError` of an HTTP error: its message as JSON. */
+function jsonError(res: http.ServerResponse, code: number, message: string): void {
+  reply(res, code, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ message }));
+}
+
+/**
+ * etcd 3.4 `logHandleFunc` (`PUT /config/local/log`, `{"Level":"debug"}`): the first JSON value
+ * of the body, whose `Level` (any case) names a capnslog level, which capnslog's lines follow
+ * from then on; 204, or 400 `Invalid json body` / `Invalid log level <level>`.
+ */
+async function setLogLevel(req: http.IncomingMessage, res: http.ServerResponse, etcd: EtcdServer): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  const [body] = readJsonValues(Buffer.concat(chunks).toString(), true).values;
+  let level = '';
+  if (body === undefined || (body.kind !== 'object' && body.kind !== 'null')) return jsonError(res, 400, 'Invalid json body');
+  for (const [name, value] of body.kind === 'object' ? body.fields : []) {
+    if (name.toLowerCase() !== 'level' || value.kind === 'null') continue;
+    if (value.kind !== 'string') return jsonError(res, 400, 'Invalid json body');
+    level = value.value;
+  }
+  const name = parseCapnslogLevel(level.toUpperCase());
+  if (name === undefined) return jsonError(res, 400, `Invalid log level ${level}`);
+  const text = `globalLogLevel set to ${JSON.stringify(name)}`;
+  etcd.log.info({ level: name, ...plog('etcdserver/api/etcdhttp', 'N', text) }, 'set global log level');
+  setCapnslogLevel(etcd.log, name);
+  res.writeHead(204, CORS_HEADERS);
+  res.end();
 }
 
 /** etcd `checkHealth` for one member: unhealthy while an alarm not named in `exclude` is active. */
@@ -202,6 +236,11 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
       case '/version':
         if (!allowMethod(req, res, 'GET')) return;
         reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
+        return;
+      case '/config/local/log':
+        if (!allowMethod(req, res, 'PUT')) return;
+        // A body cut short ends the exchange.
+        setLogLevel(req, res, etcd).catch(() => res.destroy());
         return;
       case '/metrics':
         metrics.render().then(
