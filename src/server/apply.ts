@@ -146,11 +146,12 @@ function checkIntervals(reqs: readonly RequestOp[]): { puts: Set<Key>; dels: Del
   return { puts, dels };
 }
 
-/** True when a txn has no put or delete on any path (etcd `isTxnReadonly`). */
+/**
+ * True when every op of both branches is a range (etcd `isTxnReadonly`): a nested txn counts as
+ * a write even when it only reads, so etcd proposes it (a raft entry) and applies it.
+ */
 export function isTxnReadonly(r: TxnRequest): boolean {
-  const ro = (ops: RequestOp[]): boolean =>
-    ops.every((op) => !op.requestPut && !op.requestDeleteRange && (!op.requestTxn || isTxnReadonly(op.requestTxn)));
-  return ro(r.success) && ro(r.failure);
+  return [...r.success, ...r.failure].every((op) => op.requestRange !== undefined);
 }
 
 // ---- Range ----

@@ -323,6 +323,8 @@ const SCENARIOS: readonly Scenario[] = [
       { args: ['del', 'a'], code: 1, expect: CORRUPT },
       { args: ['put', 'a', '2'], code: 1, expect: CORRUPT },
       { args: ['txn', '-i'], stdin: txn([], ['get a'], []), expect: 'SUCCESS' },
+      // A nested txn makes a txn a write for etcd (a raft entry), even one that only reads.
+      { post: '/v3/kv/txn', body: { success: [{ request_txn: { success: [{ request_range: { key: 'YQ==' } }] } }] }, expect: 'corrupt cluster' },
       { args: ['compaction', '1'], code: 1, expect: CORRUPT },
       { args: ['lease', 'revoke', '1234'], code: 1, expect: 'corrupt cluster' },
       { action: 'restart' },
