@@ -362,20 +362,20 @@ export class EtcdServer {
 
   /**
    * What etcd's applier refuses under a raised alarm (`applierV3Capped`, `applierV3Corrupt`),
-   * checked as the request is applied (its raft entry counts): `cost` is the request's quota
-   * cost, `corruptOnly` marks a request only CORRUPT refuses.
+   * checked as the request is applied (its raft entry counts): NOSPACE a request whose quota
+   * `cost` is not 0, CORRUPT any.
    */
-  private checkAlarms(cost: number, corruptOnly = false): void {
+  private checkAlarms(cost: number): void {
     if (this.alarmApplier === 'corrupt') throw Errors.corrupt();
-    if (this.alarmApplier === 'capped' && !corruptOnly && cost > 0) throw Errors.noSpace();
+    if (this.alarmApplier === 'capped' && cost > 0) throw Errors.noSpace();
   }
 
   /**
    * Resolves who sends a request where etcd does, after the request was validated: the
    * client's auth token (`AuthInfoFromCtx`), then, for a KV `write`, the size of the raft
-   * request that would carry it against --max-request-bytes (`processInternalRaftRequestOnce`). `who` given as an AuthInfo (the
-   * server's own requests, etcd's replayed log) is taken as is; undefined checks nothing.
-   * Throws "invalid auth token", "request is too large".
+   * request that would carry it against --max-request-bytes (`processInternalRaftRequestOnce`).
+   * `who` given as an AuthInfo (the server's own requests, etcd's replayed log) is taken as is;
+   * undefined checks nothing. Throws "invalid auth token", "request is too large".
    */
   private admit(who: Who, write = false): AuthInfo | undefined {
     if (who === undefined || !('md' in who)) return who;
@@ -467,7 +467,7 @@ export class EtcdServer {
     checkDelete(r);
     const ai = this.admit(who, true);
     const resp = await this.write((txn) => {
-      this.checkAlarms(0, true);
+      this.checkAlarms(0);
       if (ai) {
         this.auth.checkDeleteRange(ai, r.key, r.rangeEnd);
         if (r.prevKv) this.auth.checkRange(ai, r.key, r.rangeEnd);
@@ -515,7 +515,7 @@ export class EtcdServer {
     this.bumpRaftIndex();
     let done: Promise<void>;
     try {
-      this.checkAlarms(0, true);
+      this.checkAlarms(0);
       ({ done } = this.store.compact(Number(r.revision)));
     } catch (err) {
       await this.store.sync();
@@ -641,7 +641,7 @@ export class EtcdServer {
     this.checkStopped();
     this.bumpRaftIndex();
     try {
-      this.checkAlarms(0, true);
+      this.checkAlarms(0);
       if (ai) this.checkLeaseKeys(ai, r.ID);
       await this.lessor.revoke(r.ID);
     } catch (err) {
