@@ -1,8 +1,8 @@
 /**
  * Exclusive ownership of a data directory (etcd takes a file lock on its WAL; LMDB alone would
  * let two processes share the files). The lock is a file `<dir>/etcd-ts.lock` created with
- * O_EXCL and holding the owner's PID. A lock left by a process that no longer runs (a kill -9)
- * is stale and is taken over.
+ * O_EXCL and holding the owner's PID. A lock left by a process that no longer runs (a kill -9,
+ * also one its parent has not reaped yet) is stale and is taken over.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -85,11 +85,23 @@ export function lockedFile(files: readonly string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * True while process `pid` exists and has not exited: a zombie (killed, not yet reaped by its
+ * parent) holds no lock, as it would hold no file lock in etcd.
+ */
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true; // no procfs: the signal check is all there is
+  }
+  // `pid (comm) S …`: the state follows the last ')' (comm may hold any character).
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
