@@ -47,6 +47,14 @@ export interface ServerConfig {
   initialAdvertisePeerUrls: string[];
   /** Cluster token used only to derive the member and cluster IDs as etcd does (`--initial-cluster-token`). @default 'etcd-cluster' */
   initialClusterToken: string;
+  /**
+   * etcd's raft heartbeat, in ms (`--heartbeat-interval`): with the election timeout it sets the
+   * smallest lease TTL, ceil(⌊1.5 × ticks⌋ × heartbeat) where ticks = ⌊election / heartbeat⌋.
+   * @default 100
+   */
+  heartbeatIntervalMs: number;
+  /** etcd's election timeout, in ms (`--election-timeout`): see `heartbeatIntervalMs`; leases get this much more time at start. @default 1000 */
+  electionTimeoutMs: number;
   /** Largest client request, in bytes (`--max-request-bytes`). @default 1572864 (1.5 MiB) */
   maxRequestBytes: number;
   /** Most operations in one txn (`--max-txn-ops`). @default 128 */
@@ -125,6 +133,8 @@ export function defaultConfig(): ServerConfig {
     listenMetricsUrls: [],
     initialAdvertisePeerUrls: ['http://localhost:2380'],
     initialClusterToken: 'etcd-cluster',
+    heartbeatIntervalMs: 100,
+    electionTimeoutMs: 1000,
     maxRequestBytes: 1.5 * 1024 * 1024,
     maxTxnOps: 128,
     quotaBackendBytes: 0,

@@ -140,8 +140,8 @@ const FLAGS: readonly FlagSpec[] = [
   supported('data-dir', 'string', '${name}.etcd', 'Path to the data directory.'),
   supported('wal-dir', 'string', '', 'Path to the dedicated wal directory.'),
   ignored('snapshot-count', 'uint64'),
-  ignored('heartbeat-interval', 'uint'),
-  ignored('election-timeout', 'uint'),
+  supported('heartbeat-interval', 'uint', '100', 'Time (in milliseconds) of a heartbeat interval.'),
+  supported('election-timeout', 'uint', '1000', 'Time (in milliseconds) for an election to timeout.'),
   ignored('initial-election-tick-advance', 'bool'),
   ignored('listen-peer-urls', 'urls'),
   supported('listen-client-urls', 'urls', 'http://localhost:2379', 'List of URLs to listen on for client traffic.'),
@@ -926,6 +926,14 @@ function buildConfig(
       throw new FlagError(`--${name} "${urls.join(',')}" must be "host:port" (unexpected empty host (${empty}))`);
     }
   }
+  // 2b. Raft timing (etcd `Config.Validate`), of which a single member keeps the lease rules.
+  config.heartbeatIntervalMs = integer('heartbeat-interval') ?? config.heartbeatIntervalMs;
+  config.electionTimeoutMs = integer('election-timeout') ?? config.electionTimeoutMs;
+  const { heartbeatIntervalMs: tick, electionTimeoutMs: election } = config;
+  if (tick <= 0) throw new FlagError(`--heartbeat-interval must be >0 (set to ${tick}ms)`);
+  if (election <= 0) throw new FlagError(`--election-timeout must be >0 (set to ${election}ms)`);
+  if (5 * tick > election) throw new FlagError(`--election-timeout[${election}ms] should be at least as 5 times as --heartbeat-interval[${tick}ms]`);
+  if (election > 50_000) throw new FlagError(`--election-timeout[${election}ms] is too long, and should be set less than 50000ms`);
   if (!fromFile && source.has('listen-client-urls') && !source.has('advertise-client-urls')) {
     throw new FlagError(ERR_UNSET_ADVERTISE_CLIENT_URLS);
   }

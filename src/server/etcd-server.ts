@@ -154,7 +154,15 @@ export class EtcdServer {
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
-    this.lessor = new Lessor(this.store, { memberId: this.memberId });
+    // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
+    // get the election timeout on top at start (`Promote`).
+    const tick = config.heartbeatIntervalMs;
+    const ticks = Math.floor(config.electionTimeoutMs / tick);
+    this.lessor = new Lessor(this.store, {
+      memberId: this.memberId,
+      minTtlSec: Math.ceil((Math.floor((3 * ticks) / 2) * tick) / 1000),
+      promoteExtendMs: ticks * tick,
+    });
     this.lessor.revokeExpired = (id) => this.leaseRevoke({ ID: id });
     this.lessor.start();
     // A single etcd member campaigns at term 1 and leads from term 2; each restart is a new term.

@@ -47,6 +47,10 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--logger', 'zap', '--log-outputs', 'default,stdout']],
       [['--logger', 'zap', '--log-outputs', join(dir, 'missing', 'etcd.log')]],
       [['--logger', 'zap', '--log-outputs', dir]],
+      [['--heartbeat-interval', '300']],
+      [['--heartbeat-interval', '0']],
+      [['--election-timeout', '60000']],
+      [['--election-timeout', '0', '--heartbeat-interval', '0']],
       // Refused at start: exit 1.
       [['--auto-compaction-retention', '1x']],
       [['--cipher-suites', 'TLS_FOO']],

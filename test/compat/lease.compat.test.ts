@@ -25,8 +25,8 @@ interface Side {
   ids: LeaseIds;
 }
 
-async function startBoth(t: TestContext): Promise<[Side, Side]> {
-  const [a, b] = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: SECOND })]);
+async function startBoth(t: TestContext, flags: string[] = []): Promise<[Side, Side]> {
+  const [a, b] = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: SECOND, flags })]);
   return [{ server: a, ids: new LeaseIds() }, { server: b, ids: new LeaseIds() }];
 }
 
@@ -113,6 +113,17 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       }
     }
     await compareSteps(sides, [['endpoint', 'status', '-w', 'json']]);
+  });
+
+  it('the smallest TTL follows --heartbeat-interval and --election-timeout (1.5 election timeouts, rounded up)', async (t) => {
+    const sides = await startBoth(t, ['--heartbeat-interval', '500', '--election-timeout', '5000']);
+    await compareSteps(sides, [
+      ['lease', 'grant', '1'],
+      ['lease', 'grant', '8'],
+      ['lease', 'grant', '9'],
+    ]);
+    const [etcd] = sides;
+    assert.match((await run(etcd, ['lease', 'timetolive', '{L1}'])).stdout, /granted with TTL\(8s\)/);
   });
 
   it('etcdctl lock: the second contender waits until the first exits', async (t) => {

@@ -199,12 +199,12 @@ describe('cluster-only and unsupported flags', () => {
   it('accepts the ignored flags with one warning naming each, from flags and variables', () => {
     const { config, warnings } = run(
       ['--initial-cluster=default=http://localhost:2380', '--snapshot-count', '5', '-strict-reconfig-check', '--peer-auto-tls', '--name=n'],
-      { ETCD_HEARTBEAT_INTERVAL: '10' },
+      { ETCD_MAX_SNAPSHOTS: '10' },
     );
     assert.equal(config.name, 'n');
     assert.equal(warnings.length, 1);
     const warning = warnings[0] as string;
-    for (const name of ['--initial-cluster', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_HEARTBEAT_INTERVAL']) {
+    for (const name of ['--initial-cluster', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_MAX_SNAPSHOTS']) {
       assert.ok(warning.includes(name), `${name} missing from: ${warning}`);
     }
     assert.deepEqual({ ...config, name: 'default', dataDir: 'default.etcd' }, defaultConfig());
