@@ -110,12 +110,11 @@ export interface CapnslogLine {
 }
 
 const CAPNSLOG_LINE = Symbol('capnslog');
-const CAPNSLOG_RANK: Record<CapnslogLevel, number> = { C: 0, E: 1, W: 2, N: 3, I: 4, D: 5 };
 
-/** The most verbose rank each capnslog logger shows now (see `setCapnslogLevel`). */
-const capnslogThresholds = new WeakMap<Logger, { rank: number }>();
-
-/** capnslog's level names (`LogLevel.String()`), most severe first, and what `ParseLevel` also takes for each. */
+/**
+ * capnslog's levels, most severe first (a level's rank is its index): its name
+ * (`LogLevel.String()`), what else `ParseLevel` takes for it, and last its letter.
+ */
 const CAPNSLOG_NAMES = [
   ['CRITICAL', 'C'],
   ['ERROR', '0', 'E'],
@@ -125,6 +124,10 @@ const CAPNSLOG_NAMES = [
   ['DEBUG', '4', 'D'],
   ['TRACE', '5', 'T'],
 ] as const;
+const CAPNSLOG_RANK = Object.fromEntries(CAPNSLOG_NAMES.map((names, rank) => [names.at(-1), rank])) as Record<CapnslogLevel, number>;
+
+/** The most verbose rank each capnslog logger shows now (see `setCapnslogLevel`). */
+const capnslogThresholds = new WeakMap<Logger, { rank: number }>();
 
 /**
  * capnslog `ParseLevel`: a level's name, letter or number (ERROR is 0 … TRACE 5) to its name;

@@ -27,7 +27,6 @@ import { ServerMetrics } from './metrics.js';
 import { loadClientTls } from './tls.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
 
-
 /** A running server. */
 export interface RunningServer {
   readonly etcd: EtcdServer;

@@ -105,6 +105,8 @@ export class EtcdServer {
   readonly memberId: bigint;
   /** The cluster's ID. */
   readonly clusterId: bigint;
+  /** Bytes of etcd's raft request IDs for this member (see `raftRequestSize`). */
+  private readonly requestIdBytes: number;
   /** The raft term: persisted, and one more at each start, as a new leader term would be. */
   readonly raftTerm: bigint;
   /** Applied "raft index": one per write request and per start; persisted with each batch. */
@@ -154,6 +156,7 @@ export class EtcdServer {
     const storedId = this.backend.getMeta('memberID');
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
+    this.requestIdBytes = requestIdBytes(this.memberId);
     // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
     // get the election timeout on top at start (`Promote`).
     const tick = config.heartbeatIntervalMs;
@@ -388,7 +391,7 @@ export class EtcdServer {
   private admit(who: Who, write = false): AuthInfo | undefined {
     if (who === undefined || !('md' in who)) return who;
     const ai = this.auth.authInfo(who.md);
-    if (write && raftRequestSize(who.wireBytes, ai, this.memberId) > this.config.maxRequestBytes) {
+    if (write && raftRequestSize(who.wireBytes, ai, this.requestIdBytes) > this.config.maxRequestBytes) {
       throw Errors.requestTooLarge();
     }
     return ai;
@@ -731,29 +734,35 @@ export interface ClientCall {
 /** Who sends a request: a client (`ClientCall`), a known user (`AuthInfo`), or the server itself (undefined). */
 export type Who = ClientCall | AuthInfo | undefined;
 
-/** Bytes of a protobuf varint. */
-function varintBytes(n: bigint): number {
+/** Bytes of a protobuf varint of a non-negative safe integer. */
+function varintBytes(n: number): number {
   let bytes = 1;
-  while (n >= 0x80n) {
-    n >>= 7n;
-    bytes++;
-  }
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) bytes++;
   return bytes;
 }
 
 /**
- * Bytes of etcd's marshalled InternalRaftRequest carrying a KV write of `bytes` (a field below
- * 16): its header holds an ID from etcd's request ID generator (idutil: the member ID's low 16
- * bits, the time in ms, a counter) and, for a request with a token, the user and auth revision.
+ * Bytes of the varint of the IDs etcd's request ID generator gives from `memberId` (idutil: the
+ * member ID's low 16 bits, then the time in ms at start, then a counter): the same for all of
+ * a run's requests.
  */
-function raftRequestSize(bytes: number, ai: AuthInfo, memberId: bigint): number {
+function requestIdBytes(memberId: bigint): number {
   const id = ((memberId & 0xffffn) << 48n) | ((BigInt(Date.now()) & 0xff_ffff_ffffn) << 8n);
-  let header = 1 + varintBytes(id);
+  return Math.max(1, Math.ceil(id.toString(2).length / 7));
+}
+
+/**
+ * Bytes of etcd's marshalled InternalRaftRequest carrying a KV write of `bytes` (a field below
+ * 16): its header holds a request ID (`idBytes` long, see `requestIdBytes`) and, for a request
+ * with a token, the user and auth revision.
+ */
+function raftRequestSize(bytes: number, ai: AuthInfo, idBytes: number): number {
+  let header = 1 + idBytes;
   const user = Buffer.byteLength(ai.username);
-  if (user > 0) header += 1 + varintBytes(BigInt(user)) + user;
-  if (ai.revision > 0) header += 1 + varintBytes(BigInt(ai.revision));
+  if (user > 0) header += 1 + varintBytes(user) + user;
+  if (ai.revision > 0) header += 1 + varintBytes(ai.revision);
   // header: field 100 (a two-byte tag); the request: a one-byte tag.
-  return 2 + varintBytes(BigInt(header)) + header + 1 + varintBytes(BigInt(bytes)) + bytes;
+  return 2 + varintBytes(header) + header + 1 + varintBytes(bytes) + bytes;
 }
 
 /** An alarm's identity in the alarm store: its member and type. */

@@ -34,7 +34,6 @@ import { SERVER_VERSION, alarmText, type EtcdServer } from '../etcd-server.js';
 import { writeEtcdSnapshot } from '../snapshot.js';
 import { unary } from './unary.js';
 
-
 /** Maintenance.Status (etcd `maintenanceServer.Status`). */
 export function status(etcd: EtcdServer): StatusResponse {
   return {
@@ -91,8 +90,9 @@ const KEY_BUCKET = Buffer.from('key');
  * quirk: then every such record counts). The backend stores etcd's bytes, so the value equals a
  * real etcd's for the same history.
  *
- * `rev` 0 means the current revision; a negative one hashes no record. Returns the hash, the current revision (the response
- * header's) and the compacted revision (-1 when never compacted, as etcd's `compactMainRev`).
+ * `rev` 0 means the current revision; a negative one hashes no record. Returns the hash, the
+ * current revision (the response header's) and the compacted revision (-1 when never
+ * compacted, as etcd's `compactMainRev`).
  * Throws etcd's ErrCompacted when 0 < rev ≤ compacted revision, ErrFutureRev when rev > current.
  */
 export function hashByRev(store: KVStore, rev: number): { hash: number; currentRev: number; compactRev: number } {
