@@ -100,6 +100,8 @@ export const Errors = {
   memberBadURLs: e(Status.INVALID_ARGUMENT, 'etcdserver: given member URLs are invalid'),
   memberNotFound: e(Status.NOT_FOUND, 'etcdserver: member not found'),
   memberNotLearner: e(Status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member'),
+  learnerNotReady: e(Status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member which is in sync with leader'),
+  tooManyLearners: e(Status.FAILED_PRECONDITION, 'etcdserver: too many learner members in cluster'),
   requestTooLarge: e(Status.INVALID_ARGUMENT, 'etcdserver: request is too large'),
   tooManyRequests: e(Status.RESOURCE_EXHAUSTED, 'etcdserver: too many requests'),
   permissionDenied: e(Status.PERMISSION_DENIED, 'etcdserver: permission denied'),

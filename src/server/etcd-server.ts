@@ -61,6 +61,7 @@ import {
 import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
 import { etcdWalFiles, readEtcdWal, type EtcdWal } from './etcd-wal.js';
+import { Membership } from './membership.js';
 import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
 /** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
@@ -105,6 +106,8 @@ export class EtcdServer {
   readonly memberId: bigint;
   /** The cluster's ID. */
   readonly clusterId: bigint;
+  /** The members: this one and the learners added since (etcd `RaftCluster`). */
+  readonly membership: Membership;
   /** Bytes of etcd's raft request IDs for this member (see `raftRequestSize`). */
   private readonly requestIdBytes: number;
   /** The raft term: persisted, and one more at each start, as a new leader term would be. */
@@ -157,6 +160,7 @@ export class EtcdServer {
     this.memberId = storedId ? BigInt(storedId) : computeMemberId(config.initialAdvertisePeerUrls, config.initialClusterToken);
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
     this.requestIdBytes = requestIdBytes(this.memberId);
+    this.membership = new Membership(this.backend, this.memberId, config.initialAdvertisePeerUrls);
     // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
     // get the election timeout on top at start (`Promote`).
     const tick = config.heartbeatIntervalMs;
@@ -305,32 +309,23 @@ export class EtcdServer {
     return this.raftIndexValue;
   }
 
-  /** This member's peer URLs: the advertised ones, or the last Cluster.MemberUpdate's (persisted). */
-  get peerUrls(): string[] {
-    const updated = this.backend.getMeta('peerURLs');
-    return updated === undefined ? [...this.config.initialAdvertisePeerUrls] : (JSON.parse(updated) as string[]);
-  }
-
   /**
-   * A membership change etcd proposes and then refuses as it applies it (e.g. an unknown member
-   * ID): its raft entry counts. Throws `err` once that is durable.
+   * A membership change (etcd `configure`): one raft entry, in which `apply` runs as etcd's
+   * applier validates and applies the change. Resolves with what `apply` returns, or throws
+   * what it threw, once the entry is durable (a refused change still spends its entry).
    */
-  async refuseConfChange(err: unknown): Promise<never> {
+  async confChange<T>(apply: () => T): Promise<T> {
     this.checkStopped();
     this.bumpRaftIndex();
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    try {
+      outcome = { ok: true, value: apply() };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
     await this.store.sync();
-    throw err;
-  }
-
-  /**
-   * Cluster.MemberUpdate of this member (etcd applies a ConfChangeUpdateNode): its peer URLs
-   * become `urls`, unchecked as etcd leaves them; one raft entry. Resolves once durable.
-   */
-  async updatePeerUrls(urls: readonly string[]): Promise<void> {
-    this.checkStopped();
-    this.bumpRaftIndex();
-    this.backend.putMeta('peerURLs', JSON.stringify(urls));
-    await this.store.sync();
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
   }
 
   /** True while `defragment` runs (etcd `etcd_disk_defrag_inflight`). */

@@ -25,6 +25,14 @@ interface CtlStep {
   binary?: boolean;
   /** Compare stdout's lines as a set: etcd lists alarms in Go's random map order. */
   anyOrder?: boolean;
+  /**
+   * Saves the first group of `pattern`'s match in each server's stdout as `{name}`, which later
+   * steps' arguments may hold; from then on that value (hex or decimal) reads `<name>` in both
+   * outputs. For IDs etcd draws from the clock (a new member's).
+   */
+  capture?: { name: string; pattern: RegExp };
+  /** Applied to both outputs before they are compared, for an order that follows such an ID. */
+  tidy?: (text: string) => string;
 }
 
 /** A POST to the gRPC gateway (for what etcdctl cannot send, e.g. raising an alarm); status and body compared. */
@@ -60,6 +68,12 @@ const NO_SPACE = 'Error: etcdserver: mvcc: database space exceeded';
 const CORRUPT = 'Error: etcdserver: corrupt cluster';
 /** The member ID both servers have (see docs/compat-notes.md), as the gateway writes uint64s. */
 const MEMBER_ID = '10276657743932975437';
+
+/** A learner's ID, from `member add`'s answer (etcdctl pads it to 16 columns with spaces). */
+const LEARNER = { name: 'learner', pattern: /Member +([0-9a-f]+) added/ };
+/** etcdctl lists `ETCD_INITIAL_CLUSTER` in member ID order: sorted here, as that order follows a random ID. */
+const sortInitialCluster = (text: string): string =>
+  text.replace(/ETCD_INITIAL_CLUSTER="([^"]*)"/, (_all, list: string) => `ETCD_INITIAL_CLUSTER="${list.split(',').sort().join(',')}"`);
 
 const SCENARIOS: readonly Scenario[] = [
   {
@@ -306,6 +320,31 @@ const SCENARIOS: readonly Scenario[] = [
     ],
   },
   {
+    // A learner can be added (one), updated and removed; it never starts, so promoting it is
+    // refused. Its ID hashes the clock, so it is captured, and the lists that order members by
+    // ID are compared as sets.
+    name: 'a learner member',
+    steps: [
+      { args: ['member', 'add', 'l1', '--learner', '--peer-urls', 'http://10.0.0.9:2380'], capture: LEARNER, tidy: sortInitialCluster, expect: 'added to cluster' },
+      { args: ['member', 'list'], anyOrder: true },
+      { args: ['member', 'list', '-w', 'table'], anyOrder: true },
+      { args: ['member', 'add', 'l2', '--learner', '--peer-urls', 'http://10.0.0.10:2380'], code: 1, expect: 'too many learner members in cluster' },
+      { args: ['member', 'add', 'l2', '--learner', '--peer-urls', 'http://localhost:2380'], code: 1, expect: 'Peer URLs already exists' },
+      { args: ['member', 'add', 'l2', '--peer-urls', 'http://10.0.0.11:2380,http://10.0.0.9:2380'], code: 1, expect: 'Peer URLs already exists' },
+      { args: ['member', 'promote', '{learner}'], code: 1, expect: 'can only promote a learner member which is in sync with leader' },
+      { args: ['member', 'update', '8e9e05c52164694d', '--peer-urls', 'http://10.0.0.9:2380'], code: 1, expect: 'Peer URLs already exists' },
+      ['put', 'k', 'v'],
+      ['endpoint', 'status', '-w', 'json'],
+      { action: 'restart' },
+      { args: ['member', 'list'], anyOrder: true },
+      { args: ['member', 'remove', '{learner}'], expect: 'removed from cluster' },
+      { args: ['member', 'remove', '{learner}'], code: 1, expect: 'member not found' },
+      { args: ['member', 'promote', '{learner}'], code: 1, expect: 'member not found' },
+      ['member', 'list', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
     // Alarms raised through the API, as etcd's applier enforces them: NOSPACE refuses what
     // costs space, CORRUPT every write; clearing either puts every write back.
     name: 'alarms: CORRUPT, NOSPACE of any member, NONE; what each refuses',
@@ -354,13 +393,15 @@ const CANDIDATE: ServerKind = SELF_CHECK ? 'etcd' : 'etcd-ts';
 interface Side {
   server: ServerHandle;
   tmp: string;
+  /** Values captured by steps (`CtlStep.capture`), by name. */
+  captured: Map<string, string>;
 }
 
 async function startSide(t: TestContext, kind: ServerKind, flags: readonly string[]): Promise<Side> {
   const server = await startServer(t, { kind, flags: [...flags] });
   const tmp = await mkdtemp(join(tmpdir(), 'compat-tmp-'));
   t.after(() => rm(tmp, { recursive: true, force: true }));
-  return { server, tmp };
+  return { server, tmp, captured: new Map() };
 }
 
 /**
@@ -375,9 +416,16 @@ async function bothStarted(reference: Promise<Side>, candidate: Promise<Side>): 
 }
 
 async function runStep(side: Side, step: CtlStep): Promise<CtlResult> {
-  const args = step.args.map((arg) => arg.split(TMP).join(side.tmp));
+  const fill = (arg: string) => [...side.captured].reduce((acc, [name, value]) => acc.split(`{${name}}`).join(value), arg);
+  const args = step.args.map((arg) => fill(arg).split(TMP).join(side.tmp));
   const result = await etcdctl(side.server.endpoint, args, { stdin: step.stdin, stdoutAsHex: step.binary });
-  return normaliseResult(result, { endpoint: side.server.endpoint, tmpPaths: [side.tmp] });
+  const value = step.capture?.pattern.exec(result.stdout)?.[1];
+  if (step.capture && value !== undefined) side.captured.set(step.capture.name, value);
+  const hide = (text: string) =>
+    [...side.captured].reduce((acc, [name, hex]) => acc.split(hex).join(`<${name}>`).split(BigInt(`0x${hex}`).toString()).join(`<${name}>`), text);
+  const tidy = step.tidy ?? ((text: string) => text);
+  const { code, stdout, stderr } = normaliseResult(result, { endpoint: side.server.endpoint, tmpPaths: [side.tmp] });
+  return { code, stdout: tidy(hide(stdout)), stderr: tidy(hide(stderr)) };
 }
 
 async function runGatewayStep(side: Side, step: GatewayStep): Promise<{ status: number; body: string }> {

@@ -1,7 +1,6 @@
 /**
- * The gRPC Cluster service (etcd `api/v3rpc/member.go`) for a single member: MemberList
- * answers with this member, MemberUpdate changes its peer URLs, and the other changes are
- * refused with etcd's errors (see `addClusterService`).
+ * The gRPC Cluster service (etcd `api/v3rpc/member.go`) for a single voting member and at most
+ * one learner that never starts (see `addClusterService`).
  */
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import type { TokenMetadata } from '../../auth/auth-store.js';
@@ -13,20 +12,24 @@ import {
   type MemberPromoteRequest,
   type MemberRemoveRequest,
   type MemberUpdateRequest,
+  type MemberAddResponse,
+  type MemberRemoveResponse,
   type MemberUpdateResponse,
 } from '../../proto/gen/rpc.gen.js';
-import type { EtcdServer } from '../etcd-server.js';
+import { computeMemberId, type EtcdServer } from '../etcd-server.js';
+import type { MemberRecord } from '../membership.js';
 import { Errors } from '../errors.js';
 import { unary } from './unary.js';
 
-/** This member as MemberList shows it. */
-export function selfMember(etcd: EtcdServer, clientUrls: readonly string[]): Member {
+/** A member as MemberList shows it: this one with its name and client URLs, a learner (never started) without. */
+function toMember(etcd: EtcdServer, clientUrls: readonly string[], m: MemberRecord): Member {
+  const self = m.id === etcd.memberId;
   return {
-    ID: etcd.memberId,
-    name: etcd.config.name,
-    peerURLs: etcd.peerUrls,
-    clientURLs: [...clientUrls],
-    isLearner: false,
+    ID: m.id,
+    name: self ? etcd.config.name : '',
+    peerURLs: m.peerUrls,
+    clientURLs: self ? [...clientUrls] : [],
+    isLearner: m.isLearner,
   };
 }
 
@@ -47,38 +50,55 @@ function validPeerUrls(urls: readonly string[]): boolean {
 /**
  * Registers the Cluster service. `clientUrls` are the advertised client URLs. Each change
  * checks root's privileges when auth is on (etcd `checkMembershipOperationPermission`), then
- * answers as etcd does for this member and an unknown ID. Adding a member is refused: a second
- * member would need a peer to keep quorum, and etcd-ts has none (etcd accepts it and stops
- * serving, having lost quorum).
+ * answers as etcd does for this member, a learner and an unknown ID. A learner can be added
+ * (one at most, as in etcd); it never starts, so it cannot be promoted. Adding a voting member
+ * is refused: it would need a peer to keep quorum, and etcd-ts has none (etcd accepts it and
+ * stops serving, having lost quorum).
  */
 export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: readonly string[]): void {
   const admin = (md: TokenMetadata) => etcd.auth.checkAdmin(etcd.auth.authInfo(md));
   const header = () => ({ clusterId: etcd.clusterId, memberId: etcd.memberId, raftTerm: etcd.raftTerm, revision: 0n });
+  const members = () => etcd.membership.members().map((m) => toMember(etcd, clientUrls, m));
+  // A change etcd proposes, then refuses as it applies it: its raft entry counts.
+  const refused = (err: Error) =>
+    etcd.confChange(() => {
+      throw err;
+    });
+  const isLearner = (id: bigint) => etcd.membership.member(id)?.isLearner === true;
   grpc.addService(ClusterService, {
     // etcd's cluster server fills the header without a revision.
-    memberList: unary((_r: MemberListRequest) => ({ header: header(), members: [selfMember(etcd, clientUrls)] })),
-    memberAdd: unary(async (r: MemberAddRequest, md) => {
+    memberList: unary((_r: MemberListRequest) => ({ header: header(), members: members() })),
+    memberAdd: unary(async (r: MemberAddRequest, md): Promise<MemberAddResponse> => {
       if (!validPeerUrls(r.peerURLs)) throw Errors.memberBadURLs();
       admin(md);
-      const taken = new Set(etcd.peerUrls);
-      if (r.peerURLs.some((u) => taken.has(u.trim()))) return etcd.refuseConfChange(Errors.peerURLExist());
-      throw Errors.memberNotEnoughStarted();
+      const peerUrls = r.peerURLs.map((u) => u.trim()).sort();
+      // etcd `NewMember`: the ID hashes the peer URLs and the time in seconds.
+      const member = { id: computeMemberId(peerUrls, String(Math.floor(Date.now() / 1000))), peerUrls, isLearner: r.isLearner };
+      if (!r.isLearner) {
+        if (etcd.membership.member(member.id)) return refused(Errors.memberExist());
+        if (etcd.membership.urlsTaken(peerUrls)) return refused(Errors.peerURLExist());
+        throw Errors.memberNotEnoughStarted();
+      }
+      await etcd.confChange(() => etcd.membership.addLearner(member));
+      return { header: header(), member: toMember(etcd, clientUrls, member), members: members() };
     }),
-    // Removing the only member fails etcd's quorum check before it proposes anything.
-    memberRemove: unary(async (r: MemberRemoveRequest, md) => {
+    // Removing the only voting member fails etcd's quorum check before it proposes anything.
+    memberRemove: unary(async (r: MemberRemoveRequest, md): Promise<MemberRemoveResponse> => {
       admin(md);
       if (r.ID === etcd.memberId) throw Errors.memberNotEnoughStarted();
-      return etcd.refuseConfChange(Errors.memberNotFound());
+      await etcd.confChange(() => etcd.membership.removeLearner(r.ID));
+      return { header: header(), members: members() };
     }),
     memberUpdate: unary(async (r: MemberUpdateRequest, md): Promise<MemberUpdateResponse> => {
       admin(md);
-      if (r.ID !== etcd.memberId) return etcd.refuseConfChange(Errors.memberNotFound());
-      await etcd.updatePeerUrls(r.peerURLs);
-      return { header: header(), members: [selfMember(etcd, clientUrls)] };
+      await etcd.confChange(() => etcd.membership.updatePeerUrls(r.ID, r.peerURLs));
+      return { header: header(), members: members() };
     }),
+    // A learner is never in sync (etcd `isLearnerReady`), which etcd checks before proposing.
     memberPromote: unary(async (r: MemberPromoteRequest, md) => {
       admin(md);
-      return etcd.refuseConfChange(r.ID === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
+      if (isLearner(r.ID)) throw Errors.learnerNotReady();
+      return refused(r.ID === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
     }),
   });
 }

@@ -1,0 +1,101 @@
+/**
+ * The cluster's members as etcd-ts keeps them (etcd `membership.RaftCluster`): this member,
+ * which always runs, and at most one learner added by `MemberAdd`, which never starts (etcd-ts
+ * has no raft peers, so nothing can join). Persisted in the backend's `meta` bucket: this
+ * member's peer URLs once changed (`peerURLs`), the learners (`learners`).
+ */
+import type { Backend } from '../mvcc/backend.js';
+import { Errors } from './errors.js';
+
+/** One member as MemberList shows it (etcd `membership.Member` without its attributes when unstarted). */
+export interface MemberRecord {
+  id: bigint;
+  peerUrls: string[];
+  isLearner: boolean;
+}
+
+/** etcd `membership.maxLearners`. */
+const MAX_LEARNERS = 1;
+
+interface StoredLearner {
+  id: string;
+  peerURLs: string[];
+}
+
+export class Membership {
+  constructor(
+    private readonly backend: Backend,
+    /** This member's ID. */
+    readonly selfId: bigint,
+    /** This member's peer URLs until a MemberUpdate changes them (`--initial-advertise-peer-urls`). */
+    private readonly advertisedPeerUrls: readonly string[],
+  ) {}
+
+  /** This member's peer URLs. */
+  get selfPeerUrls(): string[] {
+    const updated = this.backend.getMeta('peerURLs');
+    return updated === undefined ? [...this.advertisedPeerUrls] : (JSON.parse(updated) as string[]);
+  }
+
+  /** The learners, unstarted. */
+  get learners(): MemberRecord[] {
+    const stored = this.backend.getMeta('learners');
+    if (stored === undefined) return [];
+    return (JSON.parse(stored) as StoredLearner[]).map((l) => ({ id: BigInt(l.id), peerUrls: l.peerURLs, isLearner: true }));
+  }
+
+  /** Every member, by ID (etcd `RaftCluster.Members`). */
+  members(): MemberRecord[] {
+    const all = [{ id: this.selfId, peerUrls: this.selfPeerUrls, isLearner: false }, ...this.learners];
+    return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** The member with `id`, if any. */
+  member(id: bigint): MemberRecord | undefined {
+    return this.members().find((m) => m.id === id);
+  }
+
+  /**
+   * etcd `ValidateConfigurationChange` then `AddMember` for a learner: throws etcd's
+   * `member ID already exist`, `Peer URLs already exists` (a URL another member has) or
+   * `too many learner members in cluster`. Queues the change in the backend.
+   */
+  addLearner(learner: MemberRecord): void {
+    if (this.member(learner.id)) throw Errors.memberExist();
+    if (this.urlsTaken(learner.peerUrls)) throw Errors.peerURLExist();
+    const learners = this.learners;
+    if (learners.length + 1 > MAX_LEARNERS) throw Errors.tooManyLearners();
+    this.storeLearners([...learners, learner]);
+  }
+
+  /** Removes learner `id` (etcd `RemoveMember`); throws `member not found` for any other ID. */
+  removeLearner(id: bigint): void {
+    const learners = this.learners;
+    if (!learners.some((l) => l.id === id)) throw Errors.memberNotFound();
+    this.storeLearners(learners.filter((l) => l.id !== id));
+  }
+
+  /**
+   * etcd's ConfChangeUpdateNode: member `id` gets `urls`, unchecked as etcd leaves them except
+   * that no other member may have one of them (`Peer URLs already exists`); throws `member not
+   * found` for an unknown ID. A learner stays a learner (etcd 3.4 forgets it is one in its
+   * member store while raft goes on treating it as one; we keep the two in agreement).
+   */
+  updatePeerUrls(id: bigint, urls: readonly string[]): void {
+    if (!this.member(id)) throw Errors.memberNotFound();
+    if (this.urlsTaken(urls, id)) throw Errors.peerURLExist();
+    if (id === this.selfId) this.backend.putMeta('peerURLs', JSON.stringify(urls));
+    else this.storeLearners(this.learners.map((l) => (l.id === id ? { ...l, peerUrls: [...urls] } : l)));
+  }
+
+  /** True when a member other than `except` has one of `urls`. */
+  urlsTaken(urls: readonly string[], except?: bigint): boolean {
+    const taken = new Set(this.members().filter((m) => m.id !== except).flatMap((m) => m.peerUrls));
+    return urls.some((u) => taken.has(u));
+  }
+
+  private storeLearners(learners: readonly MemberRecord[]): void {
+    const stored: StoredLearner[] = learners.map((l) => ({ id: l.id.toString(), peerURLs: l.peerUrls }));
+    this.backend.putMeta('learners', JSON.stringify(stored));
+  }
+}
