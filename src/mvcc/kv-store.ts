@@ -99,6 +99,51 @@ export interface ReadView {
   range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult;
 }
 
+/** A read transaction (etcd `TxnRead`): a view whose ranges count in `KVStore.ops` when it ends. */
+export interface TxnRead extends ReadView {
+  end(): void;
+}
+
+/**
+ * Storage calls since start, as etcd's `metricsTxnWrite` counts them for its range, put,
+ * delete and txn totals: every range, put and delete-range call of a storage transaction (a
+ * delete-range once, whatever it deletes), and a txn for each storage transaction that made
+ * more than one call.
+ */
+export interface StorageOps {
+  ranges: number;
+  puts: number;
+  deletes: number;
+  txns: number;
+}
+
+/** A view counted as a read transaction (see `KVStore.read`, `KVStore.readWithin`). */
+class CountedRead implements TxnRead {
+  private ranges = 0;
+
+  constructor(
+    private readonly store: KVStore,
+    private readonly view: ReadView,
+  ) {}
+
+  rev(): number {
+    return this.view.rev();
+  }
+
+  firstRev(): number {
+    return this.view.firstRev();
+  }
+
+  range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult {
+    this.ranges++;
+    return this.view.range(key, end, opts);
+  }
+
+  end(): void {
+    this.store.countTxn(this.ranges, 0, 0);
+  }
+}
+
 /** Observer of durable changes: called once per published revision, in revision order. */
 export type PublishListener = (rev: number, changes: readonly KeyValue[]) => void;
 
@@ -123,6 +168,8 @@ export class KVStore {
   leases: LeaseHooks = NO_LEASES;
   /** Observers of published revisions (the watchable store). */
   private readonly listeners: PublishListener[] = [];
+  /** Storage calls since start (etcd's mvcc range, put, delete and txn totals); see `countTxn`. */
+  readonly ops: StorageOps = { ranges: 0, puts: 0, deletes: 0, txns: 0 };
   /** Backend records deleted by compactions since start (etcd `db_compaction_keys_total`); written only by `deleteCompacted`. */
   compactedKeysTotal = 0;
   /**
@@ -164,14 +211,36 @@ export class KVStore {
     this.listeners.push(listener);
   }
 
-  /** A read view at the newest durable revision (etcd `store.Read`). */
-  read(): ReadView {
+  /** A read transaction at the newest durable revision (etcd `store.Read`); `end()` it. */
+  read(): TxnRead {
     const rev = this.publishedRevValue;
-    return {
+    return new CountedRead(this, {
       rev: () => rev,
       firstRev: () => this.compactMainRev,
       range: (key, end, opts) => this.rangeKeys(key, end, rev, opts ?? {}),
-    };
+    });
+  }
+
+  /**
+   * What `txn` reads, as a read transaction of its own (its ranges are not `txn`'s): etcd reads
+   * a txn's compares in a read transaction before it begins the write one
+   * (`applierV3backend.Txn`); `end()` it.
+   */
+  readWithin(txn: TxnWrite): TxnRead {
+    return new CountedRead(this, {
+      rev: () => txn.rev(),
+      firstRev: () => this.compactMainRev,
+      range: (key, end, opts) => this.rangeKeys(key, end, txn.rev(), opts ?? {}),
+    });
+  }
+
+  /** Adds one storage transaction's calls to `ops`. */
+  countTxn(ranges: number, puts: number, deletes: number): void {
+    const ops = this.ops;
+    ops.ranges += ranges;
+    ops.puts += puts;
+    ops.deletes += deletes;
+    if (ranges + puts + deletes > 1) ops.txns++;
   }
 
   /** Starts a write transaction at the head revision (etcd `store.Write`). Call `end()` synchronously. */
@@ -369,6 +438,10 @@ export class TxnWrite implements ReadView {
   readonly changes: KeyValue[] = [];
   private readonly store: KVStore;
   private ended = false;
+  /** Calls made, for `KVStore.ops`. */
+  private ranges = 0;
+  private puts = 0;
+  private deletes = 0;
 
   constructor(store: KVStore, beginRev: number) {
     this.store = store;
@@ -385,6 +458,7 @@ export class TxnWrite implements ReadView {
   }
 
   range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult {
+    this.ranges++;
     return this.store.rangeKeys(key, end, this.rev(), opts ?? {});
   }
 
@@ -394,6 +468,7 @@ export class TxnWrite implements ReadView {
    */
   put(key: Key, value: Buffer, lease: bigint): void {
     if (lease !== 0n && !this.store.leases.exists(lease)) throw new LeaseNotFoundError();
+    this.puts++;
     const main = this.beginRev + 1;
     const idxRev = { main, sub: this.changes.length };
     const prev = this.store.index.get(key, main);
@@ -422,6 +497,7 @@ export class TxnWrite implements ReadView {
 
   /** Deletes every key in `[key, end)` (etcd `storeTxnWrite.deleteRange`); returns how many. */
   deleteRange(key: Key, end: Key | undefined): number {
+    this.deletes++;
     const { keys } = this.store.index.range(key, end, this.rev());
     for (const k of keys) this.delete(k);
     return keys.length;
@@ -450,6 +526,7 @@ export class TxnWrite implements ReadView {
   end(): Promise<void> {
     if (this.ended) throw new Error('mvcc: transaction ended twice');
     this.ended = true;
+    this.store.countTxn(this.ranges, this.puts, this.deletes);
     if (this.changes.length === 0) return Promise.resolve();
     return this.store.commitTxn(this.beginRev + 1, this.changes);
   }

@@ -333,13 +333,15 @@ function checkTxnPath(view: ReadView, r: TxnRequest, path: boolean[], puts: bool
 }
 
 /**
- * etcd `applierV3backend.Txn`. `txn` is a write transaction for a txn with writes and a read
- * view for a read-only one. Returns the response; the caller ends the write transaction.
+ * etcd `applierV3backend.Txn`: the compares and pre-checks read `view`; the ops run in `write`,
+ * the write transaction of a txn with writes, or in `view` for a read-only one. Returns the
+ * response; the caller ends both.
  */
-export function applyTxn(txn: ReadView | TxnWrite, r: TxnRequest, isWrite: boolean, leaseExists: (id: bigint) => boolean): TxnResponse {
-  const path = compareToPath(txn, r);
-  if (isWrite) checkTxnPath(txn, r, path, true, leaseExists);
-  checkTxnPath(txn, r, path, false, leaseExists);
+export function applyTxn(view: ReadView, write: TxnWrite | undefined, r: TxnRequest, leaseExists: (id: bigint) => boolean): TxnResponse {
+  const path = compareToPath(view, r);
+  if (write) checkTxnPath(view, r, path, true, leaseExists);
+  checkTxnPath(view, r, path, false, leaseExists);
+  const txn = write ?? view;
   const resp = runTxn(txn, r, path).resp;
   resp.header = revHeader(txn.rev());
   return resp;

@@ -401,7 +401,13 @@ export class EtcdServer {
     checkRange(r);
     const ai = this.admit(who);
     if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
-    const resp = this.timed('read-only range ', () => applyRange(this.store.read(), r));
+    const view = this.store.read();
+    let resp: RangeResponse;
+    try {
+      resp = this.timed('read-only range ', () => applyRange(view, r));
+    } finally {
+      view.end();
+    }
     this.fillHeader(resp.header);
     return resp;
   }
@@ -460,6 +466,9 @@ export class EtcdServer {
         this.checkLeaseKeys(ai, r.lease);
         if (r.prevKv) this.auth.checkRange(ai, r.key, EMPTY);
       }
+      // etcd looks the lease up before it reads the previous value (and so before ignore_value
+      // finds no key).
+      if (r.lease !== 0n && !this.store.leases.exists(r.lease)) throw Errors.leaseNotFound();
       return applyPut(txn, r);
     });
     this.fillHeader(resp.header);
@@ -499,13 +508,23 @@ export class EtcdServer {
     if (isTxnReadonly(r)) {
       const ai = this.admit(who);
       if (ai) this.auth.checkTxn(ai, r);
-      resp = this.timed('read-only range ', () => applyTxn(this.store.read(), r, false, leaseExists));
+      const view = this.store.read();
+      try {
+        resp = this.timed('read-only range ', () => applyTxn(view, undefined, r, leaseExists));
+      } finally {
+        view.end();
+      }
     } else {
       const ai = this.admit(who, true);
       resp = await this.write((txn) => {
         this.checkAlarms(cost);
         if (ai) this.auth.checkTxn(ai, r);
-        return applyTxn(txn, r, true, leaseExists);
+        const view = this.store.readWithin(txn);
+        try {
+          return applyTxn(view, txn, r, leaseExists);
+        } finally {
+          view.end();
+        }
       });
     }
     this.fillHeader(resp.header);
@@ -527,6 +546,8 @@ export class EtcdServer {
       await this.store.sync();
       throw toEtcdError(err);
     }
+    // etcd then reads the current revision with a range (counted in its range total).
+    this.store.countTxn(1, 0, 0);
     await this.store.sync();
     if (r.physical) await done;
     return { header: this.fillHeader(revHeader(this.store.headRev)) };

@@ -6,7 +6,8 @@
  * Most values are read from the server's state when scraped (collect-time gauges and counters):
  * the write path pays nothing for them (the watch figures are the watchable store's plain
  * integer counters, see `WatchableStore.stats()`). Only these are counted as they happen, each
- * with a plain integer increment: changes published by the store (puts, deletions, live keys),
+ * with a plain integer increment: the store's storage calls (`KVStore.ops`), changes published
+ * by the store (put bytes, live keys),
  * the backend's durability waits (a histogram observation per group commit, not per write),
  * gRPC calls per method and status code and per client API version (Map lookups per call),
  * gRPC messages and their bytes each way (etcd counts the bytes in its codec), /health
@@ -26,7 +27,7 @@ import type { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
-import { KVService, MaintenanceService } from '../proto/gen/rpc.gen.js';
+import { MaintenanceService } from '../proto/gen/rpc.gen.js';
 import { GRPC_CODE_NAMES } from './errors.js';
 import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
 
@@ -62,10 +63,21 @@ interface StreamingCall extends EventEmitter {
   readonly pendingStatus?: { code: number };
 }
 
+/**
+ * The services whose methods go-grpc-prometheus lists from the start, every counter at 0 and
+ * `grpc_server_handled_total` under all 17 codes: those etcd 3.4 registers before it calls
+ * `grpc_prometheus.Register` (`v3rpc.Server`). The others (Lock, Election, and etcd 3.5's
+ * AuthStatus, which etcd 3.4 lacks) appear with their first call.
+ */
+const PRE_REGISTERED_SERVICES = new Set(['etcdserverpb.KV', 'etcdserverpb.Watch', 'etcdserverpb.Lease', 'etcdserverpb.Cluster', 'etcdserverpb.Maintenance', 'etcdserverpb.Auth', 'grpc.health.v1.Health']);
+const NOT_IN_ETCD_34 = new Set(['/etcdserverpb.Auth/AuthStatus']);
+
 /** Calls of one gRPC method, counted by `ServerMetrics.instrument`. */
 interface MethodCalls {
   /** Labels shared by both grpc_server_* metrics. */
   readonly labels: { grpc_service: string; grpc_method: string; grpc_type: string };
+  /** Listed before its first call (see `PRE_REGISTERED_SERVICES`). */
+  readonly preRegistered: boolean;
   /** Calls started. */
   started: number;
   /** Calls finished, by gRPC status code. */
@@ -99,9 +111,6 @@ export class ServerMetrics {
   readonly registry = new Registry();
   /** gRPC calls by method path (`/etcdserverpb.KV/Range`); written only by the handlers `instrument` wraps. */
   private readonly calls = new Map<string, MethodCalls>();
-  /** Puts and deletions published by the store since start; written by the publish listener. */
-  private puts = 0;
-  private deletes = 0;
   /** Key plus value bytes of those puts (etcd `totalPutSizeGauge`). */
   private putBytes = 0;
   /** Keys alive at the published revision (etcd `keysGauge`); kept by the publish listener. */
@@ -147,10 +156,8 @@ export class ServerMetrics {
     store.onPublish((_rev, changes) => {
       for (const kv of changes) {
         if (kv.version === 0n) {
-          this.deletes++;
           this.liveKeys--;
         } else {
-          this.puts++;
           this.putBytes += kv.key.length + kv.value.length;
           if (kv.version === 1n) this.liveKeys++;
         }
@@ -219,10 +226,10 @@ export class ServerMetrics {
     value('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => store.publishedRev);
     value('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => store.compactRev);
     value('etcd_debugging_mvcc_db_compaction_keys_total', 'Total number of db keys compacted.', () => store.compactedKeysTotal, 'counter');
-    mvcc('put_total', 'Total number of puts seen by this member.', () => this.puts, 'counter');
-    mvcc('delete_total', 'Total number of deletes seen by this member.', () => this.deletes, 'counter');
-    mvcc('range_total', 'Total number of ranges seen by this member.', () => this.started(KVService.range.path), 'counter');
-    mvcc('txn_total', 'Total number of txns seen by this member.', () => this.started(KVService.txn.path), 'counter');
+    mvcc('put_total', 'Total number of puts seen by this member.', () => store.ops.puts, 'counter');
+    mvcc('delete_total', 'Total number of deletes seen by this member.', () => store.ops.deletes, 'counter');
+    mvcc('range_total', 'Total number of ranges seen by this member.', () => store.ops.ranges, 'counter');
+    mvcc('txn_total', 'Total number of txns seen by this member.', () => store.ops.txns, 'counter');
     value('etcd_debugging_mvcc_total_put_size_in_bytes', 'The total size of put kv pairs seen by this member.', () => this.putBytes);
     value('etcd_debugging_auth_revision', 'The current revision of auth store.', () => etcd.auth.revision);
     value('etcd_disk_defrag_inflight', 'Whether or not defrag is active on the member. 1 means active, 0 means not.', () => (etcd.defragInProgress ? 1 : 0));
@@ -293,6 +300,7 @@ export class ServerMetrics {
 
     // gRPC, as go-grpc-prometheus names them.
     const calls = this.calls;
+    const listed = (c: MethodCalls) => c.preRegistered || c.started > 0;
     const perMethod = (name: string, help: string, read: (c: MethodCalls) => number) =>
       new Counter({
         name,
@@ -301,7 +309,7 @@ export class ServerMetrics {
         registers: register,
         collect() {
           this.reset();
-          for (const c of calls.values()) this.inc(c.labels, read(c));
+          for (const c of calls.values()) if (listed(c)) this.inc(c.labels, read(c));
         },
       });
     perMethod('grpc_server_started_total', 'Total number of RPCs started on the server.', (c) => c.started);
@@ -315,15 +323,11 @@ export class ServerMetrics {
       collect() {
         this.reset();
         for (const c of calls.values()) {
+          if (!listed(c)) continue;
           for (const [code, n] of c.handled) this.inc({ ...c.labels, grpc_code: GRPC_CODE_NAMES[code] ?? String(code) }, n);
         }
       },
     });
-  }
-
-  /** Calls started of the method at `path`. */
-  private started(path: string): number {
-    return this.calls.get(path)?.started ?? 0;
   }
 
   /**
@@ -439,9 +443,11 @@ export class ServerMetrics {
     if (!c) {
       const [service = '', name = ''] = path.slice(1).split('/');
       const labels = { grpc_service: service, grpc_method: name, grpc_type: grpcType(requestStream, responseStream) };
-      // Every method's series is there from the start, at 0, as go-grpc-prometheus registers them.
-      this.handlingSeconds?.zero(labels);
-      c = { labels, started: 0, handled: new Map(), received: 0, sent: 0, handling: this.handlingSeconds?.labels(labels) };
+      const preRegistered = PRE_REGISTERED_SERVICES.has(service) && !NOT_IN_ETCD_34.has(path);
+      // go-grpc-prometheus's `preRegisterMethod`: the series are there from the start, at 0.
+      const handled = new Map<number, number>(preRegistered ? Object.keys(GRPC_CODE_NAMES).map((code) => [Number(code), 0]) : []);
+      if (preRegistered) this.handlingSeconds?.zero(labels);
+      c = { labels, preRegistered, started: 0, handled, received: 0, sent: 0, handling: this.handlingSeconds?.labels(labels) };
       this.calls.set(path, c);
     }
     return c;

@@ -1,8 +1,8 @@
 // /metrics against a real etcd 3.4: the metric names etcd serves are served by etcd-ts too (but
 // for those listed in NOT_SERVED, with the reason), under the same help texts and types; the
-// counters of client traffic and the maintenance, compaction and lease histograms move by the
-// same amounts for the same requests; and the `process_*` values describe the etcd-ts process
-// as /proc does.
+// counters of client traffic, of storage calls, and the maintenance, compaction and lease
+// histograms move by the same amounts for the same requests; the gRPC series listed from the
+// start are etcd's; and the `process_*` values describe the etcd-ts process as /proc does.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { etcdctl } from '../helpers/etcdctl.js';
+import { etcdctl, txnInput } from '../helpers/etcdctl.js';
 import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** Runs `etcdctl --endpoints=<endpoint> ...args` and interrupts it (SIGINT) after `ms`, as a user's Ctrl-C. */
@@ -174,6 +174,47 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     assert.ok(start <= Date.now() / 1000 && start > Date.now() / 1000 - 120, `start time ${start}`);
     assert.ok(now.get('process_cpu_seconds_total')! >= first.samples.get('process_cpu_seconds_total')!, 'CPU time only grows');
     assert.ok(first.samples.get('process_cpu_seconds_total')! > 0);
+  });
+
+  it('range, put, delete and txn totals count storage calls as etcd\'s; gRPC series listed from the start as etcd\'s', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    // go-grpc-prometheus lists etcd 3.4's own services from the start, every code of
+    // grpc_server_handled_total included; Lock and Election only once called.
+    const grpcSeries = (s: Scrape) => [...s.samples.keys()].filter((k) => k.startsWith('grpc_server_')).sort();
+    const [theirs, ours] = await Promise.all(servers.map(scrape));
+    assert.deepEqual(grpcSeries(ours!), grpcSeries(theirs!));
+    assert.ok(grpcSeries(theirs!).filter((k) => k.startsWith('grpc_server_handled_total')).length > 600, 'every method under every code');
+
+    const totals = ['range', 'put', 'delete', 'txn'].flatMap((op) => [`etcd_mvcc_${op}_total`, `etcd_debugging_mvcc_${op}_total`]);
+    const txn = (compares: string[], success: string[]) => ({ args: ['txn'], stdin: txnInput(compares, success, []) });
+    const steps: { args: string[]; stdin?: string }[] = [
+      { args: ['put', 'm1', 'a'] }, { args: ['put', 'm2', 'b'] }, { args: ['put', 'x1', 'v'] },
+      { args: ['put', 'x1', 'v2', '--prev-kv'] },
+      { args: ['put', 'x1', '--ignore-value'] },
+      { args: ['put', 'x1', 'v3', '--lease', '1234'] },
+      { args: ['del', 'm', '--prefix'] },
+      { args: ['del', 'nothere'] },
+      { args: ['del', 'x1', '--prev-kv'] },
+      { args: ['get', 'foo'] },
+      { args: ['get', 'foo', '--rev', '100000'] },
+      txn(['version("nothere") = "0"'], ['put t1 v']),
+      txn(['value("t1") = "zz"'], ['put t1 v']),
+      txn([], ['put t2 v']),
+      txn([], ['get t1', 'get t2']),
+      txn(['value("t1") = "v"', 'value("t2") = "v"'], ['put t3 v', 'del t2']),
+      { args: ['compaction', '3'] },
+      { args: ['get', 't1', '--rev', '2'] },
+    ];
+    let before = await Promise.all(servers.map(scrape));
+    for (const [i, step] of steps.entries()) {
+      for (const s of servers) await etcdctl(s.endpoint, step.args, { stdin: step.stdin });
+      const after = await Promise.all(servers.map(scrape));
+      const change = (j: number, name: string) => (after[j]!.samples.get(name) ?? 0) - (before[j]!.samples.get(name) ?? 0);
+      for (const name of totals) assert.equal(change(1, name), change(0, name), `etcdctl ${step.args.join(' ')} ${JSON.stringify(step.stdin ?? '')}: change of ${name}`);
+      const moved = (name: string) => change(1, name);
+      if (i === steps.length - 1) assert.equal(moved('etcd_mvcc_range_total'), 1, 'a read at a compacted revision is a range');
+      before = after;
+    }
   });
 
   it('--metrics extensive: grpc_server_handling_seconds of every method from the start, counting calls as etcd\'s', async (t) => {

@@ -108,11 +108,20 @@ describe('txn compare semantics (apply.ts on a KVStore)', () => {
   async function run(r: TxnRequest): Promise<TxnResponse> {
     checkTxn(r, 128);
     const exists = (id: bigint): boolean => leases.has(id);
-    if (isTxnReadonly(r)) return applyTxn(store.read(), r, false, exists);
+    if (isTxnReadonly(r)) {
+      const view = store.read();
+      try {
+        return applyTxn(view, undefined, r, exists);
+      } finally {
+        view.end();
+      }
+    }
     const w = store.beginWrite();
+    const view = store.readWithin(w);
     try {
-      return applyTxn(w, r, true, exists);
+      return applyTxn(view, w, r, exists);
     } finally {
+      view.end();
       await w.end();
     }
   }
