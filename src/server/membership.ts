@@ -2,7 +2,8 @@
  * The cluster's members as etcd-ts keeps them (etcd `membership.RaftCluster`): this member,
  * which always runs, and at most one learner added by `MemberAdd`, which never starts (etcd-ts
  * has no raft peers, so nothing can join). Persisted in the backend's `meta` bucket: this
- * member's peer URLs once changed (`peerURLs`), the learners (`learners`).
+ * member's peer URLs once changed (`peerURLs`), the learners (`learners`), the IDs of the
+ * removed ones (`removedMembers`, etcd's `members_removed`).
  */
 import type { Backend } from '../mvcc/backend.js';
 import { Errors } from './errors.js';
@@ -56,13 +57,22 @@ export class Membership {
   }
 
   /**
-   * etcd `ValidateConfigurationChange` then `AddMember` for a learner: throws etcd's
-   * `member ID already exist`, `Peer URLs already exists` (a URL another member has) or
-   * `too many learner members in cluster`. Queues the change in the backend.
+   * etcd `ValidateConfigurationChange` for a new member: throws `member not found` for a
+   * removed ID (etcd's `ErrIDRemoved`), `member ID already exist`, or `Peer URLs already
+   * exists` (a URL another member has).
+   */
+  validateAdd(m: MemberRecord): void {
+    if (this.removed().includes(m.id.toString())) throw Errors.memberNotFound();
+    if (this.member(m.id)) throw Errors.memberExist();
+    if (this.urlsTaken(m.peerUrls)) throw Errors.peerURLExist();
+  }
+
+  /**
+   * etcd `ValidateConfigurationChange` then `AddMember` for a learner: throws as `validateAdd`,
+   * or `too many learner members in cluster`. Queues the change in the backend.
    */
   addLearner(learner: MemberRecord): void {
-    if (this.member(learner.id)) throw Errors.memberExist();
-    if (this.urlsTaken(learner.peerUrls)) throw Errors.peerURLExist();
+    this.validateAdd(learner);
     const learners = this.learners;
     if (learners.length + 1 > MAX_LEARNERS) throw Errors.tooManyLearners();
     this.storeLearners([...learners, learner]);
@@ -73,6 +83,12 @@ export class Membership {
     const learners = this.learners;
     if (!learners.some((l) => l.id === id)) throw Errors.memberNotFound();
     this.storeLearners(learners.filter((l) => l.id !== id));
+    this.backend.putMeta('removedMembers', JSON.stringify([...this.removed(), id.toString()]));
+  }
+
+  private removed(): string[] {
+    const stored = this.backend.getMeta('removedMembers');
+    return stored === undefined ? [] : (JSON.parse(stored) as string[]);
   }
 
   /**

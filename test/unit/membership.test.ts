@@ -39,7 +39,7 @@ describe('Membership', () => {
     assert.equal(m.members().length, 2);
   });
 
-  it('keeps a learner a learner when its peer URLs change, and lets it go', () => {
+  it('keeps a learner a learner when its peer URLs change, and lets it go for good', () => {
     const m = open();
     m.addLearner(learner(0x1n, 'http://a:1'));
     m.updatePeerUrls(0x1n, ['http://a:2']);
@@ -48,6 +48,9 @@ describe('Membership', () => {
     assert.deepEqual(m.selfPeerUrls, ['http://localhost:2380', 'http://a:1']);
     m.removeLearner(0x1n);
     assert.throws(() => m.removeLearner(0x1n), /member not found/);
+    // etcd's ErrIDRemoved: a removed ID cannot come back.
+    assert.throws(() => m.addLearner(learner(0x1n, 'http://c:1')), /member not found/);
+    assert.throws(() => m.validateAdd({ id: 0x1n, peerUrls: ['http://c:1'], isLearner: false }), /member not found/);
     assert.throws(() => m.updatePeerUrls(0x1n, ['http://a:3']), /member not found/);
     assert.deepEqual(m.members().map((x) => x.id), [0x8e9e05c52164694dn]);
   });

@@ -60,7 +60,7 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
   const header = () => ({ clusterId: etcd.clusterId, memberId: etcd.memberId, raftTerm: etcd.raftTerm, revision: 0n });
   const members = () => etcd.membership.members().map((m) => toMember(etcd, clientUrls, m));
   // A change etcd proposes, then refuses as it applies it: its raft entry counts.
-  const refused = (err: Error) =>
+  const refused = (err: unknown) =>
     etcd.confChange(() => {
       throw err;
     });
@@ -75,8 +75,12 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
       // etcd `NewMember`: the ID hashes the peer URLs and the time in seconds.
       const member = { id: computeMemberId(peerUrls, String(Math.floor(Date.now() / 1000))), peerUrls, isLearner: r.isLearner };
       if (!r.isLearner) {
-        if (etcd.membership.member(member.id)) return refused(Errors.memberExist());
-        if (etcd.membership.urlsTaken(peerUrls)) return refused(Errors.peerURLExist());
+        // What etcd refuses as it applies the change spends its raft entry.
+        try {
+          etcd.membership.validateAdd(member);
+        } catch (err) {
+          return refused(err);
+        }
         throw Errors.memberNotEnoughStarted();
       }
       await etcd.confChange(() => etcd.membership.addLearner(member));
