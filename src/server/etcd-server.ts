@@ -408,8 +408,18 @@ export class EtcdServer {
     } finally {
       view.end();
     }
+    this.checkReadRevision(ai);
     this.fillHeader(resp.header);
     return resp;
+  }
+
+  /**
+   * etcd `doSerialize`, after a read: a token made at another auth revision than the store's
+   * is refused with "revision of auth store is old", also while auth is off (a JWT still
+   * parses then, and disabling auth moved the revision).
+   */
+  private checkReadRevision(ai: AuthInfo | undefined): void {
+    if (ai && ai.revision !== 0 && ai.revision !== this.auth.revision) throw Errors.authOldRevision();
   }
 
   /**
@@ -514,6 +524,7 @@ export class EtcdServer {
       } finally {
         view.end();
       }
+      this.checkReadRevision(ai);
     } else {
       const ai = this.admit(who, true);
       resp = await this.write((txn) => {

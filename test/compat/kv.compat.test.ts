@@ -118,6 +118,8 @@ const SCENARIOS: readonly Scenario[] = [
       ['put', 'foo', 'v5', '--prev-kv', '-w', 'json'],
       ['put', 'new', 'v', '--prev-kv', '-w', 'json'],
       ['put', 'foo', 'v6', '-w', 'fields'],
+      // etcd looks the lease up before it finds no key to ignore the value of.
+      { args: ['put', 'missing', '--ignore-value', '--lease', '1234'], code: 1, expect: 'requested lease not found' },
       ['get', '', '--from-key', '-w', 'json'],
     ],
   },
