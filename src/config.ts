@@ -118,6 +118,18 @@ export interface ServerConfig {
   clientTls: ClientTlsConfig | undefined;
   /** Serve the gRPC gateway's JSON API (`/v3/…`) on the client URLs (`--enable-grpc-gateway`). @default true */
   enableGrpcGateway: boolean;
+  /**
+   * Origins the client URLs' HTTP answers allow (`--cors`, etcd `AccessController.CORS`):
+   * `*` or an empty list allows any, and every answer says `Access-Control-Allow-Origin: *`;
+   * otherwise only a listed `Origin` is named back. @default ['*']
+   */
+  corsOrigins: string[];
+  /**
+   * Host names a plaintext HTTP request to a client URL may give in its `Host` header
+   * (`--host-whitelist`, etcd's DNS-rebinding guard, CVE-2018-5702); others are answered 421.
+   * `*` or an empty list allows any. @default ['*']
+   */
+  hostWhitelist: string[];
 }
 
 /** etcd's defaults (etcd `embed.NewConfig`). */
@@ -156,6 +168,8 @@ export function defaultConfig(): ServerConfig {
     authToken: { type: 'simple' },
     clientTls: undefined,
     enableGrpcGateway: true,
+    corsOrigins: ['*'],
+    hostWhitelist: ['*'],
   };
 }
 

@@ -237,8 +237,8 @@ const FLAGS: readonly FlagSpec[] = [
     '',
     'Comma-separated list of supported TLS cipher suites, by their Go names (empty means the defaults).',
   ),
-  ignored('cors', 'origins'),
-  ignored('host-whitelist', 'strings'),
+  supported('cors', 'origins', '*', 'Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).'),
+  supported('host-whitelist', 'strings', '*', 'Acceptable hostnames from HTTP client requests, if server is not secure (empty or * means allow all).'),
   ignored('experimental-peer-skip-client-san-verification', 'bool'),
   // Auth.
   supported('auth-token', 'string', 'simple', "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
@@ -913,6 +913,8 @@ function buildConfig(
   config.advertiseClientUrls = list('advertise-client-urls') ?? config.advertiseClientUrls;
   config.listenMetricsUrls = list('listen-metrics-urls') ?? config.listenMetricsUrls;
   config.initialAdvertisePeerUrls = list('initial-advertise-peer-urls') ?? config.initialAdvertisePeerUrls;
+  config.corsOrigins = list('cors') ?? config.corsOrigins;
+  config.hostWhitelist = list('host-whitelist') ?? config.hostWhitelist;
   for (const u of [...config.listenClientUrls, ...config.listenMetricsUrls].map(parseUrl)) {
     if (u.scheme.startsWith('unix') || u.host === 'localhost' || isIP(u.host) !== 0) continue;
     throw new FlagError(`expected IP in URL for binding (${u.url})`);

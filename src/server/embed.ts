@@ -81,7 +81,8 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
     const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir) : undefined;
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
-    const handler = httpHandler(etcd, serverMetrics, { gateway, answerPreflight: true });
+    const access = { corsOrigins: config.corsOrigins, hostWhitelist: config.hostWhitelist, clientCertAuth: config.clientTls?.clientCertAuth === true };
+    const handler = httpHandler(etcd, serverMetrics, { gateway, access });
     const upgrades = gateway && upgradeHandler(gatewayWebSocket(gateway));
     for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions, upgrades));
     const metrics: ClientListener[] = [];

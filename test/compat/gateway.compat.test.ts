@@ -262,6 +262,24 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     ]);
   });
 
+  it('access control: --host-whitelist refuses other hosts (421), --cors names allowed origins only', async (t) => {
+    const origin = (o: string) => ({ Origin: o });
+    const range = JSON.stringify({ key: FOO });
+    await compare(t, [
+      { method: 'GET', path: '/health', headers: { Host: 'a.com' } },
+      { method: 'GET', path: '/health', headers: { Host: 'b.com:2379' } },
+      { method: 'GET', path: '/health', headers: { Host: '[::1]:2379' } },
+      post('/v3/kv/range', range, { Host: 'evil.example' }),
+      { method: 'OPTIONS', path: '/v3/kv/range', headers: { Host: 'evil.example' } },
+      { method: 'GET', path: '/health', headers: { Host: 'a.com', ...origin('http://a.com:80') } },
+      { method: 'GET', path: '/health', headers: { Host: 'a.com', ...origin('http://x.com') } },
+      { method: 'OPTIONS', path: '/v3/kv/range', headers: { Host: '127.0.0.1', ...origin('http://x.com') } },
+      { method: 'OPTIONS', path: '/v3/kv/range', headers: { Host: '127.0.0.1', ...origin('http://a.com:80') } },
+      post('/v3/kv/range', range, { Host: '127.0.0.1', ...origin('http://a.com:80') }),
+      { method: 'GET', path: '/nothing', headers: { Host: '127.0.0.1', ...origin('http://a.com:80') } },
+    ], ['--host-whitelist', 'a.com,127.0.0.1,::1', '--cors', 'http://a.com:80']);
+  });
+
   it('--enable-grpc-gateway=false leaves /v3/ to the plain HTTP handler', async (t) => {
     await compare(t, [post('/v3/kv/range', { key: FOO }), post('/v3beta/kv/range', { key: FOO }), { method: 'OPTIONS', path: '/v3/kv/range' }, { method: 'GET', path: '/health' }], [
       '--enable-grpc-gateway=false',

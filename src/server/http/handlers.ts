@@ -15,24 +15,51 @@
  * - `PUT /config/local/log`: capnslog's level, set at run time (etcd 3.4; see `setLogLevel`).
  *
  * Other methods on /health and /version get 405 with `Allow: GET` (`Allow: PUT` on
- * /config/local/log); other paths 404. Every
- * response carries etcd's permissive CORS headers.
+ * /config/local/log); other paths 404. On client URLs, etcd's access controller comes first
+ * (`HttpHandlerOptions.access`: host whitelist, the gateway's client-certificate check, CORS).
  */
 import type http from 'node:http';
+import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { AlarmType, RangeRequest } from '../../proto/gen/rpc.gen.js';
 import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { GatewayHandler } from './gateway.js';
+import { verifiedCommonName } from '../transport/grpc-server.js';
 import { readJsonValues } from './jsonpb.js';
 import { parseCapnslogLevel, plog, setCapnslogLevel } from '../../logger.js';
 
-/** The headers etcd's CORS wrapper adds to every client-URL response. */
-const CORS_HEADERS = {
-  'Access-Control-Allow-Origin': '*',
-  'Access-Control-Allow-Methods': 'POST, GET, OPTIONS, PUT, DELETE',
-  'Access-Control-Allow-Headers': 'accept, content-type, authorization',
-};
+/** etcd `addCORSHeader`: what a client-URL answer says to an allowed `origin`. */
+function addCorsHeaders(res: http.ServerResponse, origin: string): void {
+  res.setHeader('Access-Control-Allow-Methods', 'POST, GET, OPTIONS, PUT, DELETE');
+  res.setHeader('Access-Control-Allow-Origin', origin);
+  res.setHeader('Access-Control-Allow-Headers', 'accept, content-type, authorization');
+}
+
+/** etcd `AccessController.OriginAllowed` / `IsHostWhitelisted`: an empty list or `*` allows any. */
+function allowed(list: readonly string[], value: string): boolean {
+  return list.length === 0 || list.includes('*') || list.includes(value);
+}
+
+/** etcd's answer to a plaintext request naming a host `--host-whitelist` does not list (`errCVE20185702`). */
+function dnsRebindingRefusal(host: string): string {
+  return `
+etcd received your request, but the Host header was unrecognized.
+
+To fix this, choose one of the following options:
+- Enable TLS, then any HTTPS request will be allowed.
+- Add the hostname you want to use to the whitelist in settings.
+  - e.g. etcd --host-whitelist ${JSON.stringify(host)}
+
+This requirement has been added to help prevent "DNS Rebinding" attacks (CVE-2018-5702).
+`;
+}
+
+/** Go's `httputil.GetHostname`: the Host header without its port. */
+function hostname(host: string): string {
+  const m = /^\[([^\]]*)\]:[^:]*$/.exec(host) ?? /^([^:[\]]*):[^:]*$/.exec(host);
+  return m ? m[1]! : host;
+}
 
 /**
  * A whole answer, framed as Go's net/http frames a handler's single write: with its
@@ -46,7 +73,7 @@ export function reply(res: http.ServerResponse, code: number, headers: Record<st
 
 /** Go's `http.Error`: plain text, `nosniff`, the message and a newline. */
 export function httpError(res: http.ServerResponse, code: number, message: string, headers: Record<string, string> = {}): void {
-  reply(res, code, { ...CORS_HEADERS, ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, `${message}\n`);
+  reply(res, code, { ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, `${message}\n`);
 }
 
 /** etcd `allowMethod`: false (after answering 405) unless the request uses `method`. */
@@ -58,7 +85,7 @@ function allowMethod(req: http.IncomingMessage, res: http.ServerResponse, method
 
 /** etcd's `WriteError` of an HTTP error: its message as JSON. */
 function jsonError(res: http.ServerResponse, code: number, message: string): void {
-  reply(res, code, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ message }));
+  reply(res, code, { 'Content-Type': 'application/json' }, JSON.stringify({ message }));
 }
 
 /**
@@ -82,7 +109,7 @@ async function setLogLevel(req: http.IncomingMessage, res: http.ServerResponse, 
   const text = `globalLogLevel set to ${JSON.stringify(name)}`;
   etcd.log.info({ level: name, ...plog('etcdserver/api/etcdhttp', 'N', text) }, 'set global log level');
   setCapnslogLevel(etcd.log, name);
-  res.writeHead(204, CORS_HEADERS);
+  res.writeHead(204);
   res.end();
 }
 
@@ -140,7 +167,7 @@ function probe(req: http.IncomingMessage, res: http.ServerResponse, url: URL, et
     return;
   }
   const body = `${url.searchParams.has('verbose') ? report : ''}ok\n`;
-  reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, body);
+  reply(res, 200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }, body);
 }
 
 /** What a listener's HTTP handler serves besides /health, /version and /metrics. */
@@ -150,8 +177,15 @@ export interface HttpHandlerOptions {
    * Client URLs get it unless `--enable-grpc-gateway=false`; etcd's metrics URLs serve none.
    */
   gateway?: GatewayHandler;
-  /** etcd's client-URL access controller: OPTIONS (CORS preflight) answered 200 on every path. */
-  answerPreflight?: boolean;
+  /**
+   * etcd's access controller of the client URLs (`accessController.ServeHTTP`); metrics URLs
+   * have none. In its order: a plaintext request whose Host `--host-whitelist` does not list
+   * is answered 421; with `--client-cert-auth` and auth on, a gateway request over TLS whose
+   * verified client certificate names a CN is answered 400 (etcd will not take the CN as the
+   * user there); every other answer gets CORS headers for the origins `--cors` allows, and
+   * OPTIONS (a CORS preflight) is answered 200 on every path.
+   */
+  access?: { corsOrigins: readonly string[]; hostWhitelist: readonly string[]; clientCertAuth: boolean };
 }
 
 /**
@@ -172,7 +206,7 @@ function cleanPath(p: string): string {
 /** http.ServeMux's redirect (301, Go's `http.Redirect`) to `location`. */
 function redirect(req: http.IncomingMessage, res: http.ServerResponse, location: string): void {
   const html = req.method === 'GET' || req.method === 'HEAD';
-  reply(res, 301, { ...CORS_HEADERS, Location: location, ...(html ? { 'Content-Type': 'text/html; charset=utf-8' } : {}) }, req.method === 'GET' ? `<a href="${location}">Moved Permanently</a>.\n\n` : '');
+  reply(res, 301, { Location: location, ...(html ? { 'Content-Type': 'text/html; charset=utf-8' } : {}) }, req.method === 'GET' ? `<a href="${location}">Moved Permanently</a>.\n\n` : '');
 }
 
 /** The path the gateway sees: etcd rewrites `/v3beta/` to `/v3/`. */
@@ -199,19 +233,36 @@ export function upgradeHandler(
 
 /** The request handler for etcd's HTTP endpoints of `etcd`, rendering `metrics` on /metrics. */
 export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: HttpHandlerOptions = {}): http.RequestListener {
-  const { gateway, answerPreflight = false } = options;
+  const { gateway, access } = options;
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (answerPreflight && req.method === 'OPTIONS') {
-      reply(res, 200, CORS_HEADERS);
-      return;
+    if (access) {
+      const tlsSocket = req.socket instanceof TLSSocket ? req.socket : undefined;
+      if (!tlsSocket) {
+        const host = hostname(req.headers.host ?? '');
+        if (!allowed(access.hostWhitelist, host)) {
+          const text = `rejecting HTTP request from ${JSON.stringify(host)} to prevent DNS rebinding attacks`;
+          etcd.log.warn({ host, ...plog('embed', 'W', text) }, 'rejecting HTTP request to prevent DNS rebinding attacks');
+          httpError(res, 421, dnsRebindingRefusal(host));
+          return;
+        }
+      } else if (access.clientCertAuth && gateway && etcd.auth.enabled && gatewayPath(url.pathname).startsWith('/v3/') && verifiedCommonName(tlsSocket)) {
+        httpError(res, 400, 'CommonName of client sending a request against gateway will be ignored and not used as expected');
+        return;
+      }
+      const origin = req.headers.origin;
+      if (allowed(access.corsOrigins, '*')) addCorsHeaders(res, '*');
+      else if (origin !== undefined && allowed(access.corsOrigins, origin)) addCorsHeaders(res, origin);
+      if (req.method === 'OPTIONS') {
+        reply(res, 200, {});
+        return;
+      }
     }
     if (gateway) {
       const path = gatewayPath(url.pathname);
       if (path === '/v3' || path.startsWith('/v3/')) {
         const cleaned = path === '/v3' ? '/v3/' : cleanPath(path);
         if (cleaned !== path) return redirect(req, res, cleaned + url.search);
-        for (const [name, value] of Object.entries(CORS_HEADERS)) res.setHeader(name, value);
         gateway(req, res, path);
         return;
       }
@@ -223,7 +274,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
         metrics.healthChecked(ok);
         if (ok) {
           // etcd writes no Content-Type here; Go sniffs the JSON as text.
-          reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' }, '{"health":"true"}');
+          reply(res, 200, { 'Content-Type': 'text/plain; charset=utf-8' }, '{"health":"true"}');
         } else {
           httpError(res, 503, '{"health":"false"}');
         }
@@ -234,10 +285,13 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
         probe(req, res, url, etcd, metrics, url.pathname.slice(1) as 'livez' | 'readyz');
         return;
       case '/version':
+        // etcd's metrics URLs serve only /metrics and /health (and etcd 3.5's probes).
+        if (!access) break;
         if (!allowMethod(req, res, 'GET')) return;
-        reply(res, 200, { ...CORS_HEADERS, 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
+        reply(res, 200, { 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
         return;
       case '/config/local/log':
+        if (!access) break;
         if (!allowMethod(req, res, 'PUT')) return;
         // A body cut short ends the exchange.
         setLogLevel(req, res, etcd).catch(() => res.destroy());
@@ -261,8 +315,8 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
           probe(req, res, url, etcd, metrics, type, name);
           return;
         }
-        httpError(res, 404, '404 page not found');
       }
     }
+    httpError(res, 404, '404 page not found');
   };
 }

@@ -124,7 +124,7 @@ function parseTimeout(value: string): number | undefined {
 }
 
 /** The common name of a TLS client certificate that verified against the trusted CAs (grpc-go's `VerifiedChains[0]`), else undefined. */
-function verifiedCommonName(socket: Duplex): string | undefined {
+export function verifiedCommonName(socket: Duplex): string | undefined {
   if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
   const cn = socket.getPeerCertificate().subject?.CN;
   return typeof cn === 'string' && cn !== '' ? cn : undefined;
@@ -437,7 +437,7 @@ export class GrpcServer {
       maxConcurrentStreams: this.opts.maxConcurrentStreams,
       pingMinTimeMs: this.opts.pingMinTimeMs,
       keepalive: this.opts.keepalive,
-      onStream: (stream) => this.onStream(stream, httpHandler, peerCommonName),
+      onStream: (stream) => this.onStream(stream, httpHandler, socket, peerCommonName),
       onClose: () => this.connections.delete(conn),
     });
     this.connections.add(conn);
@@ -449,10 +449,10 @@ export class GrpcServer {
     this.connections.clear();
   }
 
-  private onStream(stream: H2Stream, httpHandler: http.RequestListener | undefined, peerCommonName: string | undefined): void {
+  private onStream(stream: H2Stream, httpHandler: http.RequestListener | undefined, socket: Duplex, peerCommonName: string | undefined): void {
     const contentType = responseContentType(stream.header('content-type') ?? '');
     if (contentType === undefined) {
-      if (httpHandler) serveHttp(stream, httpHandler);
+      if (httpHandler) serveHttp(stream, httpHandler, socket);
       else stream.reset(H2Error.PROTOCOL_ERROR);
       return;
     }

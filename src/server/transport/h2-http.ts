@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type http from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import { encodeHeaders, type H2Stream, type HeaderField } from './h2-connection.js';
 
 /** Headers HTTP/2 forbids (RFC 9113 §8.2.2). */
@@ -94,8 +94,11 @@ class H2Response extends EventEmitter {
   }
 }
 
-/** Serves the request on `stream` (not a gRPC call) with `handler`, as Node's HTTP server would. */
-export function serveHttp(stream: H2Stream, handler: http.RequestListener): void {
+/**
+ * Serves the request on `stream` (not a gRPC call) with `handler`, as Node's HTTP server would;
+ * `socket` is the connection's, and `:authority` is the request's Host, as Go takes it.
+ */
+export function serveHttp(stream: H2Stream, handler: http.RequestListener, socket: Duplex): void {
   const req = new Readable({ read() {} }) as Readable & Record<string, unknown>;
   const headers: Record<string, string> = {};
   const rawHeaders: string[] = [];
@@ -104,6 +107,9 @@ export function serveHttp(stream: H2Stream, handler: http.RequestListener): void
     headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
     rawHeaders.push(name, value);
   }
+  const authority = stream.header(':authority');
+  if (authority !== undefined) headers.host = authority;
+  req.socket = socket;
   req.method = stream.header(':method') ?? 'GET';
   req.url = stream.header(':path') ?? '/';
   req.headers = headers;
