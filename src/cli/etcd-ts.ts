@@ -1,7 +1,8 @@
 /**
  * The `etcd-ts` command (bin/etcd-ts.js): etcd's flags and ETCD_* variables → a running server.
  * SIGTERM and SIGINT close it cleanly: listeners stop, queued writes become durable, the data
- * dir is released, and the process exits 0.
+ * dir is released, and the process then dies of the same signal, as etcd does (its
+ * `osutil.HandleInterrupts` re-raises it): a shell sees 143 or 130.
  */
 import { readFileSync, writeSync } from 'node:fs';
 
@@ -76,7 +77,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
     const name = signal === 'SIGINT' ? 'interrupt' : 'terminated';
     log.info({ signal: name, ...plog('pkg/osutil', 'N', `received ${name} signal, shutting down...`) }, 'received signal; shutting down');
     server.close().then(
-      () => process.exit(0),
+      () => {
+        process.removeAllListeners(signal);
+        process.kill(process.pid, signal);
+      },
       (err: unknown) => {
         const error = (err as Error).message;
         log.error({ error, ...plog('etcdmain', 'E', `error while shutting down: ${error}`) }, 'error while shutting down');

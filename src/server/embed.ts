@@ -96,9 +96,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     }, log);
     const ready = plog('embed', 'I', 'ready to serve client requests');
     log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16), ...ready }, 'ready to serve client requests');
-    for (const url of clientUrls) {
-      // etcd names the listener's address: host:port, or a unix socket's path.
-      const address = url.replace(/^[a-z]+:\/\//, '');
+    for (const { url, address } of listeners.slice(0, config.listenClientUrls.length)) {
       if (isTlsUrl(url)) {
         log.info({ address, ...plog('embed', 'I', `serving client requests on ${address}`) }, 'serving client traffic securely');
       } else {

@@ -21,6 +21,8 @@ export interface ClientListener {
   readonly url: string;
   /** The URL with the port actually bound (differs when the configured port was 0). */
   readonly boundUrl: string;
+  /** The bound address as Go prints a listener's (`[::]:2379`, `127.0.0.1:2379`, a socket's path). */
+  readonly address: string;
   /**
    * Stops accepting connections and closes existing ones: HTTP/1.1 connections at once, gRPC
    * connections once the gRPC server has ended them (GOAWAY, then the end of the socket; see
@@ -35,6 +37,8 @@ const GRPC_CLOSE_GRACE_MS = 1000;
 /** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 function listenHost(hostname: string): string {
   if (hostname === 'localhost') return '127.0.0.1';
+  // Go listens on 0.0.0.0 with one IPv6 socket that takes IPv4 too (Node's `::` does the same).
+  if (hostname === '0.0.0.0') return '::';
   return hostname.replace(/^\[(.*)\]$/, '$1');
 }
 
@@ -110,21 +114,32 @@ export async function listenClientUrl(
 
   const socketPath = unix ? unixSocketPath(u) : undefined;
   if (socketPath !== undefined) fs.rmSync(socketPath, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    const address = socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)) };
-    server.listen(address, () => {
-      server.off('error', reject);
-      resolve();
+  const listen = (address: net.ListenOptions) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(address, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  await listen(socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port }).catch((err: NodeJS.ErrnoException) => {
+    // Without IPv6, Go listens on 0.0.0.0 with an IPv4 socket.
+    if (u.hostname !== '0.0.0.0' || err.code !== 'EAFNOSUPPORT') throw err;
+    return listen({ host: '0.0.0.0', port });
   });
   const bound = new URL(url);
-  if (!unix) bound.port = String((server.address() as net.AddressInfo).port);
+  const info = server.address();
+  if (!unix) bound.port = String((info as net.AddressInfo).port);
+  // etcd prints a unix URL's address as the URL without its scheme.
+  const boundAddress =
+    typeof info === 'object' && info !== null ? (info.family === 'IPv6' ? `[${info.address}]:${info.port}` : `${info.address}:${info.port}`) : url.replace(/^[a-z]+:\/\//, '');
 
   return {
     url,
     // A unix URL's origin is "null": it is given back as configured.
     boundUrl: unix ? url : bound.origin,
+    address: boundAddress,
     close: async () => {
       httpServer?.close();
       await new Promise<void>((resolve) => {

@@ -20,7 +20,8 @@ interface Proc {
   child: ChildProcess;
   stdout: () => string;
   stderr: () => string;
-  exited: Promise<number | null>;
+  /** The exit code, or the signal the process died of. */
+  exited: Promise<number | NodeJS.Signals | null>;
 }
 
 /** Starts `node [nodeArgs] bin/etcd-ts.js [args]`, killed when the test ends. */
@@ -30,7 +31,7 @@ function run(t: TestContext, args: string[], nodeArgs: string[] = []): Proc {
   let err = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
   t.after(() => {
     child.kill('SIGKILL');
   });
@@ -53,7 +54,7 @@ async function serverArgs(dir: string): Promise<{ args: string[]; url: string }>
 
 const skip = etcdTsUnavailableReason();
 
-test('a second server on the same data dir refuses to start; SIGTERM shuts down cleanly and keeps data', { skip }, async (t) => {
+test('a second server on the same data dir refuses to start; SIGTERM shuts down cleanly, keeps data, and ends the process by the signal as etcd', { skip }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const first = await serverArgs(dir);
@@ -66,14 +67,28 @@ test('a second server on the same data dir refuses to start; SIGTERM shuts down 
   assert.match(second.stderr(), /in use by another etcd-ts process/);
 
   a.child.kill('SIGTERM');
-  assert.equal(await a.exited, 0, a.stderr());
+  assert.equal(await a.exited, 'SIGTERM', a.stderr());
+  assert.match(a.stderr(), /received terminated signal, shutting down/);
   assert.equal(fs.existsSync(path.join(dir, 'member', 'etcd-ts.lock')), false, 'lock released');
 
   const again = run(t, first.args);
   await ready(again);
   assert.equal((await etcdctl(first.url, ['get', 'k', '--print-value-only'])).stdout, 'v\n');
   again.child.kill('SIGINT');
-  assert.equal(await again.exited, 0);
+  assert.equal(await again.exited, 'SIGINT');
+});
+
+const hasIpv6 = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'));
+
+test('a client URL on 0.0.0.0 takes IPv6 clients too, as Go listens there (one dual-stack socket)', { skip: skip ?? (hasIpv6 ? undefined : 'no IPv6 loopback') }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  const p = run(t, ['--data-dir', dir, '--listen-client-urls', `http://0.0.0.0:${port}`, '--advertise-client-urls', `http://127.0.0.1:${port}`]);
+  await ready(p);
+  assert.equal((await etcdctl(`http://[::1]:${port}`, ['put', 'k', 'v'])).stdout, 'OK\n');
+  assert.equal((await etcdctl(`http://127.0.0.1:${port}`, ['get', 'k', '--print-value-only'])).stdout, 'v\n');
+  assert.match(p.stderr(), new RegExp(`serving insecure client requests on \\[::\\]:${port},`));
 });
 
 test("--version names the etcd version served and etcd-ts's own, run directly (not through npm)", { skip }, () => {
