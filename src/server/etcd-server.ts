@@ -161,6 +161,8 @@ export class EtcdServer {
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
     this.requestIdBytes = requestIdBytes(this.memberId);
     this.membership = new Membership(this.backend, this.memberId, config.initialAdvertisePeerUrls);
+    // As etcd's stored membership, the peer URLs of the first start win over later flags.
+    this.membership.keepPeerUrls();
     // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
     // get the election timeout on top at start (`Promote`).
     const tick = config.heartbeatIntervalMs;

@@ -2,7 +2,7 @@
  * The cluster's members as etcd-ts keeps them (etcd `membership.RaftCluster`): this member,
  * which always runs, and at most one learner added by `MemberAdd`, which never starts (etcd-ts
  * has no raft peers, so nothing can join). Persisted in the backend's `meta` bucket: this
- * member's peer URLs once changed (`peerURLs`), the learners (`learners`), the IDs of the
+ * member's peer URLs (`peerURLs`), the learners (`learners`), the IDs of the
  * removed ones (`removedMembers`, etcd's `members_removed`).
  */
 import type { Backend } from '../mvcc/backend.js';
@@ -31,6 +31,15 @@ export class Membership {
     /** This member's peer URLs until a MemberUpdate changes them (`--initial-advertise-peer-urls`). */
     private readonly advertisedPeerUrls: readonly string[],
   ) {}
+
+  /**
+   * Stores this member's peer URLs unless stored already: etcd keeps the member it was created
+   * as (or restored with), and a restart with another `--initial-advertise-peer-urls` does not
+   * change it.
+   */
+  keepPeerUrls(): void {
+    if (this.backend.getMeta('peerURLs') === undefined) this.backend.putMeta('peerURLs', JSON.stringify(this.advertisedPeerUrls));
+  }
 
   /** This member's peer URLs. */
   get selfPeerUrls(): string[] {

@@ -87,19 +87,19 @@ export async function writeEtcdSnapshot(backend: Backend, file: string): Promise
  * Loads etcd 3.4's bbolt database `file` (what `etcdctl snapshot restore` leaves at
  * `<data-dir>/member/snap/db`, or an etcd data dir's own) into an empty `backend`, converting
  * `meta` and `alarm` back to etcd-ts's forms (the compaction state; the raft index starts as a
- * fresh member's). The member ID is taken from the `members` bucket when it holds exactly one
- * member, so the server keeps the ID `snapshot restore` gave it. Writes are queued in the
- * backend (readable at once, durable with its next commit). Returns the raft index of the
+ * fresh member's). The member ID and peer URLs are taken from the `members` bucket when it
+ * holds exactly one member, so the server keeps the member `snapshot restore` made. Writes are
+ * queued in the backend (readable at once, durable with its next commit). Returns the raft index of the
  * last entry the file holds (etcd's `consistent_index`; 0 when absent), from which etcd's log
  * goes on. Throws when `file` is not a bbolt database.
  */
 export function importEtcdSnapshot(backend: Backend, file: string): bigint {
   let consistentIndex = 0n;
   const ours = new Set<string>(BUCKETS_BY_NAME);
-  const members: string[] = [];
+  const members: { id: string; peerURLs: string[] | undefined }[] = [];
   readBoltFile(file, (bucketName, key, value) => {
     const bucket = bucketName.toString();
-    if (bucket === 'members') members.push(key.toString());
+    if (bucket === 'members') members.push({ id: key.toString(), peerURLs: (JSON.parse(value.toString()) as { peerURLs?: string[] }).peerURLs });
     else if (bucket === 'meta') {
       const name = key.toString();
       if (name === 'scheduledCompactRev' || name === 'finishedCompactRev') backend.putMeta(name, bytesToRev(value).main);
@@ -110,6 +110,9 @@ export function importEtcdSnapshot(backend: Backend, file: string): bigint {
       backend.put(bucket as BucketName, Buffer.from(key), Buffer.from(value));
     }
   });
-  if (members.length === 1) backend.putMeta('memberID', BigInt(`0x${members[0]}`).toString());
+  if (members.length === 1) {
+    backend.putMeta('memberID', BigInt(`0x${members[0]!.id}`).toString());
+    if (members[0]!.peerURLs) backend.putMeta('peerURLs', JSON.stringify(members[0]!.peerURLs));
+  }
   return consistentIndex;
 }

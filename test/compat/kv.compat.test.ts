@@ -46,6 +46,8 @@ interface GatewayStep {
 /** A server action between etcdctl steps; nothing is compared, the next steps observe it. */
 interface ActionStep {
   action: 'restart' | 'kill9-restart';
+  /** Extra flags for the restarted servers (and later restarts). */
+  flags?: readonly string[];
 }
 
 /** A bare argument list is a step expecting exit code 0. */
@@ -319,6 +321,18 @@ const SCENARIOS: readonly Scenario[] = [
       { action: 'restart' },
       ['member', 'list'],
       ['endpoint', 'status', '-w', 'json'],
+      // The stored member wins over the flags of a later start.
+      { action: 'restart', flags: ['--initial-advertise-peer-urls', 'http://localhost:2390', '--initial-cluster', 'default=http://localhost:2390'] },
+      ['member', 'list', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'a restart with other peer URLs keeps the member as it was created',
+    steps: [
+      ['put', 'k', 'v'],
+      { action: 'restart', flags: ['--initial-advertise-peer-urls', 'http://localhost:2390', '--initial-cluster', 'default=http://localhost:2390'] },
+      ['member', 'list', '-w', 'json'],
+      ['endpoint', 'status', '-w', 'json'],
     ],
   },
   {
@@ -435,9 +449,9 @@ async function runGatewayStep(side: Side, step: GatewayStep): Promise<{ status: 
   return { status: res.status, body: await res.text() };
 }
 
-async function applyAction(side: Side, { action }: ActionStep): Promise<void> {
+async function applyAction(side: Side, { action, flags }: ActionStep): Promise<void> {
   if (action === 'kill9-restart') await side.server.kill9();
-  await side.server.restart();
+  await side.server.restart(flags);
 }
 
 const unavailable = etcdUnavailableReason();

@@ -69,7 +69,8 @@ export interface ServerHandle {
   /** SIGKILL (a crash), wait for exit; the data dir stays for restart(). */
   kill9(): Promise<void>;
   /** Stop gracefully if running, then start again on the same ports and data dir. */
-  restart(): Promise<void>;
+  /** SIGTERM, then start again on the same data dir and ports; `flags`, when given, replace the extra flags from then on. */
+  restart(flags?: readonly string[]): Promise<void>;
 }
 
 /** How long stop() waits after SIGTERM before SIGKILL. */
@@ -258,7 +259,8 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
   const dataDir = await mkdtemp(join(tmpdir(), `compat-${kind}-`));
   const endpoint = `http://127.0.0.1:${ports.client}`;
   let stopped = false;
-  const start = (): Running => spawnServer(kind, ports, dataDir, flags, options.configFile, options.logFile);
+  let extraFlags = flags;
+  const start = (): Running => spawnServer(kind, ports, dataDir, extraFlags, options.configFile, options.logFile);
   let current = start();
 
   // A server that ignores SIGTERM for STOP_GRACE_MS is killed: a hung stop must not hang tests.
@@ -285,9 +287,10 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
     async kill9() {
       await terminate('SIGKILL');
     },
-    async restart() {
+    async restart(newFlags) {
       if (stopped) throw new Error('restart() after stop(): the data dir is gone');
       await terminate('SIGTERM');
+      if (newFlags) extraFlags = [...newFlags];
       current = start();
       await waitReady(kind, current, endpoint, readyTimeoutMs);
     },
