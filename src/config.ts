@@ -24,7 +24,8 @@ export interface ClientTlsConfig {
   clientCrlFile: string;
 }
 
-export type AutoCompactionMode = 'periodic' | 'revision';
+/** `--auto-compaction-mode`; '' (which etcd accepts) starts no compactor. */
+export type AutoCompactionMode = 'periodic' | 'revision' | '';
 
 export interface ServerConfig {
   /** Human-readable member name (`--name`). @default 'default' */

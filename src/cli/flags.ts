@@ -942,7 +942,7 @@ function buildConfig(
 
   // 3. Compaction.
   const mode = text('auto-compaction-mode') ?? config.autoCompactionMode;
-  if (mode !== 'periodic' && mode !== 'revision') {
+  if (mode !== 'periodic' && mode !== 'revision' && mode !== '') {
     throw new FlagError(`unknown auto-compaction-mode "${mode}"`);
   }
   config.autoCompactionMode = mode;

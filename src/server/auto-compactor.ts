@@ -29,13 +29,15 @@ const HOUR_MS = 60 * 60 * 1000;
 
 /**
  * etcd `parseCompactionRetention`: a bare integer is hours in periodic mode and a revision
- * count in revision mode; otherwise a Go duration (periodic). Returns 0 for "off".
- * Throws on an unparsable value.
+ * count in revision mode; otherwise a Go duration, in ms for periodic mode and, as etcd takes
+ * it in revision mode, in nanoseconds as a revision count (`1h` keeps 3.6e12 revisions).
+ * Returns 0 for "off", and with no mode (etcd starts no compactor then). Throws on an
+ * unparsable value.
  */
 export function parseRetention(mode: AutoCompactionMode, retention: string): number {
-  if (/^-?\d+$/.test(retention)) return mode === 'periodic' ? Number(retention) * HOUR_MS : Number(retention);
-  if (mode === 'revision') throw new Error(`invalid auto-compaction-retention ${JSON.stringify(retention)} for revision mode`);
-  return parseGoDuration(retention);
+  if (/^-?\d+$/.test(retention)) return mode === 'periodic' ? Number(retention) * HOUR_MS : mode === 'revision' ? Number(retention) : 0;
+  const ms = parseGoDuration(retention);
+  return mode === 'periodic' ? ms : mode === 'revision' ? ms * 1e6 : 0;
 }
 
 /** A running compactor; `stop()` ends it. */

@@ -5,12 +5,16 @@ import { parseRetention, startAutoCompactor } from '../../src/server/auto-compac
 
 const log = pino({ level: 'silent' });
 
-test('retention parsing follows etcd: bare numbers are hours (periodic) or revisions', () => {
+test('retention parsing follows etcd: bare numbers are hours (periodic) or revisions; a duration in revision mode counts its nanoseconds; no mode, no compactor', () => {
   assert.equal(parseRetention('periodic', '1'), 3_600_000);
   assert.equal(parseRetention('periodic', '30m'), 1_800_000);
   assert.equal(parseRetention('revision', '1000'), 1000);
   assert.equal(parseRetention('periodic', '0'), 0);
-  assert.throws(() => parseRetention('revision', '5m'));
+  // etcd 3.4 (measured): `--auto-compaction-mode revision --auto-compaction-retention 1h` starts.
+  assert.equal(parseRetention('revision', '1h'), 3.6e12);
+  assert.equal(parseRetention('', '1'), 0);
+  assert.equal(parseRetention('', '5m'), 0);
+  assert.throws(() => parseRetention('revision', '5x'));
 });
 
 test('revision mode compacts at current - retention every 5 minutes, not twice at the same revision', async () => {
