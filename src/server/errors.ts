@@ -30,6 +30,16 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
 }
 
 /** Go's names of the gRPC status codes (go-grpc-prometheus's `grpc_code`, grpc-go's error texts). */
+/**
+ * The status of a stream whose handler returned the bare context error as its context ended
+ * (etcd's Watch, LeaseKeepAlive and election Observe handlers do): grpc-go sends, and
+ * go-grpc-prometheus counts, code Unknown with the error's text. `reason` is why the context
+ * ended (`ServerCall`'s `cancelled` event).
+ */
+export function contextErrorStatus(reason: 'deadline' | 'cancelled'): { code: number; details: string } {
+  return { code: Status.UNKNOWN, details: reason === 'deadline' ? 'context deadline exceeded' : 'context canceled' };
+}
+
 export const GRPC_CODE_NAMES: Record<number, string> = {
   [Status.OK]: 'OK',
   [Status.CANCELLED]: 'Canceled',

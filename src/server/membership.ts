@@ -23,7 +23,22 @@ interface StoredLearner {
   peerURLs: string[];
 }
 
+/**
+ * The texts of etcd's own errors behind the gRPC errors a promotion fails with, which etcd
+ * counts its failures by (`etcd_server_learner_promote_failures{Reason}`); others keep theirs.
+ */
+const PROMOTE_FAILURE_REASONS: Readonly<Record<string, string>> = {
+  'etcdserver: member not found': 'membership: ID not found',
+  'etcdserver: can only promote a learner member': 'membership: can only promote a learner member',
+  'etcdserver: permission denied': 'auth: permission denied',
+  'etcdserver: user name is empty': 'auth: user name is empty',
+  'etcdserver: invalid auth token': 'auth: invalid auth token',
+};
+
 export class Membership {
+  /** Failed promotions by etcd's reason, since start (see `promoteFailed`). */
+  readonly promoteFailures = new Map<string, number>();
+
   constructor(
     private readonly backend: Backend,
     /** This member's ID. */
@@ -111,6 +126,13 @@ export class Membership {
     if (this.urlsTaken(urls, id)) throw Errors.peerURLExist();
     if (id === this.selfId) this.backend.putMeta('peerURLs', JSON.stringify(urls));
     else this.storeLearners(this.learners.map((l) => (l.id === id ? { ...l, peerUrls: [...urls] } : l)));
+  }
+
+  /** Counts a promotion that failed with `err` (etcd `learnerPromoteFailed`). */
+  promoteFailed(err: unknown): void {
+    const text = err instanceof Error ? (err as Error & { details?: string }).details ?? err.message : String(err);
+    const reason = PROMOTE_FAILURE_REASONS[text] ?? text;
+    this.promoteFailures.set(reason, (this.promoteFailures.get(reason) ?? 0) + 1);
   }
 
   /** True when a member other than `except` has one of `urls`. */

@@ -61,7 +61,15 @@ function grpcType(requestStream: boolean, responseStream: boolean): string {
 interface StreamingCall extends EventEmitter {
   readonly metadata: Metadata;
   readonly pendingStatus?: { code: number };
+  /** Our transport's: the call ended because a request could not be received. */
+  readonly receiveFailed?: boolean;
 }
+
+/** The streams etcd counts failures of (`etcd_network_server_stream_failures_total`), by its API name. */
+const STREAM_FAILURE_APIS: Readonly<Record<string, string>> = {
+  '/etcdserverpb.Watch/Watch': 'watch',
+  '/etcdserverpb.Lease/LeaseKeepAlive': 'lease-keepalive',
+};
 
 /**
  * The services whose methods go-grpc-prometheus lists from the start, every counter at 0 and
@@ -118,6 +126,11 @@ export class ServerMetrics {
   /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sender`. */
   private receivedBytes = 0;
   private sentBytes = 0;
+  /**
+   * Watch and LeaseKeepAlive streams ended because a request could not be received, by etcd's
+   * API name (etcd counts them as receive failures); written by `instrument`.
+   */
+  private readonly streamFailures = new Map<string, number>();
   /** Calls by type and client API version; written by `instrument`. */
   private readonly clientRequests = { unary: new Map<string, number>(), stream: new Map<string, number>() };
   /** Histograms of call durations in seconds by method path, for the calls etcd times; read by `instrument`. */
@@ -187,6 +200,17 @@ export class ServerMetrics {
     new Gauge({ name: 'etcd_cluster_version', help: 'Which version is running. 1 for \'cluster_version\' label with current cluster version', labelNames: ['cluster_version'], registers: register })
       .set({ cluster_version: SERVER_VERSION.split('.').slice(0, 2).join('.') }, 1);
     value('etcd_server_is_learner', 'Whether or not this member is a learner. 1 if is, 0 otherwise.', () => 0);
+    const promoteFailures = etcd.membership.promoteFailures;
+    new Counter({
+      name: 'etcd_server_learner_promote_failures',
+      help: 'The total number of failed learner promotions (likely learner not ready) while this member is leader.',
+      labelNames: ['Reason'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const [reason, n] of promoteFailures) this.inc({ Reason: reason }, n);
+      },
+    });
     value('etcd_server_learner_promote_successes', 'The total number of successful learner promotions while this member is leader.', () => 0, 'counter');
     value('etcd_server_proposals_failed_total', 'The total number of failed proposals seen.', () => 0, 'counter');
     value('etcd_server_heartbeat_send_failures_total', 'The total number of leader heartbeat send failures (likely overloaded from slow disk).', () => 0, 'counter');
@@ -209,6 +233,17 @@ export class ServerMetrics {
         for (const type of ['unary', 'stream'] as const) {
           for (const [version, n] of clientRequests[type]) this.inc({ client_api_version: version, type }, n);
         }
+      },
+    });
+    const streamFailures = this.streamFailures;
+    new Counter({
+      name: 'etcd_network_server_stream_failures_total',
+      help: 'The total number of stream failures from the local server.',
+      labelNames: ['Type', 'API'],
+      registers: register,
+      collect() {
+        this.reset();
+        for (const [api, n] of streamFailures) this.inc({ Type: 'receive', API: api }, n);
       },
     });
     value('etcd_network_client_grpc_received_bytes_total', 'The total number of bytes received from grpc clients.', () => this.receivedBytes, 'counter');
@@ -347,6 +382,7 @@ export class ServerMetrics {
       const requests = this.clientRequests[method.requestStream || method.responseStream ? 'stream' : 'unary'];
       const timer = this.timers.get(method.path);
       const timed = timer !== undefined || counted.handling !== undefined;
+      const failureApi = STREAM_FAILURE_APIS[method.path];
       /** Counts a call that started at `start` (ms; 0 when the method is not timed) as ended with `code`. */
       const handled = (code: number, start: number): void => {
         counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
@@ -375,7 +411,10 @@ export class ServerMetrics {
           const start = timed ? performance.now() : 0;
           counted.started++;
           countClientRequest(requests, call.metadata);
-          call.once('close', () => handled(call.pendingStatus?.code ?? GrpcStatus.OK, start));
+          call.once('close', () => {
+            handled(call.pendingStatus?.code ?? GrpcStatus.OK, start);
+            if (call.receiveFailed && failureApi !== undefined) this.streamFailures.set(failureApi, (this.streamFailures.get(failureApi) ?? 0) + 1);
+          });
           h(call);
         };
       }

@@ -11,6 +11,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { WatchClient, WatchCreateRequest } from '../../src/proto/gen/rpc.gen.js';
 import { etcdctl, txnInput } from '../helpers/etcdctl.js';
 import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
@@ -215,6 +218,31 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       if (i === steps.length - 1) assert.equal(moved('etcd_mvcc_range_total'), 1, 'a read at a compacted revision is a range');
       before = after;
     }
+  });
+
+  it('failed learner promotions by etcd\'s reason; a watch stream that ends on a request it cannot receive', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const before = await Promise.all(servers.map(scrape));
+    for (const s of servers) {
+      for (const args of [['member', 'promote', '1234'], ['member', 'promote', '8e9e05c52164694d']]) assert.equal((await etcdctl(s.endpoint, args)).code, 1);
+      const address = s.endpoint.replace('http://', '');
+      // A create request over the 2 MiB etcd receives (--max-request-bytes + 512 KiB).
+      const watch = new WatchClient(address, credentials.createInsecure(), { 'grpc.max_send_message_length': -1 });
+      const ended = (call: NodeJS.EventEmitter) => new Promise<number>((resolve) => call.on('error', (err: ServiceError) => resolve(err.code)).on('end', () => resolve(0)).on('data', () => {}));
+      const big = watch.watch();
+      big.write({ createRequest: { ...WatchCreateRequest.decode(new Uint8Array(0)), key: Buffer.alloc(3 << 20, 1) } });
+      assert.equal(await ended(big), 8, 'ResourceExhausted');
+      await sleep(300);
+      watch.close();
+    }
+    const after = await Promise.all(servers.map(scrape));
+    const moved = sameMoves(before, after, [
+      'etcd_server_learner_promote_failures{Reason="membership: ID not found"}',
+      'etcd_server_learner_promote_failures{Reason="membership: can only promote a learner member"}',
+      'etcd_network_server_stream_failures_total{API="watch",Type="receive"}',
+    ]);
+    assert.equal(moved('etcd_network_server_stream_failures_total{API="watch",Type="receive"}'), 1);
+    assert.equal(moved('etcd_server_learner_promote_failures{Reason="membership: ID not found"}'), 1);
   });
 
   it('--metrics extensive: grpc_server_handling_seconds of every method from the start, counting calls as etcd\'s', async (t) => {

@@ -99,10 +99,16 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
       return { header: header(), members: members() };
     }),
     // A learner is never in sync (etcd `isLearnerReady`), which etcd checks before proposing.
+    // Every failure is counted by its reason.
     memberPromote: unary(async (r: MemberPromoteRequest, md) => {
-      admin(md);
-      if (isLearner(r.ID)) throw Errors.learnerNotReady();
-      return refused(r.ID === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
+      try {
+        admin(md);
+        if (isLearner(r.ID)) throw Errors.learnerNotReady();
+        return await refused(r.ID === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
+      } catch (err) {
+        etcd.membership.promoteFailed(err);
+        throw err;
+      }
     }),
   });
 }

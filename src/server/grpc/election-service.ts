@@ -6,7 +6,8 @@
  * and etcd's own) leaves as gRPC Unknown with its text, as etcd sends them (see `clientError`).
  */
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
-import type { GrpcServer as Server } from '../transport/grpc-server.js';
+import type { GrpcServer as Server, ServerCall } from '../transport/grpc-server.js';
+import { contextErrorStatus } from '../errors.js';
 import { campaign, leader, observe, proclaim, resign } from '../../lease/concurrency.js';
 import {
   ElectionService,
@@ -36,7 +37,11 @@ export function addElectionService(grpc: Server, etcd: EtcdServer): void {
     leader: clientUnary((r: LeaderRequest, md): LeaderResponse => leader(etcd, r.name, etcd.auth.authInfo(md))),
     observe: (call: ServerWritableStream<LeaderRequest, LeaderResponse>) => {
       const ac = new AbortController();
-      call.on('cancelled', () => ac.abort());
+      // etcd's Observe returns the bare context error, cancelled or past its deadline.
+      call.on('cancelled', (reason: 'deadline' | 'cancelled') => {
+        (call as unknown as ServerCall).pendingStatus = contextErrorStatus(reason);
+        ac.abort();
+      });
       call.on('close', () => ac.abort());
       try {
         observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal, etcd.auth.authInfo(call.metadata));

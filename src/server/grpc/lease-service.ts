@@ -21,7 +21,7 @@ import {
   type LeaseTimeToLiveRequest,
   type LeaseTimeToLiveResponse,
 } from '../../proto/gen/rpc.gen.js';
-import { toServiceError } from '../errors.js';
+import { contextErrorStatus, toServiceError } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
 import { unary } from './unary.js';
 
@@ -49,11 +49,12 @@ export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
  * answered with its TTL in seconds (0 for an unknown or expired lease). The stream ends when
  * the client half-closes or cancels; a cancelled stream ends, as in etcd, with the status of
  * `rpctypes.ErrGRPCNoLeader` (what etcd's handler returns for a cancelled context, and so what
- * grpc_server_handled_total counts).
+ * grpc_server_handled_total counts), and one past its deadline with the bare context error
+ * etcd's handler returns (Unknown).
  */
 function keepAlive(etcd: EtcdServer, call: ServerCall): void {
-  call.on('cancelled', () => {
-    call.pendingStatus = { code: Status.UNAVAILABLE, details: 'etcdserver: no leader' };
+  call.on('cancelled', (reason: 'deadline' | 'cancelled') => {
+    call.pendingStatus = reason === 'deadline' ? contextErrorStatus(reason) : { code: Status.UNAVAILABLE, details: 'etcdserver: no leader' };
   });
   call.on('data', (req: LeaseKeepAliveRequest) => {
     let ttl: number;

@@ -10,7 +10,7 @@ import { GRPC_OVERHEAD_BYTES } from '../../config.js';
 import { plog } from '../../logger.js';
 import { WatchService, type ResponseHeader, type WatchRequest } from '../../proto/gen/rpc.gen.js';
 import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
-import { Errors, EtcdError, grpcErrorText } from '../errors.js';
+import { contextErrorStatus, Errors, EtcdError, grpcErrorText } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
 import type { GrpcServer, ServerCall } from '../transport/grpc-server.js';
 
@@ -120,7 +120,11 @@ export function addWatchService(grpc: GrpcServer, etcd: EtcdServer, onSent: (byt
         }
       });
       const close = () => stream.close();
-      call.on('cancelled', close);
+      // Past its deadline, etcd's handler returns the bare context error (counted as Unknown).
+      call.on('cancelled', (reason: 'deadline' | 'cancelled') => {
+        if (reason === 'deadline') call.pendingStatus = contextErrorStatus(reason);
+        close();
+      });
       call.on('error', close);
       call.on('close', close);
       call.on('finish', close);

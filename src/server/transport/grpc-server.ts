@@ -161,8 +161,14 @@ export class ServerCall extends EventEmitter {
   request: unknown;
   readonly metadata: RequestMetadata;
   cancelled = false;
-  /** The status the call ended (or will end) with, once known. */
+  /**
+   * The status the call ended (or will end) with, once known. A handler may set it when the
+   * call is cancelled (`cancelled` event), to the error etcd's handler returns then: a deadline
+   * then ends a streaming call with it (grpc-go sends the handler's error).
+   */
   pendingStatus: CallStatus | undefined;
+  /** True when a request-streaming call ended because a request could not be received (too large, malformed). */
+  receiveFailed = false;
   private readonly stream: CallStream;
   private readonly method: Method;
   private readonly maxReceive: number;
@@ -175,6 +181,8 @@ export class ServerCall extends EventEmitter {
   private done = false;
   private needDrain = false;
   private timer: NodeJS.Timeout | undefined;
+  /** When the call's deadline passes (`performance.now()` ms); undefined without one. */
+  private deadlineAt: number | undefined;
   /** Unparsed request bytes, as they arrived, and their total. */
   private chunks: Buffer[] = [];
   private bufferedBytes = 0;
@@ -207,12 +215,13 @@ export class ServerCall extends EventEmitter {
    * unary handler answers as it will (grpc-go sends nothing of its own then).
    */
   setDeadline(ms: number): void {
+    this.deadlineAt = performance.now() + ms;
     this.timer = setTimeout(() => {
       if (this.done) return;
       this.cancelled = true;
       this.emit('cancelled', 'deadline');
       if (this.dispatched && !this.method.responseStream) return;
-      this.sendStatus({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' });
+      this.sendStatus(this.pendingStatus ?? { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' });
     }, Math.max(0, ms));
     this.timer.unref();
   }
@@ -228,17 +237,17 @@ export class ServerCall extends EventEmitter {
       const flag = head[0]!;
       const length = head.readUInt32BE(1);
       if (length > this.maxReceive) {
-        this.sendStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: received message larger than max (${length} vs. ${this.maxReceive})` });
+        this.failReceive({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: received message larger than max (${length} vs. ${this.maxReceive})` });
         return;
       }
       if (this.bufferedBytes < 5 + length) return;
       const bytes = this.take(5 + length).subarray(5);
       if (flag > 1) {
-        this.sendStatus({ code: GrpcStatus.INTERNAL, details: `grpc: received unexpected payload format ${flag}` });
+        this.failReceive({ code: GrpcStatus.INTERNAL, details: `grpc: received unexpected payload format ${flag}` });
         return;
       }
       if (flag === 1) {
-        this.sendStatus({ code: GrpcStatus.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
+        this.failReceive({ code: GrpcStatus.INTERNAL, details: 'grpc: compressed flag set with identity or empty encoding' });
         return;
       }
       this.onMessage(bytes);
@@ -275,7 +284,7 @@ export class ServerCall extends EventEmitter {
       request = m.requestDeserialize(bytes);
     } catch (err) {
       const prefix = m.requestStream || m.responseStream ? 'grpc: failed to unmarshal the received message ' : 'grpc: error unmarshalling request: ';
-      this.sendStatus({ code: GrpcStatus.INTERNAL, details: prefix + (err instanceof Error ? err.message : String(err)) });
+      this.failReceive({ code: GrpcStatus.INTERNAL, details: prefix + (err instanceof Error ? err.message : String(err)) });
       return;
     }
     if (m.requestStream) {
@@ -296,7 +305,7 @@ export class ServerCall extends EventEmitter {
   private onEnd(): void {
     if (this.done) return;
     if (this.method.requestStream) {
-      if (this.bufferedBytes > 0) this.sendStatus({ code: GrpcStatus.INTERNAL, details: 'unexpected EOF' });
+      if (this.bufferedBytes > 0) this.failReceive({ code: GrpcStatus.INTERNAL, details: 'unexpected EOF' });
       else this.emit('end');
       return;
     }
@@ -315,8 +324,15 @@ export class ServerCall extends EventEmitter {
     this.done = true;
     this.cancelled = true;
     clearTimeout(this.timer);
-    this.pendingStatus ??= { code: GrpcStatus.CANCELLED, details: 'context canceled' };
-    this.emit('cancelled', 'cancelled');
+    // A client resets a call when its deadline passes; once ours has passed too, the call ended
+    // by its deadline, as grpc-go's context says, even if our timer has not fired yet.
+    if (this.deadlineAt !== undefined && performance.now() >= this.deadlineAt) {
+      this.pendingStatus ??= { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' };
+      this.emit('cancelled', 'deadline');
+    } else {
+      this.pendingStatus ??= { code: GrpcStatus.CANCELLED, details: 'context canceled' };
+      this.emit('cancelled', 'cancelled');
+    }
     this.emit('close');
   }
 
@@ -382,6 +398,12 @@ export class ServerCall extends EventEmitter {
   private respond(value: unknown): void {
     this.write(value);
     this.end();
+  }
+
+  /** Ends the call with `status` because a request could not be received. */
+  private failReceive(status: CallStatus): void {
+    if (this.method.requestStream) this.receiveFailed = true;
+    this.sendStatus(status);
   }
 
   private sendStatus(status: CallStatus): void {
