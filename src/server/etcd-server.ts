@@ -60,7 +60,7 @@ import {
 } from './apply.js';
 import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
-import { etcdWalFiles, readEtcdWal, type EtcdWal } from './etcd-wal.js';
+import { etcdWalFiles, peerUrlsAdded, readEtcdWal, type EtcdWal } from './etcd-wal.js';
 import { Membership } from './membership.js';
 import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
@@ -150,6 +150,13 @@ export class EtcdServer {
       const applied = importEtcdSnapshot(this.backend, etcdDb);
       const wal = readEtcdWal(walDirOf(config));
       if (wal.hardState) this.backend.putMeta('term', wal.hardState.term.toString());
+      // The member the log was written by (or `snapshot restore` made) is this member.
+      if (wal.metadata && wal.metadata.NodeID !== 0n) {
+        this.backend.putMeta('memberID', wal.metadata.NodeID.toString());
+        this.backend.putMeta('clusterID', wal.metadata.ClusterID.toString());
+        const urls = peerUrlsAdded(wal, wal.metadata.NodeID);
+        if (urls) this.backend.putMeta('peerURLs', JSON.stringify(urls));
+      }
       this.etcdLog = { wal, applied };
       log.info({ path: etcdDb, ...plog('etcdserver', 'I', `imported etcd's database ${etcdDb} (bbolt) into a new etcd-ts store`) }, "imported etcd's database (bbolt) into a new etcd-ts store");
     }

@@ -14,10 +14,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
-import { RaftEntry, RaftHardState, WalRecord } from '../proto/gen/raft_internal.gen.js';
+import { RaftConfChange, RaftEntry, RaftHardState, WalMetadata, WalRecord } from '../proto/gen/raft_internal.gen.js';
 
 const WAL_NAME = /^[0-9a-f]{16}-[0-9a-f]{16}\.wal$/;
 /** `walpb.Record` types (etcd `wal.metadataType` … `snapshotType`). */
+const METADATA_TYPE = 1n;
 const ENTRY_TYPE = 2n;
 const STATE_TYPE = 3n;
 const CRC_TYPE = 4n;
@@ -26,10 +27,35 @@ const MAX_RECORD_BYTES = 10 * 1024 * 1024;
 /** etcd's `minSectorSize`: torn writes are found sector by sector. */
 const SECTOR_BYTES = 512;
 
-/** What etcd's log holds: raft entries by index (a later entry replaces the log from its index on) and the last hard state. */
+/**
+ * What etcd's log holds: raft entries by index (a later entry replaces the log from its index
+ * on), the last hard state, and the member and cluster IDs its files begin with (etcd's
+ * `Metadata`, which is where a data dir `snapshot restore` made keeps them).
+ */
 export interface EtcdWal {
   entries: RaftEntry[];
   hardState: RaftHardState | undefined;
+  metadata: WalMetadata | undefined;
+}
+
+/** raftpb `EntryConfChange` and `ConfChangeAddNode`. */
+const CONF_CHANGE_ENTRY = 1;
+const ADD_NODE = 0;
+
+/**
+ * The peer URLs the log's last configuration change adding member `id` gave it (`snapshot
+ * restore` writes one per member); undefined when there is none.
+ */
+export function peerUrlsAdded(wal: EtcdWal, id: bigint): string[] | undefined {
+  let urls: string[] | undefined;
+  for (const e of wal.entries) {
+    if (e.Type !== CONF_CHANGE_ENTRY) continue;
+    const cc = RaftConfChange.decode(e.Data);
+    if (cc.Type !== ADD_NODE || cc.NodeID !== id) continue;
+    const member = JSON.parse(Buffer.from(cc.Context).toString()) as { peerURLs?: unknown };
+    if (Array.isArray(member.peerURLs) && member.peerURLs.every((u) => typeof u === 'string')) urls = member.peerURLs as string[];
+  }
+  return urls;
 }
 
 /** The `*.wal` files of `dir`, in log order; none when `dir` does not exist. */
@@ -51,6 +77,7 @@ export function etcdWalFiles(dir: string): string[] {
 export function readEtcdWal(dir: string): EtcdWal {
   const entries: RaftEntry[] = [];
   let hardState: RaftHardState | undefined;
+  let metadata: WalMetadata | undefined;
   let crc = 0;
   const files = etcdWalFiles(dir);
   for (const [i, file] of files.entries()) {
@@ -64,13 +91,13 @@ export function readEtcdWal(dir: string): EtcdWal {
       const start = pos + 8;
       const end = start + recBytes + padBytes;
       if (recBytes >= MAX_RECORD_BYTES - padBytes) throw new Error('wal: max entry size limit exceeded');
-      if (end > bytes.length) return { entries, hardState };
+      if (end > bytes.length) return { entries, hardState, metadata };
       let rec: WalRecord;
       try {
         rec = WalRecord.decode(bytes.subarray(start, start + recBytes));
         if (rec.type !== CRC_TYPE && crc32c(rec.data, crc) !== rec.crc) throw new Error('wal: crc mismatch');
       } catch (err) {
-        if (last && isTorn(bytes, start, end)) return { entries, hardState };
+        if (last && isTorn(bytes, start, end)) return { entries, hardState, metadata };
         throw err;
       }
       pos = end;
@@ -85,11 +112,13 @@ export function readEtcdWal(dir: string): EtcdWal {
           entries.push(e);
         } else if (rec.type === STATE_TYPE) {
           hardState = RaftHardState.decode(rec.data);
+        } else if (rec.type === METADATA_TYPE) {
+          metadata = WalMetadata.decode(rec.data);
         }
       }
     }
   }
-  return { entries, hardState };
+  return { entries, hardState, metadata };
 }
 
 /** etcd's `isTornEntry`: some 512-byte sector of the frame's data in [start, end) is all zeros. */

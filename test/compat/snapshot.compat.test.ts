@@ -81,4 +81,25 @@ describe('snapshots: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, ()
     assert.match(answers[0]![1]!, /"key":"azE="/, 'the restored etcd serves the keys');
     for (const [i, seen] of answers.entries()) assert.deepEqual(seen, answers[0], `restored server ${i}`);
   });
+
+  it('a data dir restored for another member keeps that member (IDs and peer URLs from the log restore wrote), whatever the start flags say', { timeout: 60_000 }, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'snapshot-member-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const source = await startServer(t, { kind: 'etcd-ts' });
+    await ctl(source, ['put', 'k', 'v']);
+    const file = join(dir, 'snap.db');
+    await ctl(source, ['snapshot', 'save', file]);
+    const seen: string[][] = [];
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const restored = join(dir, `restored-${kind}`);
+      await offline(['snapshot', 'restore', file, '--data-dir', restored, '--name', 'm1', '--initial-cluster', 'm1=http://localhost:2390',
+        '--initial-advertise-peer-urls', 'http://localhost:2390', '--initial-cluster-token', 'tok']);
+      const from = await startServer(t, { kind, flags: ['--data-dir', restored] });
+      const hideEndpoint = (text: string) => text.split(new URL(from.endpoint).host).join('<endpoint>');
+      seen.push([hideEndpoint(await ctl(from, ['member', 'list', '-w', 'json'])), await ctl(from, ['get', 'k', '--print-value-only'])]);
+      await from.stop();
+    }
+    assert.match(seen[0]![0]!, /"peerURLs":\["http:\/\/localhost:2390"\]/, 'etcd keeps the restored member');
+    assert.deepEqual(seen[1], seen[0]);
+  });
 });

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32c } from '@node-rs/crc32';
-import { RaftEntry, RaftHardState, WalRecord } from '../../src/proto/gen/raft_internal.gen.js';
+import { RaftEntry, RaftHardState, WalMetadata, WalRecord } from '../../src/proto/gen/raft_internal.gen.js';
 import { readEtcdWal } from '../../src/server/etcd-wal.js';
 
 /** Writes etcd-style WAL files: `records(file)` frames, the crc chained from file to file. */
@@ -54,9 +54,10 @@ function tmpWalDir(t: { after(fn: () => void): void }): string {
 const indexes = (dir: string) => readEtcdWal(dir).entries.map((e) => Number(e.Index));
 
 describe('readEtcdWal', () => {
-  it('reads entries and the last hard state across files, the crc chained through crc records', (t) => {
+  it('reads entries, the last hard state and the member metadata across files, the crc chained through crc records', (t) => {
     const dir = tmpWalDir(t);
-    const w = new WalWriter().record(4n, Buffer.alloc(0)).record(1n, Buffer.from('metadata')).entry(1, 1).state(1, 1).entry(2, 2).entry(3, 2);
+    const metadata = Buffer.from(WalMetadata.encode({ NodeID: 0x8e9e05c52164694dn, ClusterID: 0xcdf818194e3a8c32n }).finish());
+    const w = new WalWriter().record(4n, Buffer.alloc(0)).record(1n, metadata).entry(1, 1).state(1, 1).entry(2, 2).entry(3, 2);
     w.flush(path.join(dir, '0000000000000000-0000000000000000.wal'));
     w.record(4n, Buffer.alloc(0)).entry(4, 2).state(2, 4);
     w.flush(path.join(dir, '0000000000000001-0000000000000004.wal'));
@@ -64,6 +65,7 @@ describe('readEtcdWal', () => {
     const wal = readEtcdWal(dir);
     assert.deepEqual(wal.entries.map((e) => [Number(e.Index), Number(e.Term)]), [[1, 1], [2, 2], [3, 2], [4, 2]]);
     assert.deepEqual(wal.hardState, { term: 2n, vote: 1n, commit: 4n });
+    assert.deepEqual(wal.metadata, { NodeID: 0x8e9e05c52164694dn, ClusterID: 0xcdf818194e3a8c32n });
   });
 
   it('an entry replaces the log from its index on (a new leader overwrote it)', (t) => {
@@ -102,6 +104,6 @@ describe('readEtcdWal', () => {
 
   it('no log: no entries', (t) => {
     const dir = tmpWalDir(t);
-    assert.deepEqual(readEtcdWal(path.join(dir, 'missing')), { entries: [], hardState: undefined });
+    assert.deepEqual(readEtcdWal(path.join(dir, 'missing')), { entries: [], hardState: undefined, metadata: undefined });
   });
 });

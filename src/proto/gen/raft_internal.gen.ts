@@ -62,6 +62,20 @@ export interface RaftEntry {
   Data: Buffer;
 }
 
+/** raftpb.ConfChange: a membership change; `Context` is the member as JSON (etcd `membership.Member`). */
+export interface RaftConfChange {
+  ID: bigint;
+  Type: number;
+  NodeID: bigint;
+  Context: Buffer;
+}
+
+/** etcdserverpb.Metadata: the first record of each of etcd's log files. */
+export interface WalMetadata {
+  NodeID: bigint;
+  ClusterID: bigint;
+}
+
 /** raftpb.HardState. */
 export interface RaftHardState {
   term: bigint;
@@ -252,6 +266,154 @@ export const RaftEntry: MessageFns<RaftEntry> = {
             }
 
             message.Data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRaftConfChange(): RaftConfChange {
+  return { ID: 0n, Type: 0, NodeID: 0n, Context: Buffer.alloc(0) };
+}
+
+export const RaftConfChange: MessageFns<RaftConfChange> = {
+  encode(message: RaftConfChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ID !== 0n) {
+      if (BigInt.asUintN(64, message.ID) !== message.ID) {
+        throw new globalThis.Error("value provided for field message.ID of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.ID);
+    }
+    if (message.Type !== 0) {
+      writer.uint32(16).int32(message.Type);
+    }
+    if (message.NodeID !== 0n) {
+      if (BigInt.asUintN(64, message.NodeID) !== message.NodeID) {
+        throw new globalThis.Error("value provided for field message.NodeID of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.NodeID);
+    }
+    if (message.Context.length !== 0) {
+      writer.uint32(34).bytes(message.Context);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftConfChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftConfChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ID = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.Type = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.NodeID = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.Context = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseWalMetadata(): WalMetadata {
+  return { NodeID: 0n, ClusterID: 0n };
+}
+
+export const WalMetadata: MessageFns<WalMetadata> = {
+  encode(message: WalMetadata, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.NodeID !== 0n) {
+      if (BigInt.asUintN(64, message.NodeID) !== message.NodeID) {
+        throw new globalThis.Error("value provided for field message.NodeID of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.NodeID);
+    }
+    if (message.ClusterID !== 0n) {
+      if (BigInt.asUintN(64, message.ClusterID) !== message.ClusterID) {
+        throw new globalThis.Error("value provided for field message.ClusterID of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.ClusterID);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WalMetadata {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWalMetadata();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.NodeID = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ClusterID = reader.uint64() as bigint;
             continue;
           }
         }
