@@ -181,6 +181,8 @@ export function isTlsUrl(url: string): boolean {
 
 /** Default backend quota when `quotaBackendBytes` is 0 (etcd `DefaultQuotaBytes`): 2 GiB. */
 export const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;
+/** etcd `MaxQuotaBytes`: a larger --quota-backend-bytes is warned about (8 GiB). */
+export const MAX_QUOTA_BYTES = 8 * 1024 * 1024 * 1024;
 
 /**
  * etcd adds this much to --max-request-bytes for gRPC's own receive limit and for the size at

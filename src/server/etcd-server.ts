@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
+import { DEFAULT_QUOTA_BYTES, MAX_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { AuthStore, authChanges, type AuthInfo, type TokenMetadata } from '../auth/auth-store.js';
 import { Backend } from '../mvcc/backend.js';
 import { keyToBytes } from '../mvcc/key.js';
@@ -207,6 +207,13 @@ export class EtcdServer {
     if (this.listAlarms(AlarmType.NOSPACE).length > 0) this.alarmApplier = 'capped';
     if (this.listAlarms(AlarmType.CORRUPT).length > 0) this.alarmApplier = 'corrupt';
     this.quotaBytes = config.quotaBackendBytes < 0 ? Infinity : config.quotaBackendBytes === 0 ? DEFAULT_QUOTA_BYTES : config.quotaBackendBytes;
+    // etcd `NewBackendQuota`'s warnings.
+    const quota = { 'quota-name': 'v3-applier', 'quota-size-bytes': config.quotaBackendBytes };
+    if (config.quotaBackendBytes < 0) log.info({ ...quota, ...plog('etcdserver', 'W', 'disabling backend quota') }, 'disabled backend quota');
+    else if (config.quotaBackendBytes > MAX_QUOTA_BYTES) {
+      const text = `backend quota ${config.quotaBackendBytes} exceeds maximum recommended quota ${MAX_QUOTA_BYTES}`;
+      log.warn({ ...quota, 'quota-maximum-size-bytes': MAX_QUOTA_BYTES, ...plog('etcdserver', 'W', text) }, 'quota exceeds the maximum value');
+    }
   }
 
   /**

@@ -91,6 +91,21 @@ test('a client URL on 0.0.0.0 takes IPv6 clients too, as Go listens there (one d
   assert.match(p.stderr(), new RegExp(`serving insecure client requests on \\[::\\]:${port},`));
 });
 
+test("--quota-backend-bytes off (negative) or over etcd's recommended maximum is warned about as etcd does (etcd 3.4's lines, measured)", { skip }, async (t) => {
+  for (const [quota, line] of [
+    ['-1', 'W | etcdserver: disabling backend quota\n'],
+    ['10000000000', 'W | etcdserver: backend quota 10000000000 exceeds maximum recommended quota 8589934592\n'],
+  ] as const) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const p = run(t, [...(await serverArgs(dir)).args, '--quota-backend-bytes', quota]);
+    await ready(p);
+    assert.ok(p.stderr().includes(line), p.stderr());
+    p.child.kill('SIGTERM');
+    await p.exited;
+  }
+});
+
 test("--version names the etcd version served and etcd-ts's own, run directly (not through npm)", { skip }, () => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
   const r = spawnSync(process.execPath, [BIN, '--version'], { encoding: 'utf8', env });
