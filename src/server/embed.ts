@@ -79,7 +79,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     // Like etcd, TLS settings are read only when a URL needs them: with http:// URLs alone a
     // certificate that is not there is no error.
     const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
-    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir) : undefined;
+    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host)) : undefined;
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const access = { corsOrigins: config.corsOrigins, hostWhitelist: config.hostWhitelist, clientCertAuth: config.clientTls?.clientCertAuth === true };
     const handler = httpHandler(etcd, serverMetrics, { gateway, access });

@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import type tls from 'node:tls';
 import type { ClientTlsConfig } from '../config.js';
@@ -29,14 +30,20 @@ const GO_CIPHERS: Record<string, string> = {
 
 /**
  * Node TLS server options for the client listener. With `autoTls` and neither file given, makes
- * a self-signed certificate under `<dataDir>/fixtures/client` (as etcd does) with the `openssl`
- * command. Throws when only one of the files is given (etcd's "KeyFile and CertFile must both be
- * present[key: …, cert: …]"), a file cannot be read, or a cipher suite name is unknown.
+ * a self-signed certificate for `hosts` (the client URLs' `host:port`s) under
+ * `<dataDir>/fixtures/client` with the `openssl` command, as etcd's `SelfCert` makes it, and,
+ * as etcd replaces all of its client TLS settings by that certificate, asks clients for none
+ * (`--client-cert-auth`, `--trusted-ca-file` and `--client-crl-file` no longer apply). Throws
+ * when only one of the files is given (etcd's "KeyFile and CertFile must both be present[key:
+ * …, cert: …]"), a file cannot be read, or a cipher suite name is unknown.
  */
-export function loadClientTls(c: ClientTlsConfig, dataDir: string): tls.TlsOptions {
-  let certFile = c.certFile;
-  let keyFile = c.keyFile;
-  if (!certFile && !keyFile && c.autoTls) ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', 'client')));
+export function loadClientTls(config: ClientTlsConfig, dataDir: string, hosts: readonly string[]): tls.TlsOptions {
+  let c = config;
+  let { certFile, keyFile } = c;
+  if (!certFile && !keyFile && c.autoTls) {
+    ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', 'client'), hosts));
+    c = { ...c, clientCertAuth: false, trustedCaFile: '', clientCrlFile: '' };
+  }
   if (!certFile || !keyFile) throw new Error(`KeyFile and CertFile must both be present[key: ${keyFile}, cert: ${certFile}]`);
   const opts: tls.TlsOptions = {
     cert: fs.readFileSync(certFile),
@@ -62,13 +69,31 @@ export function loadClientTls(c: ClientTlsConfig, dataDir: string): tls.TlsOptio
   return opts;
 }
 
-function selfSigned(dir: string): { certFile: string; keyFile: string } {
+/**
+ * etcd `transport.SelfCert`: an ECDSA P-521 certificate for server authentication, valid one
+ * year, organisation `etcd`, naming each of `hosts` (`host:port`) by IP or DNS name; kept in
+ * `dir` and reused when both files are there.
+ */
+function selfSigned(dir: string, hosts: readonly string[]): { certFile: string; keyFile: string } {
   const certFile = path.join(dir, 'cert.pem');
   const keyFile = path.join(dir, 'key.pem');
   if (!fs.existsSync(certFile) || !fs.existsSync(keyFile)) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '365',
-      '-subj', '/O=etcd', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+    const names = hosts
+      .map((host) => host.replace(/^\[(.*)\](:[^:]*)?$/, '$1').replace(/^([^:]*):[^:]*$/, '$1'))
+      .filter((h) => h !== '')
+      .map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`));
+    // A configuration of our own: openssl's default one would make a CA certificate.
+    const config = path.join(dir, 'openssl.cnf');
+    fs.writeFileSync(config, '[req]\ndistinguished_name=dn\n[dn]\n');
+    try {
+      execFileSync('openssl', ['req', '-x509', '-config', config, '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp521r1', '-nodes', '-days', '365',
+        '-subj', '/O=etcd', '-addext', 'basicConstraints=critical,CA:FALSE', '-addext', 'keyUsage=critical,digitalSignature,keyEncipherment',
+        '-addext', 'extendedKeyUsage=serverAuth', ...(names.length > 0 ? ['-addext', `subjectAltName=${names.join(',')}`] : []),
+        '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+    } finally {
+      fs.rmSync(config, { force: true });
+    }
   }
   return { certFile, keyFile };
 }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import http2 from 'node:http2';
@@ -98,16 +99,25 @@ test('https client URL with client certificate authentication', { skip }, async 
   assert.equal(noCert.stdout, '');
 });
 
-test('--auto-tls serves TLS with a generated certificate', { skip }, async (t) => {
+test("--auto-tls serves TLS with a generated certificate like etcd's, and then asks clients for none, whatever --client-cert-auth says", { skip }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-autotls-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const url = await startTls(t, dir, ['--auto-tls']);
+  makeCerts(dir);
+  const url = await startTls(t, dir, ['--auto-tls', '--client-cert-auth', '--trusted-ca-file', path.join(dir, 'ca.crt')]);
+  // No client certificate given (etcd 3.4 measured the same: its self-signed TLS settings replace the others).
   const put = await etcdctl(url, ['--insecure-skip-tls-verify', '--insecure-transport=false', 'put', 'a', 'b']);
   assert.equal(put.stdout, 'OK\n', put.stderr);
   // etcdctl needs --insecure-transport=false to use TLS without CA files (same with etcd 3.4);
   // a client that verifies the certificate refuses the self-signed one.
   const strict = await etcdctl(url, ['--insecure-transport=false', '--command-timeout', '2s', 'get', 'a'], { timeoutMs: 15_000 });
   assert.notEqual(strict.code, 0);
+  // etcd's SelfCert: ECDSA P-521, not a CA, for server authentication, naming the listen host.
+  const cert = new crypto.X509Certificate(fs.readFileSync(path.join(dir, 'data-etcd-ts', 'fixtures', 'client', 'cert.pem')));
+  assert.equal(cert.ca, false);
+  assert.equal(cert.subject, 'O=etcd');
+  assert.equal(cert.subjectAltName, 'IP Address:127.0.0.1');
+  assert.deepEqual(cert.keyUsage, ['1.3.6.1.5.5.7.3.1']);
+  assert.equal(cert.publicKey.asymmetricKeyDetails?.namedCurve, 'secp521r1');
 });
 
 test('/health, /version, unknown paths and the gRPC gateway over HTTP/2 on TLS answer as etcd 3.4 answers them', { skip: skip ?? etcdUnavailableReason(), timeout: 60_000 }, async (t) => {
