@@ -4,18 +4,26 @@
  * cipher suites by their Go names, and `--auto-tls` with a self-signed certificate.
  */
 import { execFileSync } from 'node:child_process';
+import { constants } from 'node:crypto';
 import fs from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import type tls from 'node:tls';
 import type { ClientTlsConfig } from '../config.js';
 
-/** Go cipher suite names (etcd `--cipher-suites`) → OpenSSL names. TLS 1.3 suites are always on. */
+/**
+ * Go's cipher suite names (etcd `--cipher-suites` takes every name of Go's `tls.CipherSuites()`
+ * and `tls.InsecureCipherSuites()`, and two short ChaCha20 names) → OpenSSL's. Go ignores the
+ * list for TLS 1.3, whose three suites are always on: their names are accepted and mean nothing
+ * here ('' below). RC4 suites are accepted and never negotiated (OpenSSL 3 has none).
+ */
 const GO_CIPHERS: Record<string, string> = {
   TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 'ECDHE-ECDSA-AES128-GCM-SHA256',
   TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: 'ECDHE-RSA-AES128-GCM-SHA256',
   TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 'ECDHE-ECDSA-AES256-GCM-SHA384',
   TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: 'ECDHE-RSA-AES256-GCM-SHA384',
+  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-ECDSA-CHACHA20-POLY1305',
+  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-RSA-CHACHA20-POLY1305',
   TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305: 'ECDHE-ECDSA-CHACHA20-POLY1305',
   TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305: 'ECDHE-RSA-CHACHA20-POLY1305',
   TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA: 'ECDHE-ECDSA-AES128-SHA',
@@ -26,7 +34,43 @@ const GO_CIPHERS: Record<string, string> = {
   TLS_RSA_WITH_AES_256_GCM_SHA384: 'AES256-GCM-SHA384',
   TLS_RSA_WITH_AES_128_CBC_SHA: 'AES128-SHA',
   TLS_RSA_WITH_AES_256_CBC_SHA: 'AES256-SHA',
+  TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256: 'ECDHE-ECDSA-AES128-SHA256',
+  TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256: 'ECDHE-RSA-AES128-SHA256',
+  TLS_RSA_WITH_AES_128_CBC_SHA256: 'AES128-SHA256',
+  TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA: 'ECDHE-RSA-DES-CBC3-SHA',
+  TLS_RSA_WITH_3DES_EDE_CBC_SHA: 'DES-CBC3-SHA',
+  TLS_RSA_WITH_RC4_128_SHA: '',
+  TLS_ECDHE_ECDSA_WITH_RC4_128_SHA: '',
+  TLS_ECDHE_RSA_WITH_RC4_128_SHA: '',
+  TLS_AES_128_GCM_SHA256: '',
+  TLS_AES_256_GCM_SHA384: '',
+  TLS_CHACHA20_POLY1305_SHA256: '',
 };
+
+/**
+ * Go's order of preference among the TLS 1.2 suites (`cipherSuitesPreferenceOrder`): Go picks
+ * by it, whatever the order of `--cipher-suites`, but for ChaCha20 first when the client puts
+ * it first (OpenSSL's `SSL_OP_PRIORITIZE_CHACHA` does the same). The first 16 are Go's default
+ * list.
+ */
+const GO_PREFERENCE = [
+  'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256', 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384',
+  'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384', 'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256', 'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256',
+  'TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA', 'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA', 'TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA',
+  'TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA', 'TLS_RSA_WITH_AES_128_GCM_SHA256', 'TLS_RSA_WITH_AES_256_GCM_SHA384',
+  'TLS_RSA_WITH_AES_128_CBC_SHA', 'TLS_RSA_WITH_AES_256_CBC_SHA', 'TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA', 'TLS_RSA_WITH_3DES_EDE_CBC_SHA',
+  'TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256', 'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256', 'TLS_RSA_WITH_AES_128_CBC_SHA256',
+];
+const GO_DEFAULT_COUNT = 16;
+
+/** Go's TLS 1.3 suites in its order of preference (OpenSSL's puts AES-256 first). */
+const TLS13_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384';
+
+/**
+ * Go's HTTP/2 server (`http2.ConfigureServer`, which etcd's TLS listener calls) refuses a list
+ * without one of these; etcd then cannot serve.
+ */
+const HTTP2_REQUIRED = ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'];
 
 /**
  * Node TLS server options for the client listener. With `autoTls` and neither file given, makes
@@ -57,15 +101,15 @@ export function loadClientTls(config: ClientTlsConfig, dataDir: string, hosts: r
     opts.rejectUnauthorized = true;
   }
   if (c.clientCrlFile) opts.crl = fs.readFileSync(c.clientCrlFile);
-  if (c.cipherSuites.length > 0) {
-    opts.ciphers = c.cipherSuites
-      .map((name) => {
-        const openssl = GO_CIPHERS[name];
-        if (!openssl) throw new Error(`unexpected TLS cipher suite ${JSON.stringify(name)}`);
-        return openssl;
-      })
-      .join(':');
+  for (const name of c.cipherSuites) if (GO_CIPHERS[name] === undefined) throw new Error(`unexpected TLS cipher suite ${JSON.stringify(name)}`);
+  if (c.cipherSuites.length > 0 && !c.cipherSuites.some((name) => HTTP2_REQUIRED.includes(name))) {
+    throw new Error(`http2: TLSConfig.CipherSuites is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of ${HTTP2_REQUIRED.join(' or ')})`);
   }
+  const chosen = new Set(c.cipherSuites.map((name) => GO_CIPHERS[name]));
+  const suites = GO_PREFERENCE.map((name) => GO_CIPHERS[name]!).filter((openssl, i) => (c.cipherSuites.length > 0 ? chosen.has(openssl) : i < GO_DEFAULT_COUNT));
+  opts.ciphers = [TLS13_SUITES, ...suites].join(':');
+  opts.honorCipherOrder = true;
+  opts.secureOptions = constants.SSL_OP_PRIORITIZE_CHACHA;
   return opts;
 }
 
