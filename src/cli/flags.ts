@@ -799,6 +799,9 @@ function parseUrls(raw: string): EtcdUrl[] {
 function parseUrl(input: string): EtcdUrl {
   const text = input.trim();
   const scheme = (/^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text)?.[1] ?? '').toLowerCase();
+  // Go's url.Parse: with no scheme, the text is a path, and a colon before its first slash is refused.
+  if (scheme === '' && text.startsWith(':')) throw new Error(`parse ${JSON.stringify(text)}: missing protocol scheme`);
+  if (scheme === '' && /^[^/]*:/.test(text)) throw new Error(`parse ${JSON.stringify(text)}: first path segment in URL cannot contain colon`);
   if (!['http', 'https', 'unix', 'unixs'].includes(scheme)) {
     throw new Error(`URL scheme must be http, https, unix, or unixs: ${text}`);
   }

@@ -35,6 +35,13 @@ export interface ClientListener {
 const GRPC_CLOSE_GRACE_MS = 1000;
 
 /** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
+/** Go's texts (syscall.Errno) of the errors a listener's bind meets. */
+const GO_BIND_ERRORS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'cannot assign requested address',
+  EACCES: 'permission denied',
+};
+
 function listenHost(hostname: string): string {
   if (hostname === 'localhost') return '127.0.0.1';
   // Go listens on 0.0.0.0 with one IPv6 socket that takes IPv4 too (Node's `::` does the same).
@@ -65,6 +72,9 @@ export async function listenClientUrl(
   tlsOptions: tls.TlsOptions | undefined,
   upgradeHandler?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean,
 ): Promise<ClientListener> {
+  // Go's net.Listen refuses a port out of range (the URL itself parses).
+  const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^/:]*):(\d+)/.exec(url)?.[1];
+  if (port !== undefined && Number(port) > 65535) throw new Error(`listen tcp: address ${port}: invalid port`);
   const u = new URL(url);
   const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
   if (httpServer && upgradeHandler) {
@@ -122,12 +132,20 @@ export async function listenClientUrl(
         resolve();
       });
     });
-  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
-  await listen(socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port }).catch((err: NodeJS.ErrnoException) => {
-    // Without IPv6, Go listens on 0.0.0.0 with an IPv4 socket.
-    if (u.hostname !== '0.0.0.0' || err.code !== 'EAFNOSUPPORT') throw err;
-    return listen({ host: '0.0.0.0', port });
-  });
+  const portNumber = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  await listen(socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port: portNumber })
+    .catch((err: NodeJS.ErrnoException) => {
+      // Without IPv6, Go listens on 0.0.0.0 with an IPv4 socket.
+      if (u.hostname !== '0.0.0.0' || err.code !== 'EAFNOSUPPORT') throw err;
+      return listen({ host: '0.0.0.0', port: portNumber });
+    })
+    .catch((err: NodeJS.ErrnoException) => {
+      // Go's words for a listener that cannot bind (`listen tcp host:port: bind: …`).
+      const text = err.code === undefined ? undefined : GO_BIND_ERRORS[err.code];
+      if (text === undefined || socketPath !== undefined) throw err;
+      const host = u.hostname === 'localhost' ? '127.0.0.1' : u.hostname;
+      throw new Error(`listen tcp ${host}:${portNumber}: bind: ${text}`, { cause: err });
+    });
   const bound = new URL(url);
   const info = server.address();
   if (!unix) bound.port = String((info as net.AddressInfo).port);

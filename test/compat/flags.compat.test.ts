@@ -34,12 +34,17 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--grpc-keepalive-timeout', '5']],
       [['--proxy', 'sometimes']],
       [['--listen-client-urls', 'localhost:2379']],
+      [['--listen-client-urls', '127.0.0.1:2379']],
+      [['--advertise-client-urls', ':2379']],
       // etcdmain's "error verifying flags": exit 1.
       [['positional']],
       [[], { ETCD_MAX_TXN_OPS: 'abc' }],
       [['--auto-compaction-mode', 'daily']],
       [['--logger', 'zap', '--auto-compaction-mode', 'daily']],
       [['--listen-client-urls', 'http://127.0.0.1:1']],
+      // Refused as Go's listener refuses them.
+      [['--listen-client-urls', 'http://127.0.0.1:99999', '--advertise-client-urls', 'http://127.0.0.1:1']],
+      [['--listen-client-urls', 'http://10.99.99.99:2379', '--advertise-client-urls', 'http://127.0.0.1:1']],
       [['--logger', 'glog']],
       [['--log-outputs', join(dir, 'etcd.log')]],
       [['--log-outputs', 'stdout,stderr']],

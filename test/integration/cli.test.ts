@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -103,6 +104,19 @@ test("--quota-backend-bytes off (negative) or over etcd's recommended maximum is
     assert.ok(p.stderr().includes(line), p.stderr());
     p.child.kill('SIGTERM');
     await p.exited;
+  }
+});
+
+test('a client URL whose port is taken is refused with Go\'s words, as etcd does (exit 1)', { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const holder = net.createServer();
+  const port = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as net.AddressInfo).port)));
+  t.after(() => holder.close());
+  for (const host of ['127.0.0.1', 'localhost']) {
+    const p = run(t, ['--data-dir', dir, '--listen-client-urls', `http://${host}:${port}`, '--advertise-client-urls', `http://127.0.0.1:${port}`]);
+    assert.equal(await p.exited, 1);
+    assert.match(p.stderr(), new RegExp(`C \\| etcdmain: listen tcp 127\\.0\\.0\\.1:${port}: bind: address already in use\n`));
   }
 });
 
