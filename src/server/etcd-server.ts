@@ -69,6 +69,37 @@ export const SERVER_VERSION = '3.5.17';
 /** The cluster version it reports (etcd `/version` "etcdcluster"). */
 export const CLUSTER_VERSION = '3.5.0';
 
+/**
+ * What etcd says of the data dir before it starts (etcdmain `identifyDataDirOrDie`, fileutil
+ * `TouchDirAll`): a path it cannot list is fatal (throws `error listing data dir: <dir>`); a
+ * name in it other than `member` or `proxy` is warned about, and so is a mode other than 0700
+ * (neither changes anything). A dir not there yet is fine.
+ */
+function inspectDataDir(dir: string, log: Logger): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new Error(`error listing data dir: ${dir}`, { cause: err });
+  }
+  for (const name of names) {
+    if (name === 'member' || name === 'proxy') continue;
+    const text = `found invalid file/dir ${name} under data dir ${dir} (Ignore this if you are upgrading etcd)`;
+    log.warn({ filename: name, 'data-dir': dir, ...plog('etcdmain', 'W', text) }, 'found invalid file under data directory');
+  }
+  const mode = fs.statSync(dir).mode & 0o777;
+  if (mode !== 0o700) {
+    const text = `check file permission: directory ${JSON.stringify(dir)} exist, but the permission is ${JSON.stringify(goDirMode(mode))}. The recommended permission is "-rwx------" to prevent possible unprivileged access to the data.`;
+    log.warn({ dir, ...plog('pkg/fileutil', 'W', text) }, 'check file permission');
+  }
+}
+
+/** Go's `os.FileMode.String()` of a directory with permission bits `mode`: `drwxr-xr-x`. */
+function goDirMode(mode: number): string {
+  return `d${[...'rwxrwxrwx'].map((c, i) => (mode & (0o400 >> i) ? c : '-')).join('')}`;
+}
+
 /** etcd `computeMemberId`: SHA-1 of the sorted peer URLs and the cluster token, first 8 bytes. */
 export function computeMemberId(peerUrls: readonly string[], clusterToken: string): bigint {
   const h = createHash('sha1').update([...peerUrls].sort().join('') + clusterToken).digest();
@@ -223,6 +254,7 @@ export class EtcdServer {
    * opened or etcd's log is damaged (`wal: crc mismatch`).
    */
   static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
+    inspectDataDir(config.dataDir, log);
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     // An etcd still running on the data dir (etcd waits forever for its database's lock).
     const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(walDirOf(config))]);

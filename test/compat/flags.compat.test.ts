@@ -58,6 +58,9 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--election-timeout', '0', '--heartbeat-interval', '0']],
       // Refused at start: exit 1.
       [['--auto-compaction-retention', '1x']],
+      // A data dir that is a file, or under one.
+      [['--data-dir', '/etc/hostname']],
+      [['--data-dir', '/etc/hostname/sub']],
       [['--cipher-suites', 'TLS_FOO']],
       [['--auth-token', 'opaque']],
       [['--auth-token', 'jwt,sign-method=RS256']],
