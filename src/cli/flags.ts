@@ -497,6 +497,8 @@ function readCommandLine(argv: readonly string[], env: Readonly<Record<string, s
     try {
       setValue(spec, raw, values, (reason) => `invalid value ${JSON.stringify(raw)} for ${key}: ${reason}`);
       source.set(spec.name, key);
+      const text = `recognized and used environment variable ${key}=${raw}`;
+      notices.push({ msg: 'recognized and used environment variable', fields: { 'variable-name': key, 'variable-value': raw }, plog: { pkg: 'pkg/flags', level: 'I', text }, early: true });
     } catch (err) {
       if (!(err instanceof FlagError)) throw err;
       envError = err;

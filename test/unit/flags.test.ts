@@ -135,7 +135,7 @@ describe('--help and --version', () => {
 
 describe('environment variables', () => {
   it('reads every flag from ETCD_<NAME>', () => {
-    const { config, warnings } = run([], {
+    const { config, warnings, notices } = run([], {
       ETCD_NAME: 'envname',
       ETCD_DATA_DIR: '/var/lib/etcd',
       ETCD_LISTEN_CLIENT_URLS: 'http://0.0.0.0:2379',
@@ -152,6 +152,17 @@ describe('environment variables', () => {
     assert.equal(config.clientTls?.autoTls, true);
     assert.equal(config.watchProgressNotifyIntervalMs, 5000);
     assert.deepEqual(warnings, []);
+    // etcd's pkg/flags says so of each, in flag name order.
+    const used = notices.filter((n) => !('raw' in n) && n.plog.level === 'I').map(said);
+    assert.deepEqual(used, [
+      'recognized and used environment variable ETCD_ADVERTISE_CLIENT_URLS=http://10.0.0.1:2379',
+      'recognized and used environment variable ETCD_AUTO_TLS=true',
+      'recognized and used environment variable ETCD_DATA_DIR=/var/lib/etcd',
+      'recognized and used environment variable ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL=5s',
+      'recognized and used environment variable ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379',
+      'recognized and used environment variable ETCD_MAX_TXN_OPS=256',
+      'recognized and used environment variable ETCD_NAME=envname',
+    ]);
   });
 
   it('refuses a variable whose flag the command line sets, empty or not, as etcd 3.4 (pkg/flags) does', () => {
