@@ -28,7 +28,9 @@ function run(argv: string[], env: Record<string, string | undefined> = {}): { co
   const parsed: CommandLine = parseFlags(argv, env);
   assert.equal(parsed.action, 'run');
   if (parsed.action !== 'run') throw new Error('unreachable');
-  return { config: parsed.config, notices: parsed.notices, warnings: parsed.notices.map(said).filter((w) => w !== CAPNSLOG_DEPRECATION) };
+  // Warnings: the notices but pkg/flags' information lines (the variables used).
+  const warnings = parsed.notices.filter((n) => 'raw' in n || !(n.plog.pkg === 'pkg/flags' && n.plog.level === 'I')).map(said).filter((w) => w !== CAPNSLOG_DEPRECATION);
+  return { config: parsed.config, notices: parsed.notices, warnings };
 }
 
 /** Expects a FlagError whose message matches `message` (and of `phase`, when given). */
