@@ -417,12 +417,15 @@ export class Backend {
     let last = this.lastRevisionKey;
     if (last === undefined) for (const key of this.bucket('key').getKeys({ reverse: true, limit: 1 })) last = key;
     last ??= Buffer.alloc(0);
+    // An append LMDB refuses resolves false (and the rest of the batch commits): never expected,
+    // as every appended key is past the last one, but checked, so that it cannot pass unseen.
+    const appended: Promise<boolean>[] = [];
     for (const { ops } of batch) {
       for (const op of ops) {
         if (!op.value) void this.bucket(op.bucket).remove(op.key);
         else if (op.bucket === 'key' && Buffer.compare(op.key, last) > 0) {
           // lmdb-js takes LMDB's put flags in place of a version.
-          void this.bucket('key').put(op.key, op.value, APPEND as unknown as number);
+          appended.push(this.bucket('key').put(op.key, op.value, APPEND as unknown as number));
           last = op.key;
         } else void this.bucket(op.bucket).put(op.key, op.value);
       }
@@ -436,6 +439,7 @@ export class Backend {
     this.applying = (async () => {
       try {
         await committed;
+        if ((await Promise.all(appended)).includes(false)) throw new Error('backend: LMDB refused to append a revision record (MDB_APPEND)');
         for (const { ops } of batch) {
           for (const op of ops) {
             const m = this.overlay.get(op.bucket)!;

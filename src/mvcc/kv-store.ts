@@ -214,11 +214,7 @@ export class KVStore {
   /** A read transaction at the newest durable revision (etcd `store.Read`); `end()` it. */
   read(): TxnRead {
     const rev = this.publishedRevValue;
-    return new CountedRead(this, {
-      rev: () => rev,
-      firstRev: () => this.compactMainRev,
-      range: (key, end, opts) => this.rangeKeys(key, end, rev, opts ?? {}),
-    });
+    return this.readAt(() => rev);
   }
 
   /**
@@ -227,10 +223,15 @@ export class KVStore {
    * (`applierV3backend.Txn`); `end()` it.
    */
   readWithin(txn: TxnWrite): TxnRead {
+    return this.readAt(() => txn.rev());
+  }
+
+  /** A read transaction whose view is at `rev()`. */
+  private readAt(rev: () => number): TxnRead {
     return new CountedRead(this, {
-      rev: () => txn.rev(),
+      rev,
       firstRev: () => this.compactMainRev,
-      range: (key, end, opts) => this.rangeKeys(key, end, txn.rev(), opts ?? {}),
+      range: (key, end, opts) => this.rangeKeys(key, end, rev(), opts ?? {}),
     });
   }
 

@@ -7,16 +7,15 @@
  * the write path pays nothing for them (the watch figures are the watchable store's plain
  * integer counters, see `WatchableStore.stats()`). Only these are counted as they happen, each
  * with a plain integer increment: the store's storage calls (`KVStore.ops`), changes published
- * by the store (put bytes, live keys),
- * the backend's durability waits (a histogram observation per group commit, not per write),
- * gRPC calls per method and status code and per client API version (Map lookups per call),
- * gRPC messages and their bytes each way (etcd counts the bytes in its codec), /health
- * answers, and the durations etcd keeps histograms of: a few Maintenance calls, compactions
- * and lease TTLs (an observation each).
+ * by the store (put bytes, live keys), the backend's durability waits (a histogram observation
+ * per group commit, not per write), gRPC calls per method and status code and per client API
+ * version (Map lookups per call), gRPC messages and their bytes each way (etcd counts the bytes
+ * in its codec), /health answers, and the durations etcd keeps histograms of: a few
+ * Maintenance calls, compactions and lease TTLs (an observation each).
  *
- * Metrics that describe a cluster (learners, heartbeats, read indexes, failed proposals,
- * snapshots from a leader) are served with their single-member value, 0, as etcd serves them
- * on a one-member cluster.
+ * Metrics that describe a cluster (heartbeats, read indexes, failed proposals, snapshots from a
+ * leader) are served with their single-member value, 0, as etcd serves them on a one-member
+ * cluster; failed learner promotions are counted by etcd's reason.
  *
  * The `process_*` metrics are client_golang's process collector's, which etcd serves too (and
  * dashboards chart): CPU, resident memory and start time from Node, and on Linux the file
