@@ -49,6 +49,14 @@ export interface ServerConfig {
   /** Cluster token used only to derive the member and cluster IDs as etcd does (`--initial-cluster-token`). @default 'etcd-cluster' */
   initialClusterToken: string;
   /**
+   * `--initial-cluster` (`name=url,…`) as given; undefined when not given (etcd's default then:
+   * `default=http://localhost:2380`, or this member's name with its peer URLs when the name is
+   * not `default`). Checked only on a new data dir, as etcd checks it (see `verifyBootstrap`).
+   */
+  initialCluster: string | undefined;
+  /** `--initial-cluster-state`: 'existing' needs peers to join, which etcd-ts never has. @default 'new' */
+  initialClusterState: 'new' | 'existing';
+  /**
    * etcd's raft heartbeat, in ms (`--heartbeat-interval`): with the election timeout it sets the
    * smallest lease TTL, ceil(⌊1.5 × ticks⌋ × heartbeat) where ticks = ⌊election / heartbeat⌋.
    * @default 100
@@ -146,6 +154,8 @@ export function defaultConfig(): ServerConfig {
     listenMetricsUrls: [],
     initialAdvertisePeerUrls: ['http://localhost:2380'],
     initialClusterToken: 'etcd-cluster',
+    initialCluster: undefined,
+    initialClusterState: 'new',
     heartbeatIntervalMs: 100,
     electionTimeoutMs: 1000,
     maxRequestBytes: 1.5 * 1024 * 1024,

@@ -173,8 +173,8 @@ const FLAGS: readonly FlagSpec[] = [
     'http://localhost:2380',
     "List of this member's peer URLs; etcd-ts uses them only to derive the member ID as etcd does.",
   ),
-  ignored('initial-cluster', 'string'),
-  ignored('initial-cluster-state', ['new', 'existing']),
+  supported('initial-cluster', 'string', 'default=http://localhost:2380', 'Initial cluster configuration for bootstrapping; etcd-ts checks it as etcd does on a new data dir.'),
+  supported('initial-cluster-state', ['new', 'existing'], 'new', "Initial cluster state ('new' or 'existing'); 'existing' needs peers, which etcd-ts never has."),
   supported(
     'initial-cluster-token',
     'string',
@@ -780,7 +780,7 @@ export function parseGoDuration(text: string): number {
 }
 
 /** One URL of an etcd URL list: `url` as given (scheme lower-cased), `host` without brackets. */
-interface EtcdUrl {
+export interface EtcdUrl {
   url: string;
   scheme: string;
   host: string;
@@ -798,7 +798,11 @@ function parseUrls(raw: string): EtcdUrl[] {
   return [...unique.keys()].sort().map((k) => unique.get(k) as EtcdUrl);
 }
 
-function parseUrl(input: string): EtcdUrl {
+/**
+ * One URL as etcd's `types.NewURLs` takes it (trimmed, its scheme lower-cased): http, https, unix
+ * or unixs, `host:port`, no path. Throws etcd's and Go's url.Parse's texts.
+ */
+export function parseUrl(input: string): EtcdUrl {
   const text = input.trim();
   const scheme = (/^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text)?.[1] ?? '').toLowerCase();
   // Go's url.Parse: with no scheme, the text is a path, and a colon before its first slash is refused.
@@ -871,6 +875,11 @@ function buildConfig(
   config.name = text('name') ?? config.name;
   config.dataDir = text('data-dir') || `${config.name}.etcd`; // etcdmain: an empty --data-dir means ${name}.etcd
   config.initialClusterToken = text('initial-cluster-token') ?? config.initialClusterToken;
+  // etcd replaces its default initial cluster by the name's own (`UpdateDefaultClusterFromName`)
+  // whenever the value is that default, given or not.
+  const initialCluster = text('initial-cluster');
+  config.initialCluster = initialCluster === 'default=http://localhost:2380' ? undefined : initialCluster;
+  config.initialClusterState = text('initial-cluster-state') === 'existing' ? 'existing' : 'new';
   config.maxRequestBytes = integer('max-request-bytes') ?? config.maxRequestBytes;
   config.maxTxnOps = integer('max-txn-ops') ?? config.maxTxnOps;
   config.authTokenTtlSec = integer('auth-token-ttl') ?? config.authTokenTtlSec;

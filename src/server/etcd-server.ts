@@ -61,7 +61,7 @@ import {
 import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js';
 import { Errors } from './errors.js';
 import { etcdWalFiles, peerUrlsAdded, readEtcdWal, type EtcdWal } from './etcd-wal.js';
-import { Membership } from './membership.js';
+import { Membership, verifyBootstrap } from './membership.js';
 import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
 /** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
@@ -255,6 +255,9 @@ export class EtcdServer {
    */
   static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
     inspectDataDir(config.dataDir, log);
+    // A new member's cluster flags are checked as etcd checks them; an existing one has its own.
+    const initialized = fs.existsSync(path.join(config.dataDir, 'member', 'db', 'data.mdb')) || etcdWalFiles(walDirOf(config)).length > 0;
+    if (!initialized) verifyBootstrap(config);
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     // An etcd still running on the data dir (etcd waits forever for its database's lock).
     const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(walDirOf(config))]);

@@ -5,6 +5,9 @@
  * member's peer URLs (`peerURLs`), the learners (`learners`), the IDs of the
  * removed ones (`removedMembers`, etcd's `members_removed`).
  */
+import { isIP } from 'node:net';
+import type { ServerConfig } from '../config.js';
+import { parseUrl } from '../cli/flags.js';
 import type { Backend } from '../mvcc/backend.js';
 import { Errors } from './errors.js';
 
@@ -144,5 +147,65 @@ export class Membership {
   private storeLearners(learners: readonly MemberRecord[]): void {
     const stored: StoredLearner[] = learners.map((l) => ({ id: l.id.toString(), peerURLs: l.peerUrls }));
     this.backend.putMeta('learners', JSON.stringify(stored));
+  }
+}
+
+/** Go's `%q` of a string list: `["a" "b"]`. */
+const goQuoted = (list: readonly string[]): string => `[${list.map((u) => JSON.stringify(u)).join(' ')}]`;
+
+/**
+ * etcd's checks of a new member's cluster flags, made only when the data dir is new (etcd
+ * `PeerURLsMapAndToken`, then `VerifyBootstrap`, or for `--initial-cluster-state existing` the
+ * peers' membership it cannot fetch). Throws etcd's text:
+ * - `error setting up initial cluster: …` for a malformed `--initial-cluster`;
+ * - `couldn't find local name "x" in the initial cluster configuration`;
+ * - `--initial-cluster has … but missing from --initial-advertise-peer-urls=…` (or the other
+ *   way round) when this member's URLs differ there. etcd resolves host names through DNS
+ *   before it compares; so, without DNS here, URLs naming a host other than an IP address or
+ *   `localhost` are not compared;
+ * - `initial cluster … has duplicate url`;
+ * - `cannot fetch cluster info from peer urls: …` for `existing`: there are no peers to ask.
+ */
+export function verifyBootstrap(config: ServerConfig): void {
+  const name = config.name;
+  const apurls = [...config.initialAdvertisePeerUrls].sort();
+  // etcd's default: `default=http://localhost:2380`, or the name's own URLs when it is not `default`.
+  const raw = config.initialCluster ?? (name === 'default' ? 'default=http://localhost:2380' : apurls.map((u) => `${name || 'default'}=${u}`).join(','));
+  const cluster = new Map<string, string[]>();
+  try {
+    for (const entry of raw.split(',')) {
+      if (entry === '') continue;
+      const eq = entry.indexOf('=');
+      const [member, url] = eq < 0 ? [entry, ''] : [entry.slice(0, eq), entry.slice(eq + 1)];
+      cluster.set(member, [...(cluster.get(member) ?? []), parseUrl(url).url]);
+    }
+  } catch (err) {
+    throw new Error(`error setting up initial cluster: ${(err as Error).message}`, { cause: err });
+  }
+  const urls = cluster.get(name);
+  if (urls === undefined) throw new Error(`couldn't find local name ${JSON.stringify(name)} in the initial cluster configuration`);
+  if (config.initialClusterState === 'existing') {
+    throw new Error('cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs');
+  }
+  urls.sort();
+  const literal = (u: string) => {
+    const host = new URL(u).hostname.replace(/^\[(.*)\]$/, '$1');
+    return host === 'localhost' || isIP(host) !== 0;
+  };
+  const same = apurls.length === urls.length && apurls.every((u, i) => u === urls[i]);
+  if (!same && [...apurls, ...urls].every(literal)) {
+    const firstDiffering = apurls.findIndex((u, i) => u !== urls[i]);
+    const why = apurls.length !== urls.length ? `len(${goQuoted(apurls)}) != len(${goQuoted(urls)})` : `resolved urls: ${JSON.stringify(apurls[firstDiffering])} != ${JSON.stringify(urls[firstDiffering])}`;
+    const notAdvertised = urls.filter((u) => !apurls.includes(u));
+    if (notAdvertised.length > 0) {
+      throw new Error(`--initial-cluster has ${notAdvertised.map((u) => `${name}=${u}`).join(',')} but missing from --initial-advertise-peer-urls=${apurls.join(',')} (${why})`);
+    }
+    const notListed = apurls.filter((u) => !urls.includes(u));
+    throw new Error(`--initial-advertise-peer-urls has ${notListed.join(',')} but missing from --initial-cluster=${apurls.map((u) => `${name}=${u}`).join(',')}`);
+  }
+  const all = [...cluster.values()].flat();
+  if (new Set(all).size !== all.length) {
+    const pairs = [...cluster].flatMap(([member, list]) => list.map((u) => `${member}=${u}`)).sort();
+    throw new Error(`initial cluster ${pairs.join(',')} has duplicate url`);
   }
 }

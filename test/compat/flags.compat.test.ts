@@ -58,6 +58,16 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--election-timeout', '0', '--heartbeat-interval', '0']],
       // Refused at start: exit 1.
       [['--auto-compaction-retention', '1x']],
+      // A new member's cluster flags, checked as etcd checks them.
+      [['--initial-cluster', 'foo=http://localhost:2380']],
+      [['--initial-cluster', 'default']],
+      [['--initial-cluster', 'default=http://localhost:2381']],
+      [['--initial-cluster', 'default=http://localhost:2380,default=http://localhost:2381']],
+      [['--initial-cluster', 'default=http://localhost:2380,b=http://localhost:2380']],
+      [['--initial-cluster-state', 'existing']],
+      [['--initial-advertise-peer-urls', 'http://127.0.0.1:2390']],
+      [['--initial-advertise-peer-urls', 'http://127.0.0.1:2390,http://127.0.0.1:2391', '--initial-cluster', 'default=http://127.0.0.1:2390']],
+      [['--name=']],
       // A data dir that is a file, or under one.
       [['--data-dir', '/etc/hostname']],
       [['--data-dir', '/etc/hostname/sub']],

@@ -211,13 +211,13 @@ describe('environment variables', () => {
 describe('cluster-only and unsupported flags', () => {
   it('accepts the ignored flags with one warning naming each, from flags and variables', () => {
     const { config, warnings } = run(
-      ['--initial-cluster=default=http://localhost:2380', '--snapshot-count', '5', '-strict-reconfig-check', '--peer-auto-tls', '--name=n'],
+      ['--max-wals=3', '--snapshot-count', '5', '-strict-reconfig-check', '--peer-auto-tls', '--name=n'],
       { ETCD_MAX_SNAPSHOTS: '10' },
     );
     assert.equal(config.name, 'n');
     assert.equal(warnings.length, 1);
     const warning = warnings[0] as string;
-    for (const name of ['--initial-cluster', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_MAX_SNAPSHOTS']) {
+    for (const name of ['--max-wals', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_MAX_SNAPSHOTS']) {
       assert.ok(warning.includes(name), `${name} missing from: ${warning}`);
     }
     assert.deepEqual({ ...config, name: 'default', dataDir: 'default.etcd' }, defaultConfig());
@@ -276,6 +276,7 @@ describe('--config-file (etcd 3.4 configFromFile)', () => {
         'cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]',
         'log-level: ~',
         'initial-cluster: a=http://127.0.0.1:2380',
+        'snapshot-count: 5',
         'some-key-etcd-does-not-know: 1',
       ].join('\n'),
     );
@@ -290,9 +291,10 @@ describe('--config-file (etcd 3.4 configFromFile)', () => {
     assert.equal(config.maxRequestBytes, defaultConfig().maxRequestBytes);
     assert.equal(config.enableGrpcGateway, false);
     assert.deepEqual(config.clientTls?.cipherSuites, ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']);
+    assert.equal(config.initialCluster, 'a=http://127.0.0.1:2380');
     assert.deepEqual(warnings, [
       `Loading server configuration from ${JSON.stringify(file)}. Other configuration command line flags and environment variables will be ignored if provided.`,
-      'ignoring settings that do not apply to a single-node etcd-ts: initial-cluster',
+      'ignoring settings that do not apply to a single-node etcd-ts: snapshot-count',
     ]);
     assert.equal(run([], { ETCD_CONFIG_FILE: file, ETCD_NAME: 'from-env' }).config.name, 'from-file');
   });
