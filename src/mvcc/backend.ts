@@ -461,6 +461,14 @@ export class Backend {
   }
 
   /**
+   * Commits every write queued so far to LMDB now, without waiting for the batch interval
+   * (etcd `backend.ForceCommit`); resolves once on disk.
+   */
+  forceCommit(): Promise<void> {
+    return this.applyAll();
+  }
+
+  /**
    * Resolves when every write queued before the call is in LMDB, on disk. Writes queued later
    * are not waited for: under a steady load there always are some.
    */
