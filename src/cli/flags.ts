@@ -830,7 +830,7 @@ export function parseUrl(input: string): EtcdUrl {
 }
 
 /** Go's net.SplitHostPort: `host:port` or `[ipv6]:port`. @returns undefined where Go errs. */
-function splitHostPort(hostPort: string): { host: string; port: string } | undefined {
+export function splitHostPort(hostPort: string): { host: string; port: string } | undefined {
   if (hostPort.startsWith('[')) {
     const close = hostPort.indexOf(']');
     if (close < 0 || hostPort[close + 1] !== ':') return undefined;

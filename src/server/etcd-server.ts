@@ -199,8 +199,6 @@ export class EtcdServer {
     this.clusterId = BigInt(this.backend.getMeta('clusterID') ?? computeClusterId([this.memberId]));
     this.requestIdBytes = requestIdBytes(this.memberId);
     this.membership = new Membership(this.backend, this.memberId, config.initialAdvertisePeerUrls);
-    // As etcd's stored membership, the peer URLs of the first start win over later flags.
-    this.membership.keepPeerUrls();
     // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
     // get the election timeout on top at start (`Promote`).
     const tick = config.heartbeatIntervalMs;
@@ -368,15 +366,11 @@ export class EtcdServer {
   async confChange<T>(apply: () => T): Promise<T> {
     this.checkStopped();
     this.bumpRaftIndex();
-    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
     try {
-      outcome = { ok: true, value: apply() };
-    } catch (error) {
-      outcome = { ok: false, error };
+      return apply();
+    } finally {
+      await this.store.sync();
     }
-    await this.store.sync();
-    if (!outcome.ok) throw outcome.error;
-    return outcome.value;
   }
 
   /** True while `defragment` runs (etcd `etcd_disk_defrag_inflight`). */

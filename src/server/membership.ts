@@ -42,27 +42,23 @@ export class Membership {
   /** Failed promotions by etcd's reason, since start (see `promoteFailed`). */
   readonly promoteFailures = new Map<string, number>();
 
+  /**
+   * `advertisedPeerUrls` (`--initial-advertise-peer-urls`) become this member's peer URLs unless
+   * the backend holds them already: etcd keeps the member it was created as (or restored with),
+   * and a restart with other flags does not change it.
+   */
   constructor(
     private readonly backend: Backend,
     /** This member's ID. */
     readonly selfId: bigint,
-    /** This member's peer URLs until a MemberUpdate changes them (`--initial-advertise-peer-urls`). */
-    private readonly advertisedPeerUrls: readonly string[],
-  ) {}
-
-  /**
-   * Stores this member's peer URLs unless stored already: etcd keeps the member it was created
-   * as (or restored with), and a restart with another `--initial-advertise-peer-urls` does not
-   * change it.
-   */
-  keepPeerUrls(): void {
-    if (this.backend.getMeta('peerURLs') === undefined) this.backend.putMeta('peerURLs', JSON.stringify(this.advertisedPeerUrls));
+    advertisedPeerUrls: readonly string[],
+  ) {
+    if (backend.getMeta('peerURLs') === undefined) backend.putMeta('peerURLs', JSON.stringify(advertisedPeerUrls));
   }
 
   /** This member's peer URLs. */
   get selfPeerUrls(): string[] {
-    const updated = this.backend.getMeta('peerURLs');
-    return updated === undefined ? [...this.advertisedPeerUrls] : (JSON.parse(updated) as string[]);
+    return JSON.parse(this.backend.getMeta('peerURLs')!) as string[];
   }
 
   /** The learners, unstarted. */

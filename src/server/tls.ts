@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import type tls from 'node:tls';
 import type { ClientTlsConfig } from '../config.js';
+import { splitHostPort } from '../cli/flags.js';
 
 /**
  * Go's cipher suite names (etcd `--cipher-suites` takes every name of Go's `tls.CipherSuites()`
@@ -124,7 +125,7 @@ function selfSigned(dir: string, hosts: readonly string[]): { certFile: string; 
   if (!fs.existsSync(certFile) || !fs.existsSync(keyFile)) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const names = hosts
-      .map((host) => host.replace(/^\[(.*)\](:[^:]*)?$/, '$1').replace(/^([^:]*):[^:]*$/, '$1'))
+      .map((host) => splitHostPort(host)?.host ?? '')
       .filter((h) => h !== '')
       .map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`));
     // A configuration of our own: openssl's default one would make a CA certificate.

@@ -19,6 +19,7 @@ import {
 import { computeMemberId, type EtcdServer } from '../etcd-server.js';
 import type { MemberRecord } from '../membership.js';
 import { Errors } from '../errors.js';
+import { parseUrl } from '../../cli/flags.js';
 import { unary } from './unary.js';
 
 /** A member as MemberList shows it: this one with its name and client URLs, a learner (never started) without. */
@@ -34,17 +35,17 @@ function toMember(etcd: EtcdServer, clientUrls: readonly string[], m: MemberReco
 }
 
 /**
- * etcd `types.NewURLs`, which MemberAdd checks first: at least one URL, each http, https, unix
- * or unixs, with a `host:port` (Go's `net.SplitHostPort`) and no path.
+ * etcd `types.NewURLs`, which MemberAdd checks first: the URLs (at least one, each an http,
+ * https, unix or unixs `host:port` without a path), parsed and sorted. Throws `given member URLs
+ * are invalid`.
  */
-function validPeerUrls(urls: readonly string[]): boolean {
-  return (
-    urls.length > 0 &&
-    urls.every((raw) => {
-      const m = /^(?:https?|unixs?):\/\/([^/?#]*)(.*)$/i.exec(raw.trim());
-      return m !== null && /^(?:\[[^\]]*\]|[^:[\]]*):[^:]*$/.test(m[1]!.replace(/^.*@/, '')) && !m[2]!.startsWith('/');
-    })
-  );
+function memberUrls(urls: readonly string[]): string[] {
+  try {
+    if (urls.length > 0) return urls.map((u) => parseUrl(u).url).sort();
+  } catch {
+    // Refused below.
+  }
+  throw Errors.memberBadURLs();
 }
 
 /**
@@ -69,9 +70,8 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
     // etcd's cluster server fills the header without a revision.
     memberList: unary((_r: MemberListRequest) => ({ header: header(), members: members() })),
     memberAdd: unary(async (r: MemberAddRequest, md): Promise<MemberAddResponse> => {
-      if (!validPeerUrls(r.peerURLs)) throw Errors.memberBadURLs();
+      const peerUrls = memberUrls(r.peerURLs);
       admin(md);
-      const peerUrls = r.peerURLs.map((u) => u.trim()).sort();
       // etcd `NewMember`: the ID hashes the peer URLs and the time in seconds.
       const member = { id: computeMemberId(peerUrls, String(Math.floor(Date.now() / 1000))), peerUrls, isLearner: r.isLearner };
       if (!r.isLearner) {

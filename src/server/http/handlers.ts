@@ -26,6 +26,7 @@ import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from '../etcd-server
 import type { ServerMetrics } from '../metrics.js';
 import type { GatewayHandler } from './gateway.js';
 import { verifiedCommonName } from '../transport/grpc-server.js';
+import { splitHostPort } from '../../cli/flags.js';
 import { readJsonValues } from './jsonpb.js';
 import { parseCapnslogLevel, plog, setCapnslogLevel } from '../../logger.js';
 
@@ -57,8 +58,7 @@ This requirement has been added to help prevent "DNS Rebinding" attacks (CVE-201
 
 /** Go's `httputil.GetHostname`: the Host header without its port. */
 function hostname(host: string): string {
-  const m = /^\[([^\]]*)\]:[^:]*$/.exec(host) ?? /^([^:[\]]*):[^:]*$/.exec(host);
-  return m ? m[1]! : host;
+  return splitHostPort(host)?.host ?? host;
 }
 
 /**
