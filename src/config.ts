@@ -6,7 +6,10 @@
 import type { TokenOptions } from './auth/token-provider.js';
 import type { LoggerKind } from './logger.js';
 
-/** TLS settings of the client listener (etcd's `--cert-file` … `--client-crl-file`). */
+/**
+ * TLS settings of the client listeners (etcd's `--cert-file` … `--client-crl-file`); the peer
+ * listeners' are {@link PeerTlsConfig}.
+ */
 export interface ClientTlsConfig {
   /** PEM certificate file (`--cert-file`). */
   certFile: string;
@@ -22,6 +25,18 @@ export interface ClientTlsConfig {
   cipherSuites: string[];
   /** PEM certificate revocation list (`--client-crl-file`); '' = none. */
   clientCrlFile: string;
+}
+
+/**
+ * TLS settings of the peer listeners (etcd's `--peer-cert-file` … `--peer-crl-file`; the
+ * fields of ClientTlsConfig are the `--peer-` flags of the same names, `cipherSuites` the
+ * shared `--cipher-suites`).
+ */
+export interface PeerTlsConfig extends ClientTlsConfig {
+  /** The CN a peer client certificate must have (`--peer-cert-allowed-cn`); '' = any. */
+  allowedCn: string;
+  /** A host name a peer client certificate must be valid for (`--peer-cert-allowed-hostname`); '' = any. */
+  allowedHostname: string;
 }
 
 /** `--auto-compaction-mode`; '' (which etcd accepts) starts no compactor. */
@@ -42,6 +57,11 @@ export interface ServerConfig {
   listenClientUrls: string[];
   /** Client URLs advertised to clients (`--advertise-client-urls`). @default ['http://localhost:2379'] */
   advertiseClientUrls: string[];
+  /**
+   * URLs the peer API listens on (`--listen-peer-urls`): etcd's peer HTTP endpoints and the
+   * gRPC API. @default ['http://localhost:2380'] (none for the embedded server)
+   */
+  listenPeerUrls: string[];
   /** Extra URLs serving /metrics, /health and /version only (`--listen-metrics-urls`). @default [] */
   listenMetricsUrls: string[];
   /** Peer URLs used only to derive the member ID as etcd does (`--initial-advertise-peer-urls`). @default ['http://localhost:2380'] */
@@ -125,6 +145,8 @@ export interface ServerConfig {
   authToken: TokenOptions;
   /** TLS for the client URLs; undefined = plaintext (`https://` URLs need it). */
   clientTls: ClientTlsConfig | undefined;
+  /** TLS of the peer listeners; undefined when no peer TLS flag is set. */
+  peerTls: PeerTlsConfig | undefined;
   /** Serve the gRPC gateway's JSON API (`/v3/…`) on the client URLs (`--enable-grpc-gateway`). @default true */
   enableGrpcGateway: boolean;
   /**
@@ -151,6 +173,7 @@ export function defaultConfig(): ServerConfig {
     backendBatchLimit: 0,
     listenClientUrls: ['http://localhost:2379'],
     advertiseClientUrls: ['http://localhost:2379'],
+    listenPeerUrls: ['http://localhost:2380'],
     listenMetricsUrls: [],
     initialAdvertisePeerUrls: ['http://localhost:2380'],
     initialClusterToken: 'etcd-cluster',
@@ -178,6 +201,7 @@ export function defaultConfig(): ServerConfig {
     authTokenTtlSec: 300,
     authToken: { type: 'simple' },
     clientTls: undefined,
+    peerTls: undefined,
     enableGrpcGateway: true,
     corsOrigins: ['*'],
     hostWhitelist: ['*'],

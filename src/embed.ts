@@ -15,7 +15,8 @@ import { startEtcd } from './server/embed.js';
  * Options of {@link startServer}: any {@link ServerConfig} field (camelCase forms of etcd's
  * flags), plus the logger and the client's options. Differences from the CLI defaults:
  * `listenClientUrls` defaults to `['http://127.0.0.1:0']` (a free port), `advertiseClientUrls`
- * to `listenClientUrls`, `dataDir` to a fresh temp dir removed by `close()`, and logging is off.
+ * to `listenClientUrls`, `listenPeerUrls` to none, `dataDir` to a fresh temp dir removed by
+ * `close()`, and logging is off.
  */
 export interface StartServerOptions extends Partial<ServerConfig> {
   /**
@@ -57,6 +58,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Emb
     ...defaultConfig(),
     listenClientUrls,
     advertiseClientUrls: listenClientUrls,
+    listenPeerUrls: [],
     ...overrides,
     dataDir: overrides.dataDir ?? ownDataDir!,
   };

@@ -24,9 +24,10 @@
  * a version string, which etcd 3.4 rejects as a boolean).
  */
 import { isIP } from 'node:net';
+import path from 'node:path';
 
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
-import { defaultConfig, isTlsUrl, type ServerConfig } from '../config.js';
+import { defaultConfig, isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
 import { isLogLevel, JOURNAL_LOG_OUTPUT, LOG_LEVELS, type CapnslogLine, type LoggerKind } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
@@ -143,7 +144,7 @@ const FLAGS: readonly FlagSpec[] = [
   supported('heartbeat-interval', 'uint', '100', 'Time (in milliseconds) of a heartbeat interval.'),
   supported('election-timeout', 'uint', '1000', 'Time (in milliseconds) for an election to timeout.'),
   ignored('initial-election-tick-advance', 'bool'),
-  ignored('listen-peer-urls', 'urls'),
+  supported('listen-peer-urls', 'urls', 'http://localhost:2380', 'List of URLs to listen on for peer traffic.'),
   supported('listen-client-urls', 'urls', 'http://localhost:2379', 'List of URLs to listen on for client traffic.'),
   ignored('max-snapshots', 'uint'),
   ignored('max-wals', 'uint'),
@@ -223,14 +224,14 @@ const FLAGS: readonly FlagSpec[] = [
   },
   supported('trusted-ca-file', 'string', '', 'Path to the client server TLS trusted CA cert file.'),
   supported('auto-tls', 'bool', 'false', 'Client TLS using generated certificates.'),
-  ignored('peer-cert-file', 'string'),
-  ignored('peer-key-file', 'string'),
-  ignored('peer-client-cert-auth', 'bool'),
-  ignored('peer-trusted-ca-file', 'string'),
-  ignored('peer-cert-allowed-cn', 'string'),
-  ignored('peer-cert-allowed-hostname', 'string'),
-  ignored('peer-auto-tls', 'bool'),
-  ignored('peer-crl-file', 'string'),
+  supported('peer-cert-file', 'string', '', 'Path to the peer server TLS cert file.'),
+  supported('peer-key-file', 'string', '', 'Path to the peer server TLS key file.'),
+  supported('peer-client-cert-auth', 'bool', 'false', 'Enable peer client cert authentication.'),
+  supported('peer-trusted-ca-file', 'string', '', 'Path to the peer server TLS trusted CA file.'),
+  supported('peer-cert-allowed-cn', 'string', '', 'Required CN for client certs connecting to the peer endpoint.'),
+  supported('peer-cert-allowed-hostname', 'string', '', 'Allowed TLS hostname for inter peer authentication.'),
+  supported('peer-auto-tls', 'bool', 'false', 'Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.'),
+  supported('peer-crl-file', 'string', '', 'Path to the peer certificate revocation list file.'),
   supported(
     'cipher-suites',
     'strings',
@@ -925,11 +926,12 @@ function buildConfig(
   // the flags; a configuration file may leave the default advertised).
   config.listenClientUrls = list('listen-client-urls') ?? config.listenClientUrls;
   config.advertiseClientUrls = list('advertise-client-urls') ?? config.advertiseClientUrls;
+  config.listenPeerUrls = list('listen-peer-urls') ?? config.listenPeerUrls;
   config.listenMetricsUrls = list('listen-metrics-urls') ?? config.listenMetricsUrls;
   config.initialAdvertisePeerUrls = list('initial-advertise-peer-urls') ?? config.initialAdvertisePeerUrls;
   config.corsOrigins = list('cors') ?? config.corsOrigins;
   config.hostWhitelist = list('host-whitelist') ?? config.hostWhitelist;
-  for (const u of [...config.listenClientUrls, ...config.listenMetricsUrls].map(parseUrl)) {
+  for (const u of [...config.listenPeerUrls, ...config.listenClientUrls, ...config.listenMetricsUrls].map(parseUrl)) {
     if (u.scheme.startsWith('unix') || u.host === 'localhost' || isIP(u.host) !== 0) continue;
     throw new FlagError(`expected IP in URL for binding (${u.url})`);
   }
@@ -1007,10 +1009,12 @@ function buildConfig(
   };
   const unknownSuite = tls.cipherSuites.find((c) => !GO_CIPHER_SUITES.has(c));
   if (unknownSuite !== undefined) throw new FlagError(`unexpected TLS cipher suite "${unknownSuite}"`, 'start');
+  config.peerTls = peerTls(config, tls.cipherSuites, { text, flag }, notices);
   // etcd's TLSInfo.Empty: neither file given. One file without the other is refused only where
-  // TLS is used (loadClientTls: "KeyFile and CertFile must both be present…").
+  // TLS is used (loadTls: "KeyFile and CertFile must both be present…").
   const hasFiles = tls.certFile !== '' || tls.keyFile !== '';
   const hasCert = hasFiles || tls.autoTls;
+  notices.push(...tlsInfoNotices('client', tls, config.dataDir));
   for (const u of config.listenClientUrls) {
     if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
@@ -1045,6 +1049,90 @@ function buildConfig(
     tls.cipherSuites.length > 0 || tls.clientCrlFile !== '';
   config.clientTls = anyTls ? tls : undefined;
   return config;
+}
+
+/**
+ * The peer listeners' TLS (the `--peer-` flags), checked as etcd's `configurePeerListeners`
+ * checks them before it binds: an https:// peer URL without a certificate is refused
+ * (`cannot listen on TLS for host:port: KeyFile and CertFile are not presented`), and http://
+ * URLs with certificate files or `--peer-client-cert-auth` are warned about. Undefined when no
+ * peer TLS flag is set.
+ */
+function peerTls(
+  config: ServerConfig,
+  cipherSuites: string[],
+  read: { text: (name: string) => string | undefined; flag: (name: string) => boolean },
+  notices: Notice[],
+): PeerTlsConfig | undefined {
+  const tls: PeerTlsConfig = {
+    certFile: read.text('peer-cert-file') ?? '',
+    keyFile: read.text('peer-key-file') ?? '',
+    trustedCaFile: read.text('peer-trusted-ca-file') ?? '',
+    clientCertAuth: read.flag('peer-client-cert-auth'),
+    autoTls: read.flag('peer-auto-tls'),
+    cipherSuites,
+    clientCrlFile: read.text('peer-crl-file') ?? '',
+    allowedCn: read.text('peer-cert-allowed-cn') ?? '',
+    allowedHostname: read.text('peer-cert-allowed-hostname') ?? '',
+  };
+  // etcd's TLSInfo.Empty: neither file given (--peer-auto-tls fills them before the check).
+  const hasFiles = tls.certFile !== '' || tls.keyFile !== '';
+  notices.push(...tlsInfoNotices('peer', tls, config.dataDir));
+  for (const u of config.listenPeerUrls) {
+    if (isTlsUrl(u) && !hasFiles && !tls.autoTls) {
+      throw new FlagError(`cannot listen on TLS for ${u.replace(/^[a-z]+:\/\//, '')}: KeyFile and CertFile are not presented`, 'start');
+    }
+    if (!isTlsUrl(u) && (hasFiles || tls.autoTls)) {
+      notices.push({
+        msg: 'scheme is HTTP while key and cert files are present; ignoring key and cert files',
+        fields: { 'peer-url': u },
+        plog: { pkg: 'embed', level: 'W', text: `The scheme of peer url ${u} is HTTP while peer key/cert files are presented. Ignored peer key/cert files.` },
+      });
+    }
+    if (!isTlsUrl(u) && tls.clientCertAuth) {
+      notices.push({
+        msg: 'scheme is HTTP while --peer-client-cert-auth is enabled; ignoring client cert auth for this URL',
+        fields: { 'peer-url': u },
+        plog: {
+          pkg: 'embed',
+          level: 'W',
+          text: `The scheme of peer url ${u} is HTTP while client cert auth (--peer-client-cert-auth) is enabled. Ignored client cert auth for this url.`,
+        },
+      });
+    }
+  }
+  const any = hasFiles || tls.trustedCaFile !== '' || tls.clientCertAuth || tls.autoTls || tls.clientCrlFile !== '' || tls.allowedCn !== '' || tls.allowedHostname !== '';
+  return any ? tls : undefined;
+}
+
+/**
+ * etcd's lines about the TLS of the `kind` listeners: `--auto-tls` (or `--peer-auto-tls`) set
+ * aside for the files given, then, for peers, the files used (`peerTLS: cert = …`; the
+ * client's `ClientTLS:` line comes once the server serves, see embed.ts).
+ */
+function tlsInfoNotices(kind: 'client' | 'peer', tls: ClientTlsConfig, dataDir: string): Notice[] {
+  const notices: Notice[] = [];
+  const hasFiles = tls.certFile !== '' || tls.keyFile !== '';
+  if (tls.autoTls && hasFiles) {
+    const msg = `ignoring ${kind} auto TLS since certs given`;
+    notices.push({ msg, fields: {}, plog: { pkg: 'embed', level: 'W', text: msg } });
+  }
+  if (kind === 'peer' && (hasFiles || tls.autoTls)) {
+    const text = tlsInfoText(tls, dataDir, 'peer');
+    notices.push({ msg: 'starting with peer TLS', fields: { 'tls-info': text, 'cipher-suites': tls.cipherSuites }, plog: { pkg: 'embed', level: 'I', text: `peerTLS: ${text}` } });
+  }
+  return notices;
+}
+
+/**
+ * etcd `TLSInfo.String` of the TLS a `kind` listener uses: the files given, or those
+ * `--auto-tls` makes under `<dataDir>/fixtures/<kind>` (then with nothing else).
+ */
+export function tlsInfoText(tls: ClientTlsConfig, dataDir: string, kind: 'client' | 'peer'): string {
+  const auto = tls.certFile === '' && tls.keyFile === '' && tls.autoTls;
+  const dir = path.join(dataDir, 'fixtures', kind);
+  const c = auto ? { certFile: path.join(dir, 'cert.pem'), keyFile: path.join(dir, 'key.pem'), trustedCaFile: '', clientCertAuth: false, clientCrlFile: '' } : tls;
+  return `cert = ${c.certFile}, key = ${c.keyFile}, trusted-ca = ${c.trustedCaFile}, client-cert-auth = ${c.clientCertAuth}, crl-file = ${c.clientCrlFile}`;
 }
 
 /** etcd's `--log-outputs` keyword for its default output. */

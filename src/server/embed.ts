@@ -1,11 +1,11 @@
 /**
  * Assembles a running server from a ServerConfig: the EtcdServer, one gRPC server with every
- * service, and the client and metrics listeners. Used by the CLI and by embedding apps.
+ * service, and the peer, client and metrics listeners. Used by the CLI and by embedding apps.
  */
 import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { GRPC_OVERHEAD_BYTES, isTlsUrl, type ServerConfig } from '../config.js';
+import { GRPC_OVERHEAD_BYTES, isTlsUrl, type PeerTlsConfig, type ServerConfig } from '../config.js';
 import { plog } from '../logger.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
@@ -22,9 +22,11 @@ import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { gatewayHandler, gatewayWebSocket } from './http/gateway.js';
 import { httpHandler, upgradeHandler } from './http/handlers.js';
-import { listenClientUrl, type ClientListener } from './listener.js';
+import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
-import { loadClientTls } from './tls.js';
+import { loadTls, peerCertificateAllowed } from './tls.js';
+import { peerHandler } from './http/peer.js';
+import { tlsInfoText } from '../cli/flags.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
 
 /** A running server. */
@@ -54,49 +56,82 @@ class InstrumentedGrpcServer extends GrpcServer {
   }
 }
 
-/** Starts a server; throws when the data dir is locked or a port cannot be bound. */
+/**
+ * Starts a server as etcd's `StartEtcd` does: binds the peer URLs, then the client URLs, then
+ * opens the data dir, serves, and binds the metrics URLs. Throws when a port cannot be bound
+ * (before anything is written to the data dir), or when the data dir is locked.
+ */
 export async function startEtcd(config: ServerConfig, log: Logger): Promise<RunningServer> {
-  const etcd = await EtcdServer.open(config, log);
+  /** Every listener bound so far, closed with the server or when starting fails. */
   const listeners: ClientListener[] = [];
-  const serverMetrics = new ServerMetrics(etcd);
-  const grpc = new InstrumentedGrpcServer(serverMetrics, {
-    maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
-    maxConcurrentStreams: config.maxConcurrentStreams,
-    pingMinTimeMs: config.grpcKeepaliveMinTimeMs,
-    keepalive: { intervalMs: config.grpcKeepaliveIntervalMs, timeoutMs: config.grpcKeepaliveTimeoutMs },
-  });
+  const bind = async (url: string, tlsOptions: tls.TlsOptions | undefined): Promise<BoundListener> => {
+    const bound = await bindUrl(url, tlsOptions);
+    listeners.push(bound);
+    return bound;
+  };
+  let etcd: EtcdServer | undefined;
+  let grpc: GrpcServer | undefined;
   try {
-    const advertised = config.advertiseClientUrls;
-    addKVService(grpc, etcd);
-    addMaintenanceService(grpc, etcd);
-    addWatchService(grpc, etcd, serverMetrics.sender(WatchService.watch));
-    addLeaseService(grpc, etcd);
-    addLockService(grpc, etcd);
-    addElectionService(grpc, etcd);
-    addClusterService(grpc, etcd, advertised);
-    addAuthService(grpc, etcd);
-    addHealthService(grpc);
+    const peers: BoundListener[] = [];
+    const peerTls = config.peerTls;
+    const peerTlsOptions = peerTls && config.listenPeerUrls.some(isTlsUrl) ? loadPeerTls(peerTls, config) : undefined;
+    for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
     // Like etcd, TLS settings are read only when a URL needs them: with http:// URLs alone a
     // certificate that is not there is no error.
     const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
-    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadClientTls(config.clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host)) : undefined;
+    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadTls(config.clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
+    const clients: BoundListener[] = [];
+    for (const url of config.listenClientUrls) clients.push(await bind(url, tlsOptions));
+
+    const server = (etcd = await EtcdServer.open(config, log));
+    const serverMetrics = new ServerMetrics(server);
+    grpc = new InstrumentedGrpcServer(serverMetrics, {
+      maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+      maxConcurrentStreams: config.maxConcurrentStreams,
+      pingMinTimeMs: config.grpcKeepaliveMinTimeMs,
+      keepalive: { intervalMs: config.grpcKeepaliveIntervalMs, timeoutMs: config.grpcKeepaliveTimeoutMs },
+    });
+    const advertised = config.advertiseClientUrls;
+    addKVService(grpc, server);
+    addMaintenanceService(grpc, server);
+    addWatchService(grpc, server, serverMetrics.sender(WatchService.watch));
+    addLeaseService(grpc, server);
+    addLockService(grpc, server);
+    addElectionService(grpc, server);
+    addClusterService(grpc, server, advertised);
+    addAuthService(grpc, server);
+    addHealthService(grpc);
     const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const access = { corsOrigins: config.corsOrigins, hostWhitelist: config.hostWhitelist, clientCertAuth: config.clientTls?.clientCertAuth === true };
-    const handler = httpHandler(etcd, serverMetrics, { gateway, access });
-    const upgrades = gateway && upgradeHandler(gatewayWebSocket(gateway));
-    for (const url of config.listenClientUrls) listeners.push(await listenClientUrl(url, grpc, handler, tlsOptions, upgrades));
+    const handler = httpHandler(server, serverMetrics, { gateway, access });
+    const upgrade = gateway && upgradeHandler(gatewayWebSocket(gateway));
+    // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
+    const peerHttp = peerHandler(server, advertised);
+    for (const peer of peers) {
+      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket)) });
+      log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
+    }
+    const clientTls = config.clientTls;
+    if (clientTls && (clientTls.certFile || clientTls.keyFile || clientTls.autoTls)) {
+      const text = tlsInfoText(clientTls, config.dataDir, 'client');
+      log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
+    }
+    for (const client of clients) client.serve({ grpc, http: handler, upgrade });
     const metrics: ClientListener[] = [];
-    const metricsHandler = httpHandler(etcd, serverMetrics);
-    for (const url of config.listenMetricsUrls) metrics.push(await listenClientUrl(url, grpc, metricsHandler, tlsOptions));
-    listeners.push(...metrics);
-    const clientUrls = listeners.slice(0, config.listenClientUrls.length).map((l) => l.boundUrl);
+    const metricsHandler = httpHandler(server, serverMetrics);
+    for (const url of config.listenMetricsUrls) {
+      const bound = await bind(url, tlsOptions);
+      bound.serve({ grpc, http: metricsHandler });
+      metrics.push(bound);
+    }
+    const clientUrls = clients.map((l) => l.boundUrl);
     const compactor = startAutoCompactor(config.autoCompactionMode, config.autoCompactionRetention, {
-      rev: () => etcd.store.headRev,
-      compact: (rev) => etcd.compact({ revision: BigInt(rev), physical: false }),
+      rev: () => server.store.headRev,
+      compact: (rev) => server.compact({ revision: BigInt(rev), physical: false }),
     }, log);
     const ready = plog('embed', 'I', 'ready to serve client requests');
-    log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': etcd.memberId.toString(16), ...ready }, 'ready to serve client requests');
-    for (const { url, address } of listeners.slice(0, config.listenClientUrls.length)) {
+    log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': server.memberId.toString(16), ...ready }, 'ready to serve client requests');
+    for (const { url, address } of clients) {
       if (isTlsUrl(url)) {
         log.info({ address, ...plog('embed', 'I', `serving client requests on ${address}`) }, 'serving client traffic securely');
       } else {
@@ -104,21 +139,33 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
         log.info({ address, ...line }, 'serving client traffic insecurely; this is strongly discouraged!');
       }
     }
+    const running = grpc;
     return {
-      etcd,
+      etcd: server,
       clientUrls,
       metricsUrls: metrics.map((l) => l.boundUrl),
       close: async () => {
         compactor?.stop();
-        grpc.close();
+        running.close();
         await Promise.all(listeners.map((l) => l.close()));
-        await etcd.close();
+        await server.close();
       },
     };
   } catch (err) {
-    grpc.close();
+    grpc?.close();
     await Promise.all(listeners.map((l) => l.close()));
-    await etcd.close();
+    await etcd?.close();
     throw err;
   }
+}
+
+/**
+ * The peer listeners' TLS options (see `loadTls`); throws etcd's error when both
+ * `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` are given.
+ */
+function loadPeerTls(peerTls: PeerTlsConfig, config: ServerConfig): tls.TlsOptions {
+  if (peerTls.allowedCn && peerTls.allowedHostname) {
+    throw new Error(`AllowedCN and AllowedHostname are mutually exclusive (cn=${JSON.stringify(peerTls.allowedCn)}, hostname=${JSON.stringify(peerTls.allowedHostname)})`);
+  }
+  return loadTls(peerTls, config.dataDir, config.listenPeerUrls.map((u) => new URL(u).host), 'peer');
 }

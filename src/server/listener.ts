@@ -1,6 +1,7 @@
 /**
- * Client listeners: one TCP (or TLS) port, or unix socket, per `--listen-client-urls` entry
- * serving both gRPC and plain HTTP, as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
+ * Listeners: one TCP (or TLS) port, or unix socket, per `--listen-peer-urls`,
+ * `--listen-client-urls` or `--listen-metrics-urls` entry, serving both gRPC and plain HTTP,
+ * as etcd's cmux does. A plaintext connection whose first bytes are the HTTP/2
  * preface goes to the gRPC server; anything else goes to the HTTP/1.1 handler (/health,
  * /metrics, /version). Over TLS, ALPN http/1.1 goes to the HTTP handler and h2 to the gRPC
  * server, which sends the requests of such a connection that are not gRPC calls (by
@@ -34,7 +35,6 @@ export interface ClientListener {
 /** How long a closing listener lets a gRPC connection end before destroying its socket. */
 const GRPC_CLOSE_GRACE_MS = 1000;
 
-/** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 /** Go's texts (syscall.Errno) of the errors a listener's bind meets. */
 const GO_BIND_ERRORS: Readonly<Record<string, string>> = {
   EADDRINUSE: 'address already in use',
@@ -42,6 +42,7 @@ const GO_BIND_ERRORS: Readonly<Record<string, string>> = {
   EACCES: 'permission denied',
 };
 
+/** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 function listenHost(hostname: string): string {
   if (hostname === 'localhost') return '127.0.0.1';
   // Go listens on 0.0.0.0 with one IPv6 socket that takes IPv4 too (Node's `::` does the same).
@@ -58,38 +59,51 @@ function unixSocketPath(u: URL): string {
   return u.host + u.pathname;
 }
 
+/** Where a listener sends its connections (see {@link bindUrl}). */
+export interface ListenerRoutes {
+  /** Serves HTTP/2 connections (and, over TLS, the non-gRPC requests on them through `http`). */
+  readonly grpc: GrpcServer;
+  /** Serves HTTP/1.1 connections; without it they are closed. */
+  readonly http?: http.RequestListener;
+  /** Serves HTTP/1.1 upgrade requests; returns false for one to be served as a plain request. */
+  readonly upgrade?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean;
+  /** Over TLS, whether a connection may stay once its handshake is done (etcd's `VerifyPeerCertificate`). */
+  readonly admit?: (socket: tls.TLSSocket) => boolean;
+}
+
+/** A bound listener that holds the connections it accepts until it is told where to send them. */
+export interface BoundListener extends ClientListener {
+  /** Sends the connections accepted so far, and all later ones, to `routes`. */
+  serve(routes: ListenerRoutes): void;
+}
+
 /**
- * Binds `url` (http://, https://, or a unix socket: unix://, unixs:// with TLS) and routes
- * connections to the gRPC server or the HTTP handler (HTTP/1.1 upgrade requests to
- * `upgradeHandler`, when given). A unix socket file left by an earlier
- * run is replaced, and removed again on close, as etcd does. Throws when the address cannot
- * be bound.
+ * Binds `url` (http://, https://, or a unix socket: unix://, unixs:// with TLS), as Go's
+ * `net.Listen` does before etcd serves: connections that arrive before `serve` wait, as in a
+ * listen backlog. A unix socket file left by an earlier run is replaced, and removed again on
+ * close, as etcd does. Throws when the address cannot be bound, in Go's words.
  */
-export async function listenClientUrl(
-  url: string,
-  grpc: GrpcServer,
-  httpHandler: http.RequestListener | undefined,
-  tlsOptions: tls.TlsOptions | undefined,
-  upgradeHandler?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean,
-): Promise<ClientListener> {
+export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefined): Promise<BoundListener> {
   // Go's net.Listen refuses a port out of range (the URL itself parses).
   const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^/:]*):(\d+)/.exec(url)?.[1];
   if (port !== undefined && Number(port) > 65535) throw new Error(`listen tcp: address ${port}: invalid port`);
   const u = new URL(url);
-  const httpServer = httpHandler ? http.createServer(httpHandler) : undefined;
-  if (httpServer && upgradeHandler) {
-    httpServer.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (!upgradeHandler(req, socket, head)) replayWithoutUpgrade(httpServer, req, socket, head);
-    });
-  }
+  let routes: ListenerRoutes | undefined;
+  let httpServer: http.Server | undefined;
+  /** Connections accepted before `serve`, with what to do with each then. */
+  const held: (() => void)[] = [];
   const sockets = new Set<net.Socket>();
   /** Plaintext sockets given to the gRPC server (on a TLS listener every socket is treated so). */
   const grpcSockets = new WeakSet<net.Socket>();
 
-  /** An HTTP/1.1 connection: to the HTTP handler (/health, /metrics, /version), if any. */
+  /** An HTTP/1.1 connection: to the HTTP handler, if any. */
   const routeHttp = (socket: net.Socket): void => {
     if (httpServer) httpServer.emit('connection', socket);
     else socket.destroy();
+  };
+  const whenServing = (route: () => void): void => {
+    if (routes) route();
+    else held.push(route);
   };
 
   const track = (socket: net.Socket): void => {
@@ -103,19 +117,24 @@ export async function listenClientUrl(
   const secure = isTlsUrl(url);
   if (secure) {
     if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
-    server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => {
-      if (socket.alpnProtocol === 'h2') grpc.handleConnection(socket, httpHandler);
-      else routeHttp(socket);
-    });
+    server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) =>
+      whenServing(() => {
+        if (routes!.admit && !routes!.admit(socket)) socket.destroy();
+        else if (socket.alpnProtocol === 'h2') routes!.grpc.handleConnection(socket, routes!.http);
+        else routeHttp(socket);
+      }),
+    );
     server.on('connection', track);
   } else if (u.protocol === 'http:' || u.protocol === 'unix:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
-      sniff(socket, (isH2) => {
-        if (!isH2) return routeHttp(socket);
-        grpcSockets.add(socket);
-        grpc.handleConnection(socket, undefined);
-      });
+      whenServing(() =>
+        sniff(socket, (isH2) => {
+          if (!isH2) return routeHttp(socket);
+          grpcSockets.add(socket);
+          routes!.grpc.handleConnection(socket, undefined);
+        }),
+      );
     });
   } else {
     throw new Error(`unsupported listen URL scheme ${u.protocol} in ${url}`);
@@ -158,6 +177,20 @@ export async function listenClientUrl(
     // A unix URL's origin is "null": it is given back as configured.
     boundUrl: unix ? url : bound.origin,
     address: boundAddress,
+    serve: (to) => {
+      routes = to;
+      if (to.http) {
+        const created = http.createServer(to.http);
+        const upgrade = to.upgrade;
+        if (upgrade) {
+          created.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+            if (!upgrade(req, socket, head)) replayWithoutUpgrade(created, req, socket, head);
+          });
+        }
+        httpServer = created;
+      }
+      for (const route of held.splice(0)) route();
+    },
     close: async () => {
       httpServer?.close();
       await new Promise<void>((resolve) => {

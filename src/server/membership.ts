@@ -38,6 +38,12 @@ const PROMOTE_FAILURE_REASONS: Readonly<Record<string, string>> = {
   'etcdserver: invalid auth token': 'auth: invalid auth token',
 };
 
+/** The text of etcd's own error behind `err`, a promotion's failure (see PROMOTE_FAILURE_REASONS). */
+export function promoteFailureReason(err: unknown): string {
+  const text = err instanceof Error ? (err as Error & { details?: string }).details ?? err.message : String(err);
+  return PROMOTE_FAILURE_REASONS[text] ?? text;
+}
+
 export class Membership {
   /** Failed promotions by etcd's reason, since start (see `promoteFailed`). */
   readonly promoteFailures = new Map<string, number>();
@@ -85,7 +91,7 @@ export class Membership {
    * exists` (a URL another member has).
    */
   validateAdd(m: MemberRecord): void {
-    if (this.removed().includes(m.id.toString())) throw Errors.memberNotFound();
+    if (this.isRemoved(m.id)) throw Errors.memberNotFound();
     if (this.member(m.id)) throw Errors.memberExist();
     if (this.urlsTaken(m.peerUrls)) throw Errors.peerURLExist();
   }
@@ -109,6 +115,11 @@ export class Membership {
     this.backend.putMeta('removedMembers', JSON.stringify([...this.removed(), id.toString()]));
   }
 
+  /** Whether member `id` was removed (etcd `RaftCluster.IsIDRemoved`). */
+  isRemoved(id: bigint): boolean {
+    return this.removed().includes(id.toString());
+  }
+
   private removed(): string[] {
     const stored = this.backend.getMeta('removedMembers');
     return stored === undefined ? [] : (JSON.parse(stored) as string[]);
@@ -129,8 +140,7 @@ export class Membership {
 
   /** Counts a promotion that failed with `err` (etcd `learnerPromoteFailed`). */
   promoteFailed(err: unknown): void {
-    const text = err instanceof Error ? (err as Error & { details?: string }).details ?? err.message : String(err);
-    const reason = PROMOTE_FAILURE_REASONS[text] ?? text;
+    const reason = promoteFailureReason(err);
     this.promoteFailures.set(reason, (this.promoteFailures.get(reason) ?? 0) + 1);
   }
 

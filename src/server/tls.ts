@@ -1,15 +1,16 @@
 /**
- * TLS for client URLs, as etcd configures it (etcd `transport.TLSInfo`): certificate and key
- * files, a trusted CA for client certificates (`--client-cert-auth` requires them), a CRL,
- * cipher suites by their Go names, and `--auto-tls` with a self-signed certificate.
+ * TLS for client and peer URLs, as etcd configures it (etcd `transport.TLSInfo`): certificate
+ * and key files, a trusted CA for client certificates (`--client-cert-auth` requires them), a
+ * CRL, cipher suites by their Go names, `--auto-tls` with a self-signed certificate, and the
+ * peer listeners' checks of a client certificate's CN or host name.
  */
 import { execFileSync } from 'node:child_process';
 import { constants } from 'node:crypto';
 import fs from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
-import type tls from 'node:tls';
-import type { ClientTlsConfig } from '../config.js';
+import tls from 'node:tls';
+import type { ClientTlsConfig, PeerTlsConfig } from '../config.js';
 import { splitHostPort } from '../cli/flags.js';
 
 /**
@@ -74,19 +75,19 @@ const TLS13_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AE
 const HTTP2_REQUIRED = ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'];
 
 /**
- * Node TLS server options for the client listener. With `autoTls` and neither file given, makes
- * a self-signed certificate for `hosts` (the client URLs' `host:port`s) under
- * `<dataDir>/fixtures/client` with the `openssl` command, as etcd's `SelfCert` makes it, and,
- * as etcd replaces all of its client TLS settings by that certificate, asks clients for none
- * (`--client-cert-auth`, `--trusted-ca-file` and `--client-crl-file` no longer apply). Throws
- * when only one of the files is given (etcd's "KeyFile and CertFile must both be present[key:
- * …, cert: …]"), a file cannot be read, or a cipher suite name is unknown.
+ * Node TLS server options for the client listeners (`kind` 'client') or the peer listeners
+ * ('peer'). With `autoTls` and neither file given, makes a self-signed certificate for `hosts`
+ * (the listen URLs' `host:port`s) under `<dataDir>/fixtures/<kind>` with the `openssl` command,
+ * as etcd's `SelfCert` makes it, and, as etcd replaces all of its TLS settings by that
+ * certificate, asks clients for none (`clientCertAuth`, `trustedCaFile` and `clientCrlFile` no
+ * longer apply). Throws when only one of the files is given (etcd's "KeyFile and CertFile must
+ * both be present[key: …, cert: …]"), a file cannot be read, or a cipher suite name is unknown.
  */
-export function loadClientTls(config: ClientTlsConfig, dataDir: string, hosts: readonly string[]): tls.TlsOptions {
+export function loadTls(config: ClientTlsConfig, dataDir: string, hosts: readonly string[], kind: 'client' | 'peer'): tls.TlsOptions {
   let c = config;
   let { certFile, keyFile } = c;
   if (!certFile && !keyFile && c.autoTls) {
-    ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', 'client'), hosts));
+    ({ certFile, keyFile } = selfSigned(path.join(dataDir, 'fixtures', kind), hosts));
     c = { ...c, clientCertAuth: false, trustedCaFile: '', clientCrlFile: '' };
   }
   if (!certFile || !keyFile) throw new Error(`KeyFile and CertFile must both be present[key: ${keyFile}, cert: ${certFile}]`);
@@ -141,4 +142,18 @@ function selfSigned(dir: string, hosts: readonly string[]): { certFile: string; 
     }
   }
   return { certFile, keyFile };
+}
+
+/**
+ * etcd `TLSInfo.AllowedCN` / `AllowedHostname` (`--peer-cert-allowed-cn`,
+ * `--peer-cert-allowed-hostname`): whether a connection's verified client certificate has the
+ * CN, or is valid for the host name, asked for; true when neither is asked for. Like Go's
+ * `VerifyPeerCertificate` there, a connection without a verified certificate fails either check.
+ */
+export function peerCertificateAllowed(config: PeerTlsConfig, socket: tls.TLSSocket): boolean {
+  if (!config.allowedCn && !config.allowedHostname) return true;
+  const cert = socket.authorized ? socket.getPeerCertificate() : undefined;
+  if (!cert?.subject) return false;
+  if (config.allowedCn && cert.subject.CN !== config.allowedCn) return false;
+  return !config.allowedHostname || tls.checkServerIdentity(config.allowedHostname, cert) === undefined;
 }

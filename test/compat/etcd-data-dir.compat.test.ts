@@ -92,7 +92,7 @@ describe('an etcd 3.4 data dir: etcd vs etcd-ts', { skip: etcdUnavailableReason(
     assert.match(await outcome(e, ['put', 'z', 'denied', '--user', 'alice:alicepw']), /permission denied/);
     await ctl(e, ['put', 'last', 'by-root', ...ROOT]);
     // While etcd runs, etcd-ts refuses its data dir and leaves it as it was.
-    const refused = await execFileAsync(process.execPath, [BIN, '--data-dir', etcd.dataDir, '--listen-client-urls', 'http://127.0.0.1:0', '--advertise-client-urls', 'http://127.0.0.1:0']).then(
+    const refused = await execFileAsync(process.execPath, [BIN, '--data-dir', etcd.dataDir, '--listen-client-urls', 'http://127.0.0.1:0', '--advertise-client-urls', 'http://127.0.0.1:0', '--listen-peer-urls', 'http://127.0.0.1:0']).then(
       () => assert.fail('etcd-ts started on a running etcd\'s data dir'),
       (err: { code: number; stderr: string }) => err,
     );

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -75,6 +76,9 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--auth-token', 'opaque']],
       [['--auth-token', 'jwt,sign-method=RS256']],
     ];
+    const holder = createServer();
+    const heldPort = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as AddressInfo).port)));
+    t.after(() => holder.close());
     const differ: string[] = [];
     for (const [args, env] of cases) {
       const full = args.includes('--listen-client-urls') ? args : [...(await client()), ...args];
@@ -91,6 +95,11 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [...(await client('https'))],
       [...(await client('https')), '--cert-file', join(dir, 'server.crt')],
       [...(await client()), '--listen-metrics-urls', `https://127.0.0.1:${await freePort()}`],
+      [...(await client()), '--listen-peer-urls', `https://127.0.0.1:${await freePort()}`],
+      [...(await client()), '--listen-peer-urls', `https://127.0.0.1:${await freePort()}`, '--peer-cert-file', join(dir, 'server.crt')],
+      [...(await client()), '--listen-peer-urls', 'http://example.com:2380'],
+      // A peer port another process holds.
+      [...(await client()), '--listen-peer-urls', `http://127.0.0.1:${heldPort}`],
     ]) {
       const etcd = brief(await refusal('etcd', args));
       const ours = brief(await refusal('etcd-ts', args));

@@ -46,9 +46,10 @@ function normaliseBody(body: string): string {
 
 /** Sends `step` to `server` and reads its answer (a stream until `lines` lines arrived). */
 function send(server: ServerHandle, step: Step): Promise<Answer> {
-  const url = new URL(step.path, server.endpoint);
+  const { hostname, port } = new URL(server.endpoint);
   return new Promise<Answer>((resolve, reject) => {
-    const req = http.request(url, { method: step.method ?? 'POST', headers: step.headers, agent: false }, (res) => {
+    // The path goes out as written (`//x` included).
+    const req = http.request({ hostname, port, path: step.path, method: step.method ?? 'POST', headers: step.headers, agent: false }, (res) => {
       res.setEncoding('utf8');
       let body = '';
       let done = false;
@@ -240,6 +241,10 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3', range),
       post('/v3/kv//range', range),
       { method: 'GET', path: '/v3/kv/./range' },
+      // Paths outside the gateway are cleaned too (http.ServeMux): `//x` is a path, not a host.
+      { method: 'GET', path: '//health' },
+      { method: 'GET', path: '/./version?x=1' },
+      { method: 'GET', path: '/metrics/../health' },
       post('/v3/kv/range?key=Zm9v&limit=1', range),
       { method: 'OPTIONS', path: '/v3/kv/range' },
       { method: 'OPTIONS', path: '/v3/nonexistent', headers: { Origin: 'http://example.com', 'Access-Control-Request-Method': 'POST' } },

@@ -59,6 +59,8 @@ export interface ServerHandle {
   readonly kind: ServerKind;
   /** Client URL, e.g. http://127.0.0.1:41234 */
   readonly endpoint: string;
+  /** The URL it listens on for peers (`--listen-peer-urls`), e.g. http://127.0.0.1:41235 */
+  readonly peerEndpoint: string;
   readonly dataDir: string;
   /** Pid of the current process (changes on restart). */
   readonly pid: number;
@@ -274,6 +276,7 @@ export async function startServer(cleanup: CleanupRegistrar, options: StartOptio
   const handle: ServerHandle = {
     kind,
     endpoint,
+    peerEndpoint: `http://127.0.0.1:${ports.peer}`,
     dataDir,
     get pid() { return current.child.pid ?? -1; },
     stderr: () => current.stderr(),

@@ -51,6 +51,7 @@ export class EmbeddedServer {
       dataDir: this.dataDir,
       listenClientUrls: ['http://127.0.0.1:0'],
       advertiseClientUrls: ['http://127.0.0.1:0'],
+      listenPeerUrls: [],
       ...this.overrides,
     };
     this.server = await startEtcd(config, pino({ level: 'silent' }));

@@ -72,7 +72,7 @@ describe('maintenance and operations endpoints', () => {
 
   before(async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-maint-'));
-    const config = { ...defaultConfig(), dataDir, listenClientUrls: ['http://127.0.0.1:0'], advertiseClientUrls: ['http://127.0.0.1:0'] };
+    const config = { ...defaultConfig(), dataDir, listenClientUrls: ['http://127.0.0.1:0'], advertiseClientUrls: ['http://127.0.0.1:0'], listenPeerUrls: [] };
     server = await startEtcd(config, pino({ level: 'silent' }));
     url = server.clientUrls[0]!;
     const target = url.replace('http://', '');

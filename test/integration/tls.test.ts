@@ -26,11 +26,9 @@ const BIN = path.resolve('bin/etcd-ts.js');
 async function startTls(t: TestContext, dir: string, flags: string[], kind: 'etcd-ts' | 'etcd' = 'etcd-ts'): Promise<string> {
   const port = await freePort();
   const url = `https://127.0.0.1:${port}`;
-  const common = ['--data-dir', path.join(dir, `data-${kind}`), '--listen-client-urls', url, '--advertise-client-urls', url, ...flags];
-  const child =
-    kind === 'etcd'
-      ? spawn(ETCD_BIN, [...common, '--listen-peer-urls', `http://127.0.0.1:${await freePort()}`], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(process.execPath, [BIN, ...common], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const peer = ['--listen-peer-urls', `http://127.0.0.1:${await freePort()}`];
+  const common = ['--data-dir', path.join(dir, `data-${kind}`), '--listen-client-urls', url, '--advertise-client-urls', url, ...peer, ...flags];
+  const child = kind === 'etcd' ? spawn(ETCD_BIN, common, { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(process.execPath, [BIN, ...common], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.after(() => {
     child.kill('SIGKILL');
   });

@@ -211,13 +211,13 @@ describe('environment variables', () => {
 describe('cluster-only and unsupported flags', () => {
   it('accepts the ignored flags with one warning naming each, from flags and variables', () => {
     const { config, warnings } = run(
-      ['--max-wals=3', '--snapshot-count', '5', '-strict-reconfig-check', '--peer-auto-tls', '--name=n'],
+      ['--max-wals=3', '--snapshot-count', '5', '-strict-reconfig-check', '--pre-vote', '--name=n'],
       { ETCD_MAX_SNAPSHOTS: '10' },
     );
     assert.equal(config.name, 'n');
     assert.equal(warnings.length, 1);
     const warning = warnings[0] as string;
-    for (const name of ['--max-wals', '--snapshot-count', '--strict-reconfig-check', '--peer-auto-tls', 'ETCD_MAX_SNAPSHOTS']) {
+    for (const name of ['--max-wals', '--snapshot-count', '--strict-reconfig-check', '--pre-vote', 'ETCD_MAX_SNAPSHOTS']) {
       assert.ok(warning.includes(name), `${name} missing from: ${warning}`);
     }
     assert.deepEqual({ ...config, name: 'default', dataDir: 'default.etcd' }, defaultConfig());

@@ -29,6 +29,8 @@ import {
   LeaseCheckpointRequest,
   LeaseGrantRequest,
   LeaseRevokeRequest,
+  LeaseTimeToLiveRequest,
+  LeaseTimeToLiveResponse,
   PutRequest,
   RangeRequest,
   TxnRequest,
@@ -42,7 +44,8 @@ export const protobufFileName = "raft_internal.proto";
  * etcd's raft log as its write-ahead log holds it, read when etcd-ts starts on an etcd 3.4 data
  * dir (src/server/etcd-wal.ts): the log's records (package walpb), raft's entries and hard
  * state (package raftpb), and the request an entry carries (etcdserverpb's
- * InternalRaftRequest). Names and field numbers are etcd 3.4's (wal/walpb/record.proto,
+ * InternalRaftRequest), and the lease requests a follower forwards to the leader's peer URL
+ * (package leasepb). Names and field numbers are etcd 3.4's (wal/walpb/record.proto,
  * raft/raftpb/raft.proto, etcdserver/etcdserverpb/raft_internal.proto). InternalRaftRequest
  * leaves out field 2 (v2, the v2 store's Request), which etcd-ts never applies.
  */
@@ -123,6 +126,18 @@ export interface InternalRaftRequest {
   authRoleGet: AuthRoleGetRequest | undefined;
   authRoleGrantPermission: AuthRoleGrantPermissionRequest | undefined;
   authRoleRevokePermission: AuthRoleRevokePermissionRequest | undefined;
+}
+
+/**
+ * leasepb.LeaseInternalRequest / LeaseInternalResponse (etcd 3.4 lease/leasepb/lease.proto):
+ * a follower's TimeToLive forwarded to the leader over the peer URL's `/leases/internal`.
+ */
+export interface LeaseInternalRequest {
+  LeaseTimeToLiveRequest: LeaseTimeToLiveRequest | undefined;
+}
+
+export interface LeaseInternalResponse {
+  LeaseTimeToLiveResponse: LeaseTimeToLiveResponse | undefined;
 }
 
 function createBaseWalRecord(): WalRecord {
@@ -996,6 +1011,98 @@ export const InternalRaftRequest: MessageFns<InternalRaftRequest> = {
             }
 
             message.authRoleRevokePermission = AuthRoleRevokePermissionRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseLeaseInternalRequest(): LeaseInternalRequest {
+  return { LeaseTimeToLiveRequest: undefined };
+}
+
+export const LeaseInternalRequest: MessageFns<LeaseInternalRequest> = {
+  encode(message: LeaseInternalRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.LeaseTimeToLiveRequest !== undefined) {
+      LeaseTimeToLiveRequest.encode(message.LeaseTimeToLiveRequest, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeaseInternalRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeaseInternalRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.LeaseTimeToLiveRequest = LeaseTimeToLiveRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseLeaseInternalResponse(): LeaseInternalResponse {
+  return { LeaseTimeToLiveResponse: undefined };
+}
+
+export const LeaseInternalResponse: MessageFns<LeaseInternalResponse> = {
+  encode(message: LeaseInternalResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.LeaseTimeToLiveResponse !== undefined) {
+      LeaseTimeToLiveResponse.encode(message.LeaseTimeToLiveResponse, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeaseInternalResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeaseInternalResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.LeaseTimeToLiveResponse = LeaseTimeToLiveResponse.decode(reader, reader.uint32());
             continue;
           }
         }

@@ -30,6 +30,7 @@ export const MESSAGES: Record<string, MessageShape> = {
   "etcdserverpb.HashKVRequest": { goName: "HashKVRequest", fields: { 1: ["Revision", "v"] } },
   "etcdserverpb.HashRequest": { goName: "HashRequest", fields: {  } },
   "etcdserverpb.LeaseGrantRequest": { goName: "LeaseGrantRequest", fields: { 1: ["TTL", "v"], 2: ["ID", "v"] } },
+  "etcdserverpb.LeaseInternalRequest": { goName: "LeaseInternalRequest", fields: { 1: ["LeaseTimeToLiveRequest", "m:etcdserverpb.LeaseTimeToLiveRequest"] } },
   "etcdserverpb.LeaseKeepAliveRequest": { goName: "LeaseKeepAliveRequest", fields: { 1: ["ID", "v"] } },
   "etcdserverpb.LeaseLeasesRequest": { goName: "LeaseLeasesRequest", fields: {  } },
   "etcdserverpb.LeaseRevokeRequest": { goName: "LeaseRevokeRequest", fields: { 1: ["ID", "v"] } },

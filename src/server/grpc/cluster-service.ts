@@ -48,6 +48,31 @@ function memberUrls(urls: readonly string[]): string[] {
   throw Errors.memberBadURLs();
 }
 
+/** A change etcd proposes, then refuses as it applies it with `err`: its raft entry counts. */
+function refuseChange(etcd: EtcdServer, err: unknown): Promise<never> {
+  return etcd.confChange(() => {
+    throw err;
+  });
+}
+
+/**
+ * etcd `PromoteMember`, over gRPC or the peer URL's `/members/promote/<id>`: `permit` (the
+ * permission check) first, then, as no learner ever starts, never in sync (etcd
+ * `isLearnerReady`), a learner gets `learnerNotReady` before anything is proposed; this member
+ * gets `memberNotLearner` and an unknown ID `memberNotFound` once the change is refused as it
+ * is applied. Always throws; every failure is counted by its reason.
+ */
+export async function promoteMember(etcd: EtcdServer, id: bigint, permit: () => void): Promise<never> {
+  try {
+    permit();
+    if (etcd.membership.member(id)?.isLearner === true) throw Errors.learnerNotReady();
+    return await refuseChange(etcd, id === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
+  } catch (err) {
+    etcd.membership.promoteFailed(err);
+    throw err;
+  }
+}
+
 /**
  * Registers the Cluster service. `clientUrls` are the advertised client URLs. Each change
  * checks root's privileges when auth is on (etcd `checkMembershipOperationPermission`), then
@@ -60,12 +85,7 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
   const admin = (md: TokenMetadata) => etcd.auth.checkAdmin(etcd.auth.authInfo(md));
   const header = () => ({ clusterId: etcd.clusterId, memberId: etcd.memberId, raftTerm: etcd.raftTerm, revision: 0n });
   const members = () => etcd.membership.members().map((m) => toMember(etcd, clientUrls, m));
-  // A change etcd proposes, then refuses as it applies it: its raft entry counts.
-  const refused = (err: unknown) =>
-    etcd.confChange(() => {
-      throw err;
-    });
-  const isLearner = (id: bigint) => etcd.membership.member(id)?.isLearner === true;
+  const refused = (err: unknown) => refuseChange(etcd, err);
   grpc.addService(ClusterService, {
     // etcd's cluster server fills the header without a revision.
     memberList: unary((_r: MemberListRequest) => ({ header: header(), members: members() })),
@@ -98,17 +118,6 @@ export function addClusterService(grpc: Server, etcd: EtcdServer, clientUrls: re
       await etcd.confChange(() => etcd.membership.updatePeerUrls(r.ID, r.peerURLs));
       return { header: header(), members: members() };
     }),
-    // A learner is never in sync (etcd `isLearnerReady`), which etcd checks before proposing.
-    // Every failure is counted by its reason.
-    memberPromote: unary(async (r: MemberPromoteRequest, md) => {
-      try {
-        admin(md);
-        if (isLearner(r.ID)) throw Errors.learnerNotReady();
-        return await refused(r.ID === etcd.memberId ? Errors.memberNotLearner() : Errors.memberNotFound());
-      } catch (err) {
-        etcd.membership.promoteFailed(err);
-        throw err;
-      }
-    }),
+    memberPromote: unary((r: MemberPromoteRequest, md) => promoteMember(etcd, r.ID, () => admin(md))),
   });
 }

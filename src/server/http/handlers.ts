@@ -65,8 +65,8 @@ function hostname(host: string): string {
  * A whole answer, framed as Go's net/http frames a handler's single write: with its
  * Content-Length below 2048 bytes, chunked from there on.
  */
-export function reply(res: http.ServerResponse, code: number, headers: Record<string, string>, body = ''): void {
-  const bytes = Buffer.from(body);
+export function reply(res: http.ServerResponse, code: number, headers: Record<string, string>, body: string | Uint8Array = ''): void {
+  const bytes = typeof body === 'string' ? Buffer.from(body) : body;
   res.writeHead(code, bytes.length < 2048 ? { ...headers, 'Content-Length': String(bytes.length) } : headers);
   res.end(bytes);
 }
@@ -77,7 +77,7 @@ export function httpError(res: http.ServerResponse, code: number, message: strin
 }
 
 /** etcd `allowMethod`: false (after answering 405) unless the request uses `method`. */
-function allowMethod(req: http.IncomingMessage, res: http.ServerResponse, method: string): boolean {
+export function allowMethod(req: http.IncomingMessage, res: http.ServerResponse, method: string): boolean {
   if (req.method === method) return true;
   httpError(res, 405, 'Method Not Allowed', { Allow: method });
   return false;
@@ -113,6 +113,12 @@ async function setLogLevel(req: http.IncomingMessage, res: http.ServerResponse, 
   res.end();
 }
 
+/** etcd `serveVersion` (`GET /version` on client and peer URLs): the server and cluster versions as JSON. */
+export function serveVersion(req: http.IncomingMessage, res: http.ServerResponse): void {
+  if (!allowMethod(req, res, 'GET')) return;
+  reply(res, 200, { 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
+}
+
 /** etcd `checkHealth` for one member: unhealthy while an alarm not named in `exclude` is active. */
 function healthy(etcd: EtcdServer, exclude: readonly string[]): boolean {
   return etcd.listAlarms().every((a) => exclude.includes(AlarmType[a.alarm]));
@@ -145,7 +151,7 @@ function readCheck(etcd: EtcdServer): void {
  * but those `?exclude=` names, or only the check `only` (a sub path, where exclude does not
  * apply), and records each run in `metrics`.
  */
-function probe(req: http.IncomingMessage, res: http.ServerResponse, url: URL, etcd: EtcdServer, metrics: ServerMetrics, type: 'livez' | 'readyz', only?: string): void {
+function probe(req: http.IncomingMessage, res: http.ServerResponse, url: RequestTarget, etcd: EtcdServer, metrics: ServerMetrics, type: 'livez' | 'readyz', only?: string): void {
   if (!allowMethod(req, res, 'GET')) return;
   const excluded = new Set(url.searchParams.getAll('exclude').filter((name) => name !== ''));
   const checks = PROBE_CHECKS[type].filter(([name]) => (only === undefined ? !excluded.has(name) : name === only));
@@ -188,11 +194,36 @@ export interface HttpHandlerOptions {
   access?: { corsOrigins: readonly string[]; hostWhitelist: readonly string[]; clientCertAuth: boolean };
 }
 
+/** A request's path and query, as Go's server reads them. */
+export interface RequestTarget {
+  /** The path as sent: `//x` is a path, not a host, and `.`/`..` segments are kept (ServeMux cleans them). */
+  readonly pathname: string;
+  /** `?` and the query, or ''. */
+  readonly search: string;
+  readonly searchParams: URLSearchParams;
+}
+
+/** A request's target: its path and query, or those of an absolute URL. */
+export function requestTarget(req: http.IncomingMessage): RequestTarget {
+  let target = req.url ?? '/';
+  if (!target.startsWith('/')) {
+    try {
+      const u = new URL(target);
+      target = u.pathname + u.search;
+    } catch {
+      target = '/';
+    }
+  }
+  const q = target.indexOf('?');
+  const search = q < 0 ? '' : target.slice(q);
+  return { pathname: q < 0 ? target : target.slice(0, q), search, searchParams: new URLSearchParams(search) };
+}
+
 /**
  * Go's `path.Clean` of a URL path, as http.ServeMux applies it: repeated slashes, `.` and `..`
  * removed, a trailing slash kept.
  */
-function cleanPath(p: string): string {
+export function cleanPath(p: string): string {
   const out: string[] = [];
   for (const part of p.split('/')) {
     if (part === '' || part === '.') continue;
@@ -204,7 +235,7 @@ function cleanPath(p: string): string {
 }
 
 /** http.ServeMux's redirect (301, Go's `http.Redirect`) to `location`. */
-function redirect(req: http.IncomingMessage, res: http.ServerResponse, location: string): void {
+export function redirect(req: http.IncomingMessage, res: http.ServerResponse, location: string): void {
   const html = req.method === 'GET' || req.method === 'HEAD';
   reply(res, 301, { Location: location, ...(html ? { 'Content-Type': 'text/html; charset=utf-8' } : {}) }, req.method === 'GET' ? `<a href="${location}">Moved Permanently</a>.\n\n` : '');
 }
@@ -224,7 +255,7 @@ export function upgradeHandler(
   webSocket: (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void,
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean {
   return (req, socket, head) => {
-    const path = gatewayPath(new URL(req.url ?? '/', 'http://localhost').pathname);
+    const path = gatewayPath(requestTarget(req).pathname);
     if (!path.startsWith('/v3/') || req.headers.upgrade?.toLowerCase() !== 'websocket') return false;
     webSocket(req, socket, head, path);
     return true;
@@ -235,7 +266,7 @@ export function upgradeHandler(
 export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: HttpHandlerOptions = {}): http.RequestListener {
   const { gateway, access } = options;
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = requestTarget(req);
     if (access) {
       const tlsSocket = req.socket instanceof TLSSocket ? req.socket : undefined;
       if (!tlsSocket) {
@@ -267,6 +298,9 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
         return;
       }
     }
+    // http.ServeMux redirects a path that is not clean to its clean form.
+    const cleaned = cleanPath(url.pathname);
+    if (cleaned !== url.pathname) return redirect(req, res, cleaned + url.search);
     switch (url.pathname) {
       case '/health': {
         if (!allowMethod(req, res, 'GET')) return;
@@ -287,8 +321,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
       case '/version':
         // etcd's metrics URLs serve only /metrics and /health (and etcd 3.5's probes).
         if (!access) break;
-        if (!allowMethod(req, res, 'GET')) return;
-        reply(res, 200, { 'Content-Type': 'application/json' }, JSON.stringify({ etcdserver: SERVER_VERSION, etcdcluster: CLUSTER_VERSION }));
+        serveVersion(req, res);
         return;
       case '/config/local/log':
         if (!access) break;
