@@ -91,7 +91,7 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
   let routes: ListenerRoutes | undefined;
   let httpServer: http.Server | undefined;
   /** Connections accepted before `serve`, with what to do with each then. */
-  const held: (() => void)[] = [];
+  const held: ((to: ListenerRoutes) => void)[] = [];
   const sockets = new Set<net.Socket>();
   /** Plaintext sockets given to the gRPC server (on a TLS listener every socket is treated so). */
   const grpcSockets = new WeakSet<net.Socket>();
@@ -101,8 +101,8 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
     if (httpServer) httpServer.emit('connection', socket);
     else socket.destroy();
   };
-  const whenServing = (route: () => void): void => {
-    if (routes) route();
+  const whenServing = (route: (to: ListenerRoutes) => void): void => {
+    if (routes) route(routes);
     else held.push(route);
   };
 
@@ -116,11 +116,11 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
   const unix = u.protocol === 'unix:' || u.protocol === 'unixs:';
   const secure = isTlsUrl(url);
   if (secure) {
-    if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS: give --cert-file and --key-file, or --auto-tls`);
+    if (!tlsOptions) throw new Error(`listen URL ${url} needs TLS settings (a certificate and key, or auto TLS)`);
     server = tls.createServer({ ...tlsOptions, noDelay: true, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) =>
-      whenServing(() => {
-        if (routes!.admit && !routes!.admit(socket)) socket.destroy();
-        else if (socket.alpnProtocol === 'h2') routes!.grpc.handleConnection(socket, routes!.http);
+      whenServing((to) => {
+        if (to.admit && !to.admit(socket)) socket.destroy();
+        else if (socket.alpnProtocol === 'h2') to.grpc.handleConnection(socket, to.http);
         else routeHttp(socket);
       }),
     );
@@ -128,11 +128,11 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
   } else if (u.protocol === 'http:' || u.protocol === 'unix:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);
-      whenServing(() =>
+      whenServing((to) =>
         sniff(socket, (isH2) => {
           if (!isH2) return routeHttp(socket);
           grpcSockets.add(socket);
-          routes!.grpc.handleConnection(socket, undefined);
+          to.grpc.handleConnection(socket, undefined);
         }),
       );
     });
@@ -189,7 +189,7 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
         }
         httpServer = created;
       }
-      for (const route of held.splice(0)) route();
+      for (const route of held.splice(0)) route(to);
     },
     close: async () => {
       httpServer?.close();
