@@ -405,10 +405,14 @@ export class AuthStore {
    * Grants a permission (etcd `RoleGrantPermission`): the first permission whose key is at or
    * after `perm.key` (the list is sorted by key) has its type replaced when key and range end
    * both match; otherwise `perm` is added after the permissions with the same key, even when a
-   * later one matches (etcd 3.4 keeps such duplicates). Throws "role name not found".
+   * later one matches (etcd 3.4 keeps such duplicates). Throws "role name not found", then
+   * "permission not given".
    */
-  roleGrantPermission(name: string, perm: Permission): void {
+  roleGrantPermission(name: string, perm: Permission | undefined): void {
     const role = this.getRole(name);
+    // No permission at all, for a role that exists, crashes etcd 3.4 (a nil pointer); etcd 3.5
+    // refuses it so.
+    if (!perm) throw Errors.permissionNotGiven();
     const keyPermission = [...role.keyPermission];
     const first = keyPermission.findIndex((p) => Buffer.compare(p.key, perm.key) >= 0);
     const at = keyPermission[first];
@@ -551,11 +555,7 @@ export function authChanges(auth: AuthStore) {
     userRevokeRole: (r: AuthUserRevokeRoleRequest) => auth.userRevokeRole(r.name, r.role),
     roleAdd: (r: AuthRoleAddRequest) => auth.roleAdd(r.name),
     roleDelete: (r: AuthRoleDeleteRequest) => auth.roleDelete(r.role),
-    // No permission at all crashes etcd 3.4 (a nil pointer); etcd 3.5 refuses it so.
-    roleGrantPermission: (r: AuthRoleGrantPermissionRequest) => {
-      if (!r.perm) throw Errors.permissionNotGiven();
-      auth.roleGrantPermission(r.name, r.perm);
-    },
+    roleGrantPermission: (r: AuthRoleGrantPermissionRequest) => auth.roleGrantPermission(r.name, r.perm),
     roleRevokePermission: (r: AuthRoleRevokePermissionRequest) => auth.roleRevokePermission(r.role, r.key, r.rangeEnd),
   };
 }

@@ -19,6 +19,7 @@ import {
   RangeRequest_SortOrder,
   RangeRequest_SortTarget,
   type RangeRequest,
+  type RangeResponse,
   type RequestOp,
   type ResponseHeader,
 } from '../proto/gen/rpc.gen.js';
@@ -284,27 +285,36 @@ export function leader(etcd: EtcdServer, name: Buffer, ai?: AuthInfo): { header:
 /**
  * v3election `Observe` (etcd `Election.observe`): calls `send` with the current leader, then
  * with each new value of the leader key; when that key is deleted, with the next leader (or,
- * when there is none, with the first candidate put afterwards). Runs until `signal` aborts.
+ * when there is none, with the first candidate put afterwards). Runs until `signal` aborts, or
+ * until a read of the election's keys is refused (auth), when it calls `end`: etcd's observer
+ * then closes its channel and Observe ends without an error.
  *
  * State machine over published revisions: `current` is the watched leader key, or undefined
  * while waiting for a candidate. After a new leader is chosen the rest of that revision is
  * skipped, as etcd's watch restarts at the next revision.
  */
 export function observe(
-  etcd: EtcdServer, name: Buffer, send: (header: ResponseHeader, kv: KeyValue) => void, signal: AbortSignal, ai?: AuthInfo,
+  etcd: EtcdServer, name: Buffer, send: (header: ResponseHeader, kv: KeyValue) => void, signal: AbortSignal, ai: AuthInfo | undefined, end: () => void,
 ): void {
   const pfx = Buffer.concat([name, Buffer.from('/')]);
   const pfxKey = keyFromBytes(pfx);
   /** The leader key being followed; undefined while there is no leader. */
   let current: string | undefined;
-  const lookup = (): void => {
-    const resp = etcd.range(topByCreate(pfx, RangeRequest_SortOrder.ASCEND), ai);
+  /** Reads the leader and sends it; false when the read is refused. */
+  const lookup = (): boolean => {
+    let resp: RangeResponse;
+    try {
+      resp = etcd.range(topByCreate(pfx, RangeRequest_SortOrder.ASCEND), ai);
+    } catch {
+      return false;
+    }
     const kv = resp.kvs[0];
     current = kv ? keyFromBytes(kv.key) : undefined;
     if (kv) send(resp.header!, kv);
+    return true;
   };
   if (signal.aborted) return;
-  lookup();
+  if (!lookup()) return end();
   const unsubscribe = keyEvents(etcd).subscribe((rev, changes) => {
     for (const kv of changes) {
       const k = keyFromBytes(kv.key);
@@ -316,7 +326,10 @@ export function observe(
         }
       } else if (k === current) {
         if (kv.version === 0n) {
-          lookup();
+          if (!lookup()) {
+            unsubscribe();
+            end();
+          }
           return;
         }
         send(etcd.fillHeader(revHeader(rev)), kv);

@@ -758,12 +758,17 @@ export class EtcdServer {
 
   /**
    * Auth.Authenticate (etcd `EtcdServer.Authenticate`): checks the password (no raft entry
-   * when it is wrong), then, as one raft entry, gives a simple token ending in that entry's
-   * index. Throws as `AuthStore.checkPassword` and `AuthStore.authenticate`.
+   * when it is wrong) and the token the request carries in `md`, if any, then, as one raft
+   * entry, gives a simple token ending in that entry's index. Throws as
+   * `AuthStore.checkPassword`, `AuthStore.authInfo` ("invalid auth token") and
+   * `AuthStore.authenticate`.
    */
-  async authenticate(name: string, password: string): Promise<AuthenticateResponse> {
+  async authenticate(name: string, password: string, md?: TokenMetadata): Promise<AuthenticateResponse> {
     this.checkStopped();
     await this.auth.checkPassword(name, password);
+    // etcd reads the caller's token as it proposes any request: one it does not accept stops
+    // this one too (a client re-authenticating with its expired token in the metadata).
+    this.auth.authInfo(md);
     return this.authRequest({ username: '', revision: 0 }, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue) }));
   }
 

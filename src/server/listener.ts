@@ -180,7 +180,9 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
     serve: (to) => {
       routes = to;
       if (to.http) {
-        const created = http.createServer(to.http);
+        // Go's server, as etcd runs it, closes no idle connection and waits for a request (a
+        // gateway stream's body included) as long as it takes.
+        const created = http.createServer({ keepAliveTimeout: 0, requestTimeout: 0, headersTimeout: 0 }, to.http);
         const upgrade = to.upgrade;
         if (upgrade) {
           created.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -245,6 +245,17 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       { method: 'GET', path: '//health' },
       { method: 'GET', path: '/./version?x=1' },
       { method: 'GET', path: '/metrics/../health' },
+      // Routes match the percent-decoded path; a bad escape is refused before any handler.
+      post('/v3/kv/%72ange', range),
+      post('/v3/kv%2Frange', range),
+      post('/v3/kv/%2e/range', range),
+      { method: 'GET', path: '/%68ealth' },
+      post('/v3/kv/range#x', range),
+      post('/v3/kv/range%zz', range),
+      post('/v3/kv/range', range, { 'Grpc-Timeout': '0S' }),
+      post('/v3/kv/range', range, { 'Grpc-Timeout': '99999999H' }),
+      // A stream whose deadline passes before its first answer fails as a unary call does.
+      post('/v3/watch', { create_request: { key: FOO } }, { 'Grpc-Timeout': '1n' }),
       post('/v3/kv/range?key=Zm9v&limit=1', range),
       { method: 'OPTIONS', path: '/v3/kv/range' },
       { method: 'OPTIONS', path: '/v3/nonexistent', headers: { Origin: 'http://example.com', 'Access-Control-Request-Method': 'POST' } },
@@ -283,6 +294,27 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       post('/v3/kv/range', range, { Host: '127.0.0.1', ...origin('http://a.com:80') }),
       { method: 'GET', path: '/nothing', headers: { Host: '127.0.0.1', ...origin('http://a.com:80') } },
     ], ['--host-whitelist', 'a.com,127.0.0.1,::1', '--cors', 'http://a.com:80']);
+  });
+
+  it('an idle HTTP/1.1 connection stays open, as Go\'s server (no idle timeout) keeps it', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const seen: string[][] = [];
+    for (const server of servers) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      t.after(() => agent.destroy());
+      const get = () =>
+        new Promise<string>((resolve) => {
+          const req = http.get(`${server.endpoint}/health`, { agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(`${res.statusCode} ${req.reusedSocket ? 'same connection' : 'new connection'}`));
+          });
+          req.on('error', (err) => resolve(`error ${err.message}`));
+        });
+      // Node's own server used to close a connection idle for 5 s.
+      seen.push([await get(), await sleep(5500).then(get)]);
+    }
+    assert.deepEqual(seen[0], ['200 new connection', '200 same connection']);
+    assert.deepEqual(seen[1], seen[0]);
   });
 
   it('--enable-grpc-gateway=false leaves /v3/ to the plain HTTP handler', async (t) => {
@@ -331,12 +363,14 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
   it('over WebSockets: a message per request value, a message per answer line, unary calls end the connection', async (t) => {
     const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
     /** What a WebSocket to `path` receives after sending `messages` (and running `during` once open), until it closes or `waitMs` pass. */
-    const exchange = (server: ServerHandle, path: string, messages: string[], waitMs: number, during?: () => Promise<unknown>) =>
+    const exchange = (server: ServerHandle, path: string, messages: string[], waitMs: number, during?: () => Promise<unknown>, protocols?: string[]) =>
       new Promise<string[]>((resolve) => {
         const seen: string[] = [];
-        const ws = new WebSocket(`${server.endpoint.replace('http://', 'ws://')}${path}`);
+        const ws = new WebSocket(`${server.endpoint.replace('http://', 'ws://')}${path}`, protocols);
         const timer = setTimeout(() => ws.terminate(), waitMs);
         ws.on('unexpected-response', (_req, res) => seen.push(`not upgraded: ${res.statusCode}`));
+        // The subprotocol the server named (the ws client refuses one it did not offer).
+        if (protocols) ws.on('upgrade', (res) => seen.push(`protocol ${String(res.headers['sec-websocket-protocol'])}`));
         ws.on('open', () => {
           for (const m of messages) ws.send(m);
           void during?.();
@@ -360,6 +394,8 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
         await exchange(server, '/v3/watch', [JSON.stringify({ create_request: { key: FOO } }), '{"create_request":{"key":5}}'], 800),
         await exchange(server, '/v3/nothing', ['{}'], 3000),
         await exchange(server, '/health', [], 3000),
+        await exchange(server, '/v3/kv/range', [JSON.stringify({ key: FOO })], 3000, undefined, ['foo', 'Bearer']),
+        await exchange(server, '/v3/kv/range', [JSON.stringify({ key: FOO })], 3000, undefined, ['Bearer', 'abc']),
       ]);
     }
     assert.match(answers[0]![0]![0]!, /^text \{"header"/, 'etcd 3.4 answers a range over a WebSocket');
@@ -398,6 +434,18 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
           post('/v3/kv/range', { key: FOP }, { Authorization: u1 }),
           post('/v3/auth/user/list', {}, { Authorization: u1 }),
           post('/v3/auth/user/list', {}, { Authorization: root }),
+          // A token refused stops Authenticate, once the password is right; Alarm passes
+          // the auth package's error on (Unknown).
+          post('/v3/auth/authenticate', { name: 'u1', password: 'p1' }, { Authorization: 'bogus.token' }),
+          post('/v3/auth/authenticate', { name: 'u1', password: 'wrong' }, { Authorization: 'bogus.token' }),
+          post('/v3/maintenance/alarm', {}, { Authorization: 'bogus.token' }),
+          post('/v3/maintenance/alarm', {}, { Authorization: u1 }),
+          // The role is looked up before its permission.
+          post('/v3/auth/role/grant', { name: 'nosuch' }, { Authorization: root }),
+          // A refused read ends Observe without an error and without an answer.
+          { ...post('/v3/election/observe', { name: b64('elec') }), lines: 1 },
+          { ...post('/v3/election/observe', { name: b64('elec') }, { Authorization: 'bogus.token' }), lines: 1 },
+          { ...post('/v3/election/observe', { name: b64('elec') }, { Authorization: u1 }), lines: 1 },
           post('/v3/auth/disable', {}, { Authorization: root }),
         ])),
       );

@@ -63,7 +63,7 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
     authStatus: unary((_r: AuthStatusRequest, md) =>
       etcd.authRequest(auth.authInfo(md), false, () => ({ enabled: auth.enabled, authRevision: BigInt(auth.revision) })),
     ),
-    authenticate: unary((r: AuthenticateRequest) => etcd.authenticate(r.name, r.password)),
+    authenticate: unary((r: AuthenticateRequest, md) => etcd.authenticate(r.name, r.password, md)),
     userAdd: withPassword(changes.userAdd, (r) => r.options?.noPassword ?? false),
     userGet: adminOr(
       (ai, r: AuthUserGetRequest) => ai.username === r.name,

@@ -43,11 +43,15 @@ export function addElectionService(grpc: Server, etcd: EtcdServer): void {
         ac.abort();
       });
       call.on('close', () => ac.abort());
+      // A refused token ends the stream as a refused read does (see `observe`).
+      let ai;
       try {
-        observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal, etcd.auth.authInfo(call.metadata));
-      } catch (err) {
-        call.emit('error', clientError(err));
+        ai = etcd.auth.authInfo(call.metadata);
+      } catch {
+        call.end();
+        return;
       }
+      observe(etcd, call.request.name, (header, kv) => call.write({ header, kv }), ac.signal, ai, () => call.end());
     },
     resign: clientUnary(async (r: ResignRequest, md) => ({ header: await resign(etcd, r.leader, etcd.auth.authInfo(md)) })),
   });

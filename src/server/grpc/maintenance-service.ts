@@ -216,9 +216,14 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
   };
   const handlers: MaintenanceServer = {
     status: unary(() => status(etcd)),
-    // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`).
+    // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`). etcd's Alarm
+    // returns its raft request's error unmapped: a token refused is Unknown, in auth's words.
     alarm: unary(async (r: AlarmRequest, md): Promise<AlarmResponse> => {
-      etcd.auth.authInfo(md);
+      try {
+        etcd.auth.authInfo(md);
+      } catch (err) {
+        throw unmappedAuthError(err);
+      }
       return { header: undefined, alarms: await etcd.alarm(r.action, r.memberID, r.alarm) };
     }),
     hash: unary(async (_r, md): Promise<HashResponse> => {

@@ -271,35 +271,47 @@ function streamErrorLine(status: CallStatus): string {
   return JSON.stringify({ error });
 }
 
-/** grpc-gateway's `timeoutDecode` of a Grpc-Timeout header: milliseconds, or undefined when it refuses the value. */
-export function gatewayTimeoutMs(value: string): number | undefined {
-  const units: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+/**
+ * grpc-gateway's `timeoutDecode` of a Grpc-Timeout header: milliseconds (Go's Duration
+ * arithmetic: an int64 of nanoseconds that wraps around on overflow, so a huge value can come
+ * out negative, a deadline already past), or undefined when it refuses the value.
+ */
+function gatewayTimeoutMs(value: string): number | undefined {
+  const units: Record<string, bigint> = { H: 3_600_000_000_000n, M: 60_000_000_000n, S: 1_000_000_000n, m: 1_000_000n, u: 1000n, n: 1n };
   const unit = units[value.slice(-1)];
   const digits = value.slice(0, -1);
   if (value.length < 2 || unit === undefined || !/^[+-]?\d+$/.test(digits)) return undefined;
-  return Number(digits) * unit;
+  const count = BigInt(digits);
+  if (count !== BigInt.asIntN(64, count)) return undefined;
+  return Number(BigInt.asIntN(64, count * unit)) / 1e6;
 }
 
 /** Runs one gateway request as a call of `route` and answers it. */
 function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse): void {
   const timeout = req.headers['grpc-timeout'];
-  const timeoutMs = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
-  if (typeof timeout === 'string' && timeoutMs === undefined) {
+  const decoded = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
+  if (typeof timeout === 'string' && decoded === undefined) {
     unaryError(res, { code: GrpcStatus.INVALID_ARGUMENT, details: `invalid grpc-timeout: ${timeout}` }, false);
     return;
   }
+  // grpc-gateway sets no deadline for a timeout of 0.
+  const timeoutMs = decoded === 0 ? undefined : decoded;
   let started = false;
-  const startStream = (): void => {
+  /**
+   * The answer's head, once: a stream that ended before its first message had no gRPC headers
+   * to forward (a trailers-only answer), so it has no `Grpc-Metadata-Content-Type`.
+   */
+  const startStream = (withMessage: boolean): void => {
     if (started) return;
     started = true;
-    res.writeHead(200, { 'Content-Type': 'application/json', ...GRPC_HEADERS });
+    res.writeHead(200, { 'Content-Type': 'application/json', ...(withMessage ? GRPC_HEADERS : {}) });
   };
   const stream = new GatewayStream(callHeaders(route.grpcPath, req), res, (bytes) => {
     if (!route.responseStream) {
       answer(res, 200, encodeResponse(route.response, bytes), GRPC_HEADERS);
       return;
     }
-    startStream();
+    startStream(true);
     res.write(`{"result":${encodeResponse(route.response, bytes)}}\n`);
   });
   res.on('drain', () => stream.onDrain?.());
@@ -313,10 +325,12 @@ function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: h
     clearTimeout(timer);
     if (res.writableEnded) return;
     if (status.code === GrpcStatus.OK) {
-      startStream();
+      startStream(false);
       res.end();
     } else if (!res.headersSent) {
-      if (!route.responseStream) unaryError(res, status, fromCall);
+      // A stream's first answer is awaited as its gRPC headers: the gateway's own deadline
+      // passing meanwhile fails that wait, which grpc-gateway answers as a unary error.
+      if (!route.responseStream || !fromCall) unaryError(res, status, fromCall);
       else {
         res.writeHead(httpStatusOf(status.code), { 'Content-Type': 'application/json' });
         res.end(streamErrorLine(status));
@@ -488,7 +502,11 @@ class WebSocketResponse extends EventEmitter {
  * `Authorization: Bearer <token>`.
  */
 export function gatewayWebSocket(gateway: GatewayHandler): (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void {
-  const wss = new WebSocketServer({ noServer: true });
+  // The proxy's answer names a subprotocol only when the offer starts with `Bearer`: then `Bearer`.
+  const wss = new WebSocketServer({
+    noServer: true,
+    handleProtocols: (_offered, req) => (req.headers['sec-websocket-protocol']?.startsWith('Bearer') ? 'Bearer' : false),
+  });
   return (req, socket, head, path) => {
     const protocol = req.headers['sec-websocket-protocol'];
     wss.handleUpgrade(req, socket, head, (ws) => {

@@ -196,15 +196,22 @@ export interface HttpHandlerOptions {
 
 /** A request's path and query, as Go's server reads them. */
 export interface RequestTarget {
-  /** The path as sent: `//x` is a path, not a host, and `.`/`..` segments are kept (ServeMux cleans them). */
+  /**
+   * The path as sent, percent-decoded (Go's `URL.Path`): `//x` is a path, not a host, and
+   * `.`/`..` segments are kept (ServeMux cleans them).
+   */
   readonly pathname: string;
   /** `?` and the query, or ''. */
   readonly search: string;
   readonly searchParams: URLSearchParams;
 }
 
-/** A request's target: its path and query, or those of an absolute URL. */
-export function requestTarget(req: http.IncomingMessage): RequestTarget {
+/**
+ * A request's target: its path and query, or those of an absolute URL; undefined when the path
+ * has a `%` not followed by two hex digits, which Go's server refuses before any handler (see
+ * `badRequest`).
+ */
+export function requestTarget(req: http.IncomingMessage): RequestTarget | undefined {
   let target = req.url ?? '/';
   if (!target.startsWith('/')) {
     try {
@@ -216,7 +223,25 @@ export function requestTarget(req: http.IncomingMessage): RequestTarget {
   }
   const q = target.indexOf('?');
   const search = q < 0 ? '' : target.slice(q);
-  return { pathname: q < 0 ? target : target.slice(0, q), search, searchParams: new URLSearchParams(search) };
+  const raw = q < 0 ? target : target.slice(0, q);
+  if (/%(?![0-9a-fA-F]{2})/.test(raw)) return undefined;
+  const pathname = Buffer.from(raw.replace(/%([0-9a-fA-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString();
+  return { pathname, search, searchParams: new URLSearchParams(search) };
+}
+
+/**
+ * Go's server's answer to a request it cannot parse: `400 Bad Request`, its body ended by
+ * closing the connection (over HTTP/1.1, written as Go writes it).
+ */
+export function badRequest(res: http.ServerResponse): void {
+  const head = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
+  if (res.req.httpVersionMajor !== 1 || !res.socket) {
+    res.writeHead(400, head);
+    res.end('400 Bad Request');
+    return;
+  }
+  const lines = Object.entries(head).map(([name, value]) => `${name}: ${value}\r\n`);
+  res.socket.end(`HTTP/1.1 400 Bad Request\r\n${lines.join('')}\r\n400 Bad Request`);
 }
 
 /**
@@ -255,8 +280,9 @@ export function upgradeHandler(
   webSocket: (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void,
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean {
   return (req, socket, head) => {
-    const path = gatewayPath(requestTarget(req).pathname);
-    if (!path.startsWith('/v3/') || req.headers.upgrade?.toLowerCase() !== 'websocket') return false;
+    const target = requestTarget(req);
+    const path = target && gatewayPath(target.pathname);
+    if (path === undefined || !path.startsWith('/v3/') || req.headers.upgrade?.toLowerCase() !== 'websocket') return false;
     webSocket(req, socket, head, path);
     return true;
   };
@@ -267,6 +293,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
   const { gateway, access } = options;
   return (req, res) => {
     const url = requestTarget(req);
+    if (!url) return badRequest(res);
     if (access) {
       const tlsSocket = req.socket instanceof TLSSocket ? req.socket : undefined;
       if (!tlsSocket) {

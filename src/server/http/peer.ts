@@ -35,7 +35,7 @@ import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import { promoteFailureReason } from '../membership.js';
 import { promoteMember } from '../grpc/cluster-service.js';
 import { hashByRev } from '../grpc/maintenance-service.js';
-import { allowMethod, cleanPath, httpError, redirect, reply, requestTarget, serveVersion } from './handlers.js';
+import { allowMethod, badRequest, cleanPath, httpError, redirect, reply, requestTarget, serveVersion } from './handlers.js';
 import { readJsonValues } from './jsonpb.js';
 
 /** etcd `version.MinClusterVersion`: the oldest cluster version a member of ours joins. */
@@ -246,6 +246,7 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = requestTarget(req);
+    if (!url) return badRequest(res);
     const path = cleanPath(url.pathname);
     if (path !== url.pathname) return redirect(req, res, path + url.search);
     if (path === '/version') return serveVersion(req, res);
