@@ -10,14 +10,19 @@
  * always 0 here: checkpointing is not implemented)}`, byte for byte what etcd writes.
  *
  * Restart (etcd `initAndRecover` then `Promote(electionTimeout)`): every stored lease comes
- * back with its full TTL counted from the moment the lessor starts, plus etcd's election
- * timeout (1 s), so no lease ever expires earlier than TTL after a restart, clean or not.
+ * back with its full TTL counted from the moment the lessor starts (`start`, just before the
+ * server serves, as etcd's leader promotes its lessor), plus etcd's election timeout (1 s), so
+ * no lease ever expires earlier than TTL after a restart, clean or not; from 1000 leases on,
+ * expiries that fall close together are spread out, as etcd's `Promote` spreads them.
  *
- * Expiry (etcd `runLoop` / `revokeExpiredLeases`): every 500 ms the lessor pops the leases
- * whose expiry passed from a min-heap and hands each to `revokeExpired`, which by default is
- * `revoke` but which the server replaces with its own path (the one `LeaseRevoke` takes), so
- * an expiry costs a raft index entry and a revision exactly like a client revoke. A failed
- * revocation is retried 3 s later (etcd `expiredLeaseRetryInterval`).
+ * Expiry (etcd `runLoop` / `revokeExpiredLeases`): every 500 ms the lessor pops up to 500
+ * leases whose expiry passed (etcd's revocation rate, 1000 a second) from a min-heap and
+ * hands each to `revokeExpired`, which by default is `revoke` but which the server replaces
+ * with its own path (the one `LeaseRevoke` takes), so an expiry costs a raft index entry and a
+ * revision exactly like a client revoke. An expired lease stays, with its keys and a TTL below
+ * zero, until its revocation is done; renewing it waits for that. One handed out is looked at
+ * again 3 s later (etcd `expiredLeaseRetryInterval`), and handed out again if its revocation
+ * failed.
  *
  * Revocation (etcd `lessor.Revoke`): every attached key is deleted in ONE write transaction,
  * in key order, and the lease record is removed in the same backend batch, so watchers see
@@ -41,6 +46,10 @@ export const DEFAULT_PROMOTE_EXTEND_MS = 1000;
 export const EXPIRY_CHECK_INTERVAL_MS = 500;
 /** How long a failed revocation of an expired lease waits before it is retried (etcd `expiredLeaseRetryInterval`). */
 const EXPIRED_RETRY_MS = 3000;
+/** etcd `leaseRevokeRate`: expired leases revoked per second at most. */
+const LEASE_REVOKE_RATE = 1000;
+/** Expired leases handed out per pass of the expiry loop (etcd: half the rate every 500 ms). */
+const REVOKE_PER_PASS = LEASE_REVOKE_RATE / 2;
 
 /** Thrown when granting an ID that exists (etcd `lease.ErrLeaseExists`). */
 export class LeaseExists extends Error {
@@ -66,8 +75,15 @@ export class Lease {
   readonly ttlSec: number;
   /** Monotonic time (ms, `performance.now()` scale) when the lease expires; set by refresh. */
   expiryMs = Infinity;
+  /**
+   * When the expiry loop next looks at this lease (its live heap entry): its expiry, or, once
+   * it was handed out for revocation, the time to try again (etcd's expiry notifier item).
+   */
+  dueMs = Infinity;
   /** Keys attached to this lease; changed by the store's hooks and by revoke. */
   readonly keys = new Set<Key>();
+  /** Called once the lease is revoked (etcd's `revokec` closing). */
+  private revokedWaiters: (() => void)[] | undefined;
 
   constructor(id: bigint, ttlSec: number) {
     this.id = id;
@@ -77,6 +93,16 @@ export class Lease {
   /** Milliseconds left before expiry at monotonic time `now` (negative once expired). */
   remainingMs(now: number): number {
     return this.expiryMs - now;
+  }
+
+  /** Resolves once the lease is revoked. */
+  whenRevoked(): Promise<void> {
+    return new Promise((resolve) => (this.revokedWaiters ??= []).push(resolve));
+  }
+
+  /** Marks the lease revoked, waking those waiting (see `whenRevoked`). */
+  revoked(): void {
+    for (const wake of this.revokedWaiters?.splice(0) ?? []) wake();
   }
 }
 
@@ -126,9 +152,9 @@ export interface LessorOptions {
   checkIntervalMs?: number;
 }
 
-/** Heap entry: the lease `id` was due at `expiryMs` when pushed (stale when the lease moved on). */
+/** Heap entry: the lease `id` was due at `atMs` when pushed (stale once its `dueMs` moved on). */
 interface Due {
-  expiryMs: number;
+  atMs: number;
   id: bigint;
 }
 
@@ -182,7 +208,7 @@ export class Lessor implements LeaseHooks {
   private readonly leaseMap = new Map<bigint, Lease>();
   /** Key → the lease it is attached to (etcd `itemMap`); changed by attach/detach. */
   private readonly itemMap = new Map<Key, bigint>();
-  /** Min-heap of expiries by `expiryMs`, with stale entries skipped when popped. */
+  /** Min-heap of the leases' due times (`atMs`), with stale entries skipped when popped. */
   private readonly heap: Due[] = [];
   /** Expired leases whose revocation is in flight (not handed out again meanwhile). */
   private readonly revoking = new Set<bigint>();
@@ -193,6 +219,8 @@ export class Lessor implements LeaseHooks {
   /** Minimum TTL in seconds. */
   readonly minTtlSec: number;
   private readonly checkIntervalMs: number;
+  /** Added to every lease's expiry at start (see `promote`), in ms. */
+  private readonly promoteExtendMs: number;
   /** The expiry timer, set by start() and cleared by stop(). */
   private timer: NodeJS.Timeout | undefined;
   /** Counters read by the metrics (see LessorMetrics); only ever incremented. */
@@ -219,17 +247,50 @@ export class Lessor implements LeaseHooks {
     // 2. Become the store's lease hooks and re-attach the keys (etcd `restore` of the KV store).
     store.leases = this;
     store.attachLeases();
-    // 3. Count every TTL from now, plus the election timeout (etcd Promote).
-    const extend = opts.promoteExtendMs ?? DEFAULT_PROMOTE_EXTEND_MS;
-    const now = performance.now();
-    for (const l of this.leaseMap.values()) this.refresh(l, now, extend);
+    this.promoteExtendMs = opts.promoteExtendMs ?? DEFAULT_PROMOTE_EXTEND_MS;
   }
 
-  /** Starts the expiry loop (every `checkIntervalMs`; the timer does not keep Node alive). */
+  /**
+   * Starts counting the leases' TTLs (etcd `Promote`, as the member becomes leader, just before
+   * it serves) and the expiry loop (every `checkIntervalMs`; the timer does not keep Node alive).
+   */
   start(): void {
     if (this.timer) return;
+    this.promote(performance.now());
     this.timer = setInterval(() => this.expire(), this.checkIntervalMs);
     this.timer.unref();
+  }
+
+  /**
+   * etcd `Promote(extend)`: every lease's TTL counted from `now`, plus the election timeout.
+   * From LEASE_REVOKE_RATE leases on, etcd then spreads expiries that fall close together:
+   * walking the leases by expiry in windows of one second, every lease past the first 750 of a
+   * window (3/4 of the revocation rate) is pushed back in proportion to how far past it is,
+   * less how far into the window it already was, so a restart does not expire them all at once.
+   */
+  private promote(now: number): void {
+    const extend = this.promoteExtendMs;
+    for (const l of this.leaseMap.values()) this.refresh(l, now, extend);
+    if (this.leaseMap.size < LEASE_REVOKE_RATE) return;
+    const perSecond = (3 * LEASE_REVOKE_RATE) / 4;
+    const leases = [...this.leaseMap.values()].sort((a, b) => a.expiryMs - b.expiryMs);
+    let windowStart = leases[0]!.remainingMs(now);
+    let windowEnd = windowStart + 1000;
+    let inWindow = 0;
+    for (const l of leases) {
+      const remaining = l.remainingMs(now);
+      if (remaining > windowEnd) {
+        windowStart = remaining;
+        windowEnd = windowStart + 1000;
+        inWindow = 1;
+        continue;
+      }
+      inWindow++;
+      if (inWindow <= perSecond) continue;
+      const delay = (1000 * inWindow) / perSecond - (remaining - windowStart);
+      windowEnd = windowStart + delay;
+      this.refresh(l, now, delay + extend);
+    }
   }
 
   /** Stops the expiry loop. */
@@ -279,18 +340,24 @@ export class Lessor implements LeaseHooks {
     this.backend.remove('lease', idToBytes(id));
     this.counters.revoked++;
     const done = txn.end();
-    return txn.changes.length > 0 ? done : this.store.sync();
+    const durable = txn.changes.length > 0 ? done : this.store.sync();
+    return durable.then(() => lease.revoked());
   }
 
   /**
-   * Renews a lease (etcd `lessor.Renew`): its expiry becomes now + TTL. Returns the TTL in
-   * seconds. Throws LeaseNotFoundError for an unknown lease, or one already expired (it is being
-   * revoked; etcd waits for that revocation and answers the same).
+   * Renews a lease (etcd `lessor.Renew`): its expiry becomes now + TTL. Resolves to the TTL in
+   * seconds. Rejects with LeaseNotFoundError for an unknown lease; for one already expired, once
+   * its revocation is done (as etcd waits for it; while revoking fails, as under a CORRUPT
+   * alarm, that is never).
    */
-  renew(id: bigint): number {
+  async renew(id: bigint): Promise<number> {
     const lease = this.leaseMap.get(id);
+    if (!lease) throw new LeaseNotFoundError();
     const now = performance.now();
-    if (!lease || this.revoking.has(id) || lease.expiryMs <= now) throw new LeaseNotFoundError();
+    if (lease.expiryMs <= now) {
+      await lease.whenRevoked();
+      throw new LeaseNotFoundError();
+    }
     this.refresh(lease, now, 0);
     this.counters.renewed++;
     return lease.ttlSec;
@@ -345,21 +412,32 @@ export class Lessor implements LeaseHooks {
   /** Sets the lease's expiry to now + TTL + `extendMs` and schedules it. */
   private refresh(lease: Lease, now: number, extendMs: number): void {
     lease.expiryMs = now + lease.ttlSec * 1000 + extendMs;
-    this.push({ expiryMs: lease.expiryMs, id: lease.id });
+    this.schedule(lease, lease.expiryMs);
+  }
+
+  /** Has the expiry loop look at `lease` at `atMs` (and not before). */
+  private schedule(lease: Lease, atMs: number): void {
+    lease.dueMs = atMs;
+    this.push({ atMs, id: lease.id });
   }
 
   /**
-   * One pass of the expiry loop (etcd `revokeExpiredLeases`):
-   * 1. pop every heap entry that is due;
-   * 2. skip stale entries (lease gone, renewed since, or already being revoked);
-   * 3. hand each expired lease to `revokeExpired`; on failure schedule a retry.
+   * One pass of the expiry loop (etcd `revokeExpiredLeases`): at most REVOKE_PER_PASS leases
+   * whose expiry passed, soonest first, are handed to `revokeExpired` (etcd's revocation rate,
+   * 1000 a second); the rest wait for the next pass, still listed, their keys still there and
+   * their TTL below zero. Each lease handed out is looked at again EXPIRED_RETRY_MS later, and
+   * handed out again then if its revocation failed (etcd `expireExists`). Returns the IDs
+   * handed out.
    */
   expire(now: number = performance.now()): bigint[] {
     const expired: bigint[] = [];
-    while (this.heap.length > 0 && this.heap[0]!.expiryMs <= now) {
+    while (expired.length < REVOKE_PER_PASS && this.heap.length > 0 && this.heap[0]!.atMs <= now) {
       const due = this.pop();
       const lease = this.leaseMap.get(due.id);
-      if (!lease || lease.expiryMs !== due.expiryMs || this.revoking.has(due.id)) continue;
+      // Revoked, or renewed since.
+      if (!lease || lease.dueMs !== due.atMs) continue;
+      this.schedule(lease, now + EXPIRED_RETRY_MS);
+      if (lease.expiryMs > now || this.revoking.has(due.id)) continue;
       expired.push(due.id);
     }
     for (const id of expired) {
@@ -370,12 +448,10 @@ export class Lessor implements LeaseHooks {
       } catch (err) {
         result = Promise.reject(err);
       }
-      result.then(() => this.counters.expired++, () => {
-        const lease = this.leaseMap.get(id);
-        if (!lease || !this.revoking.delete(id)) return;
-        lease.expiryMs = performance.now() + EXPIRED_RETRY_MS;
-        this.push({ expiryMs: lease.expiryMs, id });
-      });
+      result.then(
+        () => this.counters.expired++,
+        () => this.revoking.delete(id),
+      );
     }
     return expired;
   }
@@ -386,7 +462,7 @@ export class Lessor implements LeaseHooks {
     let i = h.length - 1;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (h[p]!.expiryMs <= d.expiryMs) break;
+      if (h[p]!.atMs <= d.atMs) break;
       h[i] = h[p]!;
       i = p;
     }
@@ -403,8 +479,8 @@ export class Lessor implements LeaseHooks {
         const l = 2 * i + 1;
         if (l >= h.length) break;
         const r = l + 1;
-        const c = r < h.length && h[r]!.expiryMs < h[l]!.expiryMs ? r : l;
-        if (h[c]!.expiryMs >= last.expiryMs) break;
+        const c = r < h.length && h[r]!.atMs < h[l]!.atMs ? r : l;
+        if (h[c]!.atMs >= last.atMs) break;
         h[i] = h[c]!;
         i = c;
       }

@@ -200,7 +200,7 @@ export class EtcdServer {
     this.requestIdBytes = requestIdBytes(this.memberId);
     this.membership = new Membership(this.backend, this.memberId, config.initialAdvertisePeerUrls);
     // etcd: the minimum TTL is ⌊1.5 × election ticks⌋ heartbeats, rounded up to seconds; leases
-    // get the election timeout on top at start (`Promote`).
+    // get the election timeout on top when they start counting (`Promote`, see `open`).
     const tick = config.heartbeatIntervalMs;
     const ticks = Math.floor(config.electionTimeoutMs / tick);
     this.lessor = new Lessor(this.store, {
@@ -209,7 +209,6 @@ export class EtcdServer {
       promoteExtendMs: ticks * tick,
     });
     this.lessor.revokeExpired = (id) => this.leaseRevoke({ ID: id });
-    this.lessor.start();
     // A single etcd member campaigns at term 1 and leads from term 2; each restart is a new term.
     this.raftTerm = BigInt(this.backend.getMeta('term') ?? '1') + 1n;
     // A fresh etcd has applied 4 entries when it is ready (the initial member, its own
@@ -267,6 +266,8 @@ export class EtcdServer {
       // our log: a crash leaves all of it or none, and a restart imports again.
       await server.replayEtcdLog();
       await server.backend.durable();
+      // Leases count from here, as etcd's from when it leads, just before it serves.
+      server.lessor.start();
       return server;
     } catch (err) {
       lock.release();

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, it, type TestContext } from 'node:test';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { KVClient, LeaseClient, type LeaseKeepAliveResponse } from '../../src/proto/gen/rpc.gen.js';
 import { ElectionClient, type LeaderKey } from '../../src/proto/gen/v3election.gen.js';
 import { LockClient } from '../../src/proto/gen/v3lock.gen.js';
 import { etcdctl, normaliseResult, type CtlResult } from '../helpers/etcdctl.js';
@@ -251,6 +252,45 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       out.push((await run(side, ['endpoint', 'status', '-w', 'json'])).stdout);
       results.push(out);
     }
+    assert.deepEqual(results[1], results[0]);
+  });
+
+  it('expired leases: a keepalive waits for the revocation, and revocations go at most 1000 a second', { timeout: 60_000 }, async (t) => {
+    const sides = await startBoth(t);
+    const results: string[][] = [];
+    for (const side of sides) {
+      const addr = side.server.endpoint.replace('http://', '');
+      const leases = new LeaseClient(addr, credentials.createInsecure());
+      const kv = new KVClient(addr, credentials.createInsecure());
+      t.after(() => { leases.close(); kv.close(); });
+      const unary = <R>(fn: (cb: (err: ServiceError | null, res: R) => void) => void): Promise<R> =>
+        new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
+      const out: string[] = [];
+      // A keepalive for a lease that expired but is not yet revoked is answered once it is: the key is gone by then.
+      const { ID } = await unary<{ ID: bigint }>((cb) => leases.leaseGrant({ TTL: 2n, ID: 0n }, cb));
+      await unary((cb) => kv.put({ key: Buffer.from('expiring'), value: Buffer.from('v'), lease: ID, prevKv: false, ignoreValue: false, ignoreLease: false }, cb));
+      await sleep(2050);
+      const stream = leases.leaseKeepAlive();
+      const answer = new Promise<LeaseKeepAliveResponse>((resolve) => stream.once('data', resolve));
+      stream.on('error', () => {});
+      stream.write({ ID });
+      const ttl = (await answer).TTL;
+      stream.end();
+      const after = await unary<{ count: bigint }>((cb) => kv.range({ key: Buffer.from('expiring'), rangeEnd: Buffer.alloc(0), limit: 0n, revision: 0n, sortOrder: 0, sortTarget: 0, serializable: false, keysOnly: false, countOnly: true, minModRevision: 0n, maxModRevision: 0n, minCreateRevision: 0n, maxCreateRevision: 0n }, cb));
+      out.push(`keepalive of an expired lease: TTL ${ttl}, key there after: ${after.count}`);
+      // 3000 leases expiring together take seconds to go: well over 500 are still listed half a second after the last expired.
+      const granted = await Promise.all(Array.from({ length: 3000 }, () => unary<{ ID: bigint }>((cb) => leases.leaseGrant({ TTL: 2n, ID: 0n }, cb))));
+      await sleep(2500);
+      const listed = await unary<{ leases: unknown[] }>((cb) => leases.leaseLeases({}, cb));
+      out.push(`${granted.length} granted; over 500 of them still listed: ${listed.leases.length > 500}`);
+      let left = listed.leases.length;
+      for (const deadline = Date.now() + 20_000; left > 0 && Date.now() < deadline; await sleep(250)) {
+        left = (await unary<{ leases: unknown[] }>((cb) => leases.leaseLeases({}, cb))).leases.length;
+      }
+      out.push(`all revoked within 20 s: ${left === 0}`);
+      results.push(out);
+    }
+    assert.deepEqual(results[0], ['keepalive of an expired lease: TTL 0, key there after: 0', '3000 granted; over 500 of them still listed: true', 'all revoked within 20 s: true']);
     assert.deepEqual(results[1], results[0]);
   });
 });

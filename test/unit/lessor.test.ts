@@ -84,16 +84,21 @@ describe('lessor', () => {
     assert.equal(lessor.timeToLive(99n), undefined);
   });
 
-  it('renew extends the expiry and reports the TTL; expired or unknown leases are not found', async () => {
+  it('renew extends the expiry and reports the TTL; unknown leases are not found; an expired one is, once its revocation is done', async () => {
     const { lessor } = start();
     const id = lessor.grant(7n, 10).lease.id;
     const before = lessor.lookup(id)!.expiryMs;
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(lessor.renew(id), 10);
+    assert.equal(await lessor.renew(id), 10);
     assert.ok(lessor.lookup(id)!.expiryMs > before);
-    assert.throws(() => lessor.renew(8n), LeaseNotFoundError);
+    await assert.rejects(lessor.renew(8n), LeaseNotFoundError);
     lessor.lookup(id)!.expiryMs = performance.now() - 1;
-    assert.throws(() => lessor.renew(id), LeaseNotFoundError, 'an expired lease awaiting revocation is not renewed');
+    let answered = false;
+    const renewal = lessor.renew(id).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(answered, false, 'an expired lease awaiting revocation waits for it (etcd `revokec`)');
+    await lessor.revoke(id);
+    await assert.rejects(renewal, LeaseNotFoundError);
     assert.equal(lessor.metrics().renewed, 1);
   });
 
@@ -136,7 +141,11 @@ describe('lessor', () => {
       revoked.push(p);
       return p;
     };
-    assert.equal(lessor.expire(performance.now() + FAR).length, 1000);
+    // etcd's revocation rate: 500 every pass (1000 a second), soonest first.
+    const far = performance.now() + FAR;
+    assert.equal(lessor.expire(far).length, 500);
+    assert.equal(lessor.leases().length, 500, 'the rest wait, still listed');
+    assert.equal(lessor.expire(far).length, 500);
     await Promise.all(revoked);
     assert.deepEqual(new Set(seen), new Set(ids));
     assert.equal(lessor.leases().length, 0);
@@ -153,11 +162,15 @@ describe('lessor', () => {
       calls++;
       return Promise.reject(new Error('stopped'));
     };
-    lessor.expire(performance.now() + 6000);
+    const expiry = lessor.lookup(id)!.expiryMs;
+    const at = performance.now() + 6000;
+    lessor.expire(at);
     await new Promise((r) => setImmediate(r));
     assert.ok(lessor.lookup(id), 'the lease stays after a failed revocation');
+    assert.equal(lessor.lookup(id)!.expiryMs, expiry, 'its expiry stays: its TTL goes on falling below zero');
     assert.equal(lessor.metrics().expired, 0, 'a failed revocation is not counted');
-    assert.deepEqual(lessor.expire(performance.now() + 10_000), [id]);
+    assert.deepEqual(lessor.expire(at + 2999), [], 'retried 3 s after it was handed out');
+    assert.deepEqual(lessor.expire(at + 3000), [id]);
     assert.equal(calls, 2);
   });
 
@@ -196,8 +209,9 @@ describe('lessor', () => {
     await first.lessor.revoke(gone);
     first.lessor.stop();
     await first.store.close();
-    const restartedAt = performance.now();
     const second = start(first.dir);
+    const restartedAt = performance.now();
+    second.lessor.start();
     assert.equal(second.lessor.lookup(gone), undefined);
     const ttl = second.lessor.timeToLive(id);
     assert.deepEqual(ttl?.keys, ['a', 'b']);
@@ -206,6 +220,32 @@ describe('lessor', () => {
     assert.deepEqual(second.lessor.expire(restartedAt + 29_999), []);
     await second.lessor.revoke(id);
     assert.deepEqual(liveKeys(second.store), []);
+  });
+
+  it('spreads the expiries of 1000 leases or more at a restart, at most 750 in any second, as etcd\'s Promote does', async () => {
+    for (const count of [999, 3000]) {
+      const first = start();
+      const t = first.store.beginWrite();
+      for (let i = 0; i < count; i++) first.lessor.grant(0n, 100);
+      await t.end();
+      first.lessor.stop();
+      await first.store.close();
+      const second = start(first.dir);
+      const now = performance.now();
+      second.lessor.start();
+      const expiries = second.lessor.leases().map((l) => l.expiryMs - now);
+      assert.equal(expiries.length, count);
+      const spread = expiries[expiries.length - 1]! - expiries[0]!;
+      if (count < 1000) {
+        assert.ok(spread < 100, `${count} leases keep their expiry: spread ${spread} ms`);
+        continue;
+      }
+      // 101 s (TTL + election timeout) for the first 750, then 1/750 s more for each next one.
+      assert.ok(Math.abs(expiries[0]! - 101_000) < 100, String(expiries[0]));
+      assert.ok(Math.abs(expiries[749]! - 101_000) < 100, String(expiries[749]));
+      assert.ok(Math.abs(expiries[count - 1]! - (101_000 + (1000 * count) / 750)) < 100, String(expiries[count - 1]));
+      for (let i = 0; i + 750 < count; i++) assert.ok(expiries[i + 750]! - expiries[i]! > 990, `751 expiries within a second from #${i}`);
+    }
   });
 
   it("stores etcd's leasepb.Lease bytes and generates IDs as etcd's idutil", () => {

@@ -56,10 +56,13 @@ function keepAlive(etcd: EtcdServer, call: ServerCall): void {
   call.on('cancelled', (reason: 'deadline' | 'cancelled') => {
     call.pendingStatus = reason === 'deadline' ? contextErrorStatus(reason) : { code: Status.UNAVAILABLE, details: 'etcdserver: no leader' };
   });
-  call.on('data', (req: LeaseKeepAliveRequest) => {
+  // One request at a time, in order, as etcd's loop takes them: renewing an expired lease
+  // waits for its revocation, and the requests after it wait too.
+  let previous: Promise<void> = Promise.resolve();
+  const answer = async (req: LeaseKeepAliveRequest): Promise<void> => {
     let ttl: number;
     try {
-      ttl = etcd.lessor.renew(req.ID);
+      ttl = await etcd.lessor.renew(req.ID);
     } catch (err) {
       if (!(err instanceof LeaseNotFoundError)) {
         call.destroy(toServiceError(err) as Error);
@@ -69,8 +72,13 @@ function keepAlive(etcd: EtcdServer, call: ServerCall): void {
     }
     const res: LeaseKeepAliveResponse = { header: etcd.fillHeader(undefined), ID: req.ID, TTL: BigInt(ttl) };
     call.write(res);
+  };
+  call.on('data', (req: LeaseKeepAliveRequest) => {
+    previous = previous.then(() => answer(req));
   });
-  call.on('end', () => call.end());
+  call.on('end', () => {
+    void previous.then(() => call.end());
+  });
   call.on('error', () => {});
 }
 

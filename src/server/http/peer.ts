@@ -210,7 +210,7 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
       const { ID } = LeaseKeepAliveRequest.decode(body);
       let ttl: number;
       try {
-        ttl = etcd.lessor.renew(ID);
+        ttl = await etcd.lessor.renew(ID);
       } catch (err) {
         return httpError(res, err instanceof LeaseNotFoundError ? 404 : 400, (err as Error).message);
       }
