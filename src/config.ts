@@ -130,6 +130,16 @@ export interface ServerConfig {
   grpcKeepaliveIntervalMs: number;
   /** ... and closes it when nothing is read within this many ms of the ping (`--grpc-keepalive-timeout`). @default 20000 */
   grpcKeepaliveTimeoutMs: number;
+  /**
+   * Checkpoint every lease's remaining TTL every 5 minutes, each time as a raft entry
+   * (`--experimental-enable-lease-checkpoint`). @default false
+   */
+  leaseCheckpoint: boolean;
+  /**
+   * Keep checkpoints in the lease records, so a restart counts a lease's checkpointed remaining
+   * TTL instead of its whole TTL (`--experimental-enable-lease-checkpoint-persist`). @default false
+   */
+  leaseCheckpointPersist: boolean;
   /** Interval of periodic watch progress notifications, in ms (`--experimental-watch-progress-notify-interval`). @default 600000 */
   watchProgressNotifyIntervalMs: number;
   /**
@@ -195,6 +205,8 @@ export function defaultConfig(): ServerConfig {
     grpcKeepaliveMinTimeMs: 5000,
     grpcKeepaliveIntervalMs: 2 * 60 * 60 * 1000,
     grpcKeepaliveTimeoutMs: 20_000,
+    leaseCheckpoint: false,
+    leaseCheckpointPersist: false,
     watchProgressNotifyIntervalMs: 10 * 60 * 1000,
     warningApplyDurationMs: 100,
     bcryptCost: 10,

@@ -289,8 +289,18 @@ const FLAGS: readonly FlagSpec[] = [
   ignored('experimental-corrupt-check-time', 'duration'),
   ignored('experimental-enable-v2v3', 'string'),
   ignored('experimental-backend-bbolt-freelist-type', 'string'),
-  ignored('experimental-enable-lease-checkpoint', 'bool'),
-  ignored('experimental-enable-lease-checkpoint-persist', 'bool'),
+  supported(
+    'experimental-enable-lease-checkpoint',
+    'bool',
+    'false',
+    'ExperimentalEnableLeaseCheckpoint enables primary lessor to persist lease remainingTTL to prevent indefinite auto-renewal of long lived leases.',
+  ),
+  supported(
+    'experimental-enable-lease-checkpoint-persist',
+    'bool',
+    'false',
+    'Enable persisting remainingTTL to prevent indefinite auto-renewal of long lived leases. Always enabled in v3.6. Should be used to ensure smooth upgrade from v3.5 clusters with this feature enabled. Requires experimental-enable-lease-checkpoint to be enabled.',
+  ),
   ignored('experimental-compaction-batch-limit', 'int'),
   supported(
     'experimental-watch-progress-notify-interval',
@@ -962,6 +972,18 @@ function buildConfig(
     throw new FlagError(`unknown auto-compaction-mode "${mode}"`);
   }
   config.autoCompactionMode = mode;
+  // Lease checkpoints, checked last in etcd's `Config.Validate`. etcd 3.4 under capnslog panics
+  // as it warns about checkpoints without persistence (it logs through a nil zap logger); we
+  // warn in capnslog's words instead.
+  config.leaseCheckpoint = flag('experimental-enable-lease-checkpoint');
+  config.leaseCheckpointPersist = flag('experimental-enable-lease-checkpoint-persist');
+  if (config.leaseCheckpoint && !config.leaseCheckpointPersist) {
+    const msg = 'Detected that checkpointing is enabled without persistence. Consider enabling experimental-enable-lease-checkpoint-persist';
+    notices.push({ msg, fields: {}, plog: { pkg: 'embed', level: 'W', text: msg } });
+  }
+  if (config.leaseCheckpointPersist && !config.leaseCheckpoint) {
+    throw new FlagError('setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint');
+  }
   config.autoCompactionRetention = text('auto-compaction-retention') || '0';
   if (!/^\+?[0-9]+$/.test(config.autoCompactionRetention)) {
     // etcd parseCompactionRetention: a non-negative integer (hours or revisions), else a duration.
@@ -1210,7 +1232,7 @@ function logOutputs(logger: string, chosen: readonly string[]): string[] {
 }
 
 /** Supported flags etcd 3.4 defines without a line in its help text. */
-const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file', 'log-output', 'unsafe-no-fsync']);
+const UNLISTED_IN_HELP = new Set(['version', 'enable-grpc-gateway', 'config-file', 'log-output', 'unsafe-no-fsync', 'experimental-enable-lease-checkpoint-persist']);
 
 /**
  * The ways to run etcd-ts, which etcd prints on stderr after a flag the flag package refuses

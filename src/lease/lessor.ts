@@ -6,8 +6,15 @@
  * Time: a lease's expiry is a point on the monotonic clock (`performance.now()`), never
  * persisted. What is persisted, in the backend's `lease` bucket, is etcd's `leasepb.Lease`
  * record: key = the lease ID as 8 big-endian bytes (etcd `int64ToBytes`), value = the
- * protobuf message `{ID = 1 (int64), TTL = 2 (int64, seconds), RemainingTTL = 3 (int64,
- * always 0 here: checkpointing is not implemented)}`, byte for byte what etcd writes.
+ * protobuf message `{ID = 1 (int64), TTL = 2 (int64, seconds), RemainingTTL = 3 (int64, the
+ * last checkpoint's remaining TTL, kept with `--experimental-enable-lease-checkpoint-persist`,
+ * else 0)}`, byte for byte what etcd writes.
+ *
+ * Checkpoints (etcd `--experimental-enable-lease-checkpoint`): five minutes after a lease is
+ * granted (or checkpointed, or the lessor started), when it counts more than that, its
+ * remaining TTL is proposed through `checkpointer` (a raft entry); a restart counts that
+ * remaining TTL instead of the whole TTL when the checkpoints are persisted, and a renewal
+ * clears it first.
  *
  * Restart (etcd `initAndRecover` then `Promote(electionTimeout)`): every stored lease comes
  * back with its full TTL counted from the moment the lessor starts (`start`, just before the
@@ -46,6 +53,12 @@ export const DEFAULT_PROMOTE_EXTEND_MS = 1000;
 export const EXPIRY_CHECK_INTERVAL_MS = 500;
 /** How long a failed revocation of an expired lease waits before it is retried (etcd `expiredLeaseRetryInterval`). */
 const EXPIRED_RETRY_MS = 3000;
+/** etcd `defaultLeaseCheckpointInterval`. */
+export const LEASE_CHECKPOINT_INTERVAL_MS = 5 * 60 * 1000;
+/** etcd `maxLeaseCheckpointBatchSize`: checkpoints per raft request. */
+const CHECKPOINT_BATCH = 1000;
+/** etcd `leaseCheckpointRate` / 2: checkpoint requests per pass at most. */
+const CHECKPOINT_BATCHES_PER_PASS = 500;
 /** etcd `leaseRevokeRate`: expired leases revoked per second at most. */
 const LEASE_REVOKE_RATE = 1000;
 /** Expired leases handed out per pass of the expiry loop (etcd: half the rate every 500 ms). */
@@ -82,12 +95,19 @@ export class Lease {
   dueMs = Infinity;
   /** Keys attached to this lease; changed by the store's hooks and by revoke. */
   readonly keys = new Set<Key>();
+  /** The remaining TTL of its last checkpoint, in seconds; 0 when none (etcd `remainingTTL`). */
+  checkpointTtlSec = 0;
   /** Called once the lease is revoked (etcd's `revokec` closing). */
   private revokedWaiters: (() => void)[] | undefined;
 
   constructor(id: bigint, ttlSec: number) {
     this.id = id;
     this.ttlSec = ttlSec;
+  }
+
+  /** The TTL a refresh counts: the checkpointed remaining TTL, if any, else the TTL (etcd `RemainingTTL`). */
+  countedTtlSec(): number {
+    return this.checkpointTtlSec > 0 ? this.checkpointTtlSec : this.ttlSec;
   }
 
   /** Milliseconds left before expiry at monotonic time `now` (negative once expired). */
@@ -150,12 +170,66 @@ export interface LessorOptions {
   promoteExtendMs?: number;
   /** How often expiries are checked, in ms. @default EXPIRY_CHECK_INTERVAL_MS (500) */
   checkIntervalMs?: number;
+  /** How long after it is granted, renewed or checkpointed a lease is checkpointed, in ms. @default LEASE_CHECKPOINT_INTERVAL_MS (5 min) */
+  checkpointIntervalMs?: number;
+  /** Whether checkpoints are kept in the lease records, and so across restarts (`--experimental-enable-lease-checkpoint-persist`). @default false */
+  persistCheckpoints?: boolean;
+}
+
+/** One lease's checkpoint (etcd `LeaseCheckpoint`): its remaining TTL in seconds, 0 to clear it. */
+export interface LeaseCheckpoint {
+  id: bigint;
+  remainingTtlSec: number;
 }
 
 /** Heap entry: the lease `id` was due at `atMs` when pushed (stale once its `dueMs` moved on). */
 interface Due {
   atMs: number;
   id: bigint;
+}
+
+/** A min-heap of `Due` entries by `atMs`. */
+class DueHeap {
+  private readonly h: Due[] = [];
+
+  /** The soonest entry, if any. */
+  peek(): Due | undefined {
+    return this.h[0];
+  }
+
+  push(d: Due): void {
+    const h = this.h;
+    h.push(d);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (h[p]!.atMs <= d.atMs) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = d;
+  }
+
+  /** Removes and returns the soonest entry; the heap must not be empty. */
+  pop(): Due {
+    const h = this.h;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= h.length) break;
+        const r = l + 1;
+        const c = r < h.length && h[r]!.atMs < h[l]!.atMs ? r : l;
+        if (h[c]!.atMs >= last.atMs) break;
+        h[i] = h[c]!;
+        i = c;
+      }
+      h[i] = last;
+    }
+    return top;
+  }
 }
 
 /** 8-byte big-endian form of an int64 lease ID (etcd `int64ToBytes`). */
@@ -166,10 +240,11 @@ function idToBytes(id: bigint): Buffer {
 }
 
 /** etcd `leasepb.Lease` {ID = 1, TTL = 2, RemainingTTL = 3}, marshalled. */
-export function encodeLeaseRecord(id: bigint, ttlSec: number): Buffer {
+export function encodeLeaseRecord(id: bigint, ttlSec: number, remainingTtlSec = 0): Buffer {
   const w = new BinaryWriter();
   if (id !== 0n) w.uint32(8).int64(id);
   if (ttlSec !== 0) w.uint32(16).int64(ttlSec);
+  if (remainingTtlSec !== 0) w.uint32(24).int64(remainingTtlSec);
   return Buffer.from(w.finish());
 }
 
@@ -209,7 +284,7 @@ export class Lessor implements LeaseHooks {
   /** Key → the lease it is attached to (etcd `itemMap`); changed by attach/detach. */
   private readonly itemMap = new Map<Key, bigint>();
   /** Min-heap of the leases' due times (`atMs`), with stale entries skipped when popped. */
-  private readonly heap: Due[] = [];
+  private readonly expiries = new DueHeap();
   /** Expired leases whose revocation is in flight (not handed out again meanwhile). */
   private readonly revoking = new Set<bigint>();
   /** Server-chosen IDs. */
@@ -232,6 +307,16 @@ export class Lessor implements LeaseHooks {
   revokeExpired: (id: bigint) => Promise<unknown> = (id) => this.revoke(id);
   /** Called with the TTL (seconds, after the minimum is applied) of every granted lease (etcd `leaseTotalTTLs`). */
   onGrant: ((ttlSec: number) => void) | undefined;
+  /**
+   * Proposes checkpoints (etcd's `Checkpointer`, `--experimental-enable-lease-checkpoint`): the
+   * server's path, one raft entry each call, which applies them through `checkpoint`. Unset:
+   * no lease is checkpointed.
+   */
+  checkpointer: ((cps: LeaseCheckpoint[]) => Promise<unknown>) | undefined;
+  /** Min-heap of when leases are next checkpointed, stale entries skipped (etcd `leaseCheckpointHeap`). */
+  private readonly checkpoints = new DueHeap();
+  private readonly checkpointIntervalMs: number;
+  private readonly persistCheckpoints: boolean;
 
   constructor(store: KVStore, opts: LessorOptions) {
     this.store = store;
@@ -239,10 +324,14 @@ export class Lessor implements LeaseHooks {
     this.minTtlSec = opts.minTtlSec ?? DEFAULT_MIN_TTL_SEC;
     this.checkIntervalMs = opts.checkIntervalMs ?? EXPIRY_CHECK_INTERVAL_MS;
     this.ids = new IdGenerator(opts.memberId);
-    // 1. Restore the stored leases, at least minTtl long (etcd initAndRecover).
+    this.checkpointIntervalMs = opts.checkpointIntervalMs ?? LEASE_CHECKPOINT_INTERVAL_MS;
+    this.persistCheckpoints = opts.persistCheckpoints ?? false;
+    // 1. Restore the stored leases, at least minTtl long, with their checkpoints (etcd initAndRecover).
     for (const { value } of this.backend.range('lease')) {
       const rec = decodeLeaseRecord(value);
-      this.leaseMap.set(rec.id, new Lease(rec.id, Math.max(rec.ttlSec, this.minTtlSec)));
+      const lease = new Lease(rec.id, Math.max(rec.ttlSec, this.minTtlSec));
+      lease.checkpointTtlSec = rec.remainingTtlSec;
+      this.leaseMap.set(rec.id, lease);
     }
     // 2. Become the store's lease hooks and re-attach the keys (etcd `restore` of the KV store).
     store.leases = this;
@@ -257,7 +346,11 @@ export class Lessor implements LeaseHooks {
   start(): void {
     if (this.timer) return;
     this.promote(performance.now());
-    this.timer = setInterval(() => this.expire(), this.checkIntervalMs);
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      this.expire(now);
+      this.checkpointDue(now);
+    }, this.checkIntervalMs);
     this.timer.unref();
   }
 
@@ -270,7 +363,10 @@ export class Lessor implements LeaseHooks {
    */
   private promote(now: number): void {
     const extend = this.promoteExtendMs;
-    for (const l of this.leaseMap.values()) this.refresh(l, now, extend);
+    for (const l of this.leaseMap.values()) {
+      this.refresh(l, now, extend);
+      this.scheduleCheckpoint(l, now);
+    }
     if (this.leaseMap.size < LEASE_REVOKE_RATE) return;
     const perSecond = (3 * LEASE_REVOKE_RATE) / 4;
     const leases = [...this.leaseMap.values()].sort((a, b) => a.expiryMs - b.expiryMs);
@@ -290,6 +386,7 @@ export class Lessor implements LeaseHooks {
       const delay = (1000 * inWindow) / perSecond - (remaining - windowStart);
       windowEnd = windowStart + delay;
       this.refresh(l, now, delay + extend);
+      this.scheduleCheckpoint(l, now);
     }
   }
 
@@ -317,7 +414,9 @@ export class Lessor implements LeaseHooks {
     if (this.leaseMap.has(id)) throw new LeaseExists();
     const lease = new Lease(id, Math.max(ttlSec, this.minTtlSec));
     this.leaseMap.set(id, lease);
-    this.refresh(lease, performance.now(), 0);
+    const now = performance.now();
+    this.refresh(lease, now, 0);
+    this.scheduleCheckpoint(lease, now);
     this.backend.put('lease', idToBytes(id), encodeLeaseRecord(id, lease.ttlSec));
     this.counters.granted++;
     this.onGrant?.(lease.ttlSec);
@@ -358,9 +457,25 @@ export class Lessor implements LeaseHooks {
       await lease.whenRevoked();
       throw new LeaseNotFoundError();
     }
-    this.refresh(lease, now, 0);
+    // A checkpoint is cleared first, through its own raft entry, so the full TTL counts again.
+    if (this.checkpointer && lease.checkpointTtlSec > 0) await this.checkpointer([{ id, remainingTtlSec: 0 }]);
+    this.refresh(lease, performance.now(), 0);
     this.counters.renewed++;
     return lease.ttlSec;
+  }
+
+  /**
+   * Applies a checkpoint (etcd `lessor.Checkpoint`): the lease's remaining TTL, which a restart
+   * counts instead of its TTL when the checkpoints are persisted (then its record is rewritten
+   * in the current backend batch), until a renewal clears it; the next checkpoint is scheduled.
+   * An unknown lease is ignored.
+   */
+  checkpoint(cp: LeaseCheckpoint): void {
+    const lease = this.leaseMap.get(cp.id);
+    if (!lease) return;
+    lease.checkpointTtlSec = cp.remainingTtlSec;
+    if (this.persistCheckpoints) this.backend.put('lease', idToBytes(lease.id), encodeLeaseRecord(lease.id, lease.ttlSec, lease.checkpointTtlSec));
+    this.scheduleCheckpoint(lease, performance.now());
   }
 
   /** The lease `id`, or undefined (etcd `lessor.Lookup`). */
@@ -409,16 +524,45 @@ export class Lessor implements LeaseHooks {
 
   // ---- expiry ----
 
-  /** Sets the lease's expiry to now + TTL + `extendMs` and schedules it. */
+  /** Sets the lease's expiry to now + TTL (its checkpointed remaining TTL, if any) + `extendMs` and schedules it. */
   private refresh(lease: Lease, now: number, extendMs: number): void {
-    lease.expiryMs = now + lease.ttlSec * 1000 + extendMs;
+    lease.expiryMs = now + lease.countedTtlSec() * 1000 + extendMs;
     this.schedule(lease, lease.expiryMs);
+  }
+
+  /** etcd `scheduleCheckpointIfNeeded`: with checkpoints on, a lease counting more than the interval is checkpointed one interval from `now`. */
+  private scheduleCheckpoint(lease: Lease, now: number): void {
+    if (!this.checkpointer || lease.countedTtlSec() * 1000 <= this.checkpointIntervalMs) return;
+    this.checkpoints.push({ atMs: now + this.checkpointIntervalMs, id: lease.id });
+  }
+
+  /**
+   * etcd `checkpointScheduledLeases`: the checkpoints due by `now`, in requests of up to 1000,
+   * each lease's remaining TTL rounded up to seconds; a lease gone, expired, or with its whole
+   * TTL still ahead is skipped.
+   */
+  private checkpointDue(now: number): void {
+    const checkpointer = this.checkpointer;
+    if (!checkpointer) return;
+    for (let i = 0; i < CHECKPOINT_BATCHES_PER_PASS; i++) {
+      const cps: LeaseCheckpoint[] = [];
+      while (cps.length < CHECKPOINT_BATCH && (this.checkpoints.peek()?.atMs ?? Infinity) <= now) {
+        const lease = this.leaseMap.get(this.checkpoints.pop().id);
+        if (!lease || lease.expiryMs <= now) continue;
+        const remainingTtlSec = Math.ceil((lease.expiryMs - now) / 1000);
+        if (remainingTtlSec >= lease.ttlSec) continue;
+        cps.push({ id: lease.id, remainingTtlSec });
+      }
+      // As etcd's, a checkpoint that fails is not retried: the lease keeps its earlier one.
+      if (cps.length > 0) checkpointer(cps).catch(() => {});
+      if (cps.length < CHECKPOINT_BATCH) return;
+    }
   }
 
   /** Has the expiry loop look at `lease` at `atMs` (and not before). */
   private schedule(lease: Lease, atMs: number): void {
     lease.dueMs = atMs;
-    this.push({ atMs, id: lease.id });
+    this.expiries.push({ atMs, id: lease.id });
   }
 
   /**
@@ -431,8 +575,8 @@ export class Lessor implements LeaseHooks {
    */
   expire(now: number = performance.now()): bigint[] {
     const expired: bigint[] = [];
-    while (expired.length < REVOKE_PER_PASS && this.heap.length > 0 && this.heap[0]!.atMs <= now) {
-      const due = this.pop();
+    while (expired.length < REVOKE_PER_PASS && (this.expiries.peek()?.atMs ?? Infinity) <= now) {
+      const due = this.expiries.pop();
       const lease = this.leaseMap.get(due.id);
       // Revoked, or renewed since.
       if (!lease || lease.dueMs !== due.atMs) continue;
@@ -454,38 +598,5 @@ export class Lessor implements LeaseHooks {
       );
     }
     return expired;
-  }
-
-  private push(d: Due): void {
-    const h = this.heap;
-    h.push(d);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (h[p]!.atMs <= d.atMs) break;
-      h[i] = h[p]!;
-      i = p;
-    }
-    h[i] = d;
-  }
-
-  private pop(): Due {
-    const h = this.heap;
-    const top = h[0]!;
-    const last = h.pop()!;
-    if (h.length > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const r = l + 1;
-        const c = r < h.length && h[r]!.atMs < h[l]!.atMs ? r : l;
-        if (h[c]!.atMs >= last.atMs) break;
-        h[i] = h[c]!;
-        i = c;
-      }
-      h[i] = last;
-    }
-    return top;
   }
 }

@@ -19,7 +19,7 @@ import { Backend } from '../mvcc/backend.js';
 import { keyToBytes } from '../mvcc/key.js';
 import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
-import { LeaseExists, LeaseTTLTooLarge, Lessor } from '../lease/lessor.js';
+import { LeaseExists, LeaseTTLTooLarge, Lessor, type LeaseCheckpoint } from '../lease/lessor.js';
 import {
   AlarmRequest_AlarmAction,
   AlarmType,
@@ -207,8 +207,10 @@ export class EtcdServer {
       memberId: this.memberId,
       minTtlSec: Math.ceil((Math.floor((3 * ticks) / 2) * tick) / 1000),
       promoteExtendMs: ticks * tick,
+      persistCheckpoints: config.leaseCheckpointPersist,
     });
     this.lessor.revokeExpired = (id) => this.leaseRevoke({ ID: id });
+    if (config.leaseCheckpoint) this.lessor.checkpointer = (cps) => this.leaseCheckpoint(cps);
     // A single etcd member campaigns at term 1 and leads from term 2; each restart is a new term.
     this.raftTerm = BigInt(this.backend.getMeta('term') ?? '1') + 1n;
     // A fresh etcd has applied 4 entries when it is ready (the initial member, its own
@@ -713,6 +715,17 @@ export class EtcdServer {
     }
     await granted.durable;
     return { header: this.fillHeader(undefined), ID: granted.lease.id, TTL: BigInt(granted.lease.ttlSec), error: '' };
+  }
+
+  /**
+   * etcd's LeaseCheckpoint raft request (`--experimental-enable-lease-checkpoint`): one raft
+   * index entry, applied through `Lessor.checkpoint`; resolves when durable.
+   */
+  private async leaseCheckpoint(cps: readonly LeaseCheckpoint[]): Promise<void> {
+    this.checkStopped();
+    this.bumpRaftIndex();
+    for (const cp of cps) this.lessor.checkpoint(cp);
+    await this.store.sync();
   }
 
   /**

@@ -75,6 +75,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--cipher-suites', 'TLS_FOO']],
       [['--auth-token', 'opaque']],
       [['--auth-token', 'jwt,sign-method=RS256']],
+      [['--experimental-enable-lease-checkpoint-persist']],
     ];
     const holder = createServer();
     const heldPort = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as AddressInfo).port)));

@@ -755,3 +755,15 @@ describe('auth flags', () => {
     }
   });
 });
+
+describe('lease checkpoints (etcd Config.Validate)', () => {
+  it('needs --experimental-enable-lease-checkpoint for -persist, and warns about checkpoints without persistence', () => {
+    fails(['--experimental-enable-lease-checkpoint-persist'], 'setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint');
+    const alone = run(['--experimental-enable-lease-checkpoint']);
+    assert.equal(alone.config.leaseCheckpoint, true);
+    assert.equal(alone.config.leaseCheckpointPersist, false);
+    assert.ok(alone.warnings.some((w) => w.includes('Detected that checkpointing is enabled without persistence. Consider enabling experimental-enable-lease-checkpoint-persist')), alone.warnings.join('\n'));
+    const both = run(['--experimental-enable-lease-checkpoint', '--experimental-enable-lease-checkpoint-persist']);
+    assert.deepEqual([both.config.leaseCheckpoint, both.config.leaseCheckpointPersist, both.warnings], [true, true, []]);
+  });
+});

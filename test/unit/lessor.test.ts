@@ -248,6 +248,48 @@ describe('lessor', () => {
     }
   });
 
+  it('checkpoints remaining TTLs through the checkpointer, kept across a restart when persisted, cleared by a renewal', async () => {
+    for (const persist of [true, false]) {
+      const dir = tempDir();
+      const open1 = (): { store: KVStore; lessor: Lessor; proposed: bigint[][] } => {
+        const store = new KVStore(Backend.open(dir));
+        const lessor = new Lessor(store, { memberId: MEMBER, checkIntervalMs: 50, checkpointIntervalMs: 1000, persistCheckpoints: persist });
+        const proposed: bigint[][] = [];
+        lessor.checkpointer = (cps) => {
+          proposed.push(cps.flatMap((cp) => [cp.id, BigInt(cp.remainingTtlSec)]));
+          for (const cp of cps) lessor.checkpoint(cp);
+          return store.sync();
+        };
+        open.push({ store, lessor });
+        return { store, lessor, proposed };
+      };
+      const first = open1();
+      first.lessor.start();
+      const id = first.lessor.grant(0n, 60).lease.id;
+      // A checkpoint is taken one interval (a second here) after the grant.
+      const deadline = Date.now() + 5000;
+      while (first.proposed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(first.proposed[0], [id, 59n], 'the remaining TTL, rounded up');
+      const record = () => decodeLeaseRecord(first.store.backend.get('lease', Buffer.from(id.toString(16).padStart(16, '0'), 'hex'))!);
+      assert.equal(record().remainingTtlSec, persist ? 59 : 0);
+      first.lessor.stop();
+      await first.store.close();
+
+      const second = open1();
+      const now = performance.now();
+      second.lessor.start();
+      const left = second.lessor.lookup(id)!.expiryMs - now;
+      // 59 s checkpointed (or the whole 60 s) plus the election timeout.
+      if (persist) assert.ok(left < 60_500 && left > 59_500, String(left));
+      else assert.ok(left > 60_500, String(left));
+      const proposedBefore = second.proposed.length;
+      assert.equal(await second.lessor.renew(id), 60);
+      if (persist) assert.deepEqual(second.proposed[proposedBefore], [id, 0n], 'a renewal clears the checkpoint through the checkpointer');
+      assert.equal(second.lessor.lookup(id)!.checkpointTtlSec, 0);
+      second.lessor.stop();
+    }
+  });
+
   it("stores etcd's leasepb.Lease bytes and generates IDs as etcd's idutil", () => {
     assert.equal(encodeLeaseRecord(1n, 60).toString('hex'), '0801103c');
     assert.deepEqual(decodeLeaseRecord(encodeLeaseRecord(0x694da2006e089705n, 9_000_000_000)), {
