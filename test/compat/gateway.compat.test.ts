@@ -17,7 +17,8 @@ import { etcdUnavailableReason, startServer, type ServerHandle } from '../helper
 interface Step {
   method?: string;
   path: string;
-  body?: string;
+  /** A string is sent as UTF-8; a Buffer as its bytes. */
+  body?: string | Buffer;
   headers?: Record<string, string>;
   lines?: number;
   /** Requests made (in order, each answered) once the stream's first line arrived. */
@@ -105,7 +106,7 @@ async function compare(t: { after(fn: () => Promise<void>): void }, steps: reado
   const etcd = await sendAll(servers[0]!, steps);
   const ours = await sendAll(servers[1]!, steps);
   steps.forEach((step, i) => {
-    assert.deepEqual(ours[i], etcd[i], `step ${i}: ${step.method ?? 'POST'} ${step.path} ${step.body ?? ''}`);
+    assert.deepEqual(ours[i], etcd[i], `step ${i}: ${step.method ?? 'POST'} ${step.path} ${step.body?.toString() ?? ''}`);
   });
   return etcd;
 }
@@ -118,7 +119,7 @@ async function authToken(server: ServerHandle, user: string, password: string): 
 
 const post = (path: string, body?: unknown, headers?: Record<string, string>): Step => ({
   path,
-  body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  body: body === undefined ? undefined : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
   headers,
 });
 const FOO = b64('foo');
@@ -202,6 +203,12 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       // encoding/json also fills bytes from an array of byte values.
       '{"key":[102,111,111]}', '{"key":[]}', '{"key":[null]}', '{"key":[256]}', '{"key":[-1]}', '{"key":[1.5]}', '{"key":[1e2]}',
       '{"key":["Zm9v"]}', '{"key":[true]}', '{"key":[[1]]}', '{"key":"Zm9v","range_end":[102,111,112]}',
+      // jsonpb drops a quoted integer's quotes without unescaping what is inside.
+      '{"key":"Zm9v","limit":"null"}', '{"key":"Zm9v","limit":" null"}', '{"key":"Zm9v","limit":"\\u0031"}', '{"key":"Zm9v","limit":"\\n2"}',
+      '{"key":"Zm9v","limit":"1\\u0030"}', '{"key":"Zm9v","limit":"\\"1\\""}',
+      // Go's scanner names the offending byte, not the character.
+      'é', '{"key":é}', '\ufeff{"key":"Zm9v"}', '\u0000', '{"key":"\u0001"}', '\u0085',
+      Buffer.from([0xff]), Buffer.from('{"key":"Zm9v","range_end":"\xff"}', 'latin1'),
     ];
     await compare(t, [
       post('/v3/kv/put', { key: FOO, value: b64('bar') }),

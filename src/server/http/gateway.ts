@@ -418,7 +418,7 @@ function readRequests(route: Route, req: http.IncomingMessage, stream: GatewaySt
     if (!route.requestStream && sent === 0 && !send({ kind: 'null' })) return;
     finish();
   };
-  req.setEncoding('utf8');
+  req.setEncoding('latin1');
   req.on('data', (chunk: string) => {
     if (stopped) return;
     text += chunk;

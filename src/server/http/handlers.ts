@@ -96,7 +96,7 @@ function jsonError(res: http.ServerResponse, code: number, message: string): voi
 async function setLogLevel(req: http.IncomingMessage, res: http.ServerResponse, etcd: EtcdServer): Promise<void> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
-  const [body] = readJsonValues(Buffer.concat(chunks).toString(), true).values;
+  const [body] = readJsonValues(Buffer.concat(chunks).toString('latin1'), true).values;
   let level = '';
   if (body === undefined || (body.kind !== 'object' && body.kind !== 'null')) return jsonError(res, 400, 'Invalid json body');
   for (const [name, value] of body.kind === 'object' ? body.fields : []) {

@@ -28,17 +28,30 @@ export class JsonDecodeError extends Error {}
 export type RawJson =
   | { kind: 'object'; fields: Map<string, RawJson> }
   | { kind: 'array'; items: RawJson[] }
-  | { kind: 'string'; value: string }
+  /** `raw`: the text between the quotes as written, escapes and all (jsonpb reads quoted integers from it). */
+  | { kind: 'string'; value: string; raw: string }
   | { kind: 'number'; text: string }
   | { kind: 'bool'; value: boolean }
   | { kind: 'null' };
 
-/** Go's `quoteChar`: how its JSON scanner shows an offending character. */
+/** strconv.Quote's escapes of the named control characters. */
+const NAMED_ESCAPES: Readonly<Record<string, string>> = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v', '\\': '\\\\' };
+
+/**
+ * Go's `quoteChar`: how its JSON scanner shows an offending byte `c` (one char of the latin1
+ * text the parser reads), as `strconv.Quote` shows that byte taken as a rune: `'Ã'` for the
+ * first byte of `é`, `'\x00'`, `'\u0085'`.
+ */
 function quoteChar(c: string): string {
   if (c === "'") return "'\\''";
   if (c === '"') return '\'"\'';
-  const q = JSON.stringify(c);
-  return `'${q.slice(1, -1)}'`;
+  const code = c.charCodeAt(0);
+  const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
+  if (NAMED_ESCAPES[c] !== undefined) return `'${NAMED_ESCAPES[c]}'`;
+  if (code < 0x20 || code === 0x7f) return `'\\x${hex(code, 2)}'`;
+  // Not printable for Go: the C1 controls, no-break space and soft hyphen.
+  if ((code >= 0x80 && code <= 0xa0) || code === 0xad) return `'\\u${hex(code, 4)}'`;
+  return `'${c}'`;
 }
 
 /** Thrown at the end of the input; callers turn it into Go's wording for their mode. */
@@ -67,7 +80,11 @@ class Parser {
     const c = this.peek();
     if (c === '{') return this.object();
     if (c === '[') return this.array();
-    if (c === '"') return { kind: 'string', value: this.string() };
+    if (c === '"') {
+      const start = this.pos;
+      const value = this.string();
+      return { kind: 'string', value, raw: this.text.slice(start + 1, this.pos - 1) };
+    }
     if (c === '-' || (c >= '0' && c <= '9')) return { kind: 'number', text: this.number() };
     if (c === 't') return this.literal('true', { kind: 'bool', value: true });
     if (c === 'f') return this.literal('false', { kind: 'bool', value: false });
@@ -138,7 +155,10 @@ class Parser {
       this.pos++;
     }
     this.pos++;
-    return JSON.parse(this.text.slice(start, this.pos)) as string;
+    // The text holds bytes (latin1): runs of non-ASCII bytes are UTF-8, invalid ones U+FFFD as
+    // Go decodes them; escapes are ASCII and left to JSON.parse.
+    const literal = this.text.slice(start, this.pos).replace(/[\x80-\xff]+/g, (run) => Buffer.from(run, 'latin1').toString('utf8'));
+    return JSON.parse(literal) as string;
   }
 
   private number(): string {
@@ -180,7 +200,8 @@ class Parser {
 }
 
 /**
- * The JSON values of a request body, read one after another as Go's json.Decoder reads them:
+ * The JSON values of a request body (`text`: its bytes as a latin1 string, so errors name
+ * bytes as Go's scanner does), read one after another as Go's json.Decoder reads them:
  * `values` holds those complete so far; `error` is the syntax error that stopped the reading
  * (Go's texts, `unexpected EOF` for a value cut short by the end of a finished body); `rest` is
  * where an unfinished value starts when `final` is false (more of the body may come).
@@ -259,9 +280,13 @@ function parseInteger(v: RawJson, goType: string, signed: boolean, bits: number)
   return n;
 }
 
-/** An integer field's value: a number, or a string whose inside Go unmarshals as one (jsonpb's quoted integers). */
+/**
+ * An integer field's value: a number, or a string whose inside, as written (golang/protobuf's
+ * jsonpb drops the quotes without unescaping), Go unmarshals as one; `"null"` so leaves 0.
+ */
 function integer(v: RawJson, goType: string, signed: boolean, bits: number): bigint {
-  return parseInteger(v.kind === 'string' ? unmarshalText(v.value) : v, goType, signed, bits);
+  const inner = v.kind === 'string' ? unmarshalText(v.raw) : v;
+  return v.kind === 'string' && inner.kind === 'null' ? 0n : parseInteger(inner, goType, signed, bits);
 }
 
 /** Go's base64.StdEncoding.Decode, which skips CR and LF and requires padding; throws its CorruptInputError text. */

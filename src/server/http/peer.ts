@@ -117,9 +117,9 @@ function memberJson(m: { id: bigint; peerUrls: string[]; isLearner: boolean; nam
  * an int64.
  */
 function hashKVRevision(body: Buffer): number {
-  const { values, rest, error } = readJsonValues(body.toString(), true);
+  const { values, rest, error } = readJsonValues(body.toString('latin1'), true);
   const [value] = values;
-  if (error || values.length !== 1 || body.toString().slice(rest).trim() !== '' || !value || (value.kind !== 'object' && value.kind !== 'null')) {
+  if (error || values.length !== 1 || body.toString('latin1').slice(rest).trim() !== '' || !value || (value.kind !== 'object' && value.kind !== 'null')) {
     throw new Error('error unmarshalling request');
   }
   let revision = 0;
