@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { LeaseKeepAliveRequest } from '../../src/proto/gen/rpc.gen.js';
-import { LeaseInternalRequest } from '../../src/proto/gen/raft_internal.gen.js';
+import { LeaseInternalRequest, RaftMessage } from '../../src/proto/gen/raft_internal.gen.js';
 import { makeCerts } from '../helpers/certs.js';
 import { etcdctl, hideMemberIds } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, freePort, startServer, type ServerHandle } from '../helpers/servers.js';
@@ -20,6 +20,13 @@ interface PeerRequest {
   path: string;
   headers?: Record<string, string>;
   body?: string | Uint8Array;
+}
+
+/** A raft message as rafthttp's snapshot handler reads it: an 8-byte big-endian length, then the message. */
+function framed(message: Uint8Array): Buffer {
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64BE(BigInt(message.length));
+  return Buffer.concat([length, message]);
 }
 
 /** What a client sees of one answer: `dropped` when the server closed the connection instead. */
@@ -101,6 +108,13 @@ describe('peer URL: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
         { method: 'POST', path: '/raft', headers: { 'X-Server-Version': '3.4' } },
         { method: 'POST', path: '/raft/snapshot' },
         { method: 'GET', path: '/raft/snapshot' },
+        // Past the checks, the message is decoded as etcd decodes it.
+        { method: 'POST', path: '/raft', headers: peer, body: 'abc' },
+        { method: 'POST', path: '/raft', headers: peer, body: '' },
+        { method: 'POST', path: '/raft', headers: peer, body: RaftMessage.encode({ ...RaftMessage.decode(new Uint8Array()), type: 3, from: 5n, to: 6n, term: 1n }).finish() },
+        ...[Buffer.alloc(0), Buffer.alloc(4), framed(Buffer.alloc(0)), Buffer.concat([framed(Buffer.from('ab')).subarray(0, 9)]), framed(Buffer.alloc(0)).subarray(0, 8).fill(0, 0, 7).fill(2, 7), framed(Buffer.from([0xff, 0xff]))].map(
+          (body): PeerRequest => ({ method: 'POST', path: '/raft/snapshot', headers: peer, body }),
+        ),
         { method: 'GET', path: '/raft/probing' },
         { method: 'GET', path: '/raft/x' },
         { method: 'GET', path: '/raft/stream' },

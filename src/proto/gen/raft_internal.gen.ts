@@ -140,6 +140,47 @@ export interface LeaseInternalResponse {
   LeaseTimeToLiveResponse: LeaseTimeToLiveResponse | undefined;
 }
 
+/**
+ * raftpb.Message: what one member's raft sends another, to the peer URL's `/raft` (and, with a
+ * snapshot, `/raft/snapshot`); read only to answer as etcd does to a body that is not one.
+ */
+export interface RaftMessage {
+  type: number;
+  to: bigint;
+  from: bigint;
+  term: bigint;
+  logTerm: bigint;
+  index: bigint;
+  entries: RaftEntry[];
+  commit: bigint;
+  snapshot: RaftSnapshot | undefined;
+  reject: boolean;
+  rejectHint: bigint;
+  context: Buffer;
+}
+
+/** raftpb.Snapshot. */
+export interface RaftSnapshot {
+  data: Buffer;
+  metadata: RaftSnapshotMetadata | undefined;
+}
+
+/** raftpb.SnapshotMetadata. */
+export interface RaftSnapshotMetadata {
+  confState: RaftConfState | undefined;
+  index: bigint;
+  term: bigint;
+}
+
+/** raftpb.ConfState. */
+export interface RaftConfState {
+  voters: bigint[];
+  learners: bigint[];
+  votersOutgoing: bigint[];
+  learnersNext: bigint[];
+  autoLeave: boolean;
+}
+
 function createBaseWalRecord(): WalRecord {
   return { type: 0n, crc: 0, data: Buffer.alloc(0) };
 }
@@ -1103,6 +1144,496 @@ export const LeaseInternalResponse: MessageFns<LeaseInternalResponse> = {
             }
 
             message.LeaseTimeToLiveResponse = LeaseTimeToLiveResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRaftMessage(): RaftMessage {
+  return {
+    type: 0,
+    to: 0n,
+    from: 0n,
+    term: 0n,
+    logTerm: 0n,
+    index: 0n,
+    entries: [],
+    commit: 0n,
+    snapshot: undefined,
+    reject: false,
+    rejectHint: 0n,
+    context: Buffer.alloc(0),
+  };
+}
+
+export const RaftMessage: MessageFns<RaftMessage> = {
+  encode(message: RaftMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== 0) {
+      writer.uint32(8).int32(message.type);
+    }
+    if (message.to !== 0n) {
+      if (BigInt.asUintN(64, message.to) !== message.to) {
+        throw new globalThis.Error("value provided for field message.to of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.to);
+    }
+    if (message.from !== 0n) {
+      if (BigInt.asUintN(64, message.from) !== message.from) {
+        throw new globalThis.Error("value provided for field message.from of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.from);
+    }
+    if (message.term !== 0n) {
+      if (BigInt.asUintN(64, message.term) !== message.term) {
+        throw new globalThis.Error("value provided for field message.term of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.term);
+    }
+    if (message.logTerm !== 0n) {
+      if (BigInt.asUintN(64, message.logTerm) !== message.logTerm) {
+        throw new globalThis.Error("value provided for field message.logTerm of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.logTerm);
+    }
+    if (message.index !== 0n) {
+      if (BigInt.asUintN(64, message.index) !== message.index) {
+        throw new globalThis.Error("value provided for field message.index of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.index);
+    }
+    for (const v of message.entries) {
+      RaftEntry.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.commit !== 0n) {
+      if (BigInt.asUintN(64, message.commit) !== message.commit) {
+        throw new globalThis.Error("value provided for field message.commit of type uint64 too large");
+      }
+      writer.uint32(64).uint64(message.commit);
+    }
+    if (message.snapshot !== undefined) {
+      RaftSnapshot.encode(message.snapshot, writer.uint32(74).fork()).join();
+    }
+    if (message.reject !== false) {
+      writer.uint32(80).bool(message.reject);
+    }
+    if (message.rejectHint !== 0n) {
+      if (BigInt.asUintN(64, message.rejectHint) !== message.rejectHint) {
+        throw new globalThis.Error("value provided for field message.rejectHint of type uint64 too large");
+      }
+      writer.uint32(88).uint64(message.rejectHint);
+    }
+    if (message.context.length !== 0) {
+      writer.uint32(98).bytes(message.context);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.type = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.to = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.from = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.term = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.logTerm = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.index = reader.uint64() as bigint;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.entries.push(RaftEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.commit = reader.uint64() as bigint;
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.snapshot = RaftSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.reject = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.rejectHint = reader.uint64() as bigint;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.context = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRaftSnapshot(): RaftSnapshot {
+  return { data: Buffer.alloc(0), metadata: undefined };
+}
+
+export const RaftSnapshot: MessageFns<RaftSnapshot> = {
+  encode(message: RaftSnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.metadata !== undefined) {
+      RaftSnapshotMetadata.encode(message.metadata, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftSnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.metadata = RaftSnapshotMetadata.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRaftSnapshotMetadata(): RaftSnapshotMetadata {
+  return { confState: undefined, index: 0n, term: 0n };
+}
+
+export const RaftSnapshotMetadata: MessageFns<RaftSnapshotMetadata> = {
+  encode(message: RaftSnapshotMetadata, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.confState !== undefined) {
+      RaftConfState.encode(message.confState, writer.uint32(10).fork()).join();
+    }
+    if (message.index !== 0n) {
+      if (BigInt.asUintN(64, message.index) !== message.index) {
+        throw new globalThis.Error("value provided for field message.index of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.index);
+    }
+    if (message.term !== 0n) {
+      if (BigInt.asUintN(64, message.term) !== message.term) {
+        throw new globalThis.Error("value provided for field message.term of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.term);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftSnapshotMetadata {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftSnapshotMetadata();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.confState = RaftConfState.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.index = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.term = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRaftConfState(): RaftConfState {
+  return { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+}
+
+export const RaftConfState: MessageFns<RaftConfState> = {
+  encode(message: RaftConfState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.voters.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.voters) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field voters of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.learners.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.learners) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field learners of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.votersOutgoing.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.votersOutgoing) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field votersOutgoing of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.learnersNext.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.learnersNext) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field learnersNext of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.autoLeave !== false) {
+      writer.uint32(40).bool(message.autoLeave);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftConfState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftConfState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.voters.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.voters.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.learners.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.learners.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.votersOutgoing.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.votersOutgoing.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.learnersNext.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.learnersNext.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.autoLeave = reader.bool();
             continue;
           }
         }

@@ -20,15 +20,17 @@
  * - `/raft/probing`: `{"OK":true,"Now":"<RFC 3339 time>"}`.
  * - `/raft` (POST), `/raft/snapshot` (POST), `/raft/stream/<type>/<id>` (GET): the method, then
  *   the sender's version headers (412 `incompatible version`) and cluster ID (412 `cluster ID
- *   mismatch`), as rafthttp checks them; a raft message past them is read and dropped (204); a
- *   stream request then gets 404 `invalid path` or `invalid from`, 410 `removed member` for a
- *   removed member and 404 `error sender not found` for any other.
+ *   mismatch`), as rafthttp checks them; then a raft message is decoded as etcd decodes it (400
+ *   with etcd's text when it is not one, `wrong raft message type` for a snapshot that is not
+ *   a MsgSnap), refused from a removed member (403), else read and dropped (204); a stream
+ *   request gets 404 `invalid path` or `invalid from`, 410 `removed member` for a removed
+ *   member and 404 `error sender not found` for any other.
  *
  * Other paths get Go's 404; paths that are not clean are redirected (301), as http.ServeMux does.
  */
 import type http from 'node:http';
 import { LeaseKeepAliveRequest, LeaseKeepAliveResponse } from '../../proto/gen/rpc.gen.js';
-import { LeaseInternalRequest, LeaseInternalResponse } from '../../proto/gen/raft_internal.gen.js';
+import { LeaseInternalRequest, LeaseInternalResponse, RaftMessage } from '../../proto/gen/raft_internal.gen.js';
 import { unmarshalError } from '../../proto/unmarshal-check.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
@@ -37,6 +39,11 @@ import { promoteMember } from '../grpc/cluster-service.js';
 import { hashByRev } from '../grpc/maintenance-service.js';
 import { allowMethod, badRequest, cleanPath, httpError, redirect, reply, requestTarget, serveVersion } from './handlers.js';
 import { readJsonValues } from './jsonpb.js';
+
+/** rafthttp `connReadLimitByte`: how much of a pipeline message is read. */
+const RAFT_MESSAGE_READ_LIMIT = 64 * 1024;
+/** raftpb `MsgSnap`. */
+const MSG_SNAP = 7;
 
 /** etcd `version.MinClusterVersion`: the oldest cluster version a member of ours joins. */
 const MIN_CLUSTER_VERSION: readonly [number, number] = [3, 0];
@@ -219,6 +226,46 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
     reply(res, 200, { 'Content-Type': 'application/protobuf' }, answer);
   };
 
+  /**
+   * A raft message as etcd's `Process` takes it: from a removed member 403 (etcd's JSON
+   * error), else stepped into raft, which answers 204 (dropped here: no raft peer is ours).
+   */
+  const processMessage = (res: http.ServerResponse, body: Buffer, headers: Record<string, string>): void => {
+    const { from } = RaftMessage.decode(body);
+    if (etcd.membership.isRemoved(from)) {
+      return reply(res, 403, { ...headers, 'Content-Type': 'application/json' }, JSON.stringify({ message: 'cannot process message from removed member' }));
+    }
+    res.writeHead(204, headers);
+    res.end();
+  };
+
+  /** rafthttp's pipeline handler (`POST /raft`): one message, read up to 64 KiB. */
+  const pipeline = async (req: http.IncomingMessage, res: http.ServerResponse, headers: Record<string, string>): Promise<void> => {
+    const body = (await readBody(req)).subarray(0, RAFT_MESSAGE_READ_LIMIT);
+    if (unmarshalError('etcdserverpb.RaftMessage', body) !== undefined) return httpError(res, 400, 'error unmarshalling raft message', headers);
+    processMessage(res, body, headers);
+  };
+
+  /**
+   * rafthttp's snapshot handler (`POST /raft/snapshot`): an 8-byte big-endian length, the
+   * message (which must be a MsgSnap), then the snapshot's data, which etcd-ts drops.
+   */
+  const snapshot = async (req: http.IncomingMessage, res: http.ServerResponse, headers: Record<string, string>): Promise<void> => {
+    const body = await readBody(req);
+    const length = body.length >= 8 ? body.readBigUInt64BE(0) : undefined;
+    const decodeError =
+      length === undefined ? (body.length === 0 ? 'EOF' : 'unexpected EOF')
+      : length > 0n && body.length === 8 ? 'EOF'
+      : BigInt(body.length - 8) < length ? 'unexpected EOF'
+      : undefined;
+    const message = body.subarray(8, 8 + Number(length ?? 0n));
+    // etcd's message types are raftpb's: its Go names lack our `Raft` prefix.
+    const error = decodeError ?? unmarshalError('etcdserverpb.RaftMessage', message)?.replace(/\bRaft(?=[A-Z])/g, '');
+    if (error !== undefined) return httpError(res, 400, `failed to decode raft message (${error})`, headers);
+    if (RaftMessage.decode(message).type !== MSG_SNAP) return httpError(res, 400, 'wrong raft message type', headers);
+    processMessage(res, message, headers);
+  };
+
   /** rafthttp's handlers, up to what a member with no raft peers can answer. */
   const raft = async (req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> => {
     if (path === '/raft/probing') {
@@ -230,12 +277,8 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
     const headers: Record<string, string> = stream ? { 'X-Server-Version': SERVER_VERSION, ...clusterHeader } : clusterHeader;
     const refusal = incompatibility(req, clusterId);
     if (refusal !== undefined) return httpError(res, 412, refusal, headers);
-    if (!stream) {
-      await readBody(req);
-      res.writeHead(204, headers);
-      res.end();
-      return;
-    }
+    if (path === '/raft') return pipeline(req, res, headers);
+    if (path === '/raft/snapshot') return snapshot(req, res, headers);
     const type = path.slice('/raft/stream/'.length, path.lastIndexOf('/'));
     if (type !== 'msgapp' && type !== 'message') return httpError(res, 404, 'invalid path', headers);
     const from = parseHexId(path.slice(path.lastIndexOf('/') + 1));
