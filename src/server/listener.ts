@@ -181,8 +181,11 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
       routes = to;
       if (to.http) {
         // Go's server, as etcd runs it, closes no idle connection and waits for a request (a
-        // gateway stream's body included) as long as it takes.
-        const created = http.createServer({ keepAliveTimeout: 0, requestTimeout: 0, headersTimeout: 0 }, to.http);
+        // gateway stream's body included) as long as it takes; it takes up to 1 MiB of headers
+        // and checks the Host header itself (see `goRequestChecks`).
+        const options = { keepAliveTimeout: 0, requestTimeout: 0, headersTimeout: 0, maxHeaderSize: GO_MAX_HEADER_BYTES, requireHostHeader: false };
+        const created = http.createServer(options, goRequestChecks(to.http));
+        created.on('clientError', goClientError);
         const upgrade = to.upgrade;
         if (upgrade) {
           created.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -204,6 +207,41 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
       });
     },
   };
+}
+
+/** Go's `http.DefaultMaxHeaderBytes` plus the slack its server allows. */
+const GO_MAX_HEADER_BYTES = (1 << 20) + 4096;
+
+/** Go's answer to a request it refuses before any handler: `code`, its text, then the connection closes. */
+function goRefusal(socket: Duplex, status: string, body = status): void {
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+}
+
+/** `handler`, behind the Host checks Go's server makes: one Host header, required from HTTP/1.1 on. */
+function goRequestChecks(handler: http.RequestListener): http.RequestListener {
+  return (req, res) => {
+    const hosts = req.rawHeaders.filter((_v, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
+    if (hosts > 1) return goRefusal(req.socket, '400 Bad Request');
+    if (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      return goRefusal(req.socket, '400 Bad Request: missing required Host header');
+    }
+    handler(req, res);
+  };
+}
+
+/** Node's parser refused a request: the answer Go's server gives to the same fault. */
+function goClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable) return void socket.destroy();
+  switch (err.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return goRefusal(socket, '431 Request Header Fields Too Large');
+    case 'HPE_INVALID_HEADER_TOKEN':
+      return goRefusal(socket, '400 Bad Request: invalid header name');
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return goRefusal(socket, '501 Not Implemented', 'Unsupported transfer encoding');
+    default:
+      return goRefusal(socket, '400 Bad Request');
+  }
 }
 
 /**

@@ -7,6 +7,7 @@
 // Grpc-Timeout, and the streaming routes (watch, lease keepalive) line by line.
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
@@ -321,6 +322,36 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       seen.push([await get(), await sleep(5500).then(get)]);
     }
     assert.deepEqual(seen[0], ['200 new connection', '200 same connection']);
+    assert.deepEqual(seen[1], seen[0]);
+  });
+
+  it('requests Go\'s server refuses before any handler get its answers', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const requests = [
+      'GET /health HTTP/1.1\r\n\r\n',
+      'GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n',
+      'GET /health HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n',
+      `GET /health HTTP/1.1\r\nHost: a\r\nX: ${'a'.repeat(70 * 1024)}\r\nConnection: close\r\n\r\n`,
+      `GET /health HTTP/1.1\r\nHost: a\r\nX: ${'a'.repeat(1100 * 1024)}\r\n\r\n`,
+      'POST /v3/kv/range HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n',
+    ];
+    /** The status line, and the body when the server closed the connection after it. */
+    const raw = (server: ServerHandle, request: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(Number(new URL(server.endpoint).port), '127.0.0.1');
+        let got = '';
+        socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+        socket.on('error', () => {});
+        socket.on('close', () => resolve(`${got.split('\r\n')[0]} | ${got.slice(got.indexOf('\r\n\r\n') + 4)}`));
+        socket.end(request);
+      });
+    const seen: string[][] = [];
+    for (const server of servers) {
+      const answers: string[] = [];
+      for (const request of requests) answers.push(await raw(server, request));
+      seen.push(answers);
+    }
+    assert.equal(seen[0]![0], 'HTTP/1.1 400 Bad Request: missing required Host header | 400 Bad Request: missing required Host header');
     assert.deepEqual(seen[1], seen[0]);
   });
 
