@@ -401,6 +401,11 @@ export class Lessor implements LeaseHooks {
     return { ...this.counters };
   }
 
+  /** The ID the lessor gives the next lease granted without one (etcd's server picks it before proposing). */
+  nextId(): bigint {
+    return this.ids.next();
+  }
+
   /**
    * Grants a lease (etcd `lessor.Grant`): `id` 0n lets the lessor choose one (etcd's server does
    * that before proposing), `ttlSec` below the minimum is raised to it. The record is queued in

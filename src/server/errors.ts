@@ -29,7 +29,6 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   return { code: Status.UNKNOWN, details: message, message, metadata: new Metadata() } as Partial<ServiceError>;
 }
 
-/** Go's names of the gRPC status codes (go-grpc-prometheus's `grpc_code`, grpc-go's error texts). */
 /**
  * The status of a stream whose handler returned the bare context error as its context ended
  * (etcd's Watch, LeaseKeepAlive and election Observe handlers do): grpc-go sends, and
@@ -40,6 +39,7 @@ export function contextErrorStatus(reason: 'deadline' | 'cancelled'): { code: nu
   return { code: Status.UNKNOWN, details: reason === 'deadline' ? 'context deadline exceeded' : 'context canceled' };
 }
 
+/** Go's names of the gRPC status codes (go-grpc-prometheus's `grpc_code`, grpc-go's error texts). */
 export const GRPC_CODE_NAMES: Record<number, string> = {
   [Status.OK]: 'OK',
   [Status.CANCELLED]: 'Canceled',
@@ -66,14 +66,14 @@ export function grpcErrorText(err: EtcdError): string {
 }
 
 /**
- * An auth check's error as etcd's maintenance server returns it: its `isAuthenticated` passes
- * the auth package's error on unmapped, which grpc-go sends as Unknown with that error's text
- * (e.g. `auth: permission denied`). Other errors pass through.
+ * An error as etcd's maintenance server returns it where it passes the underlying error on
+ * unmapped (`isAuthenticated`, Alarm): grpc-go sends it as Unknown with that error's own text,
+ * the auth package's for an auth check (e.g. `auth: permission denied`), etcdserver's for the
+ * rest (`etcdserver: request is too large`). Errors that are not etcd's pass through.
  */
-export function unmappedAuthError(err: unknown): unknown {
+export function unmappedError(err: unknown): unknown {
   if (!(err instanceof EtcdError)) return err;
-  const text = AUTH_PACKAGE_TEXTS.get(err.details);
-  return text === undefined ? err : new EtcdError(Status.UNKNOWN, text);
+  return new EtcdError(Status.UNKNOWN, AUTH_PACKAGE_TEXTS.get(err.details) ?? err.details);
 }
 
 /** etcd's client message of an auth check's error → the auth package's own text (etcd `auth/store.go`). */

@@ -434,10 +434,19 @@ export class EtcdServer {
   private admit(who: Who, write = false): AuthInfo | undefined {
     if (who === undefined || !('md' in who)) return who;
     const ai = this.auth.authInfo(who.md);
-    if (write && raftRequestSize(who.wireBytes, ai, this.requestIdBytes) > this.config.maxRequestBytes) {
-      throw Errors.requestTooLarge();
-    }
+    // Put, DeleteRange and Txn are fields 4 to 6 of InternalRaftRequest.
+    if (write) this.checkRequestSize(ai, who.wireBytes, 4);
     return ai;
+  }
+
+  /**
+   * etcd's size check of every request it proposes (`processInternalRaftRequestOnce`): throws
+   * "request is too large" when the InternalRaftRequest carrying a request of `bytes` (as field
+   * `field`, with `ai`'s user and auth revision in its header) is longer than
+   * `--max-request-bytes`.
+   */
+  checkRequestSize(ai: AuthInfo, bytes: number, field: number): void {
+    if (raftRequestSize(bytes, field, ai, this.requestIdBytes) > this.config.maxRequestBytes) throw Errors.requestTooLarge();
   }
 
   /**
@@ -772,17 +781,21 @@ export class EtcdServer {
 
   /**
    * Auth.Authenticate (etcd `EtcdServer.Authenticate`): checks the password (no raft entry
-   * when it is wrong) and the token the request carries in `md`, if any, then, as one raft
-   * entry, gives a simple token ending in that entry's index. Throws as
-   * `AuthStore.checkPassword`, `AuthStore.authInfo` ("invalid auth token") and
-   * `AuthStore.authenticate`.
+   * when it is wrong), the token the request carries in `md`, if any, and the size of what is
+   * proposed, then, as one raft entry, gives a simple token ending in that entry's index.
+   * Throws as `AuthStore.checkPassword`, `AuthStore.authInfo` ("invalid auth token"),
+   * `checkRequestSize` and `AuthStore.authenticate`.
    */
   async authenticate(name: string, password: string, md?: TokenMetadata): Promise<AuthenticateResponse> {
     this.checkStopped();
     await this.auth.checkPassword(name, password);
     // etcd reads the caller's token as it proposes any request: one it does not accept stops
-    // this one too (a client re-authenticating with its expired token in the metadata).
-    this.auth.authInfo(md);
+    // this one too (a client re-authenticating with its expired token in the metadata). Then
+    // the size of what it proposes: name, password and a simple token's 16 letters.
+    const ai = this.auth.authInfo(md);
+    const field = (bytes: number) => (bytes > 0 ? 1 + varintBytes(bytes) + bytes : 0);
+    const simpleToken = this.config.authToken.type === 'simple' ? field(16) : 0;
+    this.checkRequestSize(ai, field(Buffer.byteLength(name)) + field(Buffer.byteLength(password)) + simpleToken, RAFT_FIELD.authenticate);
     return this.authRequest({ username: '', revision: 0 }, false, () => ({ token: this.auth.authenticate(name, this.raftIndexValue) }));
   }
 
@@ -825,6 +838,13 @@ export interface ClientCall {
 /** Who sends a request: a client (`ClientCall`), a known user (`AuthInfo`), or the server itself (undefined). */
 export type Who = ClientCall | AuthInfo | undefined;
 
+/**
+ * Field numbers of etcd's InternalRaftRequest (raft_internal.proto) for the requests whose size
+ * `EtcdServer.checkRequestSize` checks outside the KV writes; `auth`: every auth request (1000
+ * and on).
+ */
+export const RAFT_FIELD = { compaction: 7, leaseGrant: 8, leaseRevoke: 9, alarm: 10, auth: 1000, authenticate: 1012 } as const;
+
 /** Bytes of a protobuf varint of a non-negative safe integer. */
 function varintBytes(n: number): number {
   let bytes = 1;
@@ -843,17 +863,17 @@ function requestIdBytes(memberId: bigint): number {
 }
 
 /**
- * Bytes of etcd's marshalled InternalRaftRequest carrying a KV write of `bytes` (a field below
- * 16): its header holds a request ID (`idBytes` long, see `requestIdBytes`) and, for a request
- * with a token, the user and auth revision.
+ * Bytes of etcd's marshalled InternalRaftRequest carrying a request of `bytes` as field
+ * `field`: its header holds a request ID (`idBytes` long, see `requestIdBytes`) and, for a
+ * request with a token, the user and auth revision.
  */
-function raftRequestSize(bytes: number, ai: AuthInfo, idBytes: number): number {
+function raftRequestSize(bytes: number, field: number, ai: AuthInfo, idBytes: number): number {
   let header = 1 + idBytes;
   const user = Buffer.byteLength(ai.username);
   if (user > 0) header += 1 + varintBytes(user) + user;
   if (ai.revision > 0) header += 1 + varintBytes(ai.revision);
-  // header: field 100 (a two-byte tag); the request: a one-byte tag.
-  return 2 + varintBytes(header) + header + 1 + varintBytes(bytes) + bytes;
+  // header: field 100 (a two-byte tag); the request: a one-byte tag below field 16.
+  return 2 + varintBytes(header) + header + (field < 16 ? 1 : 2) + varintBytes(bytes) + bytes;
 }
 
 /** An alarm's identity in the alarm store: its member and type. */

@@ -301,6 +301,40 @@ const SCENARIOS: readonly Scenario[] = [
     ],
   },
   {
+    // Every request etcd proposes is held to the limit, auth's included, before anything else
+    // is looked at (the role a grant names, the user a get names).
+    name: 'limits: --max-request-bytes 100 on auth requests',
+    flags: ['--max-request-bytes', '100'],
+    steps: [
+      ['role', 'add', 'r'],
+      ['user', 'add', 'uuuuuuuuuu', '--new-user-password', 'pw'],
+      { args: ['user', 'add', 'u'.repeat(100), '--new-user-password', 'pw'], code: 1, expect: 'request is too large' },
+      { args: ['user', 'add', 'uuu', '--new-user-password', 'p'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['role', 'add', 'r'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['role', 'grant-permission', 'r', 'readwrite', 'k'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['role', 'get', 'r'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['user', 'get', 'u'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['user', 'grant-role', 'uuuuuuuuuu', 'r'.repeat(100)], code: 1, expect: 'request is too large' },
+      { args: ['user', 'passwd', 'uuuuuuuuuu', '--interactive=false'], stdin: `${'p'.repeat(100)}\n`, code: 1, expect: 'request is too large' },
+      ['role', 'get', 'r'],
+      ['user', 'list'],
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
+    name: 'limits: --max-request-bytes 16 on lease, compaction and alarm requests',
+    flags: ['--max-request-bytes', '16'],
+    steps: [
+      { args: ['lease', 'grant', '10'], code: 1, expect: 'request is too large' },
+      { args: ['lease', 'revoke', '1'], code: 1, expect: 'request is too large' },
+      { args: ['compaction', '1'], code: 1, expect: 'request is too large' },
+      ['alarm', 'list'],
+      ['user', 'list'],
+      { args: ['user', 'add', 'r', '--new-user-password', 'p'], code: 1, expect: 'request is too large' },
+      ['endpoint', 'status', '-w', 'json'],
+    ],
+  },
+  {
     // The one member: its peer URLs can change; every other change is refused with etcd's
     // error, a raft entry spent where etcd proposes the change before refusing it.
     name: 'member changes on the single member',

@@ -4,10 +4,11 @@
  *
  * With auth on, every call but Authenticate and AuthStatus needs root's privileges, except that
  * a user may get itself (UserGet) and a role it has (RoleGet). A token the server did not give is refused
- * with "invalid auth token" before anything else. Passwords are hashed before the entry, on
- * libuv's pool, so the main thread never runs bcrypt.
+ * with "invalid auth token" before anything else, then a request too large for
+ * `--max-request-bytes` (etcd holds every request it proposes to it). Passwords are hashed
+ * before the entry, on libuv's pool, so the main thread never runs bcrypt.
  */
-import { authChanges, type AuthInfo } from '../../auth/auth-store.js';
+import { authChanges, type AuthInfo, type TokenMetadata } from '../../auth/auth-store.js';
 import {
   AuthService,
   type AuthenticateRequest,
@@ -15,7 +16,7 @@ import {
   type AuthStatusRequest,
   type AuthUserGetRequest,
 } from '../../proto/gen/rpc.gen.js';
-import type { EtcdServer } from '../etcd-server.js';
+import { RAFT_FIELD, type EtcdServer } from '../etcd-server.js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { unary } from './unary.js';
 
@@ -23,13 +24,20 @@ import { unary } from './unary.js';
 export function addAuthService(grpc: Server, etcd: EtcdServer): void {
   const auth = etcd.auth;
   const changes = authChanges(auth);
+  type Method = keyof typeof AuthService;
+  /** The caller (its token checked), once the size of the request etcd proposes is too (both as etcd checks them before proposing). */
+  const caller = (method: Method, r: object, md: TokenMetadata): AuthInfo => {
+    const ai = auth.authInfo(md);
+    etcd.checkRequestSize(ai, AuthService[method].requestSerialize(r as never).length, RAFT_FIELD.auth);
+    return ai;
+  };
   /** An admin-only call: its result is applied under root's privileges. */
-  const admin = <Req, R extends object>(apply: (r: Req) => R) =>
-    unary((r: Req, md) => etcd.authRequest(auth.authInfo(md), true, () => apply(r)));
+  const admin = <Req extends object, R extends object>(method: Method, apply: (r: Req) => R) =>
+    unary((r: Req, md) => etcd.authRequest(caller(method, r, md), true, () => apply(r)));
   /** A call that hashes a password first (the user may be gone by the time it is applied). */
-  const withPassword = <Req extends { password: string }>(apply: (r: Req, hashed: Buffer) => void, skip: (r: Req) => boolean = () => false) =>
+  const withPassword = <Req extends { password: string }>(method: Method, apply: (r: Req, hashed: Buffer) => void, skip: (r: Req) => boolean = () => false) =>
     unary(async (r: Req, md) => {
-      const ai = auth.authInfo(md);
+      const ai = caller(method, r, md);
       const hashed = skip(r) ? Buffer.alloc(0) : await auth.hashPassword(r.password);
       return etcd.authRequest(ai, true, () => {
         apply(r, hashed);
@@ -37,9 +45,9 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
       });
     });
   /** Root, or `allowed(ai)`: the user itself or a holder of the role (etcd `authApplierV3.UserGet` / `RoleGet`). */
-  const adminOr = <Req, R extends object>(allowed: (ai: AuthInfo, r: Req) => boolean, apply: (r: Req) => R) =>
+  const adminOr = <Req extends object, R extends object>(method: Method, allowed: (ai: AuthInfo, r: Req) => boolean, apply: (r: Req) => R) =>
     unary((r: Req, md) => {
-      const ai = auth.authInfo(md);
+      const ai = caller(method, r, md);
       return etcd.authRequest(ai, false, () => {
         try {
           auth.checkAdmin(ai);
@@ -50,38 +58,40 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
       });
     });
   /** An admin-only call that changes something and answers with a bare header. */
-  const change = <Req>(apply: (r: Req) => void) =>
-    admin((r: Req) => {
+  const change = <Req extends object>(method: Method, apply: (r: Req) => void) =>
+    admin(method, (r: Req) => {
       apply(r);
       return {};
     });
 
   grpc.addService(AuthService, {
-    authEnable: change(changes.enable),
-    authDisable: change(changes.disable),
+    authEnable: change('authEnable', changes.enable),
+    authDisable: change('authDisable', changes.disable),
     // etcd 3.5: a raft entry like the others, open to every caller with a valid token or none.
-    authStatus: unary((_r: AuthStatusRequest, md) =>
-      etcd.authRequest(auth.authInfo(md), false, () => ({ enabled: auth.enabled, authRevision: BigInt(auth.revision) })),
+    authStatus: unary((r: AuthStatusRequest, md) =>
+      etcd.authRequest(caller('authStatus', r, md), false, () => ({ enabled: auth.enabled, authRevision: BigInt(auth.revision) })),
     ),
     authenticate: unary((r: AuthenticateRequest, md) => etcd.authenticate(r.name, r.password, md)),
-    userAdd: withPassword(changes.userAdd, (r) => r.options?.noPassword ?? false),
+    userAdd: withPassword('userAdd', changes.userAdd, (r) => r.options?.noPassword ?? false),
     userGet: adminOr(
+      'userGet',
       (ai, r: AuthUserGetRequest) => ai.username === r.name,
       (r: AuthUserGetRequest) => ({ roles: auth.userGet(r.name) }),
     ),
-    userList: admin(() => ({ users: auth.userList() })),
-    userDelete: change(changes.userDelete),
-    userChangePassword: withPassword(changes.userChangePassword),
-    userGrantRole: change(changes.userGrantRole),
-    userRevokeRole: change(changes.userRevokeRole),
-    roleAdd: change(changes.roleAdd),
+    userList: admin('userList', () => ({ users: auth.userList() })),
+    userDelete: change('userDelete', changes.userDelete),
+    userChangePassword: withPassword('userChangePassword', changes.userChangePassword),
+    userGrantRole: change('userGrantRole', changes.userGrantRole),
+    userRevokeRole: change('userRevokeRole', changes.userRevokeRole),
+    roleAdd: change('roleAdd', changes.roleAdd),
     roleGet: adminOr(
+      'roleGet',
       (ai, r: AuthRoleGetRequest) => auth.hasRole(ai.username, r.role),
       (r: AuthRoleGetRequest) => ({ perm: auth.roleGet(r.role) }),
     ),
-    roleList: admin(() => ({ roles: auth.roleList() })),
-    roleDelete: change(changes.roleDelete),
-    roleGrantPermission: change(changes.roleGrantPermission),
-    roleRevokePermission: change(changes.roleRevokePermission),
+    roleList: admin('roleList', () => ({ roles: auth.roleList() })),
+    roleDelete: change('roleDelete', changes.roleDelete),
+    roleGrantPermission: change('roleGrantPermission', changes.roleGrantPermission),
+    roleRevokePermission: change('roleRevokePermission', changes.roleRevokePermission),
   });
 }

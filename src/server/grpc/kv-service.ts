@@ -7,7 +7,7 @@
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { KVService, type CompactionRequest, type DeleteRangeRequest, type PutRequest, type RangeRequest, type TxnRequest } from '../../proto/gen/rpc.gen.js';
 import { marshalDeleteRangeResponse, marshalPutResponse, marshalRangeResponse } from '../../proto/wire.js';
-import type { ClientCall, EtcdServer } from '../etcd-server.js';
+import { RAFT_FIELD, type ClientCall, type EtcdServer } from '../etcd-server.js';
 import { requestSize, unary, withWire } from './unary.js';
 
 /** Registers the KV service of `etcd` on `grpc`. */
@@ -21,9 +21,9 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
     put: call((r: PutRequest, who) => etcd.put(r, who)),
     deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who)),
     txn: call((r: TxnRequest, who) => etcd.txn(r, who)),
-    // etcd checks no permission for a compaction, only that a given token is valid.
+    // etcd checks no permission for a compaction, only that a given token is valid, and its size.
     compact: unary((r: CompactionRequest, md) => {
-      etcd.auth.authInfo(md);
+      etcd.checkRequestSize(etcd.auth.authInfo(md), requestSize(r), RAFT_FIELD.compaction);
       return etcd.compact(r);
     }),
   });

@@ -13,16 +13,16 @@ import { keyToBytes } from '../../mvcc/key.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import {
   LeaseService,
-  type LeaseGrantRequest,
+  LeaseGrantRequest,
   type LeaseKeepAliveRequest,
   type LeaseKeepAliveResponse,
   type LeaseLeasesResponse,
-  type LeaseRevokeRequest,
+  LeaseRevokeRequest,
   type LeaseTimeToLiveRequest,
   type LeaseTimeToLiveResponse,
 } from '../../proto/gen/rpc.gen.js';
 import { contextErrorStatus, toServiceError } from '../errors.js';
-import type { EtcdServer } from '../etcd-server.js';
+import { RAFT_FIELD, type EtcdServer } from '../etcd-server.js';
 import { unary } from './unary.js';
 
 /** Registers the Lease service of `etcd` on `grpc`. */
@@ -30,11 +30,18 @@ export function addLeaseService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(LeaseService, {
     // etcd checks a given token on both (they are raft requests); a revoke needs write
     // permission on the lease's keys.
+    // etcd picks a lease's ID before it proposes the grant, whose size counts it.
     leaseGrant: unary((r: LeaseGrantRequest, md) => {
-      etcd.auth.authInfo(md);
-      return etcd.leaseGrant(r);
+      const ai = etcd.auth.authInfo(md);
+      const req = r.ID === 0n ? { ...r, ID: etcd.lessor.nextId() } : r;
+      etcd.checkRequestSize(ai, LeaseGrantRequest.encode(req).finish().length, RAFT_FIELD.leaseGrant);
+      return etcd.leaseGrant(req);
     }),
-    leaseRevoke: unary((r: LeaseRevokeRequest, md) => etcd.leaseRevoke(r, etcd.auth.authInfo(md))),
+    leaseRevoke: unary((r: LeaseRevokeRequest, md) => {
+      const ai = etcd.auth.authInfo(md);
+      etcd.checkRequestSize(ai, LeaseRevokeRequest.encode(r).finish().length, RAFT_FIELD.leaseRevoke);
+      return etcd.leaseRevoke(r, ai);
+    }),
     leaseKeepAlive: (call: ServerCall) => keepAlive(etcd, call),
     leaseTimeToLive: unary((r: LeaseTimeToLiveRequest) => timeToLive(etcd, r)),
     leaseLeases: unary((): LeaseLeasesResponse => ({

@@ -17,7 +17,7 @@ import { bytesToRev, revToBytes } from '../../mvcc/revision.js';
 import {
   MaintenanceService,
   type MaintenanceServer,
-  type AlarmRequest,
+  AlarmRequest,
   type AlarmResponse,
   type HashKVRequest,
   type HashKVResponse,
@@ -29,8 +29,8 @@ import {
 } from '../../proto/gen/rpc.gen.js';
 import { humanizeBytes } from '../../go-format.js';
 import { plog } from '../../logger.js';
-import { Errors, EtcdError, toServiceError, unmappedAuthError } from '../errors.js';
-import { SERVER_VERSION, alarmText, type EtcdServer } from '../etcd-server.js';
+import { Errors, EtcdError, toServiceError, unmappedError } from '../errors.js';
+import { RAFT_FIELD, SERVER_VERSION, alarmText, type EtcdServer } from '../etcd-server.js';
 import { writeEtcdSnapshot } from '../snapshot.js';
 import { unary } from './unary.js';
 
@@ -203,7 +203,7 @@ function send(call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, msg
 /**
  * Registers the Maintenance service. With auth on, Hash, HashKV, Defragment and Snapshot need
  * root's privileges (etcd `authMaintenanceServer`, whose errors leave as Unknown with the auth
- * package's text, see `unmappedAuthError`) and Alarm a valid token if one is given (it is a
+ * package's text, see `unmappedError`) and Alarm a valid token if one is given (it is a
  * raft request); Status and MoveLeader check nothing.
  */
 export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
@@ -211,18 +211,19 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
     try {
       etcd.auth.checkAdmin(etcd.auth.authInfo(md));
     } catch (err) {
-      throw unmappedAuthError(err);
+      throw unmappedError(err);
     }
   };
   const handlers: MaintenanceServer = {
     status: unary(() => status(etcd)),
     // The 3.4 AlarmResponse carries no header (etcd `applierV3backend.Alarm`). etcd's Alarm
-    // returns its raft request's error unmapped: a token refused is Unknown, in auth's words.
+    // returns its raft request's error unmapped: a token refused is Unknown, in auth's words, and
+    // so is a request too large, in etcdserver's.
     alarm: unary(async (r: AlarmRequest, md): Promise<AlarmResponse> => {
       try {
-        etcd.auth.authInfo(md);
+        etcd.checkRequestSize(etcd.auth.authInfo(md), AlarmRequest.encode(r).finish().length, RAFT_FIELD.alarm);
       } catch (err) {
-        throw unmappedAuthError(err);
+        throw unmappedError(err);
       }
       return { header: undefined, alarms: await etcd.alarm(r.action, r.memberID, r.alarm) };
     }),
