@@ -178,6 +178,8 @@ export class KVStore {
    * deletion from its first batch to its last.
    */
   onCompactionTiming: ((phase: 'index' | 'dbPause' | 'dbTotal', ms: number) => void) | undefined;
+  /** Called when the records of a compaction at `rev` are deleted, `tookMs` after it began (etcd logs it). */
+  onCompactionDone: ((rev: number, tookMs: number) => void) | undefined;
   /** Resolves when the running physical compaction is finished. */
   private compaction: Promise<void> = Promise.resolve();
   /** True while a durability wait is in flight (one at a time keeps batches large). */
@@ -381,6 +383,7 @@ export class KVStore {
       }
     }
     this.onCompactionTiming?.('dbTotal', performance.now() - totalStart);
+    this.onCompactionDone?.(rev, performance.now() - totalStart);
   }
 
   /** Rebuilds the index from the backend (etcd `store.restore`) and resumes a scheduled compaction. */

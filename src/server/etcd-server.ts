@@ -192,6 +192,10 @@ export class EtcdServer {
       log.info({ path: etcdDb, ...plog('etcdserver', 'I', `imported etcd's database ${etcdDb} (bbolt) into a new etcd-ts store`) }, "imported etcd's database (bbolt) into a new etcd-ts store");
     }
     this.store = new KVStore(this.backend);
+    this.store.onCompactionDone = (rev, ms) => {
+      const took = formatGoDuration(ms);
+      log.info({ 'compact-revision': rev, took, ...plog('mvcc', 'I', `finished scheduled compaction at ${rev} (took ${took})`) }, 'finished scheduled compaction');
+    };
     this.watchableStore = new WatchableStore(this.store);
     this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec, tokens: config.authToken });
     const storedId = this.backend.getMeta('memberID');
@@ -610,6 +614,7 @@ export class EtcdServer {
     try {
       this.checkAlarms(0);
       ({ done } = this.store.compact(Number(r.revision)));
+      this.log.info({ revision: Number(r.revision), ...plog('mvcc', 'I', `store.index: compact ${r.revision}`) }, 'compact tree index');
     } catch (err) {
       await this.store.sync();
       throw toEtcdError(err);

@@ -234,3 +234,18 @@ test("at a low write rate, the executable's V8 does not run a Mark-Compact after
   assert.ok(markCompacts < scavenges, `${markCompacts} Mark-Compacts in ${scavenges} scavenges`);
   assert.ok(scavenges >= 4, `${scavenges} scavenges: the load did not fill the young generation`);
 });
+
+test("a compaction is logged in etcd 3.4's words: the index's, then the records' with the time taken", { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { args, url } = await serverArgs(dir);
+  const p = run(t, args);
+  await ready(p);
+  for (const v of ['1', '2', '3']) await etcdctl(url, ['put', 'a', v]);
+  assert.equal((await etcdctl(url, ['compaction', '3'])).stdout, 'compacted revision 3\n');
+  const deadline = Date.now() + 5000;
+  while (!p.stderr().includes('finished scheduled compaction') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.match(p.stderr(), /I \| mvcc: store\.index: compact 3\n(.*\n)*.* I \| mvcc: finished scheduled compaction at 3 \(took [0-9.]+(ns|µs|ms|s)\)\n/);
+  p.child.kill('SIGTERM');
+  await p.exited;
+});
