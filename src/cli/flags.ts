@@ -1041,25 +1041,7 @@ function buildConfig(
     if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
     }
-    // etcd's capnslog text says "peer key/cert files" for the client's.
-    if (!isTlsUrl(u) && hasFiles) {
-      notices.push({
-        msg: 'scheme is HTTP while key and cert files are present; ignoring key and cert files',
-        fields: { 'client-url': u },
-        plog: { pkg: 'embed', level: 'W', text: `The scheme of client url ${u} is HTTP while peer key/cert files are presented. Ignored key/cert files.` },
-      });
-    }
-    if (!isTlsUrl(u) && tls.clientCertAuth) {
-      notices.push({
-        msg: 'scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL',
-        fields: { 'client-url': u },
-        plog: {
-          pkg: 'embed',
-          level: 'W',
-          text: `The scheme of client url ${u} is HTTP while client cert auth (--client-cert-auth) is enabled. Ignored client cert auth for this url.`,
-        },
-      });
-    }
+    if (!isTlsUrl(u)) notices.push(...plainUrlNotices('client', u, hasFiles, tls.clientCertAuth));
   }
   for (const u of config.listenMetricsUrls) {
     if (isTlsUrl(u) && !hasCert) {
@@ -1104,27 +1086,38 @@ function peerTls(
     if (isTlsUrl(u) && !hasFiles && !tls.autoTls) {
       throw new FlagError(`cannot listen on TLS for ${u.replace(/^[a-z]+:\/\//, '')}: KeyFile and CertFile are not presented`, 'start');
     }
-    if (!isTlsUrl(u) && (hasFiles || tls.autoTls)) {
-      notices.push({
-        msg: 'scheme is HTTP while key and cert files are present; ignoring key and cert files',
-        fields: { 'peer-url': u },
-        plog: { pkg: 'embed', level: 'W', text: `The scheme of peer url ${u} is HTTP while peer key/cert files are presented. Ignored peer key/cert files.` },
-      });
-    }
-    if (!isTlsUrl(u) && tls.clientCertAuth) {
-      notices.push({
-        msg: 'scheme is HTTP while --peer-client-cert-auth is enabled; ignoring client cert auth for this URL',
-        fields: { 'peer-url': u },
-        plog: {
-          pkg: 'embed',
-          level: 'W',
-          text: `The scheme of peer url ${u} is HTTP while client cert auth (--peer-client-cert-auth) is enabled. Ignored client cert auth for this url.`,
-        },
-      });
-    }
+    // --peer-auto-tls makes its files whatever the URLs (etcd `PeerSelfCert`).
+    if (!isTlsUrl(u)) notices.push(...plainUrlNotices('peer', u, hasFiles || tls.autoTls, tls.clientCertAuth));
   }
   const any = hasFiles || tls.trustedCaFile !== '' || tls.clientCertAuth || tls.autoTls || tls.clientCrlFile !== '' || tls.allowedCn !== '' || tls.allowedHostname !== '';
   return any ? tls : undefined;
+}
+
+/**
+ * etcd's warnings about an http:// `kind` URL when TLS is configured for it: the certificate
+ * files (when `hasFiles`) and client certificate checks (when `clientCertAuth`) are ignored
+ * there. etcd's capnslog text says "peer key/cert files" for the client's too.
+ */
+function plainUrlNotices(kind: 'client' | 'peer', u: string, hasFiles: boolean, clientCertAuth: boolean): Notice[] {
+  const notices: Notice[] = [];
+  const field = { [`${kind}-url`]: u };
+  const flag = kind === 'peer' ? '--peer-client-cert-auth' : '--client-cert-auth';
+  if (hasFiles) {
+    const ignored = kind === 'peer' ? 'peer key/cert files' : 'key/cert files';
+    notices.push({
+      msg: 'scheme is HTTP while key and cert files are present; ignoring key and cert files',
+      fields: field,
+      plog: { pkg: 'embed', level: 'W', text: `The scheme of ${kind} url ${u} is HTTP while peer key/cert files are presented. Ignored ${ignored}.` },
+    });
+  }
+  if (clientCertAuth) {
+    notices.push({
+      msg: `scheme is HTTP while ${flag} is enabled; ignoring client cert auth for this URL`,
+      fields: field,
+      plog: { pkg: 'embed', level: 'W', text: `The scheme of ${kind} url ${u} is HTTP while client cert auth (${flag}) is enabled. Ignored client cert auth for this url.` },
+    });
+  }
+  return notices;
 }
 
 /**
