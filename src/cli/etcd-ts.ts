@@ -49,6 +49,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return;
   }
   if (parsed.action === 'help') {
+    // etcd writes the ways to run it on stderr and its flags on stdout.
+    process.stderr.write(usageSummary());
     process.stdout.write(usage());
     return;
   }

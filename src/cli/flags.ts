@@ -1251,13 +1251,12 @@ export function usageSummary(): string {
 }
 
 /**
- * The text for `-h`/`--help` (etcd prints its flag list to stdout and exits 0): usage, every
- * supported flag with its default as etcd's help prints it, then the flags accepted and ignored
- * and the flags refused.
+ * The flag list of `-h`/`--help`, which etcd prints to stdout after the usage summary on stderr
+ * (see `usageSummary`), then exits 0: every supported flag with its default as etcd's help
+ * prints it, then the flags accepted and ignored and the flags refused.
  */
 export function usage(): string {
   const lines = [
-    usageSummary(),
     "Every flag can also be set by its environment variable: ETCD_ and the flag's name in upper case with",
     "'-' as '_' (ETCD_DATA_DIR for --data-dir). A variable whose flag is also on the command line is refused.",
     '',

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '../../src/client/client.js';
+import { usage, usageSummary } from '../../src/cli/flags.js';
 import { SERVER_VERSION } from '../../src/server/etcd-server.js';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdTsUnavailableReason, freePort } from '../helpers/servers.js';
@@ -248,4 +249,12 @@ test("a compaction is logged in etcd 3.4's words: the index's, then the records'
   assert.match(p.stderr(), /I \| mvcc: store\.index: compact 3\n(.*\n)*.* I \| mvcc: finished scheduled compaction at 3 \(took [0-9.]+(ns|µs|ms|s)\)\n/);
   p.child.kill('SIGTERM');
   await p.exited;
+});
+
+test('--help writes the ways to run it on stderr and the flags on stdout, as etcd splits them, and exits 0', { skip }, () => {
+  const r = spawnSync(process.execPath, [BIN, '--help'], { encoding: 'utf8' });
+  assert.equal(r.status, 0);
+  assert.equal(r.stderr, usageSummary());
+  assert.equal(r.stdout, usage());
+  assert.match(r.stdout, /^ {2}--data-dir '\$\{name\}\.etcd'$/m);
 });
