@@ -1041,7 +1041,8 @@ function buildConfig(
     if (isTlsUrl(u) && !hasCert) {
       throw new FlagError(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${u} with HTTPS scheme`, 'start');
     }
-    if (!isTlsUrl(u)) notices.push(...plainUrlNotices('client', u, hasFiles, tls.clientCertAuth));
+    // --auto-tls makes its files whatever the URLs (etcd `ClientSelfCert`).
+    if (!isTlsUrl(u)) notices.push(...plainUrlNotices('client', u, hasFiles || tls.autoTls, tls.clientCertAuth));
   }
   for (const u of config.listenMetricsUrls) {
     if (isTlsUrl(u) && !hasCert) {

@@ -5,7 +5,7 @@
 import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { GRPC_OVERHEAD_BYTES, isTlsUrl, type PeerTlsConfig, type ServerConfig } from '../config.js';
+import { GRPC_OVERHEAD_BYTES, isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
 import { plog } from '../logger.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
@@ -74,12 +74,15 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
   try {
     const peers: BoundListener[] = [];
     const peerTls = config.peerTls;
-    const peerTlsOptions = peerTls && config.listenPeerUrls.some(isTlsUrl) ? loadPeerTls(peerTls, config) : undefined;
+    // Like etcd, TLS settings are read only when a URL needs them (with http:// URLs alone a
+    // certificate that is not there is no error), but auto TLS makes its certificate whatever
+    // the URLs (etcd `PeerSelfCert`, `ClientSelfCert`).
+    const selfCert = (c: ClientTlsConfig) => c.autoTls && !c.certFile && !c.keyFile;
+    const peerTlsOptions = peerTls && (config.listenPeerUrls.some(isTlsUrl) || selfCert(peerTls)) ? loadPeerTls(peerTls, config) : undefined;
     for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
-    // Like etcd, TLS settings are read only when a URL needs them: with http:// URLs alone a
-    // certificate that is not there is no error.
+    const clientTls = config.clientTls;
     const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
-    const tlsOptions: tls.TlsOptions | undefined = config.clientTls && secure ? loadTls(config.clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
+    const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
     const clients: BoundListener[] = [];
     for (const url of config.listenClientUrls) clients.push(await bind(url, tlsOptions));
 
@@ -111,7 +114,6 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket)) });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
-    const clientTls = config.clientTls;
     if (clientTls && (clientTls.certFile || clientTls.keyFile || clientTls.autoTls)) {
       const text = tlsInfoText(clientTls, config.dataDir, 'client');
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');

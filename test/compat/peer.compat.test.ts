@@ -194,4 +194,18 @@ describe('peer URL: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     }
     assert.deepEqual(seen['etcd-ts'], seen.etcd);
   });
+
+  it('auto TLS makes its certificates whatever the URLs, and warns about them on http:// ones, as etcd does', { timeout: 60_000 }, async (t) => {
+    const seen: string[][] = [];
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const server = await startServer(t, { kind, flags: ['--auto-tls', '--peer-auto-tls'] });
+      const made = ['client', 'peer'].map((dir) => `fixtures/${dir}: ${existsSync(join(server.dataDir, 'fixtures', dir, 'cert.pem'))}`);
+      const lines = server.stderr().split('\n').filter((l) => /TLS: cert|scheme of (client|peer) url/.test(l));
+      seen.push([...made, ...lines.map((l) => l.replace(/^.* [IWN] \| /, '').replaceAll(server.dataDir, '<data-dir>').replace(/127\.0\.0\.1:\d+/g, '<host>'))]);
+      await server.stop();
+    }
+    assert.deepEqual(seen[0]!.slice(0, 2), ['fixtures/client: true', 'fixtures/peer: true']);
+    assert.equal(seen[0]!.length, 6, seen[0]!.join('\n'));
+    assert.deepEqual(seen[1], seen[0]);
+  });
 });
