@@ -212,8 +212,8 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
 /** Go's `http.DefaultMaxHeaderBytes` plus the slack its server allows. */
 const GO_MAX_HEADER_BYTES = (1 << 20) + 4096;
 
-/** Go's answer to a request it refuses before any handler: `code`, its text, then the connection closes. */
-function goRefusal(socket: Duplex, status: string, body = status): void {
+/** Go's answer to a request it refuses before any handler: `status`, its text, then the connection closes. */
+export function goRefusal(socket: Duplex, status: string, body = status): void {
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
 }
 

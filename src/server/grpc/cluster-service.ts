@@ -23,7 +23,7 @@ import { parseUrl } from '../../cli/flags.js';
 import { unary } from './unary.js';
 
 /** A member as MemberList shows it: this one with its name and client URLs, a learner (never started) without. */
-function toMember(etcd: EtcdServer, clientUrls: readonly string[], m: MemberRecord): Member {
+export function toMember(etcd: EtcdServer, clientUrls: readonly string[], m: MemberRecord): Member {
   const self = m.id === etcd.memberId;
   return {
     ID: m.id,

@@ -28,6 +28,7 @@ import type { GatewayHandler } from './gateway.js';
 import { verifiedCommonName } from '../transport/grpc-server.js';
 import { splitHostPort } from '../../cli/flags.js';
 import { readJsonValues } from './jsonpb.js';
+import { goRefusal } from '../listener.js';
 import { parseCapnslogLevel, plog, setCapnslogLevel } from '../../logger.js';
 
 /** etcd `addCORSHeader`: what a client-URL answer says to an allowed `origin`. */
@@ -234,14 +235,9 @@ export function requestTarget(req: http.IncomingMessage): RequestTarget | undefi
  * closing the connection (over HTTP/1.1, written as Go writes it).
  */
 export function badRequest(res: http.ServerResponse): void {
-  const head = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
-  if (res.req.httpVersionMajor !== 1 || !res.socket) {
-    res.writeHead(400, head);
-    res.end('400 Bad Request');
-    return;
-  }
-  const lines = Object.entries(head).map(([name, value]) => `${name}: ${value}\r\n`);
-  res.socket.end(`HTTP/1.1 400 Bad Request\r\n${lines.join('')}\r\n400 Bad Request`);
+  if (res.req.httpVersionMajor === 1 && res.socket) return goRefusal(res.socket, '400 Bad Request');
+  res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+  res.end('400 Bad Request');
 }
 
 /**

@@ -29,13 +29,13 @@
  * Other paths get Go's 404; paths that are not clean are redirected (301), as http.ServeMux does.
  */
 import type http from 'node:http';
-import { LeaseKeepAliveRequest, LeaseKeepAliveResponse } from '../../proto/gen/rpc.gen.js';
+import { LeaseKeepAliveRequest, LeaseKeepAliveResponse, type Member } from '../../proto/gen/rpc.gen.js';
 import { LeaseInternalRequest, LeaseInternalResponse, RaftMessage } from '../../proto/gen/raft_internal.gen.js';
 import { unmarshalError } from '../../proto/unmarshal-check.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
 import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
 import { promoteFailureReason } from '../membership.js';
-import { promoteMember } from '../grpc/cluster-service.js';
+import { promoteMember, toMember } from '../grpc/cluster-service.js';
 import { hashByRev } from '../grpc/maintenance-service.js';
 import { allowMethod, badRequest, cleanPath, httpError, redirect, reply, requestTarget, serveVersion } from './handlers.js';
 import { readJsonValues } from './jsonpb.js';
@@ -57,17 +57,10 @@ async function readBody(req: http.IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** A uint64 in decimal (Go `strconv.ParseUint(s, 10, 64)`), else undefined. */
-function parseDecimalId(s: string): bigint | undefined {
-  if (!/^[0-9]+$/.test(s)) return undefined;
-  const id = BigInt(s);
-  return id < 2n ** 64n ? id : undefined;
-}
-
-/** A uint64 in hexadecimal (etcd `types.IDFromString`), else undefined. */
-function parseHexId(s: string): bigint | undefined {
-  if (!/^[0-9a-fA-F]+$/.test(s)) return undefined;
-  const id = BigInt(`0x${s}`);
+/** A uint64 in `radix` 10 (Go `strconv.ParseUint`) or 16 (etcd `types.IDFromString`), else undefined. */
+function parseUint64(s: string, radix: 10 | 16): bigint | undefined {
+  if (!(radix === 10 ? /^[0-9]+$/ : /^[0-9a-fA-F]+$/).test(s)) return undefined;
+  const id = BigInt(radix === 10 ? s : `0x${s}`);
   return id < 2n ** 64n ? id : undefined;
 }
 
@@ -110,11 +103,11 @@ function goTimeJson(date: Date): string {
 }
 
 /** Go's encoding/json of `membership.Member` (an ID as a number, empty attributes left out). */
-function memberJson(m: { id: bigint; peerUrls: string[]; isLearner: boolean; name: string; clientUrls: readonly string[] }): string {
-  const fields = [`"id":${m.id}`, `"peerURLs":${JSON.stringify(m.peerUrls)}`];
+function memberJson(m: Member): string {
+  const fields = [`"id":${m.ID}`, `"peerURLs":${JSON.stringify(m.peerURLs)}`];
   if (m.isLearner) fields.push('"isLearner":true');
   if (m.name) fields.push(`"name":${JSON.stringify(m.name)}`);
-  if (m.clientUrls.length > 0) fields.push(`"clientURLs":${JSON.stringify(m.clientUrls)}`);
+  if (m.clientURLs.length > 0) fields.push(`"clientURLs":${JSON.stringify(m.clientURLs)}`);
   return `{${fields.join(',')}}`;
 }
 
@@ -147,16 +140,13 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
 
   const members = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     if (!allowMethod(req, res, 'GET')) return;
-    const list = etcd.membership.members().map((m) => {
-      const self = m.id === etcd.memberId;
-      return memberJson({ ...m, name: self ? etcd.config.name : '', clientUrls: self ? clientUrls : [] });
-    });
+    const list = etcd.membership.members().map((m) => memberJson(toMember(etcd, clientUrls, m)));
     reply(res, 200, { ...clusterHeader, 'Content-Type': 'application/json' }, `[${list.join(',')}]\n`);
   };
 
   const promote = async (req: http.IncomingMessage, res: http.ServerResponse, idText: string): Promise<void> => {
     if (!allowMethod(req, res, 'POST')) return;
-    const id = parseDecimalId(idText);
+    const id = parseUint64(idText, 10);
     if (id === undefined) return httpError(res, 404, `member ${idText} not found in cluster`, clusterHeader);
     try {
       // No token comes with a peer's request: with auth on, etcd's permission check refuses it.
@@ -281,7 +271,7 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
     if (path === '/raft/snapshot') return snapshot(req, res, headers);
     const type = path.slice('/raft/stream/'.length, path.lastIndexOf('/'));
     if (type !== 'msgapp' && type !== 'message') return httpError(res, 404, 'invalid path', headers);
-    const from = parseHexId(path.slice(path.lastIndexOf('/') + 1));
+    const from = parseUint64(path.slice(path.lastIndexOf('/') + 1), 16);
     if (from === undefined) return httpError(res, 404, 'invalid from', headers);
     if (etcd.membership.isRemoved(from)) return httpError(res, 410, 'removed member', headers);
     httpError(res, 404, 'error sender not found', headers);
