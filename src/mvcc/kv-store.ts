@@ -21,9 +21,9 @@
  *                   the first compaction, as in etcd, which accepts one compaction at 0.
  */
 import { KeyValue } from '../proto/gen/kv.gen.js';
-import { marshalKeyValue } from '../proto/wire.js';
+import { marshalKeyValue, readKeyValueHead } from '../proto/wire.js';
 import { Backend } from './backend.js';
-import { type Key, keyFromBytes, keyToBytes } from './key.js';
+import { type Key, keyToBytes } from './key.js';
 import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
 import { TreeIndex, type RevisionSet } from './tree-index.js';
 
@@ -187,6 +187,8 @@ export class KVStore {
   /** Callers waiting for the next durability point. */
   private syncWaiters: (() => void)[] = [];
   private syncFailed: ((err: unknown) => void)[] = [];
+  /** Live keys with a lease, as `restore` found them, until `attachLeases` hands them over. */
+  private readonly keyToLease = new Map<Key, bigint>();
 
   constructor(backend: Backend) {
     this.backend = backend;
@@ -392,18 +394,14 @@ export class KVStore {
     const scheduled = Number(this.backend.getMeta('scheduledCompactRev') ?? -1);
     this.compactMainRev = finished;
     let rev = 1;
+    const restore = this.index.restorer();
     for (const { key: rk, value } of this.backend.range('key')) {
       const r = bytesToRev(rk);
-      const kv = KeyValue.decode(value);
-      const key = keyFromBytes(kv.key);
-      if (isTombstone(rk)) {
-        if (this.index.get(key, r.main) !== undefined) this.index.tombstone(key, r);
-      } else if (this.index.get(key, r.main) === undefined && kv.version > 1n) {
-        // The first record seen of a key whose earlier versions were compacted away.
-        this.index.restore(key, { main: Number(kv.createRevision), sub: 0 }, r, Number(kv.version));
-      } else {
-        this.index.put(key, r);
-      }
+      const kv = readKeyValueHead(value);
+      const tombstone = isTombstone(rk);
+      restore(kv.key, r, tombstone, kv.createRevision, kv.version);
+      if (!tombstone && kv.lease !== 0n) this.keyToLease.set(kv.key, kv.lease);
+      else this.keyToLease.delete(kv.key);
       rev = r.main;
     }
     this.currentRev = Math.max(rev, this.compactMainRev, 1);
@@ -415,13 +413,13 @@ export class KVStore {
     }
   }
 
-  /** Re-attaches every live key with a lease to the lessor (after it restored its leases). */
+  /**
+   * Attaches every live key with a lease to the lessor (after it restored its leases), from
+   * what `restore` read (etcd's `keyToLease`). Once: the store forgets them afterwards.
+   */
   attachLeases(): void {
-    const { revs } = this.index.revisions('\0', '\0', this.currentRev, 0);
-    for (const r of revs) {
-      const kv = this.readRecord(r);
-      if (kv.lease !== 0n) this.leases.attach(kv.lease, keyFromBytes(kv.key));
-    }
+    for (const [key, lease] of this.keyToLease) this.leases.attach(lease, key);
+    this.keyToLease.clear();
   }
 
   /** Waits for background compaction and closes the backend. */

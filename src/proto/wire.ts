@@ -181,3 +181,67 @@ export function marshalDeleteRangeResponse(r: DeleteRangeResponse): Buffer {
   pushInt64Field(head, 2, r.deleted);
   return withKeyValues(head, 3, r.prevKvs, []);
 }
+
+/**
+ * The fields of a stored mvccpb.KeyValue that rebuilding the index and the leases needs at
+ * startup (etcd's `restore` reads the same ones), read from its protobuf bytes without decoding
+ * the value. `key` is the store's key string (see mvcc/key.ts); `createRevision` and `version`
+ * are exact up to 2^53, as everywhere in the store.
+ */
+export interface KeyValueHead {
+  key: string;
+  createRevision: number;
+  version: number;
+  lease: bigint;
+}
+
+/**
+ * Reads the `KeyValueHead` of a KeyValue's protobuf bytes. Fields may come in any order and
+ * repeat (the last wins), unknown fields are skipped, as the generated decoder does.
+ * @throws RangeError on bytes that are not a KeyValue (truncated field, bad wire type)
+ */
+export function readKeyValueHead(b: Buffer): KeyValueHead {
+  const head: KeyValueHead = { key: '', createRevision: 0, version: 0, lease: 0n };
+  let at = 0;
+  // The varint just read, as two 32-bit halves (sign-extended int64s fill all ten bytes).
+  let lo = 0;
+  let hi = 0;
+  const readVarint = (): void => {
+    lo = 0;
+    hi = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (at >= b.length || shift > 63) throw new RangeError('KeyValue: bad varint');
+      const byte = b[at++]!;
+      const bits = byte & 0x7f;
+      if (shift < 28) lo |= bits << shift;
+      else if (shift === 28) {
+        lo |= bits << 28;
+        hi = bits >>> 4;
+      } else hi |= bits << (shift - 32);
+      if (byte < 0x80) break;
+    }
+    lo >>>= 0;
+  };
+  const asNumber = (): number => (hi | 0) * 0x1_0000_0000 + lo;
+  while (at < b.length) {
+    readVarint();
+    const field = lo >>> 3;
+    const wireType = lo & 7;
+    if (wireType === 0) {
+      readVarint();
+      if (field === 2) head.createRevision = asNumber();
+      else if (field === 4) head.version = asNumber();
+      else if (field === 6) head.lease = BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
+    } else if (wireType === 2) {
+      readVarint();
+      const end = at + lo;
+      if (hi !== 0 || end > b.length) throw new RangeError('KeyValue: truncated field');
+      if (field === 1) head.key = b.toString('latin1', at, end);
+      at = end;
+    } else if (wireType === 1 || wireType === 5) {
+      at += wireType === 1 ? 8 : 4;
+      if (at > b.length) throw new RangeError('KeyValue: truncated field');
+    } else throw new RangeError(`KeyValue: wire type ${wireType}`);
+  }
+  return head;
+}

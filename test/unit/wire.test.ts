@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { KeyValue } from '../../src/proto/gen/kv.gen.js';
 import { DeleteRangeResponse, PutResponse, RangeResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
-import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint } from '../../src/proto/wire.js';
+import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead } from '../../src/proto/wire.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -32,6 +32,29 @@ test('marshalKeyValue writes what KeyValue.encode writes', () => {
     }),
     { numRuns: 500 },
   );
+});
+
+test('readKeyValueHead reads key, create_revision, version and lease as KeyValue.decode does', () => {
+  // Revisions and versions as the store keeps them (numbers up to 2^53); the lease any int64.
+  const revision = fc.oneof(fc.constantFrom(0n, 1n, 127n, 128n, 2n ** 53n - 1n), fc.bigInt({ min: 0n, max: 2n ** 53n - 1n }));
+  const stored = fc.record({ key: bytes, createRevision: revision, modRevision: revision, version: revision, value: bytes, lease: int64 });
+  fc.assert(
+    fc.property(stored, fc.uint8Array({ maxLength: 8 }), (kv, unknown) => {
+      const encoded = Buffer.from(KeyValue.encode(kv).finish());
+      const want = { key: kv.key.toString('latin1'), createRevision: Number(kv.createRevision), version: Number(kv.version), lease: kv.lease };
+      assert.deepEqual(readKeyValueHead(encoded), want);
+      // Unknown fields of every wire type are skipped, wherever they are.
+      const fixed64 = Buffer.concat([Buffer.from([(9 << 3) | 1]), Buffer.alloc(8, 7)]);
+      const fixed32 = Buffer.concat([Buffer.from([(10 << 3) | 5]), Buffer.alloc(4, 7)]);
+      const delimited = Buffer.concat([Buffer.from([(11 << 3) | 2, unknown.length]), unknown]);
+      const varint = Buffer.from([12 << 3, 0x80, 0x01]);
+      assert.deepEqual(readKeyValueHead(Buffer.concat([fixed64, encoded, fixed32, delimited, varint])), want);
+    }),
+    { numRuns: 500 },
+  );
+  assert.throws(() => readKeyValueHead(Buffer.from([(1 << 3) | 2, 5, 0x61])), RangeError);
+  assert.throws(() => readKeyValueHead(Buffer.from([(2 << 3) | 0, 0x80])), RangeError);
+  assert.throws(() => readKeyValueHead(Buffer.from([(2 << 3) | 3])), RangeError);
 });
 
 test('the Range, Put and DeleteRange response and header encoders write what the generated encoders write', () => {
