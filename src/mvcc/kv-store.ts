@@ -20,8 +20,8 @@
  * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted. −1 until
  *                   the first compaction, as in etcd, which accepts one compaction at 0.
  */
-import { KeyValue } from '../proto/gen/kv.gen.js';
-import { marshalKeyValue, readKeyValueHead } from '../proto/wire.js';
+import type { KeyValue } from '../proto/gen/kv.gen.js';
+import { marshalKeyValue, readKeyValueHead, unmarshalKeyValue } from '../proto/wire.js';
 import { Backend } from './backend.js';
 import { type Key, keyToBytes } from './key.js';
 import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
@@ -257,7 +257,7 @@ export class KVStore {
   readRecord(rev: Revision): KeyValue {
     const bytes = this.backend.get('key', revToBytes(rev));
     if (!bytes) throw new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
-    return KeyValue.decode(bytes);
+    return unmarshalKeyValue(bytes);
   }
 
   /** etcd `storeTxnRead.rangeKeys`: `viewRev` is the view's current revision. */

@@ -42,7 +42,7 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  * Appends the varint of an int64 field's value (two's complement when negative, as protobuf does).
  * @throws RangeError when `v` is outside the int64 range
  */
-function pushInt64(out: number[], v: bigint): void {
+export function pushInt64(out: number[], v: bigint): void {
   if (v >= 0n && v <= MAX_SAFE) {
     pushVarint(out, Number(v));
     return;
@@ -182,11 +182,112 @@ export function marshalDeleteRangeResponse(r: DeleteRangeResponse): Buffer {
   return withKeyValues(head, 3, r.prevKvs, []);
 }
 
+/** A read position in protobuf bytes and the last varint read, as two 32-bit halves. */
+interface Reader {
+  b: Buffer;
+  at: number;
+  lo: number;
+  hi: number;
+  /** The end of the last length-delimited field read. */
+  end: number;
+}
+
+/** Reads a varint at `r.at` into `r.lo`/`r.hi` (a sign-extended int64 fills all ten bytes). */
+function readVarint(r: Reader): void {
+  const b = r.b;
+  let lo = 0;
+  let hi = 0;
+  for (let shift = 0; ; shift += 7) {
+    if (r.at >= b.length || shift > 63) throw new RangeError('protobuf: bad varint');
+    const byte = b[r.at++]!;
+    const bits = byte & 0x7f;
+    if (shift < 28) lo |= bits << shift;
+    else if (shift === 28) {
+      lo |= bits << 28;
+      hi = bits >>> 4;
+    } else hi |= bits << (shift - 32);
+    if (byte < 0x80) break;
+  }
+  r.lo = lo >>> 0;
+  r.hi = hi >>> 0;
+}
+
+/** The last varint as an int64 number (exact within ±2^53). */
+const int64Number = (r: Reader): number => (r.hi | 0) * 0x1_0000_0000 + r.lo;
+
+/** The last varint as an int64 bigint. */
+const int64Big = (r: Reader): bigint => (r.hi === 0 ? BigInt(r.lo) : BigInt.asIntN(64, (BigInt(r.hi) << 32n) | BigInt(r.lo)));
+
+/**
+ * Reads the next field's tag and, for a varint field, its value (in `r.lo`/`r.hi`); for a
+ * length-delimited one, sets `r.end` to its end with `r.at` at its start; fixed-size fields are
+ * skipped. Returns the tag, or 0 where the generated decoders stop reading (a zero tag, an end
+ * group).
+ * @throws RangeError on a truncated field or a start group (protobuf 3 writes none)
+ */
+function readField(r: Reader): number {
+  readVarint(r);
+  const tag = r.lo;
+  const wireType = tag & 7;
+  if (tag === 0 || wireType === 4) return 0;
+  if (wireType === 0) readVarint(r);
+  else if (wireType === 2) {
+    readVarint(r);
+    r.end = r.at + r.lo;
+    if (r.hi !== 0 || r.end > r.b.length) throw new RangeError('protobuf: truncated field');
+  } else if (wireType === 1 || wireType === 5) {
+    r.at += wireType === 1 ? 8 : 4;
+    if (r.at > r.b.length) throw new RangeError('protobuf: truncated field');
+  } else throw new RangeError(`protobuf: wire type ${wireType}`);
+  return tag;
+}
+
+/**
+ * Decodes mvccpb.KeyValue bytes as `KeyValue.decode` does (any field order, the last of a
+ * repeated field wins, unknown fields and known fields of another wire type skipped), without its
+ * copies: `key` and `value` are views of `b`, which must not change afterwards.
+ * @throws RangeError on bytes that are not a KeyValue (a truncated field; a start group, which
+ *   the generated decoder would skip and protobuf 3 never writes)
+ */
+export function unmarshalKeyValue(b: Buffer): KeyValue {
+  const kv: KeyValue = { key: EMPTY, createRevision: 0n, modRevision: 0n, version: 0n, value: EMPTY, lease: 0n };
+  const r: Reader = { b, at: 0, lo: 0, hi: 0, end: 0 };
+  while (r.at < b.length) {
+    const tag = readField(r);
+    if (tag === 0) break;
+    switch (tag) {
+      case (1 << 3) | 2:
+        kv.key = b.subarray(r.at, r.end);
+        r.at = r.end;
+        break;
+      case 2 << 3:
+        kv.createRevision = int64Big(r);
+        break;
+      case 3 << 3:
+        kv.modRevision = int64Big(r);
+        break;
+      case 4 << 3:
+        kv.version = int64Big(r);
+        break;
+      case (5 << 3) | 2:
+        kv.value = b.subarray(r.at, r.end);
+        r.at = r.end;
+        break;
+      case 6 << 3:
+        kv.lease = int64Big(r);
+        break;
+      default:
+        if ((tag & 7) === 2) r.at = r.end;
+    }
+  }
+  return kv;
+}
+const EMPTY = Buffer.alloc(0);
+
 /**
  * The fields of a stored mvccpb.KeyValue that rebuilding the index and the leases needs at
- * startup (etcd's `restore` reads the same ones), read from its protobuf bytes without decoding
- * the value. `key` is the store's key string (see mvcc/key.ts); `createRevision` and `version`
- * are exact up to 2^53, as everywhere in the store.
+ * startup (etcd's `restore` reads the same ones). `key` is the store's key string (see
+ * mvcc/key.ts); `createRevision` and `version` are exact up to 2^53, as everywhere in the store.
  */
 export interface KeyValueHead {
   key: string;
@@ -196,52 +297,21 @@ export interface KeyValueHead {
 }
 
 /**
- * Reads the `KeyValueHead` of a KeyValue's protobuf bytes. Fields may come in any order and
- * repeat (the last wins), unknown fields are skipped, as the generated decoder does.
- * @throws RangeError on bytes that are not a KeyValue (truncated field, bad wire type)
+ * Reads the `KeyValueHead` of KeyValue bytes as `unmarshalKeyValue` would, without making the
+ * rest: no bigints but the lease's, no views.
+ * @throws RangeError as `unmarshalKeyValue` does
  */
 export function readKeyValueHead(b: Buffer): KeyValueHead {
   const head: KeyValueHead = { key: '', createRevision: 0, version: 0, lease: 0n };
-  let at = 0;
-  // The varint just read, as two 32-bit halves (sign-extended int64s fill all ten bytes).
-  let lo = 0;
-  let hi = 0;
-  const readVarint = (): void => {
-    lo = 0;
-    hi = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (at >= b.length || shift > 63) throw new RangeError('KeyValue: bad varint');
-      const byte = b[at++]!;
-      const bits = byte & 0x7f;
-      if (shift < 28) lo |= bits << shift;
-      else if (shift === 28) {
-        lo |= bits << 28;
-        hi = bits >>> 4;
-      } else hi |= bits << (shift - 32);
-      if (byte < 0x80) break;
-    }
-    lo >>>= 0;
-  };
-  const asNumber = (): number => (hi | 0) * 0x1_0000_0000 + lo;
-  while (at < b.length) {
-    readVarint();
-    const field = lo >>> 3;
-    const wireType = lo & 7;
-    if (wireType === 0) {
-      readVarint();
-      if (field === 2) head.createRevision = asNumber();
-      else if (field === 4) head.version = asNumber();
-      else if (field === 6) head.lease = BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
-    } else if (wireType === 2) {
-      readVarint();
-      const end = at + lo;
-      if (hi !== 0 || end > b.length) throw new RangeError('KeyValue: truncated field');
-      if (field === 1) head.key = b.toString('latin1', at, end);
-      at = end;
-    } else if (wireType === 1 || wireType === 5) {
-      at += wireType === 1 ? 8 : 4;
-      if (at > b.length) throw new RangeError('KeyValue: truncated field');
-    } else throw new RangeError(`KeyValue: wire type ${wireType}`);
+  const r: Reader = { b, at: 0, lo: 0, hi: 0, end: 0 };
+  while (r.at < b.length) {
+    const tag = readField(r);
+    if (tag === 0) break;
+    if (tag === ((1 << 3) | 2)) head.key = b.toString('latin1', r.at, r.end);
+    else if (tag === 2 << 3) head.createRevision = int64Number(r);
+    else if (tag === 4 << 3) head.version = int64Number(r);
+    else if (tag === 6 << 3) head.lease = int64Big(r);
+    if ((tag & 7) === 2) r.at = r.end;
   }
   return head;
 }

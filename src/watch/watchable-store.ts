@@ -23,7 +23,8 @@
 import { CompactedError, type KVStore } from '../mvcc/kv-store.js';
 import { keyFromBytes } from '../mvcc/key.js';
 import { isTombstone, revToBytes, bytesToRev } from '../mvcc/revision.js';
-import { KeyValue } from '../proto/gen/kv.gen.js';
+import type { KeyValue } from '../proto/gen/kv.gen.js';
+import { unmarshalKeyValue } from '../proto/wire.js';
 import { WatcherGroup } from './watcher-group.js';
 import { Watcher, WatchEvent, type PrevKvLookup, type WatcherOptions, type WatcherSink } from './watcher.js';
 
@@ -520,7 +521,7 @@ class HistoryCache {
         pending = [];
         pendingRev = rev;
       }
-      const kv = KeyValue.decode(value);
+      const kv = unmarshalKeyValue(value);
       const ev = WatchEvent.fromRecord(rev, value, isTombstone(rk), keyFromBytes(kv.key), kv);
       pending.push(ev);
       yield ev;

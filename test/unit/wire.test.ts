@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { KeyValue } from '../../src/proto/gen/kv.gen.js';
 import { DeleteRangeResponse, PutResponse, RangeResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
-import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead } from '../../src/proto/wire.js';
+import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead, unmarshalKeyValue } from '../../src/proto/wire.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -34,27 +34,43 @@ test('marshalKeyValue writes what KeyValue.encode writes', () => {
   );
 });
 
-test('readKeyValueHead reads key, create_revision, version and lease as KeyValue.decode does', () => {
-  // Revisions and versions as the store keeps them (numbers up to 2^53); the lease any int64.
-  const revision = fc.oneof(fc.constantFrom(0n, 1n, 127n, 128n, 2n ** 53n - 1n), fc.bigInt({ min: 0n, max: 2n ** 53n - 1n }));
-  const stored = fc.record({ key: bytes, createRevision: revision, modRevision: revision, version: revision, value: bytes, lease: int64 });
+/** Fields KeyValue does not know, of every wire type, and known fields of the wrong wire type. */
+const foreign = fc
+  .array(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 8 }).map((u) => Buffer.concat([Buffer.from([(11 << 3) | 2, u.length]), u])),
+      fc.constant(Buffer.concat([Buffer.from([(9 << 3) | 1]), Buffer.alloc(8, 7)])),
+      fc.constant(Buffer.concat([Buffer.from([(10 << 3) | 5]), Buffer.alloc(4, 7)])),
+      fc.constant(Buffer.from([12 << 3, 0x80, 0x01])),
+      fc.constant(Buffer.from([1 << 3, 0x05])), // key as a varint
+      fc.constant(Buffer.from([(2 << 3) | 2, 1, 0x61])), // create_revision as bytes
+    ),
+    { maxLength: 3 },
+  )
+  .map((parts) => Buffer.concat(parts));
+
+test('unmarshalKeyValue and readKeyValueHead read what KeyValue.decode reads', () => {
   fc.assert(
-    fc.property(stored, fc.uint8Array({ maxLength: 8 }), (kv, unknown) => {
+    fc.property(keyValue, foreign, foreign, fc.boolean(), (kv, before, after, twice) => {
       const encoded = Buffer.from(KeyValue.encode(kv).finish());
-      const want = { key: kv.key.toString('latin1'), createRevision: Number(kv.createRevision), version: Number(kv.version), lease: kv.lease };
-      assert.deepEqual(readKeyValueHead(encoded), want);
-      // Unknown fields of every wire type are skipped, wherever they are.
-      const fixed64 = Buffer.concat([Buffer.from([(9 << 3) | 1]), Buffer.alloc(8, 7)]);
-      const fixed32 = Buffer.concat([Buffer.from([(10 << 3) | 5]), Buffer.alloc(4, 7)]);
-      const delimited = Buffer.concat([Buffer.from([(11 << 3) | 2, unknown.length]), unknown]);
-      const varint = Buffer.from([12 << 3, 0x80, 0x01]);
-      assert.deepEqual(readKeyValueHead(Buffer.concat([fixed64, encoded, fixed32, delimited, varint])), want);
+      // Fields in any place; a field repeated (the last one wins).
+      const bytes = Buffer.concat([before, twice ? marshalKeyValue({ ...kv, key: Buffer.from('first'), lease: 5n }) : Buffer.alloc(0), encoded, after]);
+      const want = KeyValue.decode(bytes);
+      assert.deepEqual(unmarshalKeyValue(bytes), want);
+      // The head: revisions and versions as numbers, as the store keeps them (exact up to 2^53).
+      const head = readKeyValueHead(bytes);
+      assert.deepEqual(head, { key: want.key.toString('latin1'), createRevision: Number(BigInt.asIntN(64, want.createRevision)), version: Number(want.version), lease: want.lease });
     }),
     { numRuns: 500 },
   );
-  assert.throws(() => readKeyValueHead(Buffer.from([(1 << 3) | 2, 5, 0x61])), RangeError);
-  assert.throws(() => readKeyValueHead(Buffer.from([(2 << 3) | 0, 0x80])), RangeError);
-  assert.throws(() => readKeyValueHead(Buffer.from([(2 << 3) | 3])), RangeError);
+  // A zero tag ends the message, as in the generated decoder.
+  const stop = Buffer.concat([marshalKeyValue({ key: Buffer.from('k'), createRevision: 1n, modRevision: 2n, version: 1n, value: Buffer.from('v'), lease: 0n }), Buffer.from([0, (1 << 3) | 2, 1, 0x78])]);
+  assert.deepEqual(unmarshalKeyValue(stop), KeyValue.decode(stop));
+  assert.equal(readKeyValueHead(stop).key, 'k');
+  for (const bad of [[(1 << 3) | 2, 5, 0x61], [2 << 3, 0x80], [(2 << 3) | 3]]) {
+    assert.throws(() => unmarshalKeyValue(Buffer.from(bad)), RangeError);
+    assert.throws(() => readKeyValueHead(Buffer.from(bad)), RangeError);
+  }
 });
 
 test('the Range, Put and DeleteRange response and header encoders write what the generated encoders write', () => {
