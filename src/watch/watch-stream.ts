@@ -28,9 +28,9 @@
  */
 import { WatchCreateRequest_FilterType, type ResponseHeader, type WatchCreateRequest, type WatchRequest } from '../proto/gen/rpc.gen.js';
 import { keyFromBytes } from '../mvcc/key.js';
-import { marshalHeaderField, pushVarint } from '../proto/wire.js';
+import { marshalHeaderField, pushInt64, pushVarint } from '../proto/wire.js';
 import type { WatchableStore } from './watchable-store.js';
-import type { Watcher, WatchEvent, WatcherSink } from './watcher.js';
+import type { Watcher, WatchEvent, WatchId, WatcherSink } from './watcher.js';
 
 /** Responses the send queue holds, besides one per watcher, before watchers become victims (etcd `chanBufLen`). @default 128 */
 export const SEND_BUFFER_LIMIT = 128;
@@ -45,6 +45,17 @@ export const MERGE_LIMIT_BYTES = 64 * 1024;
 const AUTO_WATCH_ID = 0n;
 /** The watch ID of a failed create and of a stream-wide progress response (etcd `InvalidWatchID`). */
 const INVALID_WATCH_ID = -1;
+
+/** A requested watch ID (an int64) as a `WatchId`: a number when it is one exactly. */
+function watchId(id: bigint): WatchId {
+  return id >= -MAX_SAFE_ID && id <= MAX_SAFE_ID ? Number(id) : id;
+}
+const MAX_SAFE_ID = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** The key of a watch ID in `WatchStream.watchers`. */
+function slot(id: WatchId): number | string {
+  return typeof id === 'number' ? id : id.toString();
+}
 
 /** etcd `mvcc.ErrEmptyWatcherRange`. */
 export const ERR_EMPTY_WATCHER_RANGE = 'mvcc: watcher range is empty';
@@ -98,9 +109,12 @@ const FRAGMENT = 4;
  * events' entries; a control response is complete as returned. Building the message object and
  * its bigints through ts-proto cost more than the rest of a create request.
  */
-function marshalResponse(headerField: Buffer, watchId: number, bits: number, compactRev = 0, reason = ''): Buffer {
+function marshalResponse(headerField: Buffer, watchId: WatchId, bits: number, compactRev = 0, reason = ''): Buffer {
   const tail: number[] = [];
-  if (watchId !== 0) {
+  if (typeof watchId === 'bigint') {
+    tail.push(2 << 3);
+    pushInt64(tail, watchId);
+  } else if (watchId !== 0) {
     tail.push(2 << 3);
     pushVarint(tail, watchId);
   }
@@ -129,8 +143,9 @@ function marshalResponse(headerField: Buffer, watchId: number, bits: number, com
  * flag when `fragment` (what marshalResponse writes for those fields), in one buffer written
  * directly: this runs once per watcher per revision.
  */
-function marshalEventsPrefix(headerField: Buffer, watchId: number, fragment: boolean): Buffer {
-  if (watchId < 0) return marshalResponse(headerField, watchId, fragment ? FRAGMENT : 0); // ten varint bytes
+function marshalEventsPrefix(headerField: Buffer, watchId: WatchId, fragment: boolean): Buffer {
+  // Negative IDs take ten varint bytes; IDs beyond 2^53 are bigints.
+  if (typeof watchId === 'bigint' || watchId < 0) return marshalResponse(headerField, watchId, fragment ? FRAGMENT : 0);
   let idBytes = 0;
   if (watchId !== 0) for (let v = watchId; ; v = Math.floor(v / 128)) if ((idBytes++, v < 128)) break;
   const out = Buffer.allocUnsafe(headerField.length + (watchId !== 0 ? 1 + idBytes : 0) + (fragment ? 2 : 0));
@@ -198,9 +213,10 @@ export class WatchStream implements WatcherSink {
    * them; changed by create, cancel and close. A plain object rather than a Map: watch IDs are
    * mostly consecutive from 0 (automatic IDs), which V8 stores as array elements at 8 bytes a
    * watcher, against about 46 in a Map; sparse, negative or huge client-chosen IDs fall back to
-   * V8's dictionary storage.
+   * V8's dictionary storage. An ID beyond 2^53 is a bigint (see `WatchId`), its key its decimal
+   * text, which no number ID's key equals.
    */
-  private watchers: Record<number, Watcher> = {};
+  private watchers: Record<number | string, Watcher> = {};
   /** Number of entries in `watchers`. */
   private watcherCount = 0;
   /** Next automatic watch ID to try (etcd `watchStream.nextID`); changed by create. */
@@ -249,7 +265,7 @@ export class WatchStream implements WatcherSink {
   handle(req: WatchRequest): void {
     if (this.closed) return;
     if (req.createRequest) this.create(req.createRequest);
-    else if (req.cancelRequest) this.cancel(Number(req.cancelRequest.watchId));
+    else if (req.cancelRequest) this.cancel(watchId(req.cancelRequest.watchId));
     else if (req.progressRequest) this.requestProgressAll();
   }
 
@@ -358,13 +374,13 @@ export class WatchStream implements WatcherSink {
     const refusal = this.opts.refusal?.(c.key.length === 0 ? Buffer.from([0]) : c.key, c.rangeEnd);
     if (refusal !== undefined) return this.refuse(wsrev, refusal);
     if (end !== undefined && end !== '' && key >= end) return this.refuse(wsrev, ERR_EMPTY_WATCHER_RANGE);
-    let id: number;
+    let id: WatchId;
     if (c.watchId === AUTO_WATCH_ID) {
       while (this.watchers[this.nextId] !== undefined) this.nextId++;
       id = this.nextId++;
     } else {
-      id = Number(c.watchId);
-      if (this.watchers[id] !== undefined) return this.refuse(wsrev, ERR_WATCHER_DUPLICATE_ID);
+      id = watchId(c.watchId);
+      if (this.watchers[slot(id)] !== undefined) return this.refuse(wsrev, ERR_WATCHER_DUPLICATE_ID);
     }
     const startRev = c.startRevision === 0n ? wsrev + 1 : Number(c.startRevision);
     const w = this.store.watch(
@@ -381,7 +397,7 @@ export class WatchStream implements WatcherSink {
       },
       this,
     );
-    this.watchers[id] = w;
+    this.watchers[slot(id)] = w;
     this.watcherCount++;
     if (w.progressNotify && this.progressTimer === undefined && this.opts.progressIntervalMs > 0) {
       this.sentSinceTick = new Set();
@@ -397,11 +413,11 @@ export class WatchStream implements WatcherSink {
   }
 
   /** etcd `watchStream.Cancel`: an unknown ID is ignored, as etcd does. */
-  private cancel(id: number): void {
-    const w = this.watchers[id];
+  private cancel(id: WatchId): void {
+    const w = this.watchers[slot(id)];
     if (!w) return;
     this.store.cancel(w);
-    delete this.watchers[id];
+    delete this.watchers[slot(id)];
     this.watcherCount--;
     this.open.delete(w);
     this.sentSinceTick?.delete(w);
@@ -447,7 +463,7 @@ export class WatchStream implements WatcherSink {
   // ---- the send queue (etcd `sendLoop`) ----
 
   /** Queues a response without events (see marshalResponse for the fields) with the header at `rev`. */
-  private enqueueControl(rev: number, watchId: number, bits: number, compactRev = 0, reason = ''): void {
+  private enqueueControl(rev: number, watchId: WatchId, bits: number, compactRev = 0, reason = ''): void {
     this.open.clear(); // nothing queued later may overtake this response
     const bytes = marshalResponse(this.opts.headerField(rev), watchId, bits, compactRev, reason);
     this.queuedBytes += bytes.length;
@@ -495,7 +511,7 @@ export class WatchStream implements WatcherSink {
   }
 
   /** The fields of an events response before its events (see marshalEventsPrefix). */
-  private eventsPrefix(rev: number, watchId: number, fragment: boolean): Buffer {
+  private eventsPrefix(rev: number, watchId: WatchId, fragment: boolean): Buffer {
     return marshalEventsPrefix(this.opts.headerField(rev), watchId, fragment);
   }
 

@@ -141,10 +141,16 @@ export interface WatcherSink {
   watcherSynced(w: Watcher): void;
 }
 
+/**
+ * A watch ID (etcd `mvcc.WatchID`, an int64): a number when within ±(2^53 − 1), where it is exact,
+ * else a bigint, so that every ID has one form.
+ */
+export type WatchId = number | bigint;
+
 /** Options of a new watcher (etcd `WatchCreateRequest`, already validated). */
 export interface WatcherOptions {
   /** Watch ID, unique within its stream. */
-  id: number;
+  id: WatchId;
   /** First key of the range (a single key when `end` is undefined). */
   key: Key;
   /** undefined: the single key `key`; '': every key ≥ `key` (from-key); otherwise `[key, end)`. */
@@ -184,7 +190,7 @@ const STATE_INDEX: Readonly<Record<WatcherState, number>> = { unsynced: 0, synce
  */
 export class Watcher {
   /** Watch ID within its stream. */
-  readonly id: number;
+  readonly id: WatchId;
   /** First key watched. */
   readonly key: Key;
   /** End of the range (see WatcherOptions.end). */

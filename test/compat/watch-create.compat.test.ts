@@ -12,7 +12,7 @@
 // starts beyond the next revision: etcd 3.4 answers at once, below that watcher's start, which
 // is etcd bug #20221; we answer once the store reaches it (test/integration/watch-regressions).
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { CompactionRequest, PutRequest, type WatchCreateRequest_FilterType, WatchRequest, WatchResponse } from '../../src/proto/gen/rpc.gen.js';
 import { seeded } from '../helpers/seeded.js';
@@ -31,11 +31,8 @@ function encode(req: WatchRequest): Buffer {
   return Buffer.from(WatchRequest.encode(req).finish());
 }
 
-/**
- * One case: 1–3 creates, then (after catch-up) a progress request and a cancel; `beyondNext`
- * when a create starts after the next revision.
- */
-function requests(seed: number): { creates: Buffer[]; cancelId: bigint; beyondNext: boolean } {
+/** A random case: 1–3 creates, then a progress request and one cancel. */
+function requests(seed: number): Case {
   const r = seeded(seed);
   const creates: Buffer[] = [];
   const ids: bigint[] = [];
@@ -60,7 +57,14 @@ function requests(seed: number): { creates: Buffer[]; cancelId: bigint; beyondNe
       }),
     );
   }
-  return { creates, cancelId: r.pick([...ids, 100n]), beyondNext };
+  return { creates, cancelIds: [r.pick([...ids, 100n])], beyondNext };
+}
+
+/** Creates, then (after catch-up) a progress request and cancels; `beyondNext` when a create starts after the next revision. */
+interface Case {
+  creates: Buffer[];
+  cancelIds: bigint[];
+  beyondNext: boolean;
 }
 
 /** A response as compared: everything but the header's cluster and member IDs. */
@@ -73,7 +77,7 @@ function describeResponse(bytes: Buffer): { key: string; text: string } {
 }
 
 /** Runs one case on a fresh stream; returns the responses grouped by watch ID (and progress). */
-function run(client: grpc.Client, c: { creates: Buffer[]; cancelId: bigint }): Promise<Record<string, string[]>> {
+function run(client: grpc.Client, c: Case): Promise<Record<string, string[]>> {
   return new Promise((resolve) => {
     const call = client.makeBidiStreamRequest('/etcdserverpb.Watch/Watch', raw, raw);
     const got: Record<string, string[]> = {};
@@ -86,7 +90,7 @@ function run(client: grpc.Client, c: { creates: Buffer[]; cancelId: bigint }): P
     // etcd replays history within its 100 ms sync loop.
     setTimeout(() => {
       call.write(encode({ progressRequest: {} }));
-      call.write(encode({ cancelRequest: { watchId: c.cancelId } }));
+      for (const watchId of c.cancelIds) call.write(encode({ cancelRequest: { watchId } }));
       setTimeout(() => {
         call.cancel();
         resolve(got);
@@ -95,33 +99,43 @@ function run(client: grpc.Client, c: { creates: Buffer[]; cancelId: bigint }): P
   });
 }
 
+/** Starts both servers, writes the same history to each and returns a client of each (etcd first). */
+async function serversWithHistory(t: TestContext): Promise<grpc.Client[]> {
+  const started = await Promise.allSettled([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+  const clients = started.map((s) => {
+    if (s.status === 'rejected') throw s.reason;
+    return new grpc.Client(s.value.endpoint.replace('http://', ''), grpc.credentials.createInsecure());
+  });
+  t.after(() => clients.forEach((c) => c.close()));
+  const unary = (c: grpc.Client, method: string, body: Uint8Array) =>
+    new Promise<void>((resolve, reject) => c.makeUnaryRequest(method, raw, raw, Buffer.from(body), (err) => (err ? reject(err) : resolve())));
+  for (const c of clients) {
+    for (let i = 0; i < PUTS; i++) {
+      const put = PutRequest.encode({ key: Buffer.from(KEYS[i % KEYS.length]!), value: Buffer.from(`v${i}`), lease: 0n, prevKv: false, ignoreValue: false, ignoreLease: false }).finish();
+      await unary(c, '/etcdserverpb.KV/Put', put);
+    }
+    await unary(c, '/etcdserverpb.KV/Compact', CompactionRequest.encode({ revision: BigInt(COMPACT_AT), physical: true }).finish());
+  }
+  return clients;
+}
+
+/** Runs a case on both servers: the answers grouped by watch ID, in ID order (etcd's, then ours). */
+async function runBoth(clients: grpc.Client[], c: Case): Promise<Record<string, string[]>[]> {
+  return (await Promise.all(clients.map((client) => run(client, c)))).map((g) => {
+    if (c.beyondNext) delete g.progress;
+    return Object.fromEntries(Object.entries(g).sort());
+  });
+}
+
 describe('watch creates over gRPC: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   it('every watch ID gets the same answers, and progress requests the same', async (t) => {
-    const started = await Promise.allSettled([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
-    const clients = started.map((s) => {
-      if (s.status === 'rejected') throw s.reason;
-      return new grpc.Client(s.value.endpoint.replace('http://', ''), grpc.credentials.createInsecure());
-    });
-    t.after(() => clients.forEach((c) => c.close()));
-    const unary = (c: grpc.Client, method: string, body: Uint8Array) =>
-      new Promise<void>((resolve, reject) => c.makeUnaryRequest(method, raw, raw, Buffer.from(body), (err) => (err ? reject(err) : resolve())));
-    for (const c of clients) {
-      for (let i = 0; i < PUTS; i++) {
-        const put = PutRequest.encode({ key: Buffer.from(KEYS[i % KEYS.length]!), value: Buffer.from(`v${i}`), lease: 0n, prevKv: false, ignoreValue: false, ignoreLease: false }).finish();
-        await unary(c, '/etcdserverpb.KV/Put', put);
-      }
-      await unary(c, '/etcdserverpb.KV/Compact', CompactionRequest.encode({ revision: BigInt(COMPACT_AT), physical: true }).finish());
-    }
+    const clients = await serversWithHistory(t);
     const differ: string[] = [];
     let events = 0;
     let canceled = 0;
     for (let seed = 1; seed <= CASES; seed++) {
       const c = requests(seed);
-      // Grouped by watch ID, in ID order (the groups' order is the order of first answers).
-      const [expected, actual] = (await Promise.all(clients.map((client) => run(client, c)))).map((g) => {
-        if (c.beyondNext) delete g.progress;
-        return Object.fromEntries(Object.entries(g).sort());
-      });
+      const [expected, actual] = await runBoth(clients, c);
       const all = Object.values(expected!).flat().join('\n');
       events += (all.match(/@/g) ?? []).length;
       canceled += (all.match(/"canceled":true/g) ?? []).length;
@@ -130,5 +144,18 @@ describe('watch creates over gRPC: etcd 3.4 vs etcd-ts', { skip: etcdUnavailable
     assert.deepEqual(differ, []);
     // The cases reach past history, compacted and refused creates, and cancels.
     assert.ok(events > 20 && canceled > 10, `only ${events} events and ${canceled} cancels`);
+  });
+
+  it('client-chosen watch IDs are int64s: exact beyond 2^53, the extremes distinct, each canceled by its own ID', async (t) => {
+    const clients = await serversWithHistory(t);
+    const ids = [2n ** 53n + 1n, 2n ** 53n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 53n - 1n];
+    const create = (watchId: bigint): Buffer =>
+      encode({ createRequest: { key: Buffer.from('a'), rangeEnd: Buffer.alloc(0), startRevision: BigInt(COMPACT_AT), progressNotify: false, filters: [], prevKv: false, watchId, fragment: false } });
+    const c: Case = { creates: ids.map(create), cancelIds: [2n ** 53n + 1n, 2n ** 63n - 1n], beyondNext: false };
+    const [expected, actual] = await runBoth(clients, c);
+    assert.deepEqual(actual, expected);
+    // Five watchers answered under their own IDs; two of them canceled.
+    assert.deepEqual(Object.keys(expected!).sort(), [...ids.map((id) => `watch ${id}`), 'progress'].sort());
+    assert.equal(Object.values(expected!).flat().filter((r) => r.includes('"canceled":true')).length, 2);
   });
 });

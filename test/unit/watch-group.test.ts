@@ -65,8 +65,8 @@ describe('WatcherGroup', () => {
         }
         for (const w of [...g.watchers]) if (!live.includes(w)) g.delete(w);
         for (const p of probes) {
-          const got = g.watchersOf(p).map((w) => w.id).sort((a, b) => a - b);
-          const want = live.filter((w) => w.contains(p)).map((w) => w.id).sort((a, b) => a - b);
+          const got = g.watchersOf(p).map((w) => Number(w.id)).sort((a, b) => a - b);
+          const want = live.filter((w) => w.contains(p)).map((w) => Number(w.id)).sort((a, b) => a - b);
           assert.deepEqual(got, want);
         }
       }),

@@ -12,7 +12,7 @@ import { KVStore } from '../../src/mvcc/kv-store.js';
 import { prefixEnd } from '../../src/mvcc/key.js';
 import { WatchResponse } from '../../src/proto/gen/rpc.gen.js';
 import { WatchableStore } from '../../src/watch/watchable-store.js';
-import type { Watcher, WatchEvent, WatcherOptions, WatcherSink } from '../../src/watch/watcher.js';
+import type { Watcher, WatchEvent, WatchId, WatcherOptions, WatcherSink } from '../../src/watch/watcher.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -38,11 +38,11 @@ interface Ev {
 /** A sink that decodes what it receives; `capacity` bounded (a slow client) or not. */
 class TestSink implements WatcherSink {
   /** Every events batch received, per watcher id, in order. */
-  readonly batches = new Map<number, Ev[][]>();
+  readonly batches = new Map<WatchId, Ev[][]>();
   /** compact_revision per canceled watcher id. */
-  readonly compacted = new Map<number, number>();
+  readonly compacted = new Map<WatchId, number>();
   /** Progress notifications: [watcher id, revision]. */
-  readonly progress: [number, number][] = [];
+  readonly progress: [WatchId, number][] = [];
   /** Batches queued and not yet "read" by the client (bounded by capacity). */
   queued = 0;
   constructor(
@@ -81,7 +81,7 @@ class TestSink implements WatcherSink {
   drain(): void {
     this.queued = 0;
   }
-  events(id: number): Ev[] {
+  events(id: WatchId): Ev[] {
     return (this.batches.get(id) ?? []).flat();
   }
 }
@@ -360,7 +360,7 @@ describe('WatchableStore', () => {
               const last = got.at(-1)?.rev ?? startRev - 1;
               if (last + 1 >= compactRev) {
                 const resume = new TestSink(ws);
-                const w2 = ws.watch({ ...o, id: 1_000_000 + w.id, startRev: last + 1 }, resume);
+                const w2 = ws.watch({ ...o, id: 1_000_000 + Number(w.id), startRev: last + 1 }, resume);
                 await settle(ws, [resume]);
                 assert.deepEqual(resume.events(w2.id), []);
                 ws.cancel(w2);
