@@ -44,7 +44,10 @@ export const VICTIM_INTERVAL_MS = 10;
 
 /** Counters of the watchable store (the numbers behind etcd's `etcd_debugging_mvcc_*` metrics). */
 export interface WatchStats {
-  /** Watchers in any group (etcd `watcher_total`). */
+  /**
+   * Watchers in any group, and those canceled by compaction until their stream lets them go
+   * (a client's cancel, the stream's end), as etcd's `watcher_total` counts them.
+   */
   watchers: number;
   /** Unsynced watchers plus victims (etcd `slow_watcher_total`). */
   slowWatchers: number;
@@ -75,6 +78,8 @@ export class WatchableStore {
   private eventsDropped = 0;
   /** Open watch streams; changed by streamOpened / streamClosed. */
   private streams = 0;
+  /** Watchers canceled by compaction that their stream still holds; changed by syncWatchers and cancel. */
+  private compactedHeld = 0;
   /** Timer of the next syncWatchers pass, if one is scheduled. */
   private syncTimer: NodeJS.Timeout | undefined;
   /** Timer of the next victim retry, if one is scheduled. */
@@ -119,7 +124,7 @@ export class WatchableStore {
   /** Counters (see WatchStats). */
   stats(): WatchStats {
     return {
-      watchers: this.synced.size + this.unsynced.size + this.victims.size,
+      watchers: this.synced.size + this.unsynced.size + this.victims.size + this.compactedHeld,
       slowWatchers: this.unsynced.size + this.victims.size,
       eventsQueued: this.eventsQueued,
       eventsSent: this.eventsSent,
@@ -189,6 +194,8 @@ export class WatchableStore {
 
   /** Removes a watcher from whichever group holds it (etcd `cancelWatcher`); idempotent. */
   cancel(w: Watcher): void {
+    // Only a watcher canceled by compaction is canceled already: its stream held it till now.
+    if (w.state === 'canceled') this.compactedHeld--;
     this.synced.delete(w);
     this.unsynced.delete(w);
     this.victims.delete(w);
@@ -308,6 +315,7 @@ export class WatchableStore {
         if (w.sink.sendCompacted(w, compactRev)) {
           this.unsynced.delete(w);
           w.state = 'canceled';
+          this.compactedHeld++;
         }
         continue;
       }

@@ -245,6 +245,30 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     assert.equal(moved('etcd_server_learner_promote_failures{Reason="membership: ID not found"}'), 1);
   });
 
+  it('etcd_debugging_mvcc_watcher_total counts a watcher canceled by compaction until the client cancels it', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const WATCHERS = 'etcd_debugging_mvcc_watcher_total';
+    const seen: number[][] = [];
+    for (const s of servers) {
+      for (const args of [['put', 'a', '1'], ['put', 'a', '2'], ['compaction', '3']]) assert.equal((await etcdctl(s.endpoint, args)).code, 0);
+      const watch = new WatchClient(s.endpoint.replace('http://', ''), credentials.createInsecure());
+      const call = watch.watch();
+      const canceled = new Promise<void>((resolve) => call.on('data', (r: { canceled: boolean }) => r.canceled && resolve()));
+      call.on('error', () => {});
+      call.write({ createRequest: { ...WatchCreateRequest.decode(new Uint8Array(0)), key: Buffer.from('a'), startRevision: 1n } });
+      await canceled;
+      const counts = [(await scrape(s)).samples.get(WATCHERS)!];
+      call.write({ cancelRequest: { watchId: 0n } });
+      await sleep(300);
+      counts.push((await scrape(s)).samples.get(WATCHERS)!);
+      call.end();
+      watch.close();
+      seen.push(counts);
+    }
+    assert.deepEqual(seen[1], seen[0]);
+    assert.deepEqual(seen[0], [1, 0]);
+  });
+
   it('--metrics extensive: grpc_server_handling_seconds of every method from the start, counting calls as etcd\'s', async (t) => {
     const flags = ['--metrics', 'extensive'];
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);

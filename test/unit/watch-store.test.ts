@@ -242,12 +242,16 @@ describe('WatchableStore', () => {
     await write(kv, { t: 'put', key: 'b', value: '2' }); // 5
     await kv.compact(4).done;
     const sink = new TestSink(ws);
-    ws.watch({ id: 0, key: 'a', end: 'c', startRev: 3 }, sink);
+    const compacted = ws.watch({ id: 0, key: 'a', end: 'c', startRev: 3 }, sink);
     ws.watch({ id: 1, key: 'a', end: 'c', startRev: 4 }, sink);
     ws.syncWatchers();
     assert.equal(sink.compacted.get(0), 4);
     assert.equal(sink.compacted.has(1), false);
     assert.deepEqual(sink.events(1).map((e) => [e.rev, e.type, e.key]), [[4, 'DELETE', 'a'], [5, 'PUT', 'b']]);
+    // etcd's watcher_total counts the canceled watcher until its stream lets it go.
+    assert.equal(ws.stats().watchers, 2);
+    ws.cancel(compacted);
+    assert.equal(ws.stats().watchers, 1);
     await kv.close();
   });
 
