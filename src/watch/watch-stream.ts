@@ -86,7 +86,11 @@ export interface WatchStreamOptions {
   headerField(rev: number): Buffer;
   /** Responses of fragmenting watchers this large are split (etcd: --max-request-bytes + 512 KiB). */
   fragmentBytes: number;
-  /** Interval of periodic progress notifications in ms; 0 = none. */
+  /**
+   * Interval of periodic progress notifications in ms; 0 = none. Each stream adds its own jitter
+   * of up to a tenth of it (etcd `GetProgressReportInterval`), so that streams opened together
+   * do not all notify at once.
+   */
   progressIntervalMs: number;
   /** Queue capacity in responses. @default SEND_BUFFER_LIMIT */
   sendBufferLimit?: number;
@@ -401,7 +405,8 @@ export class WatchStream implements WatcherSink {
     this.watcherCount++;
     if (w.progressNotify && this.progressTimer === undefined && this.opts.progressIntervalMs > 0) {
       this.sentSinceTick = new Set();
-      this.progressTimer = setInterval(() => this.progressTick(), this.opts.progressIntervalMs).unref();
+      const interval = this.opts.progressIntervalMs;
+      this.progressTimer = setInterval(() => this.progressTick(), interval + Math.floor(Math.random() * (interval / 10))).unref();
     }
     // Queued before the store can hand the watcher anything (everything here is synchronous).
     this.enqueueControl(wsrev, id, CREATED);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import { Backend } from '../../src/mvcc/backend.js';
 import { KVStore } from '../../src/mvcc/kv-store.js';
 import { WatchResponse, type ResponseHeader, type WatchCreateRequest } from '../../src/proto/gen/rpc.gen.js';
@@ -58,7 +58,7 @@ describe('WatchStream response marshalling', () => {
     const ws = new WatchableStore(kv);
     const out: Buffer[] = [];
     const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 64, progressIntervalMs: 0 });
-    const ids = [0n, 5n, 127n, 128n, 300n, -3n, 1n << 40n];
+    const ids = [0n, 5n, 127n, 128n, 300n, -3n, 1n << 40n, 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n)];
     for (const id of ids) stream.handle(create(id));
     stream.handle({ createRequest: { ...create(9n).createRequest, fragment: true } });
     await new Promise((done) => setImmediate(done));
@@ -73,5 +73,28 @@ describe('WatchStream response marshalling', () => {
     for (const bytes of out) assert.deepEqual(Buffer.from(WatchResponse.encode(WatchResponse.decode(bytes)).finish()), bytes);
     const got = out.map((b) => WatchResponse.decode(b)).map((r) => [r.watchId, r.fragment, r.events.length, r.header?.revision]);
     assert.deepEqual(got, [...ids.map((id) => [id, false, 2, 2n]), [9n, true, 1, 2n], [9n, false, 1, 2n]]);
+  });
+});
+
+describe('WatchStream periodic progress', () => {
+  it('ticks at the interval plus a jitter of up to a tenth of it, drawn per stream (etcd GetProgressReportInterval)', (t) => {
+    const d = mkdtempSync(join(tmpdir(), 'watch-progress-'));
+    dirs.push(d);
+    const ws = new WatchableStore(new KVStore(Backend.open(d)));
+    const intervals: number[] = [];
+    const setIntervalSpy = mock.method(globalThis, 'setInterval', (_fn: () => void, ms: number) => {
+      intervals.push(ms);
+      const timer = { unref: () => timer };
+      return timer as unknown as NodeJS.Timeout;
+    });
+    t.after(() => setIntervalSpy.mock.restore());
+    for (let i = 0; i < 20; i++) {
+      const stream = new WatchStream(ws, { write: () => true, flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 1 << 20, progressIntervalMs: 10_000 });
+      stream.handle({ createRequest: { ...create(0n).createRequest, progressNotify: true } });
+      stream.handle({ createRequest: { ...create(0n).createRequest, progressNotify: true } });
+    }
+    assert.equal(intervals.length, 20, 'one ticker per stream');
+    for (const ms of intervals) assert.ok(ms >= 10_000 && ms < 11_000, `interval ${ms}`);
+    assert.ok(new Set(intervals).size > 1, 'streams draw their own jitter');
   });
 });
