@@ -323,7 +323,7 @@ export class AuthStore {
     const user = this.getUser(name);
     if (role !== ROOT && !this.roles.has(role)) throw Errors.roleNotFound();
     if (user.roles.includes(role)) return;
-    this.putUser({ ...user, roles: [...user.roles, role].sort() });
+    this.putUser({ ...user, roles: [...user.roles, role].sort(byUtf8) });
     this.changed();
   }
 
@@ -535,7 +535,12 @@ export class AuthStore {
 }
 
 function sortedNames(m: Map<string, unknown>): string[] {
-  return [...m.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  return [...m.keys()].sort(byUtf8);
+}
+
+/** Orders names by their UTF-8 bytes, as Go's `sort.Strings` does (JavaScript's sort compares UTF-16 units). */
+function byUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 /**

@@ -191,6 +191,9 @@ const SCENARIOS: readonly Scenario[] = [
       ['user', 'get', 'alice'],
       ['user', 'get', 'alice', '--detail'],
       ['user', 'get', 'alice', '--detail', '-w', 'json'],
+      // A user's roles in UTF-8 byte order (Go's sort.Strings); UTF-16 order differs past U+FFFF.
+      ...['ﬀ', '😀', 'Ａ', '𝔸'].flatMap((r): Step[] => [['role', 'add', r], ['user', 'grant-role', 'bob', r]]),
+      { args: ['user', 'get', 'bob'], expect: 'Roles: ﬀ Ａ 𝔸 😀' },
       { args: ['user', 'passwd', 'alice', '--interactive=false'], stdin: 'a2\n', expect: 'Password updated' },
       { args: ['user', 'passwd', 'nosuch', '--interactive=false'], stdin: 'x\n', code: 1, expect: USER_NOT_FOUND },
       ['role', 'add', 'temp'],
