@@ -19,8 +19,15 @@
  *   wireType W"; groups skipped to their end tag).
  * Where etcd 3.4's gogo version crashes on a length that overflows the index (it has no
  * `postIndex < 0` check), this answers as later gogo versions do, with the negative-length error.
+ *
+ * One more difference, in bytes both accept: a oneof sent with several members. gogo's Unmarshal
+ * replaces the oneof each time one of its members comes, so the last one on the wire wins
+ * (a RequestOp with a range and then a put is a put); ts-proto keeps every member, and our
+ * handlers would pick by their own order. `checkRequest` hands such bytes on with the earlier
+ * members left out.
  */
 import { MESSAGES } from './gen/unmarshal-schema.gen.js';
+import { pushVarint } from './wire.js';
 
 /** A request message as gogo's Unmarshal sees it: its Go type name and fields by number. */
 export interface MessageShape {
@@ -30,6 +37,8 @@ export interface MessageShape {
    * or a string, `m:<full name>` a message.
    */
   fields: Record<number, [string, string]>;
+  /** The field numbers of each oneof, if the message has any. */
+  oneofs?: number[][];
 }
 
 const EOF = 'unexpected EOF';
@@ -48,13 +57,16 @@ interface Field {
 interface Shape {
   goName: string;
   fields: (Field | undefined)[];
+  /** Field number → index of its oneof, for oneof members. */
+  oneofOf: (number | undefined)[];
 }
 
 /** Every request message's Shape, linked once (messages nest, TxnRequest in itself). */
 const SHAPES = new Map<string, Shape>();
-for (const [name, m] of Object.entries(MESSAGES)) SHAPES.set(name, { goName: m.goName, fields: [] });
+for (const [name, m] of Object.entries(MESSAGES)) SHAPES.set(name, { goName: m.goName, fields: [], oneofOf: [] });
 for (const [name, m] of Object.entries(MESSAGES)) {
-  const fields = SHAPES.get(name)!.fields;
+  const { fields, oneofOf } = SHAPES.get(name)!;
+  for (const [i, members] of (m.oneofs ?? []).entries()) for (const num of members) oneofOf[num] = i;
   for (const [num, [goName, kind]] of Object.entries(m.fields)) {
     const message = kind.startsWith('m:') ? SHAPES.get(kind.slice(2)) : undefined;
     fields[Number(num)] = { goName, kind: message ? 'm' : (kind as Field['kind']), message };
@@ -64,6 +76,8 @@ for (const [name, m] of Object.entries(MESSAGES)) {
 /** The last varint read: its value below bit 63 (exact below 2^53), and bit 63. */
 let value = 0;
 let bit63 = false;
+/** Set by checkMessage when a message of the bytes checked had two members of one oneof. */
+let oneofConflict = false;
 
 /** Reads the varint at `b[i]`, within `end`, into `value`/`bit63`; returns the index after it. */
 function readVarint(b: Uint8Array, i: number, end: number): number {
@@ -102,6 +116,8 @@ function uint64(b: Uint8Array, from: number, to: number): bigint {
 /** Checks `b[start..end)` as message `shape` (gogo's `Unmarshal`); throws UnmarshalError. */
 function checkMessage(shape: Shape, b: Uint8Array, start: number, end: number): void {
   let i = start;
+  // The member of each oneof seen last, while no conflict is known.
+  let members: number[] | undefined;
   while (i < end) {
     const tagAt = i;
     i = readVarint(b, i, end);
@@ -111,6 +127,12 @@ function checkMessage(shape: Shape, b: Uint8Array, start: number, end: number): 
     const fieldNum = i - tagAt <= 4 ? value >>> 3 : Number(BigInt.asIntN(32, uint64(b, tagAt, i) >> 3n));
     if (fieldNum <= 0) throw new UnmarshalError(`proto: ${shape.goName}: illegal tag ${fieldNum} (wire type ${uint64(b, tagAt, i)})`);
     const field = shape.fields[fieldNum];
+    const oneof = shape.oneofOf[fieldNum];
+    if (oneof !== undefined && !oneofConflict) {
+      members ??= [];
+      if (members[oneof] !== undefined && members[oneof] !== fieldNum) oneofConflict = true;
+      members[oneof] = fieldNum;
+    }
     if (field === undefined) {
       const next = skip(b, tagAt, end);
       if (next > end) throw new UnmarshalError(EOF);
@@ -177,18 +199,73 @@ function skip(b: Uint8Array, at: number, end: number): number {
 }
 
 /**
- * The error etcd's gogo-generated Unmarshal returns for `bytes` as the message `type` (a full
- * name such as `etcdserverpb.RangeRequest`), without grpc-go's status prefix; undefined when
- * etcd would decode it. Throws when `type` is not a request message of src/proto.
+ * `b[start..end)`, a message `shape` that checkMessage accepted, with every oneof member but the
+ * last on the wire left out, in nested messages too (lengths rewritten), as gogo decodes it.
  */
-export function unmarshalError(type: string, bytes: Uint8Array): string | undefined {
+function lastOneofsOnly(shape: Shape, b: Uint8Array, start: number, end: number): Buffer {
+  // The fields as [tag start, content start, end], and each oneof's last member.
+  const fields: [number, number, number][] = [];
+  const last: number[] = [];
+  for (let i = start; i < end; ) {
+    const tagAt = i;
+    i = readVarint(b, i, end);
+    const fieldNum = value >>> 3;
+    const oneof = shape.oneofOf[fieldNum];
+    if (oneof !== undefined) last[oneof] = fieldNum;
+    const field = shape.fields[fieldNum];
+    if (field?.kind === 'm') {
+      i = readLength(b, i, end);
+      fields.push([tagAt, i, i + value]);
+      i += value;
+    } else {
+      i = skip(b, tagAt, end);
+      fields.push([tagAt, i, i]);
+    }
+  }
+  const parts: Buffer[] = [];
+  for (const [tagAt, contentAt, fieldEnd] of fields) {
+    readVarint(b, tagAt, end);
+    const fieldNum = value >>> 3;
+    const oneof = shape.oneofOf[fieldNum];
+    if (oneof !== undefined && last[oneof] !== fieldNum) continue;
+    const message = shape.fields[fieldNum]?.message;
+    if (message === undefined || contentAt === fieldEnd) {
+      parts.push(Buffer.from(b.subarray(tagAt, Math.max(contentAt, fieldEnd))));
+      continue;
+    }
+    const content = lastOneofsOnly(message, b, contentAt, fieldEnd);
+    const length: number[] = [];
+    pushVarint(length, content.length);
+    parts.push(Buffer.from(b.subarray(tagAt, readVarint(b, tagAt, end))), Buffer.from(length), content);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Checks request bytes as etcd's gogo-generated Unmarshal reads them, for the message `type` (a
+ * full name such as `etcdserverpb.RangeRequest`): returns gogo's error without grpc-go's status
+ * prefix when etcd cannot decode them, else the bytes to decode, which are `bytes` unless a
+ * oneof came with several members (then without all but the last, see the module comment).
+ * Throws when `type` is not a request message of src/proto.
+ */
+export function checkRequest(type: string, bytes: Uint8Array): { error: string } | { bytes: Uint8Array } {
   const shape = SHAPES.get(type);
-  if (shape === undefined) throw new Error(`unmarshalError: ${type} is not a request message`);
+  if (shape === undefined) throw new Error(`checkRequest: ${type} is not a request message`);
+  oneofConflict = false;
   try {
     checkMessage(shape, bytes, 0, bytes.length);
-    return undefined;
   } catch (err) {
-    if (err instanceof UnmarshalError) return err.message;
+    if (err instanceof UnmarshalError) return { error: err.message };
     throw err;
   }
+  return { bytes: oneofConflict ? lastOneofsOnly(shape, bytes, 0, bytes.length) : bytes };
+}
+
+/**
+ * The error etcd's gogo-generated Unmarshal returns for `bytes` as the message `type`, without
+ * grpc-go's status prefix; undefined when etcd would decode it (see `checkRequest`).
+ */
+export function unmarshalError(type: string, bytes: Uint8Array): string | undefined {
+  const checked = checkRequest(type, bytes);
+  return 'error' in checked ? checked.error : undefined;
 }

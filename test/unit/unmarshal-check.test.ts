@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MESSAGES, REQUEST_TYPES } from '../../src/proto/gen/unmarshal-schema.gen.js';
-import { unmarshalError } from '../../src/proto/unmarshal-check.js';
+import { TxnRequest, WatchRequest } from '../../src/proto/gen/rpc.gen.js';
+import { checkRequest, unmarshalError } from '../../src/proto/unmarshal-check.js';
 
 /** [request message, bytes in hex, etcd's error]. */
 const ETCD_ANSWERS: [string, string, string][] = [
@@ -63,5 +64,41 @@ describe('unmarshalError', () => {
     for (const [path, type] of Object.entries(REQUEST_TYPES)) assert.ok(MESSAGES[type], `${path}: ${type}`);
     assert.equal(REQUEST_TYPES['/etcdserverpb.Watch/Watch'], 'etcdserverpb.WatchRequest');
     assert.equal(REQUEST_TYPES['/v3lockpb.Lock/Lock'], 'v3lockpb.LockRequest');
+  });
+});
+
+describe('checkRequest: oneofs as gogo decodes them', () => {
+  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  const decoded = (type: string, bytes: Buffer): Uint8Array => {
+    const checked = checkRequest(type, bytes);
+    assert.ok('bytes' in checked);
+    return checked.bytes;
+  };
+
+  it('hands on bytes with one member of each oneof unchanged', () => {
+    const txn = hex('0a0708011a016b2005120b12090a01611202767620011a0a0a080a01611201621803');
+    assert.equal(decoded('etcdserverpb.TxnRequest', txn), txn);
+  });
+
+  it('keeps the last member on the wire, in nested messages too, and every other field', () => {
+    const range = '0a030a016b'; // RequestOp.request_range {key: k}
+    const put = '12060a016b120132'; // RequestOp.request_put {key: k, value: 2}
+    // A txn: compare {key c, target VALUE, value x, then version 5}, success [range k + put k], failure [put k + range k].
+    const compare = '0a0a' + '1003' + '1a0163' + '3a0178' + '2005';
+    const txn = hex(`${compare}120d${range}${put}1a0d${put}${range}`);
+    const got = TxnRequest.decode(decoded('etcdserverpb.TxnRequest', txn));
+    assert.equal(got.compare[0]!.version, 5n);
+    assert.equal(got.compare[0]!.value, undefined);
+    assert.equal(got.compare[0]!.target, 3);
+    assert.deepEqual(Buffer.from(got.compare[0]!.key), Buffer.from('c'));
+    assert.equal(got.success[0]!.requestRange, undefined);
+    assert.equal(got.success[0]!.requestPut?.value.toString(), '2');
+    assert.equal(got.failure[0]!.requestPut, undefined);
+    assert.equal(got.failure[0]!.requestRange?.key.toString(), 'k');
+    // Nested one level deeper.
+    const nested = hex(`1211220f120d${range}${put}`);
+    assert.equal(TxnRequest.decode(decoded('etcdserverpb.TxnRequest', nested)).success[0]!.requestTxn!.success[0]!.requestPut?.key.toString(), 'k');
+    // A WatchRequest: create, then cancel.
+    assert.deepEqual(WatchRequest.decode(decoded('etcdserverpb.WatchRequest', hex('0a030a016112020805'))), { createRequest: undefined, cancelRequest: { watchId: 5n }, progressRequest: undefined });
   });
 });
