@@ -9,7 +9,7 @@ import { createFileRegistry, fromBinary, fromJson, toBinary } from '@bufbuild/pr
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import fc from 'fast-check';
 import { DESCRIPTOR_SET_BASE64 } from '../../src/proto/gen/descriptor-set.gen.js';
-import { decodeMessage, decodeStdBase64, readJsonValues, type RawJson } from '../../src/server/http/jsonpb.js';
+import { decodeRequestMessage, decodeStdBase64, readJsonValues, type RawJson } from '../../src/server/http/jsonpb.js';
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, Buffer.from(DESCRIPTOR_SET_BASE64, 'base64')));
 const RangeRequest = registry.getMessage('etcdserverpb.RangeRequest')!;
@@ -53,13 +53,13 @@ describe('gateway JSON decoding (jsonpb)', () => {
     fc.assert(
       fc.property(fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n }), fc.boolean(), (n, quoted) => {
         const text = `{"revision":${quoted ? `"${n}"` : n}}`;
-        const decoded = decodeMessage(RangeRequest, readJsonValues(text, true).values[0]!);
+        const decoded = decodeRequestMessage(RangeRequest, readJsonValues(text, true).values[0]!);
         assert.equal(decoded.revision, n.toString());
       }),
       { numRuns: 500 },
     );
     const tooBig = readJsonValues('{"revision":9223372036854775808}', true).values[0]!;
-    assert.throws(() => decodeMessage(RangeRequest, tooBig), { message: 'json: cannot unmarshal number 9223372036854775808 into Go value of type int64' });
+    assert.throws(() => decodeRequestMessage(RangeRequest, tooBig), { message: 'json: cannot unmarshal number 9223372036854775808 into Go value of type int64' });
   });
 
   it('decodes standard base64 with padding, line breaks skipped, as Go does', () => {
@@ -95,7 +95,7 @@ describe('gateway JSON decoding (jsonpb)', () => {
         const json: Record<string, unknown> = {};
         for (const [k, v] of Object.entries(r)) json[k] = v instanceof Uint8Array ? Buffer.from(v).toString('base64') : typeof v === 'bigint' ? v.toString() : v;
         const text = JSON.stringify(json);
-        const ours = toBinary(RangeRequest, fromJson(RangeRequest, decodeMessage(RangeRequest, readJsonValues(text, true).values[0]!)));
+        const ours = toBinary(RangeRequest, fromJson(RangeRequest, decodeRequestMessage(RangeRequest, readJsonValues(text, true).values[0]!)));
         assert.deepEqual(ours, toBinary(RangeRequest, fromJson(RangeRequest, JSON.parse(text) as never)));
       }),
       { numRuns: 500 },

@@ -35,7 +35,7 @@ import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { DESCRIPTOR_SET_BASE64 } from '../../proto/gen/descriptor-set.gen.js';
 import { httpError, reply } from './handlers.js';
-import { decodeMessage, JsonDecodeError, readJsonValues, type RawJson } from './jsonpb.js';
+import { decodeRequestMessage, JsonDecodeError, JsonNilMessage, readJsonValues, type RawJson } from './jsonpb.js';
 import type { HeaderField, StreamListener } from '../transport/h2-connection.js';
 import { type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
 
@@ -146,9 +146,9 @@ const GRPC_HEADERS = { 'Grpc-Metadata-Content-Type': 'application/grpc' };
 
 const httpStatusOf = (code: number): number => HTTP_STATUS[code] ?? 500;
 
-/** One request message from a JSON value, framed for the call; throws JsonDecodeError. */
+/** One request message from a JSON value, framed for the call; throws JsonDecodeError, JsonNilMessage. */
 function decodeRequest(schema: DescMessage, value: RawJson): Buffer {
-  return frame(toBinary(schema, fromJson(schema, decodeMessage(schema, value))));
+  return frame(toBinary(schema, fromJson(schema, decodeRequestMessage(schema, value))));
 }
 
 /** `bytes` as one gRPC message (flag byte, 4-byte length). */
@@ -388,6 +388,13 @@ function readRequests(route: Route, req: http.IncomingMessage, stream: GatewaySt
     try {
       framed = decodeRequest(route.request, value);
     } catch (err) {
+      if (err instanceof JsonNilMessage) {
+        // etcd's handler panics: net/http drops the connection without an answer.
+        stopped = true;
+        stream.listener?.onReset();
+        res.destroy();
+        return false;
+      }
       if (!(err instanceof JsonDecodeError)) throw err;
       fail(err);
       return false;

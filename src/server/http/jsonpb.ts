@@ -11,7 +11,9 @@
  *   strconv.ParseInt / ParseUint check them (no fractions, exponents or overflow);
  * - bytes are standard base64 with padding (line breaks skipped), as Go's base64.StdEncoding,
  *   or, as encoding/json also takes them, an array of byte values (null is 0);
- * - a null item of a list is its type's zero value;
+ * - a null item of a list is its type's zero value, but in a list of messages it is a nil
+ *   pointer, on which etcd's in-process gRPC client panics as it marshals the request
+ *   (`JsonNilMessage`);
  * - enums are their value names (case-sensitive) or any number;
  * - errors read as Go's: `invalid character 'x' looking for beginning of value`,
  *   `unexpected EOF`, `json: cannot unmarshal string into Go value of type bool`,
@@ -23,6 +25,13 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type JsonO
 
 /** A request body that is not a request its method takes: grpc-gateway answers InvalidArgument with `message`. */
 export class JsonDecodeError extends Error {}
+
+/**
+ * A null item in a list of messages (`{"success":[null]}`): etcd's gateway decodes it, then
+ * panics marshalling the request for its gRPC client, and Go's net/http drops the connection
+ * without an answer.
+ */
+export class JsonNilMessage extends Error {}
 
 /** A parsed JSON value that keeps each number's text (Go decodes 64-bit integers from it exactly). */
 export type RawJson =
@@ -385,8 +394,23 @@ function zeroItem(field: DescField & { fieldKind: 'list' }): JsonValue {
   return INTEGERS[field.scalar] ? '0' : 0;
 }
 
+/** Set by decodeMessage when a list of messages had a null item (see JsonNilMessage). */
+let nilMessage = false;
+
+/**
+ * A request `v` (an object, or null for an empty message) as `schema`'s canonical proto3 JSON.
+ * @throws JsonDecodeError for what jsonpb refuses; then JsonNilMessage for a null item in a list
+ *   of messages, which etcd meets only once the whole request is decoded
+ */
+export function decodeRequestMessage(schema: DescMessage, v: RawJson): JsonObject {
+  nilMessage = false;
+  const out = decodeMessage(schema, v);
+  if (nilMessage) throw new JsonNilMessage(`null item in a list of messages of ${schema.typeName}`);
+  return out;
+}
+
 /** `v` (an object, or null for an empty message) as `schema`'s canonical proto3 JSON; throws JsonDecodeError. */
-export function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
+function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
   if (v.kind === 'null') return {};
   if (v.kind !== 'object') throw typeError(v, 'map[string]json.RawMessage');
   const out: JsonObject = {};
@@ -401,7 +425,8 @@ export function decodeMessage(schema: DescMessage, v: RawJson): JsonObject {
       }
       if (value.kind !== 'array') throw typeError(value, '[]json.RawMessage');
       const desc = field.listKind === 'enum' ? field.enum : field.listKind === 'message' ? field.message : undefined;
-      // jsonpb leaves a null item at its zero value.
+      // jsonpb leaves a null item at its zero value, a nil pointer in a list of messages.
+      if (field.listKind === 'message' && value.items.some((item) => item.kind === 'null')) nilMessage = true;
       out[field.jsonName] = value.items.map((item) => (item.kind === 'null' ? zeroItem(field) : singular(field, item, field.listKind, field.scalar, desc)));
     } else if (field.fieldKind === 'map') {
       throw new JsonDecodeError(`field ${field.name}: map fields are not served by the gateway`);
