@@ -395,9 +395,8 @@ export class KVStore {
     this.compactMainRev = finished;
     let rev = 1;
     const restore = this.index.restorer();
-    for (const { key: rk, value } of this.backend.range('key')) {
+    for (const { key: rk, value: kv } of this.backend.rangeDecoded('key', readKeyValueHead)) {
       const r = bytesToRev(rk);
-      const kv = readKeyValueHead(value);
       const tombstone = isTombstone(rk);
       restore(kv.key, r, tombstone, kv.createRevision, kv.version);
       if (!tombstone && kv.lease !== 0n) this.keyToLease.set(kv.key, kv.lease);
