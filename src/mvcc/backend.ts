@@ -29,7 +29,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptions } from 'lmdb';
-import { Wal, WAL_HEADER_BYTES, WAL_SEGMENT_BYTES, type WalRecord } from './wal.js';
+import { Wal, WAL_HEADER_BYTES, WAL_SEGMENT_BYTES, type TornRecord, type WalRecord } from './wal.js';
 
 /** Names of the backend's databases (etcd's bucket names where etcd has one). */
 export type BucketName = 'key' | 'meta' | 'lease' | 'alarm' | 'auth' | 'authUsers' | 'authRoles';
@@ -155,6 +155,8 @@ export class Backend {
   private defragging: Promise<void> | undefined;
   /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
   onCommitDuration: ((seconds: number) => void) | undefined;
+  /** Records of the log a crash tore during their append, dropped as it opened (never acknowledged). */
+  readonly repairedLog: readonly TornRecord[] = [];
   /** Called with the seconds each log append took (etcd `wal_fsync_duration_seconds`). */
   onWalFsyncDuration: ((seconds: number) => void) | undefined;
 
@@ -180,7 +182,9 @@ export class Backend {
         }
       }
       applied = Number(this.bucket('meta').getBinary(WAL_SEQ_KEY)?.toString() ?? 0);
-      ({ wal, records } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'), WAL_SEGMENT_BYTES, !this.unsafeNoFsync));
+      let repaired: TornRecord[];
+      ({ wal, records, repaired } = Wal.open(options.walDir ?? path.join(path.dirname(dir), 'wal'), WAL_SEGMENT_BYTES, !this.unsafeNoFsync));
+      this.repairedLog = repaired;
       seq = applied;
       for (const r of records) {
         if (r.seq <= applied) continue;

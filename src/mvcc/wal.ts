@@ -18,7 +18,9 @@
  *   [8, 16)  sequence number, u64 LE: one more than the previous record's.
  * Records of a segment are read from offset 0 while each one is whole, its checksum holds and
  * its sequence number follows the previous one. That stops at a torn write (a crash during the
- * last append) and at what an earlier use of a reused segment left behind (lower numbers).
+ * last append, dropped) and at what an earlier use of a reused segment left behind (lower
+ * numbers); a record that does not check and cannot be a torn write is damage, and opening the
+ * log fails (see `readRecords`).
  *
  * Segments are reused once the backend has applied and flushed every record in them
  * (`release`); a new one is created only when none is free.
@@ -36,6 +38,12 @@ const FILL_BYTES = 4 * 1024 * 1024;
 /** The zero fill is written in pieces of this size (see `Wal.fill`). */
 const FILL_PIECE_BYTES = 64 * 1024;
 const SEGMENT_NAME = /^[0-9a-f]{16}\.log$/;
+
+/** A record a crash tore during its append (never acknowledged), which `Wal.open` dropped. */
+export interface TornRecord {
+  file: string;
+  offset: number;
+}
 
 /** One record read back by `Wal.open`: its sequence number and payload. */
 export interface WalRecord {
@@ -82,38 +90,47 @@ export class Wal {
    * Opens the log in `dir` (created if missing) and reads every record back, in sequence
    * order. Appends continue after the newest record. `segmentBytes` defaults to 64 MiB.
    * `sync` false (etcd `--unsafe-no-fsync`): no `O_DSYNC`, no directory fsync, so an append
-   * is done once in the page cache.
-   * Throws when the directory or a segment cannot be read or opened.
+   * is done once in the page cache. `repaired`: records torn by a crash during their append,
+   * dropped (see `readRecords`).
+   * Throws when the directory or a segment cannot be read or opened; WalCorruptError when a
+   * record is damaged (etcd refuses to start on a damaged WAL too).
    */
-  static open(dir: string, segmentBytes = WAL_SEGMENT_BYTES, sync = true): { wal: Wal; records: WalRecord[] } {
+  static open(dir: string, segmentBytes = WAL_SEGMENT_BYTES, sync = true): { wal: Wal; records: WalRecord[]; repaired: TornRecord[] } {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const repaired: TornRecord[] = [];
     const names = fs.readdirSync(dir).filter((n) => SEGMENT_NAME.test(n)).sort();
     const segments: Segment[] = [];
     const records: WalRecord[] = [];
     let active: Segment | undefined;
     let pos = 0;
-    for (const [i, name] of names.entries()) {
-      if (name !== segmentName(i)) throw new Error(`wal: unexpected segment ${name} in ${dir} (want ${segmentName(i)})`);
-      const file = path.join(dir, name);
-      const bytes = fs.readFileSync(file);
-      const { found, end } = readRecords(bytes);
-      const seg: Segment = {
-        file,
-        fd: openSegment(file, sync),
-        size: bytes.length,
-        lastSeq: found.at(-1)?.seq ?? 0,
-        free: false,
-      };
-      segments.push(seg);
-      for (const r of found) records.push(r);
-      if (seg.lastSeq > (active?.lastSeq ?? 0)) {
-        active = seg;
-        pos = end;
+    try {
+      for (const [i, name] of names.entries()) {
+        if (name !== segmentName(i)) throw new Error(`wal: unexpected segment ${name} in ${dir} (want ${segmentName(i)})`);
+        const file = path.join(dir, name);
+        const bytes = fs.readFileSync(file);
+        const { found, end, torn } = readRecords(file, bytes);
+        if (torn !== undefined) repaired.push({ file, offset: torn });
+        const seg: Segment = {
+          file,
+          fd: openSegment(file, sync),
+          size: bytes.length,
+          lastSeq: found.at(-1)?.seq ?? 0,
+          free: false,
+        };
+        segments.push(seg);
+        for (const r of found) records.push(r);
+        if (seg.lastSeq > (active?.lastSeq ?? 0)) {
+          active = seg;
+          pos = end;
+        }
       }
+    } catch (err) {
+      for (const seg of segments) fs.closeSync(seg.fd);
+      throw err;
     }
     records.sort((a, b) => a.seq - b.seq);
     if (segments.length === 0) segments.push(createSegment(dir, 0, sync));
-    return { wal: new Wal(dir, segmentBytes, sync, segments, active ?? segments[0]!, pos), records };
+    return { wal: new Wal(dir, segmentBytes, sync, segments, active ?? segments[0]!, pos), records, repaired };
   }
 
   /**
@@ -234,20 +251,83 @@ function createSegment(dir: string, i: number, sync: boolean): Segment {
   return { file, fd, size: 0, lastSeq: 0, free: false };
 }
 
-/** The chain of whole, consecutive records from offset 0, and the offset after the last one. */
-function readRecords(bytes: Buffer): { found: WalRecord[]; end: number } {
+/** etcd's `minSectorSize`: a write of one sector lands whole or not at all. */
+const SECTOR_BYTES = 512;
+/** How far past the last good record's number a record found beyond a bad one may be numbered. */
+const SCAN_SEQS = 1_000_000;
+
+/** A damaged record in the log: etcd's `walpb: crc mismatch`, fatal at startup. */
+export class WalCorruptError extends Error {
+  constructor(file: string, offset: number) {
+    super('walpb: crc mismatch');
+    this.file = file;
+    this.offset = offset;
+  }
+  readonly file: string;
+  readonly offset: number;
+}
+
+/**
+ * The chain of whole, consecutive records of `file` (its `bytes`) from offset 0, the offset
+ * after the last one, and the offset of a record torn by a crash during its append, if one
+ * ends the chain.
+ *
+ * The chain ends at a zero length (the zero fill), at a record numbered out of turn (what an
+ * earlier use of the segment left) and at a record that does not check (its checksum, or its
+ * length past the file). Only the last append before a crash can be unfinished, and it was never
+ * acknowledged, so a bad record is torn, and dropped, only when it could be one (as etcd's
+ * `isTornEntry` decides):
+ * - no record numbered after it follows it in the segment (else the log is damaged);
+ * - it runs past the file, or one of its pieces between sector boundaries is still all zeros
+ *   (the zero fill under a sector the write never reached); a record within one sector cannot
+ *   be torn. A record over several sectors of a reused segment holds older records' bytes where
+ *   the write did not reach: that too is taken as torn.
+ * @throws WalCorruptError for a damaged record
+ */
+function readRecords(file: string, bytes: Buffer): { found: WalRecord[]; end: number; torn: number | undefined } {
   const found: WalRecord[] = [];
   let pos = 0;
   while (pos + WAL_HEADER_BYTES <= bytes.length) {
     const len = bytes.readUInt32LE(pos);
-    const end = pos + WAL_HEADER_BYTES + len;
-    if (len === 0 || end > bytes.length) break;
-    if (crc32c(bytes.subarray(pos + 8, end)) !== bytes.readUInt32LE(pos + 4)) break;
+    if (len === 0) break;
     const seq = bytes.readUInt32LE(pos + 8) + bytes.readUInt32LE(pos + 12) * 0x1_0000_0000;
     const prev = found.at(-1);
     if (prev && seq !== prev.seq + 1) break;
-    found.push({ seq, payload: bytes.subarray(pos + WAL_HEADER_BYTES, end) });
-    pos = end;
+    const end = pos + WAL_HEADER_BYTES + len;
+    if (end <= bytes.length && crc32c(bytes.subarray(pos + 8, end)) === bytes.readUInt32LE(pos + 4)) {
+      found.push({ seq, payload: bytes.subarray(pos + WAL_HEADER_BYTES, end) });
+      pos = end;
+      continue;
+    }
+    // A record that does not check: torn, or damaged.
+    if (laterRecord(bytes, pos + 1, prev ? prev.seq : seq)) throw new WalCorruptError(file, pos);
+    if (end > bytes.length || zeroPiece(bytes, pos, end)) return { found, end: pos, torn: pos };
+    if (Math.floor(pos / SECTOR_BYTES) === Math.floor((end - 1) / SECTOR_BYTES)) throw new WalCorruptError(file, pos);
+    return { found, end: pos, torn: pos };
   }
-  return { found, end: pos };
+  return { found, end: pos, torn: undefined };
+}
+
+/** True when a whole record numbered in (after, after + SCAN_SEQS] starts at or after `from`. */
+function laterRecord(bytes: Buffer, from: number, after: number): boolean {
+  for (let at = from; at + WAL_HEADER_BYTES <= bytes.length; at++) {
+    const seq = bytes.readUInt32LE(at + 8) + bytes.readUInt32LE(at + 12) * 0x1_0000_0000;
+    if (seq <= after || seq > after + SCAN_SEQS) continue;
+    const len = bytes.readUInt32LE(at);
+    const end = at + WAL_HEADER_BYTES + len;
+    if (len > 0 && end <= bytes.length && crc32c(bytes.subarray(at + 8, end)) === bytes.readUInt32LE(at + 4)) return true;
+  }
+  return false;
+}
+
+/** True when one of the pieces of `bytes[from, to)` between sector boundaries is all zeros. */
+function zeroPiece(bytes: Buffer, from: number, to: number): boolean {
+  for (let start = from; start < to; ) {
+    const stop = Math.min(to, (Math.floor(start / SECTOR_BYTES) + 1) * SECTOR_BYTES);
+    let zero = true;
+    for (let i = start; i < stop && zero; i++) zero = bytes[i] === 0;
+    if (zero) return true;
+    start = stop;
+  }
+  return false;
 }

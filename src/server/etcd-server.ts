@@ -174,6 +174,11 @@ export class EtcdServer {
       batchLimit: config.backendBatchLimit || undefined,
       unsafeNoFsync: config.unsafeNoFsync,
     });
+    // etcd's words when it drops a record torn by a crash (wal.Repair).
+    for (const torn of this.backend.repairedLog) {
+      log.info({ path: torn.file, offset: torn.offset, ...plog('wal', 'N', `repairing ${torn.file}`) }, 'repairing');
+      log.info({ error: 'unexpected EOF', ...plog('etcdserver', 'I', 'repaired WAL error (unexpected EOF)') }, 'repaired WAL');
+    }
     // An etcd data dir (or one `etcdctl snapshot restore` made): start from its bbolt file, then
     // apply what etcd's log holds beyond it (`open`), as etcd does when it restarts.
     const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');

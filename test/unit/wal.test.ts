@@ -89,21 +89,61 @@ describe('Wal', () => {
     assert.deepEqual(texts(Wal.open(dir).records), ['first', 'second']);
   });
 
-  it('stops at a torn record, and the next append overwrites it', async () => {
+  /** Three records of 200 bytes at [0, 216), [216, 432), [432, 648): the third crosses the sector boundary at 512. */
+  async function threeRecords(): Promise<{ file: string; bytes: Buffer }> {
     const { wal } = Wal.open(dir);
-    for (let seq = 1; seq <= 3; seq++) await wal.append(seq, record(`record ${seq}`));
+    for (let seq = 1; seq <= 3; seq++) await wal.append(seq, record(`record ${seq}`.padEnd(200, '.')));
     wal.close();
     const file = path.join(dir, '0000000000000000.log');
-    const bytes = fs.readFileSync(file);
-    const third = 2 * (WAL_HEADER_BYTES + 'record 1'.length);
-    bytes[third + WAL_HEADER_BYTES + 3] = bytes[third + WAL_HEADER_BYTES + 3]! ^ 0xff; // a byte of record 3's payload, as a crash mid-write leaves it
-    fs.writeFileSync(file, bytes);
+    return { file, bytes: fs.readFileSync(file) };
+  }
+  const payloads = (records: { payload: Buffer }[]) => texts(records).map((t) => t.replace(/\.+$/, ''));
 
+  it('drops a record torn by a crash (a sector of it still zeros), and the next append overwrites it', async () => {
+    const { file, bytes } = await threeRecords();
+    bytes.fill(0, 512, 648); // the write reached the first sector only
+    fs.writeFileSync(file, bytes);
     const reopened = Wal.open(dir);
-    assert.deepEqual(texts(reopened.records), ['record 1', 'record 2']);
+    assert.deepEqual(payloads(reopened.records), ['record 1', 'record 2']);
+    assert.deepEqual(reopened.repaired, [{ file, offset: 432 }]);
     await reopened.wal.append(3, record('again 3'));
     reopened.wal.close();
-    assert.deepEqual(texts(Wal.open(dir).records), ['record 1', 'record 2', 'again 3']);
+    const again = Wal.open(dir);
+    assert.deepEqual(payloads(again.records), ['record 1', 'record 2', 'again 3']);
+    assert.deepEqual(again.repaired, []);
+    again.wal.close();
+  });
+
+  it('refuses a damaged record (etcd: walpb: crc mismatch): in the middle of the log, or one that cannot be torn', async () => {
+    const { file, bytes } = await threeRecords();
+    const flip = (at: number): void => {
+      const copy = Buffer.from(bytes);
+      copy[at] = copy[at]! ^ 0x10;
+      fs.writeFileSync(file, copy);
+    };
+    flip(216 + 100); // record 2: record 3 follows it
+    assert.throws(() => Wal.open(dir), { message: 'walpb: crc mismatch', offset: 216 });
+    flip(100); // record 1's payload
+    assert.throws(() => Wal.open(dir), { message: 'walpb: crc mismatch', offset: 0 });
+    // The last record, within one sector (a sector is written whole or not at all).
+    fs.writeFileSync(file, bytes);
+    const { wal: more } = Wal.open(dir);
+    await more.append(4, record('four')); // at [648, 668), inside sector 1
+    more.close();
+    const withFour = fs.readFileSync(file);
+    withFour[648 + WAL_HEADER_BYTES] = withFour[648 + WAL_HEADER_BYTES]! ^ 0x10;
+    fs.writeFileSync(file, withFour);
+    assert.throws(() => Wal.open(dir), { message: 'walpb: crc mismatch', offset: 648 });
+  });
+
+  it('takes a bad last record over several sectors without a zero piece as torn (a reused segment\'s old bytes)', async () => {
+    const { file, bytes } = await threeRecords();
+    bytes.fill(0xaa, 512, 648);
+    fs.writeFileSync(file, bytes);
+    const reopened = Wal.open(dir);
+    assert.deepEqual(payloads(reopened.records), ['record 1', 'record 2']);
+    assert.deepEqual(reopened.repaired, [{ file, offset: 432 }]);
+    reopened.wal.close();
   });
 
   it('rotates into new segments, reuses released ones, and reads records back in sequence order', async () => {
