@@ -2,7 +2,8 @@
  * The `etcd-ts` command (bin/etcd-ts.js): etcd's flags and ETCD_* variables → a running server.
  * SIGTERM and SIGINT close it cleanly: listeners stop, queued writes become durable, the data
  * dir is released, and the process then dies of the same signal, as etcd does (its
- * `osutil.HandleInterrupts` re-raises it): a shell sees 143 or 130.
+ * `osutil.HandleInterrupts` re-raises it): a shell sees 143 or 130. SIGUSR1 and SIGUSR2 are
+ * ignored, as etcd ignores them.
  */
 import { readFileSync, writeSync } from 'node:fs';
 
@@ -21,6 +22,9 @@ import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSum
  * writes it ({@link Notice}).
  */
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<void> {
+  // etcd (Go) ignores SIGUSR1 and SIGUSR2; Node would open its inspector on the first (a
+  // debugger on 127.0.0.1:9229) and die of the second.
+  for (const signal of ['SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => {});
   let parsed;
   try {
     parsed = parseFlags(argv, env);

@@ -56,7 +56,7 @@ async function serverArgs(dir: string): Promise<{ args: string[]; url: string }>
 
 const skip = etcdTsUnavailableReason();
 
-test('a second server on the same data dir refuses to start; SIGTERM shuts down cleanly, keeps data, and ends the process by the signal as etcd', { skip }, async (t) => {
+test('a second server on the same data dir refuses to start; SIGUSR1 and SIGUSR2 are ignored; SIGTERM shuts down cleanly, keeps data, and ends the process by the signal as etcd', { skip }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const first = await serverArgs(dir);
@@ -67,6 +67,12 @@ test('a second server on the same data dir refuses to start; SIGTERM shuts down 
   const second = run(t, (await serverArgs(dir)).args);
   assert.equal(await second.exited, 1);
   assert.match(second.stderr(), /in use by another etcd-ts process/);
+
+  // SIGUSR1 and SIGUSR2 are ignored, as etcd ignores them (Node would open its inspector, or die).
+  a.child.kill('SIGUSR1');
+  a.child.kill('SIGUSR2');
+  assert.equal((await etcdctl(first.url, ['get', 'k', '--print-value-only'])).stdout, 'v\n');
+  assert.doesNotMatch(a.stderr(), /Debugger listening/);
 
   a.child.kill('SIGTERM');
   assert.equal(await a.exited, 'SIGTERM', a.stderr());
