@@ -219,7 +219,11 @@ export class Backend {
 
   private openEnv(): RootDatabase {
     // overlappingSync: a commit is visible before its fsync ends; `flushed` says when it ended.
-    return open({ path: this.dir, overlappingSync: !this.unsafeNoFsync, noSync: this.unsafeNoFsync, maxDbs: 16, pageSize: 4096 });
+    const env = open({ path: this.dir, overlappingSync: !this.unsafeNoFsync, noSync: this.unsafeNoFsync, maxDbs: 16, pageSize: 4096 });
+    // LMDB makes its files 0644; etcd keeps every file of a data dir 0600 (they hold every key
+    // and the password hashes).
+    for (const name of ['data.mdb', 'lock.mdb']) fs.chmodSync(path.join(this.dir, name), 0o600);
+    return env;
   }
 
   /** The named database, opened on first use. Keys and values are raw bytes. */
@@ -552,7 +556,7 @@ export class Backend {
   private async copyInto(file: string): Promise<void> {
     const dir = `${file}.copy`;
     fs.rmSync(dir, { recursive: true, force: true });
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     try {
       await this.env.backup(dir, true);
       fs.renameSync(path.join(dir, 'data.mdb'), file);

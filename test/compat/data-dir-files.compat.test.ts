@@ -1,10 +1,15 @@
-// A damaged write-ahead log, etcd 3.4 against etcd-ts: both run with --backend-batch-interval 1h,
+// The data dir on disk, etcd 3.4 against etcd-ts.
+//
+// File modes: etcd makes every file of its data dir 0600 and every directory 0700; so must we
+// (LMDB's own files included), whatever the layout inside.
+//
+// A damaged write-ahead log: both run with --backend-batch-interval 1h,
 // so that 20 acknowledged puts are only in the log when they are killed with SIGKILL. A byte of
 // the 10th put's key is then flipped in the log. etcd refuses to start (its WAL decoder
 // fails, exit 1) rather than come up without the writes after the damage; so must we. With the
 // byte put back, both start and serve every put: the kill alone lost nothing.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { etcdctl } from '../helpers/etcdctl.js';
@@ -19,7 +24,29 @@ function logFile(dataDir: string, kind: ServerKind): string {
   return join(dir, names.at(-1)!);
 }
 
-describe('a damaged write-ahead log: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+/** Every file and directory under `dir` with its permission bits, as `path mode` lines. */
+function modes(dir: string, under = ''): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(join(dir, under), { withFileTypes: true })) {
+    const rel = join(under, entry.name);
+    out.push(`${entry.isDirectory() ? 'dir' : 'file'} ${(statSync(join(dir, rel)).mode & 0o777).toString(8)}`);
+    if (entry.isDirectory()) out.push(...modes(dir, rel));
+  }
+  return out;
+}
+
+describe('the data dir on disk: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('every file is 0600 and every directory 0700, after writes and a defragmentation', async (t) => {
+    const seen: string[][] = [];
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const server = await startServer(t, { kind });
+      for (const args of [['put', 'a', '1'], ['defrag']]) assert.equal((await etcdctl(server.endpoint, args)).code, 0);
+      seen.push([...new Set(modes(server.dataDir))].sort());
+    }
+    assert.deepEqual(seen[1], seen[0]);
+    assert.deepEqual(seen[0], ['dir 700', 'file 600']);
+  });
+
   for (const kind of ['etcd', 'etcd-ts'] as const) {
     it(`${kind} refuses to start without the writes after the damage, and starts with all of them once it is mended`, async (t) => {
       const server = await startServer(t, { kind, flags: ['--backend-batch-interval', '1h'] });
