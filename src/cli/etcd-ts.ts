@@ -75,6 +75,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
   } catch (err) {
     refuse(log, err);
   }
+  // A write to the disk failed (logged as etcd logs it): exit as etcd's Fatal does, before any
+  // waiting request is answered.
+  server.etcd.onFatal = () => process.exit(1);
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return;

@@ -155,6 +155,13 @@ export class Backend {
   private defragging: Promise<void> | undefined;
   /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
   onCommitDuration: ((seconds: number) => void) | undefined;
+  /**
+   * Called once when a log append (`log`) or an LMDB commit (`backend`) fails, before any caller
+   * waiting for it is told: the disk state is unknown, and nothing more is acknowledged (every
+   * later `durable()` rejects with the error). etcd exits on either (a fatal log line).
+   */
+  onFatal: ((err: Error, source: 'log' | 'backend') => void) | undefined;
+  private fatalReported = false;
   /** Records of the log a crash tore during their append, dropped as it opened (never acknowledged). */
   readonly repairedLog: readonly TornRecord[] = [];
   /** Called with the seconds each log append took (etcd `wal_fsync_duration_seconds`). */
@@ -203,7 +210,7 @@ export class Backend {
     this.wal = wal;
     this.appliedSeq = applied;
     this.nextSeq = Math.max(seq, records.at(-1)?.seq ?? 0) + 1;
-    if (this.unapplied.length > 0) void this.apply();
+    if (this.unapplied.length > 0) this.applyInBackground();
     else this.wal.release(applied);
   }
 
@@ -420,6 +427,7 @@ export class Backend {
       },
       (err: unknown) => {
         this.failure = err;
+        this.fatal(err as Error, 'log');
         for (const w of [...waiters, ...this.waiters]) w.reject(err);
         this.waiters = [];
       },
@@ -429,8 +437,20 @@ export class Backend {
   /** Starts an LMDB commit when the batch limit is reached, or arms the batch interval's timer. */
   private scheduleApply(): void {
     if (this.applying || this.defragging || this.closing || this.unapplied.length === 0) return;
-    if (this.unappliedOps >= this.batchLimit) void this.apply();
-    else this.applyTimer ??= setTimeout(() => void this.apply(), this.batchIntervalMs).unref();
+    if (this.unappliedOps >= this.batchLimit) this.applyInBackground();
+    else this.applyTimer ??= setTimeout(() => this.applyInBackground(), this.batchIntervalMs).unref();
+  }
+
+  /** An LMDB commit nobody waits for: its failure goes to `onFatal`. */
+  private applyInBackground(): void {
+    this.apply().catch(() => {});
+  }
+
+  /** Tells `onFatal`, once, that a write to the disk failed. */
+  private fatal(err: Error, source: 'log' | 'backend'): void {
+    if (this.fatalReported) return;
+    this.fatalReported = true;
+    this.onFatal?.(err, source);
   }
 
   /**
@@ -486,6 +506,17 @@ export class Backend {
         this.appliedSeq = upto;
         this.onCommitDuration?.((performance.now() - start) / 1000);
         this.wal.release(upto);
+      } catch (err) {
+        // lmdb-js rejects a failed commit's writes with "Commit failed" and its cause in a
+        // promise (`commitError`) that rejects with LMDB's error.
+        const cause: unknown = await (err as { commitError?: Promise<unknown> }).commitError?.then(
+          () => undefined,
+          (c: unknown) => c,
+        );
+        const failure = cause instanceof Error ? cause : (err as Error);
+        this.failure ??= failure;
+        this.fatal(failure, 'backend');
+        throw failure;
       } finally {
         this.applying = undefined;
       }

@@ -310,9 +310,11 @@ export class KVStore {
         if (this.syncWaiters.length > 0) this.runSync();
       },
       (err: unknown) => {
-        // A failed fsync leaves the disk state unknown: nothing more may be acknowledged.
+        // A failed fsync leaves the disk state unknown: nothing more may be acknowledged (the
+        // backend rejects every later wait, and reports the failure through its onFatal).
         for (const f of failed) f(err);
-        throw err;
+        this.syncing = false;
+        if (this.syncWaiters.length > 0) this.runSync();
       },
     );
   }

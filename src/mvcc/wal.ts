@@ -153,6 +153,11 @@ export class Wal {
     this.pos += record.length;
     seg.lastSeq = seq;
     this.written += record.length;
+    // Errors of writes by descriptor name no file: this one names the segment.
+    const named = (err: NodeJS.ErrnoException): Error => {
+      err.path ??= seg.file;
+      return err;
+    };
     try {
       if (this.pos > seg.size) this.fill(seg, Math.max(this.pos, Math.min(this.pos + FILL_BYTES, this.segmentBytes)));
       if (inline) {
@@ -160,10 +165,10 @@ export class Wal {
         return Promise.resolve();
       }
     } catch (err) {
-      return Promise.reject(err as Error);
+      return Promise.reject(named(err as NodeJS.ErrnoException));
     }
     return new Promise((resolve, reject) => {
-      fs.write(seg.fd, record, 0, record.length, at, (err) => (err ? reject(err) : resolve()));
+      fs.write(seg.fd, record, 0, record.length, at, (err) => (err ? reject(named(err)) : resolve()));
     });
   }
 

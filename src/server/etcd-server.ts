@@ -163,6 +163,13 @@ export class EtcdServer {
   private defragging: Promise<void> | undefined;
   /** Applies and reads slower than --experimental-warning-apply-duration (etcd `slowApplies`); written by `timed`. */
   slowApplies = 0;
+  /**
+   * Called once a write to the disk failed (the log's append or an LMDB commit: the disk full,
+   * an I/O error), after etcd's fatal line is logged and before any request waiting for it is
+   * answered. Nothing more is acknowledged: writes fail with the error from then on. The
+   * command exits (1) here, as etcd does, so its clients see the connection close.
+   */
+  onFatal: ((err: Error) => void) | undefined;
 
   private constructor(config: ServerConfig, log: Logger, lock: DataDirLock) {
     this.config = config;
@@ -174,6 +181,12 @@ export class EtcdServer {
       batchLimit: config.backendBatchLimit || undefined,
       unsafeNoFsync: config.unsafeNoFsync,
     });
+    this.backend.onFatal = (err, source) => {
+      const error = goIoError(err);
+      if (source === 'log') log.fatal({ error, ...plog('etcdserver', 'C', `raft save state and entries error: ${error}`) }, 'failed to save Raft hard state and entries');
+      else log.fatal({ error, ...plog('mvcc/backend', 'C', `cannot commit tx (${error})`) }, 'failed to commit tx');
+      this.onFatal?.(err);
+    };
     // etcd's words when it drops a record torn by a crash (wal.Repair).
     for (const torn of this.backend.repairedLog) {
       log.info({ path: torn.file, offset: torn.offset, ...plog('wal', 'N', `repairing ${torn.file}`) }, 'repairing');
@@ -903,4 +916,15 @@ export function alarmText(m: AlarmMember): string {
 function txnCost(r: TxnRequest): number {
   const cost = (ops: RequestOp[]) => ops.reduce((sum, op) => sum + (op.requestPut ? op.requestPut.key.length + op.requestPut.value.length + QUOTA_KV_OVERHEAD : 0), 0);
   return Math.max(cost(r.success), cost(r.failure));
+}
+
+/**
+ * A Node I/O error in Go's words, as etcd's fatal lines quote them: `write <file>: no space left
+ * on device` from `ENOSPC: no space left on device, write` (the file from the error's `path`).
+ */
+function goIoError(err: NodeJS.ErrnoException): string {
+  const m = /^[A-Z0-9_]+: (.+?), (\w+)(?: '(.*)')?$/.exec(err.message);
+  if (!m) return err.message;
+  const file = m[3] ?? err.path;
+  return file ? `${m[2]} ${file}: ${m[1]}` : `${m[2]}: ${m[1]}`;
 }

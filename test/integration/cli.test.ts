@@ -264,3 +264,45 @@ test('--help writes the ways to run it on stderr and the flags on stdout, as etc
   assert.equal(r.stdout, usage());
   assert.match(r.stdout, /^ {2}--data-dir '\$\{name\}\.etcd'$/m);
 });
+
+// Needs root, to mount a small tmpfs that the writes fill up.
+const mountSkip = skip ?? (process.getuid?.() === 0 ? undefined : 'needs root to mount a tmpfs');
+
+test('a full disk: the server exits 1 with etcd\'s fatal line before answering the writes it could not store; every acknowledged write survives', { skip: mountSkip }, async (t) => {
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-full-'));
+  t.after(() => {
+    spawnSync('umount', [mnt]);
+    fs.rmSync(mnt, { recursive: true, force: true });
+  });
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', mnt]);
+  if (mounted.status !== 0) return t.skip(`cannot mount a tmpfs: ${mounted.stderr.toString()}`);
+  const dir = path.join(mnt, 'data');
+  const { args, url } = await serverArgs(dir);
+  const p = run(t, args);
+  await ready(p);
+  // Values that LMDB cannot store smaller than they are (random letters).
+  const big = Array.from({ length: 300_000 }, () => String.fromCharCode(97 + Math.floor(Math.random() * 26))).join('');
+  let acked = 0;
+  let refusal = '';
+  for (let i = 1; i <= 60; i++) {
+    const r = await etcdctl(url, ['--command-timeout', '3s', 'put', `big${i}`], { stdin: big });
+    if (r.code !== 0) {
+      refusal = r.stderr;
+      break;
+    }
+    acked = i;
+  }
+  assert.equal(await p.exited, 1);
+  assert.ok(acked > 0 && refusal !== '', `acked ${acked}`);
+  assert.match(p.stderr(), /C \| (mvcc\/backend: cannot commit tx \(|etcdserver: raft save state and entries error: write .*: no space left on device)/);
+  // The refused write was not answered with the disk's error: the connection closed.
+  assert.doesNotMatch(refusal, /ENOSPC|Input\/output error/);
+
+  assert.equal(spawnSync('mount', ['-o', 'remount,size=64m', mnt]).status, 0);
+  const again = run(t, args);
+  await ready(again);
+  const keys = (await etcdctl(url, ['get', 'big', '--prefix', '--keys-only'])).stdout.split('\n').filter((l) => l.startsWith('big'));
+  assert.ok(keys.length >= acked, `${keys.length} keys, ${acked} acknowledged`);
+  again.child.kill('SIGTERM');
+  await again.exited;
+});
