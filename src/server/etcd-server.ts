@@ -95,6 +95,30 @@ function inspectDataDir(dir: string, log: Logger): void {
   }
 }
 
+/**
+ * etcd `fileutil.TouchDirAll` as its `NewServer` calls it: makes the data dir (0700) and checks
+ * that it can write there, creating and removing `.touch`.
+ * @throws Error `cannot access data directory: <Go's error>` (`mkdir <dir>: permission denied`,
+ *   `open <dir>/.touch: read-only file system`)
+ */
+function touchDataDir(dir: string): void {
+  try {
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      // Node's recursive mkdir says ENOENT where the last step was refused (a read-only file
+      // system): that step alone says why, as Go's MkdirAll does.
+      if (!fs.existsSync(path.dirname(dir))) throw err;
+      fs.mkdirSync(dir, { mode: 0o700 });
+    }
+    const touch = path.join(dir, '.touch');
+    fs.writeFileSync(touch, '');
+    fs.rmSync(touch);
+  } catch (err) {
+    throw new Error(`cannot access data directory: ${goIoError(err as NodeJS.ErrnoException)}`, { cause: err });
+  }
+}
+
 /** Go's `os.FileMode.String()` of a directory with permission bits `mode`: `drwxr-xr-x`. */
 function goDirMode(mode: number): string {
   return `d${[...'rwxrwxrwx'].map((c, i) => (mode & (0o400 >> i) ? c : '-')).join('')}`;
@@ -279,7 +303,7 @@ export class EtcdServer {
     // A new member's cluster flags are checked as etcd checks them; an existing one has its own.
     const initialized = fs.existsSync(path.join(config.dataDir, 'member', 'db', 'data.mdb')) || etcdWalFiles(walDirOf(config)).length > 0;
     if (!initialized) verifyBootstrap(config);
-    fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    touchDataDir(config.dataDir);
     // An etcd still running on the data dir (etcd waits forever for its database's lock).
     const held = lockedFile([path.join(config.dataDir, 'member', 'snap', 'db'), ...etcdWalFiles(walDirOf(config))]);
     if (held) throw new DataDirLockedError(`data dir ${config.dataDir} is in use by etcd (it holds a lock on ${held}); stop it first`);

@@ -9,11 +9,13 @@
 // fails, exit 1) rather than come up without the writes after the damage; so must we. With the
 // byte put back, both start and serve every put: the kill alone lost nothing.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { etcdctl } from '../helpers/etcdctl.js';
-import { etcdUnavailableReason, startServer, type ServerKind } from '../helpers/servers.js';
+import { ETCD_BIN, etcdUnavailableReason, freePort, startServer, type ServerKind } from '../helpers/servers.js';
 
 const PUTS = 20;
 
@@ -35,7 +37,33 @@ function modes(dir: string, under = ''): string[] {
   return out;
 }
 
+/** Why the data-dir access test cannot run here: it runs the servers as `nobody`, which only root can. */
+function asNobodyUnavailable(bin: string): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to run the servers as nobody';
+  if (spawnSync('runuser', ['-u', 'nobody', '--', 'test', '-r', bin]).status !== 0) return `nobody cannot read ${bin}`;
+  return undefined;
+}
+const BIN = resolve('bin/etcd-ts.js');
+
 describe('the data dir on disk: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('a data dir it cannot write to is refused in etcd\'s words (cannot access data directory)', { skip: asNobodyUnavailable(BIN) }, async (t) => {
+    const parent = mkdtempSync(join(tmpdir(), 'data-dir-access-'));
+    t.after(() => rmSync(parent, { recursive: true, force: true }));
+    chmodSync(parent, 0o755);
+    mkdirSync(join(parent, 'existing'), { mode: 0o755 });
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const peer = `http://127.0.0.1:${await freePort()}`;
+    const fatal = (cmd: string[], dir: string): string => {
+      const r = spawnSync('runuser', ['-u', 'nobody', '--', ...cmd, '--data-dir', dir, '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', peer], { timeout: 20_000 });
+      return `${r.status} ${(/ C \| .*/.exec(r.stderr.toString())?.[0] ?? r.stderr.toString()).trim()}`;
+    };
+    for (const dir of [join(parent, 'existing'), join(parent, 'new')]) {
+      const etcd = fatal([ETCD_BIN], dir);
+      assert.match(etcd, /^1 C \| etcdmain: cannot access data directory: /);
+      assert.equal(fatal([process.execPath, BIN], dir), etcd);
+    }
+  });
+
   it('every file is 0600 and every directory 0700, after writes and a defragmentation', async (t) => {
     const seen: string[][] = [];
     for (const kind of ['etcd', 'etcd-ts'] as const) {
