@@ -230,6 +230,16 @@ export class Backend {
     // LMDB makes its files 0644; etcd keeps every file of a data dir 0600 (they hold every key
     // and the password hashes).
     for (const name of ['data.mdb', 'lock.mdb']) fs.chmodSync(path.join(this.dir, name), 0o600);
+    // A file cut short (a bad copy, a full disk) would crash the process with SIGBUS at its
+    // first read past the end: refuse it instead.
+    const stats = env.getStats() as { pageSize: number; lastPageNumber: number };
+    const file = path.join(this.dir, 'data.mdb');
+    const size = fs.statSync(file).size;
+    const needed = (stats.lastPageNumber + 1) * stats.pageSize;
+    if (size < needed) {
+      void env.close();
+      throw new Error(`mvcc/backend: ${file} is truncated: ${size} bytes, its pages need ${needed}`);
+    }
     return env;
   }
 

@@ -238,6 +238,15 @@ describe('Backend with its write-ahead log', () => {
     await reopened.close();
   });
 
+  it('refuses a database file cut short instead of crashing on a read past its end (SIGBUS)', async () => {
+    const first = Backend.open(dir);
+    for (let i = 0; i < 2000; i++) first.put('key', Buffer.from(`k${i}`), Buffer.alloc(200, i));
+    await first.close();
+    const file = path.join(dir, 'member', 'db', 'data.mdb');
+    fs.truncateSync(file, fs.statSync(file).size >> 1);
+    assert.throws(() => Backend.open(dir), /data\.mdb is truncated: \d+ bytes, its pages need \d+/);
+  });
+
   it('a write to an idle log is appended within its tick; right after an append, writes of one check phase share a record', async () => {
     const backend = Backend.open(dir);
     let appends = 0;
