@@ -255,30 +255,13 @@ export function unmarshalKeyValue(b: Buffer): KeyValue {
   while (r.at < b.length) {
     const tag = readField(r);
     if (tag === 0) break;
-    switch (tag) {
-      case (1 << 3) | 2:
-        kv.key = b.subarray(r.at, r.end);
-        r.at = r.end;
-        break;
-      case 2 << 3:
-        kv.createRevision = int64Big(r);
-        break;
-      case 3 << 3:
-        kv.modRevision = int64Big(r);
-        break;
-      case 4 << 3:
-        kv.version = int64Big(r);
-        break;
-      case (5 << 3) | 2:
-        kv.value = b.subarray(r.at, r.end);
-        r.at = r.end;
-        break;
-      case 6 << 3:
-        kv.lease = int64Big(r);
-        break;
-      default:
-        if ((tag & 7) === 2) r.at = r.end;
-    }
+    if (tag === ((1 << 3) | 2)) kv.key = b.subarray(r.at, r.end);
+    else if (tag === 2 << 3) kv.createRevision = int64Big(r);
+    else if (tag === 3 << 3) kv.modRevision = int64Big(r);
+    else if (tag === 4 << 3) kv.version = int64Big(r);
+    else if (tag === ((5 << 3) | 2)) kv.value = b.subarray(r.at, r.end);
+    else if (tag === 6 << 3) kv.lease = int64Big(r);
+    if ((tag & 7) === 2) r.at = r.end;
   }
   return kv;
 }
