@@ -16,12 +16,16 @@ import type { KeyValue } from '../proto/gen/kv.gen.js';
 import {
   Compare_CompareResult,
   Compare_CompareTarget,
+  DeleteRangeRequest,
   RangeRequest_SortOrder,
   RangeRequest_SortTarget,
+  TxnRequest,
+  type DeleteRangeResponse,
   type RangeRequest,
   type RangeResponse,
   type RequestOp,
   type ResponseHeader,
+  type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
 import type { LeaderKey } from '../proto/gen/v3election.gen.js';
 import type { AuthInfo } from '../auth/auth-store.js';
@@ -178,6 +182,19 @@ async function waitDeletes(etcd: EtcdServer, prefix: Buffer, maxCreateRev: bigin
 }
 
 /**
+ * The recipes' writes go through etcd's in-process client (`v3client`), which proposes them as
+ * any client's requests: their size is checked against --max-request-bytes too.
+ */
+function txn(etcd: EtcdServer, r: TxnRequest, ai: AuthInfo | undefined): Promise<TxnResponse> {
+  return etcd.txn(r, { ai, wireBytes: TxnRequest.encode(r).finish().length });
+}
+
+/** A delete of the in-process client (see `txn`). */
+function deleteRange(etcd: EtcdServer, r: DeleteRangeRequest, ai: AuthInfo | undefined): Promise<DeleteRangeResponse> {
+  return etcd.deleteRange(r, { ai, wireBytes: DeleteRangeRequest.encode(r).finish().length });
+}
+
+/**
  * v3lock `Lock` (etcd `Mutex.Lock`): puts `<name>/<lease hex>` with the lease unless it exists,
  * then waits until every key under `<name>/` created earlier is deleted. Returns the lock key
  * and the header of the acquiring txn (or of the last read when it had to wait). On abort
@@ -190,7 +207,7 @@ export async function lock(
   const pfx = Buffer.concat([name, Buffer.from('/')]);
   const myKey = Buffer.concat([pfx, Buffer.from(leaseHex(id))]);
   const getOwner = getOp(topByCreate(pfx, RangeRequest_SortOrder.ASCEND));
-  const resp = await etcd.txn({
+  const resp = await txn(etcd, {
     compare: [createRevIs(myKey, 0n)],
     success: [putOp(myKey, EMPTY, id), getOwner],
     failure: [getOp(rangeReq(myKey, EMPTY)), getOwner],
@@ -202,14 +219,14 @@ export async function lock(
   try {
     return { header: await waitDeletes(etcd, pfx, myRev - 1n, signal, ai), key: myKey };
   } catch (err) {
-    await etcd.deleteRange({ key: myKey, rangeEnd: EMPTY, prevKv: false }, ai);
+    await deleteRange(etcd, { key: myKey, rangeEnd: EMPTY, prevKv: false }, ai);
     throw err;
   }
 }
 
 /** v3lock `Unlock`: deletes the lock key; returns the delete's header. */
 export async function unlock(etcd: EtcdServer, key: Buffer, ai?: AuthInfo): Promise<ResponseHeader> {
-  return (await etcd.deleteRange({ key, rangeEnd: EMPTY, prevKv: false }, ai)).header!;
+  return (await deleteRange(etcd, { key, rangeEnd: EMPTY, prevKv: false }, ai)).header!;
 }
 
 /**
@@ -224,7 +241,7 @@ export async function campaign(
   const id = await sessionLease(etcd, lease);
   const pfx = Buffer.concat([name, Buffer.from('/')]);
   const key = Buffer.concat([pfx, Buffer.from(leaseHex(id))]);
-  const resp = await etcd.txn({
+  const resp = await txn(etcd, {
     compare: [createRevIs(key, 0n)],
     success: [putOp(key, value, id)],
     failure: [getOp(rangeReq(key, EMPTY))],
@@ -258,7 +275,7 @@ export async function campaign(
 export async function proclaim(etcd: EtcdServer, leader: LeaderKey | undefined, value: Buffer, ai?: AuthInfo): Promise<ResponseHeader> {
   if (!leader) throw new MissingLeaderKey();
   const id = await sessionLease(etcd, leader.lease);
-  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [putOp(leader.key, value, id)], failure: [] }, ai);
+  const resp = await txn(etcd, { compare: [createRevIs(leader.key, leader.rev)], success: [putOp(leader.key, value, id)], failure: [] }, ai);
   if (!resp.succeeded) throw new ElectionNotLeader();
   return resp.header!;
 }
@@ -270,7 +287,7 @@ export async function proclaim(etcd: EtcdServer, leader: LeaderKey | undefined, 
 export async function resign(etcd: EtcdServer, leader: LeaderKey | undefined, ai?: AuthInfo): Promise<ResponseHeader> {
   if (!leader) throw new MissingLeaderKey();
   await sessionLease(etcd, leader.lease);
-  const resp = await etcd.txn({ compare: [createRevIs(leader.key, leader.rev)], success: [delOp(leader.key)], failure: [] }, ai);
+  const resp = await txn(etcd, { compare: [createRevIs(leader.key, leader.rev)], success: [delOp(leader.key)], failure: [] }, ai);
   return resp.header!;
 }
 

@@ -474,14 +474,16 @@ export class EtcdServer {
    * Resolves who sends a request where etcd does, after the request was validated: the
    * client's auth token (`AuthInfoFromCtx`), then, for a KV `write`, the size of the raft
    * request that would carry it against --max-request-bytes (`processInternalRaftRequestOnce`).
-   * `who` given as an AuthInfo (the server's own requests, etcd's replayed log) is taken as is;
-   * undefined checks nothing. Throws "invalid auth token", "request is too large".
+   * `who` given as an InProcessCall is its user, its size checked as a client's; as an AuthInfo
+   * (the server's own requests, etcd's replayed log) it is taken as is; undefined checks
+   * nothing. Throws "invalid auth token", "request is too large".
    */
   private admit(who: Who, write = false): AuthInfo | undefined {
-    if (who === undefined || !('md' in who)) return who;
-    const ai = this.auth.authInfo(who.md);
+    if (who === undefined) return undefined;
+    if (!('wireBytes' in who)) return who;
+    const ai = 'md' in who ? this.auth.authInfo(who.md) : who.ai;
     // Put, DeleteRange and Txn are fields 4 to 6 of InternalRaftRequest.
-    if (write) this.checkRequestSize(ai, who.wireBytes, 4);
+    if (write) this.checkRequestSize(ai ?? NO_USER, who.wireBytes, 4);
     return ai;
   }
 
@@ -882,8 +884,21 @@ export interface ClientCall {
   readonly wireBytes: number;
 }
 
-/** Who sends a request: a client (`ClientCall`), a known user (`AuthInfo`), or the server itself (undefined). */
-export type Who = ClientCall | AuthInfo | undefined;
+/**
+ * A request of the server's in-process client (etcd's `v3client`, which the Lock and Election
+ * services use) for `ai`'s user (undefined with auth off), of `wireBytes` as encoded: etcd
+ * proposes it as any client's, so its size is checked too.
+ */
+export interface InProcessCall {
+  readonly ai: AuthInfo | undefined;
+  readonly wireBytes: number;
+}
+
+/** Who sends a request: a client (`ClientCall`), the in-process client (`InProcessCall`), a known user (`AuthInfo`), or the server itself (undefined). */
+export type Who = ClientCall | InProcessCall | AuthInfo | undefined;
+
+/** The AuthInfo of a request with no user (auth off): etcd's raft request then has no user in its header. */
+const NO_USER: AuthInfo = { username: '', revision: 0 };
 
 /**
  * Field numbers of etcd's InternalRaftRequest (raft_internal.proto) for the requests whose size

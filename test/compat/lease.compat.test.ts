@@ -249,10 +249,18 @@ describe('lease/lock/elect compat', { skip: etcdUnavailableReason() }, () => {
       out.push(await call((cb) => elc.resign({ leader: { ...leaderKey!, rev: 999n } }, cb)));
       out.push(await call((cb) => elc.resign({ leader: leaderKey }, cb)));
       out.push(await call((cb) => elc.leader({ name: Buffer.from('el') }, cb)));
+      // Their writes are proposed as any client's: --max-request-bytes holds (the lock's txn
+      // carries its name seven times, a campaign's its value once).
+      const size = (res: string): string => (res.startsWith('error') ? res : `OK, ${res.length} characters`);
+      out.push(size(await call((cb) => lockc.lock({ name: Buffer.alloc(224_000, 'n'), lease: id }, cb))));
+      out.push(size(await call((cb) => lockc.lock({ name: Buffer.alloc(226_000, 'n'), lease: id }, cb))));
+      out.push(size(await call((cb) => elc.campaign({ name: Buffer.from('big'), lease: id, value: Buffer.alloc(1_600_000, 'v') }, cb))));
+      out.push(size(await call((cb) => lockc.unlock({ key: Buffer.alloc(1_600_000, 'k') }, cb))));
       out.push((await run(side, ['endpoint', 'status', '-w', 'json'])).stdout);
       results.push(out);
     }
     assert.deepEqual(results[1], results[0]);
+    assert.deepEqual(results[0]!.slice(-5, -1).map((r) => r.startsWith('error') ? r : 'OK'), ['OK', 'error 2 etcdserver: request is too large', 'error 2 etcdserver: request is too large', 'error 2 etcdserver: request is too large']);
   });
 
   it('expired leases: a keepalive waits for the revocation, and revocations go at most 1000 a second', { timeout: 60_000 }, async (t) => {
