@@ -233,3 +233,28 @@ test('with auth enabled, the common name of a verified client certificate is the
   assert.equal(etcd[7]!.stdout, 'OK\n', 'etcd 3.4 as measured');
   assert.deepEqual(await answers('etcd-ts'), etcd);
 });
+
+test('over TLS no keepalive policy refuses pings, as etcd 3.4 serves gRPC on TLS through Go\'s net/http (no --grpc-keepalive-* there)', { skip: skip ?? etcdUnavailableReason(), timeout: 60_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-tls-ping-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  /** Four pings on an idle connection, each after the previous one's answer: grpc-go's plaintext policy ends the connection at the third. */
+  const pings = async (url: string): Promise<{ acks: number; goaway: string | undefined }> => {
+    const session = http2.connect(url, { rejectUnauthorized: false });
+    session.on('error', () => {});
+    let goaway: string | undefined;
+    session.on('goaway', (_code: number, _last: number, debug?: Buffer) => (goaway = debug?.toString() ?? ''));
+    await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+    let acks = 0;
+    for (let i = 0; i < 4 && goaway === undefined; i++) {
+      if (await new Promise<boolean>((resolve) => session.ping((err) => resolve(!err)) || resolve(false))) acks++;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    session.destroy();
+    return { acks, goaway };
+  };
+  const flags = ['--auto-tls', '--grpc-keepalive-min-time', '1s'];
+  const [etcd, ours] = await Promise.all([startTls(t, dir, flags, 'etcd'), startTls(t, dir, flags)]);
+  const expected = await pings(etcd);
+  assert.deepEqual(expected, { acks: 4, goaway: undefined });
+  assert.deepEqual(await pings(ours), expected);
+});

@@ -455,10 +455,13 @@ export class GrpcServer {
    */
   handleConnection(socket: Duplex, httpHandler: http.RequestListener | undefined): void {
     const peerCommonName = verifiedCommonName(socket);
+    // etcd 3.4 serves gRPC over TLS through Go's net/http (grpcServer.ServeHTTP), which applies
+    // no --grpc-keepalive-* setting: pings are never refused there, and none are sent.
+    const secure = socket instanceof TLSSocket;
     const conn: H2Connection = new H2Connection(socket, {
       maxConcurrentStreams: this.opts.maxConcurrentStreams,
-      pingMinTimeMs: this.opts.pingMinTimeMs,
-      keepalive: this.opts.keepalive,
+      pingMinTimeMs: secure ? Infinity : this.opts.pingMinTimeMs,
+      keepalive: secure ? undefined : this.opts.keepalive,
       onStream: (stream) => this.onStream(stream, httpHandler, socket, peerCommonName),
       onClose: () => this.connections.delete(conn),
     });

@@ -167,7 +167,8 @@ export interface H2ConnectionOptions {
    * grpc-go's keepalive enforcement (etcd's --grpc-keepalive-min-time), in ms: a ping sooner
    * than this after the previous one while a stream is open (2 h while none is) is a strike,
    * unless we sent HEADERS or DATA since; the third strike ends the connection with GOAWAY
-   * ENHANCE_YOUR_CALM "too_many_pings". ≤ 0 means grpc-go's default, 5 min.
+   * ENHANCE_YOUR_CALM "too_many_pings". ≤ 0 means grpc-go's default, 5 min; Infinity, no
+   * enforcement at all (Go's net/http server, which serves etcd's TLS connections).
    */
   pingMinTimeMs: number;
   /**
@@ -460,6 +461,7 @@ export class H2Connection {
 
   /** grpc-go's `handlePing` policy for a ping just answered (see H2ConnectionOptions.pingMinTimeMs). */
   private enforcePingPolicy(): void {
+    if (this.opts.pingMinTimeMs === Infinity) return;
     const now = Date.now();
     const last = this.lastPingAt;
     this.lastPingAt = now;
