@@ -277,6 +277,13 @@ export class ServerCall extends EventEmitter {
 
   private onMessage(bytes: Buffer): void {
     const m = this.method;
+    // A deadline already passed when the request is read: grpc-go's reader sees the context
+    // done before the message (the two race there; the context usually wins), and the handler
+    // never runs.
+    if (!m.requestStream && this.deadlineAt !== undefined && performance.now() >= this.deadlineAt) {
+      this.sendStatus({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' });
+      return;
+    }
     // A unary or server-streaming call is served on its first message.
     if (!m.requestStream) this.dispatched = true;
     let request: unknown;
