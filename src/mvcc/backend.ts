@@ -228,8 +228,14 @@ export class Backend {
     // overlappingSync: a commit is visible before its fsync ends; `flushed` says when it ended.
     const env = open({ path: this.dir, overlappingSync: !this.unsafeNoFsync, noSync: this.unsafeNoFsync, maxDbs: 16, pageSize: 4096 });
     // LMDB makes its files 0644; etcd keeps every file of a data dir 0600 (they hold every key
-    // and the password hashes).
-    for (const name of ['data.mdb', 'lock.mdb']) fs.chmodSync(path.join(this.dir, name), 0o600);
+    // and the password hashes). Files of another owner that we may write are left as they are.
+    for (const name of ['data.mdb', 'lock.mdb']) {
+      try {
+        fs.chmodSync(path.join(this.dir, name), 0o600);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      }
+    }
     // A file cut short (a bad copy, a full disk) would crash the process with SIGBUS at its
     // first read past the end: refuse it instead.
     const stats = env.getStats() as { pageSize: number; lastPageNumber: number };
