@@ -12,8 +12,7 @@ import { checkRequest } from '../../proto/unmarshal-check.js';
 /**
  * `service` whose request deserializers throw gogo's error for bytes etcd's Unmarshal refuses,
  * before the generated decoder (which accepts some of them) sees them, and decode oneofs as gogo
- * does. Throws when a method's
- * request type is not one of src/proto's.
+ * does. Throws when a method's request type is not one of src/proto's.
  */
 export function checkRequests(service: ServiceDefinition): ServiceDefinition {
   const checked = Object.entries(service).map(([name, method]) => {
@@ -25,7 +24,7 @@ export function checkRequests(service: ServiceDefinition): ServiceDefinition {
       requestDeserialize: (bytes: Buffer): unknown => {
         const checked = checkRequest(type, bytes);
         if ('error' in checked) throw new Error(checked.error);
-        return deserialize(checked.bytes === bytes ? bytes : Buffer.from(checked.bytes));
+        return deserialize(Buffer.isBuffer(checked.bytes) ? checked.bytes : Buffer.from(checked.bytes));
       },
     }];
   });
