@@ -1,6 +1,6 @@
 /**
- * Go's text forms of values that etcd writes in its log lines, for the lines etcd-ts writes in
- * etcd's words (src/logger.ts).
+ * Go's text forms of values that etcd writes in its log lines and errors, for the lines and
+ * errors etcd-ts writes in etcd's words (src/logger.ts and the server's refusals).
  */
 
 /**
@@ -41,4 +41,34 @@ export function humanizeBytes(n: number): string {
   // Go's %.0f rounds a half to even (12.5 → 12), toFixed away from zero.
   const whole = value % 1 === 0.5 && Math.floor(value) % 2 === 0 ? Math.floor(value) : Math.round(value);
   return `${whole} ${units[e]}`;
+}
+
+/** Go's texts (syscall.Errno.Error) of the errno codes etcd-ts meets, by Node's code. */
+const GO_ERRNO_TEXT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EISDIR: 'is a directory',
+  ENOTDIR: 'not a directory',
+  EROFS: 'read-only file system',
+  ELOOP: 'too many levels of symbolic links',
+  ENAMETOOLONG: 'file name too long',
+  ENOSPC: 'no space left on device',
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'cannot assign requested address',
+};
+
+/** Go's text of the errno Node names `code` (`permission denied`), or undefined for one not listed. */
+export function goErrnoText(code: string | undefined): string | undefined {
+  return code === undefined ? undefined : GO_ERRNO_TEXT[code];
+}
+
+/**
+ * A failed file system call in Go's words (an `*os.PathError`): `<call> <path>: <errno text>`,
+ * e.g. `write <file>: no space left on device`. Node's description stands in for an errno not
+ * listed; an error that no system call raised (lmdb-js's) is its own message.
+ */
+export function goPathError(err: NodeJS.ErrnoException): string {
+  if (err.syscall === undefined) return err.message;
+  const text = goErrnoText(err.code) ?? /^[A-Z0-9_]+: (.*?),/.exec(err.message)?.[1] ?? err.message;
+  return err.path !== undefined ? `${err.syscall} ${err.path}: ${text}` : `${err.syscall}: ${text}`;
 }

@@ -16,6 +16,7 @@ import { existsSync, openSync } from 'node:fs';
 import { inspect } from 'node:util';
 
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
+import { goErrnoText } from './go-format.js';
 
 /** The levels etcd's `--log-level` accepts (etcd `logutil.ConvertToZapLevel`), least severe first. */
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'dpanic', 'panic', 'fatal'] as const;
@@ -194,18 +195,6 @@ export const JOURNAL_LOG_OUTPUT = 'systemd/journal';
 /** The socket etcd's `systemd/journal` output writes to (`logutil.NewJournalWriter`). */
 const JOURNAL_SOCKET = '/run/systemd/journal/socket';
 
-/** Go's texts (syscall.Errno.Error) for the errors opening a log file can meet. */
-const GO_ERRNO_TEXT: Readonly<Record<string, string>> = {
-  ENOENT: 'no such file or directory',
-  EACCES: 'permission denied',
-  EISDIR: 'is a directory',
-  ENOTDIR: 'not a directory',
-  EROFS: 'read-only file system',
-  ELOOP: 'too many levels of symbolic links',
-  ENAMETOOLONG: 'file name too long',
-  ENOSPC: 'no space left on device',
-};
-
 /** An output of `--log-outputs` that cannot be opened; the message is etcd's. */
 export class LogOutputError extends Error {
   override readonly name = 'LogOutputError';
@@ -242,8 +231,7 @@ function outputFd(output: string): number {
   try {
     return openSync(output, 'a', 0o666);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    const text = GO_ERRNO_TEXT[code] ?? (err as Error).message;
+    const text = goErrnoText((err as NodeJS.ErrnoException).code) ?? (err as Error).message;
     throw new LogOutputError(`open sink ${JSON.stringify(output)}: open ${output}: ${text}`);
   }
 }

@@ -42,7 +42,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import { formatGoDuration } from '../go-format.js';
+import { formatGoDuration, goPathError } from '../go-format.js';
 import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
 import {
@@ -115,7 +115,7 @@ function touchDataDir(dir: string): void {
     fs.writeFileSync(touch, '');
     fs.rmSync(touch);
   } catch (err) {
-    throw new Error(`cannot access data directory: ${goIoError(err as NodeJS.ErrnoException)}`, { cause: err });
+    throw new Error(`cannot access data directory: ${goPathError(err as NodeJS.ErrnoException)}`, { cause: err });
   }
 }
 
@@ -206,7 +206,7 @@ export class EtcdServer {
       unsafeNoFsync: config.unsafeNoFsync,
     });
     this.backend.onFatal = (err, source) => {
-      const error = goIoError(err);
+      const error = goPathError(err);
       if (source === 'log') log.fatal({ error, ...plog('etcdserver', 'C', `raft save state and entries error: ${error}`) }, 'failed to save Raft hard state and entries');
       else log.fatal({ error, ...plog('mvcc/backend', 'C', `cannot commit tx (${error})`) }, 'failed to commit tx');
       this.onFatal?.(err);
@@ -957,13 +957,3 @@ function txnCost(r: TxnRequest): number {
   return Math.max(cost(r.success), cost(r.failure));
 }
 
-/**
- * A Node I/O error in Go's words, as etcd's fatal lines quote them: `write <file>: no space left
- * on device` from `ENOSPC: no space left on device, write` (the file from the error's `path`).
- */
-function goIoError(err: NodeJS.ErrnoException): string {
-  const m = /^[A-Z0-9_]+: (.+?), (\w+)(?: '(.*)')?$/.exec(err.message);
-  if (!m) return err.message;
-  const file = m[3] ?? err.path;
-  return file ? `${m[2]} ${file}: ${m[1]}` : `${m[2]}: ${m[1]}`;
-}

@@ -13,6 +13,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { isTlsUrl } from '../config.js';
+import { goErrnoText } from '../go-format.js';
 import { CLIENT_PREFACE } from './transport/h2-connection.js';
 import type { GrpcServer } from './transport/grpc-server.js';
 
@@ -34,13 +35,6 @@ export interface ClientListener {
 
 /** How long a closing listener lets a gRPC connection end before destroying its socket. */
 const GRPC_CLOSE_GRACE_MS = 1000;
-
-/** Go's texts (syscall.Errno) of the errors a listener's bind meets. */
-const GO_BIND_ERRORS: Readonly<Record<string, string>> = {
-  EADDRINUSE: 'address already in use',
-  EADDRNOTAVAIL: 'cannot assign requested address',
-  EACCES: 'permission denied',
-};
 
 /** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 function listenHost(hostname: string): string {
@@ -160,7 +154,7 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
     })
     .catch((err: NodeJS.ErrnoException) => {
       // Go's words for a listener that cannot bind (`listen tcp host:port: bind: …`).
-      const text = err.code === undefined ? undefined : GO_BIND_ERRORS[err.code];
+      const text = goErrnoText(err.code);
       if (text === undefined || socketPath !== undefined) throw err;
       const host = u.hostname === 'localhost' ? '127.0.0.1' : u.hostname;
       throw new Error(`listen tcp ${host}:${portNumber}: bind: ${text}`, { cause: err });

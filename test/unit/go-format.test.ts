@@ -1,8 +1,11 @@
 // Go's text forms of values in etcd's log lines (src/go-format.ts).
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it, test } from 'node:test';
 
-import { formatGoDuration, humanizeBytes } from '../../src/go-format.js';
+import { formatGoDuration, goPathError, humanizeBytes } from '../../src/go-format.js';
 
 describe('formatGoDuration (Go time.Duration.String)', () => {
   it("writes Go's durationTests (time_test.go) that fit a double", () => {
@@ -22,4 +25,31 @@ describe('humanizeBytes (go-humanize Bytes)', () => {
     ];
     for (const [n, text] of cases) assert.equal(humanizeBytes(n), text, String(n));
   });
+});
+
+test('goPathError writes a failed file system call as Go\'s *os.PathError', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'go-path-error-'));
+  try {
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, '');
+    const caught = (fn: () => void): NodeJS.ErrnoException => {
+      try {
+        fn();
+      } catch (err) {
+        return err as NodeJS.ErrnoException;
+      }
+      throw new Error('no error');
+    };
+    assert.equal(goPathError(caught(() => fs.mkdirSync(path.join(file, 'x')))), `mkdir ${path.join(file, 'x')}: not a directory`);
+    assert.equal(goPathError(caught(() => fs.readFileSync(path.join(dir, 'missing')))), `open ${path.join(dir, 'missing')}: no such file or directory`);
+    // A write by descriptor names no file unless the caller adds it.
+    const err = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+    assert.equal(goPathError(err), 'write: no space left on device');
+    assert.equal(goPathError(Object.assign(err, { path: '/d/wal/0.log' })), 'write /d/wal/0.log: no space left on device');
+    // Node's description for an errno Go's table here lacks; a library's error as it is.
+    assert.equal(goPathError(Object.assign(new Error('EDQUOT: disk quota exceeded, write'), { code: 'EDQUOT', syscall: 'write' })), 'write: disk quota exceeded');
+    assert.equal(goPathError(new Error('Input/output error')), 'Input/output error');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
