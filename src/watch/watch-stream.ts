@@ -338,7 +338,6 @@ export class WatchStream implements WatcherSink {
     if (!this.hasRoom()) return false;
     // etcd answers with the header of the (empty) revision 0 and no cancel reason.
     this.enqueueControl(0, w.id, CANCELED, compactRev);
-    this.checkDeferredProgress();
     return true;
   }
 
@@ -361,7 +360,7 @@ export class WatchStream implements WatcherSink {
     return this.queue.length - this.head < this.limit + this.watcherCount && this.queuedBytes < SEND_BUFFER_BYTES;
   }
 
-  watcherSynced(_w: Watcher): void {
+  watcherSettled(_w: Watcher): void {
     this.checkDeferredProgress();
   }
 

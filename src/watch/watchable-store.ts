@@ -316,6 +316,7 @@ export class WatchableStore {
           this.unsynced.delete(w);
           w.state = 'canceled';
           this.compactedHeld++;
+          w.sink.watcherSettled(w);
         }
         continue;
       }
@@ -427,7 +428,7 @@ export class WatchableStore {
   private toSynced(w: Watcher): void {
     w.state = 'synced';
     this.synced.add(w);
-    w.sink.watcherSynced(w);
+    w.sink.watcherSettled(w);
   }
 
   private makeVictim(w: Watcher): void {

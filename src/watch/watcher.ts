@@ -137,8 +137,11 @@ export interface WatcherSink {
   sendProgress(w: Watcher, rev: number): boolean;
   /** True when the send buffer has room again (a victim may be retried). */
   hasRoom(): boolean;
-  /** Told when `w` moved to the synced group (a deferred progress request may be answered). */
-  watcherSynced(w: Watcher): void;
+  /**
+   * Told when `w` left the unsynced or victim group: moved to the synced one, or canceled because
+   * its next revision was compacted (a deferred progress request may be answered).
+   */
+  watcherSettled(w: Watcher): void;
 }
 
 /**

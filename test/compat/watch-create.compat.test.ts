@@ -60,11 +60,16 @@ function requests(seed: number): Case {
   return { creates, cancelIds: [r.pick([...ids, 100n])], beyondNext };
 }
 
-/** Creates, then (after catch-up) a progress request and cancels; `beyondNext` when a create starts after the next revision. */
+/**
+ * Creates, then (after catch-up) a progress request and cancels; `beyondNext` when a create
+ * starts after the next revision; `progressAtOnce` sends one more progress request right
+ * behind the creates.
+ */
 interface Case {
   creates: Buffer[];
   cancelIds: bigint[];
   beyondNext: boolean;
+  progressAtOnce?: boolean;
 }
 
 /** A response as compared: everything but the header's cluster and member IDs. */
@@ -87,6 +92,7 @@ function run(client: grpc.Client, c: Case): Promise<Record<string, string[]>> {
     });
     call.on('error', () => {}); // canceled below
     for (const q of c.creates) call.write(q);
+    if (c.progressAtOnce) call.write(encode({ progressRequest: {} }));
     // etcd replays history within its 100 ms sync loop.
     setTimeout(() => {
       call.write(encode({ progressRequest: {} }));
@@ -157,5 +163,18 @@ describe('watch creates over gRPC: etcd 3.4 vs etcd-ts', { skip: etcdUnavailable
     // Five watchers answered under their own IDs; two of them canceled.
     assert.deepEqual(Object.keys(expected!).sort(), [...ids.map((id) => `watch ${id}`), 'progress'].sort());
     assert.equal(Object.values(expected!).flat().filter((r) => r.includes('"canceled":true')).length, 2);
+  });
+
+  it('a progress request waiting on a watcher that compaction cancels is answered, and so are later ones', async (t) => {
+    const clients = await serversWithHistory(t);
+    const create = (key: string, startRevision: number): Buffer =>
+      encode({ createRequest: { key: Buffer.from(key), rangeEnd: Buffer.alloc(0), startRevision: BigInt(startRevision), progressNotify: false, filters: [], prevKv: false, watchId: 0n, fragment: false } });
+    // The second watcher starts below the compaction: the progress request behind it waits
+    // until that watcher is canceled with compact_revision.
+    const c: Case = { creates: [create('z', 0), create('a', COMPACT_AT - 1)], cancelIds: [], beyondNext: false, progressAtOnce: true };
+    const [expected, actual] = await runBoth(clients, c);
+    assert.deepEqual(actual, expected);
+    assert.equal(expected!.progress?.length, 2);
+    assert.ok(expected!['watch 1']?.some((r) => r.includes(`"compact":"${COMPACT_AT}"`)));
   });
 });

@@ -12,7 +12,7 @@ const sink: WatcherSink = {
   sendCompacted: () => true,
   sendProgress: () => true,
   hasRoom: () => true,
-  watcherSynced: () => {},
+  watcherSettled: () => {},
 };
 
 let nextId = 0;

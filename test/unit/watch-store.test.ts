@@ -76,7 +76,7 @@ class TestSink implements WatcherSink {
   hasRoom(): boolean {
     return this.queued < this.capacity;
   }
-  watcherSynced(): void {}
+  watcherSettled(): void {}
   /** The client reads everything queued. */
   drain(): void {
     this.queued = 0;
