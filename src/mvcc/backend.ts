@@ -151,6 +151,8 @@ export class Backend {
   private applyTimer: NodeJS.Timeout | undefined;
   /** Set by `close`: no more LMDB commits are scheduled (it makes its own). */
   private closing = false;
+  /** The running `readSnapshot` calls: the environment is not swapped under them. */
+  private readonly snapshots = new Set<Promise<unknown>>();
   /** Settles when the running `defragment` is done; LMDB commits wait for it. */
   private defragging: Promise<void> | undefined;
   /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
@@ -587,13 +589,31 @@ export class Backend {
   }
 
   /**
-   * Writes a consistent, compacted copy of the environment, with every write queued before the
-   * call, to `file` (a single LMDB data file, openable with `noSubdir`). Throws when the copy
-   * cannot be written.
+   * Runs `fn` on a consistent view of every bucket that holds every write queued before the call
+   * (they are committed to LMDB first): one LMDB read transaction, held until `fn` settles, as
+   * etcd's snapshot holds one bbolt read transaction. `read(bucket)` gives the bucket's entries
+   * in key order, from that view, as often as it is called. Writes go on meanwhile; a
+   * defragmentation waits for running snapshots before it swaps the file. Rejects with what
+   * `fn` rejects with.
    */
-  async copyTo(file: string): Promise<void> {
+  async readSnapshot<T>(fn: (read: (bucket: BucketName) => Iterable<{ key: Buffer; value: Buffer }>) => Promise<T>): Promise<T> {
     await this.applyAll();
-    await this.copyInto(file);
+    // Every bucket opened (made, the first time) before the transaction begins, so that it sees them.
+    const dbs = new Map<BucketName, Database<Buffer, Buffer>>(BUCKETS.map((name) => [name, this.bucket(name)]));
+    const txn = this.env.useReadTransaction();
+    const running = (async () => {
+      try {
+        return await fn((name) => dbs.get(name)!.getRange({ transaction: txn }));
+      } finally {
+        txn.done();
+      }
+    })();
+    this.snapshots.add(running);
+    try {
+      return await running;
+    } finally {
+      this.snapshots.delete(running);
+    }
   }
 
   /**
@@ -635,6 +655,8 @@ export class Backend {
       // A commit started by a log append that completed just before this call's turn.
       if (this.applying) await this.applying;
       await this.copyInto(tmp);
+      // A snapshot reads the old file through its transaction until it is done.
+      while (this.snapshots.size > 0) await Promise.allSettled([...this.snapshots]);
       await this.env.close();
       this.dbs.clear();
       fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));

@@ -4,17 +4,17 @@
  * reads it and `etcdctl snapshot restore` makes an etcd data dir of it) and etcd-ts can start
  * from a data dir `snapshot restore` made. No JS library reads or writes bbolt.
  *
- * The file is written once, front to back, with 4 KiB pages: two meta pages (0, 1), an empty
+ * The file is produced front to back, with 4 KiB pages: two meta pages (0, 1), an empty
  * freelist (2), then each bucket's B+tree (leaves in key order, then the branch levels above
  * them), then the root bucket's tree, whose leaf entries are the buckets (bucketLeafFlag, value
- * = the bucket header: root page id, sequence 0). Every bucket gets a page of its own (no
+ * = the bucket header: root page id, sequence 0). The metas name the root's page and the file's
+ * size, so a first pass lays the trees out without writing them, and a second writes every page
+ * in file order: the bytes can be sent as they are made, as etcd sends its file. Every bucket gets a page of its own (no
  * inline buckets) and every page id below the high-water mark is reachable, which is what
  * bbolt's `Tx.Check` (run by `snapshot status`) asks. Integers are little-endian, as bbolt
  * writes them on amd64 and arm64.
  */
 import fsSync from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import fs from 'node:fs/promises';
 
 const PAGE_SIZE = 4096;
 const PAGE_HEADER = 16;
@@ -32,7 +32,7 @@ const FIRST_NODE_PAGE = 3;
 /** One bucket to write: its name and its entries, in ascending key order. */
 export interface BoltBucket {
   name: Buffer;
-  entries: AsyncIterable<readonly [key: Buffer, value: Buffer]> | Iterable<readonly [key: Buffer, value: Buffer]>;
+  entries: Iterable<readonly [key: Buffer, value: Buffer]>;
 }
 
 /** A written node: its first key and page id (what the branch above it holds). */
@@ -56,19 +56,23 @@ function fnv64a(bytes: Buffer): bigint {
   return h;
 }
 
-/** Writes pages at increasing ids into `file`. */
+/**
+ * Hands out pages at increasing ids and gives each written node to `emit` in that order; with no
+ * `emit`, only counts them (the layout pass).
+ */
 class PageWriter {
   next = BigInt(FIRST_NODE_PAGE);
-  constructor(private readonly file: FileHandle) {}
+  constructor(private readonly emit?: (page: Buffer) => Promise<void>) {}
 
   /** Writes one node (leaf or branch) on as many pages as it needs; returns its page id. */
   async node(branch: boolean, elements: readonly Element[]): Promise<bigint> {
     const data = elements.reduce((n, e) => n + e.key.length + (e.value?.length ?? 0), 0);
     const size = PAGE_HEADER + ELEMENT * elements.length + data;
     const pages = Math.max(1, Math.ceil(size / PAGE_SIZE));
-    const buf = Buffer.alloc(pages * PAGE_SIZE);
     const pgid = this.next;
     this.next += BigInt(pages);
+    if (this.emit === undefined) return pgid;
+    const buf = Buffer.alloc(pages * PAGE_SIZE);
     buf.writeBigUInt64LE(pgid, 0);
     buf.writeUInt16LE(branch ? BRANCH_PAGE : LEAF_PAGE, 8);
     buf.writeUInt16LE(elements.length, 10);
@@ -89,7 +93,7 @@ class PageWriter {
       at += e.key.copy(buf, at);
       if (!branch) at += e.value!.copy(buf, at);
     });
-    await this.file.write(buf, 0, buf.length, Number(pgid) * PAGE_SIZE);
+    await this.emit(buf);
     return pgid;
   }
 
@@ -107,7 +111,7 @@ class PageWriter {
       batch = [];
       size = PAGE_HEADER;
     };
-    for await (const [key, value] of entries) {
+    for (const [key, value] of entries) {
       const grow = ELEMENT + key.length + value.length;
       if (batch.length > 0 && size + grow > PAGE_SIZE) await flush(false, level);
       batch.push({ key, value, flags });
@@ -148,31 +152,43 @@ function metaPage(id: number, root: bigint, highWater: bigint, txid: bigint): Bu
   return buf;
 }
 
-/**
- * Writes `buckets` (ascending by name, each with its entries in ascending key order) to `path`
- * as a bbolt database file, replacing it. Throws on I/O errors.
- */
-export async function writeBoltFile(path: string, buckets: readonly BoltBucket[]): Promise<void> {
-  const file = await fs.open(path, 'w', 0o600);
-  try {
-    const pages = new PageWriter(file);
-    const roots: (readonly [Buffer, Buffer])[] = [];
-    for (const b of buckets) {
-      const header = Buffer.alloc(16);
-      header.writeBigUInt64LE(await pages.tree(b.entries), 0);
-      roots.push([b.name, header]);
-    }
-    const root = await pages.tree(roots, BUCKET_LEAF);
-    const freelist = Buffer.alloc(PAGE_SIZE);
-    freelist.writeBigUInt64LE(2n, 0);
-    freelist.writeUInt16LE(FREELIST_PAGE, 8);
-    await file.write(freelist, 0, PAGE_SIZE, 2 * PAGE_SIZE);
-    await file.write(metaPage(0, root, pages.next, 0n), 0, PAGE_SIZE, 0);
-    await file.write(metaPage(1, root, pages.next, 1n), 0, PAGE_SIZE, PAGE_SIZE);
-    await file.sync();
-  } finally {
-    await file.close();
+/** Lays out or writes every bucket's tree, then the root bucket's; returns the root's page id. */
+async function trees(pages: PageWriter, buckets: readonly BoltBucket[]): Promise<bigint> {
+  const roots: (readonly [Buffer, Buffer])[] = [];
+  for (const b of buckets) {
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64LE(await pages.tree(b.entries), 0);
+    roots.push([b.name, header]);
   }
+  return pages.tree(roots, BUCKET_LEAF);
+}
+
+/** Where `writeBoltImage` puts the file: its size first, then its bytes in order. */
+export interface BoltSink {
+  /** Told the file's size in bytes (a multiple of the page size) before any byte. */
+  size(bytes: number): void;
+  /** Takes the next bytes of the file; the next call waits until it settles. */
+  write(bytes: Buffer): Promise<void>;
+}
+
+/**
+ * Writes `buckets()` (ascending by name, each with its entries in ascending key order) as a
+ * bbolt database file to `out`, front to back. `buckets` is called twice, for the layout pass and
+ * for the writing pass, and must give the same entries both times. Rejects with what `out`
+ * rejects with, or a bug's Error when the passes differ.
+ */
+export async function writeBoltImage(buckets: () => readonly BoltBucket[], out: BoltSink): Promise<void> {
+  const layout = new PageWriter();
+  const root = await trees(layout, buckets());
+  out.size(Number(layout.next) * PAGE_SIZE);
+  await out.write(metaPage(0, root, layout.next, 0n));
+  await out.write(metaPage(1, root, layout.next, 1n));
+  const freelist = Buffer.alloc(PAGE_SIZE);
+  freelist.writeBigUInt64LE(2n, 0);
+  freelist.writeUInt16LE(FREELIST_PAGE, 8);
+  await out.write(freelist);
+  const pages = new PageWriter((page) => out.write(page));
+  if ((await trees(pages, buckets())) !== root || pages.next !== layout.next) throw new Error('bbolt: the entries changed between the layout and the writing pass');
 }
 
 /** Reads pages of a bbolt file on demand. */

@@ -4,8 +4,9 @@
  * into an etcd data dir (a way from etcd-ts to etcd); and the way back, `importEtcdSnapshot`,
  * which starts an empty etcd-ts from the bbolt file such a data dir holds.
  *
- * The backend is copied consistently (LMDB's copy of everything durable and queued), and the
- * copy's buckets are written out with etcd's names and encodings. Most of them are etcd's
+ * The backend is read consistently (one LMDB read transaction, after everything queued is
+ * committed), and its buckets are written out with etcd's names and encodings as the bytes are
+ * sent. Most of them are etcd's
  * byte for byte already (`key`, `lease`, `auth`, `authUsers`, `authRoles`); two are converted:
  * - `meta`: `consistent_index` as 8 bytes big-endian, `scheduledCompactRev` and
  *   `finishedCompactRev` as revision bytes (etcd's `revToBytes`), where etcd-ts keeps decimal
@@ -14,9 +15,7 @@
  * Membership (`members`, `members_removed`, `cluster`) is left out: `snapshot restore` writes
  * the new cluster's own.
  */
-import fs from 'node:fs/promises';
-import { open } from 'lmdb';
-import { readBoltFile, writeBoltFile, type BoltBucket } from '../mvcc/bolt-file.js';
+import { readBoltFile, writeBoltImage, type BoltSink } from '../mvcc/bolt-file.js';
 import { BUCKETS_BY_NAME, type Backend, type BucketName } from '../mvcc/backend.js';
 import { bytesToRev, revToBytes } from '../mvcc/revision.js';
 import { AlarmMember } from '../proto/gen/rpc.gen.js';
@@ -56,31 +55,24 @@ function etcdAlarms(entries: Iterable<{ key: Buffer }>): Entry[] {
 }
 
 /**
- * Writes a consistent snapshot of `backend` to `file` as etcd 3.4's bbolt database. Throws on
- * I/O errors; removes its temporary copy in every case.
+ * Writes a consistent snapshot of `backend` to `out` as etcd 3.4's bbolt database, its size
+ * first and then its bytes in order, as they are made (no temp file). Rejects with what `out`
+ * rejects with.
  */
-export async function writeEtcdSnapshot(backend: Backend, file: string): Promise<void> {
-  const copy = `${file}.lmdb`;
-  await backend.copyTo(copy);
-  const env = open({ path: copy, noSubdir: true, readOnly: true, maxDbs: 16 });
-  try {
-    const read = (name: BucketName) => {
-      const db = env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
-      return db.getRange({}) as Iterable<{ key: Buffer; value: Buffer }>;
-    };
-    const buckets: BoltBucket[] = BUCKETS_BY_NAME.map((name) => ({
-      name: Buffer.from(name),
-      entries:
-        name === 'meta' ? etcdMeta(read(name)) : name === 'alarm' ? etcdAlarms(read(name)) : (function* () {
-          for (const { key, value } of read(name)) yield [key, value] as const;
-        })(),
-    }));
-    await writeBoltFile(file, buckets);
-  } finally {
-    await env.close();
-    await fs.rm(copy, { force: true });
-    await fs.rm(`${copy}-lock`, { force: true });
-  }
+export function writeEtcdSnapshot(backend: Backend, out: BoltSink): Promise<void> {
+  return backend.readSnapshot((read) =>
+    writeBoltImage(
+      () =>
+        BUCKETS_BY_NAME.map((name) => ({
+          name: Buffer.from(name),
+          entries:
+            name === 'meta' ? etcdMeta(read(name)) : name === 'alarm' ? etcdAlarms(read(name)) : (function* () {
+              for (const { key, value } of read(name)) yield [key, value] as const;
+            })(),
+        })),
+      out,
+    ),
+  );
 }
 
 /**

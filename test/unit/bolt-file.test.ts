@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { readBoltFile, writeBoltFile } from '../../src/mvcc/bolt-file.js';
+import { readBoltFile, writeBoltImage, type BoltBucket } from '../../src/mvcc/bolt-file.js';
 
 type Entry = [string, string];
 
@@ -17,6 +17,24 @@ const sortedEntries = (pairs: [string, Buffer][]): [Buffer, Buffer][] => {
   const byKey = new Map(pairs.map(([k, v]) => [k, v]));
   return [...byKey].map(([k, v]) => [Buffer.from(k, 'hex'), v] as [Buffer, Buffer]).sort((a, b) => Buffer.compare(a[0], b[0]));
 };
+
+/** Writes `buckets` to `file` through `writeBoltImage`, checking the size it announced first. */
+async function writeBoltFile(file: string, buckets: readonly BoltBucket[]): Promise<void> {
+  const parts: Buffer[] = [];
+  let announced = -1;
+  await writeBoltImage(() => buckets, {
+    size: (bytes) => {
+      assert.equal(parts.length, 0, 'the size comes before the bytes');
+      announced = bytes;
+    },
+    write: async (bytes) => {
+      parts.push(Buffer.from(bytes));
+    },
+  });
+  const image = Buffer.concat(parts);
+  assert.equal(image.length, announced);
+  writeFileSync(file, image);
+}
 
 describe('bbolt files', () => {
   it('read back what was written, bucket by bucket and key by key', async () => {

@@ -283,7 +283,7 @@ describe('Backend with its write-ahead log', () => {
     await backend.close();
   });
 
-  it('a copy waits for the writes queued before it, not for a writer that never stops', async () => {
+  it('a snapshot read waits for the writes queued before it, not for a writer that never stops, and sees none of the later ones', async () => {
     const backend = Backend.open(dir);
     backend.put('key', Buffer.from('before'), Buffer.from('copy'));
     let writing = true;
@@ -296,15 +296,44 @@ describe('Backend with its write-ahead log', () => {
       }
       return writing;
     })();
-    const file = path.join(dir, 'copy.mdb');
-    await backend.copyTo(file);
+    const [first, second] = await backend.readSnapshot(async (read) => {
+      const once = () => [...read('key')].map(({ key, value }) => `${key}=${value.length}`);
+      const a = once();
+      // Writes go on while the snapshot is held; a second read of it sees none of them.
+      const before = n;
+      while (n < before + 5) await new Promise((r) => setTimeout(r, 5));
+      return [a, once()];
+    });
     writing = false;
-    assert.equal(await writer, false, 'the copy ended while the writer was still writing');
-    assert.ok(n > 0);
-    const env = open({ path: file, noSubdir: true, readOnly: true, maxDbs: 16 });
-    const keyDb = env.openDB<Buffer, Buffer>({ name: 'key', keyEncoding: 'binary', encoding: 'binary' });
-    assert.equal(keyDb.getBinary(Buffer.from('before'))?.toString(), 'copy');
-    await env.close();
+    assert.equal(await writer, false, 'the snapshot ended while the writer was still writing');
+    assert.ok(first.includes('before=4'), first.join());
+    assert.deepEqual(second, first);
+    await backend.close();
+  });
+
+  it('a defragmentation waits for a running snapshot read, which goes on reading the old file', async () => {
+    const backend = Backend.open(dir);
+    for (let i = 0; i < 200; i++) backend.put('key', Buffer.from(`k${String(i).padStart(3, '0')}`), Buffer.alloc(1000, i));
+    await backend.durable();
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let defragged = false;
+    const snapshot = backend.readSnapshot(async (read) => {
+      const before = [...read('key')].length;
+      await held;
+      // The defragmentation has copied the file by now and waits to swap it.
+      return [before, [...read('key')].map(({ value }) => value[0])] as const;
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    const defrag = backend.defragment().then(() => (defragged = true));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(defragged, false, 'the defragmentation swapped the file under a running snapshot');
+    release();
+    const [before, firstBytes] = await snapshot;
+    await defrag;
+    assert.equal(before, 200);
+    assert.deepEqual(firstBytes, Array.from({ length: 200 }, (_, i) => i));
+    assert.equal([...backend.range('key')].length, 200);
     await backend.close();
   });
 

@@ -4,9 +4,6 @@
  * the etcd 3.4 API.)
  */
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { status as Status, type ServerWritableStream } from '@grpc/grpc-js';
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { crc32c } from '@node-rs/crc32';
@@ -146,41 +143,63 @@ export function hashBackend(etcd: EtcdServer): number {
 /** Size of each Snapshot message's blob (etcd `snapshotSendBufferSize`: 32 KiB). */
 const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
 
+/** Thrown into the snapshot's writer when the client went away: the stream just stops. */
+class SnapshotAbandoned extends Error {}
+
 /**
- * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): writes the backend consistently to a
- * temp file as etcd's bbolt database (src/server/snapshot.ts), streams it in 32 KiB blobs each carrying `remaining_bytes` (bytes still to come
- * after it), then one last message whose blob is the SHA-256 of the content (remaining 0), which
- * `etcdctl snapshot restore` checks. The temp file is removed in every case. Stops early when
- * the client goes away.
+ * Maintenance.Snapshot (etcd `maintenanceServer.Snapshot`): the backend as etcd's bbolt database
+ * (src/server/snapshot.ts), sent as it is made, in 32 KiB blobs each carrying `remaining_bytes`
+ * (bytes still to come after it), then one last message whose blob is the SHA-256 of the
+ * content (remaining 0), which `etcdctl snapshot restore` checks. Stops early when the client
+ * goes away.
  */
 async function streamSnapshot(etcd: EtcdServer, call: ServerWritableStream<SnapshotRequest, SnapshotResponse>): Promise<void> {
-  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'etcd-ts-snapshot-'));
+  const v3rpc = (text: string) => plog('etcdserver/api/v3rpc', 'I', text);
+  const sha = createHash('sha256');
+  let total = 0;
+  let size = '';
+  let sent = 0;
+  let blob = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
+  let filled = 0;
+  const sendBlob = async (bytes: Buffer): Promise<void> => {
+    if (call.cancelled) throw new SnapshotAbandoned();
+    sent += bytes.length;
+    sha.update(bytes);
+    await send(call, { header: undefined, remainingBytes: BigInt(total - sent), blob: bytes });
+  };
   try {
-    const file = path.join(dir, 'snapshot.db');
-    await writeEtcdSnapshot(etcd.backend, file);
-    const total = (await fs.promises.stat(file)).size;
-    const size = humanizeBytes(total);
-    const v3rpc = (text: string) => plog('etcdserver/api/v3rpc', 'I', text);
-    etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`sending database snapshot to client ${size} [${total} bytes]`) }, 'sending database snapshot to client');
-    const sha = createHash('sha256');
-    let sent = 0;
-    for await (const chunk of fs.createReadStream(file, { highWaterMark: SNAPSHOT_CHUNK_BYTES })) {
-      const blob = chunk as Buffer;
-      if (call.cancelled) return;
-      sent += blob.length;
-      sha.update(blob);
-      await send(call, { header: undefined, remainingBytes: BigInt(total - sent), blob });
-    }
-    const digest = sha.digest();
-    etcd.log.info(
-      { 'total-bytes': total, 'checksum-size': digest.length, ...v3rpc(`sending database sha256 checksum to client [${digest.length} bytes]`) },
-      'sending database sha256 checksum to client',
-    );
-    await send(call, { header: undefined, remainingBytes: 0n, blob: digest });
-    etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`successfully sent database snapshot to client ${size} [${total} bytes]`) }, 'successfully sent database snapshot to client');
-  } finally {
-    await fs.promises.rm(dir, { recursive: true, force: true });
+    await writeEtcdSnapshot(etcd.backend, {
+      size(bytes) {
+        total = bytes;
+        size = humanizeBytes(total);
+        etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`sending database snapshot to client ${size} [${total} bytes]`) }, 'sending database snapshot to client');
+      },
+      async write(bytes) {
+        for (let at = 0; at < bytes.length; ) {
+          const n = bytes.copy(blob, filled, at);
+          filled += n;
+          at += n;
+          if (filled === SNAPSHOT_CHUNK_BYTES) {
+            const full = blob;
+            blob = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
+            filled = 0;
+            await sendBlob(full);
+          }
+        }
+      },
+    });
+    if (filled > 0) await sendBlob(blob.subarray(0, filled));
+  } catch (err) {
+    if (err instanceof SnapshotAbandoned) return;
+    throw err;
   }
+  const digest = sha.digest();
+  etcd.log.info(
+    { 'total-bytes': total, 'checksum-size': digest.length, ...v3rpc(`sending database sha256 checksum to client [${digest.length} bytes]`) },
+    'sending database sha256 checksum to client',
+  );
+  await send(call, { header: undefined, remainingBytes: 0n, blob: digest });
+  etcd.log.info({ 'total-bytes': total, size, ...v3rpc(`successfully sent database snapshot to client ${size} [${total} bytes]`) }, 'successfully sent database snapshot to client');
 }
 
 /** Writes one message and waits until the stream can take more (backpressure) or the call is gone. */
