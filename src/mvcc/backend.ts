@@ -35,6 +35,8 @@ import { Wal, WAL_HEADER_BYTES, WAL_SEGMENT_BYTES, type TornRecord, type WalReco
 export type BucketName = 'key' | 'meta' | 'lease' | 'alarm' | 'auth' | 'authUsers' | 'authRoles';
 
 /** Bucket numbers in log records (append only: logs written by older versions keep their numbers). */
+/** The file a defragmentation copies the database into, beside its directory. */
+const DEFRAG_COPY = 'db.defrag.mdb';
 const BUCKETS: readonly BucketName[] = ['key', 'meta', 'lease', 'alarm', 'auth', 'authUsers', 'authRoles'];
 /** The buckets in name order, which is bbolt's (etcd's) iteration order. */
 export const BUCKETS_BY_NAME: readonly BucketName[] = [...BUCKETS].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
@@ -166,6 +168,11 @@ export class Backend {
   private fatalReported = false;
   /** Records of the log a crash tore during their append, dropped as it opened (never acknowledged). */
   readonly repairedLog: readonly TornRecord[] = [];
+  /**
+   * What a defragmentation killed midway left beside the database (its copy), removed as the
+   * backend opened, by file name (etcd's `cleanupSnapdir` deletes its `db.tmp.*` files and logs each).
+   */
+  readonly orphanedDefrag: readonly string[];
   /** Called with the seconds each log append took (etcd `wal_fsync_duration_seconds`). */
   onWalFsyncDuration: ((seconds: number) => void) | undefined;
 
@@ -174,6 +181,7 @@ export class Backend {
     this.batchIntervalMs = options.batchIntervalMs ?? 100;
     this.batchLimit = options.batchLimit ?? 10_000;
     this.unsafeNoFsync = options.unsafeNoFsync ?? false;
+    this.orphanedDefrag = this.removeOrphanedDefrag();
     this.env = this.openEnv();
     let wal: Wal | undefined;
     let applied: number;
@@ -643,7 +651,7 @@ export class Backend {
    */
   async defragment(): Promise<void> {
     if (this.defragging) throw new Error('backend: defragment already running');
-    const tmp = path.join(path.dirname(this.dir), 'db.defrag.mdb');
+    const tmp = this.defragCopy();
     fs.rmSync(tmp, { force: true });
     await this.applyAll();
     if (this.defragging) throw new Error('backend: defragment already running');
@@ -670,6 +678,22 @@ export class Backend {
       finish();
       this.scheduleApply();
     }
+  }
+
+  /** Where `defragment` writes its copy; `copyInto` writes it through `<copy>.copy/` first. */
+  private defragCopy(): string {
+    return path.join(path.dirname(this.dir), DEFRAG_COPY);
+  }
+
+  /** Removes a defragmentation's copy and its temp directory; returns the names it found. */
+  private removeOrphanedDefrag(): string[] {
+    const found: string[] = [];
+    for (const file of [this.defragCopy(), `${this.defragCopy()}.copy`]) {
+      if (!fs.existsSync(file)) continue;
+      fs.rmSync(file, { recursive: true, force: true });
+      found.push(path.basename(file));
+    }
+    return found;
   }
 
   /** Closes the backend once every queued write is in LMDB, on disk. */

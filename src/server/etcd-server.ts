@@ -211,6 +211,9 @@ export class EtcdServer {
       else log.fatal({ error, ...plog('mvcc/backend', 'C', `cannot commit tx (${error})`) }, 'failed to commit tx');
       this.onFatal?.(err);
     };
+    for (const name of this.backend.orphanedDefrag) {
+      log.info({ path: name, ...plog('snap', 'I', `found orphaned defragmentation file; deleting: ${name}`) }, 'found orphaned defragmentation file; deleting');
+    }
     // etcd's words when it drops a record torn by a crash (wal.Repair).
     for (const torn of this.backend.repairedLog) {
       log.info({ path: torn.file, offset: torn.offset, ...plog('wal', 'N', `repairing ${torn.file}`) }, 'repairing');

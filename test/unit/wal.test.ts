@@ -337,6 +337,21 @@ describe('Backend with its write-ahead log', () => {
     await backend.close();
   });
 
+  it('removes the copy a defragmentation killed midway left, and says so', async () => {
+    await Backend.open(dir).close();
+    const member = path.join(dir, 'member');
+    fs.writeFileSync(path.join(member, 'db.defrag.mdb'), Buffer.alloc(8192));
+    fs.mkdirSync(path.join(member, 'db.defrag.mdb.copy'));
+    fs.writeFileSync(path.join(member, 'db.defrag.mdb.copy', 'data.mdb'), Buffer.alloc(8192));
+    const backend = Backend.open(dir);
+    assert.deepEqual(backend.orphanedDefrag, ['db.defrag.mdb', 'db.defrag.mdb.copy']);
+    assert.deepEqual(fs.readdirSync(member).sort(), ['db', 'wal']);
+    await backend.close();
+    const again = Backend.open(dir);
+    assert.deepEqual(again.orphanedDefrag, []);
+    await again.close();
+  });
+
   it('refuses to open when a logged record LMDB lacks is missing', async () => {
     const { wal } = Wal.open(path.join(dir, 'member', 'wal'));
     await wal.append(2, record('any')); // record 1, which LMDB lacks too, is nowhere
