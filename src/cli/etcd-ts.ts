@@ -10,7 +10,7 @@ import { readFileSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 
 import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
-import { startEtcd } from '../server/embed.js';
+import { EmbedFatalError, startEtcd } from '../server/embed.js';
 import { SERVER_VERSION } from '../server/etcd-server.js';
 import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary, type Notice } from './flags.js';
 
@@ -135,6 +135,7 @@ function writeEarly(notices: readonly Notice[]): void {
  * - a setting refused before the start (etcdmain's "error verifying flags"): zap's warning
  *   "failed to verify flags", capnslog's `E | etcdmain: error verifying flags, <reason>. See
  *   'etcd --help'.`, with a second line after the advertise-URL refusal;
+ * - a start refused by etcd's embed package (EmbedFatalError): its own fatal line, `C | embed: …`;
  * - anything else: zap's fatal "failed to start etcd-ts", capnslog's `C | etcdmain: <reason>`.
  * `error` holds etcd's message and `cause` the reason behind it, when there is one.
  * @param log the server's logger; undefined when the refusal comes before etcd has one, which then
@@ -156,6 +157,10 @@ function refuse(log: Logger | undefined, err: unknown): never {
       const text = 'When listening on specific address(es), this etcd process must advertise accessible url(s) to each connected client.';
       write('warn', 'advertise client URLs are not set', { pkg: 'etcdmain', level: 'E', text });
     }
+  } else if (err instanceof EmbedFatalError) {
+    const line = { pkg: 'embed', level: 'C', text: error } as const;
+    if (log === undefined) writeSync(2, formatCapnslog(line));
+    else logEvent(log, 'fatal', err.zapMessage, err.fields, line);
   } else {
     write('fatal', 'failed to start etcd-ts', { pkg: 'etcdmain', level: 'C', text: error });
   }

@@ -2,6 +2,7 @@
  * Assembles a running server from a ServerConfig: the EtcdServer, one gRPC server with every
  * service, and the peer, client and metrics listeners. Used by the CLI and by embedding apps.
  */
+import fs from 'node:fs';
 import tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -56,6 +57,40 @@ class InstrumentedGrpcServer extends GrpcServer {
   }
 }
 
+/** Descriptors etcd keeps for its own files (`reservedInternalFDNum`). */
+const RESERVED_INTERNAL_FDS = 150;
+
+/**
+ * A start refused by etcd's embed package itself, which logs its own fatal line (package
+ * `embed`, zap message `zapMessage` with `fields`) where etcdmain would log the error.
+ */
+export class EmbedFatalError extends Error {
+  override readonly name = 'EmbedFatalError';
+  constructor(
+    message: string,
+    readonly zapMessage: string,
+    readonly fields: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The soft limit on open files (etcd `runtimeutil.FDLimit`, `RLIMIT_NOFILE`'s current value, as
+ * Node raised it at start up to the hard limit, as Go does), from /proc/self/limits; undefined
+ * when unlimited or unreadable (etcd then skips its check).
+ */
+function fdLimit(): number | undefined {
+  let limits: string;
+  try {
+    limits = fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
+  return soft === undefined ? undefined : Number(soft);
+}
+
 /**
  * Starts a server as etcd's `StartEtcd` does: binds the peer URLs, then the client URLs, then
  * opens the data dir, serves, and binds the metrics URLs. Throws when a port cannot be bound
@@ -84,7 +119,18 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
     const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
     const clients: BoundListener[] = [];
-    for (const url of config.listenClientUrls) clients.push(await bind(url, tlsOptions));
+    const limit = fdLimit();
+    for (const url of config.listenClientUrls) {
+      clients.push(await bind(url, tlsOptions));
+      // Once a client URL is bound, etcd checks that 150 descriptors are left for its own files.
+      if (limit !== undefined && limit <= RESERVED_INTERNAL_FDS) {
+        throw new EmbedFatalError(
+          `file descriptor limit[${limit}] of etcd process is too low, and should be set higher than ${RESERVED_INTERNAL_FDS} to ensure internal usage`,
+          'file descriptor limit of etcd process is too low; please set higher',
+          { limit, 'recommended-limit': RESERVED_INTERNAL_FDS },
+        );
+      }
+    }
 
     const server = (etcd = await EtcdServer.open(config, log));
     const serverMetrics = new ServerMetrics(server);

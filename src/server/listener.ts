@@ -36,6 +36,21 @@ export interface ClientListener {
 /** How long a closing listener lets a gRPC connection end before destroying its socket. */
 const GRPC_CLOSE_GRACE_MS = 1000;
 
+/**
+ * The backlog of every listening socket, as Go's `net.Listen` takes it (`maxListenerBacklog`):
+ * the kernel's `net.core.somaxconn`, or 128 when it cannot be read. Node's default is 511, which
+ * drops connections of a burst that etcd queues.
+ */
+const LISTEN_BACKLOG = ((): number => {
+  let n = 0;
+  try {
+    n = Number.parseInt(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8'), 10);
+  } catch {
+    // Not Linux, or no /proc: Go's syscall.SOMAXCONN.
+  }
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 2 ** 31 - 1) : 128;
+})();
+
 /** Host for net.listen: etcd binds "localhost" to the IPv4 loopback. */
 function listenHost(hostname: string): string {
   if (hostname === 'localhost') return '127.0.0.1';
@@ -146,11 +161,11 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
       });
     });
   const portNumber = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
-  await listen(socketPath !== undefined ? { path: socketPath } : { host: listenHost(u.hostname), port: portNumber })
+  await listen(socketPath !== undefined ? { path: socketPath, backlog: LISTEN_BACKLOG } : { host: listenHost(u.hostname), port: portNumber, backlog: LISTEN_BACKLOG })
     .catch((err: NodeJS.ErrnoException) => {
       // Without IPv6, Go listens on 0.0.0.0 with an IPv4 socket.
       if (u.hostname !== '0.0.0.0' || err.code !== 'EAFNOSUPPORT') throw err;
-      return listen({ host: '0.0.0.0', port: portNumber });
+      return listen({ host: '0.0.0.0', port: portNumber, backlog: LISTEN_BACKLOG });
     })
     .catch((err: NodeJS.ErrnoException) => {
       // Go's words for a listener that cannot bind (`listen tcp host:port: bind: …`).

@@ -10,9 +10,12 @@ import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { execFileSync, spawnSync } from 'node:child_process';
 
 import { refusal, refusalReason, type Refusal } from '../helpers/refusals.js';
 import { etcdUnavailableReason, freePort, startServer } from '../helpers/servers.js';
+
+const hasSs = spawnSync('ss', ['-V']).status === 0;
 
 /** A refusal's exit status and reason. */
 const brief = (r: Refusal): { status: number | null; message: string } => ({ status: r.status, message: r.message });
@@ -107,6 +110,29 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       if (JSON.stringify(ours) !== JSON.stringify(etcd)) differ.push(`${args.join(' ')}\n  etcd:    ${JSON.stringify(etcd)}\n  etcd-ts: ${JSON.stringify(ours)}`);
     }
     assert.deepEqual(differ, []);
+  });
+
+  it('both refuse to start with 150 open files or fewer allowed, in the embed package\'s words, before making the data dir', { timeout: 60_000 }, async () => {
+    const client = async (): Promise<string[]> => {
+      const url = `http://127.0.0.1:${await freePort()}`;
+      return ['--listen-client-urls', url, '--advertise-client-urls', url];
+    };
+    const [etcd, ours] = await Promise.all([refusal('etcd', await client(), {}, 100), refusal('etcd-ts', await client(), {}, 100)]);
+    assert.equal(etcd.status, 1, etcd.stderr);
+    assert.deepEqual(brief(ours), brief(etcd));
+    assert.match(etcd.stderr, /C \| embed: file descriptor limit\[100\] of etcd process is too low/);
+    assert.match(ours.stderr, /C \| embed: file descriptor limit\[100\] of etcd process is too low/);
+    assert.deepEqual([ours.madeDataDir, etcd.madeDataDir], [false, false]);
+  });
+
+  it('both listen with the kernel\'s somaxconn as the backlog of their client and peer sockets, as Go does', { skip: hasSs ? undefined : 'ss (iproute2) is not installed' }, async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const somaxconn = readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim();
+    // `ss -ltn`: State Recv-Q Send-Q Local-Address:Port …; a listener's Send-Q is its backlog.
+    const listening = execFileSync('ss', ['-ltnH'], { encoding: 'utf8' });
+    const backlog = (url: string): string | undefined => listening.split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[3] === new URL(url).host)?.[2];
+    const got = servers.map((s) => [backlog(s.endpoint), backlog(s.peerEndpoint)]);
+    assert.deepEqual(got, [[somaxconn, somaxconn], [somaxconn, somaxconn]]);
   });
 
   it('both write a refusal on stderr, and what comes before it, in the same words and form: capnslog\'s, with --logger zap too before it takes effect', { timeout: 120_000 }, async () => {

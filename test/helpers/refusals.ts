@@ -1,6 +1,6 @@
 // A command line that etcd 3.4 or etcd-ts refuses, read as an operator reads it.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -22,19 +22,21 @@ const CAPNSLOG_TIME = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} /gm;
 /**
  * Runs etcd 3.4 or etcd-ts with `args` (plus a data dir of its own and a free peer port, which
  * `args` may override) in a scratch directory, with only `env`'s `ETCD_*` variables, and
- * waits at most 20 s for it to exit.
- * @returns the exit status, stderr, and the reason, taken from etcd's capnslog lines ("error verifying
+ * waits at most 20 s for it to exit; with `openFiles`, under that limit on open files.
+ * @returns whether it made its data dir, the exit status, stderr, and the reason, taken from etcd's capnslog lines ("error verifying
  *   flags, <reason>. See 'etcd --help'." or "C | etcdmain: <reason>"), from a zap JSON line's
  *   `error` ("failed to verify flags", or a fatal line), or else the first line of stderr (the
  *   flag package's message).
  */
-export async function refusal(kind: 'etcd' | 'etcd-ts', args: readonly string[], env: Record<string, string> = {}): Promise<Refusal> {
+export async function refusal(kind: 'etcd' | 'etcd-ts', args: readonly string[], env: Record<string, string> = {}, openFiles?: number): Promise<Refusal & { madeDataDir: boolean }> {
   const dir = mkdtempSync(join(tmpdir(), 'refusal-'));
   try {
     const base = ['--data-dir', join(dir, 'data'), '--listen-peer-urls', `http://127.0.0.1:${await freePort()}`];
-    const [cmd, cmdArgs] = kind === 'etcd' ? [ETCD_BIN, [...base, ...args]] : [process.execPath, [resolve('bin/etcd-ts.js'), ...base, ...args]];
+    let [cmd, cmdArgs] = kind === 'etcd' ? [ETCD_BIN, [...base, ...args]] : [process.execPath, [resolve('bin/etcd-ts.js'), ...base, ...args]];
+    // A limit on open files (soft and hard) is set by the shell that then runs the server.
+    if (openFiles !== undefined) [cmd, cmdArgs] = ['/bin/sh', ['-c', `ulimit -n ${openFiles} && exec "$@"`, 'sh', cmd, ...cmdArgs]];
     const r = spawnSync(cmd, cmdArgs, { cwd: dir, encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH ?? '', ...env } });
-    return { status: r.status, message: refusalReason(r.stderr), stderr: r.stderr.replace(CAPNSLOG_TIME, '<time> ') };
+    return { status: r.status, message: refusalReason(r.stderr), stderr: r.stderr.replace(CAPNSLOG_TIME, '<time> '), madeDataDir: existsSync(join(dir, 'data')) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
