@@ -59,12 +59,19 @@ export interface RangeOptions {
   rev?: number;
   /** Only count the keys; `kvs` is empty. */
   count?: boolean;
+  /**
+   * Give the stored records (each an mvccpb.KeyValue's protobuf bytes, as a response carries it)
+   * in `records` instead of decoded `kvs`, which is then empty: what a Range answer sends as it is.
+   */
+  records?: boolean;
 }
 
 /** Result of a range read (etcd `mvcc.RangeResult`). */
 export interface RangeResult {
   /** The KeyValues, ordered by key, at most `limit`. */
   kvs: KeyValue[];
+  /** With `RangeOptions.records`: the stored records of the KeyValues, in key order, at most `limit`. */
+  records?: Buffer[];
   /** How many keys the range holds at the read revision (ignoring `limit`). */
   count: number;
   /** The view's revision (the store's revision as the reader sees it, not the read revision). */
@@ -255,9 +262,14 @@ export class KVStore {
 
   /** Reads the KeyValue stored at a revision (the backend shows records not yet durable too). */
   readRecord(rev: Revision): KeyValue {
+    return unmarshalKeyValue(this.readRecordBytes(rev));
+  }
+
+  /** The stored record at a revision: an mvccpb.KeyValue's protobuf bytes, not to be changed. */
+  private readRecordBytes(rev: Revision): Buffer {
     const bytes = this.backend.get('key', revToBytes(rev));
     if (!bytes) throw new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
-    return unmarshalKeyValue(bytes);
+    return bytes;
   }
 
   /** etcd `storeTxnRead.rangeKeys`: `viewRev` is the view's current revision. */
@@ -270,6 +282,11 @@ export class KVStore {
     const limit = opts.limit ?? 0;
     const { revs, total } = this.index.revisions(key, end, rev, limit);
     const n = limit > 0 && limit < revs.length ? limit : revs.length;
+    if (opts.records) {
+      const records = new Array<Buffer>(n);
+      for (let i = 0; i < n; i++) records[i] = this.readRecordBytes(revs[i]!);
+      return { kvs: [], records, count: total, rev: viewRev };
+    }
     const kvs: KeyValue[] = new Array<KeyValue>(n);
     for (let i = 0; i < n; i++) kvs[i] = this.readRecord(revs[i]!);
     return { kvs, count: total, rev: viewRev };

@@ -157,14 +157,55 @@ function withKeyValues(head: number[], field: number, kvs: readonly KeyValue[], 
   return Buffer.concat(chunks, length);
 }
 
-/** etcdserverpb.RangeResponse as protobuf bytes, exactly as `RangeResponse.encode` writes them. */
-export function marshalRangeResponse(r: RangeResponse): Buffer {
+/**
+ * `head`, then each of `records` (mvccpb.KeyValue bytes as stored) as field `field` (below 16:
+ * a one-byte tag), then `tail`, in one buffer: what `withKeyValues` writes for the decoded
+ * records, without decoding and encoding them again.
+ */
+function withRecords(head: number[], field: number, records: readonly Buffer[], tail: number[]): Buffer {
+  let length = head.length + tail.length;
+  for (const r of records) length += 1 + varintSize(r.length) + r.length;
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const b of head) out[at++] = b;
+  const tag = (field << 3) | 2;
+  for (const r of records) {
+    out[at++] = tag;
+    let n = r.length;
+    for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
+    out[at++] = n;
+    at += r.copy(out, at);
+  }
+  for (const b of tail) out[at++] = b;
+  return out;
+}
+
+/** Bytes of a varint of `n` (a non-negative integer below 2^31). */
+function varintSize(n: number): number {
+  let size = 1;
+  for (; n >= 0x80; n >>>= 7) size++;
+  return size;
+}
+
+/**
+ * A RangeResponse whose KeyValues may be given as their stored records (see
+ * `RangeOptions.records`): then `kvs` is empty and `records` holds them, in order.
+ */
+export interface EncodedRangeResponse extends RangeResponse {
+  records?: readonly Buffer[];
+}
+
+/**
+ * etcdserverpb.RangeResponse as protobuf bytes, exactly as `RangeResponse.encode` writes them;
+ * with `records`, those are its KeyValues, copied as they are.
+ */
+export function marshalRangeResponse(r: EncodedRangeResponse): Buffer {
   const head: number[] = [];
   pushHeader(head, r.header);
   const tail: number[] = [];
   if (r.more) tail.push(3 << 3, 1);
   pushInt64Field(tail, 4, r.count);
-  return withKeyValues(head, 2, r.kvs, tail);
+  return r.records === undefined ? withKeyValues(head, 2, r.kvs, tail) : withRecords(head, 2, r.records, tail);
 }
 
 /** etcdserverpb.PutResponse as protobuf bytes, exactly as `PutResponse.encode` writes them. */

@@ -22,13 +22,13 @@ import {
   type PutRequest,
   type PutResponse,
   type RangeRequest,
-  type RangeResponse,
   type RequestOp,
   type ResponseHeader,
   type ResponseOp,
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
+import type { EncodedRangeResponse } from '../proto/wire.js';
 
 /** A header with only the revision set; the service fills the rest (etcd `header.fill`). */
 export function revHeader(rev: number): ResponseHeader {
@@ -173,18 +173,28 @@ function sorter(target: RangeRequest_SortTarget): (a: KeyValue, b: KeyValue) => 
   }
 }
 
-/** etcd `applierV3backend.Range`. Throws etcd's compacted / future-revision errors. */
-export function applyRange(view: ReadView, r: RangeRequest): RangeResponse {
+/**
+ * etcd `applierV3backend.Range`. Throws etcd's compacted / future-revision errors. With
+ * `records`, an answer whose KeyValues go out as stored (no filter, no sort but by key, not
+ * keys only) carries them as `records` (see `EncodedRangeResponse`) instead of decoded.
+ */
+export function applyRange(view: ReadView, r: RangeRequest, records = false): EncodedRangeResponse {
   const filtered = r.minModRevision !== 0n || r.maxModRevision !== 0n || r.minCreateRevision !== 0n || r.maxCreateRevision !== 0n;
   let limit = Number(r.limit);
   // Sorting or filtering needs everything; otherwise fetch one extra to know about `more`.
   if (r.sortOrder !== RangeRequest_SortOrder.NONE || filtered) limit = 0;
   if (limit > 0) limit++;
+  const asStored = records && !filtered && !r.keysOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
   let rr;
   try {
-    rr = view.range(keyFromBytes(r.key), rangeEndOf(r.rangeEnd), { limit, rev: Number(r.revision), count: r.countOnly });
+    rr = view.range(keyFromBytes(r.key), rangeEndOf(r.rangeEnd), { limit, rev: Number(r.revision), count: r.countOnly, records: asStored });
   } catch (err) {
     throw toEtcdError(err);
+  }
+  if (rr.records !== undefined) {
+    const want = Number(r.limit);
+    const more = want > 0 && rr.records.length > want;
+    return { header: revHeader(rr.rev), kvs: [], records: more ? rr.records.slice(0, want) : rr.records, more, count: BigInt(rr.count) };
   }
   let kvs = rr.kvs;
   if (filtered) {

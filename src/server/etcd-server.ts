@@ -36,7 +36,6 @@ import {
   type PutRequest,
   type PutResponse,
   type RangeRequest,
-  type RangeResponse,
   type RequestOp,
   type ResponseHeader,
   type TxnRequest,
@@ -45,6 +44,7 @@ import {
 import { formatGoDuration, goPathError } from '../go-format.js';
 import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
+import type { EncodedRangeResponse } from '../proto/wire.js';
 import {
   applyDeleteRange,
   applyPut,
@@ -502,17 +502,18 @@ export class EtcdServer {
 
   /**
    * KV.Range: reads at the newest durable revision. `who` sends it (see `Who`); without it (the
-   * server's own calls) no permission is checked.
+   * server's own calls) no permission is checked. With `records`, the answer may carry its
+   * KeyValues as stored (see `applyRange`), for an encoder that sends them as they are.
    */
-  range(r: RangeRequest, who?: Who): RangeResponse {
+  range(r: RangeRequest, who?: Who, records = false): EncodedRangeResponse {
     this.checkStopped();
     checkRange(r);
     const ai = this.admit(who);
     if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
     const view = this.store.read();
-    let resp: RangeResponse;
+    let resp: EncodedRangeResponse;
     try {
-      resp = this.timed('read-only range ', () => applyRange(view, r));
+      resp = this.timed('read-only range ', () => applyRange(view, r, records));
     } finally {
       view.end();
     }

@@ -77,7 +77,10 @@ test('the Range, Put and DeleteRange response and header encoders write what the
   fc.assert(
     fc.property(header, kvs, fc.boolean(), int64, fc.option(keyValue, { nil: undefined }), (h, list, more, n, prev) => {
       const range: RangeResponse = { header: h, kvs: list, more, count: n };
-      assert.deepEqual(marshalRangeResponse(range), Buffer.from(RangeResponse.encode(range).finish()));
+      const generated = Buffer.from(RangeResponse.encode(range).finish());
+      assert.deepEqual(marshalRangeResponse(range), generated);
+      // The same KeyValues given as stored records (what a Range answer copies as they are).
+      assert.deepEqual(marshalRangeResponse({ header: h, kvs: [], records: list.map(marshalKeyValue), more, count: n }), generated);
       const put: PutResponse = { header: h, prevKv: prev };
       assert.deepEqual(marshalPutResponse(put), Buffer.from(PutResponse.encode(put).finish()));
       if (h !== undefined) assert.deepEqual(marshalHeaderField(h), Buffer.from(PutResponse.encode({ header: h, prevKv: undefined }).finish()));

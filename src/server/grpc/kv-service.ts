@@ -17,7 +17,8 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
     unary((r: Req, md) => fn(r, { md, wireBytes: requestSize(r) }));
   const serializers = { range: marshalRangeResponse, put: marshalPutResponse, deleteRange: marshalDeleteRangeResponse };
   grpc.addService(withWire(KVService, serializers), {
-    range: call((r: RangeRequest, who) => etcd.range(r, who)),
+    // Range's KeyValues leave as they are stored (marshalRangeResponse copies the records).
+    range: call((r: RangeRequest, who) => etcd.range(r, who, true)),
     put: call((r: PutRequest, who) => etcd.put(r, who)),
     deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who)),
     txn: call((r: TxnRequest, who) => etcd.txn(r, who)),
