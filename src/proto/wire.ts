@@ -215,12 +215,20 @@ export function marshalPutResponse(r: PutResponse): Buffer {
   return withKeyValues(head, 2, r.prevKv === undefined ? [] : [r.prevKv], []);
 }
 
-/** etcdserverpb.DeleteRangeResponse as protobuf bytes, exactly as `DeleteRangeResponse.encode` writes them. */
-export function marshalDeleteRangeResponse(r: DeleteRangeResponse): Buffer {
+/** A DeleteRangeResponse whose prev_kvs may be given as stored records: `prevKvs` is then empty. */
+export interface EncodedDeleteRangeResponse extends DeleteRangeResponse {
+  prevRecords?: readonly Buffer[];
+}
+
+/**
+ * etcdserverpb.DeleteRangeResponse as protobuf bytes, exactly as `DeleteRangeResponse.encode`
+ * writes them; with `prevRecords`, those are its prev_kvs, copied as they are.
+ */
+export function marshalDeleteRangeResponse(r: EncodedDeleteRangeResponse): Buffer {
   const head: number[] = [];
   pushHeader(head, r.header);
   pushInt64Field(head, 2, r.deleted);
-  return withKeyValues(head, 3, r.prevKvs, []);
+  return r.prevRecords === undefined ? withKeyValues(head, 3, r.prevKvs, []) : withRecords(head, 3, r.prevRecords, []);
 }
 
 /** A read position in protobuf bytes and the last varint read, as two 32-bit halves. */

@@ -18,7 +18,6 @@ import {
   RangeRequest_SortTarget,
   type Compare,
   type DeleteRangeRequest,
-  type DeleteRangeResponse,
   type PutRequest,
   type PutResponse,
   type RangeRequest,
@@ -28,7 +27,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import type { EncodedRangeResponse } from '../proto/wire.js';
+import type { EncodedDeleteRangeResponse, EncodedRangeResponse } from '../proto/wire.js';
 
 /** A header with only the revision set; the service fills the rest (etcd `header.fill`). */
 export function revHeader(rev: number): ResponseHeader {
@@ -247,13 +246,17 @@ export function applyPut(txn: TxnWrite, p: PutRequest): PutResponse {
   return { header: revHeader(txn.beginRev + 1), prevKv: p.prevKv ? prev : undefined };
 }
 
-/** etcd `applierV3backend.DeleteRange` inside a write txn. */
-export function applyDeleteRange(txn: TxnWrite, d: DeleteRangeRequest): DeleteRangeResponse {
+/**
+ * etcd `applierV3backend.DeleteRange` inside a write txn. With `records`, the prev_kvs asked
+ * for are given as their stored records (see `EncodedDeleteRangeResponse`).
+ */
+export function applyDeleteRange(txn: TxnWrite, d: DeleteRangeRequest, records = false): EncodedDeleteRangeResponse {
   const key = keyFromBytes(d.key);
   const end = rangeEndOf(d.rangeEnd);
-  const prevKvs = d.prevKv ? txn.range(key, end).kvs : [];
+  const prev = d.prevKv ? txn.range(key, end, { records }) : undefined;
   const deleted = txn.deleteRange(key, end);
-  return { header: revHeader(deleted > 0 || txn.changes.length > 0 ? txn.beginRev + 1 : txn.beginRev), deleted: BigInt(deleted), prevKvs };
+  const header = revHeader(deleted > 0 || txn.changes.length > 0 ? txn.beginRev + 1 : txn.beginRev);
+  return { header, deleted: BigInt(deleted), prevKvs: prev?.kvs ?? [], prevRecords: prev?.records };
 }
 
 // ---- Txn ----

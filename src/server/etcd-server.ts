@@ -28,7 +28,6 @@ import {
   type CompactionRequest,
   type CompactionResponse,
   type DeleteRangeRequest,
-  type DeleteRangeResponse,
   type LeaseGrantRequest,
   type LeaseGrantResponse,
   type LeaseRevokeRequest,
@@ -44,7 +43,7 @@ import {
 import { formatGoDuration, goPathError } from '../go-format.js';
 import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
-import type { EncodedRangeResponse } from '../proto/wire.js';
+import type { EncodedDeleteRangeResponse, EncodedRangeResponse } from '../proto/wire.js';
 import {
   applyDeleteRange,
   applyPut,
@@ -594,8 +593,11 @@ export class EtcdServer {
     return resp;
   }
 
-  /** KV.DeleteRange: resolves once the deletion is durable. `who` as for `range`. */
-  async deleteRange(r: DeleteRangeRequest, who?: Who): Promise<DeleteRangeResponse> {
+  /**
+   * KV.DeleteRange: resolves once the deletion is durable. `who` as for `range`; with `records`,
+   * the prev_kvs may be given as stored (see `applyDeleteRange`).
+   */
+  async deleteRange(r: DeleteRangeRequest, who?: Who, records = false): Promise<EncodedDeleteRangeResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     checkDelete(r);
@@ -606,7 +608,7 @@ export class EtcdServer {
         this.auth.checkDeleteRange(ai, r.key, r.rangeEnd);
         if (r.prevKv) this.auth.checkRange(ai, r.key, r.rangeEnd);
       }
-      return applyDeleteRange(txn, r);
+      return applyDeleteRange(txn, r, records);
     });
     this.fillHeader(resp.header);
     return resp;

@@ -85,7 +85,9 @@ test('the Range, Put and DeleteRange response and header encoders write what the
       assert.deepEqual(marshalPutResponse(put), Buffer.from(PutResponse.encode(put).finish()));
       if (h !== undefined) assert.deepEqual(marshalHeaderField(h), Buffer.from(PutResponse.encode({ header: h, prevKv: undefined }).finish()));
       const del: DeleteRangeResponse = { header: h, deleted: n, prevKvs: list };
-      assert.deepEqual(marshalDeleteRangeResponse(del), Buffer.from(DeleteRangeResponse.encode(del).finish()));
+      const generatedDel = Buffer.from(DeleteRangeResponse.encode(del).finish());
+      assert.deepEqual(marshalDeleteRangeResponse(del), generatedDel);
+      assert.deepEqual(marshalDeleteRangeResponse({ header: h, deleted: n, prevKvs: [], prevRecords: list.map(marshalKeyValue) }), generatedDel);
     }),
     { numRuns: 300 },
   );

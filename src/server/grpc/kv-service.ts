@@ -17,10 +17,11 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
     unary((r: Req, md) => fn(r, { md, wireBytes: requestSize(r) }));
   const serializers = { range: marshalRangeResponse, put: marshalPutResponse, deleteRange: marshalDeleteRangeResponse };
   grpc.addService(withWire(KVService, serializers), {
-    // Range's KeyValues leave as they are stored (marshalRangeResponse copies the records).
+    // Range's KeyValues and DeleteRange's prev_kvs leave as they are stored (the encoders copy
+    // the records).
     range: call((r: RangeRequest, who) => etcd.range(r, who, true)),
     put: call((r: PutRequest, who) => etcd.put(r, who)),
-    deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who)),
+    deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who, true)),
     txn: call((r: TxnRequest, who) => etcd.txn(r, who)),
     // etcd checks no permission for a compaction, only that a given token is valid, and its size.
     compact: unary((r: CompactionRequest, md) => {
