@@ -40,8 +40,9 @@ export type ClientOptions = ConnectionOptions;
 
 /**
  * A client of one etcd cluster (its endpoints). Create with `new Client({ endpoints })`;
- * release with `close()`. Unary calls pick endpoints round-robin and fail over on UNAVAILABLE;
- * reads are retried, writes only when the request was never sent.
+ * release with `close()`. Calls and streams go round-robin to the endpoints whose connection is
+ * established (waiting while none is; see `dialTimeoutMs`) and fail over on UNAVAILABLE;
+ * reads are retried until their deadline, writes only when the request was never sent.
  */
 export class Client {
   private readonly connection: Connection;
@@ -113,6 +114,8 @@ export class Client {
    * Watches a key or a range (see {@link WatchOptions}) and returns at once; the watch is
    * registered when `created` resolves. The watch resumes after disconnections from its last
    * delivered revision + 1, and ends with CompactedError when that revision was compacted.
+   * After `close()`, the returned watch ends at once with AbortError (`created` rejects, the
+   * iterator throws, 'error' if listened to), as calls after close() reject with it.
    * @throws TypeError when more than one of prefix / rangeEnd / fromKey is set.
    */
   watch(key: Bytes, options: WatchOptions = {}): Watcher {
@@ -170,8 +173,11 @@ export class Client {
 
   /**
    * Keeps a lease alive until `stop()`: renews it every TTL/3 over a LeaseKeepAlive stream,
-   * re-opening the stream (on the next endpoint) after disconnections. Emits 'lost' once when
-   * the server says the lease is gone or it expired while disconnected.
+   * re-opening the stream (on the next endpoint) after disconnections. Emits 'lost' once (and
+   * stops) when the server says the lease is gone, or when no renewal succeeded within the
+   * lease's TTL since the last one (within `dialTimeoutMs` + 1 s for the first), whether the
+   * stream broke or went silent: clientv3's keep-alive deadline. After `close()`, 'lost' fires
+   * at once with AbortError.
    */
   keepAlive(id: Int64, options?: KeepAliveOptions): LeaseKeepAlive {
     const keepAlive = new LeaseKeepAlive(this.connection, toBigInt(id), options, () => this.keepAlives.delete(keepAlive));

@@ -1,18 +1,23 @@
 /**
  * The client's connections: one grpc-js Channel per endpoint, shared by the KV, Watch, Lease
- * and Maintenance stubs of that endpoint; round-robin endpoint choice that skips endpoints
- * that failed recently (each failure pushes the endpoint's next try out by a backoff); the
- * unary call wrapper that adds deadlines, AbortSignals, failover and typed errors; and, with
- * `auth`, the client's token (etcd clientv3's `getToken` / `refreshToken`).
+ * and Maintenance stubs of that endpoint; round-robin endpoint choice, as clientv3's balancer,
+ * over the endpoints whose connection is established (among them, those that did not fail
+ * recently first: each failure pushes the endpoint back by a backoff), with a dial timeout
+ * that ends connection attempts stuck before the server's HTTP/2 SETTINGS; the unary call
+ * wrapper that adds deadlines, AbortSignals, failover and typed errors; and, with `auth`, the
+ * client's token (etcd clientv3's `getToken` / `refreshToken`).
  */
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import {
   Channel,
+  ChannelCredentials,
+  connectivityState as State,
   credentials,
   Metadata,
   status as Status,
   type CallOptions as GrpcCallOptions,
-  type ChannelCredentials,
   type ChannelOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
@@ -29,7 +34,7 @@ import {
   type AuthenticateResponse,
 } from '../proto/gen/rpc.gen.js';
 import { backoffDelayMs, sleep, type BackoffOptions } from './backoff.js';
-import { AbortError, InvalidAuthTokenError, toClientError, type EtcdClientError } from './errors.js';
+import { AbortError, DeadlineExceededError, InvalidAuthTokenError, toClientError, type EtcdClientError } from './errors.js';
 
 /** Refusals besides InvalidAuthTokenError after which a new token may succeed. */
 const TOKEN_REFUSALS = new Set(['etcdserver: user name is empty', 'etcdserver: revision of auth store is old']);
@@ -55,6 +60,17 @@ export interface ConnectionOptions {
   tls?: ClientTlsOptions;
   /** Default deadline of each unary call, in ms; per-call `timeoutMs` overrides. @default undefined (no deadline) */
   timeoutMs?: number;
+  /**
+   * How long a connection attempt to an endpoint may stay between TCP connect and the
+   * server's HTTP/2 SETTINGS (TLS and HTTP/2 handshakes), in ms, before it is abandoned and
+   * the endpoint is dialled again (after grpc-js's reconnect backoff). Calls and streams only
+   * go to endpoints whose connection is established, so a stalled endpoint (a stopped
+   * process, a listener that never answers) is routed around, and reconnected when it
+   * answers again. Also the first keep-alive's grace period (this + 1 s, see
+   * {@link Client.keepAlive}). Mirrors clientv3's `DialTimeout`.
+   * @default 5000
+   */
+  dialTimeoutMs?: number;
   /** Interval of HTTP/2 keepalive pings, in ms. @default 30000 */
   keepaliveTimeMs?: number;
   /** How long to wait for a keepalive ping ack before the connection is considered dead, in ms. @default 10000 */
@@ -80,6 +96,48 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** The grpc-js per-connection-attempt hook of ChannelCredentials (`SecureConnector`). */
+type SecureConnector = ReturnType<ChannelCredentials['_createSecureConnector']>;
+
+/**
+ * Channel credentials that show each connection attempt's TCP socket to `onSocket` before the
+ * TLS and HTTP/2 handshakes, so that an attempt stuck there can be ended: grpc-js has no
+ * connect timeout and waits for the server's SETTINGS forever. Delegates everything to
+ * grpc-js's own credentials through `_createSecureConnector`, which grpc-js (≥ 1.12) calls once
+ * per attempt.
+ */
+class DialTrackingCredentials extends ChannelCredentials {
+  private readonly inner: ChannelCredentials;
+  private readonly onSocket: (socket: Socket) => void;
+
+  constructor(inner: ChannelCredentials, onSocket: (socket: Socket) => void) {
+    super();
+    this.inner = inner;
+    this.onSocket = onSocket;
+  }
+
+  _isSecure(): boolean {
+    return this.inner._isSecure();
+  }
+
+  _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(...args: Parameters<ChannelCredentials['_createSecureConnector']>): SecureConnector {
+    const connector = this.inner._createSecureConnector(...args);
+    return {
+      connect: (socket) => {
+        this.onSocket(socket);
+        return connector.connect(socket);
+      },
+      waitForReady: () => connector.waitForReady(),
+      getCallCredentials: () => connector.getCallCredentials(),
+      destroy: () => connector.destroy(),
+    };
+  }
+}
+
 /** One endpoint: its channel, the service stubs on it, and its health bookkeeping. */
 export class Endpoint {
   /** The URL as given (normalised to carry a scheme). */
@@ -95,11 +153,23 @@ export class Endpoint {
   failures = 0;
   /** Date.now() before which the endpoint is skipped by round-robin. */
   downUntilMs = 0;
+  /** The TCP socket of the latest connection attempt, until the channel is READY. */
+  private attemptSocket: Socket | undefined;
+  /** Ends the connection attempt in progress after the dial timeout (set while CONNECTING). */
+  private dialTimer: NodeJS.Timeout | undefined;
+  private readonly dialTimeoutMs: number;
+  private readonly onStateChange: () => void;
 
-  constructor(url: string, creds: ChannelCredentials, options: ChannelOptions) {
+  /**
+   * @param dialTimeoutMs see {@link ConnectionOptions.dialTimeoutMs}.
+   * @param onStateChange called after every change of the channel's connectivity state.
+   */
+  constructor(url: string, creds: ChannelCredentials, options: ChannelOptions, dialTimeoutMs: number, onStateChange: () => void) {
     this.url = url;
+    this.dialTimeoutMs = dialTimeoutMs;
+    this.onStateChange = onStateChange;
     const target = new URL(url).host;
-    this.channel = new Channel(target, creds, options);
+    this.channel = new Channel(target, new DialTrackingCredentials(creds, (socket) => { this.attemptSocket = socket; }), options);
     const shared = { channelOverride: this.channel };
     this.kv = new KVClient(target, creds, shared);
     this.watch = new WatchClient(target, creds, shared);
@@ -107,6 +177,41 @@ export class Endpoint {
     this.maintenance = new MaintenanceClient(target, creds, shared);
     this.cluster = new ClusterClient(target, creds, shared);
     this.auth = new AuthClient(target, creds, shared);
+    this.followState();
+  }
+
+  /** The channel's connectivity state; an IDLE channel is asked to connect (clientv3 dials every endpoint). */
+  state(): State {
+    const state = this.channel.getConnectivityState(false);
+    if (state === State.IDLE) this.channel.getConnectivityState(true);
+    return state;
+  }
+
+  /**
+   * Follows the channel's state until it is shut down: while CONNECTING, a timer destroys the
+   * attempt's socket after the dial timeout (grpc-js then reports TRANSIENT_FAILURE and dials
+   * again after its backoff); each change is reported to `onStateChange`.
+   */
+  private followState(): void {
+    const state = this.channel.getConnectivityState(false);
+    if (state === State.SHUTDOWN) {
+      clearTimeout(this.dialTimer);
+      return;
+    }
+    if (state === State.CONNECTING) {
+      this.dialTimer ??= setTimeout(() => {
+        this.dialTimer = undefined;
+        this.attemptSocket?.destroy();
+      }, this.dialTimeoutMs).unref();
+    } else {
+      clearTimeout(this.dialTimer);
+      this.dialTimer = undefined;
+      if (state === State.READY) this.attemptSocket = undefined;
+    }
+    this.channel.watchConnectivityState(state, Infinity, () => {
+      this.followState();
+      this.onStateChange();
+    });
   }
 }
 
@@ -131,10 +236,14 @@ type ServerStreamMethod<Req, Res> = (request: Req, metadata: Metadata, options?:
 export class Connection {
   readonly endpoints: Endpoint[];
   readonly options: ConnectionOptions;
+  /** See {@link ConnectionOptions.dialTimeoutMs}. */
+  readonly dialTimeoutMs: number;
   /** Index of the endpoint round-robin tries next. */
   private cursor = 0;
-  /** Aborted by close(): ends retry sleeps and in-flight calls. */
+  /** Aborted by close(): ends retry sleeps, waits for a connection and in-flight calls. */
   private readonly closing = new AbortController();
+  /** Callers of `endpoint()` waiting for a change of some endpoint's connectivity state. */
+  private readonly stateWaiters = new Set<() => void>();
   /**
    * With `options.auth`: the token being fetched (`pending`) or used (`value`, '' while the
    * server has auth disabled); undefined = authenticate at the next call.
@@ -144,6 +253,9 @@ export class Connection {
   constructor(options: ConnectionOptions) {
     if (options.endpoints.length === 0) throw new TypeError('at least one endpoint is required');
     this.options = options;
+    this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
+    // Every in-flight call without a signal of its own listens to it: no listener limit.
+    setMaxListeners(0, this.closing.signal);
     const channelOptions: ChannelOptions = {
       'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 30_000,
       'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 10_000,
@@ -159,28 +271,75 @@ export class Connection {
       const creds = scheme === 'https:'
         ? credentials.createSsl(pem(options.tls?.ca), pem(options.tls?.key), pem(options.tls?.cert))
         : credentials.createInsecure();
-      return new Endpoint(url, creds, channelOptions);
+      return new Endpoint(url, creds, channelOptions, this.dialTimeoutMs, () => {
+        for (const wake of [...this.stateWaiters]) wake();
+      });
     });
   }
 
   /**
-   * The next endpoint in round-robin order that is not backing off; when all are, the one whose
-   * backoff ends first.
+   * The endpoint for the next call or stream, chosen as clientv3's balancer does: round-robin
+   * over the endpoints whose connection is established (READY). While none is, it waits for
+   * one (every endpoint is being dialled; see `dialTimeoutMs`), until `deadline`; when every
+   * endpoint's last connection attempt failed (TRANSIENT_FAILURE), it returns one at once, so
+   * that the call fails fast with UNAVAILABLE (and is retried by `unary`).
+   * @param signal ends the wait (see `abortSignal`).
+   * @param deadline Date.now() after which to stop waiting; none = wait as long as it takes.
+   * @throws AbortError when `signal` fires; DeadlineExceededError when `deadline` passes first.
    */
-  pick(): Endpoint {
+  async endpoint(signal: AbortSignal, deadline?: number): Promise<Endpoint> {
+    for (;;) {
+      if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
+      const states = this.endpoints.map((ep) => ep.state());
+      const ready = this.endpoints.filter((_, i) => states[i] === State.READY);
+      if (ready.length > 0) return this.roundRobin(ready);
+      if (states.every((s) => s === State.TRANSIENT_FAILURE)) return this.roundRobin(this.endpoints);
+      if (deadline !== undefined && Date.now() >= deadline) {
+        throw new DeadlineExceededError('context deadline exceeded: no connection to any endpoint', { code: Status.DEADLINE_EXCEEDED });
+      }
+      await this.stateChange(signal, deadline);
+    }
+  }
+
+  /**
+   * The next of `candidates` in round-robin order that is not backing off; when all are, the
+   * one whose backoff ends first.
+   */
+  private roundRobin(candidates: Endpoint[]): Endpoint {
     const now = Date.now();
     const n = this.endpoints.length;
     let best: Endpoint | undefined;
     for (let i = 0; i < n; i++) {
       const ep = this.endpoints[(this.cursor + i) % n]!;
+      if (!candidates.includes(ep)) continue;
       if (ep.downUntilMs <= now) {
-        this.cursor = (this.cursor + i + 1) % n;
-        return ep;
+        best = ep;
+        break;
       }
       if (best === undefined || ep.downUntilMs < best.downUntilMs) best = ep;
     }
     this.cursor = (this.endpoints.indexOf(best!) + 1) % n;
     return best!;
+  }
+
+  /**
+   * Resolves at the next change of some endpoint's connectivity state, at `deadline`, or when
+   * `signal` fires; at the latest after the dial timeout, since its (ref'd) timer is what keeps
+   * the process alive while grpc-js connects (its sockets are unref'd).
+   */
+  private stateChange(signal: AbortSignal, deadline: number | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const wait = Math.min(this.dialTimeoutMs, deadline === undefined ? Infinity : deadline - Date.now());
+      const timer = setTimeout(() => done(), wait);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.stateWaiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.stateWaiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
   }
 
   /** Records a failure of `ep`: round-robin skips it for a backoff that grows with each failure. */
@@ -202,11 +361,17 @@ export class Connection {
 
   /**
    * Runs one unary call with failover. `method` returns the stub method bound to its stub,
-   * e.g. `(ep) => ep.kv.range.bind(ep.kv)`. A call that fails with UNAVAILABLE is retried on the
-   * next endpoint (after a backoff once every endpoint failed) until the deadline, when either
-   * it is `idempotent` or the failure says no connection was established (the request never
-   * left the client). Other failures are thrown as typed errors.
-   * @throws EtcdClientError subclasses (see errors.ts); AbortError when `signal` fires or the client closes.
+   * e.g. `(ep) => ep.kv.range.bind(ep.kv)`. The call goes to a connected endpoint (see
+   * `endpoint()`). A call that fails with UNAVAILABLE is retried on the next endpoint (after a
+   * backoff once every endpoint failed) until the deadline, when either it is `idempotent` or
+   * the failure says no connection was established (the request never left the client); at
+   * the deadline it fails with DeadlineExceededError (`cause`: the last failure), as clientv3's
+   * retry interceptor does. Other failures are thrown as typed errors; an endpoint that let a
+   * call run into its deadline (e.g. a stopped server on an open connection) is marked down,
+   * so the next calls prefer the other connected endpoints.
+   * @throws EtcdClientError subclasses (see errors.ts); DeadlineExceededError when the deadline
+   *   passes (also while waiting for a connection or the auth token); AbortError when `signal`
+   *   fires or the client closes.
    */
   async unary<Req, Res>(
     method: (ep: Endpoint) => UnaryMethod<Req, Res>,
@@ -218,19 +383,20 @@ export class Connection {
   }
 
   /**
-   * Runs one server-streaming call on the next endpoint and yields its messages. There is no
+   * Runs one server-streaming call on the next connected endpoint (see `endpoint()`) and yields its messages. There is no
    * failover once a stream has begun (it cannot resume on another endpoint); a token the server
    * refuses before the first message is renewed once. Stopping the iteration cancels the call.
    * `timeoutMs` bounds the whole stream (none unless given).
-   * @throws EtcdClientError subclasses as the stream fails; AbortError when `signal` fires or the client closes.
+   * @throws EtcdClientError subclasses as the stream fails; DeadlineExceededError when `timeoutMs`
+   *   passes (also before a connection or the auth token); AbortError when `signal` fires or the client closes.
    */
   async *serverStream<Req, Res>(method: (ep: Endpoint) => ServerStreamMethod<Req, Res>, request: Req, callOptions: CallOptions | undefined): AsyncGenerator<Res> {
-    const signal = this.callSignal(callOptions);
+    const signal = this.abortSignal(callOptions?.signal);
     const deadline = callOptions?.timeoutMs === undefined ? undefined : Date.now() + callOptions.timeoutMs;
     for (let renewed = false; ; renewed = true) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
-      const ep = this.pick();
-      const metadata = await this.metadata(signal);
+      const ep = await this.endpoint(signal, deadline);
+      const metadata = await this.metadata(signal, deadline);
       const call = method(ep)(request, metadata, deadline === undefined ? {} : { deadline });
       const onAbort = (): void => call.cancel();
       signal.addEventListener('abort', onAbort, { once: true });
@@ -255,9 +421,9 @@ export class Connection {
     }
   }
 
-  /** What ends a call: the caller's `signal`, if any, or the client's close. */
-  private callSignal(callOptions: CallOptions | undefined): AbortSignal {
-    return callOptions?.signal === undefined ? this.closing.signal : AbortSignal.any([callOptions.signal, this.closing.signal]);
+  /** What ends a call or stream: `signal`, if any, or the client's close. */
+  abortSignal(signal: AbortSignal | undefined): AbortSignal {
+    return signal === undefined ? this.closing.signal : AbortSignal.any([signal, this.closing.signal]);
   }
 
   /** `unary`, with the auth token in the metadata when `withToken` and the client has credentials. */
@@ -270,12 +436,17 @@ export class Connection {
   ): Promise<Res> {
     const timeoutMs = callOptions?.timeoutMs ?? this.options.timeoutMs;
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    const signal = this.callSignal(callOptions);
+    const signal = this.abortSignal(callOptions?.signal);
     let renewed = false;
+    /** The last failure that was retried: the cause of the deadline error. */
+    let last: EtcdClientError | undefined;
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
-      const ep = this.pick();
-      const metadata = withToken ? await this.metadata(signal) : callMetadata();
+      if (deadline !== undefined && Date.now() >= deadline && last !== undefined) {
+        throw new DeadlineExceededError(`context deadline exceeded; last error: ${last.message}`, { cause: last, code: Status.DEADLINE_EXCEEDED });
+      }
+      const ep = await this.endpoint(signal, deadline);
+      const metadata = withToken ? await this.metadata(signal, deadline) : callMetadata();
       try {
         const response = await invoke(method(ep), request, metadata, deadline, signal);
         this.markUp(ep);
@@ -289,12 +460,16 @@ export class Connection {
         }
         const notSent = typed.code === Status.UNAVAILABLE && /No connection established|ECONNREFUSED/.test(typed.message);
         const retry = typed.code === Status.UNAVAILABLE && (idempotent || notSent);
-        if (!retry || (deadline !== undefined && Date.now() >= deadline)) throw typed;
+        if (!retry) {
+          // A stopped server keeps its connection READY: let the next calls try another endpoint first.
+          if (typed instanceof DeadlineExceededError) this.markDown(ep);
+          throw typed;
+        }
+        last = typed;
         this.markDown(ep);
         if (attempt % this.endpoints.length === 0) {
           const wait = this.retryDelayMs(attempt / this.endpoints.length);
-          if (deadline !== undefined && Date.now() + wait >= deadline) throw typed;
-          await sleep(wait, signal).catch(() => undefined);
+          await sleep(deadline === undefined ? wait : Math.min(wait, deadline - Date.now()), signal).catch(() => undefined);
         }
       }
     }
@@ -303,10 +478,11 @@ export class Connection {
   /**
    * The metadata of a call or stream: `client-api-version`, and the token when the client has
    * credentials (authenticating first when it has no token yet, with the client's default
-   * deadline; `signal` stops only this caller's wait).
-   * @throws AuthFailedError for wrong credentials; AbortError when `signal` fires; the errors of `unary` otherwise.
+   * deadline; `signal` and `deadline` end only this caller's wait).
+   * @throws AuthFailedError for wrong credentials; AbortError when `signal` fires;
+   *   DeadlineExceededError when `deadline` (a Date.now() value) passes first; the errors of `unary` otherwise.
    */
-  async metadata(signal?: AbortSignal): Promise<Metadata> {
+  async metadata(signal: AbortSignal, deadline?: number): Promise<Metadata> {
     const metadata = callMetadata();
     const auth = this.options.auth;
     if (auth === undefined) return metadata;
@@ -320,17 +496,7 @@ export class Connection {
         },
       );
     }
-    const token = signal === undefined ? await this.token.pending : await abortable(this.token.pending, signal);
-    if (token !== '') metadata.set('token', token);
-    return metadata;
-  }
-
-  /** The metadata of a call when it needs no waiting (no credentials, or a token at hand), else undefined. */
-  readyMetadata(): Metadata | undefined {
-    if (this.options.auth === undefined) return callMetadata();
-    const token = this.token?.value;
-    if (token === undefined) return undefined;
-    const metadata = callMetadata();
+    const token = this.token.value ?? await bounded(this.token.pending, signal, deadline);
     if (token !== '') metadata.set('token', token);
     return metadata;
   }
@@ -378,19 +544,30 @@ export function callMetadata(): Metadata {
   return metadata;
 }
 
-/** `promise`, or AbortError as soon as `signal` fires. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+/** `promise`, or AbortError as soon as `signal` fires, or DeadlineExceededError at `deadline` (a Date.now() value). */
+function bounded<T>(promise: Promise<T>, signal: AbortSignal, deadline: number | undefined): Promise<T> {
   if (signal.aborted) return Promise.reject(new AbortError('call aborted', { cause: signal.reason }));
   return new Promise((resolve, reject) => {
-    const onAbort = (): void => reject(new AbortError('call aborted', { cause: signal.reason }));
+    const settle = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAbort = (): void => {
+      settle();
+      reject(new AbortError('call aborted', { cause: signal.reason }));
+    };
+    const timer = deadline === undefined ? undefined : setTimeout(() => {
+      settle();
+      reject(new DeadlineExceededError('context deadline exceeded: waiting for the auth token', { code: Status.DEADLINE_EXCEEDED }));
+    }, deadline - Date.now());
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(
       (v) => {
-        signal.removeEventListener('abort', onAbort);
+        settle();
         resolve(v);
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        settle();
         reject(err);
       },
     );

@@ -66,7 +66,11 @@ export class AuthFailedError extends EtcdClientError {
   override name = 'AuthFailedError';
 }
 
-/** The request exceeds the server's `--max-request-bytes` (`etcdserver: request is too large`). */
+/**
+ * The request exceeds the server's `--max-request-bytes` (`etcdserver: request is too large`),
+ * or even its gRPC message limit (RESOURCE_EXHAUSTED `grpc: received message larger than max`,
+ * above `--max-request-bytes` + 512 KiB on etcd).
+ */
 export class RequestTooLargeError extends EtcdClientError {
   override name = 'RequestTooLargeError';
 }
@@ -113,9 +117,13 @@ const BY_MESSAGE: ReadonlyMap<string, new (message: string, options: { cause?: u
 
 const COMPACTED_MESSAGE = 'etcdserver: mvcc: required revision has been compacted';
 
+/** gRPC's refusal of an oversized message (`grpc: received message larger than max (N vs. M)`, or grpc-js's wording). */
+const MESSAGE_TOO_LARGE = /message larger than max/i;
+
 /**
  * Converts a grpc-js error (or anything thrown) into an {@link EtcdClientError} subclass:
- * first by etcd's exact message text, then by gRPC code (UNAVAILABLE → UnavailableError,
+ * first by etcd's exact message text (and gRPC's message-size refusal → RequestTooLargeError),
+ * then by gRPC code (UNAVAILABLE → UnavailableError,
  * DEADLINE_EXCEEDED → DeadlineExceededError, CANCELLED → AbortError), else the base class.
  * Already-typed errors are returned unchanged.
  */
@@ -128,10 +136,20 @@ export function toClientError(err: unknown): EtcdClientError {
   if (details === COMPACTED_MESSAGE) return new CompactedError(details, 0n, options);
   const known = BY_MESSAGE.get(details);
   if (known !== undefined) return new known(details, options);
+  if (code === Status.RESOURCE_EXHAUSTED && MESSAGE_TOO_LARGE.test(details)) return new RequestTooLargeError(details, options);
   switch (code) {
     case Status.UNAVAILABLE: return new UnavailableError(details, options);
     case Status.DEADLINE_EXCEEDED: return new DeadlineExceededError(details, options);
     case Status.CANCELLED: return new AbortError(details, options);
     default: return new EtcdClientError(details, options);
   }
+}
+
+/**
+ * `err` as a watch's or keep-alive's 'disconnected' event reports it: those failures are
+ * retried by the client itself, so the error says `retryable`: `err` when it is, else an
+ * {@link UnavailableError} with its message and code and `err` as `cause`.
+ */
+export function retriedError(err: EtcdClientError): EtcdClientError {
+  return err.retryable ? err : new UnavailableError(err.message, { cause: err, code: err.code });
 }

@@ -17,7 +17,8 @@
  *   any state ── client.close() ──► Closed (stream cancelled, every watcher ends)
  * ```
  *
- * - *Connecting*: a Watch call was opened on `connection.pick()` and one create request per
+ * - *Connecting*: once `connection.endpoint()` gave a connected endpoint (it waits while none
+ *   is) and the auth token is at hand, a Watch call was opened on it and one create request per
  *   live watcher was written (pipelined). Each create carries `start_revision = nextRev`: the
  *   revision after the last one delivered (or the caller's start revision / 0 before the
  *   first response).
@@ -28,7 +29,8 @@
  *   before its ack gets a cancel request for the acknowledged ID instead.
  * - A stream error that is not a halt error (permission denied, invalid argument, …) is a
  *   disconnection: IDs, pending creates and partial fragments of that stream are dropped,
- *   and the group goes to *Backoff*. A halt error ends every watcher with it.
+ *   and the group goes to *Backoff*. A halt error ends every watcher with it, as does the
+ *   AbortError of a client closed before the stream could open (a watch made after close()).
  *
  * ## Guarantees to the user
  * Events are delivered in revision order, each once: a watcher only accepts events with
@@ -48,7 +50,7 @@ import {
   type WatchResponse as WatchResponseMessage,
 } from '../proto/gen/rpc.gen.js';
 import type { Connection, Endpoint } from './connection.js';
-import { CompactedError, EtcdClientError, toClientError } from './errors.js';
+import { AbortError, CompactedError, EtcdClientError, retriedError, toClientError, UnavailableError } from './errors.js';
 import { rangeEndOf, toBigInt, toBuffer, type Bytes, type Int64, type RangeOptions } from './kv.js';
 
 /** Options of {@link Client.watch}. */
@@ -96,11 +98,14 @@ export interface WatcherEvents {
   response: [response: WatchResponse];
   /** A progress notification (per-watch, or stream-wide after `requestProgress()`). */
   progress: [response: WatchResponse];
-  /** The stream broke; the watch will be re-created from its next revision. */
+  /** The stream broke; the watch will be re-created from its next revision (the error is `retryable`). */
   disconnected: [error: EtcdClientError];
   /** The watch was re-created on a new stream after a disconnection. */
   connected: [];
-  /** The watch ended with an error (e.g. {@link CompactedError}); 'end' follows. Only emitted when listened to. */
+  /**
+   * The watch ended with an error (e.g. {@link CompactedError}, or AbortError for a watch made
+   * after `client.close()`); 'end' follows. Only emitted when listened to.
+   */
   error: [error: EtcdClientError];
   /** The watch ended (cancelled, client closed, or after 'error'). */
   end: [];
@@ -230,7 +235,7 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   /** @internal The stream broke; the watch stays and will be re-created. */
   onDisconnected(err: EtcdClientError): void {
     this.watchId = undefined;
-    this.emit('disconnected', err);
+    this.emit('disconnected', retriedError(err));
   }
 
   /** @internal Ends the watch: with `err` (emits 'error' when listened to, the iterator throws) or cleanly. */
@@ -295,8 +300,8 @@ export class WatchStream {
   /** Consecutive failed connection attempts. */
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  /** True while the client authenticates before opening a call. */
-  private connecting = false;
+  /** Set while waiting for a connected endpoint and the auth token before opening a call; aborted by stop(). */
+  private connecting: AbortController | undefined;
   /** The metadata `call` was opened with (its auth token). */
   private metadata: Metadata | undefined;
   private closed = false;
@@ -314,7 +319,7 @@ export class WatchStream {
     }
     this.watchers.add(watcher);
     if (this.call !== undefined) this.sendCreate(this.call, watcher);
-    else if (this.reconnectTimer === undefined && !this.connecting) this.connect();
+    else if (this.reconnectTimer === undefined && this.connecting === undefined) this.connect();
   }
 
   /**
@@ -353,6 +358,8 @@ export class WatchStream {
   private stop(): void {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
+    this.connecting?.abort();
+    this.connecting = undefined;
     const call = this.call;
     this.call = undefined;
     this.reset();
@@ -371,25 +378,36 @@ export class WatchStream {
     call.write(watcher.createRequest());
   }
 
-  /** Opens a call, once the client has its auth token (see `Connection.metadata`). */
+  /**
+   * Opens a call on a connected endpoint (see `Connection.endpoint`), once the client has its
+   * auth token (see `Connection.metadata`). A failed authentication is a disconnection; the
+   * client's close ends every watcher with AbortError.
+   */
   private connect(): void {
     this.reconnectTimer = undefined;
-    const endpoint = this.connection.pick();
-    const ready = this.connection.readyMetadata();
-    if (ready !== undefined) {
-      this.openCall(endpoint, ready);
-      return;
-    }
-    this.connecting = true;
-    this.connection.metadata().then(
+    const attempt = new AbortController();
+    this.connecting = attempt;
+    const signal = this.connection.abortSignal(attempt.signal);
+    let endpoint: Endpoint | undefined;
+    this.connection.endpoint(signal).then(async (ep) => {
+      endpoint = ep;
+      return this.connection.metadata(signal);
+    }).then(
       (metadata) => {
-        this.connecting = false;
-        if (!this.closed && this.watchers.size > 0) this.openCall(endpoint, metadata);
+        if (this.connecting !== attempt) return;
+        this.connecting = undefined;
+        this.openCall(endpoint!, metadata);
       },
       (err: unknown) => {
-        this.connecting = false;
+        if (this.connecting !== attempt) return;
+        this.connecting = undefined;
+        const typed = toClientError(err);
+        if (typed instanceof AbortError) {
+          for (const w of [...this.watchers]) this.drop(w, typed);
+          return;
+        }
         this.endpoint = endpoint;
-        if (!this.closed && this.watchers.size > 0) this.onBroken(toClientError(err));
+        this.onBroken(typed);
       },
     );
   }
@@ -406,7 +424,7 @@ export class WatchStream {
       if (this.call === call) this.onBroken(toClientError(err));
     });
     call.on('end', () => {
-      if (this.call === call) this.onBroken(new EtcdClientError('watch stream ended by the server', { code: Status.UNAVAILABLE }));
+      if (this.call === call) this.onBroken(new UnavailableError('watch stream ended by the server', { code: Status.UNAVAILABLE }));
     });
     for (const w of this.watchers) this.sendCreate(call, w);
   }
@@ -430,7 +448,7 @@ export class WatchStream {
         // A token that expired, or none while auth got enabled: reconnect with a new one (the
         // watcher stays and is created again on the new call).
         if (this.metadata !== undefined && this.connection.refusedToken(err, this.metadata)) {
-          this.onBroken(new EtcdClientError(err.message, { cause: err, code: Status.UNAVAILABLE }));
+          this.onBroken(new UnavailableError(err.message, { cause: err, code: Status.UNAVAILABLE }));
           return;
         }
         this.drop(watcher, err);
@@ -486,7 +504,7 @@ export class WatchStream {
       for (const w of [...this.watchers]) this.drop(w, err);
       return;
     }
-    if (!wasOpen) this.connection.markDown(this.endpoint!);
+    if (!wasOpen && this.endpoint !== undefined) this.connection.markDown(this.endpoint);
     for (const w of this.watchers) w.onDisconnected(err);
     this.attempt++;
     const delay = this.connection.retryDelayMs(this.attempt);

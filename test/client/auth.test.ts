@@ -166,6 +166,8 @@ for (const { kind, skip } of KINDS) {
       t.after(() => client.close());
       await client.put('/a/1', 'v1');
       const w = client.watch('/a/', { prefix: true });
+      const disconnections: EtcdClientError[] = [];
+      w.on('disconnected', (err) => disconnections.push(err));
       await w.created;
       // Each etcdctl step authenticates on its own; the user added moves the auth revision.
       await ctl(server.endpoint, ['--user', 'root:rootpw', 'user', 'add', 'carol', '--new-user-password=c']);
@@ -174,6 +176,9 @@ for (const { kind, skip } of KINDS) {
       // A create on the old stream is refused for the old token; the client reconnects.
       const second = client.watch('/a/2');
       await second.created;
+      // The reconnection is reported to the watch already there, as retried (retryable).
+      assert.ok(disconnections.length > 0);
+      for (const err of disconnections) assert.equal(err.retryable, true, `${err.name}: ${err.message}`);
       const got = new Promise<string>((resolve) => second.once('event', (e) => resolve(e.kv.value.toString())));
       await client.put('/a/2', 'seen');
       assert.equal(await got, 'seen');

@@ -7,6 +7,11 @@ export interface Proxy {
   readonly url: string;
   /** Drops every open connection and resets new ones until resume(). */
   pause(): void;
+  /**
+   * Accepts new connections without ever answering (their data is dropped, like a stopped
+   * server's backlog) until resume(); they stay silent after it. Open connections are kept.
+   */
+  stall(): void;
   /** Accepts and forwards connections again. */
   resume(): void;
   /** Drops every open connection (new ones are accepted). */
@@ -19,9 +24,17 @@ export async function startProxy(target: string): Promise<Proxy> {
   const { hostname, port } = new URL(target.includes('://') ? target : `http://${target}`);
   const sockets = new Set<Socket>();
   let paused = false;
+  let stalled = false;
   const server = createServer((inbound) => {
     if (paused) {
       inbound.resetAndDestroy();
+      return;
+    }
+    if (stalled) {
+      sockets.add(inbound);
+      inbound.on('close', () => sockets.delete(inbound));
+      inbound.on('error', () => inbound.destroy());
+      inbound.resume();
       return;
     }
     const outbound = connect(Number(port), hostname);
@@ -41,7 +54,8 @@ export async function startProxy(target: string): Promise<Proxy> {
   return {
     url: `http://127.0.0.1:${address.port}`,
     pause: () => { paused = true; dropConnections(); },
-    resume: () => { paused = false; },
+    stall: () => { stalled = true; },
+    resume: () => { paused = false; stalled = false; },
     dropConnections,
     close: () => new Promise((resolve) => {
       dropConnections();
