@@ -954,6 +954,18 @@ function buildConfig(
       throw new FlagError(`--${name} "${urls.join(',')}" must be "host:port" (unexpected empty host (${empty}))`);
     }
   }
+  // 2a. Bootstrap (etcd `Config.Validate`): at most one of --initial-cluster, --discovery and
+  // --discovery-srv; etcdmain drops the default --initial-cluster when a discovery flag is
+  // given without it. (A configuration file keeps etcd's default cluster beside its discovery
+  // settings; not checked here.)
+  if (!fromFile) {
+    const given = (name: string) => (text(name) ?? '') !== '';
+    const discovery = given('discovery') || given('discovery-srv') || given('discovery-srv-name');
+    const cluster = values.has('initial-cluster') ? given('initial-cluster') : !discovery;
+    if ([given('discovery'), cluster, given('discovery-srv')].filter(Boolean).length > 1) {
+      throw new FlagError('multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", "discovery" or "discovery-srv"');
+    }
+  }
   // 2b. Raft timing (etcd `Config.Validate`), of which a single member keeps the lease rules.
   config.heartbeatIntervalMs = integer('heartbeat-interval') ?? config.heartbeatIntervalMs;
   config.electionTimeoutMs = integer('election-timeout') ?? config.electionTimeoutMs;

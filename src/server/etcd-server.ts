@@ -439,6 +439,14 @@ export class EtcdServer {
     return header;
   }
 
+  /**
+   * The empty v2 QGET etcd's HTTP /health proposes to prove a quorum (etcd `checkHealth`): a
+   * single member has nothing to prove, but the entry counts in the raft index as etcd's does.
+   */
+  quorumGet(): void {
+    this.bumpRaftIndex();
+  }
+
   /** Counts one applied write request (a raft entry) and queues it with the current batch. */
   private bumpRaftIndex(): void {
     this.raftIndexValue++;

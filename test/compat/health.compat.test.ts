@@ -1,9 +1,11 @@
 // The gRPC health service (grpc.health.v1.Health, what Kubernetes' gRPC probes call) against a
-// real etcd 3.4: the same Check and Watch calls to both servers, the same answers.
+// real etcd 3.4: the same Check and Watch calls to both servers, the same answers; and the
+// raft entry each healthy HTTP /health answer costs.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { HealthClient, type HealthCheckResponse } from '../../src/proto/gen/health.gen.js';
+import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** Check(`service`): the status, or the error's code and message. */
@@ -45,5 +47,28 @@ describe('gRPC health service: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReas
     const etcd = await answers(servers[0]!);
     assert.deepEqual(etcd[0], { status: 1 }, 'etcd 3.4 as measured: SERVING');
     assert.deepEqual(await answers(servers[1]!), etcd);
+  });
+});
+
+/** The raft index `endpoint status` reports. */
+async function raftIndex(server: ServerHandle): Promise<number> {
+  const out = await etcdctl(server.endpoint, ['endpoint', 'status', '-w', 'json']);
+  return (JSON.parse(out.stdout) as { Status: { raftIndex: number } }[])[0]!.Status.raftIndex;
+}
+
+describe('HTTP /health: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
+  it('a healthy answer adds one raft entry (etcd proposes a QGET), as many as etcd adds', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    const grown = await Promise.all(
+      servers.map(async (s) => {
+        const before = await raftIndex(s);
+        for (let i = 0; i < 3; i++) {
+          const res = await fetch(`${s.endpoint}/health`);
+          assert.equal(await res.text(), '{"health":"true"}');
+        }
+        return (await raftIndex(s)) - before;
+      }),
+    );
+    assert.deepEqual(grown, [3, 3]);
   });
 });

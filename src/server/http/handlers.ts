@@ -3,9 +3,9 @@
  * 3.4 does (status codes, bodies and headers measured on the real etcd):
  *
  * - `GET /health`: 200 `{"health":"true"}`, or 503 `{"health":"false"}` + newline while an
- *   alarm is active; `?exclude=NOSPACE` (repeatable) ignores that alarm. etcd also proposes an
- *   empty v2 QGET through raft to prove a quorum; a single member has nothing to prove, so we
- *   do not (and, unlike etcd, a /health call does not add a raft index).
+ *   alarm is active; `?exclude=NOSPACE` (repeatable) ignores that alarm. A healthy answer costs
+ *   one raft entry, as etcd proposes an empty v2 QGET through raft to prove a quorum
+ *   (`EtcdServer.quorumGet`): `endpoint status` shows the raft index grow with each probe.
  * - `GET /livez`, `GET /readyz` (etcd 3.4.29 and 3.5.11 on; Kubernetes probes them): named
  *   checks ({@link PROBE_CHECKS}); 200 `ok` when all pass (each check's line before it with
  *   `?verbose`), else 503 with every check's line; `?exclude=<name>` (repeatable) skips one;
@@ -328,6 +328,7 @@ export function httpHandler(etcd: EtcdServer, metrics: ServerMetrics, options: H
       case '/health': {
         if (!allowMethod(req, res, 'GET')) return;
         const ok = healthy(etcd, url.searchParams.getAll('exclude'));
+        if (ok) etcd.quorumGet();
         metrics.healthChecked(ok);
         if (ok) {
           // etcd writes no Content-Type here; Go sniffs the JSON as text.
