@@ -169,6 +169,8 @@ const goQuoted = (list: readonly string[]): string => `[${list.map((u) => JSON.s
  *   way round) when this member's URLs differ there. etcd resolves host names through DNS
  *   before it compares; so, without DNS here, URLs naming a host other than an IP address or
  *   `localhost` are not compared;
+ * - `failed to resolve … to match --initial-cluster=… (len(…) != len(…))` when they hold the
+ *   same URLs but one side repeats some;
  * - `initial cluster … has duplicate url`;
  * - `cannot fetch cluster info from peer urls: …` for `existing`: there are no peers to ask.
  */
@@ -207,7 +209,10 @@ export function verifyBootstrap(config: ServerConfig): void {
       throw new Error(`--initial-cluster has ${notAdvertised.map((u) => `${name}=${u}`).join(',')} but missing from --initial-advertise-peer-urls=${apurls.join(',')} (${why})`);
     }
     const notListed = apurls.filter((u) => !urls.includes(u));
-    throw new Error(`--initial-advertise-peer-urls has ${notListed.join(',')} but missing from --initial-cluster=${apurls.map((u) => `${name}=${u}`).join(',')}`);
+    const advertised = apurls.map((u) => `${name}=${u}`).join(',');
+    if (notListed.length > 0) throw new Error(`--initial-advertise-peer-urls has ${notListed.join(',')} but missing from --initial-cluster=${advertised}`);
+    // The same URLs, one side repeating some: etcd's comparison fails on the lengths alone.
+    throw new Error(`failed to resolve ${apurls.join(',')} to match --initial-cluster=${advertised} (${why})`);
   }
   const all = [...cluster.values()].flat();
   if (new Set(all).size !== all.length) {

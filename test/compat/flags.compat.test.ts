@@ -49,6 +49,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--initial-cluster', 'default=http://localhost:2380', '--discovery', 'http://127.0.0.1:1/v2/keys/x']],
       [['--initial-cluster', 'default=http://localhost:2380', '--discovery-srv', 'example.invalid']],
       [[], { ETCD_INITIAL_CLUSTER: 'default=http://localhost:2380', ETCD_DISCOVERY: 'http://127.0.0.1:1/v2/keys/x' }],
+      [['--initial-cluster', 'default=http://localhost:2380,default=http://localhost:2380']],
       // Refused as Go's listener refuses them.
       [['--listen-client-urls', 'http://127.0.0.1:99999', '--advertise-client-urls', 'http://127.0.0.1:1']],
       [['--listen-client-urls', 'http://10.99.99.99:2379', '--advertise-client-urls', 'http://127.0.0.1:1']],
