@@ -775,6 +775,8 @@ export function parseGoDuration(text: string): number {
     const whole = number[1] as string;
     const fraction = number[2] ?? '';
     if (whole === '' && fraction === '') throw new Error(`time: invalid duration ${quoted}`);
+    // Go's leadingInt refuses an integer part past 2^63 before the unit is looked at.
+    if (BigInt(whole || '0') > 1n << 63n) throw new Error(`time: invalid duration ${quoted}`);
     s = s.slice(number[0].length);
     const unitLength = s.search(/[0-9.]/);
     const unit = unitLength < 0 ? s : s.slice(0, unitLength);
@@ -788,6 +790,15 @@ export function parseGoDuration(text: string): number {
   }
   const ms = Number(totalNs) / 1e6;
   return negative ? -ms : ms;
+}
+
+/**
+ * True when etcd reads an `--auto-compaction-retention` as a count (hours or revisions): what
+ * Go's `strconv.Atoi` takes (an optional sign, digits, within int64) and is not negative
+ * (etcd `parseCompactionRetention`); anything else is read as a Go duration.
+ */
+export function isRetentionCount(retention: string): boolean {
+  return /^\+?[0-9]+$/.test(retention) && BigInt(retention) <= (1n << 63n) - 1n;
 }
 
 /** One URL of an etcd URL list: `url` as given (scheme lower-cased), `host` without brackets. */
@@ -997,7 +1008,7 @@ function buildConfig(
     throw new FlagError('setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint');
   }
   config.autoCompactionRetention = text('auto-compaction-retention') || '0';
-  if (!/^\+?[0-9]+$/.test(config.autoCompactionRetention)) {
+  if (!isRetentionCount(config.autoCompactionRetention)) {
     // etcd parseCompactionRetention: a non-negative integer (hours or revisions), else a duration.
     try {
       parseGoDuration(config.autoCompactionRetention);

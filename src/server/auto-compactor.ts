@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import type { AutoCompactionMode } from '../config.js';
-import { parseGoDuration } from '../cli/flags.js';
+import { isRetentionCount, parseGoDuration } from '../cli/flags.js';
 import { formatGoDuration } from '../go-format.js';
 import { plog } from '../logger.js';
 
@@ -35,7 +35,7 @@ const HOUR_MS = 60 * 60 * 1000;
  * unparsable value.
  */
 export function parseRetention(mode: AutoCompactionMode, retention: string): number {
-  if (/^-?\d+$/.test(retention)) return mode === 'periodic' ? Number(retention) * HOUR_MS : mode === 'revision' ? Number(retention) : 0;
+  if (isRetentionCount(retention)) return mode === 'periodic' ? Number(retention) * HOUR_MS : mode === 'revision' ? Number(retention) : 0;
   const ms = parseGoDuration(retention);
   return mode === 'periodic' ? ms : mode === 'revision' ? ms * 1e6 : 0;
 }

@@ -66,6 +66,8 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--election-timeout', '0', '--heartbeat-interval', '0']],
       // Refused at start: exit 1.
       [['--auto-compaction-retention', '1x']],
+      [['--auto-compaction-retention', '99999999999999999999']],
+      [['--auto-compaction-retention', '-5']],
       // A new member's cluster flags, checked as etcd checks them.
       [['--initial-cluster', 'foo=http://localhost:2380']],
       [['--initial-cluster', 'default']],

@@ -15,6 +15,11 @@ test('retention parsing follows etcd: bare numbers are hours (periodic) or revis
   assert.equal(parseRetention('', '1'), 0);
   assert.equal(parseRetention('', '5m'), 0);
   assert.throws(() => parseRetention('revision', '5x'));
+  // Go's strconv.Atoi takes a leading '+'; a negative count is read as a duration, which needs a unit.
+  assert.equal(parseRetention('periodic', '+5'), 5 * 3_600_000);
+  assert.equal(parseRetention('revision', '+5'), 5);
+  assert.throws(() => parseRetention('periodic', '-5'), /time: missing unit in duration "-5"/);
+  assert.throws(() => parseRetention('periodic', '99999999999999999999'), /time: invalid duration "99999999999999999999"/);
 });
 
 test('revision mode compacts at current - retention every 5 minutes, not twice at the same revision', async () => {
