@@ -26,6 +26,8 @@ const FREELIST_PAGE = 0x10;
 const BUCKET_LEAF = 0x01;
 const MAGIC = 0xed0cdaed;
 const VERSION = 2;
+/** How long a pass over the entries runs before it lets other work of the process run, in ms. */
+const YIELD_EVERY_MS = 5;
 /** Page ids 0 and 1 are the metas, 2 the freelist; nodes start at 3. */
 const FIRST_NODE_PAGE = 3;
 
@@ -111,7 +113,13 @@ class PageWriter {
       batch = [];
       size = PAGE_HEADER;
     };
+    let since = performance.now();
     for (const [key, value] of entries) {
+      // Let other work run between slices of a large file (the layout pass has no I/O to wait on).
+      if (performance.now() - since > YIELD_EVERY_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        since = performance.now();
+      }
       const grow = ELEMENT + key.length + value.length;
       if (batch.length > 0 && size + grow > PAGE_SIZE) await flush(false, level);
       batch.push({ key, value, flags });
