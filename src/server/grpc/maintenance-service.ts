@@ -87,12 +87,12 @@ const KEY_BUCKET = Buffer.from('key');
  * quirk: then every such record counts). The backend stores etcd's bytes, so the value equals a
  * real etcd's for the same history.
  *
- * `rev` 0 means the current revision; a negative one hashes no record. Returns the hash, the
- * current revision (the response header's) and the compacted revision (-1 when never
- * compacted, as etcd's `compactMainRev`).
+ * `rev` 0 means the current revision; a negative one hashes no record. Resolves to the hash,
+ * the current revision (the response header's) and the compacted revision (-1 when never
+ * compacted, as etcd's `compactMainRev`), all as of the call.
  * Throws etcd's ErrCompacted when 0 < rev ≤ compacted revision, ErrFutureRev when rev > current.
  */
-export function hashByRev(store: KVStore, rev: number): { hash: number; currentRev: number; compactRev: number } {
+export async function hashByRev(store: KVStore, rev: number): Promise<{ hash: number; currentRev: number; compactRev: number }> {
   const compactRev = store.compactRev;
   const currentRev = store.publishedRev;
   if (rev > 0 && rev <= compactRev) throw Errors.compacted();
@@ -104,14 +104,28 @@ export function hashByRev(store: KVStore, rev: number): { hash: number; currentR
   if (rev < 0) return { hash: h.sum32(), currentRev, compactRev };
   const keep = store.index.keep(rev);
   const lowerMain = compactRev + 1;
-  for (const { key, value } of store.backend.range('key', undefined, revToBytes({ main: rev + 1, sub: 0 }))) {
-    const r = bytesToRev(key);
-    if (r.main < lowerMain && keep.size > 0 && !keep.has(r.main, r.sub)) continue;
-    h.write(key);
-    h.write(value);
-  }
+  const end = revToBytes({ main: rev + 1, sub: 0 });
+  // One consistent read (a snapshot of the backend, which a defragmentation waits for), in
+  // slices between which the rest of the process runs: a large store takes a while.
+  await store.backend.readSnapshot(async (read) => {
+    let since = performance.now();
+    for (const { key, value } of read('key')) {
+      if (Buffer.compare(key, end) >= 0) break;
+      if (performance.now() - since > HASH_SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        since = performance.now();
+      }
+      const r = bytesToRev(key);
+      if (r.main < lowerMain && keep.size > 0 && !keep.has(r.main, r.sub)) continue;
+      h.write(key);
+      h.write(value);
+    }
+  });
   return { hash: h.sum32(), currentRev, compactRev };
 }
+
+/** How long `hashByRev` reads before it lets the rest of the process run, in ms. */
+const HASH_SLICE_MS = 5;
 
 /**
  * Meta entries left out of the whole-backend hash (etcd `DefaultIgnores` skips
@@ -251,9 +265,9 @@ export function addMaintenanceService(grpc: Server, etcd: EtcdServer): void {
       await etcd.store.sync();
       return { header: etcd.fillHeader(undefined), hash: hashBackend(etcd) };
     }),
-    hashKv: unary((r: HashKVRequest, md): HashKVResponse => {
+    hashKv: unary(async (r: HashKVRequest, md): Promise<HashKVResponse> => {
       admin(md);
-      const { hash, currentRev, compactRev } = hashByRev(etcd.store, Number(r.revision));
+      const { hash, currentRev, compactRev } = await hashByRev(etcd.store, Number(r.revision));
       const header = etcd.fillHeader(undefined);
       header.revision = BigInt(currentRev);
       return { header, hash, compactRevision: BigInt(compactRev) };

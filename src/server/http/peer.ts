@@ -173,9 +173,9 @@ export function peerHandler(etcd: EtcdServer, clientUrls: readonly string[]): ht
     } catch (err) {
       return refuse((err as Error).message);
     }
-    let hashed: ReturnType<typeof hashByRev>;
+    let hashed: Awaited<ReturnType<typeof hashByRev>>;
     try {
-      hashed = hashByRev(etcd.store, revision);
+      hashed = await hashByRev(etcd.store, revision);
     } catch (err) {
       return refuse((err as Error & { details?: string }).details?.replace(/^etcdserver: /, '') ?? String(err));
     }
