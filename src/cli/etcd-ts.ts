@@ -145,9 +145,9 @@ function refuse(log: Logger | undefined, err: unknown): never {
   const error = (err as Error).message;
   const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : undefined;
   const fields = cause === undefined || error.includes(cause) ? { error } : { error, cause };
-  const write = (level: ZapLevel, msg: string, line: CapnslogLine): void => {
+  const write = (level: ZapLevel, msg: string, line: CapnslogLine, zapFields: Record<string, unknown> = fields): void => {
     if (log === undefined) writeSync(2, formatCapnslog(line));
-    else logEvent(log, level, msg, fields, line);
+    else logEvent(log, level, msg, zapFields, line);
   };
   if (err instanceof FlagError && err.phase === 'env') {
     writeSync(2, formatCapnslog({ pkg: 'pkg/flags', level: 'C', text: error }));
@@ -158,9 +158,7 @@ function refuse(log: Logger | undefined, err: unknown): never {
       write('warn', 'advertise client URLs are not set', { pkg: 'etcdmain', level: 'E', text });
     }
   } else if (err instanceof EmbedFatalError) {
-    const line = { pkg: 'embed', level: 'C', text: error } as const;
-    if (log === undefined) writeSync(2, formatCapnslog(line));
-    else logEvent(log, 'fatal', err.zapMessage, err.fields, line);
+    write('fatal', err.zapMessage, { pkg: 'embed', level: 'C', text: error }, err.fields);
   } else {
     write('fatal', 'failed to start etcd-ts', { pkg: 'etcdmain', level: 'C', text: error });
   }
