@@ -698,9 +698,9 @@ function parseValue(kind: FlagKind, raw: string): FlagValue | undefined {
         throw new Error('parse error', { cause: err });
       }
     case 'urls':
-      return raw === '' ? undefined : parseUrls(raw).map((u) => u.url);
+      return raw === '' ? undefined : parseUrls(raw, false);
     case 'origins':
-      return raw === '*' ? undefined : parseUrls(raw).map((u) => u.url);
+      return raw === '*' ? undefined : parseUrls(raw, true);
   }
 }
 
@@ -811,13 +811,14 @@ export interface EtcdUrl {
 /**
  * etcd's types.NewURLs: comma-separated http, https, unix or unixs URLs of the form
  * `scheme://host:port`, without a path; spaces around each are trimmed.
- * @returns the URLs sorted and without duplicates (etcd sorts them too).
+ * @returns the URLs sorted, repeats kept (etcd keeps them: a repeated peer URL fails to bind, a
+ *   repeated advertised URL is listed twice), or without repeats when `unique` (etcd's
+ *   `UniqueURLs`, the CORS origins).
  * @throws Error with etcd's message naming the bad URL.
  */
-function parseUrls(raw: string): EtcdUrl[] {
-  const urls = raw.split(',').map(parseUrl);
-  const unique = new Map(urls.map((u) => [u.url, u]));
-  return [...unique.keys()].sort().map((k) => unique.get(k) as EtcdUrl);
+function parseUrls(raw: string, unique: boolean): string[] {
+  const urls = raw.split(',').map((u) => parseUrl(u).url);
+  return (unique ? [...new Set(urls)] : urls).sort();
 }
 
 /**

@@ -120,7 +120,9 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
     const clients: BoundListener[] = [];
     const limit = fdLimit();
-    for (const url of config.listenClientUrls) {
+    // etcd keeps one listener per address (`configureClientListeners`' map): a repeated client
+    // URL is served once, where a repeated peer or metrics URL fails to bind.
+    for (const url of new Set(config.listenClientUrls)) {
       clients.push(await bind(url, tlsOptions));
       // Once a client URL is bound, etcd checks that 150 descriptors are left for its own files.
       if (limit !== undefined && limit <= RESERVED_INTERNAL_FDS) {

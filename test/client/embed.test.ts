@@ -49,3 +49,11 @@ test('startServer: 50 start/stop cycles in one process leave no handle behind', 
   startMs.sort((a, b) => a - b);
   console.log(`startServer: median ${startMs[25]!.toFixed(1)} ms, max ${startMs[49]!.toFixed(1)} ms over 50 starts`);
 });
+
+test('startServer: a client URL given twice is bound and served once, as etcd keeps one listener per address', async (t) => {
+  const server = await startServer({ listenClientUrls: ['http://127.0.0.1:0', 'http://127.0.0.1:0'] });
+  t.after(() => server.close());
+  assert.equal(server.clientUrls.length, 1, server.clientUrls.join(','));
+  await server.client.put('k', 'v');
+  assert.equal((await server.client.get('k')).kvs[0]?.value.toString(), 'v');
+});

@@ -13,6 +13,7 @@ import { describe, it } from 'node:test';
 import { execFileSync, spawnSync } from 'node:child_process';
 
 import { refusal, refusalReason, type Refusal } from '../helpers/refusals.js';
+import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, freePort, startServer } from '../helpers/servers.js';
 
 const hasSs = spawnSync('ss', ['-V']).status === 0;
@@ -77,6 +78,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--initial-cluster-state', 'existing']],
       [['--initial-advertise-peer-urls', 'http://127.0.0.1:2390']],
       [['--initial-advertise-peer-urls', 'http://127.0.0.1:2390,http://127.0.0.1:2391', '--initial-cluster', 'default=http://127.0.0.1:2390']],
+      [['--initial-advertise-peer-urls', 'http://localhost:2380,http://localhost:2380']],
       [['--name=']],
       // A data dir that is a file, or under one.
       [['--data-dir', '/etc/hostname']],
@@ -86,6 +88,7 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [['--auth-token', 'jwt,sign-method=RS256']],
       [['--experimental-enable-lease-checkpoint-persist']],
     ];
+    const twice = (url: string): string => `${url},${url}`;
     const holder = createServer();
     const heldPort = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as AddressInfo).port)));
     t.after(() => holder.close());
@@ -110,6 +113,9 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
       [...(await client()), '--listen-peer-urls', 'http://example.com:2380'],
       // A peer port another process holds.
       [...(await client()), '--listen-peer-urls', `http://127.0.0.1:${heldPort}`],
+      // A peer or metrics URL given twice: the second listener cannot bind.
+      [...(await client()), '--listen-peer-urls', twice(`http://127.0.0.1:${await freePort()}`)],
+      [...(await client()), '--listen-metrics-urls', twice(`http://127.0.0.1:${await freePort()}`)],
     ]) {
       const etcd = brief(await refusal('etcd', args));
       const ours = brief(await refusal('etcd-ts', args));
@@ -129,6 +135,15 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     assert.match(etcd.stderr, /C \| embed: file descriptor limit\[100\] of etcd process is too low/);
     assert.match(ours.stderr, /C \| embed: file descriptor limit\[100\] of etcd process is too low/);
     assert.deepEqual([ours.madeDataDir, etcd.madeDataDir], [false, false]);
+  });
+
+  it('both list a repeated advertised client URL twice in the member list', { timeout: 60_000 }, async (t) => {
+    const advertised = ['--advertise-client-urls', 'http://127.0.0.1:1,http://127.0.0.1:1'];
+    const servers = await Promise.all([startServer(t, { kind: 'etcd', flags: advertised }), startServer(t, { kind: 'etcd-ts', flags: advertised })]);
+    t.after(() => Promise.all(servers.map((s) => s.stop())));
+    const [etcd, ours] = await Promise.all(servers.map(async (s) => (await etcdctl(s.endpoint, ['member', 'list'])).stdout));
+    assert.match(etcd!, /http:\/\/127\.0\.0\.1:1,http:\/\/127\.0\.0\.1:1/);
+    assert.equal(ours, etcd);
   });
 
   it('both listen with the kernel\'s somaxconn as the backlog of their client and peer sockets, as Go does', { skip: hasSs ? undefined : 'ss (iproute2) is not installed' }, async (t) => {

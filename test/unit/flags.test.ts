@@ -414,15 +414,17 @@ describe('values', () => {
     assert.equal(run(['--quota-backend-bytes=-9223372036854775808']).config.quotaBackendBytes, -(2 ** 63));
   });
 
-  it('reads URL lists: trimmed, sorted, without duplicates', () => {
+  it('reads URL lists: trimmed, sorted, repeats kept as etcd keeps them, but not in the CORS origins (a set in etcd)', () => {
     const { config } = run([
       '--listen-client-urls', 'http://127.0.0.1:2379, http://0.0.0.0:2379,http://127.0.0.1:2379',
       '--advertise-client-urls', 'https://etcd.example:2379,HTTP://[::1]:2379',
       '--listen-metrics-urls', 'http://[::]:2381',
       '--initial-advertise-peer-urls', 'http://10.0.0.1:2380',
+      '--cors', 'http://b.example:1,http://a.example:1,http://b.example:1',
       '--auto-tls',
     ]);
-    assert.deepEqual(config.listenClientUrls, ['http://0.0.0.0:2379', 'http://127.0.0.1:2379']);
+    assert.deepEqual(config.listenClientUrls, ['http://0.0.0.0:2379', 'http://127.0.0.1:2379', 'http://127.0.0.1:2379']);
+    assert.deepEqual(config.corsOrigins, ['http://a.example:1', 'http://b.example:1']);
     assert.deepEqual(config.advertiseClientUrls, ['http://[::1]:2379', 'https://etcd.example:2379']);
     assert.deepEqual(config.listenMetricsUrls, ['http://[::]:2381']);
     assert.deepEqual(config.initialAdvertisePeerUrls, ['http://10.0.0.1:2380']);
