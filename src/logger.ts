@@ -108,6 +108,8 @@ export interface CapnslogLine {
   pkg: string;
   level: CapnslogLevel;
   text: string;
+  /** A line of raft's own logger (Go's `log` with the prefix `raft`), not capnslog's: see {@link raftLog}. */
+  raft?: true;
 }
 
 const CAPNSLOG_LINE = Symbol('capnslog');
@@ -165,6 +167,20 @@ export function plog(pkg: string, level: CapnslogLevel, text: string): { [CAPNSL
 }
 
 /**
+ * A line of etcd's raft library, which etcd 3.4 under capnslog leaves to raft's default logger:
+ * `raft2006/01/02 15:04:05 INFO: text` (local time, to the second). Merged into a call's fields
+ * as {@link plog}'s line is; the zap JSON has the text as its message.
+ */
+export function raftLog(text: string): { [CAPNSLOG_LINE]: CapnslogLine } {
+  return { [CAPNSLOG_LINE]: { pkg: 'raft', level: 'I', text, raft: true } };
+}
+
+/** True when `log` writes capnslog's lines (`--logger=capnslog`), false for zap's JSON. */
+export function isCapnslog(log: Logger): boolean {
+  return capnslogThresholds.has(log);
+}
+
+/**
  * A capnslog line as its `PrettyFormatter` writes it: `YYYY-MM-DD HH:MM:SS.uuuuuu L | pkg: text`
  * and a newline, in local time, to the microsecond.
  * @param epochMs the time, in milliseconds since the epoch (fractions kept). @default now
@@ -176,6 +192,7 @@ export function formatCapnslog(line: CapnslogLine, epochMs: number = performance
   const date = `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())}`;
   const time = `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${micros}`;
   const text = line.text.endsWith('\n') ? line.text : `${line.text}\n`;
+  if (line.raft) return `raft${date.replaceAll('-', '/')} ${time.slice(0, 8)} INFO: ${text}`;
   return `${date} ${time} ${line.level} | ${line.pkg}: ${text}`;
 }
 

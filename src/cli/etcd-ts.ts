@@ -11,7 +11,8 @@ import type { Logger } from 'pino';
 
 import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
 import { EmbedFatalError, startEtcd } from '../server/embed.js';
-import { SERVER_VERSION } from '../server/etcd-server.js';
+import { identifyDataDir, SERVER_VERSION } from '../server/etcd-server.js';
+import { logEtcdmainVersions, logInitializedMember } from '../server/startup-log.js';
 import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary, type Notice } from './flags.js';
 
 /**
@@ -67,6 +68,12 @@ export async function main(argv: string[], env: Record<string, string | undefine
     refuse(undefined, err);
   }
   logNotices(log, notices);
+  logEtcdmainVersions(log, packageVersion());
+  try {
+    if (identifyDataDir(config.dataDir, log)) logInitializedMember(log, config.dataDir);
+  } catch (err) {
+    refuse(log, err);
+  }
   // etcd sets up its logging again as the server starts, and warns again.
   writeEarly(notices.filter((n) => 'raw' in n && n.again === true));
   let server: Awaited<ReturnType<typeof startEtcd>>;

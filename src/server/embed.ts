@@ -25,6 +25,7 @@ import { gatewayHandler, gatewayWebSocket } from './http/gateway.js';
 import { httpHandler, upgradeHandler } from './http/handlers.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
+import { logCapabilities, logServerLeading, logServerStarting } from './startup-log.js';
 import { loadTls, peerCertificateAllowed } from './tls.js';
 import { peerHandler } from './http/peer.js';
 import { tlsInfoText } from '../cli/flags.js';
@@ -135,6 +136,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     }
 
     const server = (etcd = await EtcdServer.open(config, log));
+    logServerStarting(log, config, server);
     const serverMetrics = new ServerMetrics(server);
     grpc = new InstrumentedGrpcServer(serverMetrics, {
       maxReceiveMessageLength: config.maxRequestBytes + GRPC_OVERHEAD_BYTES,
@@ -162,6 +164,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket)) });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
+    logServerLeading(log, config, server);
     if (clientTls && (clientTls.certFile || clientTls.keyFile || clientTls.autoTls)) {
       const text = tlsInfoText(clientTls, config.dataDir, 'client');
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
@@ -181,6 +184,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     }, log);
     const ready = plog('embed', 'I', 'ready to serve client requests');
     log.info({ 'client-urls': clientUrls, 'data-dir': config.dataDir, 'member-id': server.memberId.toString(16), ...ready }, 'ready to serve client requests');
+    logCapabilities(log, server);
     for (const { url, address } of clients) {
       if (isTlsUrl(url)) {
         log.info({ address, ...plog('embed', 'I', `serving client requests on ${address}`) }, 'serving client traffic securely');

@@ -69,17 +69,18 @@ export const SERVER_VERSION = '3.5.17';
 export const CLUSTER_VERSION = '3.5.0';
 
 /**
- * What etcd says of the data dir before it starts (etcdmain `identifyDataDirOrDie`, fileutil
- * `TouchDirAll`): a path it cannot list is fatal (throws `error listing data dir: <dir>`); a
- * name in it other than `member` or `proxy` is warned about, and so is a mode other than 0700
- * (neither changes anything). A dir not there yet is fine.
+ * What the etcd command says of the data dir before it starts a server (etcdmain
+ * `identifyDataDirOrDie`): a path it cannot list is fatal (throws `error listing data dir:
+ * <dir>`); a name in it other than `member` or `proxy` is warned about (changing nothing).
+ * The embedded server does not call it, as etcd's embed package does not.
+ * @returns whether the data dir holds a member (`member`); false for a dir not there yet.
  */
-function inspectDataDir(dir: string, log: Logger): void {
+export function identifyDataDir(dir: string, log: Logger): boolean {
   let names: string[];
   try {
     names = fs.readdirSync(dir).sort();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw new Error(`error listing data dir: ${dir}`, { cause: err });
   }
   for (const name of names) {
@@ -87,6 +88,12 @@ function inspectDataDir(dir: string, log: Logger): void {
     const text = `found invalid file/dir ${name} under data dir ${dir} (Ignore this if you are upgrading etcd)`;
     log.warn({ filename: name, 'data-dir': dir, ...plog('etcdmain', 'W', text) }, 'found invalid file under data directory');
   }
+  return names.includes('member');
+}
+
+/** etcd's warning about a data dir's mode other than 0700 (`fileutil.CheckDirPermission`), which changes nothing. */
+function checkDataDirMode(dir: string, log: Logger): void {
+  if (!fs.existsSync(dir)) return;
   const mode = fs.statSync(dir).mode & 0o777;
   if (mode !== 0o700) {
     const text = `check file permission: directory ${JSON.stringify(dir)} exist, but the permission is ${JSON.stringify(goDirMode(mode))}. The recommended permission is "-rwx------" to prevent possible unprivileged access to the data.`;
@@ -166,6 +173,10 @@ export class EtcdServer {
   private readonly requestIdBytes: number;
   /** The raft term: persisted, and one more at each start, as a new leader term would be. */
   readonly raftTerm: bigint;
+  /** Whether the data dir held this member before this start (etcd's `haveWAL`): a restart, not a new member. */
+  readonly memberInitialized: boolean;
+  /** The raft index the member had applied when it last stopped (0 for a new member): etcd's "commit index" of a restart. */
+  readonly commitIndexAtStart: bigint;
   /** Applied "raft index": one per write request and per start; persisted with each batch. */
   private raftIndexValue: bigint;
   /** Active alarms by member and type (etcd `alarm.AlarmStore`), persisted in the `alarm` bucket. */
@@ -194,7 +205,8 @@ export class EtcdServer {
    */
   onFatal: ((err: Error) => void) | undefined;
 
-  private constructor(config: ServerConfig, log: Logger, lock: DataDirLock) {
+  private constructor(config: ServerConfig, log: Logger, lock: DataDirLock, initialized: boolean) {
+    this.memberInitialized = initialized;
     this.config = config;
     this.log = log;
     this.lock = lock;
@@ -265,6 +277,7 @@ export class EtcdServer {
     // configuration change, the leader's empty entry and the published member attributes);
     // a restart adds the new leader's empty entry and the attributes again.
     const storedIndex = this.backend.getMeta('consistent_index');
+    this.commitIndexAtStart = BigInt(storedIndex ?? 0);
     this.raftIndexValue = storedIndex === undefined ? 4n : BigInt(storedIndex) + 2n;
     this.backend.putMeta('memberID', this.memberId.toString());
     this.backend.putMeta('clusterID', this.clusterId.toString());
@@ -301,7 +314,7 @@ export class EtcdServer {
    * opened or etcd's log is damaged (`wal: crc mismatch`).
    */
   static async open(config: ServerConfig, log: Logger): Promise<EtcdServer> {
-    inspectDataDir(config.dataDir, log);
+    checkDataDirMode(config.dataDir, log);
     // A new member's cluster flags are checked as etcd checks them; an existing one has its own.
     const initialized = fs.existsSync(path.join(config.dataDir, 'member', 'db', 'data.mdb')) || etcdWalFiles(walDirOf(config)).length > 0;
     if (!initialized) verifyBootstrap(config);
@@ -311,7 +324,7 @@ export class EtcdServer {
     if (held) throw new DataDirLockedError(`data dir ${config.dataDir} is in use by etcd (it holds a lock on ${held}); stop it first`);
     const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
     try {
-      const server = new EtcdServer(config, log, lock);
+      const server = new EtcdServer(config, log, lock, initialized);
       // In the same tick as the import the constructor queued, so that both are one record of
       // our log: a crash leaves all of it or none, and a restart imports again.
       await server.replayEtcdLog();

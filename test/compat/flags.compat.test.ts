@@ -137,6 +137,52 @@ describe('flags etcd refuses: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
     assert.deepEqual([ours.madeDataDir, etcd.madeDataDir], [false, false]);
   });
 
+  it('both log the start-up lines that harnesses wait for, new and restarted, capnslog and zap (the versions aside)', { timeout: 120_000 }, async (t) => {
+    // capnslog: the lines of these kinds, kind by kind; zap: the entries with these messages,
+    // message by message, with their fields (the two servers' goroutines order some differently).
+    const kinds = [
+      /etcdmain: the server is already initialized/,
+      /embed: (name|data dir|member dir|heartbeat|election|advertise client URLs|initial advertise peer URLs|initial cluster) =/,
+      /etcdserver: (starting|restarting) member/,
+      /became (follower|candidate|leader) at term|elected leader|starting a new election|received MsgVoteResp|newRaft|switched to configuration/,
+      /auth: simple token/,
+      /etcdserver: starting server/,
+      /membership: added member/,
+      /cluster version/,
+      /etcdserver: published/,
+      /enabled capabilities/,
+    ];
+    const zapMessages = new Set([
+      'server has been already initialized', 'starting local member', 'restarting local member', 'simple token is not cryptographically signed',
+      'starting etcd server', 'added member', 'setting up initial cluster version', 'published local member to cluster through raft',
+      'set initial cluster version', 'enabled capabilities for version', 'cluster version is updated',
+    ]);
+    const normalise = (text: string): string =>
+      text.replace(/3\.4\.23|3\.5\.17/g, '<version>').replace(/\b3\.[45]\b/g, '<cluster-version>').replace(/127\.0\.0\.1:\d+/g, '<addr>').replace(/\/tmp\/compat-etcd(-ts)?-\w+/g, '<data-dir>');
+    const capnslog = (stderr: string): string[] => {
+      const lines = stderr.split('\n').map((l) => l.replace(/^raft\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d INFO: |^\S+ \S+ [A-Z] \| /, ''));
+      return kinds.flatMap((kind) => lines.filter((l) => kind.test(l)).map(normalise));
+    };
+    const zap = (stderr: string): string[] => {
+      const entries = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const fields = (e: Record<string, unknown>) => JSON.stringify(Object.fromEntries(Object.entries(e).filter(([k]) => !['level', 'ts', 'msg', 'caller'].includes(k))));
+      return [...zapMessages].flatMap((msg) => entries.filter((e) => e.msg === msg).map((e) => normalise(`${e.level as string} ${msg} ${fields(e)}`)));
+    };
+    const seen: Record<string, string[]> = {};
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      for (const [logger, read] of [['capnslog', capnslog], ['zap', zap]] as const) {
+        const server = await startServer(t, { kind, flags: ['--logger', logger] });
+        const lines = [`${logger}, new:`, ...read(server.stderr())];
+        await server.restart();
+        lines.push(`${logger}, restarted:`, ...read(server.stderr()));
+        await server.stop();
+        (seen[kind] ??= []).push(...lines.map((l) => l.replace(/\b[0-9a-f]{16}\b/g, '<id>')));
+      }
+    }
+    assert.ok(seen.etcd!.some((l) => /published \{Name:default ClientURLs:\[http:\/\/<addr>\]\} to cluster <id>/.test(l)), seen.etcd!.join('\n'));
+    assert.deepEqual(seen['etcd-ts'], seen.etcd);
+  });
+
   it('both list a repeated advertised client URL twice in the member list', { timeout: 60_000 }, async (t) => {
     const advertised = ['--advertise-client-urls', 'http://127.0.0.1:1,http://127.0.0.1:1'];
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags: advertised }), startServer(t, { kind: 'etcd-ts', flags: advertised })]);

@@ -187,8 +187,8 @@ interface Running {
   child: ChildProcess;
   stderr: () => string;
   log: () => string;
-  /** The log is a file of the test's choosing (`StartOptions.logFile`), not stderr. */
-  logFile: boolean;
+  /** Whether the server logs zap's JSON lines (`--logger zap`), not capnslog's. */
+  zap: boolean;
   /** Resolves with the spawn error, if spawning fails (e.g. missing binary). */
   spawnError: Promise<Error>;
 }
@@ -209,7 +209,8 @@ function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: str
   child.stderr?.on('data', (chunk: string) => { log += chunk; });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
   const fileLog = (file: string): string => (existsSync(file) ? readFileSync(file, 'utf8') : '');
-  return { child, stderr: () => log, log: logFile === undefined ? () => log : () => fileLog(logFile), logFile: logFile !== undefined, spawnError };
+  const zap = flags.some((f, i) => f === '--logger=zap' || (f === 'zap' && flags[i - 1] === '--logger'));
+  return { child, stderr: () => log, log: logFile === undefined ? () => log : () => fileLog(logFile), zap, spawnError };
 }
 
 /**
@@ -219,9 +220,8 @@ function spawnServer(kind: ServerKind, ports: Ports, dataDir: string, flags: str
  */
 async function waitReady(kind: ServerKind, running: Running, endpoint: string, readyTimeoutMs: number): Promise<void> {
   const { child, stderr, log } = running;
-  // etcd 3.4 logs "ready to serve client requests" only through capnslog, not with --logger=zap
-  // (a log file here).
-  const readyLines = kind === 'etcd' ? (running.logFile ? [ETCD_CLUSTER_VERSION_LINE] : [READY_LINE, ETCD_CLUSTER_VERSION_LINE]) : [READY_LINE];
+  // etcd 3.4 logs "ready to serve client requests" only through capnslog, not with --logger=zap.
+  const readyLines = kind === 'etcd' ? (running.zap ? [ETCD_CLUSTER_VERSION_LINE] : [READY_LINE, ETCD_CLUSTER_VERSION_LINE]) : [READY_LINE];
   const deadline = Date.now() + readyTimeoutMs;
   let lastStatus = '';
   for (;;) {
