@@ -26,7 +26,7 @@ import { httpHandler, upgradeHandler } from './http/handlers.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
 import { logCapabilities, logServerLeading, logServerStarting } from './startup-log.js';
-import { loadTls, peerCertificateAllowed } from './tls.js';
+import { crlCheck, loadTls, peerCertificateAllowed } from './tls.js';
 import { peerHandler } from './http/peer.js';
 import { tlsInfoText } from '../cli/flags.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
@@ -114,6 +114,9 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     // certificate that is not there is no error), but auto TLS makes its certificate whatever
     // the URLs (etcd `PeerSelfCert`, `ClientSelfCert`).
     const selfCert = (c: ClientTlsConfig) => c.autoTls && !c.certFile && !c.keyFile;
+    // A CRL applies to the certificates of the files given, not to auto TLS's (etcd's
+    // `SelfCert` makes new TLS settings, without the CRL).
+    const crlOf = (c: ClientTlsConfig | undefined) => (c?.clientCrlFile && !selfCert(c) ? crlCheck(c.clientCrlFile, log) : undefined);
     const peerTlsOptions = peerTls && (config.listenPeerUrls.some(isTlsUrl) || selfCert(peerTls)) ? loadPeerTls(peerTls, config) : undefined;
     for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
     const clientTls = config.clientTls;
@@ -161,7 +164,8 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
     const peerHttp = peerHandler(server, advertised);
     for (const peer of peers) {
-      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket)) });
+      const peerCrl = crlOf(peerTls);
+      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true)) });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
     logServerLeading(log, config, server);
@@ -169,7 +173,8 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       const text = tlsInfoText(clientTls, config.dataDir, 'client');
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
     }
-    for (const client of clients) client.serve({ grpc, http: handler, upgrade });
+    const clientCrl = crlOf(clientTls);
+    for (const client of clients) client.serve({ grpc, http: handler, upgrade, admit: clientCrl });
     const metrics: ClientListener[] = [];
     const metricsHandler = httpHandler(server, serverMetrics);
     for (const url of config.listenMetricsUrls) {

@@ -10,8 +10,13 @@ import fs from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { CertificateList } from '@peculiar/asn1-x509';
+import type { Logger } from 'pino';
 import type { ClientTlsConfig, PeerTlsConfig } from '../config.js';
 import { splitHostPort } from '../cli/flags.js';
+import { goPathError } from '../go-format.js';
+import { plog } from '../logger.js';
 
 /**
  * Go's cipher suite names (etcd `--cipher-suites` takes every name of Go's `tls.CipherSuites()`
@@ -102,7 +107,6 @@ export function loadTls(config: ClientTlsConfig, dataDir: string, hosts: readonl
     opts.requestCert = true;
     opts.rejectUnauthorized = true;
   }
-  if (c.clientCrlFile) opts.crl = fs.readFileSync(c.clientCrlFile);
   for (const name of c.cipherSuites) if (GO_CIPHERS[name] === undefined) throw new Error(`unexpected TLS cipher suite ${JSON.stringify(name)}`);
   if (c.cipherSuites.length > 0 && !c.cipherSuites.some((name) => HTTP2_REQUIRED.includes(name))) {
     throw new Error(`http2: TLSConfig.CipherSuites is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of ${HTTP2_REQUIRED.join(' or ')})`);
@@ -156,4 +160,77 @@ export function peerCertificateAllowed(config: PeerTlsConfig, socket: tls.TLSSoc
   if (!cert?.subject) return false;
   if (config.allowedCn && cert.subject.CN !== config.allowedCn) return false;
   return !config.allowedHostname || tls.checkServerIdentity(config.allowedHostname, cert) === undefined;
+}
+
+/**
+ * etcd `checkCRL` (`pkg/transport/listener_tls.go`, for `--client-crl-file` and
+ * `--peer-crl-file`): once a connection's handshake is done, the certificates its client
+ * presented are refused when the CRL lists one of their serial numbers. As in etcd the file
+ * (PEM or DER) is read again for every connection, and only the serial numbers count: neither
+ * the CRL's dates nor its signature are checked (OpenSSL's own CRL check, Node's `crl` option,
+ * refuses every certificate once a CRL's next update has passed, and takes PEM only).
+ * @returns undefined when the connection may go on (or presented no certificate), else etcd's
+ *   reason: `transport: certificate serial <hex> revoked`, or why the file could not be read.
+ */
+export function crlRefusal(crlFile: string, socket: tls.TLSSocket): string | undefined {
+  const presented = presentedSerials(socket);
+  if (presented.length === 0) return undefined;
+  let revoked: Set<string>;
+  try {
+    revoked = revokedSerials(fs.readFileSync(crlFile));
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).syscall !== undefined ? goPathError(err as NodeJS.ErrnoException) : (err as Error).message;
+  }
+  const serial = presented.find((s) => revoked.has(s));
+  return serial === undefined ? undefined : `transport: certificate serial ${serial} revoked`;
+}
+
+/** A serial number as Go's `big.Int.Bytes()` in `%x`: lower-case hex without leading zeros. */
+const serialHex = (hex: string): string => hex.toLowerCase().replace(/^(00)+/, '');
+
+/** The serial numbers of the certificate chain a client presented, leaf first (none without a certificate). */
+function presentedSerials(socket: tls.TLSSocket): string[] {
+  const serials: string[] = [];
+  const seen = new Set<tls.DetailedPeerCertificate>();
+  for (let c: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true); c?.serialNumber && !seen.has(c); c = c.issuerCertificate) {
+    seen.add(c);
+    serials.push(serialHex(c.serialNumber.length % 2 === 1 ? `0${c.serialNumber}` : c.serialNumber));
+  }
+  return serials;
+}
+
+/** The revoked serial numbers of a CRL, PEM (`X509 CRL`) or DER, as Go's `x509.ParseCRL` takes it. @throws Error when it is neither. */
+function revokedSerials(file: Buffer): Set<string> {
+  const pem = /-----BEGIN X509 CRL-----([^-]*)-----END X509 CRL-----/.exec(file.toString('latin1'));
+  const der = pem ? Buffer.from(pem[1]!.replace(/\s+/g, ''), 'base64') : file;
+  let list: CertificateList;
+  try {
+    list = AsnConvert.parse(der, CertificateList);
+  } catch (err) {
+    throw new Error(`x509: malformed crl (${(err as Error).message})`, { cause: err });
+  }
+  return new Set((list.tbsCertList.revokedCertificates ?? []).map((r) => serialHex(Buffer.from(r.userCertificate).toString('hex'))));
+}
+
+/**
+ * A listener's check of each TLS connection against a CRL file ({@link crlRefusal}): refused
+ * connections are logged as etcd's `logTLSHandshakeFailure` logs them (`rejected connection
+ * from "addr" (error "…", ServerName "…", IPAddresses […], DNSNames […])`; zap: warn `rejected
+ * connection`) and the listener closes them.
+ */
+export function crlCheck(crlFile: string, log: Logger): (socket: tls.TLSSocket) => boolean {
+  return (socket) => {
+    const error = crlRefusal(crlFile, socket);
+    if (error === undefined) return true;
+    const host = socket.remoteAddress ?? '';
+    const remoteAddr = `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`;
+    const serverName = typeof socket.servername === 'string' ? socket.servername : '';
+    const sans = (socket.getPeerCertificate().subjectaltname ?? '').split(', ').filter((n) => n !== '');
+    const ips = sans.filter((n) => n.startsWith('IP Address:')).map((n) => n.slice('IP Address:'.length));
+    const dns = sans.filter((n) => n.startsWith('DNS:')).map((n) => n.slice('DNS:'.length));
+    const goQuoted = (list: string[]): string => `[${list.map((v) => JSON.stringify(v)).join(' ')}]`;
+    const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)}, IPAddresses ${goQuoted(ips)}, DNSNames ${goQuoted(dns)})`;
+    log.warn({ 'remote-addr': remoteAddr, 'server-name': serverName, 'ip-addresses': ips, 'dns-names': dns, error, ...plog('embed', 'I', text) }, 'rejected connection');
+    return false;
+  };
 }

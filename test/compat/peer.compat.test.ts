@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 
 import { LeaseKeepAliveRequest } from '../../src/proto/gen/rpc.gen.js';
 import { LeaseInternalRequest, RaftMessage } from '../../src/proto/gen/raft_internal.gen.js';
-import { makeCerts } from '../helpers/certs.js';
+import { makeCerts, makeCrl } from '../helpers/certs.js';
 import { etcdctl, hideMemberIds } from '../helpers/etcdctl.js';
 import { etcdUnavailableReason, freePort, startServer, type ServerHandle } from '../helpers/servers.js';
 
@@ -192,6 +192,28 @@ describe('peer URL: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
         await server.stop();
       }
     }
+    assert.deepEqual(seen['etcd-ts'], seen.etcd);
+  });
+
+  it('refuses, after the handshake, client certificates whose serial number a CRL lists (DER or PEM, out of date or not), and logs each refusal as etcd does', { timeout: 120_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'peer-crl-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    makeCerts(dir);
+    makeCrl(dir, ['client']);
+    const as = (name: string) => ({ cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) });
+    const files = ['--peer-cert-file', join(dir, 'server.crt'), '--peer-key-file', join(dir, 'server.key'), '--peer-trusted-ca-file', join(dir, 'ca.crt'), '--peer-client-cert-auth'];
+    const seen: Record<string, string[]> = {};
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      for (const crl of ['crl.der', 'crl.pem']) {
+        const url = `https://127.0.0.1:${await freePort()}`;
+        const server = await startServer(t, { kind, flags: ['--listen-peer-urls', url, ...files, '--peer-crl-file', join(dir, crl)] });
+        const answers = [`${crl}, revoked: ${await tlsVersion(url, as('client'))}`, `${crl}, not revoked: ${await tlsVersion(url, as('server'))}`];
+        const rejected = server.stderr().split('\n').filter((l) => l.includes('rejected connection'));
+        (seen[kind] ??= []).push(...answers, ...rejected.map((l) => l.replace(/^.* I \| /, '').replace(/127\.0\.0\.1:\d+/g, '<addr>')));
+        await server.stop();
+      }
+    }
+    assert.match(seen.etcd!.join('\n'), /crl\.der, revoked: refused\ncrl\.der, not revoked: status 200\nembed: rejected connection from "<addr>" \(error "transport: certificate serial [0-9a-f]+ revoked"/);
     assert.deepEqual(seen['etcd-ts'], seen.etcd);
   });
 
