@@ -498,7 +498,7 @@ export class ServerMetrics {
    */
   render(): Promise<string> {
     this.scrapesInFlight++;
-    return this.registry.metrics();
+    return this.registry.metrics().then(sortLabels);
   }
 
   /** Ends a scrape `render` began, answered with HTTP status `code`. */
@@ -511,4 +511,29 @@ export class ServerMetrics {
   get contentType(): string {
     return this.registry.contentType;
   }
+}
+
+/** A label pair of the exposition text: `name="value"` (the value escaped: `\\`, `\"`, `\n`). */
+const LABEL_PAIR = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/gy;
+
+/**
+ * The exposition text with each sample's labels in Go's order (client_golang sorts a metric's
+ * labels by name; a histogram's `le` and a summary's `quantile` come after them), where
+ * prom-client writes them in the order they were given. etcd's e2e tests match whole lines.
+ */
+function sortLabels(text: string): string {
+  return text.replace(/^([^#\n][^{\n]*)\{([^\n]*)\}( [^\n]*)$/gm, (line, name: string, labels: string, rest: string) => {
+    const pairs: [string, string][] = [];
+    LABEL_PAIR.lastIndex = 0;
+    for (let at = 0; at < labels.length; ) {
+      LABEL_PAIR.lastIndex = at;
+      const m = LABEL_PAIR.exec(labels);
+      if (!m) return line;
+      pairs.push([m[1]!, m[0]]);
+      at = LABEL_PAIR.lastIndex + (labels[LABEL_PAIR.lastIndex] === ',' ? 1 : 0);
+    }
+    const last = (n: string): number => (n === 'le' || n === 'quantile' ? 1 : 0);
+    pairs.sort(([a], [b]) => last(a) - last(b) || (a < b ? -1 : a > b ? 1 : 0));
+    return `${name}{${pairs.map(([, pair]) => pair).join(',')}}${rest}`;
+  });
 }

@@ -46,14 +46,6 @@ interface Scrape {
   samples: Map<string, number>;
 }
 
-/** A series as `name{a="x",b="y"}` with its labels in name order (etcd sorts them, prom-client does not). */
-function sortLabels(series: string): string {
-  const open = series.indexOf('{');
-  if (open < 0) return series;
-  const labels = series.slice(open + 1, -1).match(/\w+="(?:[^"\\]|\\.)*"/g) ?? [];
-  return `${series.slice(0, open)}{${labels.sort().join(',')}}`;
-}
-
 async function scrape(server: ServerHandle): Promise<Scrape> {
   const meta = new Map<string, string>();
   const samples = new Map<string, number>();
@@ -62,7 +54,7 @@ async function scrape(server: ServerHandle): Promise<Scrape> {
     if (m) meta.set(m[1]!, `${meta.get(m[1]!) ?? ''}${line}\n`);
     else if (line !== '') {
       const at = line.lastIndexOf(' ');
-      samples.set(sortLabels(line.slice(0, at)), Number(line.slice(at + 1)));
+      samples.set(line.slice(0, at), Number(line.slice(at + 1)));
     }
   }
   return { meta, samples };
