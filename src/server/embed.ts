@@ -157,14 +157,18 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
     addClusterService(grpc, server, advertised);
     addAuthService(grpc, server);
     addHealthService(grpc);
-    const gateway = config.enableGrpcGateway ? gatewayHandler(grpc) : undefined;
     const access = { corsOrigins: config.corsOrigins, hostWhitelist: config.hostWhitelist, clientCertAuth: config.clientTls?.clientCertAuth === true };
-    const handler = httpHandler(server, serverMetrics, { gateway, access });
-    const upgrade = gateway && upgradeHandler(gatewayWebSocket(gateway));
+    const services = grpc;
+    // A gateway per client listener: etcd's is a gRPC client of its own listener, whose stream
+    // limit it shares (see gatewayHandler).
+    const clientRoutes = () => {
+      const gateway = config.enableGrpcGateway ? gatewayHandler(services, config.maxConcurrentStreams) : undefined;
+      return { grpc: services, http: httpHandler(server, serverMetrics, { gateway, access }), upgrade: gateway && upgradeHandler(gatewayWebSocket(gateway)) };
+    };
     // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
     const peerHttp = peerHandler(server, advertised);
+    const peerCrl = crlOf(peerTls);
     for (const peer of peers) {
-      const peerCrl = crlOf(peerTls);
       peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true)) });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
@@ -174,7 +178,7 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
     }
     const clientCrl = crlOf(clientTls);
-    for (const client of clients) client.serve({ grpc, http: handler, upgrade, admit: clientCrl });
+    for (const client of clients) client.serve({ ...clientRoutes(), admit: clientCrl });
     const metrics: ClientListener[] = [];
     const metricsHandler = httpHandler(server, serverMetrics);
     for (const url of config.listenMetricsUrls) {

@@ -505,4 +505,38 @@ describe('gRPC gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     }
     assert.deepEqual(answers[1], answers[0]);
   });
+
+  it('--max-concurrent-streams caps the gateway\'s calls in flight together: open watches hold their places, a request past the cap waits for one or its Grpc-Timeout', { timeout: 60_000 }, async (t) => {
+    const outcomes: string[][] = [];
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const server = await startServer(t, { kind, flags: ['--max-concurrent-streams', '2'] });
+      const range = async (headers: Record<string, string> = {}, waitMs = 1500): Promise<string> => {
+        const started = performance.now();
+        try {
+          const res = await fetch(`${server.endpoint}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: FOO }), headers, signal: AbortSignal.timeout(waitMs) });
+          const body = (await res.text()).replace(/"(cluster_id|member_id|revision|raft_term)":"\d+"/g, '"$1":"<n>"');
+          return `${res.status} ${body} after ${performance.now() - started < 900 ? '< 0.9 s' : '>= 0.9 s'}`;
+        } catch (err) {
+          return `no answer within ${waitMs} ms (${(err as Error).name})`;
+        }
+      };
+      const seen = [`below the cap: ${await range()}`];
+      const watches = [new AbortController(), new AbortController()];
+      for (const w of watches) {
+        const res = await fetch(`${server.endpoint}/v3/watch`, { method: 'POST', body: JSON.stringify({ create_request: { key: FOO } }), signal: w.signal });
+        await res.body!.getReader().read(); // the created line: the watch holds its stream
+      }
+      seen.push(`at the cap: ${await range()}`);
+      seen.push(`at the cap, Grpc-Timeout 1S: ${await range({ 'Grpc-Timeout': '1S' }, 5000)}`);
+      const waiting = range({}, 5000);
+      await sleep(300);
+      watches[0]!.abort();
+      seen.push(`waiting while a watch ends: ${await waiting}`);
+      watches[1]!.abort();
+      outcomes.push(seen);
+      await server.stop();
+    }
+    assert.match(outcomes[0]![1]!, /^at the cap: no answer within 1500 ms/);
+    assert.deepEqual(outcomes[1], outcomes[0]);
+  });
 });

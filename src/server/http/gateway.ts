@@ -220,15 +220,55 @@ class GatewayStream implements CallStream {
 /** Answers a gateway request; `path` is the request's path after etcd's `/v3beta/` → `/v3/` rewrite. */
 export type GatewayHandler = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => void;
 
-/** The gateway over `grpc`'s registered methods (grpc-gateway's ServeMux with etcd's handlers). */
-export function gatewayHandler(grpc: GrpcServer): GatewayHandler {
+/**
+ * The gateway over `grpc`'s registered methods (grpc-gateway's ServeMux with etcd's handlers),
+ * for one client listener. etcd's gateway is a gRPC client on one connection to its listener, so
+ * the server's `--max-concurrent-streams` (`maxStreams`, default unlimited) caps the gateway's
+ * calls in flight together: a request past the cap waits, until a call ends, its own
+ * `grpc-timeout` passes (DeadlineExceeded), or its client goes away. A watch or keep-alive holds
+ * its place for as long as it is open.
+ */
+export function gatewayHandler(grpc: GrpcServer, maxStreams = Infinity): GatewayHandler {
   const routes = loadRoutes();
+  let open = 0;
+  const waiting = new Set<() => void>();
+  const release = (): void => {
+    open--;
+    const next = waiting.values().next();
+    if (!next.done && open < maxStreams) next.value();
+  };
   return (req, res, path) => {
     const route = routes.get(path);
     // grpc-gateway's DefaultOtherErrorHandler answers routing errors with Go's `http.Error`.
     if (!route) httpError(res, 404, 'Not Found');
     else if (req.method !== 'POST') httpError(res, 405, 'Method Not Allowed');
-    else serve(grpc, route, req, res);
+    else {
+      const arrivedAt = performance.now();
+      const start = (): void => {
+        waiting.delete(start);
+        clearTimeout(expiry);
+        if (res.writableEnded) return;
+        open++;
+        res.once('close', release);
+        serve(grpc, route, req, res, arrivedAt);
+      };
+      let expiry: NodeJS.Timeout | undefined;
+      if (open < maxStreams) start();
+      else {
+        waiting.add(start);
+        res.once('close', () => waiting.delete(start));
+        const timeout = req.headers['grpc-timeout'];
+        const timeoutMs = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
+        // The gRPC client's deadline passes while it waits for a stream (serve() answers a
+        // timeout it cannot read, or one of 0, which sets no deadline).
+        if (timeoutMs !== undefined && timeoutMs > 0) {
+          expiry = setTimeout(() => {
+            waiting.delete(start);
+            unaryError(res, { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
+          }, timeoutMs);
+        }
+      }
+    }
   };
 }
 
@@ -286,8 +326,8 @@ function gatewayTimeoutMs(value: string): number | undefined {
   return Number(BigInt.asIntN(64, count * unit)) / 1e6;
 }
 
-/** Runs one gateway request as a call of `route` and answers it. */
-function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse): void {
+/** Runs one gateway request, which arrived at `arrivedAt` (`performance.now()`), as a call of `route` and answers it. */
+function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse, arrivedAt: number): void {
   const timeout = req.headers['grpc-timeout'];
   const decoded = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
   if (typeof timeout === 'string' && decoded === undefined) {
@@ -341,12 +381,12 @@ function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: h
   // The gRPC client's deadline, in grpc-gateway: once it passes the call is cancelled and the
   // answer is the client's own DeadlineExceeded; a deadline that passed before the request
   // was read fails the call before it starts, as grpc-go's client checks it first.
-  const deadlineAt = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  const deadlineAt = timeoutMs === undefined ? undefined : arrivedAt + timeoutMs;
   const expire = (): void => {
     stream.listener?.onReset();
     ended({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
   };
-  const timer = timeoutMs === undefined ? undefined : setTimeout(expire, Math.max(0, timeoutMs));
+  const timer = deadlineAt === undefined ? undefined : setTimeout(expire, Math.max(0, deadlineAt - performance.now()));
   const mayStart = (): boolean => {
     if (deadlineAt === undefined || performance.now() < deadlineAt) return true;
     expire();
