@@ -455,7 +455,7 @@ function readCommandLine(argv: readonly string[], env: Readonly<Record<string, s
   // 2. What is left must be nothing (etcd etcdmain: "'%s' is not a valid flag").
   const positional = argv[i];
   if (positional !== undefined) {
-    if (i === 0 && (positional === 'gateway' || positional === 'grpc-proxy')) {
+    if (i === 0 && positional === 'grpc-proxy') {
       throw new FlagError(`etcd-ts does not implement 'etcd ${positional}'`);
     }
     throw new FlagError(`'${positional}' is not a valid flag`);

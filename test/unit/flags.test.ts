@@ -91,7 +91,7 @@ describe('flag syntax (Go flag package)', () => {
 
   it('refuses positional arguments, bad syntax and a missing value', () => {
     fails(['--name=a', 'extra'], "'extra' is not a valid flag", {}, 'verify');
-    fails(['gateway', 'start'], "etcd-ts does not implement 'etcd gateway'");
+    fails(['grpc-proxy', 'start'], "etcd-ts does not implement 'etcd grpc-proxy'");
     fails(['---name=a'], 'bad flag syntax: ---name=a', {}, 'parse');
     fails(['-=a'], 'bad flag syntax: -=a');
     fails(['--name'], 'flag needs an argument: -name', {}, 'parse');
