@@ -60,13 +60,17 @@ class UsageError extends Error {}
 
 /** Runs `etcd-ts gateway …` (`argv` after `gateway`): exits with etcd's status on a refusal; serves until a signal otherwise. */
 export async function gatewayMain(argv: readonly string[]): Promise<void> {
-  if (argv[0] !== 'start') {
+  // cobra finds the subcommand among the flags (`gateway --endpoints=… start` works too): the
+  // first argument that is neither a flag nor the value of a `--flag value` before it.
+  let at = 0;
+  while (at < argv.length && argv[at]!.startsWith('-')) at += argv[at]!.startsWith('--') && !argv[at]!.includes('=') && START_FLAGS[argv[at]!.slice(2)] !== 'bool' ? 2 : 1;
+  if (argv[at] !== 'start') {
     process.stdout.write(GATEWAY_HELP);
     return;
   }
   let options: StartOptions | 'help';
   try {
-    options = parseStartFlags(argv.slice(1));
+    options = parseStartFlags([...argv.slice(0, at), ...argv.slice(at + 1)]);
   } catch (err) {
     const message = (err as Error).message;
     process.stderr.write(`Error: ${message}\n${START_USAGE}\n${message}`);

@@ -44,7 +44,8 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     const seen: Record<string, string[]> = {};
     for (const kind of ['etcd', 'etcd-ts'] as const) {
       const listen = `127.0.0.1:${await freePort()}`;
-      const [cmd, args] = command(kind, ['gateway', 'start', `--endpoints=${dead},http://${upstreamAddr}`, `--listen-addr=${listen}`, '--retry-delay=1s']);
+      // Flags before the subcommand, as etcd's own e2e test gives them.
+      const [cmd, args] = command(kind, ['gateway', `--endpoints=${dead},http://${upstreamAddr}`, '--listen-addr', listen, 'start', '--retry-delay=1s']);
       const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       t.after(() => child.kill('SIGKILL'));
       let log = '';
