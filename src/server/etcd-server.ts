@@ -860,11 +860,15 @@ export class EtcdServer {
    * when it is wrong), the token the request carries in `md`, if any, and the size of what is
    * proposed, then, as one raft entry, gives a simple token ending in that entry's index.
    * Throws as `AuthStore.checkPassword`, `AuthStore.authInfo` ("invalid auth token"),
-   * `checkRequestSize` and `AuthStore.authenticate`.
+   * `checkRequestSize` and `AuthStore.authenticate`, and throws what `contextEnded` returns when
+   * the caller's context ended while the password was checked (nothing is proposed then, as
+   * etcd's `raftRequestOnce` proposes nothing with an ended context).
    */
-  async authenticate(name: string, password: string, md?: TokenMetadata): Promise<AuthenticateResponse> {
+  async authenticate(name: string, password: string, md?: TokenMetadata, contextEnded?: () => Error | undefined): Promise<AuthenticateResponse> {
     this.checkStopped();
     await this.auth.checkPassword(name, password);
+    const ended = contextEnded?.();
+    if (ended) throw ended;
     // etcd reads the caller's token as it proposes any request: one it does not accept stops
     // this one too (a client re-authenticating with its expired token in the metadata). Then
     // the size of what it proposes: name, password and a simple token's 16 letters.

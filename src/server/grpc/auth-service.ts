@@ -8,6 +8,7 @@
  * `--max-request-bytes` (etcd holds every request it proposes to it). Passwords are hashed
  * before the entry, on libuv's pool, so the main thread never runs bcrypt.
  */
+import { status as Status } from '@grpc/grpc-js';
 import { authChanges, type AuthInfo, type TokenMetadata } from '../../auth/auth-store.js';
 import {
   AuthService,
@@ -16,8 +17,9 @@ import {
   type AuthStatusRequest,
   type AuthUserGetRequest,
 } from '../../proto/gen/rpc.gen.js';
+import { contextErrorStatus } from '../errors.js';
 import { RAFT_FIELD, type EtcdServer } from '../etcd-server.js';
-import type { GrpcServer as Server } from '../transport/grpc-server.js';
+import type { GrpcServer as Server, ServerCall } from '../transport/grpc-server.js';
 import { unary } from './unary.js';
 
 /** Registers the Auth service of `etcd` on `grpc`. */
@@ -71,7 +73,15 @@ export function addAuthService(grpc: Server, etcd: EtcdServer): void {
     authStatus: unary((r: AuthStatusRequest, md) =>
       etcd.authRequest(caller('authStatus', r, md), false, () => ({ enabled: auth.enabled, authRevision: BigInt(auth.revision) })),
     ),
-    authenticate: unary((r: AuthenticateRequest, md) => etcd.authenticate(r.name, r.password, md)),
+    // etcd proposes the token with the caller's context: one that ended while the password was
+    // checked proposes nothing, and the call ends with the bare context error (code Unknown).
+    authenticate: unary((r: AuthenticateRequest, md, call) =>
+      etcd.authenticate(r.name, r.password, md, () => {
+        if (!call.cancelled) return undefined;
+        const status = (call as unknown as ServerCall).pendingStatus;
+        return new Error(contextErrorStatus(status?.code === Status.DEADLINE_EXCEEDED ? 'deadline' : 'cancelled').details);
+      }),
+    ),
     userAdd: withPassword('userAdd', changes.userAdd, (r) => r.options?.noPassword ?? false),
     userGet: adminOr(
       'userGet',

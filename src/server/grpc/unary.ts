@@ -36,11 +36,11 @@ export function withWire<S extends ServiceDefinition>(service: S, serializers: P
 }
 
 /** Wraps `fn(request, metadata)` as a grpc-js unary handler (`metadata` is the call's, for its auth token). */
-export function unary<Req, Res>(fn: (req: Req, metadata: TokenMetadata) => Res | Promise<Res>) {
+export function unary<Req, Res>(fn: (req: Req, metadata: TokenMetadata, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     let result: Res | Promise<Res>;
     try {
-      result = fn(call.request, call.metadata);
+      result = fn(call.request, call.metadata, call);
     } catch (err) {
       callback(toServiceError(err));
       return;
