@@ -17,7 +17,8 @@
  */
 import { createPrivateKey, createPublicKey, randomInt, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import jwt, { type Algorithm } from 'jsonwebtoken';
+import { createRequire } from 'node:module';
+import type { Algorithm } from 'jsonwebtoken';
 
 /** Who sends a request (etcd `AuthInfo`): the token's user ('' without one) and the auth revision it speaks for (0 without one). */
 export interface AuthInfo {
@@ -201,7 +202,7 @@ class JwtTokens implements TokenProvider {
   info(token: string): AuthInfo | undefined {
     let claims: unknown;
     try {
-      claims = jwt.verify(token, this.options.verifyKey, { algorithms: [this.options.method] });
+      claims = jsonwebtoken().verify(token, this.options.verifyKey, { algorithms: [this.options.method] });
     } catch {
       return undefined;
     }
@@ -215,7 +216,7 @@ class JwtTokens implements TokenProvider {
     if (key === undefined) throw new Error('auth: token signing attempted with verify-only key');
     // Go's encoding/json writes the claims map with its keys sorted.
     const exp = Math.floor((Date.now() + this.options.ttlMs) / 1000);
-    return jwt.sign({ exp, revision, username }, key, { algorithm: this.options.method, noTimestamp: true, allowInsecureKeySizes: true });
+    return jsonwebtoken().sign({ exp, revision, username }, key, { algorithm: this.options.method, noTimestamp: true, allowInsecureKeySizes: true });
   }
 
   disable(): void {}
@@ -223,4 +224,9 @@ class JwtTokens implements TokenProvider {
   invalidateUser(): void {}
 
   close(): void {}
+}
+
+/** jsonwebtoken, loaded on first use: the command binds its listeners before it loads what it needs later. */
+function jsonwebtoken(): typeof import('jsonwebtoken') {
+  return createRequire(import.meta.url)('jsonwebtoken') as typeof import('jsonwebtoken');
 }

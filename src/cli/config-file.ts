@@ -11,7 +11,7 @@
  * type is an error in Go's words. Keys etcd does not know are ignored, as Go ignores them.
  */
 import fs from 'node:fs';
-import { parseDocument } from 'yaml';
+import { createRequire } from 'node:module';
 
 /** The Go type of a setting, as Go's JSON decoder checks it. */
 type GoType = 'string' | 'bool' | 'uint' | 'uint32' | 'uint64' | 'int' | 'int64' | 'time.Duration' | '[]string';
@@ -151,6 +151,8 @@ export function readConfigFile(file: string): ConfigFileSettings {
     throw err;
   }
   // go-yaml v2 lets a repeated key's last value win; so does uniqueKeys: false.
+  // Loaded on first use: the command binds its listeners before it loads what it needs later.
+  const { parseDocument } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
   const doc = parseDocument(text, { version: '1.1', intAsBigInt: true, uniqueKeys: false });
   const parseError = doc.errors[0];
   if (parseError) throw new Error(`error converting YAML to JSON: yaml: ${parseError.message.split('\n')[0]!.replace(/:$/, '')}`);

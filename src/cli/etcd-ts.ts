@@ -5,14 +5,15 @@
  * `osutil.HandleInterrupts` re-raises it): a shell sees 143 or 130. SIGUSR1 and SIGUSR2 are
  * ignored, as etcd ignores them.
  */
-import { readFileSync, writeSync } from 'node:fs';
+import { readdirSync, readFileSync, writeSync } from 'node:fs';
 
 import type { Logger } from 'pino';
 
 import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
 import { gatewayMain } from '../gateway/cli.js';
-import { EmbedFatalError, startEtcd } from '../server/embed.js';
-import { identifyDataDir, SERVER_VERSION } from '../server/etcd-server.js';
+import { bindUrls, EmbedFatalError } from '../server/bind.js';
+import type { RunningServer } from '../server/embed.js';
+import { SERVER_VERSION } from '../version.js';
 import { logEtcdmainVersions, logInitializedMember } from '../server/startup-log.js';
 import { ERR_UNSET_ADVERTISE_CLIENT_URLS, FlagError, parseFlags, usage, usageSummary, type Notice } from './flags.js';
 
@@ -78,9 +79,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
   }
   // etcd sets up its logging again as the server starts, and warns again.
   writeEarly(notices.filter((n) => 'raw' in n && n.again === true));
-  let server: Awaited<ReturnType<typeof startEtcd>>;
+  let server: RunningServer;
   try {
-    server = await startEtcd(config, log);
+    // The listeners first, then the rest of the server's modules: clients that connect while
+    // those load wait in the listeners' queues, as with etcd, instead of being refused.
+    const bound = await bindUrls(config, log);
+    const { startEtcd } = await import('../server/embed.js');
+    server = await startEtcd(config, log, bound);
   } catch (err) {
     refuse(log, err);
   }
@@ -186,4 +191,27 @@ function packageVersion(): string {
     if (pkg.name === 'etcd-ts') return pkg.version ?? '';
   }
   return '';
+}
+
+/**
+ * What the etcd command says of the data dir before it starts a server (etcdmain
+ * `identifyDataDirOrDie`): a path it cannot list is fatal (throws `error listing data dir:
+ * <dir>`); a name in it other than `member` or `proxy` is warned about (changing nothing).
+ * The embedded server does not call it, as etcd's embed package does not.
+ * @returns whether the data dir holds a member (`member`); false for a dir not there yet.
+ */
+function identifyDataDir(dir: string, log: Logger): boolean {
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new Error(`error listing data dir: ${dir}`, { cause: err });
+  }
+  for (const name of names) {
+    if (name === 'member' || name === 'proxy') continue;
+    const text = `found invalid file/dir ${name} under data dir ${dir} (Ignore this if you are upgrading etcd)`;
+    log.warn({ filename: name, 'data-dir': dir, ...plog('etcdmain', 'W', text) }, 'found invalid file under data directory');
+  }
+  return names.includes('member');
 }

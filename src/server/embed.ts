@@ -2,11 +2,10 @@
  * Assembles a running server from a ServerConfig: the EtcdServer, one gRPC server with every
  * service, and the peer, client and metrics listeners. Used by the CLI and by embedding apps.
  */
-import fs from 'node:fs';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { GRPC_OVERHEAD_BYTES, isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
+import { GRPC_OVERHEAD_BYTES, isTlsUrl, type ServerConfig } from '../config.js';
 import { plog } from '../logger.js';
 import { WatchService } from '../proto/gen/rpc.gen.js';
 import { startAutoCompactor } from './auto-compactor.js';
@@ -23,10 +22,11 @@ import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
 import { gatewayHandler, gatewayWebSocket } from './http/gateway.js';
 import { httpHandler, upgradeHandler } from './http/handlers.js';
+import { bindUrls, type BoundUrls } from './bind.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
 import { logCapabilities, logServerLeading, logServerStarting } from './startup-log.js';
-import { crlCheck, loadTls, peerCertificateAllowed } from './tls.js';
+import { peerCertificateAllowed } from './tls.js';
 import { peerHandler } from './http/peer.js';
 import { tlsInfoText } from '../cli/flags.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
@@ -58,85 +58,25 @@ class InstrumentedGrpcServer extends GrpcServer {
   }
 }
 
-/** Descriptors etcd keeps for its own files (`reservedInternalFDNum`). */
-const RESERVED_INTERNAL_FDS = 150;
-
 /**
- * A start refused by etcd's embed package itself, which logs its own fatal line (package
- * `embed`, zap message `zapMessage` with `fields`) where etcdmain would log the error.
+ * Starts a server as etcd's `StartEtcd` does: binds the peer URLs, then the client URLs (unless
+ * `bound` has them: see `bindUrls`), then opens the data dir, serves, and binds the metrics
+ * URLs. Throws when a port cannot be bound (before anything is written to the data dir), or
+ * when the data dir is locked; the listeners are closed then, `bound`'s too.
  */
-export class EmbedFatalError extends Error {
-  override readonly name = 'EmbedFatalError';
-  constructor(
-    message: string,
-    readonly zapMessage: string,
-    readonly fields: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * The soft limit on open files (etcd `runtimeutil.FDLimit`, `RLIMIT_NOFILE`'s current value, as
- * Node raised it at start up to the hard limit, as Go does), from /proc/self/limits; undefined
- * when unlimited or unreadable (etcd then skips its check).
- */
-function fdLimit(): number | undefined {
-  let limits: string;
-  try {
-    limits = fs.readFileSync('/proc/self/limits', 'utf8');
-  } catch {
-    return undefined;
-  }
-  const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
-  return soft === undefined ? undefined : Number(soft);
-}
-
-/**
- * Starts a server as etcd's `StartEtcd` does: binds the peer URLs, then the client URLs, then
- * opens the data dir, serves, and binds the metrics URLs. Throws when a port cannot be bound
- * (before anything is written to the data dir), or when the data dir is locked.
- */
-export async function startEtcd(config: ServerConfig, log: Logger): Promise<RunningServer> {
-  /** Every listener bound so far, closed with the server or when starting fails. */
-  const listeners: ClientListener[] = [];
-  const bind = async (url: string, tlsOptions: tls.TlsOptions | undefined): Promise<BoundListener> => {
-    const bound = await bindUrl(url, tlsOptions);
-    listeners.push(bound);
-    return bound;
-  };
+export async function startEtcd(config: ServerConfig, log: Logger, bound?: BoundUrls): Promise<RunningServer> {
   let etcd: EtcdServer | undefined;
   let grpc: GrpcServer | undefined;
+  /** Every listener bound so far, closed with the server or when starting fails. */
+  const listeners: ClientListener[] = [];
   try {
-    const peers: BoundListener[] = [];
-    const peerTls = config.peerTls;
-    // Like etcd, TLS settings are read only when a URL needs them (with http:// URLs alone a
-    // certificate that is not there is no error), but auto TLS makes its certificate whatever
-    // the URLs (etcd `PeerSelfCert`, `ClientSelfCert`).
-    const selfCert = (c: ClientTlsConfig) => c.autoTls && !c.certFile && !c.keyFile;
-    // A CRL applies to the certificates of the files given, not to auto TLS's (etcd's
-    // `SelfCert` makes new TLS settings, without the CRL).
-    const crlOf = (c: ClientTlsConfig | undefined) => (c?.clientCrlFile && !selfCert(c) ? crlCheck(c.clientCrlFile, log) : undefined);
-    const peerTlsOptions = peerTls && (config.listenPeerUrls.some(isTlsUrl) || selfCert(peerTls)) ? loadPeerTls(peerTls, config) : undefined;
-    for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
-    const clientTls = config.clientTls;
-    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
-    const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
-    const clients: BoundListener[] = [];
-    const limit = fdLimit();
-    // etcd keeps one listener per address (`configureClientListeners`' map): a repeated client
-    // URL is served once, where a repeated peer or metrics URL fails to bind.
-    for (const url of new Set(config.listenClientUrls)) {
-      clients.push(await bind(url, tlsOptions));
-      // Once a client URL is bound, etcd checks that 150 descriptors are left for its own files.
-      if (limit !== undefined && limit <= RESERVED_INTERNAL_FDS) {
-        throw new EmbedFatalError(
-          `file descriptor limit[${limit}] of etcd process is too low, and should be set higher than ${RESERVED_INTERNAL_FDS} to ensure internal usage`,
-          'file descriptor limit of etcd process is too low; please set higher',
-          { limit, 'recommended-limit': RESERVED_INTERNAL_FDS },
-        );
-      }
-    }
+    const { peers, clients, peerTls, clientTls, tlsOptions, crlOf } = bound ?? (await bindUrls(config, log));
+    listeners.push(...peers, ...clients);
+    const bind = async (url: string, options: tls.TlsOptions | undefined): Promise<BoundListener> => {
+      const listener = await bindUrl(url, options);
+      listeners.push(listener);
+      return listener;
+    };
 
     const server = (etcd = await EtcdServer.open(config, log));
     logServerStarting(log, config, server);
@@ -222,13 +162,3 @@ export async function startEtcd(config: ServerConfig, log: Logger): Promise<Runn
   }
 }
 
-/**
- * The peer listeners' TLS options (see `loadTls`); throws etcd's error when both
- * `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` are given.
- */
-function loadPeerTls(peerTls: PeerTlsConfig, config: ServerConfig): tls.TlsOptions {
-  if (peerTls.allowedCn && peerTls.allowedHostname) {
-    throw new Error(`AllowedCN and AllowedHostname are mutually exclusive (cn=${JSON.stringify(peerTls.allowedCn)}, hostname=${JSON.stringify(peerTls.allowedHostname)})`);
-  }
-  return loadTls(peerTls, config.dataDir, config.listenPeerUrls.map((u) => new URL(u).host), 'peer');
-}

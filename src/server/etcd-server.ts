@@ -63,33 +63,7 @@ import { etcdWalFiles, peerUrlsAdded, readEtcdWal, type EtcdWal } from './etcd-w
 import { Membership, verifyBootstrap } from './membership.js';
 import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
-/** The etcd version this server reports (an etcd 3.5 release, which clients accept). */
-export const SERVER_VERSION = '3.5.17';
-/** The cluster version it reports (etcd `/version` "etcdcluster"). */
-export const CLUSTER_VERSION = '3.5.0';
-
-/**
- * What the etcd command says of the data dir before it starts a server (etcdmain
- * `identifyDataDirOrDie`): a path it cannot list is fatal (throws `error listing data dir:
- * <dir>`); a name in it other than `member` or `proxy` is warned about (changing nothing).
- * The embedded server does not call it, as etcd's embed package does not.
- * @returns whether the data dir holds a member (`member`); false for a dir not there yet.
- */
-export function identifyDataDir(dir: string, log: Logger): boolean {
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw new Error(`error listing data dir: ${dir}`, { cause: err });
-  }
-  for (const name of names) {
-    if (name === 'member' || name === 'proxy') continue;
-    const text = `found invalid file/dir ${name} under data dir ${dir} (Ignore this if you are upgrading etcd)`;
-    log.warn({ filename: name, 'data-dir': dir, ...plog('etcdmain', 'W', text) }, 'found invalid file under data directory');
-  }
-  return names.includes('member');
-}
+export { CLUSTER_VERSION, SERVER_VERSION } from '../version.js';
 
 /** etcd's warning about a data dir's mode other than 0700 (`fileutil.CheckDirPermission`), which changes nothing. */
 function checkDataDirMode(dir: string, log: Logger): void {

@@ -17,7 +17,8 @@ import type { Logger } from 'pino';
 
 import type { ServerConfig } from '../config.js';
 import { isCapnslog, plog, raftLog } from '../logger.js';
-import { CLUSTER_VERSION, SERVER_VERSION, type EtcdServer } from './etcd-server.js';
+import { CLUSTER_VERSION, SERVER_VERSION } from '../version.js';
+import type { EtcdServer } from './etcd-server.js';
 
 /** The cluster version as etcd logs it: major.minor. */
 const LOGGED_CLUSTER_VERSION = CLUSTER_VERSION.split('.').slice(0, 2).join('.');

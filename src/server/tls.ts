@@ -10,8 +10,7 @@ import fs from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { CertificateList } from '@peculiar/asn1-x509';
+import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { ClientTlsConfig, PeerTlsConfig } from '../config.js';
 import { splitHostPort } from '../cli/flags.js';
@@ -203,7 +202,11 @@ function presentedSerials(socket: tls.TLSSocket): string[] {
 function revokedSerials(file: Buffer): Set<string> {
   const pem = /-----BEGIN X509 CRL-----([^-]*)-----END X509 CRL-----/.exec(file.toString('latin1'));
   const der = pem ? Buffer.from(pem[1]!.replace(/\s+/g, ''), 'base64') : file;
-  let list: CertificateList;
+  // Loaded on first use: the command binds its listeners before it loads what it needs later.
+  const require = createRequire(import.meta.url);
+  const { AsnConvert } = require('@peculiar/asn1-schema') as typeof import('@peculiar/asn1-schema');
+  const { CertificateList } = require('@peculiar/asn1-x509') as typeof import('@peculiar/asn1-x509');
+  let list: InstanceType<typeof CertificateList>;
   try {
     list = AsnConvert.parse(der, CertificateList);
   } catch (err) {

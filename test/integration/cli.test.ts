@@ -114,6 +114,34 @@ test("--quota-backend-bytes off (negative) or over etcd's recommended maximum is
   }
 });
 
+test('the client URL takes connections before the server has loaded and made its data dir, as etcd binds first: one made then is served once it is ready', { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cli-early-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { args, url } = await serverArgs(path.join(dir, 'data'));
+  const p = run(t, args);
+  const { port } = new URL(url);
+  let socket: net.Socket | undefined;
+  for (let i = 0; i < 400 && socket === undefined; i++) {
+    socket = await new Promise<net.Socket | undefined>((resolve) => {
+      const s = net.connect(Number(port), '127.0.0.1', () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (socket === undefined) await sleep(5);
+  }
+  assert.ok(socket, 'the client URL never accepted a connection');
+  // Taken before the server's modules loaded and its data dir was made.
+  assert.equal(fs.existsSync(path.join(dir, 'data', 'member')), false, p.stderr());
+  assert.equal(p.stderr().includes('ready to serve client requests'), false);
+  const answer = new Promise<string>((resolve) => {
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c.toString()));
+    socket.on('close', () => resolve(got));
+  });
+  socket.end('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  assert.match(await answer, /^HTTP\/1\.1 200 OK[\s\S]*"health":"true"/);
+  await ready(p);
+});
+
 test('a client or peer URL whose port is taken is refused with Go\'s words before the data dir is made, as etcd does (exit 1)', { skip }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));

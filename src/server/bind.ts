@@ -1,0 +1,120 @@
+/**
+ * The listeners etcd binds before it opens its data dir (etcd `StartEtcd`'s
+ * `configurePeerListeners` and `configureClientListeners`), in a module light enough to load
+ * before the rest of the server: the `etcd-ts` command binds them first, so that clients
+ * connecting while the server loads wait in the listener (see `ClientListener`) instead of being
+ * refused, as etcd's listeners take them ~35 ms after it starts.
+ */
+import fs from 'node:fs';
+import type tls from 'node:tls';
+import type { Logger } from 'pino';
+
+import { isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
+import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
+import { crlCheck, loadTls } from './tls.js';
+
+/** Descriptors etcd keeps for its own files (`reservedInternalFDNum`). */
+const RESERVED_INTERNAL_FDS = 150;
+
+/**
+ * A start refused by etcd's embed package itself, which logs its own fatal line (package
+ * `embed`, zap message `zapMessage` with `fields`) where etcdmain would log the error.
+ */
+export class EmbedFatalError extends Error {
+  override readonly name = 'EmbedFatalError';
+  constructor(
+    message: string,
+    readonly zapMessage: string,
+    readonly fields: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The soft limit on open files (etcd `runtimeutil.FDLimit`, `RLIMIT_NOFILE`'s current value, as
+ * Node raised it at start up to the hard limit, as Go does), from /proc/self/limits; undefined
+ * when unlimited or unreadable (etcd then skips its check).
+ */
+function fdLimit(): number | undefined {
+  let limits: string;
+  try {
+    limits = fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
+  return soft === undefined ? undefined : Number(soft);
+}
+
+/** The peer and client listeners, bound, with the TLS settings they and the server go on with. */
+export interface BoundUrls {
+  readonly peers: BoundListener[];
+  readonly clients: BoundListener[];
+  readonly peerTls: PeerTlsConfig | undefined;
+  readonly clientTls: ClientTlsConfig | undefined;
+  /** The client listeners' TLS options, also for the metrics URLs; undefined without TLS. */
+  readonly tlsOptions: tls.TlsOptions | undefined;
+  /** A listener's check of each connection against the CRL of `c`, if it has one (see `crlCheck`). */
+  readonly crlOf: (c: ClientTlsConfig | undefined) => ((socket: tls.TLSSocket) => boolean) | undefined;
+}
+
+/**
+ * Binds the peer URLs, then the client URLs, as etcd does; after the first client URL, refuses
+ * an open-file limit of 150 or less (EmbedFatalError). Throws what a bind or the TLS settings
+ * throw, with every listener it bound closed.
+ */
+export async function bindUrls(config: ServerConfig, log: Logger): Promise<BoundUrls> {
+  const listeners: ClientListener[] = [];
+  const bind = async (url: string, tlsOptions: tls.TlsOptions | undefined): Promise<BoundListener> => {
+    const bound = await bindUrl(url, tlsOptions);
+    listeners.push(bound);
+    return bound;
+  };
+  try {
+    const peers: BoundListener[] = [];
+    const peerTls = config.peerTls;
+    // Like etcd, TLS settings are read only when a URL needs them (with http:// URLs alone a
+    // certificate that is not there is no error), but auto TLS makes its certificate whatever
+    // the URLs (etcd `PeerSelfCert`, `ClientSelfCert`).
+    const selfCert = (c: ClientTlsConfig) => c.autoTls && !c.certFile && !c.keyFile;
+    // A CRL applies to the certificates of the files given, not to auto TLS's (etcd's
+    // `SelfCert` makes new TLS settings, without the CRL).
+    const crlOf = (c: ClientTlsConfig | undefined) => (c?.clientCrlFile && !selfCert(c) ? crlCheck(c.clientCrlFile, log) : undefined);
+    const peerTlsOptions = peerTls && (config.listenPeerUrls.some(isTlsUrl) || selfCert(peerTls)) ? loadPeerTls(peerTls, config) : undefined;
+    for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
+    const clientTls = config.clientTls;
+    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
+    const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
+    const clients: BoundListener[] = [];
+    const limit = fdLimit();
+    // etcd keeps one listener per address (`configureClientListeners`' map): a repeated client
+    // URL is served once, where a repeated peer or metrics URL fails to bind.
+    for (const url of new Set(config.listenClientUrls)) {
+      clients.push(await bind(url, tlsOptions));
+      // Once a client URL is bound, etcd checks that 150 descriptors are left for its own files.
+      if (limit !== undefined && limit <= RESERVED_INTERNAL_FDS) {
+        throw new EmbedFatalError(
+          `file descriptor limit[${limit}] of etcd process is too low, and should be set higher than ${RESERVED_INTERNAL_FDS} to ensure internal usage`,
+          'file descriptor limit of etcd process is too low; please set higher',
+          { limit, 'recommended-limit': RESERVED_INTERNAL_FDS },
+        );
+      }
+    }
+    return { peers, clients, peerTls, clientTls, tlsOptions, crlOf };
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    throw err;
+  }
+}
+
+/**
+ * The peer listeners' TLS options (see `loadTls`); throws etcd's error when both
+ * `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` are given.
+ */
+function loadPeerTls(peerTls: PeerTlsConfig, config: ServerConfig): tls.TlsOptions {
+  if (peerTls.allowedCn && peerTls.allowedHostname) {
+    throw new Error(`AllowedCN and AllowedHostname are mutually exclusive (cn=${JSON.stringify(peerTls.allowedCn)}, hostname=${JSON.stringify(peerTls.allowedHostname)})`);
+  }
+  return loadTls(peerTls, config.dataDir, config.listenPeerUrls.map((u) => new URL(u).host), 'peer');
+}
