@@ -189,15 +189,15 @@ describe('maintenance and operations endpoints', () => {
     assert.equal(delta('etcd_debugging_mvcc_keys_total'), 0);
     assert.equal(delta('etcd_server_proposals_applied_total'), 3);
     assert.equal(sample(m2, 'etcd_debugging_mvcc_current_revision'), Number((await get('x')).header!.revision));
-    const handled = 'grpc_server_handled_total{grpc_service="etcdserverpb.KV",grpc_method="Put",grpc_type="unary",grpc_code="OK"}';
+    const handled = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}';
     assert.ok(sample(m2, handled)! > sample(m1, handled)!);
     // Calls of the earlier tests: a refused unary call by its code, a finished server stream.
     const maintenance = (method: string, type: string, code: string) =>
-      `grpc_server_handled_total{grpc_service="etcdserverpb.Maintenance",grpc_method="${method}",grpc_type="${type}",grpc_code="${code}"}`;
+      `grpc_server_handled_total{grpc_code="${code}",grpc_method="${method}",grpc_service="etcdserverpb.Maintenance",grpc_type="${type}"}`;
     assert.equal(sample(m2, maintenance('MoveLeader', 'unary', 'FailedPrecondition')), 1);
     assert.equal(sample(m2, maintenance('MoveLeader', 'unary', 'OK')), 1);
     assert.equal(sample(m2, maintenance('Snapshot', 'server_stream', 'OK')), 1);
-    assert.equal(sample(m2, 'grpc_server_started_total{grpc_service="etcdserverpb.Maintenance",grpc_method="Snapshot",grpc_type="server_stream"}'), 1);
+    assert.equal(sample(m2, 'grpc_server_started_total{grpc_method="Snapshot",grpc_service="etcdserverpb.Maintenance",grpc_type="server_stream"}'), 1);
   });
 
   it('/health is 503 while an alarm is active (unless excluded), /version answers JSON', async () => {
@@ -253,7 +253,7 @@ describe('maintenance and operations endpoints', () => {
       await alarm(AlarmRequest_AlarmAction.DEACTIVATE);
     }
     const metrics = await (await fetch(`${url}/metrics`)).text();
-    assert.match(metrics, /^etcd_server_healthcheck\{type="readyz",name="data_corruption"\} 0$/m, "its last run failed");
-    assert.match(metrics, /^etcd_server_healthchecks_total\{type="readyz",name="data_corruption",status="error"\} 1$/m);
+    assert.match(metrics, /^etcd_server_healthcheck\{name="data_corruption",type="readyz"\} 0$/m, "its last run failed");
+    assert.match(metrics, /^etcd_server_healthchecks_total\{name="data_corruption",status="error",type="readyz"\} 1$/m);
   });
 });
