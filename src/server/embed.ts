@@ -26,7 +26,7 @@ import { bindUrls, type BoundUrls } from './bind.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
 import { logCapabilities, logServerLeading, logServerStarting } from './startup-log.js';
-import { peerCertificateAllowed } from './tls.js';
+import { goHandshakeError, logRejected, peerCertificateAllowed } from './tls.js';
 import { peerHandler } from './http/peer.js';
 import { tlsInfoText } from '../cli/flags.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
@@ -108,8 +108,9 @@ export async function startEtcd(config: ServerConfig, log: Logger, bound?: Bound
     // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
     const peerHttp = peerHandler(server, advertised);
     const peerCrl = crlOf(peerTls);
+    const handshakeFailed = (socket: tls.TLSSocket, err: Error, remoteAddr: string): void => logRejected(log, socket, goHandshakeError(err), remoteAddr);
     for (const peer of peers) {
-      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true)) });
+      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true)), handshakeFailed });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
     logServerLeading(log, config, server);
@@ -118,7 +119,7 @@ export async function startEtcd(config: ServerConfig, log: Logger, bound?: Bound
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
     }
     const clientCrl = crlOf(clientTls);
-    for (const client of clients) client.serve({ ...clientRoutes(), admit: clientCrl });
+    for (const client of clients) client.serve({ ...clientRoutes(), admit: clientCrl, handshakeFailed });
     const metrics: ClientListener[] = [];
     const metricsHandler = httpHandler(server, serverMetrics);
     for (const url of config.listenMetricsUrls) {

@@ -78,6 +78,12 @@ export interface ListenerRoutes {
   readonly upgrade?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean;
   /** Over TLS, whether a connection may stay once its handshake is done (etcd's `VerifyPeerCertificate`). */
   readonly admit?: (socket: tls.TLSSocket) => boolean;
+  /**
+   * Over TLS, told of each connection whose handshake failed (etcd's `HandshakeFailure`), with
+   * the client's address as Go writes it (`127.0.0.1:5000`, `[::1]:5000`): a socket the failure
+   * closed no longer knows it.
+   */
+  readonly handshakeFailed?: (socket: tls.TLSSocket, err: Error, remoteAddr: string) => void;
 }
 
 /** A bound listener that holds the connections it accepts until it is told where to send them. */
@@ -133,7 +139,18 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
         else routeHttp(socket);
       }),
     );
-    server.on('connection', track);
+    // The client's address, kept by the raw socket, which Node's TLS socket names `_parent`.
+    const addresses = new WeakMap<net.Socket, string>();
+    server.on('connection', (raw: net.Socket) => {
+      track(raw);
+      const host = raw.remoteAddress ?? '';
+      addresses.set(raw, `${host.includes(':') ? `[${host}]` : host}:${raw.remotePort ?? 0}`);
+    });
+    server.on('tlsClientError', (err, socket) => {
+      const raw = (socket as unknown as { _parent?: net.Socket | null })._parent;
+      const remoteAddr = (raw && addresses.get(raw)) ?? `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`;
+      whenServing((to) => to.handshakeFailed?.(socket, err, remoteAddr));
+    });
   } else if (u.protocol === 'http:' || u.protocol === 'unix:') {
     server = net.createServer({ noDelay: true }, (socket) => {
       track(socket);

@@ -217,23 +217,74 @@ function revokedSerials(file: Buffer): Set<string> {
 
 /**
  * A listener's check of each TLS connection against a CRL file ({@link crlRefusal}): refused
- * connections are logged as etcd's `logTLSHandshakeFailure` logs them (`rejected connection
- * from "addr" (error "…", ServerName "…", IPAddresses […], DNSNames […])`; zap: warn `rejected
- * connection`) and the listener closes them.
+ * connections are logged as etcd logs them ({@link logRejected}) and the listener closes them.
  */
 export function crlCheck(crlFile: string, log: Logger): (socket: tls.TLSSocket) => boolean {
   return (socket) => {
     const error = crlRefusal(crlFile, socket);
     if (error === undefined) return true;
-    const host = socket.remoteAddress ?? '';
-    const remoteAddr = `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`;
-    const serverName = typeof socket.servername === 'string' ? socket.servername : '';
-    const sans = (socket.getPeerCertificate().subjectaltname ?? '').split(', ').filter((n) => n !== '');
-    const ips = sans.filter((n) => n.startsWith('IP Address:')).map((n) => n.slice('IP Address:'.length));
-    const dns = sans.filter((n) => n.startsWith('DNS:')).map((n) => n.slice('DNS:'.length));
-    const goQuoted = (list: string[]): string => `[${list.map((v) => JSON.stringify(v)).join(' ')}]`;
-    const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)}, IPAddresses ${goQuoted(ips)}, DNSNames ${goQuoted(dns)})`;
-    log.warn({ 'remote-addr': remoteAddr, 'server-name': serverName, 'ip-addresses': ips, 'dns-names': dns, error, ...plog('embed', 'I', text) }, 'rejected connection');
+    logRejected(log, socket, error);
     return false;
   };
+}
+
+/**
+ * etcd's `logTLSHandshakeFailure`: a connection refused during or right after its TLS handshake,
+ * `rejected connection from "addr" (error "…", ServerName "…"[, IPAddresses […], DNSNames […]])`
+ * (the certificate's names when the client presented one; zap: warn `rejected connection`).
+ * `remoteAddr` defaults to the socket's, which a closed socket no longer has.
+ */
+export function logRejected(log: Logger, socket: tls.TLSSocket, error: string, remoteAddr = goAddress(socket)): void {
+  const serverName = typeof socket.servername === 'string' ? socket.servername : '';
+  const cert = socket.getPeerCertificate();
+  const fields = { 'remote-addr': remoteAddr, 'server-name': serverName };
+  if (cert?.raw === undefined) {
+    const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)})`;
+    log.warn({ ...fields, error, ...plog('embed', 'I', text) }, 'rejected connection');
+    return;
+  }
+  const sans = (cert.subjectaltname ?? '').split(', ').filter((n) => n !== '');
+  const ips = sans.filter((n) => n.startsWith('IP Address:')).map((n) => n.slice('IP Address:'.length));
+  const dns = sans.filter((n) => n.startsWith('DNS:')).map((n) => n.slice('DNS:'.length));
+  const goQuoted = (list: string[]): string => `[${list.map((v) => JSON.stringify(v)).join(' ')}]`;
+  const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)}, IPAddresses ${goQuoted(ips)}, DNSNames ${goQuoted(dns)})`;
+  log.warn({ ...fields, 'ip-addresses': ips, 'dns-names': dns, error, ...plog('embed', 'I', text) }, 'rejected connection');
+}
+
+/** A socket's remote address as Go's `net.Addr.String()`: `127.0.0.1:5000`, `[::1]:5000`. */
+function goAddress(socket: tls.TLSSocket): string {
+  const host = socket.remoteAddress ?? '';
+  return `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`;
+}
+
+/** TLS alerts a client sends, by OpenSSL's error code suffix, as Go's `alert.String()` names them. */
+const GO_ALERTS: Record<string, string> = {
+  UNKNOWN_CA: 'unknown certificate authority',
+  BAD_CERTIFICATE: 'bad certificate',
+  CERTIFICATE_UNKNOWN: 'unknown certificate',
+  CERTIFICATE_EXPIRED: 'expired certificate',
+  CERTIFICATE_REVOKED: 'revoked certificate',
+  HANDSHAKE_FAILURE: 'handshake failure',
+  PROTOCOL_VERSION: 'protocol version not supported',
+  DECRYPT_ERROR: 'error decrypting message',
+  ACCESS_DENIED: 'access denied',
+  INTERNAL_ERROR: 'internal error',
+};
+
+/**
+ * A failed TLS handshake's error (Node's `tlsClientError`) in the words of Go's `crypto/tls`,
+ * which etcd logs: a client without a certificate where one is required, a first record that
+ * is not TLS (plain HTTP), an alert the client sent, a connection closed mid-handshake (`EOF`);
+ * else OpenSSL's reason.
+ */
+export function goHandshakeError(err: Error & { code?: string; reason?: string }): string {
+  const code = err.code ?? '';
+  if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE') return "tls: client didn't provide a certificate";
+  if (code === 'ERR_SSL_HTTP_REQUEST' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') {
+    return 'tls: first record does not look like a TLS handshake';
+  }
+  const alert = /^ERR_SSL_(?:TLSV1|SSLV3)_ALERT_(\w+)$/.exec(code)?.[1];
+  if (alert !== undefined) return `remote error: tls: ${GO_ALERTS[alert] ?? alert.toLowerCase().replaceAll('_', ' ')}`;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'EOF';
+  return err.reason ?? err.message;
 }

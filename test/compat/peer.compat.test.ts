@@ -217,6 +217,35 @@ describe('peer URL: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
     assert.deepEqual(seen['etcd-ts'], seen.etcd);
   });
 
+  it('logs a TLS handshake refused for want of a client certificate, or on a plain HTTP request, in Go\'s words as etcd does', { timeout: 60_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'peer-handshake-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    makeCerts(dir);
+    const files = ['--peer-cert-file', join(dir, 'server.crt'), '--peer-key-file', join(dir, 'server.key'), '--peer-trusted-ca-file', join(dir, 'ca.crt'), '--peer-client-cert-auth'];
+    const seen: Record<string, string[]> = {};
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const port = await freePort();
+      const server = await startServer(t, { kind, flags: ['--listen-peer-urls', `https://127.0.0.1:${port}`, ...files] });
+      const answers = [`no client certificate: ${await tlsVersion(`https://127.0.0.1:${port}`, {})}`];
+      answers.push(await new Promise<string>((resolve) => {
+        const req = http.get(`http://127.0.0.1:${port}/version`, (res) => {
+          res.resume();
+          resolve(`plain HTTP: status ${res.statusCode}`);
+        });
+        req.on('error', () => resolve('plain HTTP: refused'));
+      }));
+      await new Promise((r) => setTimeout(r, 200));
+      const rejected = server.stderr().split('\n').filter((l) => l.includes('rejected connection'));
+      seen[kind] = [...answers, ...rejected.map((l) => l.replace(/^.* I \| /, '').replace(/127\.0\.0\.1:\d+/g, '<addr>'))];
+      await server.stop();
+    }
+    assert.deepEqual(seen.etcd!.slice(2), [
+      'embed: rejected connection from "<addr>" (error "tls: client didn\'t provide a certificate", ServerName "")',
+      'embed: rejected connection from "<addr>" (error "tls: first record does not look like a TLS handshake", ServerName "")',
+    ], 'etcd 3.4 as measured');
+    assert.deepEqual(seen['etcd-ts'], seen.etcd);
+  });
+
   it('auto TLS makes its certificates whatever the URLs, and warns about them on http:// ones, as etcd does', { timeout: 60_000 }, async (t) => {
     const seen: string[][] = [];
     for (const kind of ['etcd', 'etcd-ts'] as const) {
