@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { isTlsUrl } from '../config.js';
 import { goErrnoText } from '../go-format.js';
+import { goAddress } from './tls.js';
 import { CLIENT_PREFACE } from './transport/h2-connection.js';
 import type { GrpcServer } from './transport/grpc-server.js';
 
@@ -143,12 +144,11 @@ export async function bindUrl(url: string, tlsOptions: tls.TlsOptions | undefine
     const addresses = new WeakMap<net.Socket, string>();
     server.on('connection', (raw: net.Socket) => {
       track(raw);
-      const host = raw.remoteAddress ?? '';
-      addresses.set(raw, `${host.includes(':') ? `[${host}]` : host}:${raw.remotePort ?? 0}`);
+      addresses.set(raw, goAddress(raw));
     });
     server.on('tlsClientError', (err, socket) => {
       const raw = (socket as unknown as { _parent?: net.Socket | null })._parent;
-      const remoteAddr = (raw && addresses.get(raw)) ?? `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`;
+      const remoteAddr = (raw && addresses.get(raw)) ?? goAddress(socket);
       whenServing((to) => to.handshakeFailed?.(socket, err, remoteAddr));
     });
   } else if (u.protocol === 'http:' || u.protocol === 'unix:') {

@@ -25,7 +25,7 @@ const LOGGED_CLUSTER_VERSION = CLUSTER_VERSION.split('.').slice(0, 2).join('.');
 
 const hex = (id: bigint): string => id.toString(16);
 
-/** Go's `%s` of a `[]string` / `types.URLs`: the items space-separated in brackets, or one URL alone. */
+/** Go's `%v` of a `[]string` / `types.URLs`: the items space-separated in brackets. */
 const goList = (urls: readonly string[]): string => `[${urls.join(' ')}]`;
 
 /** etcdmain's first lines, under capnslog: the versions (under zap they are in `starting an etcd server`). */

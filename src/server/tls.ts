@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { constants } from 'node:crypto';
 import fs from 'node:fs';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { createRequire } from 'node:module';
@@ -252,7 +252,7 @@ export function logRejected(log: Logger, socket: tls.TLSSocket, error: string, r
 }
 
 /** A socket's remote address as Go's `net.Addr.String()`: `127.0.0.1:5000`, `[::1]:5000`. */
-function goAddress(socket: tls.TLSSocket): string {
+export function goAddress(socket: Socket): string {
   const host = socket.remoteAddress ?? '';
   return `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`;
 }

@@ -263,8 +263,8 @@ export function gatewayHandler(grpc: GrpcServer, maxStreams = Infinity): Gateway
         // timeout it cannot read, or one of 0, which sets no deadline).
         if (timeoutMs !== undefined && timeoutMs > 0) {
           expiry = setTimeout(() => {
-            waiting.delete(start);
-            unaryError(res, { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
+            // Not if the client went away meanwhile.
+            if (waiting.delete(start)) unaryError(res, { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
           }, timeoutMs);
         }
       }
