@@ -3,6 +3,7 @@
 // refuses connections, and what it logs (zap's JSON, time stamps aside).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -67,6 +68,44 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       seen[kind] = [...answers, ...[...logged].sort()];
     }
     assert.ok(seen.etcd!.some((l) => l.includes('"msg":"deactivated endpoint"')), seen.etcd!.join('\n'));
+    assert.deepEqual(seen['etcd-ts'], seen.etcd);
+  });
+
+  it('activates a deactivated endpoint again once it accepts connections, at the next retry, and proxies to it', { timeout: 60_000 }, async (t) => {
+    const seen: Record<string, string[]> = {};
+    for (const kind of ['etcd', 'etcd-ts'] as const) {
+      const port = await freePort();
+      const listen = `127.0.0.1:${await freePort()}`;
+      const [cmd, args] = command(kind, ['gateway', 'start', `--endpoints=127.0.0.1:${port}`, `--listen-addr=${listen}`, '--retry-delay=1s']);
+      const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      t.after(() => child.kill('SIGKILL'));
+      let log = '';
+      child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+      for (let i = 0; i < 100 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+      const exchange = (): Promise<string> =>
+        new Promise((resolve) => {
+          const socket = net.connect(Number(listen.split(':')[1]), '127.0.0.1', () => socket.write('ping'));
+          let got = '';
+          socket.on('data', (c: Buffer) => (got += c.toString()));
+          socket.on('close', () => resolve(got === '' ? 'closed' : got));
+          socket.on('error', () => undefined);
+        });
+      const before = await exchange(); // the endpoint refuses: deactivated
+      // The endpoint comes up: an echo server answering one message, then closing.
+      const endpoint = net.createServer((s) => s.once('data', (d: Buffer) => s.end(`echo ${d.toString()}`)));
+      await new Promise<void>((resolve) => endpoint.listen(port, '127.0.0.1', resolve));
+      t.after(() => endpoint.close());
+      for (let i = 0; i < 60 && !log.includes('"msg":"activated"'); i++) await sleep(50);
+      const after = await exchange();
+      child.kill('SIGKILL');
+      endpoint.close();
+      const messages = [...new Set(log.split('\n').filter((l) => l.startsWith('{')).map((l) => {
+        const { ts: _ts, caller: _caller, ...rest } = JSON.parse(l) as Record<string, unknown>;
+        return JSON.stringify(rest).replaceAll(String(port), '<port>');
+      }))].sort();
+      seen[kind] = [`before: ${before}`, `after: ${after}`, ...messages];
+    }
+    assert.ok(seen.etcd!.includes('after: echo ping') && seen.etcd!.some((l) => l.includes('"msg":"activated"')), seen.etcd!.join('\n'));
     assert.deepEqual(seen['etcd-ts'], seen.etcd);
   });
 });
