@@ -72,3 +72,8 @@ export function goPathError(err: NodeJS.ErrnoException): string {
   const text = goErrnoText(err.code) ?? /^[A-Z0-9_]+: (.*?),/.exec(err.message)?.[1] ?? err.message;
   return err.path !== undefined ? `${err.syscall} ${err.path}: ${text}` : `${err.syscall}: ${text}`;
 }
+
+/** Go's `%q` of a `[]string`: each item quoted, space-separated, in brackets (`["a" "b"]`). */
+export function goQuotedList(list: readonly string[]): string {
+  return `[${list.map((v) => JSON.stringify(v)).join(' ')}]`;
+}

@@ -28,6 +28,7 @@ import path from 'node:path';
 
 import { parseTokenOptions, TokenOptionsError } from '../auth/token-provider.js';
 import { defaultConfig, isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
+import { goQuotedList } from '../go-format.js';
 import { isLogLevel, JOURNAL_LOG_OUTPUT, LOG_LEVELS, type CapnslogLine, type LoggerKind } from '../logger.js';
 import { readConfigFile } from './config-file.js';
 
@@ -1203,17 +1204,12 @@ function deprecatedLogOutput(
     if (old.length > 1) throw new FlagError("both '--log-output' and '--log-outputs' are set; only set '--log-outputs'");
     if (old[0] !== DEFAULT_LOG_OUTPUT) {
       if (old[0] === chosen[0]) {
-        throw new FlagError(`'--log-output=${goQuoted(old)}' and '--log-outputs=${goQuoted(chosen)}' are incompatible; only set --log-outputs`);
+        throw new FlagError(`'--log-output=${goQuotedList(old)}' and '--log-outputs=${goQuotedList(chosen)}' are incompatible; only set --log-outputs`);
       }
-      notices.push({ raw: `[WARNING] Deprecated '--log-output' flag is set to ${goQuoted(old)}` }, { raw: "Please use '--log-outputs' flag" });
+      notices.push({ raw: `[WARNING] Deprecated '--log-output' flag is set to ${goQuotedList(old)}` }, { raw: "Please use '--log-outputs' flag" });
     }
   }
   return chosen;
-}
-
-/** A list as Go's `%q` prints a `[]string`: `["a" "b"]`. */
-function goQuoted(list: readonly string[]): string {
-  return `[${list.map((o) => JSON.stringify(o)).join(' ')}]`;
 }
 
 /**
@@ -1227,7 +1223,7 @@ function goQuoted(list: readonly string[]): string {
  */
 function logOutputs(logger: string, chosen: readonly string[]): string[] {
   if (logger === 'capnslog') {
-    if (chosen.length !== 1) throw new FlagError(`--logger=capnslog supports only 1 value in '--log-outputs', got ${goQuoted(chosen)}`);
+    if (chosen.length !== 1) throw new FlagError(`--logger=capnslog supports only 1 value in '--log-outputs', got ${goQuotedList(chosen)}`);
     const only = chosen[0] as string;
     if (only === 'stdout') return ['stdout'];
     if (only === 'stderr' || only === DEFAULT_LOG_OUTPUT) return ['stderr'];
@@ -1240,7 +1236,7 @@ function logOutputs(logger: string, chosen: readonly string[]): string[] {
   if (chosen.includes(JOURNAL_LOG_OUTPUT)) {
     if (chosen.length > 1) {
       throw new FlagError(
-        `running with systemd/journal but other '--log-outputs' values (${goQuoted(chosen)}) are configured with 'default'; override 'default' value with something else`,
+        `running with systemd/journal but other '--log-outputs' values (${goQuotedList(chosen)}) are configured with 'default'; override 'default' value with something else`,
       );
     }
     return [JOURNAL_LOG_OUTPUT];

@@ -37,14 +37,16 @@ export class TcpProxy {
   private pickCount = 0;
   private readonly monitor: NodeJS.Timeout;
   private readonly sockets = new Set<net.Socket>();
+  /** How often deactivated endpoints are tried again, in ms. */
+  private readonly intervalMs: number;
 
   /** Starts proxying the listener's connections; logs `ready to proxy client requests` with the endpoints. */
   constructor(private readonly options: TcpProxyOptions) {
     this.remotes = options.endpoints.map(({ host, port }) => ({ addr: `${host}:${port}`, host, port, inactive: false }));
-    const intervalMs = this.intervalMs();
+    this.intervalMs = options.monitorIntervalMs || 5 * 60_000;
     options.log.info('ready to proxy client requests', { endpoints: this.remotes.map((r) => r.addr) });
     options.listener.on('connection', (socket) => this.serve(socket));
-    this.monitor = setInterval(() => this.reactivate(intervalMs), intervalMs);
+    this.monitor = setInterval(() => this.reactivate(), this.intervalMs);
   }
 
   /** Stops accepting, closes every proxied connection and the monitor. */
@@ -76,7 +78,7 @@ export class TcpProxy {
       const upstream = net.connect({ host: remote.host, port: remote.port });
       upstream.once('error', (err) => {
         remote.inactive = true;
-        this.options.log.warn('deactivated endpoint', { address: remote.addr, interval: this.intervalMs() / 1000, error: dialError(remote, err) });
+        this.options.log.warn('deactivated endpoint', { address: remote.addr, interval: this.intervalMs / 1000, error: dialError(remote, err) });
         attempt();
       });
       upstream.once('connect', () => {
@@ -99,12 +101,8 @@ export class TcpProxy {
     socket.on('error', () => socket.destroy());
   }
 
-  private intervalMs(): number {
-    return this.options.monitorIntervalMs || 5 * 60_000;
-  }
-
   /** Tries each deactivated endpoint once (etcd `runMonitor`): one that accepts is active again. */
-  private reactivate(intervalMs: number): void {
+  private reactivate(): void {
     for (const remote of this.remotes.filter((r) => r.inactive)) {
       const probe = net.connect({ host: remote.host, port: remote.port });
       probe.once('connect', () => {
@@ -113,7 +111,7 @@ export class TcpProxy {
         this.options.log.info('activated', { address: remote.addr });
       });
       probe.once('error', (err) => {
-        this.options.log.warn('failed to activate endpoint (stay inactive for another interval)', { address: remote.addr, interval: intervalMs / 1000, error: dialError(remote, err) });
+        this.options.log.warn('failed to activate endpoint (stay inactive for another interval)', { address: remote.addr, interval: this.intervalMs / 1000, error: dialError(remote, err) });
       });
     }
   }

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 
 import { isTlsUrl, type ClientTlsConfig, type PeerTlsConfig, type ServerConfig } from '../config.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
-import { crlCheck, loadTls } from './tls.js';
+import { crlCheck, loadTls, peerCertificateAllowed } from './tls.js';
 
 /** Descriptors etcd keeps for its own files (`reservedInternalFDNum`). */
 const RESERVED_INTERNAL_FDS = 150;
@@ -47,16 +47,16 @@ function fdLimit(): number | undefined {
   return soft === undefined ? undefined : Number(soft);
 }
 
-/** The peer and client listeners, bound, with the TLS settings they and the server go on with. */
+/** The peer and client listeners, bound, with the TLS settings the server goes on with. */
 export interface BoundUrls {
   readonly peers: BoundListener[];
   readonly clients: BoundListener[];
-  readonly peerTls: PeerTlsConfig | undefined;
-  readonly clientTls: ClientTlsConfig | undefined;
   /** The client listeners' TLS options, also for the metrics URLs; undefined without TLS. */
   readonly tlsOptions: tls.TlsOptions | undefined;
-  /** A listener's check of each connection against the CRL of `c`, if it has one (see `crlCheck`). */
-  readonly crlOf: (c: ClientTlsConfig | undefined) => ((socket: tls.TLSSocket) => boolean) | undefined;
+  /** Whether a peer connection may stay once its handshake is done: the allowed CN or host name, and the CRL. */
+  readonly admitPeer: ((socket: tls.TLSSocket) => boolean) | undefined;
+  /** Whether a client connection may stay once its handshake is done: the CRL. */
+  readonly admitClient: ((socket: tls.TLSSocket) => boolean) | undefined;
 }
 
 /**
@@ -101,7 +101,9 @@ export async function bindUrls(config: ServerConfig, log: Logger): Promise<Bound
         );
       }
     }
-    return { peers, clients, peerTls, clientTls, tlsOptions, crlOf };
+    const peerCrl = crlOf(peerTls);
+    const admitPeer = peerTls && ((socket: tls.TLSSocket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true));
+    return { peers, clients, tlsOptions, admitPeer, admitClient: crlOf(clientTls) };
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;

@@ -26,7 +26,7 @@ import { bindUrls, type BoundUrls } from './bind.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
 import { logCapabilities, logServerLeading, logServerStarting } from './startup-log.js';
-import { goHandshakeError, logRejected, peerCertificateAllowed } from './tls.js';
+import { goHandshakeError, logRejected } from './tls.js';
 import { peerHandler } from './http/peer.js';
 import { tlsInfoText } from '../cli/flags.js';
 import { GrpcServer, type GrpcServerOptions, type ServiceImplementation } from './transport/grpc-server.js';
@@ -70,7 +70,7 @@ export async function startEtcd(config: ServerConfig, log: Logger, bound?: Bound
   /** Every listener bound so far, closed with the server or when starting fails. */
   const listeners: ClientListener[] = [];
   try {
-    const { peers, clients, peerTls, clientTls, tlsOptions, crlOf } = bound ?? (await bindUrls(config, log));
+    const { peers, clients, tlsOptions, admitPeer, admitClient } = bound ?? (await bindUrls(config, log));
     listeners.push(...peers, ...clients);
     const bind = async (url: string, options: tls.TlsOptions | undefined): Promise<BoundListener> => {
       const listener = await bindUrl(url, options);
@@ -107,19 +107,18 @@ export async function startEtcd(config: ServerConfig, log: Logger, bound?: Bound
     };
     // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
     const peerHttp = peerHandler(server, advertised);
-    const peerCrl = crlOf(peerTls);
     const handshakeFailed = (socket: tls.TLSSocket, err: Error, remoteAddr: string): void => logRejected(log, socket, goHandshakeError(err), remoteAddr);
     for (const peer of peers) {
-      peer.serve({ grpc, http: peerHttp, admit: peerTls && ((socket) => peerCertificateAllowed(peerTls, socket) && (peerCrl?.(socket) ?? true)), handshakeFailed });
+      peer.serve({ grpc, http: peerHttp, admit: admitPeer, handshakeFailed });
       log.info({ address: peer.address, ...plog('embed', 'I', `listening for peers on ${peer.address}`) }, 'serving peer traffic');
     }
     logServerLeading(log, config, server);
+    const clientTls = config.clientTls;
     if (clientTls && (clientTls.certFile || clientTls.keyFile || clientTls.autoTls)) {
       const text = tlsInfoText(clientTls, config.dataDir, 'client');
       log.info({ 'tls-info': text, 'cipher-suites': clientTls.cipherSuites, ...plog('embed', 'I', `ClientTLS: ${text}`) }, 'starting with client TLS');
     }
-    const clientCrl = crlOf(clientTls);
-    for (const client of clients) client.serve({ ...clientRoutes(), admit: clientCrl, handshakeFailed });
+    for (const client of clients) client.serve({ ...clientRoutes(), admit: admitClient, handshakeFailed });
     const metrics: ClientListener[] = [];
     const metricsHandler = httpHandler(server, serverMetrics);
     for (const url of config.listenMetricsUrls) {

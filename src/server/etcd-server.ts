@@ -63,8 +63,6 @@ import { etcdWalFiles, peerUrlsAdded, readEtcdWal, type EtcdWal } from './etcd-w
 import { Membership, verifyBootstrap } from './membership.js';
 import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
 
-export { CLUSTER_VERSION, SERVER_VERSION } from '../version.js';
-
 /** etcd's warning about a data dir's mode other than 0700 (`fileutil.CheckDirPermission`), which changes nothing. */
 function checkDataDirMode(dir: string, log: Logger): void {
   if (!fs.existsSync(dir)) return;

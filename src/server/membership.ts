@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import type { ServerConfig } from '../config.js';
 import { parseUrl } from '../cli/flags.js';
+import { goQuotedList } from '../go-format.js';
 import type { Backend } from '../mvcc/backend.js';
 import { Errors } from './errors.js';
 
@@ -156,9 +157,6 @@ export class Membership {
   }
 }
 
-/** Go's `%q` of a string list: `["a" "b"]`. */
-const goQuoted = (list: readonly string[]): string => `[${list.map((u) => JSON.stringify(u)).join(' ')}]`;
-
 /**
  * etcd's checks of a new member's cluster flags, made only when the data dir is new (etcd
  * `PeerURLsMapAndToken`, then `VerifyBootstrap`, or for `--initial-cluster-state existing` the
@@ -203,7 +201,7 @@ export function verifyBootstrap(config: ServerConfig): void {
   const same = apurls.length === urls.length && apurls.every((u, i) => u === urls[i]);
   if (!same && [...apurls, ...urls].every(literal)) {
     const firstDiffering = apurls.findIndex((u, i) => u !== urls[i]);
-    const why = apurls.length !== urls.length ? `len(${goQuoted(apurls)}) != len(${goQuoted(urls)})` : `resolved urls: ${JSON.stringify(apurls[firstDiffering])} != ${JSON.stringify(urls[firstDiffering])}`;
+    const why = apurls.length !== urls.length ? `len(${goQuotedList(apurls)}) != len(${goQuotedList(urls)})` : `resolved urls: ${JSON.stringify(apurls[firstDiffering])} != ${JSON.stringify(urls[firstDiffering])}`;
     const notAdvertised = urls.filter((u) => !apurls.includes(u));
     if (notAdvertised.length > 0) {
       throw new Error(`--initial-cluster has ${notAdvertised.map((u) => `${name}=${u}`).join(',')} but missing from --initial-advertise-peer-urls=${apurls.join(',')} (${why})`);

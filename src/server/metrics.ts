@@ -28,7 +28,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DEFAULT_QUOTA_BYTES, type ServerConfig } from '../config.js';
 import { MaintenanceService } from '../proto/gen/rpc.gen.js';
 import { GRPC_CODE_NAMES } from './errors.js';
-import { SERVER_VERSION, type EtcdServer } from './etcd-server.js';
+import type { EtcdServer } from './etcd-server.js';
+import { SERVER_VERSION } from '../version.js';
 
 /** The soft limit called `name` in /proc/self/limits; unlimited is 2^64, as client_golang reports it. */
 function processLimit(name: string): number {

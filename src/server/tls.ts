@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { ClientTlsConfig, PeerTlsConfig } from '../config.js';
 import { splitHostPort } from '../cli/flags.js';
-import { goPathError } from '../go-format.js';
+import { goPathError, goQuotedList } from '../go-format.js';
 import { plog } from '../logger.js';
 
 /**
@@ -237,17 +237,16 @@ export function crlCheck(crlFile: string, log: Logger): (socket: tls.TLSSocket) 
 export function logRejected(log: Logger, socket: tls.TLSSocket, error: string, remoteAddr = goAddress(socket)): void {
   const serverName = typeof socket.servername === 'string' ? socket.servername : '';
   const cert = socket.getPeerCertificate();
+  const head = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)}`;
   const fields = { 'remote-addr': remoteAddr, 'server-name': serverName };
   if (cert?.raw === undefined) {
-    const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)})`;
-    log.warn({ ...fields, error, ...plog('embed', 'I', text) }, 'rejected connection');
+    log.warn({ ...fields, error, ...plog('embed', 'I', `${head})`) }, 'rejected connection');
     return;
   }
-  const sans = (cert.subjectaltname ?? '').split(', ').filter((n) => n !== '');
-  const ips = sans.filter((n) => n.startsWith('IP Address:')).map((n) => n.slice('IP Address:'.length));
-  const dns = sans.filter((n) => n.startsWith('DNS:')).map((n) => n.slice('DNS:'.length));
-  const goQuoted = (list: string[]): string => `[${list.map((v) => JSON.stringify(v)).join(' ')}]`;
-  const text = `rejected connection from ${JSON.stringify(remoteAddr)} (error ${JSON.stringify(error)}, ServerName ${JSON.stringify(serverName)}, IPAddresses ${goQuoted(ips)}, DNSNames ${goQuoted(dns)})`;
+  const sans = (cert.subjectaltname ?? '').split(', ');
+  const named = (prefix: string): string[] => sans.filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
+  const [ips, dns] = [named('IP Address:'), named('DNS:')];
+  const text = `${head}, IPAddresses ${goQuotedList(ips)}, DNSNames ${goQuotedList(dns)})`;
   log.warn({ ...fields, 'ip-addresses': ips, 'dns-names': dns, error, ...plog('embed', 'I', text) }, 'rejected connection');
 }
 

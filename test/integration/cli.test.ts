@@ -12,7 +12,7 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '../../src/client/client.js';
 import { usage, usageSummary } from '../../src/cli/flags.js';
-import { SERVER_VERSION } from '../../src/server/etcd-server.js';
+import { SERVER_VERSION } from '../../src/version.js';
 import { etcdctl } from '../helpers/etcdctl.js';
 import { etcdTsUnavailableReason, freePort } from '../helpers/servers.js';
 

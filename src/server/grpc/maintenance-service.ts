@@ -27,7 +27,8 @@ import {
 import { humanizeBytes } from '../../go-format.js';
 import { plog } from '../../logger.js';
 import { Errors, EtcdError, toServiceError, unmappedError } from '../errors.js';
-import { RAFT_FIELD, SERVER_VERSION, alarmText, type EtcdServer } from '../etcd-server.js';
+import { RAFT_FIELD, alarmText, type EtcdServer } from '../etcd-server.js';
+import { SERVER_VERSION } from '../../version.js';
 import { writeEtcdSnapshot } from '../snapshot.js';
 import { unary } from './unary.js';
 

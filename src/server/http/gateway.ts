@@ -244,28 +244,27 @@ export function gatewayHandler(grpc: GrpcServer, maxStreams = Infinity): Gateway
     else if (req.method !== 'POST') httpError(res, 405, 'Method Not Allowed');
     else {
       const arrivedAt = performance.now();
+      const deadline = gatewayDeadline(req, arrivedAt);
       const start = (): void => {
         waiting.delete(start);
         clearTimeout(expiry);
         if (res.writableEnded) return;
         open++;
         res.once('close', release);
-        serve(grpc, route, req, res, arrivedAt);
+        serve(grpc, route, req, res, deadline);
       };
       let expiry: NodeJS.Timeout | undefined;
       if (open < maxStreams) start();
       else {
         waiting.add(start);
         res.once('close', () => waiting.delete(start));
-        const timeout = req.headers['grpc-timeout'];
-        const timeoutMs = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
         // The gRPC client's deadline passes while it waits for a stream (serve() answers a
-        // timeout it cannot read, or one of 0, which sets no deadline).
-        if (timeoutMs !== undefined && timeoutMs > 0) {
+        // timeout it cannot read, and one already past).
+        if ('at' in deadline && deadline.at !== undefined && deadline.at > arrivedAt) {
           expiry = setTimeout(() => {
             // Not if the client went away meanwhile.
             if (waiting.delete(start)) unaryError(res, { code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);
-          }, timeoutMs);
+          }, deadline.at - arrivedAt);
         }
       }
     }
@@ -326,16 +325,25 @@ function gatewayTimeoutMs(value: string): number | undefined {
   return Number(BigInt.asIntN(64, count * unit)) / 1e6;
 }
 
-/** Runs one gateway request, which arrived at `arrivedAt` (`performance.now()`), as a call of `route` and answers it. */
-function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse, arrivedAt: number): void {
+/**
+ * A gateway request's Grpc-Timeout as grpc-gateway reads it: when the deadline passes
+ * (`performance.now()` ms, counted from `arrivedAt`; none without the header or for 0, for
+ * which grpc-gateway sets none), or the header's value when it refuses it.
+ */
+function gatewayDeadline(req: http.IncomingMessage, arrivedAt: number): { at: number | undefined } | { invalid: string } {
   const timeout = req.headers['grpc-timeout'];
-  const decoded = typeof timeout === 'string' ? gatewayTimeoutMs(timeout) : undefined;
-  if (typeof timeout === 'string' && decoded === undefined) {
-    unaryError(res, { code: GrpcStatus.INVALID_ARGUMENT, details: `invalid grpc-timeout: ${timeout}` }, false);
+  if (typeof timeout !== 'string') return { at: undefined };
+  const ms = gatewayTimeoutMs(timeout);
+  if (ms === undefined) return { invalid: timeout };
+  return { at: ms === 0 ? undefined : arrivedAt + ms };
+}
+
+/** Runs one gateway request, with its `deadline` (see gatewayDeadline), as a call of `route` and answers it. */
+function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: http.ServerResponse, deadline: ReturnType<typeof gatewayDeadline>): void {
+  if ('invalid' in deadline) {
+    unaryError(res, { code: GrpcStatus.INVALID_ARGUMENT, details: `invalid grpc-timeout: ${deadline.invalid}` }, false);
     return;
   }
-  // grpc-gateway sets no deadline for a timeout of 0.
-  const timeoutMs = decoded === 0 ? undefined : decoded;
   let started = false;
   /**
    * The answer's head, once: a stream that ended before its first message had no gRPC headers
@@ -381,7 +389,7 @@ function serve(grpc: GrpcServer, route: Route, req: http.IncomingMessage, res: h
   // The gRPC client's deadline, in grpc-gateway: once it passes the call is cancelled and the
   // answer is the client's own DeadlineExceeded; a deadline that passed before the request
   // was read fails the call before it starts, as grpc-go's client checks it first.
-  const deadlineAt = timeoutMs === undefined ? undefined : arrivedAt + timeoutMs;
+  const deadlineAt = deadline.at;
   const expire = (): void => {
     stream.listener?.onReset();
     ended({ code: GrpcStatus.DEADLINE_EXCEEDED, details: 'context deadline exceeded' }, false);

@@ -33,7 +33,8 @@ import { LeaseKeepAliveRequest, LeaseKeepAliveResponse, type Member } from '../.
 import { LeaseInternalRequest, LeaseInternalResponse, RaftMessage } from '../../proto/gen/raft_internal.gen.js';
 import { unmarshalError } from '../../proto/unmarshal-check.js';
 import { LeaseNotFoundError } from '../../mvcc/kv-store.js';
-import { SERVER_VERSION, type EtcdServer } from '../etcd-server.js';
+import type { EtcdServer } from '../etcd-server.js';
+import { SERVER_VERSION } from '../../version.js';
 import { promoteFailureReason } from '../membership.js';
 import { promoteMember, toMember } from '../grpc/cluster-service.js';
 import { hashByRev } from '../grpc/maintenance-service.js';
