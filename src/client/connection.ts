@@ -153,9 +153,9 @@ export class Endpoint {
   failures = 0;
   /** Date.now() before which the endpoint is skipped by round-robin. */
   downUntilMs = 0;
-  /** The TCP socket of the latest connection attempt, until the channel is READY. */
+  /** The TCP socket of the latest connection attempt, until the channel is READY or it closes. */
   private attemptSocket: Socket | undefined;
-  /** Ends the connection attempt in progress after the dial timeout (set while CONNECTING). */
+  /** Ends the connection attempt in progress after the dial timeout. */
   private dialTimer: NodeJS.Timeout | undefined;
   private readonly dialTimeoutMs: number;
   private readonly onStateChange: () => void;
@@ -169,7 +169,7 @@ export class Endpoint {
     this.dialTimeoutMs = dialTimeoutMs;
     this.onStateChange = onStateChange;
     const target = new URL(url).host;
-    this.channel = new Channel(target, new DialTrackingCredentials(creds, (socket) => { this.attemptSocket = socket; }), options);
+    this.channel = new Channel(target, new DialTrackingCredentials(creds, (socket) => this.trackAttempt(socket)), options);
     const shared = { channelOverride: this.channel };
     this.kv = new KVClient(target, creds, shared);
     this.watch = new WatchClient(target, creds, shared);
@@ -188,25 +188,37 @@ export class Endpoint {
   }
 
   /**
-   * Follows the channel's state until it is shut down: while CONNECTING, a timer destroys the
-   * attempt's socket after the dial timeout (grpc-js then reports TRANSIENT_FAILURE and dials
-   * again after its backoff); each change is reported to `onStateChange`.
+   * Times one connection attempt from its TCP connect: its socket is destroyed when the channel
+   * is not READY after the dial timeout (grpc-js then reports the attempt failed and dials again
+   * after its backoff). Every attempt is timed, also those grpc-js makes while the channel stays
+   * in TRANSIENT_FAILURE after an earlier one failed.
+   */
+  private trackAttempt(socket: Socket): void {
+    clearTimeout(this.dialTimer);
+    this.attemptSocket = socket;
+    this.dialTimer = setTimeout(() => {
+      this.dialTimer = undefined;
+      socket.destroy();
+    }, this.dialTimeoutMs).unref();
+    socket.once('close', () => {
+      if (this.attemptSocket !== socket) return;
+      clearTimeout(this.dialTimer);
+      this.dialTimer = undefined;
+      this.attemptSocket = undefined;
+    });
+  }
+
+  /**
+   * Follows the channel's state until it is shut down, reporting each change to
+   * `onStateChange`; a READY channel's attempt is no longer timed.
    */
   private followState(): void {
     const state = this.channel.getConnectivityState(false);
-    if (state === State.SHUTDOWN) {
-      clearTimeout(this.dialTimer);
-      return;
-    }
-    if (state === State.CONNECTING) {
-      this.dialTimer ??= setTimeout(() => {
-        this.dialTimer = undefined;
-        this.attemptSocket?.destroy();
-      }, this.dialTimeoutMs).unref();
-    } else {
+    if (state === State.READY || state === State.SHUTDOWN) {
       clearTimeout(this.dialTimer);
       this.dialTimer = undefined;
-      if (state === State.READY) this.attemptSocket = undefined;
+      this.attemptSocket = undefined;
+      if (state === State.SHUTDOWN) return;
     }
     this.channel.watchConnectivityState(state, Infinity, () => {
       this.followState();

@@ -78,6 +78,26 @@ for (const { kind, skip } of KINDS) {
       await within(watcher.created, 30_000, 'watch created after the path answered');
     });
 
+    it('recovers a connection that broke and then stalled over several dial timeouts, once the path answers', async (t) => {
+      const proxy = await startProxy(server().endpoint);
+      t.after(() => proxy.close());
+      const client = new Client({ endpoints: [proxy.url], dialTimeoutMs: 1000 });
+      t.after(() => client.close());
+      const watcher = client.watch('restall/k');
+      await within(watcher.created, 20_000, 'watch created');
+      const events = watcher[Symbol.asyncIterator]();
+      proxy.stall();
+      proxy.dropConnections();
+      await new Promise((resolve) => setTimeout(resolve, 3500)); // three attempts stall and are ended
+      proxy.resume();
+      const writer = new Client({ endpoints: [server().endpoint] });
+      t.after(() => writer.close());
+      await writer.put('restall/k', 'after');
+      assert.equal((await client.get('restall/k', { timeoutMs: 15_000 })).kvs[0]?.value.toString(), 'after');
+      const next = await within(events.next(), 15_000, 'event after the path answered');
+      assert.equal(next.done, false);
+    });
+
     it('no MaxListenersExceededWarning with many concurrent calls', async () => {
       const client = new Client({ endpoints: [server().endpoint] });
       const warnings: Error[] = [];
