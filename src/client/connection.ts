@@ -409,6 +409,7 @@ export class Connection {
       if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
       const ep = await this.endpoint(signal, deadline);
       const metadata = await this.metadata(signal, deadline);
+      if (signal.aborted) throw new AbortError('call aborted', { cause: signal.reason });
       const call = method(ep)(request, metadata, deadline === undefined ? {} : { deadline });
       const onAbort = (): void => call.cancel();
       signal.addEventListener('abort', onAbort, { once: true });
@@ -586,7 +587,9 @@ function bounded<T>(promise: Promise<T>, signal: AbortSignal, deadline: number |
   });
 }
 
+/** Sends one unary call, cancelled when `signal` fires; nothing is sent once it has fired. */
 function invoke<Req, Res>(fn: UnaryMethod<Req, Res>, request: Req, metadata: Metadata, deadline: number | undefined, signal: AbortSignal): Promise<Res> {
+  if (signal.aborted) return Promise.reject(new AbortError('call aborted', { cause: signal.reason }));
   return new Promise((resolve, reject) => {
     const options: Partial<GrpcCallOptions> = deadline === undefined ? {} : { deadline };
     const call = fn(request, metadata, options, (err, response) => {

@@ -154,6 +154,20 @@ for (const { kind, skip } of KINDS) {
       }
     });
 
+    it('a call whose AbortSignal fires right after the call is made is aborted and sends nothing', async () => {
+      await client.get('abort/now'); // connected: the endpoint is chosen without waiting
+      for (const [name, call] of [
+        ['put', (signal: AbortSignal) => client.put('abort/now', 'x', { signal })],
+        ['get', (signal: AbortSignal) => client.get('abort/now', { signal })],
+      ] as const) {
+        const controller = new AbortController();
+        const pending = call(controller.signal);
+        controller.abort();
+        await assert.rejects(pending, AbortError, name);
+      }
+      assert.equal((await client.get('abort/now')).kvs.length, 0, 'the aborted put was not applied');
+    });
+
     it('deadlines and AbortSignal end calls to unreachable endpoints with retryable / abort errors', async () => {
       const dead = new Client({ endpoints: [await deadEndpoint()], timeoutMs: 300 });
       try {
