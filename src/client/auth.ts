@@ -24,7 +24,7 @@ import type {
   AuthUserRevokeRoleResponse,
 } from '../proto/gen/rpc.gen.js';
 import type { CallOptions, Connection } from './connection.js';
-import { rangeEndOf, toBuffer, type Bytes, type RangeOptions } from './kv.js';
+import { keyRange, type Bytes, type RangeOptions } from './kv.js';
 
 /** A key permission's type, as etcdctl names them. */
 export type PermissionType = 'read' | 'write' | 'readwrite';
@@ -131,14 +131,12 @@ export class AuthApi {
    * A permission on the same key and range end has its type replaced.
    */
   roleGrantPermission(name: string, key: Bytes, type: PermissionType, options: CallOptions & RangeOptions = {}): Promise<AuthRoleGrantPermissionResponse> {
-    const k = toBuffer(key);
-    const perm: Permission = { key: k, rangeEnd: rangeEndOf(k, options), permType: PERMISSION_TYPES[type] };
+    const perm: Permission = { ...keyRange(key, options), permType: PERMISSION_TYPES[type] };
     return this.connection.unary((ep) => ep.auth.roleGrantPermission.bind(ep.auth), { name, perm }, options, false);
   }
 
   /** Revokes the permission on exactly that key or range. @throws `etcdserver: permission is not granted to the role`. */
   roleRevokePermission(role: string, key: Bytes, options: CallOptions & RangeOptions = {}): Promise<AuthRoleRevokePermissionResponse> {
-    const k = toBuffer(key);
-    return this.connection.unary((ep) => ep.auth.roleRevokePermission.bind(ep.auth), { role, key: k, rangeEnd: rangeEndOf(k, options) }, options, false);
+    return this.connection.unary((ep) => ep.auth.roleRevokePermission.bind(ep.auth), { role, ...keyRange(key, options) }, options, false);
   }
 }

@@ -55,15 +55,22 @@ export interface RangeOptions {
   fromKey?: boolean;
 }
 
-/** The rangeEnd field for `key` and `options` (empty = the single key). @throws TypeError when two range options are set. */
-export function rangeEndOf(key: Buffer, options: RangeOptions | undefined): Buffer {
-  if (options === undefined) return Buffer.alloc(0);
+/**
+ * The key and rangeEnd fields for `key` and `options` (rangeEnd empty = the single key). An empty
+ * key with `prefix` or `fromKey` becomes `\0`, every key, as clientv3's `WithPrefix` /
+ * `WithFromKey` send it (etcd refuses an empty key: `key is not provided`).
+ * @throws TypeError when two range options are set.
+ */
+export function keyRange(key: Bytes, options: RangeOptions | undefined): { key: Buffer; rangeEnd: Buffer } {
+  const k = toBuffer(key);
+  if (options === undefined) return { key: k, rangeEnd: Buffer.alloc(0) };
   const set = [options.prefix === true, options.rangeEnd !== undefined, options.fromKey === true].filter(Boolean).length;
   if (set > 1) throw new TypeError('at most one of prefix, rangeEnd and fromKey may be set');
-  if (options.prefix === true) return prefixRangeEnd(key);
-  if (options.fromKey === true) return Buffer.from([0]);
-  if (options.rangeEnd !== undefined) return toBuffer(options.rangeEnd);
-  return Buffer.alloc(0);
+  const open = options.prefix === true || options.fromKey === true;
+  if (open && k.length === 0) return { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
+  if (options.prefix === true) return { key: k, rangeEnd: prefixRangeEnd(k) };
+  if (options.fromKey === true) return { key: k, rangeEnd: Buffer.from([0]) };
+  return { key: k, rangeEnd: options.rangeEnd === undefined ? Buffer.alloc(0) : toBuffer(options.rangeEnd) };
 }
 
 /** What a get sorts by. */
@@ -123,10 +130,8 @@ const SORT_TARGET: Record<SortTarget, RangeRequest_SortTarget> = {
 
 /** The RangeRequest of a get. */
 export function rangeRequest(key: Bytes, options: GetOptions = {}): RangeRequest {
-  const k = toBuffer(key);
   return {
-    key: k,
-    rangeEnd: rangeEndOf(k, options),
+    ...keyRange(key, options),
     limit: BigInt(options.limit ?? 0),
     revision: toBigInt(options.revision ?? 0),
     sortOrder: options.sort === undefined ? RangeRequest_SortOrder.NONE
@@ -156,6 +161,5 @@ export function putRequest(key: Bytes, value: Bytes, options: PutOptions = {}): 
 
 /** The DeleteRangeRequest of a delete. */
 export function deleteRequest(key: Bytes, options: DeleteOptions = {}): DeleteRangeRequest {
-  const k = toBuffer(key);
-  return { key: k, rangeEnd: rangeEndOf(k, options), prevKv: options.prevKv ?? false };
+  return { ...keyRange(key, options), prevKv: options.prevKv ?? false };
 }

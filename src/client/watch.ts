@@ -51,7 +51,7 @@ import {
 } from '../proto/gen/rpc.gen.js';
 import type { Connection, Endpoint } from './connection.js';
 import { AbortError, CompactedError, EtcdClientError, retriedError, toClientError, UnavailableError } from './errors.js';
-import { rangeEndOf, toBigInt, toBuffer, type Bytes, type Int64, type RangeOptions } from './kv.js';
+import { keyRange, toBigInt, type Bytes, type Int64, type RangeOptions } from './kv.js';
 
 /** Options of {@link Client.watch}. */
 export interface WatchOptions extends RangeOptions {
@@ -145,12 +145,10 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   /** @internal Created by {@link Client.watch}. */
   constructor(stream: WatchStream, key: Bytes, options: WatchOptions) {
     super();
-    const k = toBuffer(key);
     this.stream = stream;
     this.nextRev = toBigInt(options.startRevision ?? 0);
     this.request = {
-      key: k,
-      rangeEnd: rangeEndOf(k, options),
+      ...keyRange(key, options),
       progressNotify: options.progressNotify ?? false,
       filters: (options.filters ?? []).map((f) => (f === 'noPut' ? WatchCreateRequest_FilterType.NOPUT : WatchCreateRequest_FilterType.NODELETE)),
       prevKv: options.prevKv ?? false,

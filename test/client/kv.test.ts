@@ -154,6 +154,16 @@ for (const { kind, skip } of KINDS) {
       }
     });
 
+    it('an empty key with prefix or fromKey covers every key, as clientv3 sends it', async () => {
+      await client.put('every/k', 'v');
+      const all = (await client.get(Buffer.from([0]), { rangeEnd: Buffer.from([0]), countOnly: true })).count;
+      assert.ok(all >= 1n);
+      assert.equal((await client.get('', { prefix: true, countOnly: true })).count, all);
+      assert.equal((await client.get('', { fromKey: true, countOnly: true })).count, all);
+      const txn = await client.txn().then(Op.get('', { prefix: true, countOnly: true })).commit();
+      assert.equal(txn.responses[0]?.responseRange?.count, all);
+    });
+
     it('a call whose AbortSignal fires right after the call is made is aborted and sends nothing', async () => {
       await client.get('abort/now'); // connected: the endpoint is chosen without waiting
       for (const [name, call] of [
