@@ -9,13 +9,14 @@ import { pino, type Logger } from 'pino';
 import { Client, type ClientOptions } from './client/client.js';
 import { defaultConfig, type ServerConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { startEtcd } from './server/embed.js';
+import { bindUrls } from './server/bind.js';
+import { startEtcd, type RunningServer } from './server/embed.js';
 
 /**
  * Options of {@link startServer}: any {@link ServerConfig} field (camelCase forms of etcd's
  * flags), plus the logger and the client's options. Differences from the CLI defaults:
  * `listenClientUrls` defaults to `['http://127.0.0.1:0']` (a free port), `advertiseClientUrls`
- * to `listenClientUrls`, `listenPeerUrls` to none, `dataDir` to a fresh temp dir removed by
+ * to the client URLs with the ports bound, `listenPeerUrls` to none, `dataDir` to a fresh temp dir removed by
  * `close()`, and logging is off.
  */
 export interface StartServerOptions extends Partial<ServerConfig> {
@@ -57,31 +58,33 @@ export async function startServer(options: StartServerOptions = {}): Promise<Emb
   const config: ServerConfig = {
     ...defaultConfig(),
     listenClientUrls,
-    advertiseClientUrls: listenClientUrls,
     listenPeerUrls: [],
     ...overrides,
     dataDir: overrides.dataDir ?? ownDataDir!,
   };
   const log = logger ?? (overrides.logLevel === undefined ? pino({ level: 'silent' }) : createLogger(overrides.logLevel, undefined, overrides.loggerKind ?? 'zap'));
-  let running;
+  let server: RunningServer;
+  let client: Client;
   try {
-    running = await startEtcd(config, log);
+    // Bound first, so that the URLs advertised by default (member list) carry the ports bound.
+    const bound = await bindUrls(config, log);
+    if (overrides.advertiseClientUrls === undefined) config.advertiseClientUrls = bound.clients.map((l) => l.boundUrl);
+    server = await startEtcd(config, log, bound);
   } catch (err) {
     if (ownDataDir !== undefined) await rm(ownDataDir, { recursive: true, force: true });
     throw err;
   }
-  const server = running;
-  const client = new Client({ ...clientOptions, endpoints: clientOptions?.endpoints ?? server.clientUrls });
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      client.close();
+      client?.close();
       await server.close();
       if (ownDataDir !== undefined) await rm(ownDataDir, { recursive: true, force: true });
     })();
     return closing;
   };
   try {
+    client = new Client({ ...clientOptions, endpoints: clientOptions?.endpoints ?? server.clientUrls });
     await client.status();
   } catch (err) {
     await close();

@@ -53,7 +53,9 @@ export interface ClientTlsOptions {
 export interface ConnectionOptions {
   /**
    * Server URLs: `http://host:port` (plaintext) or `https://host:port` (TLS, see `tls`);
-   * a bare `host:port` means `http://`. At least one.
+   * `unix://path` or `unixs://path` for a unix socket (etcd's form: `unix://localhost:2379` is
+   * the socket file `localhost:2379` in the working directory); a bare `host:port` means
+   * `http://`. At least one.
    */
   endpoints: string[];
   /** TLS material for `https://` endpoints. */
@@ -168,7 +170,9 @@ export class Endpoint {
     this.url = url;
     this.dialTimeoutMs = dialTimeoutMs;
     this.onStateChange = onStateChange;
-    const target = new URL(url).host;
+    const u = new URL(url);
+    // etcd's unix://host:port names the socket file `host:port` (relative to the working directory).
+    const target = u.protocol === 'unix:' || u.protocol === 'unixs:' ? `unix:${u.host}${u.pathname}` : u.host;
     this.channel = new Channel(target, new DialTrackingCredentials(creds, (socket) => this.trackAttempt(socket)), options);
     const shared = { channelOverride: this.channel };
     this.kv = new KVClient(target, creds, shared);
@@ -279,8 +283,8 @@ export class Connection {
     this.endpoints = options.endpoints.map((raw) => {
       const url = raw.includes('://') ? raw : `http://${raw}`;
       const scheme = new URL(url).protocol;
-      if (scheme !== 'http:' && scheme !== 'https:') throw new TypeError(`unsupported endpoint scheme in ${raw}`);
-      const creds = scheme === 'https:'
+      if (!['http:', 'https:', 'unix:', 'unixs:'].includes(scheme)) throw new TypeError(`unsupported endpoint scheme in ${raw}`);
+      const creds = scheme === 'https:' || scheme === 'unixs:'
         ? credentials.createSsl(pem(options.tls?.ca), pem(options.tls?.key), pem(options.tls?.cert))
         : credentials.createInsecure();
       return new Endpoint(url, creds, channelOptions, this.dialTimeoutMs, () => {

@@ -3,6 +3,9 @@
 // that no handle (socket, timer, file request…) outlives the instances.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { startServer } from '../../src/index.js';
 
@@ -56,4 +59,33 @@ test('startServer: a client URL given twice is bound and served once, as etcd ke
   assert.equal(server.clientUrls.length, 1, server.clientUrls.join(','));
   await server.client.put('k', 'v');
   assert.equal((await server.client.get('k')).kvs[0]?.value.toString(), 'v');
+});
+
+test('startServer: the member advertises the client URLs with the ports bound', async (t) => {
+  const server = await startServer({ listenClientUrls: ['http://127.0.0.1:0', 'http://localhost:0'] });
+  t.after(() => server.close());
+  assert.ok(server.clientUrls.every((u) => !u.endsWith(':0')), server.clientUrls.join(','));
+  assert.deepEqual((await server.client.memberList()).members[0]?.clientURLs, server.clientUrls);
+});
+
+test('startServer: serves a unix socket client URL, and its client connects through it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'embed-unix-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const url = `unix://${join(dir, 'etcd.sock')}`;
+  const server = await startServer({ listenClientUrls: [url] });
+  t.after(() => server.close());
+  assert.deepEqual(server.clientUrls, [url]);
+  await server.client.put('k', 'over unix');
+  assert.equal((await server.client.get('k')).kvs[0]?.value.toString(), 'over unix');
+});
+
+test('startServer: a client it cannot make fails the start with the server stopped and its data dir removed', async () => {
+  const embedDirs = async () => (await readdir(tmpdir())).filter((name) => name.startsWith('etcd-ts-embed-')).sort();
+  await settle();
+  const [before, dirsBefore] = [resources(), await embedDirs()];
+  const err = await startServer({ client: { endpoints: ['ftp://127.0.0.1:1'] } }).catch((e: unknown) => e);
+  assert.ok(err instanceof TypeError && /unsupported endpoint scheme/.test(err.message), String(err));
+  await settle();
+  assert.deepEqual(Object.fromEntries(resources()), Object.fromEntries(before), 'active resources before vs after');
+  assert.deepEqual(await embedDirs(), dirsBefore, 'no temp data dir left');
 });
