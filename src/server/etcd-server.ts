@@ -425,6 +425,15 @@ export class EtcdServer {
   }
 
   /**
+   * The header of a request applied now, as etcd's `newHeader` at apply: the revision of every
+   * write applied before it, durable or not. Send it only once the request is durable (every
+   * revision it names is readable by then).
+   */
+  private appliedHeader(): ResponseHeader {
+    return this.fillHeader(revHeader(this.store.headRev));
+  }
+
+  /**
    * The empty v2 QGET etcd's HTTP /health proposes to prove a quorum (etcd `checkHealth`): a
    * single member has nothing to prove, but the entry counts in the raft index as etcd's does.
    */
@@ -654,9 +663,11 @@ export class EtcdServer {
     // it, so a refused compaction is a raft entry too.
     this.bumpRaftIndex();
     let done: Promise<void>;
+    let header: ResponseHeader;
     try {
       this.checkAlarms(0);
       ({ done } = this.store.compact(Number(r.revision)));
+      header = this.appliedHeader();
       this.log.info({ revision: Number(r.revision), ...plog('mvcc', 'I', `store.index: compact ${r.revision}`) }, 'compact tree index');
     } catch (err) {
       await this.store.sync();
@@ -666,7 +677,7 @@ export class EtcdServer {
     this.store.countTxn(1, 0, 0);
     await this.store.sync();
     if (r.physical) await done;
-    return { header: this.fillHeader(revHeader(this.store.headRev)) };
+    return { header };
   }
 
   /** The active alarms of type `alarm`, every one for NONE (etcd `AlarmStore.Get`). */
@@ -770,8 +781,9 @@ export class EtcdServer {
       await this.store.sync();
       throw leaseError(err);
     }
+    const header = this.appliedHeader();
     await granted.durable;
-    return { header: this.fillHeader(undefined), ID: granted.lease.id, TTL: BigInt(granted.lease.ttlSec), error: '' };
+    return { header, ID: granted.lease.id, TTL: BigInt(granted.lease.ttlSec), error: '' };
   }
 
   /**
@@ -794,15 +806,18 @@ export class EtcdServer {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     this.bumpRaftIndex();
+    let revoked: Promise<void>;
     try {
       this.checkAlarms(0);
       if (ai) this.checkLeaseKeys(ai, r.ID);
-      await this.lessor.revoke(r.ID);
+      revoked = this.lessor.revoke(r.ID);
     } catch (err) {
       await this.store.sync();
       throw leaseError(err);
     }
-    return { header: this.fillHeader(undefined) };
+    const header = this.appliedHeader();
+    await revoked;
+    return { header };
   }
 
   /** etcd `checkLeasePuts`: write permission on every key attached to lease `id` (none for an unknown lease). */
@@ -821,7 +836,7 @@ export class EtcdServer {
     this.bumpRaftIndex();
     try {
       if (admin) this.auth.checkAdmin(ai);
-      return { ...apply(), header: this.fillHeader(undefined) };
+      return { ...apply(), header: this.appliedHeader() };
     } finally {
       await this.store.sync();
     }
