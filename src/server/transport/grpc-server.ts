@@ -55,6 +55,9 @@ interface Method {
  */
 export type ServiceImplementation = Record<string, ((...args: never[]) => void) | undefined>;
 
+/** etcd's send limit for every response (`grpc.MaxSendMsgSize(math.MaxInt32)`), in bytes. */
+export const MAX_SEND_MESSAGE_BYTES = 2 ** 31 - 1;
+
 /** The status a handler or the server ends a call with. */
 export interface CallStatus {
   code: number;
@@ -65,6 +68,11 @@ export interface CallStatus {
 export interface GrpcServerOptions {
   /** Largest request message accepted, in bytes (grpc-go's MaxRecvMsgSize). */
   maxReceiveMessageLength: number;
+  /**
+   * Largest response message sent, in bytes (grpc-go's MaxSendMsgSize): a larger one ends the
+   * call with RESOURCE_EXHAUSTED instead. @default MAX_SEND_MESSAGE_BYTES (etcd's math.MaxInt32)
+   */
+  maxSendMessageLength?: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
   maxConcurrentStreams: number;
   /** Keepalive enforcement's minimum ping interval in ms (see H2ConnectionOptions.pingMinTimeMs). */
@@ -172,6 +180,8 @@ export class ServerCall extends EventEmitter {
   private readonly stream: CallStream;
   private readonly method: Method;
   private readonly maxReceive: number;
+  /** Largest response message sent (see GrpcServerOptions.maxSendMessageLength). */
+  private readonly maxSend: number;
   /** The response content-type (the request's subtype echoed). */
   private readonly contentType: string;
   private readonly responseHeaders: Buffer;
@@ -189,11 +199,12 @@ export class ServerCall extends EventEmitter {
   /** True once the message of a unary or server-streaming call was handed over. */
   private dispatched = false;
 
-  constructor(stream: CallStream, method: Method, maxReceive: number, contentType: string, peerCommonName: string | undefined) {
+  constructor(stream: CallStream, method: Method, maxReceive: number, maxSend: number, contentType: string, peerCommonName: string | undefined) {
     super();
     this.stream = stream;
     this.method = method;
     this.maxReceive = maxReceive;
+    this.maxSend = maxSend;
     this.contentType = contentType;
     this.responseHeaders = contentType === 'application/grpc' ? RESPONSE_HEADERS : encodeHeaders([[':status', '200'], ['content-type', contentType]]);
     this.metadata = new RequestMetadata(stream.headers, peerCommonName);
@@ -354,6 +365,10 @@ export class ServerCall extends EventEmitter {
   write(message: unknown): boolean {
     if (this.done) return false;
     const bytes = this.method.responseSerialize(message);
+    if (bytes.length > this.maxSend) {
+      this.sendStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: trying to send message larger than max (${bytes.length} vs. ${this.maxSend})` });
+      return false;
+    }
     const framed = Buffer.allocUnsafe(5 + bytes.length);
     framed[0] = 0;
     framed.writeUInt32BE(bytes.length, 1);
@@ -527,7 +542,7 @@ export class GrpcServer {
   }
 
   private startCall(stream: CallStream, method: Method, contentType: string, peerCommonName: string | undefined, timeoutMs: number | undefined): ServerCall {
-    const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, contentType, peerCommonName);
+    const call = new ServerCall(stream, method, this.opts.maxReceiveMessageLength, this.opts.maxSendMessageLength ?? MAX_SEND_MESSAGE_BYTES, contentType, peerCommonName);
     if (timeoutMs !== undefined) call.setDeadline(timeoutMs);
     if (method.requestStream) (method.handler as (call: ServerCall) => void)(call);
     return call;
