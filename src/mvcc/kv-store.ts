@@ -377,12 +377,8 @@ export class KVStore {
     while (start) {
       const batchStart = performance.now();
       let n = 0;
-      let next: Buffer | undefined;
+      let last: Buffer | undefined;
       for (const { key } of this.backend.range('key', start, end)) {
-        if (n === COMPACTION_BATCH) {
-          next = key;
-          break;
-        }
         const r = bytesToRev(key);
         // A tombstone at exactly the compacted revision stays: a watcher may still start at
         // that revision and must see the delete (etcd issue #18089).
@@ -390,8 +386,11 @@ export class KVStore {
           this.backend.remove('key', key);
           this.compactedKeysTotal++;
         }
-        n++;
+        last = key;
+        if (++n === COMPACTION_BATCH) break;
       }
+      // As etcd, a full batch is never the last: the next one starts past it, even when empty.
+      const next = n === COMPACTION_BATCH ? Buffer.concat([last!, Buffer.from([0])]) : undefined;
       if (!next) this.backend.putMeta('finishedCompactRev', rev);
       // etcd commits each batch but the last at once (`ForceCommit`), so the space shows free.
       if (next) await this.backend.forceCommit();

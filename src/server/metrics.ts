@@ -296,7 +296,8 @@ export class ServerMetrics {
       dbPause: histogram('etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds', 'Bucketed histogram of db compaction pause duration.', exponentialBuckets(1, 2, 13)),
       dbTotal: histogram('etcd_debugging_mvcc_db_compaction_total_duration_milliseconds', 'Bucketed histogram of db compaction total duration.', exponentialBuckets(100, 2, 14)),
     };
-    store.onCompactionTiming = (phase, ms) => compaction[phase].observe(ms);
+    // Whole milliseconds, as etcd observes them (`float64(time.Since(start) / time.Millisecond)`).
+    store.onCompactionTiming = (phase, ms) => compaction[phase].observe(Math.floor(ms));
     const leaseTtls = histogram('etcd_debugging_lease_ttl_total', 'Bucketed histogram of lease TTLs.', exponentialBuckets(1, 2, 24));
     etcd.lessor.onGrant = (ttlSec) => leaseTtls.observe(ttlSec);
 
@@ -388,7 +389,8 @@ export class ServerMetrics {
         counted.handled.set(code, (counted.handled.get(code) ?? 0) + 1);
         if (!timed) return;
         const seconds = (performance.now() - start) / 1000;
-        timer?.observe(seconds);
+        // etcd times the operation itself, which a refused call (e.g. HashKV at a compacted revision) never ran.
+        if (code === GrpcStatus.OK) timer?.observe(seconds);
         counted.handling?.observe(seconds);
       };
       if (!method.responseStream) {

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { Client } from '../../src/index.js';
 import { WatchClient, WatchCreateRequest } from '../../src/proto/gen/rpc.gen.js';
 import { etcdctl, txnInput } from '../helpers/etcdctl.js';
 import { ETCDCTL_BIN, etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
@@ -209,6 +210,34 @@ describe('/metrics: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () 
       const moved = (name: string) => change(1, name);
       if (i === steps.length - 1) assert.equal(moved('etcd_mvcc_range_total'), 1, 'a read at a compacted revision is a range');
       before = after;
+    }
+  });
+
+  it('compaction batches in whole milliseconds, a full last batch counted as etcd counts it; a refused HashKV untimed', async (t) => {
+    const servers = await Promise.all([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
+    // Revisions 2..1001: a compaction at 1001 scans exactly one batch of 1,000 records.
+    for (const s of servers) {
+      const client = new Client({ endpoints: [s.endpoint] });
+      try {
+        for (let i = 0; i < 1000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => client.put(`batch/${i + j}`, 'v')));
+      } finally {
+        client.close();
+      }
+    }
+    const before = await Promise.all(servers.map(scrape));
+    const pause = 'etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds';
+    const hashRev = 'etcd_mvcc_hash_rev_duration_seconds_count';
+    for (const s of servers) {
+      assert.equal((await etcdctl(s.endpoint, ['compaction', '--physical', '1001'])).code, 0);
+      assert.notEqual((await etcdctl(s.endpoint, ['endpoint', 'hashkv', '--rev', '500'])).code, 0, 'HashKV at a compacted revision is refused');
+    }
+    const after = await Promise.all(servers.map(scrape));
+    const moved = sameMoves(before, after, [`${pause}_count`, hashRev, 'etcd_debugging_mvcc_db_compaction_keys_total']);
+    assert.equal(moved(`${pause}_count`), 1, 'the full batch, then an empty last one');
+    assert.equal(moved(hashRev), 0);
+    for (const name of [pause, 'etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds', 'etcd_debugging_mvcc_db_compaction_total_duration_milliseconds']) {
+      const sum = after[1]!.samples.get(`${name}_sum`)!;
+      assert.equal(sum, Math.trunc(sum), `${name}_sum counts whole milliseconds: ${sum}`);
     }
   });
 
