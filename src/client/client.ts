@@ -33,6 +33,7 @@ import {
 import { LeaseKeepAlive, type KeepAliveOptions } from './lease.js';
 import { MaintenanceApi } from './maintenance.js';
 import { Txn } from './txn.js';
+import { AbortError } from './errors.js';
 import { Watcher, WatchStream, type WatchOptions } from './watch.js';
 
 /** Options of a {@link Client}; see {@link ConnectionOptions}. */
@@ -196,13 +197,14 @@ export class Client {
   }
 
   /**
-   * Closes the client: every watch ends (iterators finish, 'end' fires), keep-alives stop,
-   * in-flight calls reject with AbortError, channels close. Idempotent.
+   * Closes the client: every watch ends (iterators finish, 'end' fires), keep-alives stop and
+   * report 'lost' with AbortError, in-flight calls reject with AbortError, channels close.
+   * Idempotent.
    */
   close(): void {
     for (const stream of this.streams.values()) stream.close();
     this.streams.clear();
-    for (const k of [...this.keepAlives]) k.stop();
+    for (const k of [...this.keepAlives]) k.lose(new AbortError('client closed'));
     this.connection.close();
   }
 }

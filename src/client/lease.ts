@@ -26,7 +26,7 @@ export interface LeaseKeepAliveEvents {
    * The lease is gone or can no longer be assumed alive; the helper stopped. Fires once, with
    * LeaseNotFoundError (revoked or expired on the server, or no successful renewal within its
    * TTL since the last one: clientv3's keep-alive deadline), or AbortError when the client was
-   * closed before the keep-alive started.
+   * closed (before the keep-alive started or while it ran).
    */
   lost: [error: EtcdClientError];
 }
@@ -146,7 +146,9 @@ export class LeaseKeepAlive extends EventEmitter<LeaseKeepAliveEvents> {
     this.timer = setTimeout(renew, interval);
   }
 
-  private lose(err: EtcdClientError): void {
+  /** @internal Stops renewing and reports the lease lost with `err` (AbortError from `Client.close()`). */
+  lose(err: EtcdClientError): void {
+    if (this.stopped) return;
     this.stop();
     this.reportLost(err);
     this.emit('lost', err);

@@ -98,6 +98,17 @@ for (const { kind, skip } of KINDS) {
       assert.equal(next.done, false);
     });
 
+    it('a keep-alive running when the client closes reports the lease lost with AbortError', async () => {
+      const client = new Client({ endpoints: [server().endpoint] });
+      const keepAlive = client.keepAlive((await client.leaseGrant(30)).ID);
+      await within(renewed(keepAlive), 20_000, 'first renewal');
+      let events = 0;
+      keepAlive.on('lost', () => events++);
+      client.close();
+      assert.ok((await within(keepAlive.lost, 5000, 'lost after close')) instanceof AbortError);
+      assert.equal(events, 1);
+    });
+
     it('no MaxListenersExceededWarning with many concurrent calls', async () => {
       const client = new Client({ endpoints: [server().endpoint] });
       const warnings: Error[] = [];
