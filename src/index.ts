@@ -38,6 +38,7 @@ export {
   UnavailableError,
 } from './client/errors.js';
 export { startServer, type EmbeddedServer, type StartServerOptions } from './embed.js';
+export { DataDirLockedError } from './server/data-dir-lock.js';
 export type { ServerConfig } from './config.js';
 export type { KeyValue } from './proto/gen/kv.gen.js';
 export { AlarmType } from './proto/gen/rpc.gen.js';

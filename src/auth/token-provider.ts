@@ -18,7 +18,6 @@
 import { createPrivateKey, createPublicKey, randomInt, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { Algorithm } from 'jsonwebtoken';
 
 /** Who sends a request (etcd `AuthInfo`): the token's user ('' without one) and the auth revision it speaks for (0 without one). */
 export interface AuthInfo {
@@ -51,7 +50,13 @@ export class TokenOptionsError extends Error {}
 const INVALID_OPTIONS = 'auth: invalid auth options';
 
 /** The signing methods of golang-jwt that etcd 3.4 accepts (`jwt.GetSigningMethod`). */
-const METHODS: readonly Algorithm[] = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
+const METHODS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'] as const;
+
+/**
+ * A JWT signing method etcd accepts (`sign-method=`). Our own type, not jsonwebtoken's
+ * `Algorithm`, so that the package's public types (ServerConfig) need no @types/jsonwebtoken.
+ */
+export type JwtMethod = (typeof METHODS)[number];
 
 /** etcd `DefaultTTL` of JWT tokens. */
 const DEFAULT_JWT_TTL_MS = 5 * 60 * 1000;
@@ -59,7 +64,7 @@ const DEFAULT_JWT_TTL_MS = 5 * 60 * 1000;
 /** A parsed `--auth-token`: simple tokens, or JWT with its method, keys and lifetime. */
 export type TokenOptions =
   | { type: 'simple' }
-  | { type: 'jwt'; method: Algorithm; signKey: KeyObject | Buffer | undefined; verifyKey: KeyObject | Buffer; ttlMs: number };
+  | { type: 'jwt'; method: JwtMethod; signKey: KeyObject | Buffer | undefined; verifyKey: KeyObject | Buffer; ttlMs: number };
 
 /**
  * Parses `--auth-token` as etcd's `NewTokenProvider` does (`<type>[,<key>=<value>…]`), reading
@@ -102,7 +107,7 @@ export function parseTokenOptions(spec: string, parseDuration: (text: string) =>
   if (method === 'EdDSA') throw new TokenOptionsError('unsupported signing method: *jwt.SigningMethodEd25519');
   if (method === 'none') throw new TokenOptionsError('unsupported signing method: *jwt.signingMethodNone');
   if (!(METHODS as readonly string[]).includes(method)) throw new TokenOptionsError(INVALID_OPTIONS);
-  const alg = method as Algorithm;
+  const alg = method as JwtMethod;
 
   if (alg.startsWith('HS')) {
     if (!priv || priv.length === 0) throw new TokenOptionsError('auth: missing key data');
