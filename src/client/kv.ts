@@ -24,8 +24,13 @@ export function toBuffer(b: Bytes): Buffer {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
-/** `n` as a bigint. @throws RangeError for a non-integer number. */
+/**
+ * `n` as a bigint.
+ * @throws RangeError for a number that is not a safe integer (above 2^53 a number no longer
+ *   names one ID: `2 ** 60 + 1` is `2 ** 60`; pass a bigint).
+ */
 export function toBigInt(n: Int64): bigint {
+  if (typeof n === 'number' && !Number.isSafeInteger(n)) throw new RangeError(`${n} is not a safe integer: pass revisions and lease IDs above 2^53 as bigints`);
   return typeof n === 'bigint' ? n : BigInt(n);
 }
 

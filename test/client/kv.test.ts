@@ -164,6 +164,13 @@ for (const { kind, skip } of KINDS) {
       assert.equal(txn.responses[0]?.responseRange?.count, all);
     });
 
+    it('a lease ID or revision given as a number beyond 2^53 is refused, not rounded to another ID', async () => {
+      await assert.rejects(async () => client.put('unsafe/k', 'v', { lease: 2 ** 60 + 1 }), RangeError);
+      await assert.rejects(async () => client.get('unsafe/k', { revision: 2 ** 53 + 2 }), RangeError);
+      await assert.rejects(async () => client.leaseRevoke(1.5), RangeError);
+      assert.equal((await client.get('unsafe/k')).kvs.length, 0);
+    });
+
     it('a call whose AbortSignal fires right after the call is made is aborted and sends nothing', async () => {
       await client.get('abort/now'); // connected: the endpoint is chosen without waiting
       for (const [name, call] of [
