@@ -20,7 +20,10 @@ export interface KeepAliveOptions {
 export interface LeaseKeepAliveEvents {
   /** A renewal succeeded; `ttlSeconds` is the lease's fresh TTL. */
   renewed: [ttlSeconds: bigint];
-  /** The stream broke; renewals resume on a new stream (the error is `retryable`). */
+  /**
+   * The stream broke; renewals resume on a new stream (the error is `retryable`). Once per
+   * outage: failed reconnection attempts do not fire it again before the next 'renewed'.
+   */
   disconnected: [error: EtcdClientError];
   /**
    * The lease is gone or can no longer be assumed alive; the helper stopped. Fires once, with
@@ -122,8 +125,9 @@ export class LeaseKeepAlive extends EventEmitter<LeaseKeepAliveEvents> {
         return;
       }
       this.connection.markDown(ep);
+      const first = this.lastError === undefined;
       this.lastError = retriedError(err);
-      this.emit('disconnected', this.lastError);
+      if (first) this.emit('disconnected', this.lastError);
       this.attempt++;
       this.timer = setTimeout(() => this.open(), this.connection.retryDelayMs(this.attempt));
     };

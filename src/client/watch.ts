@@ -98,7 +98,11 @@ export interface WatcherEvents {
   response: [response: WatchResponse];
   /** A progress notification (per-watch, or stream-wide after `requestProgress()`). */
   progress: [response: WatchResponse];
-  /** The stream broke; the watch will be re-created from its next revision (the error is `retryable`). */
+  /**
+   * The stream broke; the watch will be re-created from its next revision (the error is
+   * `retryable`). Once per outage: failed reconnection attempts do not fire it again before
+   * 'connected'.
+   */
   disconnected: [error: EtcdClientError];
   /** The watch was re-created on a new stream after a disconnection. */
   connected: [];
@@ -133,6 +137,8 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   private readonly request: Omit<WatchCreateRequest, 'startRevision'>;
   private readonly stream: WatchStream;
   private acknowledged = false;
+  /** Between a 'disconnected' and the next created acknowledgement. */
+  private down = false;
   private resolveCreated!: () => void;
   private rejectCreated!: (err: Error) => void;
   private iterating = false;
@@ -195,6 +201,7 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   /** @internal A created acknowledgement for this watcher. */
   onCreated(header: ResponseHeader, watchId: bigint): void {
     this.watchId = watchId;
+    this.down = false;
     if (this.acknowledged) {
       this.emit('connected');
       return;
@@ -233,6 +240,8 @@ export class Watcher extends EventEmitter<WatcherEvents> implements AsyncIterabl
   /** @internal The stream broke; the watch stays and will be re-created. */
   onDisconnected(err: EtcdClientError): void {
     this.watchId = undefined;
+    if (this.down) return;
+    this.down = true;
     this.emit('disconnected', retriedError(err));
   }
 

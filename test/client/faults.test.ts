@@ -109,6 +109,27 @@ for (const { kind, skip } of KINDS) {
       assert.equal(events, 1);
     });
 
+    it("'disconnected' fires once per outage for a watch and a keep-alive, however many reconnection attempts fail", async (t) => {
+      const proxy = await startProxy(server().endpoint);
+      t.after(() => proxy.close());
+      const client = new Client({ endpoints: [proxy.url] });
+      t.after(() => client.close());
+      const watcher = client.watch('outage/k');
+      await within(watcher.created, 20_000, 'watch created');
+      const keepAlive = client.keepAlive((await client.leaseGrant(60)).ID, { intervalMs: 200 });
+      await within(renewed(keepAlive), 20_000, 'first renewal');
+      const counts = { watch: 0, connected: 0, keepAlive: 0 };
+      watcher.on('disconnected', () => counts.watch++);
+      watcher.on('connected', () => counts.connected++);
+      keepAlive.on('disconnected', () => counts.keepAlive++);
+      proxy.pause(); // connections reset, new ones refused: attempts fail every backoff
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      proxy.resume();
+      await within(new Promise((resolve) => watcher.once('connected', resolve)), 20_000, 'watch re-created');
+      await within(renewed(keepAlive), 20_000, 'renewed after the outage');
+      assert.deepEqual(counts, { watch: 1, connected: 1, keepAlive: 1 });
+    });
+
     it('no MaxListenersExceededWarning with many concurrent calls', async () => {
       const client = new Client({ endpoints: [server().endpoint] });
       const warnings: Error[] = [];
