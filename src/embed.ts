@@ -47,12 +47,29 @@ export interface EmbeddedServer {
 }
 
 /**
+ * Refuses (TypeError) an option ServerConfig does not have (a misspelt name would be ignored)
+ * and a value of another type than the option's default (a number given as a string).
+ */
+function checkOptions(overrides: Partial<ServerConfig>): void {
+  const defaults = defaultConfig() as unknown as Record<string, unknown>;
+  const kind = (v: unknown) => (Array.isArray(v) ? 'array' : typeof v);
+  for (const [name, value] of Object.entries(overrides)) {
+    if (!(name in defaults)) throw new TypeError(`startServer: unknown option ${name}`);
+    const expected = defaults[name];
+    if (value !== undefined && expected !== undefined && kind(value) !== kind(expected)) {
+      throw new TypeError(`startServer: option ${name} must be of type ${kind(expected)}, not ${kind(value)}`);
+    }
+  }
+}
+
+/**
  * Starts an etcd-ts server in this process and waits until it answers a Status call.
- * @throws DataDirLockedError when another server holds `dataDir`; Error when a URL cannot be bound
- *   or `logLevel` is unknown.
+ * @throws TypeError for an unknown option or a value of the wrong type; DataDirLockedError when
+ *   another server holds `dataDir`; Error when a URL cannot be bound or `logLevel` is unknown.
  */
 export async function startServer(options: StartServerOptions = {}): Promise<EmbeddedServer> {
   const { logger, client: clientOptions, ...overrides } = options;
+  checkOptions(overrides);
   const ownDataDir = overrides.dataDir === undefined ? await mkdtemp(join(tmpdir(), 'etcd-ts-embed-')) : undefined;
   const listenClientUrls = overrides.listenClientUrls ?? ['http://127.0.0.1:0'];
   const config: ServerConfig = {

@@ -89,3 +89,11 @@ test('startServer: a client it cannot make fails the start with the server stopp
   assert.deepEqual(Object.fromEntries(resources()), Object.fromEntries(before), 'active resources before vs after');
   assert.deepEqual(await embedDirs(), dirsBefore, 'no temp data dir left');
 });
+
+test('startServer: an unknown option or a value of the wrong type is refused before anything starts', async () => {
+  const dirsBefore = (await readdir(tmpdir())).filter((name) => name.startsWith('etcd-ts-embed-')).sort();
+  await assert.rejects(startServer({ maxTxnOp: 4 } as never), { name: 'TypeError', message: 'startServer: unknown option maxTxnOp' });
+  await assert.rejects(startServer({ maxTxnOps: 'abc' } as never), { name: 'TypeError', message: 'startServer: option maxTxnOps must be of type number, not string' });
+  await assert.rejects(startServer({ listenClientUrls: 'http://127.0.0.1:0' } as never), { name: 'TypeError', message: 'startServer: option listenClientUrls must be of type array, not string' });
+  assert.deepEqual((await readdir(tmpdir())).filter((name) => name.startsWith('etcd-ts-embed-')).sort(), dirsBefore);
+});

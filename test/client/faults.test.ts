@@ -125,7 +125,7 @@ for (const { kind, skip } of KINDS) {
       proxy.pause(); // connections reset, new ones refused: attempts fail every backoff
       await new Promise((resolve) => setTimeout(resolve, 3000));
       proxy.resume();
-      await within(new Promise((resolve) => watcher.once('connected', resolve)), 20_000, 'watch re-created');
+      await within(new Promise<void>((resolve) => watcher.once('connected', () => resolve())), 20_000, 'watch re-created');
       await within(renewed(keepAlive), 20_000, 'renewed after the outage');
       assert.deepEqual(counts, { watch: 1, connected: 1, keepAlive: 1 });
     });
