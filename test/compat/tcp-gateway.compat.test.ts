@@ -51,7 +51,8 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       t.after(() => child.kill('SIGKILL'));
       let log = '';
       child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
-      for (let i = 0; i < 100 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+      for (let i = 0; i < 400 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+      assert.ok(log.includes('ready to proxy client requests'), `${kind} gateway not ready after 20 s: ${log}`);
       const steps = [['put', `k-${kind}`, 'v'], ['get', `k-${kind}`, '--print-value-only'], ['endpoint', 'health']];
       const answers: string[] = [];
       for (const step of steps) {
@@ -81,7 +82,8 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       t.after(() => child.kill('SIGKILL'));
       let log = '';
       child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
-      for (let i = 0; i < 100 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+      for (let i = 0; i < 400 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+      assert.ok(log.includes('ready to proxy client requests'), `${kind} gateway not ready after 20 s: ${log}`);
       const exchange = (): Promise<string> =>
         new Promise((resolve) => {
           const socket = net.connect(Number(listen.split(':')[1]), '127.0.0.1', () => socket.write('ping'));
