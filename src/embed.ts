@@ -16,8 +16,8 @@ import { startEtcd, type RunningServer } from './server/embed.js';
  * Options of {@link startServer}: any {@link ServerConfig} field (camelCase forms of etcd's
  * flags), plus the logger and the client's options. Differences from the CLI defaults:
  * `listenClientUrls` defaults to `['http://127.0.0.1:0']` (a free port), `advertiseClientUrls`
- * to the client URLs with the ports bound, `listenPeerUrls` to none, `dataDir` to a fresh temp dir removed by
- * `close()`, and logging is off.
+ * to the client URLs with the ports bound, `listenPeerUrls` to none, `dataDir` to a fresh temp
+ * dir removed by `close()`, and logging is off.
  */
 export interface StartServerOptions extends Partial<ServerConfig> {
   /**
@@ -81,7 +81,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Emb
   };
   const log = logger ?? (overrides.logLevel === undefined ? pino({ level: 'silent' }) : createLogger(overrides.logLevel, undefined, overrides.loggerKind ?? 'zap'));
   let server: RunningServer;
-  let client: Client;
+  let client: Client | undefined;
   try {
     // Bound first, so that the URLs advertised by default (member list) carry the ports bound.
     const bound = await bindUrls(config, log);

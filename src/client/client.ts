@@ -19,6 +19,7 @@ import type {
 } from '../proto/gen/rpc.gen.js';
 import { AuthApi } from './auth.js';
 import { Connection, type CallOptions, type ConnectionOptions } from './connection.js';
+import { AbortError } from './errors.js';
 import {
   deleteRequest,
   putRequest,
@@ -33,7 +34,6 @@ import {
 import { LeaseKeepAlive, type KeepAliveOptions } from './lease.js';
 import { MaintenanceApi } from './maintenance.js';
 import { Txn } from './txn.js';
-import { AbortError } from './errors.js';
 import { Watcher, WatchStream, type WatchOptions } from './watch.js';
 
 /** Options of a {@link Client}; see {@link ConnectionOptions}. */
