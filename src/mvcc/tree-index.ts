@@ -40,9 +40,6 @@ function isSingleKey(end: Key | undefined): end is undefined | '' {
 /** Keys whose keyIndex a `restorer` keeps at hand (etcd's `restoreChunkKeys` is 10,000). */
 const RESTORE_CACHE_KEYS = 1 << 20;
 
-/** sorted-btree's editAll instruction to delete the current pair; shared, never mutated. */
-const DELETE_PAIR = Object.freeze({ delete: true as const });
-
 /** The in-memory MVCC index (etcd `treeIndex`): key → keyIndex in a B+ tree ordered bytewise. */
 export class TreeIndex {
   /** Every key with indexed history → its keyIndex; never holds an empty keyIndex after `compact`. */
@@ -219,10 +216,12 @@ export class TreeIndex {
    */
   compact(rev: number): RevisionSet {
     const available = new RevisionSet();
-    this.tree.editAll((_k, ki) => {
+    const emptied: Key[] = [];
+    this.tree.forEachPair((k, ki) => {
       ki.compact(rev, available);
-      return ki.isEmpty() ? DELETE_PAIR : undefined;
+      if (ki.isEmpty()) emptied.push(k);
     });
+    for (const k of emptied) this.tree.delete(k);
     return available;
   }
 
