@@ -96,6 +96,7 @@ for (const { kind, skip } of KINDS) {
       assert.equal((await client.get('restall/k', { timeoutMs: 15_000 })).kvs[0]?.value.toString(), 'after');
       const next = await within(events.next(), 15_000, 'event after the path answered');
       assert.equal(next.done, false);
+      assert.equal(next.value?.events[0]?.kv.value.toString(), 'after');
     });
 
     it('a keep-alive running when the client closes reports the lease lost with AbortError', async () => {
