@@ -7,6 +7,7 @@ import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 
 import { parseGoDuration, splitHostPort } from '../cli/flags.js';
+import { goErrnoText } from '../go-format.js';
 import { TcpProxy, type ProxyLog } from './tcp-proxy.js';
 
 const GATEWAY_HELP = `gateway related command
@@ -150,8 +151,8 @@ async function startGateway(options: StartOptions): Promise<TcpProxy> {
   const listener = net.createServer({ pauseOnConnect: true });
   await new Promise<void>((resolve) => {
     listener.once('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'EADDRINUSE' ? 'bind: address already in use' : err.code === 'EADDRNOTAVAIL' ? 'bind: cannot assign requested address' : err.message;
-      fail(`listen tcp ${options.listenAddr}: ${why}\n`, process.stderr);
+      const text = goErrnoText(err.code);
+      fail(`listen tcp ${options.listenAddr}: ${text === undefined ? err.message : `bind: ${text}`}\n`, process.stderr);
     });
     listener.listen({ host: listen.host || undefined, port: Number(listen.port) }, resolve);
   });

@@ -527,7 +527,6 @@ const LABEL_PAIR = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/gy;
 function sortLabels(text: string): string {
   return text.replace(/^([^#\n][^{\n]*)\{([^\n]*)\}( [^\n]*)$/gm, (line, name: string, labels: string, rest: string) => {
     const pairs: [string, string][] = [];
-    LABEL_PAIR.lastIndex = 0;
     for (let at = 0; at < labels.length; ) {
       LABEL_PAIR.lastIndex = at;
       const m = LABEL_PAIR.exec(labels);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { resolve } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { etcdctl } from '../helpers/etcdctl.js';
@@ -13,6 +13,29 @@ import { ETCD_BIN, etcdUnavailableReason, freePort, startServer } from '../helpe
 
 const command = (kind: 'etcd' | 'etcd-ts', args: readonly string[]): [string, string[]] =>
   kind === 'etcd' ? [ETCD_BIN, [...args]] : [process.execPath, [resolve('bin/etcd-ts.js'), ...args]];
+
+/**
+ * Starts `kind`'s gateway with `args` (killed when the test ends) and waits until it logs that
+ * it is ready; `log()` is its stderr so far.
+ */
+async function startGateway(t: TestContext, kind: 'etcd' | 'etcd-ts', args: readonly string[]): Promise<{ child: ChildProcess; log: () => string }> {
+  const [cmd, cmdArgs] = command(kind, args);
+  const child: ChildProcess = spawn(cmd, cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let log = '';
+  child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  for (let i = 0; i < 400 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
+  assert.ok(log.includes('ready to proxy client requests'), `${kind} gateway not ready after 20 s: ${log}`);
+  return { child, log: () => log };
+}
+
+/** The zap lines of `log`, each once and sorted, without the time stamp and zap's caller, after `edit`. */
+function zapMessages(log: string, edit: (line: string) => string = (line) => line): string[] {
+  return [...new Set(log.split('\n').filter((l) => l.startsWith('{')).map((l) => {
+    const { ts: _ts, caller: _caller, ...rest } = JSON.parse(l) as Record<string, unknown>;
+    return edit(JSON.stringify(rest));
+  }))].sort();
+}
 
 describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   it('refuses the same command lines with the same words, streams and exit status, and prints the same help', async () => {
@@ -46,13 +69,7 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     for (const kind of ['etcd', 'etcd-ts'] as const) {
       const listen = `127.0.0.1:${await freePort()}`;
       // Flags before the subcommand, as etcd's own e2e test gives them.
-      const [cmd, args] = command(kind, ['gateway', `--endpoints=${dead},http://${upstreamAddr}`, '--listen-addr', listen, 'start', '--retry-delay=1s']);
-      const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      t.after(() => child.kill('SIGKILL'));
-      let log = '';
-      child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
-      for (let i = 0; i < 400 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
-      assert.ok(log.includes('ready to proxy client requests'), `${kind} gateway not ready after 20 s: ${log}`);
+      const gateway = await startGateway(t, kind, ['gateway', `--endpoints=${dead},http://${upstreamAddr}`, '--listen-addr', listen, 'start', '--retry-delay=1s']);
       const steps = [['put', `k-${kind}`, 'v'], ['get', `k-${kind}`, '--print-value-only'], ['endpoint', 'health']];
       const answers: string[] = [];
       for (const step of steps) {
@@ -60,13 +77,8 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
         answers.push(`${step[0]}: ${r.code} ${r.stdout.replace(/took = \S+/, 'took = <t>').replace(listen, '<gateway>')}`);
       }
       await sleep(1500); // one retry of the dead endpoint
-      child.kill('SIGKILL');
-      // Each message once, with its fields but the time stamp and zap's caller.
-      const logged = new Set(log.split('\n').filter((l) => l.startsWith('{')).map((l) => {
-        const { ts: _ts, caller: _caller, ...rest } = JSON.parse(l) as Record<string, unknown>;
-        return JSON.stringify(rest);
-      }));
-      seen[kind] = [...answers, ...[...logged].sort()];
+      gateway.child.kill('SIGKILL');
+      seen[kind] = [...answers, ...zapMessages(gateway.log())];
     }
     assert.ok(seen.etcd!.some((l) => l.includes('"msg":"deactivated endpoint"')), seen.etcd!.join('\n'));
     assert.deepEqual(seen['etcd-ts'], seen.etcd);
@@ -77,13 +89,7 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
     for (const kind of ['etcd', 'etcd-ts'] as const) {
       const port = await freePort();
       const listen = `127.0.0.1:${await freePort()}`;
-      const [cmd, args] = command(kind, ['gateway', 'start', `--endpoints=127.0.0.1:${port}`, `--listen-addr=${listen}`, '--retry-delay=1s']);
-      const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      t.after(() => child.kill('SIGKILL'));
-      let log = '';
-      child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
-      for (let i = 0; i < 400 && !log.includes('ready to proxy client requests'); i++) await sleep(50);
-      assert.ok(log.includes('ready to proxy client requests'), `${kind} gateway not ready after 20 s: ${log}`);
+      const gateway = await startGateway(t, kind, ['gateway', 'start', `--endpoints=127.0.0.1:${port}`, `--listen-addr=${listen}`, '--retry-delay=1s']);
       const exchange = (): Promise<string> =>
         new Promise((resolve) => {
           const socket = net.connect(Number(listen.split(':')[1]), '127.0.0.1', () => socket.write('ping'));
@@ -97,14 +103,11 @@ describe('etcd gateway: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() },
       const endpoint = net.createServer((s) => s.once('data', (d: Buffer) => s.end(`echo ${d.toString()}`)));
       await new Promise<void>((resolve) => endpoint.listen(port, '127.0.0.1', resolve));
       t.after(() => endpoint.close());
-      for (let i = 0; i < 60 && !log.includes('"msg":"activated"'); i++) await sleep(50);
+      for (let i = 0; i < 60 && !gateway.log().includes('"msg":"activated"'); i++) await sleep(50);
       const after = await exchange();
-      child.kill('SIGKILL');
+      gateway.child.kill('SIGKILL');
       endpoint.close();
-      const messages = [...new Set(log.split('\n').filter((l) => l.startsWith('{')).map((l) => {
-        const { ts: _ts, caller: _caller, ...rest } = JSON.parse(l) as Record<string, unknown>;
-        return JSON.stringify(rest).replaceAll(String(port), '<port>');
-      }))].sort();
+      const messages = zapMessages(gateway.log(), (line) => line.replaceAll(String(port), '<port>'));
       seen[kind] = [`before: ${before}`, `after: ${after}`, ...messages];
     }
     assert.ok(seen.etcd!.includes('after: echo ping') && seen.etcd!.some((l) => l.includes('"msg":"activated"')), seen.etcd!.join('\n'));
