@@ -157,6 +157,7 @@ export class Backend {
   private readonly snapshots = new Set<Promise<unknown>>();
   /** Settles when the running `defragment` is done; LMDB commits wait for it. */
   private defragging: Promise<void> | undefined;
+  private reopened: Promise<void> | undefined;
   /** Called with the seconds each LMDB commit took, to disk (etcd `backend_commit_duration_seconds`). */
   onCommitDuration: ((seconds: number) => void) | undefined;
   /**
@@ -301,6 +302,22 @@ export class Backend {
       if (e) return e.value;
     }
     return this.bucket(bucket).getBinary(key) as Buffer | undefined;
+  }
+
+  /**
+   * `get` without a copy: LMDB's bytes in a buffer the next read overwrites (lmdb-js
+   * `getBinaryFast`), or a queued write's value. Use them before reading anything else.
+   */
+  getInPlace(bucket: BucketName, key: Buffer): Buffer | undefined {
+    const m = this.overlay.get(bucket);
+    if (m !== undefined && m.size > 0) {
+      const e = m.get(key.toString('latin1'));
+      if (e) return e.value;
+    }
+    const bytes = this.bucket(bucket).getBinaryFast(key);
+    // lmdb-js's reused buffer is larger than the value: its `length` property alone tells the
+    // value's (TypedArray methods such as `set` would use the whole buffer).
+    return bytes?.subarray(0, bytes.length);
   }
 
   /** Reads a meta entry as text, or undefined. */
@@ -657,11 +674,18 @@ export class Backend {
       await this.copyInto(tmp);
       // A snapshot reads the old file through its transaction until it is done.
       while (this.snapshots.size > 0) await Promise.allSettled([...this.snapshots]);
-      await this.env.close();
-      this.dbs.clear();
-      fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
-      fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
-      this.env = this.openEnv();
+      let reopen!: () => void;
+      this.reopened = new Promise<void>((resolve) => (reopen = resolve));
+      try {
+        await this.env.close();
+        this.dbs.clear();
+        fs.renameSync(tmp, path.join(this.dir, 'data.mdb'));
+        fs.rmSync(path.join(this.dir, 'lock.mdb'), { force: true });
+        this.env = this.openEnv();
+      } finally {
+        this.reopened = undefined;
+        reopen();
+      }
       this.sizeCache = undefined;
       this.lastRevisionKey = undefined;
     } finally {
@@ -670,6 +694,15 @@ export class Backend {
       finish();
       this.scheduleApply();
     }
+  }
+
+  /**
+   * While `defragment` closes the database to swap its file for the copy, reads would fail: this
+   * settles when it is open again (on the copy, or on the old file if the swap failed). Undefined
+   * at any other time.
+   */
+  get reopening(): Promise<void> | undefined {
+    return this.reopened;
   }
 
   /** Where `defragment` writes its copy; `copyInto` writes it through `<copy>.copy/` first. */

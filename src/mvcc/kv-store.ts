@@ -20,6 +20,7 @@
  * - `compactMainRev`: history below it is gone; reads below it fail with ErrCompacted. −1 until
  *                   the first compaction, as in etcd, which accepts one compaction at 0.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { KeyValue } from '../proto/gen/kv.gen.js';
 import { marshalKeyValue, readKeyValueHead, unmarshalKeyValue } from '../proto/wire.js';
 import { Backend } from './backend.js';
@@ -61,9 +62,30 @@ export interface RangeOptions {
   count?: boolean;
   /**
    * Give the stored records (each an mvccpb.KeyValue's protobuf bytes, as a response carries it)
-   * in `records` instead of decoded `kvs`, which is then empty: what a Range answer sends as it is.
+   * in `records`, to be read, instead of decoded `kvs`, which is then empty: what a Range answer
+   * sends as it is.
    */
   records?: boolean;
+}
+
+/**
+ * The stored records a range found (`RangeOptions.records`), in key order, not read yet. Each
+ * is handed over in place: the bytes are valid only during the call that receives them.
+ */
+export interface StoredRecords {
+  /** How many (at most the range's `limit`). */
+  readonly length: number;
+  /** Hands the first `n` (default all) to `each` now, in this turn of the event loop. */
+  forEach(each: (record: Buffer) => void, n?: number): void;
+  /**
+   * Hands the first `n` (default all) to `each` in slices of about 10 ms of reading, one per
+   * turn of the event loop, so that the thread serves other requests and HTTP/2 pings while a
+   * large answer is read (etcd reads it on a goroutine of its own). Returns undefined when the
+   * first slice read them all, else a promise for the last. Records stay readable meanwhile: a
+   * compaction above the read revision deletes none until the read is done, and reads wait
+   * while a defragmentation swaps the database file. Rejects if the backend fails or closes.
+   */
+  read(each: (record: Buffer) => void, n?: number): Promise<void> | undefined;
 }
 
 /** Result of a range read (etcd `mvcc.RangeResult`). */
@@ -71,7 +93,7 @@ export interface RangeResult {
   /** The KeyValues, ordered by key, at most `limit`. */
   kvs: KeyValue[];
   /** With `RangeOptions.records`: the stored records of the KeyValues, in key order, at most `limit`. */
-  records?: Buffer[];
+  records?: StoredRecords;
   /** How many keys the range holds at the read revision (ignoring `limit`). */
   count: number;
   /** The view's revision (the store's revision as the reader sees it, not the read revision). */
@@ -94,6 +116,11 @@ export interface LeaseHooks {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The error of a revision the index holds and the backend does not: a damaged data dir or a bug. */
+function missingRecord(rev: Revision): Error {
+  return new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
+}
 const NO_LEASES: LeaseHooks = { exists: () => false, attach: () => {}, detach: () => {}, leaseOf: () => 0n };
 
 /** A read-only view of the store at one revision (etcd `mvcc.ReadView`). */
@@ -154,6 +181,9 @@ class CountedRead implements TxnRead {
 /** Observer of durable changes: called once per published revision, in revision order. */
 export type PublishListener = (rev: number, changes: readonly KeyValue[]) => void;
 
+/** Reading time per slice of a `StoredRecords.read`, in ms; the clock is checked every 64 records. */
+const READ_SLICE_MS = 10;
+
 /** Compaction batch size (etcd `compactionBatchLimit`) and pause between batches. */
 const COMPACTION_BATCH = 1000;
 const COMPACTION_PAUSE_MS = 10;
@@ -196,6 +226,8 @@ export class KVStore {
   private syncFailed: ((err: unknown) => void)[] = [];
   /** Live keys with a lease, as `restore` found them, until `attachLeases` hands them over. */
   private readonly keyToLease = new Map<Key, bigint>();
+  /** `StoredRecords.read`s still running, by the revision they read at, and their ends. */
+  private readonly openReads = new Map<Promise<void>, number>();
 
   constructor(backend: Backend) {
     this.backend = backend;
@@ -262,13 +294,16 @@ export class KVStore {
 
   /** Reads the KeyValue stored at a revision (the backend shows records not yet durable too). */
   readRecord(rev: Revision): KeyValue {
-    return unmarshalKeyValue(this.readRecordBytes(rev));
+    // The KeyValue's key and value are views of the bytes read: they must be a copy of their own.
+    const bytes = this.backend.get('key', revToBytes(rev));
+    if (!bytes) throw missingRecord(rev);
+    return unmarshalKeyValue(bytes);
   }
 
-  /** The stored record at a revision: an mvccpb.KeyValue's protobuf bytes, not to be changed. */
-  private readRecordBytes(rev: Revision): Buffer {
-    const bytes = this.backend.get('key', revToBytes(rev));
-    if (!bytes) throw new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
+  /** The stored record at `rev`, in place: valid until the next backend read. */
+  private recordInPlace(rev: Revision): Buffer {
+    const bytes = this.backend.getInPlace('key', revToBytes(rev));
+    if (!bytes) throw missingRecord(rev);
     return bytes;
   }
 
@@ -282,14 +317,59 @@ export class KVStore {
     const limit = opts.limit ?? 0;
     const { revs, total } = this.index.revisions(key, end, rev, limit);
     const n = limit > 0 && limit < revs.length ? limit : revs.length;
-    if (opts.records) {
-      const records = new Array<Buffer>(n);
-      for (let i = 0; i < n; i++) records[i] = this.readRecordBytes(revs[i]!);
-      return { kvs: [], records, count: total, rev: viewRev };
-    }
+    if (opts.records) return { kvs: [], records: this.storedRecords(revs, n, rev), count: total, rev: viewRev };
     const kvs: KeyValue[] = new Array<KeyValue>(n);
     for (let i = 0; i < n; i++) kvs[i] = this.readRecord(revs[i]!);
     return { kvs, count: total, rev: viewRev };
+  }
+
+  /** The first `length` of `revs`, found by a range at revision `atRev`, as records to read. */
+  private storedRecords(revs: readonly Revision[], length: number, atRev: number): StoredRecords {
+    return {
+      length,
+      forEach: (each, n = length) => {
+        for (let i = 0; i < n; i++) each(this.recordInPlace(revs[i]!));
+      },
+      read: (each, n = length) => {
+        const i = this.readSlice(revs, 0, n, each);
+        if (i === n) return undefined;
+        const done = this.readSlices(revs, i, n, each);
+        this.openReads.set(done, atRev);
+        const forget = () => this.openReads.delete(done);
+        done.then(forget, forget);
+        return done;
+      },
+    };
+  }
+
+  /** `readSlice` from `from` to `n`, a slice per turn of the event loop, after this one. */
+  private async readSlices(revs: readonly Revision[], from: number, n: number, each: (record: Buffer) => void): Promise<void> {
+    for (let i = from; i < n; ) {
+      await nextTurn();
+      const reopening = this.backend.reopening;
+      if (reopening) await reopening;
+      i = this.readSlice(revs, i, n, each);
+    }
+  }
+
+  /** Hands the records at `revs[from]`, … to `each` for about READ_SLICE_MS, up to `n`; returns where it stopped. */
+  private readSlice(revs: readonly Revision[], from: number, n: number, each: (record: Buffer) => void): number {
+    const stop = performance.now() + READ_SLICE_MS;
+    let i = from;
+    while (i < n) {
+      each(this.recordInPlace(revs[i++]!));
+      if ((i & 63) === 0 && performance.now() >= stop) break;
+    }
+    return i;
+  }
+
+  /** Resolves once no `StoredRecords.read` at a revision below `rev` is running. */
+  private async readsBelow(rev: number): Promise<void> {
+    for (;;) {
+      const running = [...this.openReads].filter(([, at]) => at < rev).map(([done]) => done);
+      if (running.length === 0) return;
+      await Promise.allSettled(running);
+    }
   }
 
   /** Called by TxnWrite.end() for a transaction that changed something. */
@@ -364,7 +444,8 @@ export class KVStore {
     const keep = this.index.compact(rev);
     this.onCompactionTiming?.('index', performance.now() - indexStart);
     const previous = this.compaction;
-    const done = previous.then(() => this.sync()).then(() => this.deleteCompacted(rev, keep));
+    // A read at a revision below `rev` that is still running needs records this deletes.
+    const done = previous.then(() => this.sync()).then(() => this.readsBelow(rev)).then(() => this.deleteCompacted(rev, keep));
     this.compaction = done.catch(() => {});
     return { done };
   }
@@ -439,9 +520,10 @@ export class KVStore {
     this.keyToLease.clear();
   }
 
-  /** Waits for background compaction and closes the backend. */
+  /** Waits for background compaction and running record reads, and closes the backend. */
   async close(): Promise<void> {
     await this.compaction;
+    await this.readsBelow(Infinity);
     await this.backend.close();
   }
 }

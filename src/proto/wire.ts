@@ -157,27 +157,49 @@ function withKeyValues(head: number[], field: number, kvs: readonly KeyValue[], 
   return Buffer.concat(chunks, length);
 }
 
+/** Bytes of each buffer a `RecordFields` copies records into (a larger record gets one of its own). */
+const FIELD_SLAB_BYTES = 1 << 20;
+
 /**
- * `head`, then each of `records` (mvccpb.KeyValue bytes as stored) as field `field` (below 16:
- * a one-byte tag), then `tail`, in one buffer: what `withKeyValues` writes for the decoded
- * records, without decoding and encoding them again.
+ * Stored records (mvccpb.KeyValue bytes as stored) written as a repeated length-delimited field
+ * `field` (below 16: a one-byte tag), one record at a time, into buffers of 1 MiB: what the
+ * generated encoder writes for the decoded KeyValues, without decoding and encoding them again
+ * and without a Buffer per record. A Range answer read in slices (`StoredRecords.read`) is built
+ * with it piece by piece.
  */
-function withRecords(head: number[], field: number, records: readonly Buffer[], tail: number[]): Buffer {
-  let length = head.length + tail.length;
-  for (const r of records) length += 1 + varintSize(r.length) + r.length;
-  const out = Buffer.allocUnsafe(length);
-  let at = 0;
-  for (const b of head) out[at++] = b;
-  const tag = (field << 3) | 2;
-  for (const r of records) {
-    out[at++] = tag;
-    let n = r.length;
-    for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
-    out[at++] = n;
-    at += r.copy(out, at);
+export class RecordFields {
+  /** Bytes written so far. */
+  bytes = 0;
+  private readonly filled: Buffer[] = [];
+  private slab: Buffer = Buffer.alloc(0);
+  private at = 0;
+
+  constructor(private readonly field: number) {}
+
+  /** Copies `record` in as one field; `record` may change once this returns. */
+  add(record: Uint8Array): void {
+    const n = record.length;
+    const size = 1 + varintSize(n) + n;
+    if (this.at + size > this.slab.length) {
+      if (this.at > 0) this.filled.push(this.slab.subarray(0, this.at));
+      this.slab = Buffer.allocUnsafe(Math.max(FIELD_SLAB_BYTES, size));
+      this.at = 0;
+    }
+    const out = this.slab;
+    let at = this.at;
+    out[at++] = (this.field << 3) | 2;
+    let v = n;
+    for (; v >= 0x80; v >>>= 7) out[at++] = (v & 0x7f) | 0x80;
+    out[at++] = v;
+    out.set(record, at);
+    this.at = at + n;
+    this.bytes += size;
   }
-  for (const b of tail) out[at++] = b;
-  return out;
+
+  /** The fields written, as buffers to send in order. */
+  parts(): Buffer[] {
+    return this.at === 0 ? [...this.filled] : [...this.filled, this.slab.subarray(0, this.at)];
+  }
 }
 
 /** Bytes of a varint of `n` (a non-negative integer below 2^31). */
@@ -188,24 +210,25 @@ function varintSize(n: number): number {
 }
 
 /**
- * A RangeResponse whose KeyValues may be given as their stored records (see
- * `RangeOptions.records`): then `kvs` is empty and `records` holds them, in order.
+ * A RangeResponse whose KeyValues may be given as field bytes already written from their
+ * stored records (`RecordFields` for field 2): then `kvs` is empty and `kvFields` holds them.
  */
 export interface EncodedRangeResponse extends RangeResponse {
-  records?: readonly Buffer[];
+  kvFields?: readonly Buffer[];
 }
 
 /**
- * etcdserverpb.RangeResponse as protobuf bytes, exactly as `RangeResponse.encode` writes them;
- * with `records`, those are its KeyValues, copied as they are.
+ * etcdserverpb.RangeResponse as protobuf bytes, exactly as `RangeResponse.encode` writes them.
+ * With `kvFields` the bytes come as buffers to send in order (the fields as they are, not
+ * copied into one).
  */
-export function marshalRangeResponse(r: EncodedRangeResponse): Buffer {
+export function marshalRangeResponse(r: EncodedRangeResponse): Buffer | Buffer[] {
   const head: number[] = [];
   pushHeader(head, r.header);
   const tail: number[] = [];
   if (r.more) tail.push(3 << 3, 1);
   pushInt64Field(tail, 4, r.count);
-  return r.records === undefined ? withKeyValues(head, 2, r.kvs, tail) : withRecords(head, 2, r.records, tail);
+  return r.kvFields === undefined ? withKeyValues(head, 2, r.kvs, tail) : [Buffer.from(head), ...r.kvFields, Buffer.from(tail)];
 }
 
 /** etcdserverpb.PutResponse as protobuf bytes, exactly as `PutResponse.encode` writes them. */
@@ -215,20 +238,23 @@ export function marshalPutResponse(r: PutResponse): Buffer {
   return withKeyValues(head, 2, r.prevKv === undefined ? [] : [r.prevKv], []);
 }
 
-/** A DeleteRangeResponse whose prev_kvs may be given as stored records: `prevKvs` is then empty. */
+/**
+ * A DeleteRangeResponse whose prev_kvs may be given as field bytes written from their stored
+ * records (`RecordFields` for field 3): `prevKvs` is then empty.
+ */
 export interface EncodedDeleteRangeResponse extends DeleteRangeResponse {
-  prevRecords?: readonly Buffer[];
+  prevKvFields?: readonly Buffer[];
 }
 
 /**
  * etcdserverpb.DeleteRangeResponse as protobuf bytes, exactly as `DeleteRangeResponse.encode`
- * writes them; with `prevRecords`, those are its prev_kvs, copied as they are.
+ * writes them; with `prevKvFields`, as buffers to send in order (see `marshalRangeResponse`).
  */
-export function marshalDeleteRangeResponse(r: EncodedDeleteRangeResponse): Buffer {
+export function marshalDeleteRangeResponse(r: EncodedDeleteRangeResponse): Buffer | Buffer[] {
   const head: number[] = [];
   pushHeader(head, r.header);
   pushInt64Field(head, 2, r.deleted);
-  return r.prevRecords === undefined ? withKeyValues(head, 3, r.prevKvs, []) : withRecords(head, 3, r.prevRecords, []);
+  return r.prevKvFields === undefined ? withKeyValues(head, 3, r.prevKvs, []) : [Buffer.from(head), ...r.prevKvFields];
 }
 
 /** A read position in protobuf bytes and the last varint read, as two 32-bit halves. */

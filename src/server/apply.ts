@@ -9,7 +9,7 @@
  */
 import { Errors } from './errors.js';
 import { type Key, keyFromBytes } from '../mvcc/key.js';
-import { CompactedError, FutureRevError, LeaseNotFoundError, type ReadView, type TxnWrite } from '../mvcc/kv-store.js';
+import { CompactedError, FutureRevError, LeaseNotFoundError, type RangeResult, type ReadView, type TxnWrite } from '../mvcc/kv-store.js';
 import type { KeyValue } from '../proto/gen/kv.gen.js';
 import {
   Compare_CompareResult,
@@ -21,13 +21,14 @@ import {
   type PutRequest,
   type PutResponse,
   type RangeRequest,
+  type RangeResponse,
   type RequestOp,
   type ResponseHeader,
   type ResponseOp,
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import type { EncodedDeleteRangeResponse, EncodedRangeResponse } from '../proto/wire.js';
+import { RecordFields, type EncodedDeleteRangeResponse, type EncodedRangeResponse } from '../proto/wire.js';
 
 /** A header with only the revision set; the service fills the rest (etcd `header.fill`). */
 export function revHeader(rev: number): ResponseHeader {
@@ -172,29 +173,47 @@ function sorter(target: RangeRequest_SortTarget): (a: KeyValue, b: KeyValue) => 
   }
 }
 
-/**
- * etcd `applierV3backend.Range`. Throws etcd's compacted / future-revision errors. With
- * `records`, an answer whose KeyValues go out as stored (no filter, no sort but by key, not
- * keys only) carries them as `records` (see `EncodedRangeResponse`) instead of decoded.
- */
-export function applyRange(view: ReadView, r: RangeRequest, records = false): EncodedRangeResponse {
-  const filtered = r.minModRevision !== 0n || r.maxModRevision !== 0n || r.minCreateRevision !== 0n || r.maxCreateRevision !== 0n;
+/** True when a range's filter fields ask for anything (min/max mod and create revisions). */
+function isFiltered(r: RangeRequest): boolean {
+  return r.minModRevision !== 0n || r.maxModRevision !== 0n || r.minCreateRevision !== 0n || r.maxCreateRevision !== 0n;
+}
+
+/** Reads `r` from `view` with etcd's errors, one KeyValue past `limit` to know about `more`. */
+function readRange(view: ReadView, r: RangeRequest, records: boolean): RangeResult {
   let limit = Number(r.limit);
   // Sorting or filtering needs everything; otherwise fetch one extra to know about `more`.
-  if (r.sortOrder !== RangeRequest_SortOrder.NONE || filtered) limit = 0;
+  if (r.sortOrder !== RangeRequest_SortOrder.NONE || isFiltered(r)) limit = 0;
   if (limit > 0) limit++;
-  const asStored = records && !filtered && !r.keysOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
-  let rr;
   try {
-    rr = view.range(keyFromBytes(r.key), rangeEndOf(r.rangeEnd), { limit, rev: Number(r.revision), count: r.countOnly, records: asStored });
+    return view.range(keyFromBytes(r.key), rangeEndOf(r.rangeEnd), { limit, rev: Number(r.revision), count: r.countOnly, records });
   } catch (err) {
     throw toEtcdError(err);
   }
-  if (rr.records !== undefined) {
-    const want = Number(r.limit);
-    const more = want > 0 && rr.records.length > want;
-    return { header: revHeader(rr.rev), kvs: [], records: more ? rr.records.slice(0, want) : rr.records, more, count: BigInt(rr.count) };
-  }
+}
+
+/**
+ * `applyRange` for an answer that `marshalRangeResponse` encodes: one whose KeyValues go out as
+ * stored (no filter, no sort but by key, not keys only, not count only) carries them as
+ * `kvFields`, copied from their records in slices (`StoredRecords.read`) so that a large answer
+ * does not hold the thread; it is then a promise that resolves once they are all read.
+ */
+export function applyRangeEncoded(view: ReadView, r: RangeRequest): EncodedRangeResponse | Promise<EncodedRangeResponse> {
+  const asStored = !isFiltered(r) && !r.keysOnly && !r.countOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
+  if (!asStored) return applyRange(view, r);
+  const rr = readRange(view, r, true);
+  const records = rr.records!;
+  const want = Number(r.limit);
+  const more = want > 0 && records.length > want;
+  const fields = new RecordFields(2);
+  const answer = (): EncodedRangeResponse => ({ header: revHeader(rr.rev), kvs: [], kvFields: fields.parts(), more, count: BigInt(rr.count) });
+  const reading = records.read((record) => fields.add(record), more ? want : records.length);
+  return reading ? reading.then(answer) : answer();
+}
+
+/** etcd `applierV3backend.Range`. Throws etcd's compacted / future-revision errors. */
+export function applyRange(view: ReadView, r: RangeRequest): RangeResponse {
+  const filtered = isFiltered(r);
+  const rr = readRange(view, r, false);
   let kvs = rr.kvs;
   if (filtered) {
     kvs = kvs.filter(
@@ -248,15 +267,22 @@ export function applyPut(txn: TxnWrite, p: PutRequest): PutResponse {
 
 /**
  * etcd `applierV3backend.DeleteRange` inside a write txn. With `records`, the prev_kvs asked
- * for are given as their stored records (see `EncodedDeleteRangeResponse`).
+ * for are given as field bytes copied from their stored records (`prevKvFields`, see
+ * `EncodedDeleteRangeResponse`).
  */
 export function applyDeleteRange(txn: TxnWrite, d: DeleteRangeRequest, records = false): EncodedDeleteRangeResponse {
   const key = keyFromBytes(d.key);
   const end = rangeEndOf(d.rangeEnd);
   const prev = d.prevKv ? txn.range(key, end, { records }) : undefined;
+  let prevKvFields: Buffer[] | undefined;
+  if (prev?.records) {
+    const fields = new RecordFields(3);
+    prev.records.forEach((record) => fields.add(record));
+    prevKvFields = fields.parts();
+  }
   const deleted = txn.deleteRange(key, end);
   const header = revHeader(deleted > 0 || txn.changes.length > 0 ? txn.beginRev + 1 : txn.beginRev);
-  return { header, deleted: BigInt(deleted), prevKvs: prev?.kvs ?? [], prevRecords: prev?.records };
+  return { header, deleted: BigInt(deleted), prevKvs: prev?.kvs ?? [], prevKvFields };
 }
 
 // ---- Txn ----

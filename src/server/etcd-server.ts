@@ -17,7 +17,7 @@ import { DEFAULT_QUOTA_BYTES, MAX_QUOTA_BYTES, type ServerConfig } from '../conf
 import { AuthStore, authChanges, type AuthInfo, type TokenMetadata } from '../auth/auth-store.js';
 import { Backend } from '../mvcc/backend.js';
 import { keyToBytes } from '../mvcc/key.js';
-import { KVStore, type TxnWrite } from '../mvcc/kv-store.js';
+import { KVStore, type ReadView, type TxnWrite } from '../mvcc/kv-store.js';
 import { WatchableStore } from '../watch/watchable-store.js';
 import { LeaseExists, LeaseTTLTooLarge, Lessor, type LeaseCheckpoint } from '../lease/lessor.js';
 import {
@@ -35,6 +35,7 @@ import {
   type PutRequest,
   type PutResponse,
   type RangeRequest,
+  type RangeResponse,
   type RequestOp,
   type ResponseHeader,
   type TxnRequest,
@@ -48,6 +49,7 @@ import {
   applyDeleteRange,
   applyPut,
   applyRange,
+  applyRangeEncoded,
   applyTxn,
   checkDelete,
   checkPut,
@@ -503,24 +505,44 @@ export class EtcdServer {
 
   /**
    * KV.Range: reads at the newest durable revision. `who` sends it (see `Who`); without it (the
-   * server's own calls) no permission is checked. With `records`, the answer may carry its
-   * KeyValues as stored (see `applyRange`), for an encoder that sends them as they are.
+   * server's own calls) no permission is checked.
    */
-  range(r: RangeRequest, who?: Who, records = false): EncodedRangeResponse {
+  range(r: RangeRequest, who?: Who): RangeResponse {
+    return this.read(r, who, applyRange);
+  }
+
+  /**
+   * KV.Range for an encoder that sends KeyValues as stored (see `applyRangeEncoded`): a large
+   * answer is read in slices, and is then a promise, so that other requests are served meanwhile.
+   */
+  rangeEncoded(r: RangeRequest, who?: Who): EncodedRangeResponse | Promise<EncodedRangeResponse> {
+    // A defragmentation swapping the database file: reads resume once it is open again.
+    const reopening = this.store.backend.reopening;
+    if (reopening) return reopening.then(() => this.rangeEncoded(r, who));
+    return this.read(r, who, applyRangeEncoded);
+  }
+
+  /** Checks and reads `r` with `apply` in a read transaction, then fills the answer's header (see `range`). */
+  private read<R extends RangeResponse>(r: RangeRequest, who: Who | undefined, apply: (view: ReadView, r: RangeRequest) => R): R;
+  private read<R extends RangeResponse>(r: RangeRequest, who: Who | undefined, apply: (view: ReadView, r: RangeRequest) => R | Promise<R>): R | Promise<R>;
+  private read<R extends RangeResponse>(r: RangeRequest, who: Who | undefined, apply: (view: ReadView, r: RangeRequest) => R | Promise<R>): R | Promise<R> {
     this.checkStopped();
     checkRange(r);
     const ai = this.admit(who);
     if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
     const view = this.store.read();
-    let resp: EncodedRangeResponse;
+    let resp: R | Promise<R>;
     try {
-      resp = this.timed('read-only range ', () => applyRange(view, r, records));
+      resp = this.timed('read-only range ', () => apply(view, r));
     } finally {
       view.end();
     }
-    this.checkReadRevision(ai);
-    this.fillHeader(resp.header);
-    return resp;
+    const finish = (answer: R): R => {
+      this.checkReadRevision(ai);
+      this.fillHeader(answer.header);
+      return answer;
+    };
+    return resp instanceof Promise ? resp.then(finish) : finish(resp);
   }
 
   /**
@@ -539,16 +561,27 @@ export class EtcdServer {
    */
   private timed<R>(prefix: string, fn: () => R): R {
     const start = performance.now();
+    let result: R;
     try {
-      return fn();
-    } finally {
-      const took = performance.now() - start;
-      if (took > this.config.warningApplyDurationMs) {
-        this.slowApplies++;
-        // etcd's capnslog line also quotes the request and its result, which are not kept here.
-        const line = plog('etcdserver', 'W', `${prefix}request took too long (${formatGoDuration(took)}) to execute`);
-        this.log.warn({ took_ms: took, expected_duration_ms: this.config.warningApplyDurationMs, prefix, ...line }, 'apply request took too long');
-      }
+      result = fn();
+    } catch (err) {
+      this.warnIfSlow(prefix, start);
+      throw err;
+    }
+    // An answer read in slices took as long as its last slice.
+    if (result instanceof Promise) return result.finally(() => this.warnIfSlow(prefix, start)) as R;
+    this.warnIfSlow(prefix, start);
+    return result;
+  }
+
+  /** `timed`'s warning for a request that began at `start`. */
+  private warnIfSlow(prefix: string, start: number): void {
+    const took = performance.now() - start;
+    if (took > this.config.warningApplyDurationMs) {
+      this.slowApplies++;
+      // etcd's capnslog line also quotes the request and its result, which are not kept here.
+      const line = plog('etcdserver', 'W', `${prefix}request took too long (${formatGoDuration(took)}) to execute`);
+      this.log.warn({ took_ms: took, expected_duration_ms: this.config.warningApplyDurationMs, prefix, ...line }, 'apply request took too long');
     }
   }
 

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { KeyValue } from '../../src/proto/gen/kv.gen.js';
 import { DeleteRangeResponse, PutResponse, RangeResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
-import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead, unmarshalKeyValue } from '../../src/proto/wire.js';
+import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead, RecordFields, unmarshalKeyValue } from '../../src/proto/wire.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -73,6 +73,18 @@ test('unmarshalKeyValue and readKeyValueHead read what KeyValue.decode reads', (
   }
 });
 
+/** The KeyValues' stored records as repeated field `field`, written by `RecordFields`. */
+function fieldsOf(field: number, list: readonly KeyValue[]): Buffer[] {
+  const fields = new RecordFields(field);
+  for (const kv of list) fields.add(marshalKeyValue(kv));
+  return fields.parts();
+}
+
+/** An encoder's bytes, joined when it gave them as buffers to send in order. */
+function joined(out: Buffer | Buffer[]): Buffer {
+  return Buffer.isBuffer(out) ? out : Buffer.concat(out);
+}
+
 test('the Range, Put and DeleteRange response and header encoders write what the generated encoders write', () => {
   fc.assert(
     fc.property(header, kvs, fc.boolean(), int64, fc.option(keyValue, { nil: undefined }), (h, list, more, n, prev) => {
@@ -80,17 +92,37 @@ test('the Range, Put and DeleteRange response and header encoders write what the
       const generated = Buffer.from(RangeResponse.encode(range).finish());
       assert.deepEqual(marshalRangeResponse(range), generated);
       // The same KeyValues given as stored records (what a Range answer copies as they are).
-      assert.deepEqual(marshalRangeResponse({ header: h, kvs: [], records: list.map(marshalKeyValue), more, count: n }), generated);
+      assert.deepEqual(joined(marshalRangeResponse({ header: h, kvs: [], kvFields: fieldsOf(2, list), more, count: n })), generated);
       const put: PutResponse = { header: h, prevKv: prev };
       assert.deepEqual(marshalPutResponse(put), Buffer.from(PutResponse.encode(put).finish()));
       if (h !== undefined) assert.deepEqual(marshalHeaderField(h), Buffer.from(PutResponse.encode({ header: h, prevKv: undefined }).finish()));
       const del: DeleteRangeResponse = { header: h, deleted: n, prevKvs: list };
       const generatedDel = Buffer.from(DeleteRangeResponse.encode(del).finish());
       assert.deepEqual(marshalDeleteRangeResponse(del), generatedDel);
-      assert.deepEqual(marshalDeleteRangeResponse({ header: h, deleted: n, prevKvs: [], prevRecords: list.map(marshalKeyValue) }), generatedDel);
+      assert.deepEqual(joined(marshalDeleteRangeResponse({ header: h, deleted: n, prevKvs: [], prevKvFields: fieldsOf(3, list) })), generatedDel);
     }),
     { numRuns: 300 },
   );
+});
+
+test('RecordFields copies records of any size across its 1 MiB buffers, as the generated encoder writes them', () => {
+  // Values around the buffer size: records that fill one exactly, cross into the next, or need one of their own.
+  const sizes = [10, 1024 * 1024 - 40, 300, 2 * 1024 * 1024, 0, 700 * 1024, 700 * 1024, 5];
+  const list: KeyValue[] = sizes.map((n, i) => ({ key: Buffer.from(`k${i}`), createRevision: 1n, modRevision: BigInt(i + 1), version: 1n, value: Buffer.alloc(n, i + 1), lease: 0n }));
+  const fields = new RecordFields(2);
+  const scratch = Buffer.alloc(3 * 1024 * 1024);
+  for (const kv of list) {
+    // Records are handed over in place: a reused buffer, overwritten after each call.
+    const record = marshalKeyValue(kv);
+    record.copy(scratch);
+    fields.add(scratch.subarray(0, record.length));
+    scratch.fill(0xee);
+  }
+  const range: RangeResponse = { header: undefined, kvs: list, more: false, count: BigInt(list.length) };
+  const parts = marshalRangeResponse({ ...range, kvs: [], kvFields: fields.parts() });
+  assert.ok(Array.isArray(parts) && parts.length > 3, 'the fields span several buffers');
+  assert.deepEqual(joined(parts), Buffer.from(RangeResponse.encode(range).finish()));
+  assert.equal(fields.bytes, joined(parts).length - joined(marshalRangeResponse({ ...range, kvs: [] })).length);
 });
 
 test('the encoders refuse integers outside their field\'s range, like the generated ones', () => {

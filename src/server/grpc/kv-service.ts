@@ -19,7 +19,7 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
   grpc.addService(withWire(KVService, serializers), {
     // Range's KeyValues and DeleteRange's prev_kvs leave as they are stored (the encoders copy
     // the records).
-    range: call((r: RangeRequest, who) => etcd.range(r, who, true)),
+    range: call((r: RangeRequest, who) => etcd.rangeEncoded(r, who)),
     put: call((r: PutRequest, who) => etcd.put(r, who)),
     deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who, true)),
     txn: call((r: TxnRequest, who) => etcd.txn(r, who)),

@@ -17,9 +17,10 @@ export function requestSize(req: object): number {
 /**
  * A copy of a generated service definition whose deserializers remember each request's wire
  * size (see `requestSize`) and whose responses are encoded by `serializers` where given
- * (hand-written encoders of src/proto/wire.ts, byte-identical to the generated ones).
+ * (hand-written encoders of src/proto/wire.ts, byte-identical to the generated ones; an encoder
+ * may give the bytes as buffers to send in order, which `GrpcServer` sends without joining).
  */
-export function withWire<S extends ServiceDefinition>(service: S, serializers: Partial<Record<keyof S, (value: never) => Buffer>> = {}): S {
+export function withWire<S extends ServiceDefinition>(service: S, serializers: Partial<Record<keyof S, (value: never) => Buffer | Buffer[]>> = {}): S {
   const out: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(service)) {
     out[name] = {

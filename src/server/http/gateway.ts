@@ -189,7 +189,9 @@ class GatewayStream implements CallStream {
   onDrain: (() => void) | undefined;
   private readonly res: http.ServerResponse;
   private readonly onMessage: (bytes: Buffer) => void;
-  private buffered: Buffer = Buffer.alloc(0);
+  /** Bytes sent and not handed on yet: a message's buffers are joined once it is complete. */
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
 
   constructor(headers: readonly HeaderField[], res: http.ServerResponse, onMessage: (bytes: Buffer) => void) {
     this.headers = headers;
@@ -204,14 +206,25 @@ class GatewayStream implements CallStream {
   sendHeaders(): void {}
 
   sendData(data: Buffer, cb?: () => void): void {
-    this.buffered = this.buffered.length === 0 ? data : Buffer.concat([this.buffered, data]);
-    while (this.buffered.length >= 5) {
-      const length = this.buffered.readUInt32BE(1);
-      if (this.buffered.length < 5 + length) break;
-      this.onMessage(this.buffered.subarray(5, 5 + length));
-      this.buffered = this.buffered.subarray(5 + length);
+    this.buffered.push(data);
+    this.bufferedBytes += data.length;
+    while (this.bufferedBytes >= 5) {
+      const first = this.buffered[0]!.length >= 5 ? this.buffered[0]! : this.joined();
+      const length = first.readUInt32BE(1);
+      if (this.bufferedBytes < 5 + length) break;
+      const bytes = this.joined();
+      this.onMessage(bytes.subarray(5, 5 + length));
+      const rest = bytes.subarray(5 + length);
+      this.buffered = rest.length === 0 ? [] : [rest];
+      this.bufferedBytes = rest.length;
     }
     cb?.();
+  }
+
+  /** The bytes buffered, as one buffer. */
+  private joined(): Buffer {
+    if (this.buffered.length > 1) this.buffered = [Buffer.concat(this.buffered, this.bufferedBytes)];
+    return this.buffered[0]!;
   }
 
   sendTrailers(): void {}

@@ -45,7 +45,8 @@ interface Method {
   requestStream: boolean;
   responseStream: boolean;
   requestDeserialize(bytes: Buffer): unknown;
-  responseSerialize(value: unknown): Buffer;
+  /** The response's protobuf bytes, or buffers whose bytes, in order, are the response's. */
+  responseSerialize(value: unknown): Buffer | readonly Buffer[];
   handler: (...args: never[]) => void;
 }
 
@@ -54,6 +55,8 @@ interface Method {
  * `(call)` for streaming ones, where `call` is a ServerCall.
  */
 export type ServiceImplementation = Record<string, ((...args: never[]) => void) | undefined>;
+
+const NO_BYTES = Buffer.alloc(0);
 
 /** etcd's send limit for every response (`grpc.MaxSendMsgSize(math.MaxInt32)`), in bytes. */
 export const MAX_SEND_MESSAGE_BYTES = 2 ** 31 - 1;
@@ -361,29 +364,38 @@ export class ServerCall extends EventEmitter {
     this.stream.sendHeaders(this.responseHeaders, false);
   }
 
-  /** Writes one response; false when the caller should wait for 'drain'. */
+  /**
+   * Writes one response; false when the caller should wait for 'drain'. A response given as
+   * buffers (see `Method.responseSerialize`) goes out as they are, after its first.
+   */
   write(message: unknown): boolean {
     if (this.done) return false;
-    const bytes = this.method.responseSerialize(message);
-    if (bytes.length > this.maxSend) {
-      this.sendStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: trying to send message larger than max (${bytes.length} vs. ${this.maxSend})` });
+    const out = this.method.responseSerialize(message);
+    const parts = Buffer.isBuffer(out) ? [out] : out;
+    let length = 0;
+    for (const part of parts) length += part.length;
+    if (length > this.maxSend) {
+      this.sendStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: `grpc: trying to send message larger than max (${length} vs. ${this.maxSend})` });
       return false;
     }
-    const framed = Buffer.allocUnsafe(5 + bytes.length);
+    const first = parts[0] ?? NO_BYTES;
+    const framed = Buffer.allocUnsafe(5 + first.length);
     framed[0] = 0;
-    framed.writeUInt32BE(bytes.length, 1);
-    bytes.copy(framed, 5);
-    return this.writeFramed(framed);
+    framed.writeUInt32BE(length, 1);
+    first.copy(framed, 5);
+    return this.writeFramed(parts.length > 1 ? [framed, ...parts.slice(1)] : framed);
   }
 
   /**
-   * Writes gRPC messages already framed (flag byte, 4-byte length, message); `cb` once they are
-   * in a completed socket write. False when the caller should wait for 'drain'.
+   * Writes gRPC messages already framed (flag byte, 4-byte length, message), in one buffer or
+   * several sent in order; `cb` once they are in a completed socket write. False when the caller
+   * should wait for 'drain'.
    */
-  writeFramed(framed: Buffer, cb?: () => void): boolean {
+  writeFramed(framed: Buffer | readonly Buffer[], cb?: () => void): boolean {
     if (this.done) return false;
     this.sendMetadata();
-    this.stream.sendData(framed, cb);
+    if (Buffer.isBuffer(framed)) this.stream.sendData(framed, cb);
+    else framed.forEach((part, i) => this.stream.sendData(part, i === framed.length - 1 ? cb : undefined));
     if (!this.stream.blocked) return true;
     this.needDrain = true;
     return false;
@@ -463,7 +475,7 @@ export class GrpcServer {
         requestStream: def.requestStream,
         responseStream: def.responseStream,
         requestDeserialize: def.requestDeserialize,
-        responseSerialize: def.responseSerialize as (value: unknown) => Buffer,
+        responseSerialize: def.responseSerialize as (value: unknown) => Buffer | readonly Buffer[],
         handler: handler as (...args: never[]) => void,
       });
     }
