@@ -6,7 +6,7 @@
  * *generations*: a generation starts with the put that (re)creates the key and ends with the
  * tombstone that deletes it; a new, empty generation then waits for the next put.
  */
-import { revGreaterThan, type Revision } from './revision.js';
+import type { Revision } from './revision.js';
 import type { Key } from './key.js';
 
 /**
@@ -33,9 +33,6 @@ export interface IndexGetResult {
   /** Version of the key at `modified`: 1 for the creating put, +1 per change after it. */
   readonly ver: number;
 }
-
-/** The zero revision: the `created` of an empty generation, the `modified` of a new keyIndex. */
-const NO_REVISION: Revision = Object.freeze({ main: 0, sub: 0 });
 
 /**
  * A set of revisions, used for the revisions compaction must keep (etcd's
@@ -93,47 +90,104 @@ export class RevisionSet {
 }
 
 /**
+ * Length of a generation's `revs` (two numbers per revision) below which an append copies the
+ * array to its exact new size. V8's `push` reserves room for half the length again plus 16
+ * elements (8 bytes each), which on the one or two revisions most keys hold cost more than
+ * everything else the key's index holds; a longer history grows by `push`, so a key rewritten
+ * many times between compactions still appends in amortized constant time.
+ */
+const EXACT_REVS_LENGTH = 16;
+
+/**
  * One life of a key, from the put that creates it to the tombstone that deletes it (etcd
  * `generation`). The key's last generation has no tombstone; every other one ends with one.
+ *
+ * Revisions are held as numbers, not Revision objects: at a million keys the index is most of
+ * the server's memory, and an object per revision cost 48 bytes (40 and its 8-byte slot), three
+ * times the two numbers.
  */
 export class Generation {
   /** Number of changes made in this generation (puts and the closing tombstone), compacted ones included. */
   ver: number;
-  /** Revision of the put that created the key in this generation; the zero revision while empty. */
-  created: Revision;
-  /** Revisions of the changes still indexed, ascending; compaction drops a prefix. */
-  revs: Revision[];
+  /** Main revision of the put that created the key in this generation; 0 while empty. */
+  createdMain: number;
+  /** Sub revision of the put that created the key in this generation; 0 while empty. */
+  createdSub: number;
+  /**
+   * The changes still indexed, ascending, as (main, sub) pairs: revision i is
+   * `(revs[2 * i], revs[2 * i + 1])`. Compaction drops a prefix.
+   */
+  revs: number[];
 
-  constructor(created: Revision = NO_REVISION, ver = 0, revs: Revision[] = []) {
-    this.created = created;
+  constructor(createdMain = 0, createdSub = 0, ver = 0, revs: number[] = []) {
+    this.createdMain = createdMain;
+    this.createdSub = createdSub;
     this.ver = ver;
     this.revs = revs;
+  }
+
+  /** Revision of the put that created the key in this generation; the zero revision while empty. */
+  get created(): Revision {
+    return { main: this.createdMain, sub: this.createdSub };
+  }
+
+  /** Number of revisions the generation holds. */
+  get size(): number {
+    return this.revs.length >> 1;
   }
 
   /** True when the generation holds no revision (a key's last generation after a tombstone). */
   isEmpty(): boolean {
     return this.revs.length === 0;
   }
+
+  /** The generation's `i`-th revision (0 = the oldest still indexed). */
+  rev(i: number): Revision {
+    return { main: this.revs[2 * i]!, sub: this.revs[2 * i + 1]! };
+  }
+
+  /** Main revision of the last change: its tombstone unless it is the key's last generation; 0 when empty. */
+  lastMain(): number {
+    const n = this.revs.length;
+    return n === 0 ? 0 : this.revs[n - 2]!;
+  }
+
+  /** Appends revision (main, sub), which must be after every revision held (see EXACT_REVS_LENGTH). */
+  append(main: number, sub: number): void {
+    const revs = this.revs;
+    const n = revs.length;
+    if (n >= EXACT_REVS_LENGTH) {
+      revs.push(main, sub);
+      return;
+    }
+    // A loop, not `concat`: V8's concat with number arguments takes its slow path (~9× slower).
+    const next = new Array<number>(n + 2);
+    for (let i = 0; i < n; i++) next[i] = revs[i]!;
+    next[n] = main;
+    next[n + 1] = sub;
+    this.revs = next;
+  }
+
+  /** Drops the revisions before the `i`-th (compaction); the array left has its exact size. */
+  dropBefore(i: number): void {
+    this.revs = this.revs.slice(2 * i);
+  }
 }
 
 /**
- * Index of the last revision in `revs` (ascending) whose main revision is ≤ `atRev`, or -1 when
- * every revision is after `atRev`. Binary search: a key rewritten many times stays cheap.
+ * Index of the last revision in `revs` (a generation's ascending (main, sub) pairs) whose main
+ * revision is ≤ `atRev`, or -1 when every revision is after `atRev`. Binary search: a key
+ * rewritten many times stays cheap.
  */
-function lastAtOrBefore(revs: readonly Revision[], atRev: number): number {
+function lastAtOrBefore(revs: readonly number[], atRev: number): number {
   let lo = 0;
-  let hi = revs.length; // answer + 1 lies in [lo, hi]
+  let hi = revs.length >> 1; // answer + 1 lies in [lo, hi]
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (revs[mid]!.main <= atRev) lo = mid + 1;
+    if (revs[2 * mid]! <= atRev) lo = mid + 1;
     else hi = mid;
   }
   return lo - 1;
-}
-
-/** Main revision of a generation's last change: its tombstone unless it is the key's last generation. */
-function lastMain(g: Generation): number {
-  return g.revs.length === 0 ? 0 : g.revs[g.revs.length - 1]!.main;
 }
 
 /**
@@ -167,17 +221,36 @@ function lastMain(g: Generation): number {
  * compact(6) and later: same as compact(5)
  * ```
  * Compaction never changes `ver` or `created`: versions at revisions still readable stay right.
+ *
+ * The live generation is held apart from the ended ones, which most keys do not have (a key not
+ * deleted since the last compaction), so that they need no array of generations. etcd's
+ * never-written keyIndex has no generation at all; ours has an empty live one, which behaves
+ * the same everywhere.
  */
 export class KeyIndex {
   /** The key, one byte per character (see key.ts). */
   readonly key: Key;
-  /** Revision of the key's last change (put or tombstone); the zero revision before the first. */
-  modified: Revision = NO_REVISION;
-  /** The key's generations, oldest first; the last one is the live (or empty) one. */
-  generations: Generation[] = [];
+  /** Main revision of the key's last change (put or tombstone); 0 before the first. */
+  private modifiedMain = 0;
+  /** Sub revision of the key's last change; 0 before the first. */
+  private modifiedSub = 0;
+  /** The live generation: the last one, empty while the key is deleted (or before its first put). */
+  private live = new Generation();
+  /** The generations before the live one, oldest first, each ended by a tombstone; undefined when there is none. */
+  private ended: Generation[] | undefined;
 
   constructor(key: Key) {
     this.key = key;
+  }
+
+  /** Revision of the key's last change (put or tombstone); the zero revision before the first. */
+  get modified(): Revision {
+    return { main: this.modifiedMain, sub: this.modifiedSub };
+  }
+
+  /** The key's generations, oldest first; the last one is the live (or empty) one. A new array. */
+  get generations(): Generation[] {
+    return this.ended === undefined ? [this.live] : [...this.ended, this.live];
   }
 
   /**
@@ -186,21 +259,20 @@ export class KeyIndex {
    * @throws Error if (main, sub) is not after `modified`: revisions only grow, so this is a bug.
    */
   put(main: number, sub: number): void {
-    const rev: Revision = { main, sub };
-    if (!revGreaterThan(rev, this.modified)) {
+    if (!(main > this.modifiedMain || (main === this.modifiedMain && sub > this.modifiedSub))) {
       throw new Error(
-        `mvcc: keyIndex put of ${JSON.stringify(this.key)} at ${main}.${sub} is not after its last change ${this.modified.main}.${this.modified.sub}`,
+        `mvcc: keyIndex put of ${JSON.stringify(this.key)} at ${main}.${sub} is not after its last change ${this.modifiedMain}.${this.modifiedSub}`,
       );
     }
-    let g = this.generations[this.generations.length - 1];
-    if (g === undefined) {
-      g = new Generation();
-      this.generations.push(g);
+    const g = this.live;
+    if (g.isEmpty()) {
+      g.createdMain = main;
+      g.createdSub = sub;
     }
-    if (g.revs.length === 0) g.created = rev;
-    g.revs.push(rev);
+    g.append(main, sub);
     g.ver++;
-    this.modified = rev;
+    this.modifiedMain = main;
+    this.modifiedSub = sub;
   }
 
   /**
@@ -213,8 +285,9 @@ export class KeyIndex {
     if (!this.isEmpty()) {
       throw new Error(`mvcc: keyIndex restore of ${JSON.stringify(this.key)} on a keyIndex that holds revisions`);
     }
-    this.modified = modified;
-    this.generations = [new Generation(created, ver, [modified])];
+    this.modifiedMain = modified.main;
+    this.modifiedSub = modified.sub;
+    this.live = new Generation(created.main, created.sub, ver, [modified.main, modified.sub]);
   }
 
   /**
@@ -224,10 +297,10 @@ export class KeyIndex {
    * @throws Error if (main, sub) is not after `modified`.
    */
   tombstone(main: number, sub: number): void {
-    const last = this.generations[this.generations.length - 1];
-    if (last === undefined || last.isEmpty()) throw new RevisionNotFoundError(this.key);
+    if (this.live.isEmpty()) throw new RevisionNotFoundError(this.key);
     this.put(main, sub);
-    this.generations.push(new Generation());
+    this.ended = this.ended === undefined ? [this.live] : this.ended.concat(this.live);
+    this.live = new Generation();
   }
 
   /**
@@ -239,16 +312,16 @@ export class KeyIndex {
     const g = this.findGeneration(atRev);
     if (g === undefined) return undefined;
     const i = lastAtOrBefore(g.revs, atRev);
-    return { modified: g.revs[i]!, created: g.created, ver: g.ver - (g.revs.length - 1 - i) };
+    return { modified: g.rev(i), created: g.created, ver: g.ver - (g.size - 1 - i) };
   }
 
   /**
-   * Only the `modified` part of `get(atRev)`, without allocating: the revision whose record holds
-   * the value visible at main revision `atRev`, or undefined when the key did not exist then.
+   * Only the `modified` part of `get(atRev)`: the revision whose record holds the value visible
+   * at main revision `atRev`, or undefined when the key did not exist then.
    */
   modifiedAt(atRev: number): Revision | undefined {
     const g = this.findGeneration(atRev);
-    return g === undefined ? undefined : g.revs[lastAtOrBefore(g.revs, atRev)];
+    return g === undefined ? undefined : g.rev(lastAtOrBefore(g.revs, atRev));
   }
 
   /**
@@ -263,14 +336,14 @@ export class KeyIndex {
     let gi = gens.length;
     while (gi > 0) {
       const g = gens[gi - 1]!;
-      if (!g.isEmpty() && lastMain(g) < rev) break;
+      if (!g.isEmpty() && g.lastMain() < rev) break;
       gi--;
     }
     const out: Revision[] = [];
     for (; gi < gens.length; gi++) {
       const revs = gens[gi]!.revs;
-      for (let i = lastAtOrBefore(revs, rev - 1) + 1; i < revs.length; i++) {
-        const r = revs[i]!;
+      for (let i = 2 * (lastAtOrBefore(revs, rev - 1) + 1); i < revs.length; i += 2) {
+        const r: Revision = { main: revs[i]!, sub: revs[i + 1]! };
         const n = out.length;
         if (n > 0 && out[n - 1]!.main === r.main) out[n - 1] = r;
         else out.push(r);
@@ -286,16 +359,15 @@ export class KeyIndex {
    * Afterwards the keyIndex may be empty (`isEmpty()`); the tree index then removes it.
    */
   compact(atRev: number, available: RevisionSet): void {
-    if (this.generations.length === 0) return;
     const gi = this.compactGeneration(atRev);
-    const g = this.generations[gi]!;
+    const ended = this.ended;
+    const g = ended !== undefined && gi < ended.length ? ended[gi]! : this.live;
     const i = lastAtOrBefore(g.revs, atRev);
     if (i >= 0) {
-      const kept = g.revs[i]!;
-      available.add(kept.main, kept.sub);
-      if (i > 0) g.revs = g.revs.slice(i);
+      available.add(g.revs[2 * i]!, g.revs[2 * i + 1]!);
+      if (i > 0) g.dropBefore(i);
     }
-    if (gi > 0) this.generations = this.generations.slice(gi);
+    if (ended !== undefined && gi > 0) this.ended = gi < ended.length ? ended.slice(gi) : undefined;
   }
 
   /**
@@ -303,31 +375,33 @@ export class KeyIndex {
    * the keyIndex (etcd `keyIndex.keep`, used to hash the store as of a compaction).
    */
   keep(atRev: number, available: RevisionSet): void {
-    if (this.generations.length === 0) return;
-    const g = this.generations[this.compactGeneration(atRev)]!;
+    const gi = this.compactGeneration(atRev);
+    const ended = this.ended;
+    const g = ended !== undefined && gi < ended.length ? ended[gi]! : this.live;
     const i = lastAtOrBefore(g.revs, atRev);
-    if (i >= 0) available.add(g.revs[i]!.main, g.revs[i]!.sub);
+    if (i >= 0) available.add(g.revs[2 * i]!, g.revs[2 * i + 1]!);
   }
 
   /**
-   * True when the key has no revision left: no generation, or one empty generation (etcd
-   * `keyIndex.isEmpty`; etcd counts a never-written keyIndex as non-empty, we count it as empty).
+   * True when the key has no revision left: one empty generation (etcd `keyIndex.isEmpty`;
+   * etcd counts a never-written keyIndex, which has no generation, as non-empty, we count it
+   * as empty).
    */
   isEmpty(): boolean {
-    const gens = this.generations;
-    return gens.length === 0 || (gens.length === 1 && gens[0]!.isEmpty());
+    return this.ended === undefined && this.live.isEmpty();
   }
 
   /**
-   * Index of the first generation compaction at `atRev` keeps: the first one not deleted at or
-   * before `atRev` (its tombstone is after `atRev`), or the last generation. Because every kept
-   * non-last generation ends after `atRev`, the revision compaction keeps in it is never a
-   * tombstone.
+   * Index in `generations` of the first generation compaction at `atRev` keeps: the first one not
+   * deleted at or before `atRev` (its tombstone is after `atRev`), or the last generation.
+   * Because every kept non-last generation ends after `atRev`, the revision compaction keeps in
+   * it is never a tombstone.
    */
   private compactGeneration(atRev: number): number {
-    const gens = this.generations;
+    const ended = this.ended;
+    if (ended === undefined) return 0;
     let gi = 0;
-    while (gi < gens.length - 1 && lastMain(gens[gi]!) <= atRev) gi++;
+    while (gi < ended.length && ended[gi]!.lastMain() <= atRev) gi++;
     return gi;
   }
 
@@ -336,15 +410,16 @@ export class KeyIndex {
    * (etcd `keyIndex.findGeneration`). The generation found has a revision ≤ `atRev`.
    */
   private findGeneration(atRev: number): Generation | undefined {
-    const gens = this.generations;
-    const last = gens.length - 1;
-    for (let gi = last; gi >= 0; gi--) {
-      const g = gens[gi]!;
-      if (g.isEmpty()) continue;
-      // A generation before the last ends with its tombstone: at or before atRev, the key was
+    const live = this.live;
+    if (!live.isEmpty() && live.revs[0]! <= atRev) return live;
+    const ended = this.ended;
+    if (ended === undefined) return undefined;
+    for (let gi = ended.length - 1; gi >= 0; gi--) {
+      const g = ended[gi]!;
+      // An ended generation's last change is its tombstone: at or before atRev, the key was
       // deleted by atRev, and every later generation started after atRev.
-      if (gi !== last && lastMain(g) <= atRev) return undefined;
-      if (g.revs[0]!.main <= atRev) return g;
+      if (g.lastMain() <= atRev) return undefined;
+      if (g.revs[0]! <= atRev) return g;
     }
     return undefined;
   }

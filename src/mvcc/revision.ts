@@ -27,11 +27,6 @@ export function compareRev(a: Revision, b: Revision): number {
   return a.main !== b.main ? a.main - b.main : a.sub - b.sub;
 }
 
-/** True when `a` is strictly after `b`. */
-export function revGreaterThan(a: Revision, b: Revision): boolean {
-  return a.main > b.main || (a.main === b.main && a.sub > b.sub);
-}
-
 /** Encodes a revision as the backend key (etcd `revToBytes`), with the tombstone mark if asked. */
 export function revToBytes(rev: Revision, tombstone = false): Buffer {
   const b = Buffer.allocUnsafe(tombstone ? MARKED_REV_BYTES_LEN : REV_BYTES_LEN);

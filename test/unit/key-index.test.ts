@@ -1,7 +1,7 @@
 // Tests of KeyIndex (etcd keyIndex): generations, tombstones, get, since, compact and keep.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeyIndex, RevisionNotFoundError, RevisionSet } from '../../src/mvcc/key-index.js';
+import { type Generation, KeyIndex, RevisionNotFoundError, RevisionSet } from '../../src/mvcc/key-index.js';
 import type { Revision } from '../../src/mvcc/revision.js';
 
 /** "main.sub" for a revision: compact, readable expectations. */
@@ -14,11 +14,14 @@ interface GenView {
 }
 const EMPTY_GEN: GenView = { created: '0.0', ver: 0, revs: [] };
 
+/** A generation's revisions as "main.sub" strings, oldest first. */
+const revsView = (g: Generation): string[] => Array.from({ length: g.size }, (_, i) => fmt(g.rev(i)));
+
 /** The keyIndex's state as plain data, for deepEqual. */
 function view(ki: KeyIndex): { modified: string; gens: GenView[] } {
   return {
     modified: fmt(ki.modified),
-    gens: ki.generations.map((g) => ({ created: fmt(g.created), ver: g.ver, revs: g.revs.map(fmt) })),
+    gens: ki.generations.map((g) => ({ created: fmt(g.created), ver: g.ver, revs: revsView(g) })),
   };
 }
 
@@ -339,6 +342,26 @@ describe('KeyIndex.compact and keep', () => {
         assert.deepEqual(ki.since(r + 1), ref.since(r + 1), `since(${r + 1}) after compact(${c})`);
       }
     }
+  });
+});
+
+describe('KeyIndex with a long history', () => {
+  it('keeps every revision across appends that copy the array and appends that grow it in place', () => {
+    const ki = new KeyIndex('foo');
+    for (let r = 1; r <= 20; r++) ki.put(r, r % 3);
+    const want = Array.from({ length: 20 }, (_, i) => `${i + 1}.${(i + 1) % 3}`);
+    assert.deepEqual(view(ki).gens, [{ created: '1.1', ver: 20, revs: want }]);
+    for (let r = 1; r <= 20; r++) {
+      assert.deepEqual(ki.get(r), { modified: { main: r, sub: r % 3 }, created: { main: 1, sub: 1 }, ver: r });
+    }
+    const available = new RevisionSet();
+    ki.compact(12, available);
+    assert.deepEqual(setView(available), ['12.0']);
+    assert.deepEqual(view(ki).gens, [{ created: '1.1', ver: 20, revs: want.slice(11) }]);
+    ki.put(21, 0);
+    assert.deepEqual(ki.since(19).map(fmt), ['19.1', '20.2', '21.0']);
+    assert.equal(ki.get(11), undefined);
+    assert.deepEqual(ki.get(21), { modified: { main: 21, sub: 0 }, created: { main: 1, sub: 1 }, ver: 21 });
   });
 });
 
