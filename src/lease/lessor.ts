@@ -515,7 +515,9 @@ export class Lessor implements LeaseHooks {
     const lease = this.leaseMap.get(id);
     if (!lease) return;
     lease.keys.add(key);
-    this.itemMap.set(key, id);
+    // The lease's own ID, not the caller's: that is a BigInt decoded from each put request, 24
+    // bytes a key when every key keeps its own.
+    this.itemMap.set(key, lease.id);
   }
 
   detach(id: bigint, key: Key): void {
