@@ -318,6 +318,23 @@ function readField(r: Reader): number {
 }
 
 /**
+ * Calls `each(field, bytes)` for every length-delimited field of the message in `b`, in the order
+ * they come (`bytes` a view of `b`), stopping where the generated decoders stop (a zero tag, an
+ * end group): what a decoded message no longer tells, such as an empty field sent on the wire.
+ * @throws RangeError on a truncated field or a start group
+ */
+export function forEachLengthDelimited(b: Buffer, each: (field: number, bytes: Buffer) => void): void {
+  const r: Reader = { b, at: 0, lo: 0, hi: 0, end: 0 };
+  while (r.at < b.length) {
+    const tag = readField(r);
+    if (tag === 0) return;
+    if ((tag & 7) !== 2) continue;
+    each(tag >>> 3, b.subarray(r.at, r.end));
+    r.at = r.end;
+  }
+}
+
+/**
  * Decodes mvccpb.KeyValue bytes as `KeyValue.decode` does (any field order, the last of a
  * repeated field wins, unknown fields and known fields of another wire type skipped), without its
  * copies: `key` and `value` are views of `b`, which must not change afterwards.

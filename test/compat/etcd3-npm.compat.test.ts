@@ -57,6 +57,25 @@ async function scenario(server: ServerHandle): Promise<string[]> {
     record('empty key', await failure(client.put('').value('x').exec()));
     record('compact a future revision', await failure(client.kv.compact({ revision: '1000' })));
 
+    // A range end sent present but empty (this client's `Range` default): every key from the key
+    // on where etcd serves the request without raft (Range, read-only Txn), a single key where
+    // raft's encoding drops the field (a Txn with writes, DeleteRange).
+    for (const k of ['e/1', 'e/2', 'e/3', 'f']) await client.put(k).value('e');
+    const empty = Buffer.alloc(0);
+    const keys = (r: { kvs: IKeyValue[] }): string[] => r.kvs.map((kv) => kv.key.toString());
+    record('inRange', await client.getAll().inRange('e/1').keys());
+    record('empty end range', keys(await client.kv.range({ key: Buffer.from('e/2'), range_end: empty })));
+    record('empty end count', (await client.kv.range({ key: Buffer.from('e/25'), range_end: empty, count_only: true })).count);
+    // e/1 holds 'e', and so do the keys up to f, but not the p/ keys after them.
+    const compare = { key: Buffer.from('e/1'), range_end: empty, target: 'Value', result: 'Equal', value: Buffer.from('e') } as const;
+    const read = { request_range: { key: Buffer.from('e/2'), range_end: empty } };
+    const readOnly = await client.kv.txn({ compare: [compare], success: [read], failure: [read] });
+    record('empty end read-only txn', { succeeded: readOnly.succeeded, keys: keys(readOnly.responses[0]!.response_range) });
+    const put = { request_put: { key: Buffer.from('x'), value: Buffer.from('1') } };
+    const writing = await client.kv.txn({ compare: [compare], success: [read, put], failure: [read, put] });
+    record('empty end txn with a write', { succeeded: writing.succeeded, keys: keys(writing.responses[0]!.response_range) });
+    record('empty end delete', (await client.kv.deleteRange({ key: Buffer.from('e/3'), range_end: empty })).deleted);
+
     // Watch: puts and deletes under a prefix, with prev_kv.
     const events: unknown[] = [];
     const watcher = await client.watch().prefix('w/').withPreviousKV().create();
@@ -118,6 +137,31 @@ describe('the etcd3 npm client: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableRea
       await server.stop();
     }
     assert.ok(answers[0]!.some((line) => line.startsWith('watch: [{"type":"put"')), 'the watch saw events');
+    assert.ok(answers[0]!.includes('empty end range: ["e/2","e/3","f","p/1","p/2"]'), 'an empty end read from the key on');
     assert.deepEqual(answers[1], answers[0]);
+  });
+
+  // On purpose unlike etcd, which checks such a read's permission for the single key only and
+  // answers every key after it to a user who may read one (see empty-range-end.ts).
+  it('etcd-ts checks the permission of the keys an empty range end reads', { timeout: 60_000 }, async (t) => {
+    const server = await startServer(t, { kind: 'etcd-ts', flags: ['--bcrypt-cost', '4'] });
+    const admin = new Etcd3({ hosts: server.endpoint });
+    const alice = new Etcd3({ hosts: server.endpoint, auth: { username: 'alice', password: 'pw' } });
+    try {
+      for (const k of ['ro', 'rp', 'secret']) await admin.put(k).value(k);
+      await (await admin.user('root').create('rootpw')).addRole('root');
+      const role = await admin.role('reader').create();
+      await role.grant({ permission: 'Read', range: admin.range('ro') });
+      await (await admin.user('alice').create('pw')).addRole('reader');
+      await admin.auth.authEnable({});
+      const empty = Buffer.alloc(0);
+      assert.deepEqual((await alice.kv.range({ key: Buffer.from('ro') })).kvs.map((kv) => kv.key.toString()), ['ro'], 'the single key is readable');
+      assert.equal(await failure(alice.kv.range({ key: Buffer.from('ro'), range_end: empty })), 'EtcdPermissionDeniedError: 7 PERMISSION_DENIED: etcdserver: permission denied');
+      assert.equal(await failure(alice.kv.txn({ compare: [], success: [{ request_range: { key: Buffer.from('ro'), range_end: empty } }] })), 'EtcdPermissionDeniedError: 7 PERMISSION_DENIED: etcdserver: permission denied');
+    } finally {
+      alice.close();
+      admin.close();
+      await server.stop();
+    }
   });
 });

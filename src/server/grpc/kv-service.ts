@@ -2,12 +2,14 @@
  * The gRPC KV service (etcd `api/v3rpc/key.go`): Range, Put, DeleteRange, Txn, Compact, each
  * handed to the EtcdServer with the client's metadata and the request's wire size, which it
  * checks in etcd's order (quota, request, auth token, size); Range, Put and DeleteRange
- * answers are encoded by the hand-written encoders of src/proto/wire.ts.
+ * answers are encoded by the hand-written encoders of src/proto/wire.ts. A Range's or read-only
+ * Txn's empty range end on the wire reads from the key on, as in etcd (empty-range-end.ts).
  */
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { KVService, type CompactionRequest, type DeleteRangeRequest, type PutRequest, type RangeRequest, type TxnRequest } from '../../proto/gen/rpc.gen.js';
 import { marshalDeleteRangeResponse, marshalPutResponse, marshalRangeResponse } from '../../proto/wire.js';
 import { RAFT_FIELD, type ClientCall, type EtcdServer } from '../etcd-server.js';
+import { openEmptyRangeEnd, openEmptyRangeEnds } from './empty-range-end.js';
 import { requestSize, unary, withWire } from './unary.js';
 
 /** Registers the KV service of `etcd` on `grpc`. */
@@ -16,7 +18,7 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
   const call = <Req extends object, Res>(fn: (r: Req, who: ClientCall) => Res | Promise<Res>) =>
     unary((r: Req, md) => fn(r, { md, wireBytes: requestSize(r) }));
   const serializers = { range: marshalRangeResponse, put: marshalPutResponse, deleteRange: marshalDeleteRangeResponse };
-  grpc.addService(withWire(KVService, serializers), {
+  grpc.addService(withWire(KVService, serializers, { range: openEmptyRangeEnd, txn: openEmptyRangeEnds }), {
     // Range's KeyValues and DeleteRange's prev_kvs leave as they are stored (the encoders copy
     // the records).
     range: call((r: RangeRequest, who) => etcd.rangeEncoded(r, who)),

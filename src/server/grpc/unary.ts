@@ -16,18 +16,26 @@ export function requestSize(req: object): number {
 
 /**
  * A copy of a generated service definition whose deserializers remember each request's wire
- * size (see `requestSize`) and whose responses are encoded by `serializers` where given
- * (hand-written encoders of src/proto/wire.ts, byte-identical to the generated ones; an encoder
- * may give the bytes as buffers to send in order, which `GrpcServer` sends without joining).
+ * size (see `requestSize`) and hand each request with its bytes to `decoded[method]` where given
+ * (for what decoding loses, see empty-range-end.ts), and whose responses are encoded by
+ * `serializers` where given (hand-written encoders of src/proto/wire.ts, byte-identical to the
+ * generated ones; an encoder may give the bytes as buffers to send in order, which
+ * `GrpcServer` sends without joining).
  */
-export function withWire<S extends ServiceDefinition>(service: S, serializers: Partial<Record<keyof S, (value: never) => Buffer | Buffer[]>> = {}): S {
+export function withWire<S extends ServiceDefinition>(
+  service: S,
+  serializers: Partial<Record<keyof S, (value: never) => Buffer | Buffer[]>> = {},
+  decoded: Partial<Record<keyof S, (req: never, bytes: Buffer) => void>> = {},
+): S {
   const out: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(service)) {
+    const after = decoded[name as keyof S] as ((req: object, bytes: Buffer) => void) | undefined;
     out[name] = {
       ...method,
       requestDeserialize: (buf: Buffer) => {
         const req = method.requestDeserialize(buf) as object;
         requestSizes.set(req, buf.length);
+        after?.(req, buf);
         return req;
       },
       responseSerialize: serializers[name as keyof S] ?? method.responseSerialize,
