@@ -81,9 +81,10 @@ export interface StoredRecords {
    * Hands the first `n` (default all) to `each` in slices of about 10 ms of reading, one per
    * turn of the event loop, so that the thread serves other requests and HTTP/2 pings while a
    * large answer is read (etcd reads it on a goroutine of its own). Returns undefined when the
-   * first slice read them all, else a promise for the last. Records stay readable meanwhile: a
-   * compaction above the read revision deletes none until the read is done, and reads wait
-   * while a defragmentation swaps the database file. Rejects if the backend fails or closes.
+   * first slice read them all, else a promise for the last. Read them before the view they came
+   * from ends: while it is open, a compaction above its reads deletes no record (see
+   * `KVStore.read`); reads also wait while a defragmentation swaps the database file. Rejects
+   * if the backend fails or closes.
    */
   read(each: (record: Buffer) => void, n?: number): Promise<void> | undefined;
 }
@@ -154,6 +155,10 @@ export interface StorageOps {
 /** A view counted as a read transaction (see `KVStore.read`, `KVStore.readWithin`). */
 class CountedRead implements TxnRead {
   private ranges = 0;
+  /** The lowest revision a range of this view read at; Infinity before the first. */
+  lowestRev = Infinity;
+  /** Settles when the view ends; made when something waits for it. */
+  private ending: { promise: Promise<void>; resolve: () => void } | undefined;
 
   constructor(
     private readonly store: KVStore,
@@ -170,11 +175,25 @@ class CountedRead implements TxnRead {
 
   range(key: Key, end: Key | undefined, opts?: RangeOptions): RangeResult {
     this.ranges++;
+    const rev = opts?.rev !== undefined && opts.rev > 0 ? opts.rev : this.view.rev();
+    if (rev < this.lowestRev) this.lowestRev = rev;
     return this.view.range(key, end, opts);
+  }
+
+  /** Resolves when the view ends. */
+  ended(): Promise<void> {
+    if (!this.ending) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.ending = { promise, resolve };
+    }
+    return this.ending.promise;
   }
 
   end(): void {
     this.store.countTxn(this.ranges, 0, 0);
+    this.store.closeView(this);
+    this.ending?.resolve();
   }
 }
 
@@ -226,8 +245,8 @@ export class KVStore {
   private syncFailed: ((err: unknown) => void)[] = [];
   /** Live keys with a lease, as `restore` found them, until `attachLeases` hands them over. */
   private readonly keyToLease = new Map<Key, bigint>();
-  /** `StoredRecords.read`s still running, by the revision they read at, and their ends. */
-  private readonly openReads = new Map<Promise<void>, number>();
+  /** Read transactions not ended yet (see `read`). */
+  private readonly openViews = new Set<CountedRead>();
 
   constructor(backend: Backend) {
     this.backend = backend;
@@ -254,7 +273,12 @@ export class KVStore {
     this.listeners.push(listener);
   }
 
-  /** A read transaction at the newest durable revision (etcd `store.Read`); `end()` it. */
+  /**
+   * A read transaction at the newest durable revision (etcd `store.Read`); `end()` it. Until it
+   * ends, a compaction above the revisions its ranges read deletes none of their records, as
+   * etcd's compaction waits for open read transactions: records found by its ranges may be read
+   * later (`StoredRecords.read`). Its index lookups are all made when its ranges are called.
+   */
   read(): TxnRead {
     const rev = this.publishedRevValue;
     return this.readAt(() => rev);
@@ -271,11 +295,18 @@ export class KVStore {
 
   /** A read transaction whose view is at `rev()`. */
   private readAt(rev: () => number): TxnRead {
-    return new CountedRead(this, {
+    const view = new CountedRead(this, {
       rev,
       firstRev: () => this.compactMainRev,
       range: (key, end, opts) => this.rangeKeys(key, end, rev(), opts ?? {}),
     });
+    this.openViews.add(view);
+    return view;
+  }
+
+  /** Called by a read transaction as it ends. */
+  closeView(view: CountedRead): void {
+    this.openViews.delete(view);
   }
 
   /** Adds one storage transaction's calls to `ops`. */
@@ -317,14 +348,14 @@ export class KVStore {
     const limit = opts.limit ?? 0;
     const { revs, total } = this.index.revisions(key, end, rev, limit);
     const n = limit > 0 && limit < revs.length ? limit : revs.length;
-    if (opts.records) return { kvs: [], records: this.storedRecords(revs, n, rev), count: total, rev: viewRev };
+    if (opts.records) return { kvs: [], records: this.storedRecords(revs, n), count: total, rev: viewRev };
     const kvs: KeyValue[] = new Array<KeyValue>(n);
     for (let i = 0; i < n; i++) kvs[i] = this.readRecord(revs[i]!);
     return { kvs, count: total, rev: viewRev };
   }
 
-  /** The first `length` of `revs`, found by a range at revision `atRev`, as records to read. */
-  private storedRecords(revs: readonly Revision[], length: number, atRev: number): StoredRecords {
+  /** The first `length` of `revs`, found by a range, as records to read. */
+  private storedRecords(revs: readonly Revision[], length: number): StoredRecords {
     return {
       length,
       forEach: (each, n = length) => {
@@ -332,12 +363,7 @@ export class KVStore {
       },
       read: (each, n = length) => {
         const i = this.readSlice(revs, 0, n, each);
-        if (i === n) return undefined;
-        const done = this.readSlices(revs, i, n, each);
-        this.openReads.set(done, atRev);
-        const forget = () => this.openReads.delete(done);
-        done.then(forget, forget);
-        return done;
+        return i === n ? undefined : this.readSlices(revs, i, n, each);
       },
     };
   }
@@ -363,12 +389,12 @@ export class KVStore {
     return i;
   }
 
-  /** Resolves once no `StoredRecords.read` at a revision below `rev` is running. */
+  /** Resolves once no read transaction that read at a revision below `rev` is open. */
   private async readsBelow(rev: number): Promise<void> {
     for (;;) {
-      const running = [...this.openReads].filter(([, at]) => at < rev).map(([done]) => done);
-      if (running.length === 0) return;
-      await Promise.allSettled(running);
+      const open = [...this.openViews].filter((v) => v.lowestRev < rev).map((v) => v.ended());
+      if (open.length === 0) return;
+      await Promise.all(open);
     }
   }
 
@@ -444,7 +470,7 @@ export class KVStore {
     const keep = this.index.compact(rev);
     this.onCompactionTiming?.('index', performance.now() - indexStart);
     const previous = this.compaction;
-    // A read at a revision below `rev` that is still running needs records this deletes.
+    // A read transaction still open at a revision below `rev` may need records this deletes.
     const done = previous.then(() => this.sync()).then(() => this.readsBelow(rev)).then(() => this.deleteCompacted(rev, keep));
     this.compaction = done.catch(() => {});
     return { done };
@@ -520,10 +546,9 @@ export class KVStore {
     this.keyToLease.clear();
   }
 
-  /** Waits for background compaction and running record reads, and closes the backend. */
+  /** Waits for background compaction and closes the backend (a read still running then fails). */
   async close(): Promise<void> {
     await this.compaction;
-    await this.readsBelow(Infinity);
     await this.backend.close();
   }
 }

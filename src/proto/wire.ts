@@ -5,7 +5,7 @@
  * event, the response encoders once per KV Range, Put and DeleteRange answer.
  */
 import type { KeyValue } from './gen/kv.gen.js';
-import type { DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader } from './gen/rpc.gen.js';
+import { TxnResponse, type DeleteRangeResponse, type PutResponse, type RangeResponse, type ResponseHeader, type ResponseOp } from './gen/rpc.gen.js';
 
 /**
  * Appends the protobuf varint of `n` (an integer of at most 53 bits) to `out`: a length, or the
@@ -229,6 +229,46 @@ export function marshalRangeResponse(r: EncodedRangeResponse): Buffer | Buffer[]
   if (r.more) tail.push(3 << 3, 1);
   pushInt64Field(tail, 4, r.count);
   return r.kvFields === undefined ? withKeyValues(head, 2, r.kvs, tail) : [Buffer.from(head), ...r.kvFields, Buffer.from(tail)];
+}
+
+/** A ResponseOp whose range answer may carry its KeyValues as field bytes (see `EncodedRangeResponse`). */
+export interface EncodedResponseOp extends ResponseOp {
+  responseRange?: EncodedRangeResponse | undefined;
+}
+
+/** A TxnResponse whose range answers may carry their KeyValues as field bytes (a read-only txn's). */
+export interface EncodedTxnResponse extends TxnResponse {
+  responses: EncodedResponseOp[];
+}
+
+/**
+ * etcdserverpb.TxnResponse as protobuf bytes, exactly as `TxnResponse.encode` writes them. When
+ * a range answer carries `kvFields` (only a read-only txn's do, whose ops are all ranges), the
+ * bytes come as buffers to send in order, the fields as they are (see `marshalRangeResponse`).
+ */
+export function marshalTxnResponse(r: EncodedTxnResponse): Buffer | Buffer[] {
+  if (!r.responses.some((op) => op.responseRange?.kvFields !== undefined)) return Buffer.from(TxnResponse.encode(r).finish());
+  const out: Buffer[] = [];
+  const head: number[] = [];
+  pushHeader(head, r.header);
+  if (r.succeeded) head.push(2 << 3, 1);
+  for (const op of r.responses) {
+    if (!op.responseRange) throw new Error('marshalTxnResponse: a txn answer with field bytes holds range answers only');
+    const range = marshalRangeResponse(op.responseRange);
+    const parts = Buffer.isBuffer(range) ? [range] : range;
+    let rangeBytes = 0;
+    for (const part of parts) rangeBytes += part.length;
+    // ResponseOp field 1 (response_range) inside TxnResponse field 3 (responses).
+    const opHead: number[] = [];
+    pushVarint(opHead, rangeBytes);
+    const opBytes = 1 + opHead.length + rangeBytes;
+    head.push((3 << 3) | 2);
+    pushVarint(head, opBytes);
+    head.push((1 << 3) | 2, ...opHead);
+    out.push(Buffer.from(head), ...parts);
+    head.length = 0;
+  }
+  return out;
 }
 
 /** etcdserverpb.PutResponse as protobuf bytes, exactly as `PutResponse.encode` writes them. */

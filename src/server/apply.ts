@@ -28,7 +28,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import { RecordFields, type EncodedDeleteRangeResponse, type EncodedRangeResponse } from '../proto/wire.js';
+import { RecordFields, type EncodedDeleteRangeResponse, type EncodedRangeResponse, type EncodedTxnResponse } from '../proto/wire.js';
 
 /** A header with only the revision set; the service fills the rest (etcd `header.fill`). */
 export function revHeader(rev: number): ResponseHeader {
@@ -384,6 +384,22 @@ export function applyTxn(view: ReadView, write: TxnWrite | undefined, r: TxnRequ
   const resp = runTxn(txn, r, path).resp;
   resp.header = revHeader(txn.rev());
   return resp;
+}
+
+/**
+ * `applyTxn` for a read-only txn (`isTxnReadonly`) whose answer `marshalTxnResponse` encodes:
+ * its range ops are answered as `applyRangeEncoded` answers them, read in slices; the answer is
+ * then a promise that resolves once they are all read. Every index lookup (compares, ranges) is
+ * made at once, in the view.
+ */
+export function applyTxnEncoded(view: ReadView, r: TxnRequest, leaseExists: (id: bigint) => boolean): EncodedTxnResponse | Promise<EncodedTxnResponse> {
+  const path = compareToPath(view, r);
+  checkTxnPath(view, r, path, false, leaseExists);
+  const succeeded = path[0]!;
+  const ranges = (succeeded ? r.success : r.failure).map((op) => applyRangeEncoded(view, op.requestRange!));
+  const header = revHeader(view.rev());
+  const answer = (done: EncodedRangeResponse[]): EncodedTxnResponse => ({ header, succeeded, responses: done.map((responseRange) => ({ responseRange })) });
+  return ranges.some((range) => range instanceof Promise) ? Promise.all(ranges).then(answer) : answer(ranges as EncodedRangeResponse[]);
 }
 
 function runTxn(txn: ReadView | TxnWrite, r: TxnRequest, path: boolean[]): { resp: TxnResponse; txns: number } {

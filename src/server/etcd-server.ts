@@ -44,12 +44,13 @@ import {
 import { formatGoDuration, goPathError } from '../go-format.js';
 import { plog } from '../logger.js';
 import { InternalRaftRequest } from '../proto/gen/raft_internal.gen.js';
-import type { EncodedDeleteRangeResponse, EncodedRangeResponse } from '../proto/wire.js';
+import type { EncodedDeleteRangeResponse, EncodedRangeResponse, EncodedTxnResponse } from '../proto/wire.js';
 import {
   applyDeleteRange,
   applyPut,
   applyRange,
   applyRangeEncoded,
+  applyTxnEncoded,
   applyTxn,
   checkDelete,
   checkPut,
@@ -530,19 +531,32 @@ export class EtcdServer {
     checkRange(r);
     const ai = this.admit(who);
     if (ai) this.auth.checkRange(ai, r.key, r.rangeEnd);
-    const view = this.store.read();
-    let resp: R | Promise<R>;
-    try {
-      resp = this.timed('read-only range ', () => apply(view, r));
-    } finally {
-      view.end();
-    }
+    const resp = this.inReadView((view) => apply(view, r));
     const finish = (answer: R): R => {
       this.checkReadRevision(ai);
       this.fillHeader(answer.header);
       return answer;
     };
     return resp instanceof Promise ? resp.then(finish) : finish(resp);
+  }
+
+  /**
+   * Runs `apply` in a read transaction at the newest durable revision, timed as a read-only
+   * request. The transaction ends once the answer is read: when `apply`'s promise settles, for
+   * an answer read in slices, whose records no compaction deletes until then.
+   */
+  private inReadView<T>(apply: (view: ReadView) => T | Promise<T>): T | Promise<T> {
+    const view = this.store.read();
+    let resp: T | Promise<T>;
+    try {
+      resp = this.timed('read-only range ', () => apply(view));
+    } catch (err) {
+      view.end();
+      throw err;
+    }
+    if (resp instanceof Promise) return resp.finally(() => view.end());
+    view.end();
+    return resp;
   }
 
   /**
@@ -653,23 +667,35 @@ export class EtcdServer {
    * KV.Txn: a txn with writes runs at the head and resolves when durable; a read-only one reads
    * the durable view. `who` as for `range`.
    */
-  async txn(r: TxnRequest, who?: Who): Promise<TxnResponse> {
+  txn(r: TxnRequest, who?: Who): Promise<TxnResponse> {
+    return this.txnWith(r, who, applyTxn);
+  }
+
+  /**
+   * KV.Txn for an encoder that sends KeyValues as stored (see `applyTxnEncoded`): the range ops
+   * of a read-only txn are read in slices, so that a large answer does not hold the thread.
+   */
+  txnEncoded(r: TxnRequest, who?: Who): Promise<EncodedTxnResponse> {
+    return this.txnWith(r, who, (view, _write, req, leaseExists) => applyTxnEncoded(view, req, leaseExists));
+  }
+
+  /** `txn`, with `readOnly` applying a read-only txn. */
+  private async txnWith(
+    r: TxnRequest,
+    who: Who | undefined,
+    readOnly: (view: ReadView, write: undefined, r: TxnRequest, leaseExists: (id: bigint) => boolean) => EncodedTxnResponse | Promise<EncodedTxnResponse>,
+  ): Promise<EncodedTxnResponse> {
     if (this.defragging) await this.defragging;
     this.checkStopped();
     const cost = txnCost(r);
     this.checkQuota(cost);
     checkTxn(r, this.config.maxTxnOps);
     const leaseExists = (id: bigint) => this.store.leases.exists(id);
-    let resp: TxnResponse;
+    let resp: EncodedTxnResponse;
     if (isTxnReadonly(r)) {
       const ai = this.admit(who);
       if (ai) this.auth.checkTxn(ai, r);
-      const view = this.store.read();
-      try {
-        resp = this.timed('read-only range ', () => applyTxn(view, undefined, r, leaseExists));
-      } finally {
-        view.end();
-      }
+      resp = await this.inReadView((view) => readOnly(view, undefined, r, leaseExists));
       this.checkReadRevision(ai);
     } else {
       const ai = this.admit(who, true);

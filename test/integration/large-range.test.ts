@@ -1,7 +1,7 @@
-// A Range answer read in slices (KVStore's StoredRecords.read) and sent as the buffers it was
-// built in (RecordFields, GrpcServer.write, the HTTP/2 flush's writev): the client gets every
-// KeyValue, in order, over gRPC and through the gateway, with `limit` and `more`, and a small
-// request made meanwhile on another connection is answered before the large one.
+// A Range answer, and a read-only Txn's, read in slices (KVStore's StoredRecords.read) and sent
+// as the buffers it was built in (RecordFields, GrpcServer.write, the HTTP/2 flush's writev):
+// the client gets every KeyValue, in order, over gRPC and through the gateway, with `limit` and
+// `more`, and a read made while the large one is read is answered first.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,7 +9,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { Client } from '../../src/client/client.js';
+import { Compare, Op } from '../../src/client/txn.js';
 import { defaultConfig } from '../../src/config.js';
+import { RangeRequest, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
 import { startEtcd, type RunningServer } from '../../src/server/embed.js';
 
 /** About 60 MB: far more than one 10 ms slice, one 1 MiB buffer or one flush. */
@@ -83,14 +85,34 @@ describe('a large Range answer', () => {
     });
   });
 
-  it('does not hold the server: a small read on another connection is answered before it', async () => {
-    await other.get('small');
+  it('in a read-only Txn, each range op carries its KeyValues, read in slices or sorted', async () => {
+    const resp = await client
+      .txn()
+      .if(Compare.value(keyOf(0), '=', valueOf(0)))
+      .then(Op.get('big/', { prefix: true }), Op.get('small'), Op.get('big/', { prefix: true, limit: 2, sort: { target: 'key', order: 'descend' } }))
+      .commit();
+    assert.equal(resp.succeeded, true);
+    const [all, small, sorted] = resp.responses.map((r) => r.responseRange!);
+    assert.equal(all!.kvs.length, KEYS);
+    all!.kvs.forEach((kv, i) => {
+      assert.equal(kv.key.toString(), keyOf(i));
+      assert.ok(kv.value.equals(valueOf(i)), `value of ${keyOf(i)}`);
+    });
+    assert.deepEqual(small!.kvs.map((kv) => kv.value.toString()), ['v']);
+    assert.deepEqual(sorted!.kvs.map((kv) => kv.key.toString()), [keyOf(KEYS - 1), keyOf(KEYS - 2)]);
+    assert.equal(sorted!.more, true);
+  });
+
+  it('is read in slices: a read made in a later turn of the event loop is answered first', async () => {
+    const rangeOf = (key: string, rangeEnd = ''): RangeRequest => ({ ...RangeRequest.decode(new Uint8Array(0)), key: Buffer.from(key), rangeEnd: Buffer.from(rangeEnd) });
+    const bigRange = rangeOf('big/', 'big0');
     const order: string[] = [];
-    const large = client.get('big/', { prefix: true }).then(() => order.push('large'));
-    // Sent once the large one is being read: its first slice runs in the turn it arrives.
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    const small = other.get('small').then((r) => order.push(`small=${r.kvs[0]!.value.toString()}`));
-    await Promise.all([large, small]);
-    assert.deepEqual(order, ['small=v', 'large']);
+    const range = Promise.resolve(server.etcd.rangeEncoded(bigRange)).then((r) => order.push(`range of ${r.count}`));
+    const txn = server.etcd.txnEncoded({ ...TxnRequest.decode(new Uint8Array(0)), success: [{ requestRange: bigRange }] }).then(() => order.push('txn'));
+    await new Promise((resolve) => setImmediate(resolve));
+    order.push(`small=${server.etcd.range(rangeOf('small')).kvs[0]!.value.toString()}`);
+    await Promise.all([range, txn]);
+    assert.equal(order[0], 'small=v');
+    assert.deepEqual(order.slice(1).sort(), [`range of ${KEYS}`, 'txn']);
   });
 });

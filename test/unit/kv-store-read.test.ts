@@ -68,19 +68,24 @@ test('a large range is read in slices, and callbacks of other work run between t
   assert.deepEqual(values, expected(2));
 });
 
-test('a compaction above a running read deletes its records only once the read is done', async (t) => {
+test('a compaction above an open read transaction deletes the records it read only once it ends', async (t) => {
   const store = await storeWithHistory(t, 1);
   // The first write's revision: every key's first value, which a compaction at head supersedes.
   const first = store.headRev - 1;
-  const { records } = store.read().range('k/', 'k0', { records: true, rev: first });
+  const view = store.read();
+  const { records } = view.range('k/', 'k0', { records: true, rev: first });
   // Slow enough that the compaction's batches (1,000 records every 10 ms) would overtake it.
   const reading = readAll(records!, 0.02);
-  const compaction = store.compact(store.headRev).done;
+  let compacted = false;
+  const compaction = store.compact(store.headRev).done.then(() => (compacted = true));
   const { values, sliced } = await reading;
   assert.ok(sliced);
   assert.deepEqual(values, expected(1), 'every record of the old revision was still there');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(compacted, false, 'the compaction waits while the view is open');
+  view.end();
   await compaction;
-  assert.equal(store.compactedKeysTotal, KEYS, 'and the compaction then deleted them');
+  assert.equal(store.compactedKeysTotal, KEYS, 'and then deletes them');
 });
 
 test('a defragmentation during a running read swaps the database file under it without a failed read', async (t) => {

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { KeyValue } from '../../src/proto/gen/kv.gen.js';
-import { DeleteRangeResponse, PutResponse, RangeResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
-import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, pushVarint, readKeyValueHead, RecordFields, unmarshalKeyValue } from '../../src/proto/wire.js';
+import { DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse, type ResponseHeader } from '../../src/proto/gen/rpc.gen.js';
+import { marshalDeleteRangeResponse, marshalHeaderField, marshalKeyValue, marshalPutResponse, marshalRangeResponse, marshalTxnResponse, pushVarint, readKeyValueHead, RecordFields, unmarshalKeyValue, type EncodedTxnResponse } from '../../src/proto/wire.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -100,6 +100,24 @@ test('the Range, Put and DeleteRange response and header encoders write what the
       const generatedDel = Buffer.from(DeleteRangeResponse.encode(del).finish());
       assert.deepEqual(marshalDeleteRangeResponse(del), generatedDel);
       assert.deepEqual(joined(marshalDeleteRangeResponse({ header: h, deleted: n, prevKvs: [], prevKvFields: fieldsOf(3, list) })), generatedDel);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('the Txn response encoder writes what the generated encoder writes, range answers given as field bytes or not', () => {
+  fc.assert(
+    fc.property(header, fc.boolean(), fc.array(fc.tuple(header, kvs, fc.boolean(), int64, fc.boolean()), { maxLength: 4 }), (h, succeeded, ranges) => {
+      const decoded: TxnResponse = { header: h, succeeded, responses: ranges.map(([rh, list, more, count]) => ({ responseRange: { header: rh, kvs: list, more, count } })) };
+      const generated = Buffer.from(TxnResponse.encode(decoded).finish());
+      assert.deepEqual(joined(marshalTxnResponse(decoded)), generated);
+      // The same answer with some or all of its ranges' KeyValues as field bytes, as a read-only txn sends them.
+      const encoded: EncodedTxnResponse = {
+        header: h,
+        succeeded,
+        responses: ranges.map(([rh, list, more, count, asFields]) => ({ responseRange: asFields ? { header: rh, kvs: [], kvFields: fieldsOf(2, list), more, count } : { header: rh, kvs: list, more, count } })),
+      };
+      assert.deepEqual(joined(marshalTxnResponse(encoded)), generated);
     }),
     { numRuns: 300 },
   );

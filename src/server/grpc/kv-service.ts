@@ -7,7 +7,7 @@
  */
 import type { GrpcServer as Server } from '../transport/grpc-server.js';
 import { KVService, type CompactionRequest, type DeleteRangeRequest, type PutRequest, type RangeRequest, type TxnRequest } from '../../proto/gen/rpc.gen.js';
-import { marshalDeleteRangeResponse, marshalPutResponse, marshalRangeResponse } from '../../proto/wire.js';
+import { marshalDeleteRangeResponse, marshalPutResponse, marshalRangeResponse, marshalTxnResponse } from '../../proto/wire.js';
 import { RAFT_FIELD, type ClientCall, type EtcdServer } from '../etcd-server.js';
 import { openEmptyRangeEnd, openEmptyRangeEnds } from './empty-range-end.js';
 import { requestSize, unary, withWire } from './unary.js';
@@ -17,14 +17,14 @@ export function addKVService(grpc: Server, etcd: EtcdServer): void {
   // The server reads each call's auth token and checks its size where etcd does (EtcdServer.admit).
   const call = <Req extends object, Res>(fn: (r: Req, who: ClientCall) => Res | Promise<Res>) =>
     unary((r: Req, md) => fn(r, { md, wireBytes: requestSize(r) }));
-  const serializers = { range: marshalRangeResponse, put: marshalPutResponse, deleteRange: marshalDeleteRangeResponse };
+  const serializers = { range: marshalRangeResponse, put: marshalPutResponse, deleteRange: marshalDeleteRangeResponse, txn: marshalTxnResponse };
   grpc.addService(withWire(KVService, serializers, { range: openEmptyRangeEnd, txn: openEmptyRangeEnds }), {
-    // Range's KeyValues and DeleteRange's prev_kvs leave as they are stored (the encoders copy
-    // the records).
+    // Range's and a read-only Txn's KeyValues and DeleteRange's prev_kvs leave as they are
+    // stored (the encoders copy the records).
     range: call((r: RangeRequest, who) => etcd.rangeEncoded(r, who)),
     put: call((r: PutRequest, who) => etcd.put(r, who)),
     deleteRange: call((r: DeleteRangeRequest, who) => etcd.deleteRange(r, who, true)),
-    txn: call((r: TxnRequest, who) => etcd.txn(r, who)),
+    txn: call((r: TxnRequest, who) => etcd.txnEncoded(r, who)),
     // etcd checks no permission for a compaction, only that a given token is valid, and its size.
     compact: unary((r: CompactionRequest, md) => {
       etcd.checkRequestSize(etcd.auth.authInfo(md), requestSize(r), RAFT_FIELD.compaction);
