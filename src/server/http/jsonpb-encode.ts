@@ -25,6 +25,9 @@ import { hasCustomJsonRepresentation } from '@bufbuild/protobuf/wkt';
 /** A message as `fromBinary` makes it: its fields' values by local name. */
 type Fields = Record<string, unknown>;
 
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+
 /**
  * JSON text written into one growing Buffer: values' texts are short-lived strings copied in
  * as they are made, so a large answer is neither a string of its own size nor a rope of
@@ -79,9 +82,6 @@ class JsonOut {
     this.raw(name);
   }
 }
-
-const COMMA = 0x2c;
-const QUOTE = 0x22;
 
 /** Writes one value's JSON text. */
 type ValueWriter = (out: JsonOut, value: unknown) => void;
