@@ -44,6 +44,14 @@ export class FutureRevError extends Error {
   }
 }
 
+/** A `StoredRecords.read` stopped because its caller no longer wants it (a cancelled call). */
+export class ReadCancelledError extends Error {
+  override name = 'ReadCancelledError';
+  constructor() {
+    super('mvcc: read cancelled');
+  }
+}
+
 /** Thrown when a put names a lease that does not exist (etcd `lease.ErrLeaseNotFound`). */
 export class LeaseNotFoundError extends Error {
   override name = 'LeaseNotFoundError';
@@ -83,10 +91,11 @@ export interface StoredRecords {
    * large answer is read (etcd reads it on a goroutine of its own). Returns undefined when the
    * first slice read them all, else a promise for the last. Read them before the view they came
    * from ends: while it is open, a compaction above its reads deletes no record (see
-   * `KVStore.read`); reads also wait while a defragmentation swaps the database file. Rejects
-   * if the backend fails or closes.
+   * `KVStore.read`); reads also wait while a defragmentation swaps the database file. When
+   * `cancelled` (checked between slices) says so, the read stops and rejects with
+   * ReadCancelledError; it also rejects if the backend fails or closes.
    */
-  read(each: (record: Buffer) => void, n?: number): Promise<void> | undefined;
+  read(each: (record: Buffer) => void, n?: number, cancelled?: () => boolean): Promise<void> | undefined;
 }
 
 /** Result of a range read (etcd `mvcc.RangeResult`). */
@@ -361,17 +370,18 @@ export class KVStore {
       forEach: (each, n = length) => {
         for (let i = 0; i < n; i++) each(this.recordInPlace(revs[i]!));
       },
-      read: (each, n = length) => {
+      read: (each, n = length, cancelled) => {
         const i = this.readSlice(revs, 0, n, each);
-        return i === n ? undefined : this.readSlices(revs, i, n, each);
+        return i === n ? undefined : this.readSlices(revs, i, n, each, cancelled);
       },
     };
   }
 
-  /** `readSlice` from `from` to `n`, a slice per turn of the event loop, after this one. */
-  private async readSlices(revs: readonly Revision[], from: number, n: number, each: (record: Buffer) => void): Promise<void> {
+  /** `readSlice` from `from` to `n`, a slice per turn of the event loop, after this one, until `cancelled`. */
+  private async readSlices(revs: readonly Revision[], from: number, n: number, each: (record: Buffer) => void, cancelled?: () => boolean): Promise<void> {
     for (let i = from; i < n; ) {
       await nextTurn();
+      if (cancelled?.()) throw new ReadCancelledError();
       const reopening = this.backend.reopening;
       if (reopening) await reopening;
       i = this.readSlice(revs, i, n, each);

@@ -28,7 +28,7 @@ import {
   type TxnRequest,
   type TxnResponse,
 } from '../proto/gen/rpc.gen.js';
-import { RecordFields, type EncodedDeleteRangeResponse, type EncodedRangeResponse, type EncodedTxnResponse } from '../proto/wire.js';
+import { RecordFields, unmarshalKeyValue, type EncodedDeleteRangeResponse, type EncodedRangeResponse, type EncodedTxnResponse } from '../proto/wire.js';
 
 /** A header with only the revision set; the service fills the rest (etcd `header.fill`). */
 export function revHeader(rev: number): ResponseHeader {
@@ -192,30 +192,43 @@ function readRange(view: ReadView, r: RangeRequest, records: boolean): RangeResu
 }
 
 /**
- * `applyRange` for an answer that `marshalRangeResponse` encodes: one whose KeyValues go out as
- * stored (no filter, no sort but by key, not keys only, not count only) carries them as
- * `kvFields`, copied from their records in slices (`StoredRecords.read`) so that a large answer
- * does not hold the thread; it is then a promise that resolves once they are all read.
+ * `applyRange` for an answer that `marshalRangeResponse` encodes, its records read in slices
+ * (`StoredRecords.read`) so that a large answer does not hold the thread; it is then a promise
+ * that resolves once they are all read. An answer whose KeyValues go out as stored (no filter,
+ * no sort but by key, not keys only) carries them as `kvFields`, copied from their records;
+ * otherwise the records are decoded, slice by slice, then filtered and sorted at once. A count
+ * only is answered at once. `cancelled` (the call's) stops the reading between slices: the
+ * promise then rejects.
  */
-export function applyRangeEncoded(view: ReadView, r: RangeRequest): EncodedRangeResponse | Promise<EncodedRangeResponse> {
-  const asStored = !isFiltered(r) && !r.keysOnly && !r.countOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
-  if (!asStored) return applyRange(view, r);
+export function applyRangeEncoded(view: ReadView, r: RangeRequest, cancelled?: () => boolean): EncodedRangeResponse | Promise<EncodedRangeResponse> {
+  if (r.countOnly) return applyRange(view, r);
   const rr = readRange(view, r, true);
   const records = rr.records!;
+  const asStored = !isFiltered(r) && !r.keysOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
+  if (!asStored) {
+    const kvs: KeyValue[] = [];
+    // A record is handed over in place: the KeyValue's key and value need bytes of their own.
+    const reading = records.read((record) => kvs.push(unmarshalKeyValue(Buffer.from(record))), records.length, cancelled);
+    return reading ? reading.then(() => shapeRange(r, rr, kvs)) : shapeRange(r, rr, kvs);
+  }
   const want = Number(r.limit);
   const more = want > 0 && records.length > want;
   const fields = new RecordFields(2);
   const answer = (): EncodedRangeResponse => ({ header: revHeader(rr.rev), kvs: [], kvFields: fields.parts(), more, count: BigInt(rr.count) });
-  const reading = records.read((record) => fields.add(record), more ? want : records.length);
+  const reading = records.read((record) => fields.add(record), more ? want : records.length, cancelled);
   return reading ? reading.then(answer) : answer();
 }
 
 /** etcd `applierV3backend.Range`. Throws etcd's compacted / future-revision errors. */
 export function applyRange(view: ReadView, r: RangeRequest): RangeResponse {
-  const filtered = isFiltered(r);
   const rr = readRange(view, r, false);
-  let kvs = rr.kvs;
-  if (filtered) {
+  return shapeRange(r, rr, rr.kvs);
+}
+
+/** The answer to `r` from the KeyValues `kvs` its read `rr` found: filtered, sorted, cut to `limit`, keys only. */
+function shapeRange(r: RangeRequest, rr: RangeResult, found: KeyValue[]): RangeResponse {
+  let kvs = found;
+  if (isFiltered(r)) {
     kvs = kvs.filter(
       (kv) =>
         !(r.maxModRevision !== 0n && kv.modRevision > r.maxModRevision) &&
@@ -390,13 +403,13 @@ export function applyTxn(view: ReadView, write: TxnWrite | undefined, r: TxnRequ
  * `applyTxn` for a read-only txn (`isTxnReadonly`) whose answer `marshalTxnResponse` encodes:
  * its range ops are answered as `applyRangeEncoded` answers them, read in slices; the answer is
  * then a promise that resolves once they are all read. Every index lookup (compares, ranges) is
- * made at once, in the view.
+ * made at once, in the view. `cancelled` as for `applyRangeEncoded`.
  */
-export function applyTxnEncoded(view: ReadView, r: TxnRequest, leaseExists: (id: bigint) => boolean): EncodedTxnResponse | Promise<EncodedTxnResponse> {
+export function applyTxnEncoded(view: ReadView, r: TxnRequest, leaseExists: (id: bigint) => boolean, cancelled?: () => boolean): EncodedTxnResponse | Promise<EncodedTxnResponse> {
   const path = compareToPath(view, r);
   checkTxnPath(view, r, path, false, leaseExists);
   const succeeded = path[0]!;
-  const ranges = (succeeded ? r.success : r.failure).map((op) => applyRangeEncoded(view, op.requestRange!));
+  const ranges = (succeeded ? r.success : r.failure).map((op) => applyRangeEncoded(view, op.requestRange!, cancelled));
   const header = revHeader(view.rev());
   const answer = (done: EncodedRangeResponse[]): EncodedTxnResponse => ({ header, succeeded, responses: done.map((responseRange) => ({ responseRange })) });
   return ranges.some((range) => range instanceof Promise) ? Promise.all(ranges).then(answer) : answer(ranges as EncodedRangeResponse[]);

@@ -514,13 +514,14 @@ export class EtcdServer {
 
   /**
    * KV.Range for an encoder that sends KeyValues as stored (see `applyRangeEncoded`): a large
-   * answer is read in slices, and is then a promise, so that other requests are served meanwhile.
+   * answer is read in slices, and is then a promise, so that other requests are served meanwhile;
+   * `cancelled` (the call's) stops the reading.
    */
-  rangeEncoded(r: RangeRequest, who?: Who): EncodedRangeResponse | Promise<EncodedRangeResponse> {
+  rangeEncoded(r: RangeRequest, who?: Who, cancelled?: () => boolean): EncodedRangeResponse | Promise<EncodedRangeResponse> {
     // A defragmentation swapping the database file: reads resume once it is open again.
     const reopening = this.store.backend.reopening;
-    if (reopening) return reopening.then(() => this.rangeEncoded(r, who));
-    return this.read(r, who, applyRangeEncoded);
+    if (reopening) return reopening.then(() => this.rangeEncoded(r, who, cancelled));
+    return this.read(r, who, (view, req) => applyRangeEncoded(view, req, cancelled));
   }
 
   /** Checks and reads `r` with `apply` in a read transaction, then fills the answer's header (see `range`). */
@@ -673,10 +674,11 @@ export class EtcdServer {
 
   /**
    * KV.Txn for an encoder that sends KeyValues as stored (see `applyTxnEncoded`): the range ops
-   * of a read-only txn are read in slices, so that a large answer does not hold the thread.
+   * of a read-only txn are read in slices, so that a large answer does not hold the thread;
+   * `cancelled` (the call's) stops the reading.
    */
-  txnEncoded(r: TxnRequest, who?: Who): Promise<EncodedTxnResponse> {
-    return this.txnWith(r, who, (view, _write, req, leaseExists) => applyTxnEncoded(view, req, leaseExists));
+  txnEncoded(r: TxnRequest, who?: Who, cancelled?: () => boolean): Promise<EncodedTxnResponse> {
+    return this.txnWith(r, who, (view, _write, req, leaseExists) => applyTxnEncoded(view, req, leaseExists, cancelled));
   }
 
   /** `txn`, with `readOnly` applying a read-only txn. */

@@ -11,7 +11,7 @@ import pino from 'pino';
 import { Client } from '../../src/client/client.js';
 import { Compare, Op } from '../../src/client/txn.js';
 import { defaultConfig } from '../../src/config.js';
-import { RangeRequest, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
+import { RangeRequest, RangeRequest_SortOrder, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
 import { startEtcd, type RunningServer } from '../../src/server/embed.js';
 
 /** About 60 MB: far more than one 10 ms slice, one 1 MiB buffer or one flush. */
@@ -73,6 +73,20 @@ describe('a large Range answer', () => {
     assert.ok(resp.kvs.at(-1)!.value.equals(valueOf(KEYS - 2)));
   });
 
+  it('keys only, sorted, or filtered by revision: read in slices, then shaped as etcd shapes them', async () => {
+    const keysOnly = await client.get('big/', { prefix: true, keysOnly: true });
+    assert.equal(keysOnly.kvs.length, KEYS);
+    assert.ok(keysOnly.kvs.every((kv, i) => kv.key.toString() === keyOf(i) && kv.value.length === 0));
+    const sorted = await client.get('big/', { prefix: true, sort: { target: 'key', order: 'descend' }, limit: 3 });
+    assert.deepEqual(sorted.kvs.map((kv) => kv.key.toString()), [keyOf(KEYS - 1), keyOf(KEYS - 2), keyOf(KEYS - 3)]);
+    assert.ok(sorted.kvs[0]!.value.equals(valueOf(KEYS - 1)));
+    assert.equal(sorted.more, true);
+    const last = await client.get(keyOf(KEYS - 10));
+    const filtered = await client.get('big/', { prefix: true, minModRevision: last.kvs[0]!.modRevision });
+    assert.ok(filtered.kvs.length >= 10 && filtered.kvs.length < KEYS, `${filtered.kvs.length} of the last keys written`);
+    assert.ok(filtered.kvs.every((kv) => kv.modRevision >= last.kvs[0]!.modRevision && kv.value.equals(valueOf(Number(kv.key.toString().slice(4))))));
+  });
+
   it('carries every KeyValue through the gateway', async () => {
     const body = JSON.stringify({ key: Buffer.from('big/').toString('base64'), range_end: Buffer.from('big0').toString('base64') });
     const res = await fetch(`${server.clientUrls[0]}/v3/kv/range`, { method: 'POST', body });
@@ -108,11 +122,12 @@ describe('a large Range answer', () => {
     const bigRange = rangeOf('big/', 'big0');
     const order: string[] = [];
     const range = Promise.resolve(server.etcd.rangeEncoded(bigRange)).then((r) => order.push(`range of ${r.count}`));
+    const sorted = Promise.resolve(server.etcd.rangeEncoded({ ...bigRange, sortOrder: RangeRequest_SortOrder.DESCEND, limit: 1n })).then((r) => order.push(`sorted ${r.kvs[0]!.key.toString()}`));
     const txn = server.etcd.txnEncoded({ ...TxnRequest.decode(new Uint8Array(0)), success: [{ requestRange: bigRange }] }).then(() => order.push('txn'));
     await new Promise((resolve) => setImmediate(resolve));
     order.push(`small=${server.etcd.range(rangeOf('small')).kvs[0]!.value.toString()}`);
-    await Promise.all([range, txn]);
+    await Promise.all([range, sorted, txn]);
     assert.equal(order[0], 'small=v');
-    assert.deepEqual(order.slice(1).sort(), [`range of ${KEYS}`, 'txn']);
+    assert.deepEqual(order.slice(1).sort(), [`range of ${KEYS}`, `sorted ${keyOf(KEYS - 1)}`, 'txn']);
   });
 });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { Backend } from '../../src/mvcc/backend.js';
-import { KVStore, type StoredRecords } from '../../src/mvcc/kv-store.js';
+import { KVStore, ReadCancelledError, type StoredRecords } from '../../src/mvcc/kv-store.js';
 import { unmarshalKeyValue } from '../../src/proto/wire.js';
 
 /** Keys in one write; about 40 MB of values, far more than one 10 ms slice reads. */
@@ -96,4 +96,18 @@ test('a defragmentation during a running read swaps the database file under it w
   const { values, sliced } = await reading;
   assert.ok(sliced);
   assert.deepEqual(values, expected(6));
+});
+
+test('a read whose caller gave up stops at the next slice and rejects', async (t) => {
+  const store = await storeWithHistory(t, 1);
+  const { records } = store.read().range('k/', 'k0', { records: true });
+  let read = 0;
+  let cancelled = false;
+  const reading = records!.read(() => read++, KEYS, () => cancelled);
+  assert.ok(reading, 'the read took more than the turn it began in');
+  cancelled = true;
+  const firstSlice = read;
+  await assert.rejects(reading, ReadCancelledError);
+  assert.equal(read, firstSlice, 'nothing was read after the cancel');
+  assert.ok(read < KEYS);
 });
