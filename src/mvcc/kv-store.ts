@@ -83,8 +83,8 @@ export interface RangeOptions {
 export interface StoredRecords {
   /** How many (at most the range's `limit`). */
   readonly length: number;
-  /** Hands the first `n` (default all) to `each` now, in this turn of the event loop. */
-  forEach(each: (record: Buffer) => void, n?: number): void;
+  /** Hands them all to `each` now, in this turn of the event loop. */
+  forEach(each: (record: Buffer) => void): void;
   /**
    * Hands the first `n` (default all) to `each` in slices of about 10 ms of reading, one per
    * turn of the event loop, so that the thread serves other requests and HTTP/2 pings while a
@@ -131,6 +131,7 @@ const EMPTY = Buffer.alloc(0);
 function missingRecord(rev: Revision): Error {
   return new Error(`mvcc: revision ${rev.main}_${rev.sub} in the index but not in the backend`);
 }
+
 const NO_LEASES: LeaseHooks = { exists: () => false, attach: () => {}, detach: () => {}, leaseOf: () => 0n };
 
 /** A read-only view of the store at one revision (etcd `mvcc.ReadView`). */
@@ -367,8 +368,8 @@ export class KVStore {
   private storedRecords(revs: readonly Revision[], length: number): StoredRecords {
     return {
       length,
-      forEach: (each, n = length) => {
-        for (let i = 0; i < n; i++) each(this.recordInPlace(revs[i]!));
+      forEach: (each) => {
+        for (let i = 0; i < length; i++) each(this.recordInPlace(revs[i]!));
       },
       read: (each, n = length, cancelled) => {
         const i = this.readSlice(revs, 0, n, each);
