@@ -3,16 +3,12 @@
 // the client gets every KeyValue, in order, over gRPC and through the gateway, with `limit` and
 // `more`, and a read made while the large one is read is answered first.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import { Client } from '../../src/client/client.js';
 import { Compare, Op } from '../../src/client/txn.js';
-import { defaultConfig } from '../../src/config.js';
 import { RangeRequest, RangeRequest_SortOrder, TxnRequest } from '../../src/proto/gen/rpc.gen.js';
-import { startEtcd, type RunningServer } from '../../src/server/embed.js';
+import type { RunningServer } from '../../src/server/embed.js';
+import { EmbeddedServer } from '../helpers/watch-client.js';
 
 /** About 60 MB: far more than one 10 ms slice, one 1 MiB buffer or one flush. */
 const KEYS = 3000;
@@ -30,15 +26,14 @@ function valueOf(i: number): Buffer {
 }
 
 describe('a large Range answer', () => {
+  let embedded: EmbeddedServer;
   let server: RunningServer;
-  let dataDir: string;
   let client: Client;
   let other: Client;
 
   before(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-large-range-'));
-    const config = { ...defaultConfig(), dataDir, listenClientUrls: ['http://127.0.0.1:0'], advertiseClientUrls: ['http://127.0.0.1:0'], listenPeerUrls: [] };
-    server = await startEtcd(config, pino({ level: 'silent' }));
+    embedded = await EmbeddedServer.start();
+    server = embedded.server;
     client = new Client({ endpoints: server.clientUrls });
     other = new Client({ endpoints: server.clientUrls });
     for (let i = 0; i < KEYS; i += 100) {
@@ -49,8 +44,7 @@ describe('a large Range answer', () => {
   after(async () => {
     client.close();
     other.close();
-    await server.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    await embedded.stop();
   });
 
   it('carries every KeyValue, in key order, over gRPC', async () => {

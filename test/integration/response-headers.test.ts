@@ -4,14 +4,10 @@
 // a reader may not see yet. Found by a fault-injection hunt (session 25): a read at a Compact's
 // header revision was refused as a future revision.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { defaultConfig } from '../../src/config.js';
 import type { PutRequest, RangeRequest } from '../../src/proto/gen/rpc.gen.js';
-import { startEtcd, type RunningServer } from '../../src/server/embed.js';
+import type { RunningServer } from '../../src/server/embed.js';
+import { EmbeddedServer } from '../helpers/watch-client.js';
 
 const putReq = (key: string, lease = 0n): PutRequest => ({ key: Buffer.from(key), value: Buffer.from('v'), lease, prevKv: false, ignoreValue: false, ignoreLease: false });
 const rangeReq = (key: string, revision: bigint): RangeRequest => ({
@@ -20,17 +16,15 @@ const rangeReq = (key: string, revision: bigint): RangeRequest => ({
 });
 
 describe('header revisions of requests answered once durable', () => {
+  let embedded: EmbeddedServer;
   let server: RunningServer;
-  let dataDir: string;
 
   before(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-headers-'));
-    const config = { ...defaultConfig(), dataDir, listenClientUrls: ['http://127.0.0.1:0'], advertiseClientUrls: ['http://127.0.0.1:0'], listenPeerUrls: [] };
-    server = await startEtcd(config, pino({ level: 'silent' }));
+    embedded = await EmbeddedServer.start();
+    server = embedded.server;
   });
   after(async () => {
-    await server.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    await embedded.stop();
   });
 
   it('Compact: the revision at apply, readable when it answers, though puts queued after it are not durable yet', async () => {
