@@ -26,7 +26,7 @@ import { marshalKeyValue, readKeyValueHead, unmarshalKeyValue } from '../proto/w
 import { Backend } from './backend.js';
 import { type Key, keyToBytes } from './key.js';
 import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
-import { TreeIndex, type RevisionSet } from './tree-index.js';
+import { TreeIndex, RevisionSet } from './tree-index.js';
 
 /** Thrown for a read below the compacted revision (etcd `mvcc.ErrCompacted`). */
 export class CompactedError extends Error {
@@ -467,9 +467,10 @@ export class KVStore {
   }
 
   /**
-   * Compacts history below `rev` (etcd `store.Compact`): reads below `rev` fail from now on,
-   * the index forgets superseded revisions at once, and their records are deleted from the
-   * backend in the background. Returns a promise for the physical deletion.
+   * Compacts history below `rev` (etcd `store.Compact`): reads below `rev` fail from now on;
+   * in the background, after the compactions before it, the index forgets superseded
+   * revisions (`compactIndex`) and their records are deleted from the backend. Returns a
+   * promise for the physical deletion.
    * Throws CompactedError when `rev` ≤ the compacted revision, FutureRevError when above head.
    */
   compact(rev: number): { done: Promise<void> } {
@@ -477,14 +478,36 @@ export class KVStore {
     if (rev > this.currentRev) throw new FutureRevError();
     this.compactMainRev = rev;
     this.backend.putMeta('scheduledCompactRev', rev);
-    const indexStart = performance.now();
-    const keep = this.index.compact(rev);
-    this.onCompactionTiming?.('index', performance.now() - indexStart);
     const previous = this.compaction;
     // A read transaction still open at a revision below `rev` may need records this deletes.
-    const done = previous.then(() => this.sync()).then(() => this.readsBelow(rev)).then(() => this.deleteCompacted(rev, keep));
+    const done = previous.then(async () => {
+      const keep = await this.compactIndex(rev);
+      await this.sync();
+      await this.readsBelow(rev);
+      await this.deleteCompacted(rev, keep);
+    });
     this.compaction = done.catch(() => {});
     return { done };
+  }
+
+  /**
+   * Compacts the index at `rev` in slices of about READ_SLICE_MS, one per turn of the event
+   * loop, so that a large index does not hold the thread (etcd compacts one key at a time
+   * under the index lock). Reads and writes between slices see the same answers at revisions
+   * ≥ `rev` either side of a key's compaction. Resolves to the revisions to keep.
+   */
+  private async compactIndex(rev: number): Promise<RevisionSet> {
+    const keep = new RevisionSet();
+    const start = performance.now();
+    let stopAt = start + READ_SLICE_MS;
+    const stop = (): boolean => performance.now() >= stopAt;
+    for (let after = this.index.compact(rev, keep, undefined, stop); after !== undefined; after = this.index.compact(rev, keep, after, stop)) {
+      await nextTurn();
+      stopAt = performance.now() + READ_SLICE_MS;
+    }
+    // etcd times the whole index compaction, waits for its lock included.
+    this.onCompactionTiming?.('index', performance.now() - start);
+    return keep;
   }
 
   /** Deletes backend records at or below `rev` not in `keep`, in batches (etcd `scheduleCompaction`). */
@@ -542,7 +565,8 @@ export class KVStore {
     this.currentRev = Math.max(rev, this.compactMainRev, 1);
     this.publishedRevValue = this.currentRev;
     if (scheduled > this.compactMainRev) {
-      const keep = this.index.compact(scheduled);
+      const keep = new RevisionSet();
+      this.index.compact(scheduled, keep);
       this.compactMainRev = scheduled;
       this.compaction = this.deleteCompacted(scheduled, keep).catch(() => {});
     }

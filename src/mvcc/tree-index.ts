@@ -37,6 +37,9 @@ function isSingleKey(end: Key | undefined): end is undefined | '' {
   return end === undefined || end === '';
 }
 
+/** Keys `compact` handles between two calls of its `stop`. */
+const COMPACT_STOP_KEYS = 256;
+
 /** Keys whose keyIndex a `restorer` keeps at hand (etcd's `restoreChunkKeys` is 10,000). */
 const RESTORE_CACHE_KEYS = 1 << 20;
 
@@ -208,21 +211,25 @@ export class TreeIndex {
   }
 
   /**
-   * Compacts every keyIndex at main revision `rev` and removes the keys left empty (etcd
-   * `treeIndex.Compact`). Runs to completion in one synchronous pass over all keys.
-   * @returns the revisions ≤ `rev` whose backend records must survive (one per key alive at
-   *   `rev`: the record of its value then); every other record with revision ≤ `rev` may be
-   *   deleted. Test a record with `has(main, sub)`.
+   * Compacts keyIndexes at main revision `rev` (etcd `treeIndex.Compact`) in key order, from
+   * the first key after `after` (from the first key when undefined), and removes the keys left
+   * empty, until every key is done or `stop()` returns true (asked every COMPACT_STOP_KEYS
+   * keys). Adds to `available` the revisions ≤ `rev` whose backend records must survive (one per
+   * key alive at `rev`: the record of its value then); every other record with revision ≤ `rev`
+   * may be deleted once every key is done. Writes made between two calls add revisions above
+   * `rev` only, which compaction leaves alone, so a stopped compaction resumes where it was, as
+   * etcd's compacts one key at a time between other writers.
+   * @returns the last key compacted when `stop` ended the call, undefined when every key is done.
    */
-  compact(rev: number): RevisionSet {
-    const available = new RevisionSet();
-    const emptied: Key[] = [];
-    this.tree.forEachPair((k, ki) => {
+  compact(rev: number, available: RevisionSet, after?: Key, stop?: () => boolean): Key | undefined {
+    const stopped = this.tree.editRange<Key>(after ?? '', AFTER_ALL_KEYS, false, (k, ki, n) => {
+      if (k === after) return;
       ki.compact(rev, available);
-      if (ki.isEmpty()) emptied.push(k);
+      const empty = ki.isEmpty();
+      if (n % COMPACT_STOP_KEYS === COMPACT_STOP_KEYS - 1 && stop?.()) return empty ? { delete: true, break: k } : { break: k };
+      return empty ? { delete: true } : undefined;
     });
-    for (const k of emptied) this.tree.delete(k);
-    return available;
+    return typeof stopped === 'string' ? stopped : undefined;
   }
 
   /**

@@ -10,6 +10,12 @@ import { prefixEnd, type Key } from '../../src/mvcc/key.js';
 const rev = (main: number, sub = 0): Revision => ({ main, sub });
 const fmt = (r: Revision): string => `${r.main}.${r.sub}`;
 const setView = (s: RevisionSet): string[] => [...s].sort(compareRev).map(fmt);
+/** Compacts every key of `ti` at `rev` in one call; returns the revisions to keep. */
+function compactAll(ti: TreeIndex, rev: number): RevisionSet {
+  const available = new RevisionSet();
+  assert.equal(ti.compact(rev, available), undefined);
+  return available;
+}
 
 describe('TreeIndex.get', () => {
   // etcd TestIndexGet: put 2, put 4, tombstone 6 on "foo".
@@ -199,7 +205,7 @@ describe('TreeIndex.compact and keep', () => {
   it('compacts continuously; keep agrees; the result equals a rebuild from the kept records', () => {
     const ti = build();
     for (let c = 1; c < 20; c++) {
-      const available = ti.compact(c);
+      const available = compactAll(ti, c);
       assert.deepEqual(setView(available), wantAvailableAt(c), `compact(${c})`);
       assert.deepEqual(setView(ti.keep(c)), setView(available), `keep(${c}) after compact(${c})`);
       assert.deepEqual(dump(ti), dump(rebuilt(available, c)), `index after compact(${c})`);
@@ -212,7 +218,7 @@ describe('TreeIndex.compact and keep', () => {
       const before = dump(ti);
       const kept = ti.keep(c);
       assert.deepEqual(dump(ti), before, `keep(${c}) must not change the index`);
-      const available = ti.compact(c);
+      const available = compactAll(ti, c);
       assert.deepEqual(setView(kept), setView(available), `keep(${c}) = compact(${c})`);
       assert.deepEqual(setView(available), wantAvailableAt(c));
       assert.deepEqual(dump(ti), dump(rebuilt(available, c)), `index after compact(${c})`);
@@ -227,16 +233,16 @@ describe('TreeIndex.compact and keep', () => {
     ti.put('c', rev(5));
     ti.tombstone('c', rev(6));
     ti.put('c', rev(7));
-    assert.equal(ti.compact(3).size, 2);
+    assert.equal(compactAll(ti, 3).size, 2);
     assert.equal(ti.size, 3);
-    const available = ti.compact(6);
+    const available = compactAll(ti, 6);
     assert.deepEqual(setView(available), ['3.0']);
     assert.equal(ti.size, 2, "'a' was deleted at 4: removed");
     assert.equal(ti.keyIndex('a'), undefined);
     assert.deepEqual(ti.range('\0', '\0', 7).keys, ['b', 'c']);
     ti.tombstone('b', rev(8));
     ti.tombstone('c', rev(9));
-    assert.equal(ti.compact(9).size, 0);
+    assert.equal(compactAll(ti, 9).size, 0);
     assert.equal(ti.size, 0);
   });
 });
@@ -408,7 +414,7 @@ describe('TreeIndex property: matches a naive model', () => {
       fc.property(historyArb, fc.nat(30), fc.array(queryArb, { minLength: 1, maxLength: 8 }), (history, c, queries) => {
         const { ti, model, lastMain } = apply(history);
         const kept = ti.keep(c);
-        const available = ti.compact(c);
+        const available = compactAll(ti, c);
 
         // The records kept: per key, the one holding its value at c (none if deleted at c).
         const want = model
@@ -439,6 +445,57 @@ describe('TreeIndex property: matches a naive model', () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('TreeIndex.compact in slices', () => {
+  /** Keys enough for several slices (`compact` asks `stop` every 256 keys). */
+  const manyKeys = (n: number): Key[] => Array.from({ length: n }, (_, i) => `k${String(i).padStart(5, '0')}`);
+
+  it('stopped after each slice, with writes between slices: the same index, kept records and answers as in one call', () => {
+    const opArb = fc.record({ key: fc.nat(1199), del: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 300, maxLength: 900 }), fc.array(opArb, { maxLength: 40 }), fc.nat(900), (history, later, cAt) => {
+        const keys = manyKeys(1200);
+        const named = history.map((txn) => txn.map((op) => ({ key: keys[op.key]!, del: op.del })));
+        const { ti, model, lastMain } = apply(named);
+        const whole = apply(named).ti;
+        const c = Math.min(cAt, lastMain);
+        const keysBefore = ti.size;
+
+        // Stop at every chance; between two calls, write one transaction of `later` to both
+        // indexes (above c, as every write after a compaction is) and compare their answers.
+        const sliced = new RevisionSet();
+        const wholeKeep = new RevisionSet();
+        let main = lastMain;
+        let slices = 0;
+        const write = (op: { key: number; del: boolean }): void => {
+          const key = keys[op.key]!;
+          main++;
+          const live = model.state(key, main) !== undefined;
+          if (op.del && !live) return;
+          for (const t of [ti, whole]) {
+            if (op.del) t.tombstone(key, rev(main));
+            else t.put(key, rev(main));
+          }
+          model.changes.push({ key, rev: rev(main), tombstone: op.del, created: rev(0), ver: 0 });
+        };
+        assert.equal(whole.compact(c, wholeKeep), undefined);
+        for (let after = ti.compact(c, sliced, undefined, () => true); after !== undefined; after = ti.compact(c, sliced, after, () => true)) {
+          slices++;
+          const op = later[slices - 1];
+          if (op) write(op);
+          for (const at of [c, main]) assert.deepEqual(ti.range('\0', '\0', at), whole.range('\0', '\0', at), `range at ${at} between slices`);
+        }
+        assert.ok(slices >= Math.floor(keysBefore / 256), `${slices} slices for ${keysBefore} keys`);
+        assert.deepEqual(setView(sliced), setView(wholeKeep));
+        assert.equal(ti.size, whole.size);
+        for (const at of [c, c + 1, main]) assert.deepEqual(ti.range('\0', '\0', at), whole.range('\0', '\0', at));
+        for (const k of keys) assert.deepEqual(ti.keyIndex(k)?.since(c), whole.keyIndex(k)?.since(c), k);
+      }),
+      // Shrinking histories this long takes minutes: report the first failure as found.
+      { numRuns: 40, endOnFailure: true },
     );
   });
 });
