@@ -242,12 +242,14 @@ function* walk(reader: PageReader, page: Buffer, offset = 0): Generator<{ key: B
 }
 
 /**
- * Calls `visit` for every entry of every top-level bucket of the bbolt database `path`, buckets
- * in name order and entries in key order (nested buckets are skipped: etcd has none). Throws
- * when the file is not a valid bbolt database (no meta page with bbolt's magic, version and
- * checksum).
+ * Every entry of every top-level bucket of the bbolt database `path`, buckets in name order and
+ * entries in key order (nested buckets are skipped: etcd has none). Pages are read from the file
+ * as the entries are taken; an entry's `key` and `value` are views of the page read for it. The
+ * file is open until the iteration ends. Throws, at the first entry
+ * taken, when the file is not a valid bbolt database (no meta page with bbolt's magic, version
+ * and checksum).
  */
-export function readBoltFile(path: string, visit: (bucket: Buffer, key: Buffer, value: Buffer) => void): void {
+export function* boltEntries(path: string): Generator<{ bucket: Buffer; key: Buffer; value: Buffer }> {
   const reader = new PageReader(path);
   try {
     let meta: { root: bigint; txid: bigint; pageSize: number } | undefined;
@@ -268,7 +270,7 @@ export function readBoltFile(path: string, visit: (bucket: Buffer, key: Buffer, 
       const root = bucket.value.readBigUInt64LE(0);
       // root 0: an inline bucket, whose page follows its 16-byte header in the value.
       const entries = root === 0n ? walk(reader, bucket.value, 16) : walk(reader, reader.page(root));
-      for (const e of entries) if (!(e.flags & BUCKET_LEAF)) visit(bucket.key, e.key, e.value);
+      for (const e of entries) if (!(e.flags & BUCKET_LEAF)) yield { bucket: bucket.key, key: e.key, value: e.value };
     }
   } finally {
     reader.close();

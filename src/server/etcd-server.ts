@@ -64,7 +64,7 @@ import { DataDirLock, DataDirLockedError, lockedFile } from './data-dir-lock.js'
 import { Errors } from './errors.js';
 import { etcdWalFiles, peerUrlsAdded, readEtcdWal, type EtcdWal } from './etcd-wal.js';
 import { Membership, verifyBootstrap } from './membership.js';
-import { alarmEntry, importEtcdSnapshot } from './snapshot.js';
+import { alarmEntry, clearImport, importEtcdSnapshot } from './snapshot.js';
 
 /** etcd's warning about a data dir's mode other than 0700 (`fileutil.CheckDirPermission`), which changes nothing. */
 function checkDataDirMode(dir: string, log: Logger): void {
@@ -127,6 +127,70 @@ const EMPTY = Buffer.alloc(0);
 /** Quota cost of a LeaseGrant (etcd `leaseOverhead`). */
 const QUOTA_LEASE_OVERHEAD = 64;
 
+/** etcd's log line for a failed log append (`log`) or LMDB commit (`backend`): fatal, as in etcd. */
+function logBackendFatal(log: Logger, err: Error, source: 'log' | 'backend'): void {
+  const error = goPathError(err);
+  if (source === 'log') log.fatal({ error, ...plog('etcdserver', 'C', `raft save state and entries error: ${error}`) }, 'failed to save Raft hard state and entries');
+  else log.fatal({ error, ...plog('mvcc/backend', 'C', `cannot commit tx (${error})`) }, 'failed to commit tx');
+}
+
+/**
+ * Opens the data dir's backend (`Backend.open`) and logs, with etcd's words, what its opening
+ * found: orphaned defragmentation files it deleted and log records a crash tore. A failed
+ * write is logged with etcd's fatal line (the server adds its own `onFatal`).
+ */
+function openBackend(config: ServerConfig, log: Logger): Backend {
+  const backend = Backend.open(config.dataDir, {
+    walDir: config.walDir || undefined,
+    batchIntervalMs: config.backendBatchIntervalMs || undefined,
+    batchLimit: config.backendBatchLimit || undefined,
+    unsafeNoFsync: config.unsafeNoFsync,
+  });
+  backend.onFatal = (err, source) => logBackendFatal(log, err, source);
+  for (const name of backend.orphanedDefrag) {
+    log.info({ path: name, ...plog('snap', 'I', `found orphaned defragmentation file; deleting: ${name}`) }, 'found orphaned defragmentation file; deleting');
+  }
+  // etcd's words when it drops a record torn by a crash (wal.Repair).
+  for (const torn of backend.repairedLog) {
+    log.info({ path: torn.file, offset: torn.offset, ...plog('wal', 'N', `repairing ${torn.file}`) }, 'repairing');
+    log.info({ error: 'unexpected EOF', ...plog('etcdserver', 'I', 'repaired WAL error (unexpected EOF)') }, 'repaired WAL');
+  }
+  return backend;
+}
+
+/** An etcd data dir's log and the last index its bbolt file holds, until `replayEtcdLog` applies the rest. */
+interface ImportedEtcdLog {
+  wal: EtcdWal;
+  applied: bigint;
+}
+
+/**
+ * On an etcd data dir (or one `etcdctl snapshot restore` made) not imported yet (no
+ * `consistent_index`): imports its bbolt file (`importEtcdSnapshot`, committed as it goes) and
+ * reads etcd's log, whose entries beyond the file `replayEtcdLog` applies, as etcd does when it
+ * restarts. What an import a crash cut short committed is cleared first (`clearImport`): the
+ * store's `consistent_index`, written with the import's last entries, says it finished.
+ * Resolves to the log, or undefined when there is nothing to import. Rejects when the bbolt
+ * file is not one or etcd's log is damaged.
+ */
+async function importEtcdDataDir(backend: Backend, config: ServerConfig, log: Logger): Promise<ImportedEtcdLog | undefined> {
+  const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');
+  if (backend.getMeta('consistent_index') !== undefined || !fs.existsSync(etcdDb)) return undefined;
+  await clearImport(backend);
+  const applied = await importEtcdSnapshot(backend, etcdDb);
+  const wal = readEtcdWal(walDirOf(config), applied);
+  if (wal.hardState) backend.putMeta('term', wal.hardState.term.toString());
+  // The member the log was written by (or `snapshot restore` made) is this member.
+  if (wal.metadata && wal.metadata.NodeID !== 0n) {
+    backend.putMeta('memberID', wal.metadata.NodeID.toString());
+    backend.putMeta('clusterID', wal.metadata.ClusterID.toString());
+    const urls = peerUrlsAdded(wal, wal.metadata.NodeID);
+    if (urls) backend.putMeta('peerURLs', JSON.stringify(urls));
+  }
+  log.info({ path: etcdDb, ...plog('etcdserver', 'I', `imported etcd's database ${etcdDb} (bbolt) into a new etcd-ts store`) }, "imported etcd's database (bbolt) into a new etcd-ts store");
+  return { wal, applied };
+}
+
 export class EtcdServer {
   readonly config: ServerConfig;
   readonly log: Logger;
@@ -165,7 +229,7 @@ export class EtcdServer {
   /** Backend bytes above which writes raise NOSPACE; Infinity = no quota. */
   private readonly quotaBytes: number;
   /** An etcd data dir's log and the last index its bbolt file holds, until `open` replays it (then undefined). */
-  private etcdLog: { wal: EtcdWal; applied: bigint } | undefined;
+  private etcdLog: ImportedEtcdLog | undefined;
   private readonly lock: DataDirLock;
   private closed = false;
   /** Settles when the running defragmentation ends; writes wait for it (set only by `defragment`). */
@@ -180,48 +244,17 @@ export class EtcdServer {
    */
   onFatal: ((err: Error) => void) | undefined;
 
-  private constructor(config: ServerConfig, log: Logger, lock: DataDirLock, initialized: boolean) {
+  private constructor(config: ServerConfig, log: Logger, lock: DataDirLock, initialized: boolean, backend: Backend, etcdLog: ImportedEtcdLog | undefined) {
     this.memberInitialized = initialized;
     this.config = config;
     this.log = log;
     this.lock = lock;
-    this.backend = Backend.open(config.dataDir, {
-      walDir: config.walDir || undefined,
-      batchIntervalMs: config.backendBatchIntervalMs || undefined,
-      batchLimit: config.backendBatchLimit || undefined,
-      unsafeNoFsync: config.unsafeNoFsync,
-    });
+    this.backend = backend;
     this.backend.onFatal = (err, source) => {
-      const error = goPathError(err);
-      if (source === 'log') log.fatal({ error, ...plog('etcdserver', 'C', `raft save state and entries error: ${error}`) }, 'failed to save Raft hard state and entries');
-      else log.fatal({ error, ...plog('mvcc/backend', 'C', `cannot commit tx (${error})`) }, 'failed to commit tx');
+      logBackendFatal(log, err, source);
       this.onFatal?.(err);
     };
-    for (const name of this.backend.orphanedDefrag) {
-      log.info({ path: name, ...plog('snap', 'I', `found orphaned defragmentation file; deleting: ${name}`) }, 'found orphaned defragmentation file; deleting');
-    }
-    // etcd's words when it drops a record torn by a crash (wal.Repair).
-    for (const torn of this.backend.repairedLog) {
-      log.info({ path: torn.file, offset: torn.offset, ...plog('wal', 'N', `repairing ${torn.file}`) }, 'repairing');
-      log.info({ error: 'unexpected EOF', ...plog('etcdserver', 'I', 'repaired WAL error (unexpected EOF)') }, 'repaired WAL');
-    }
-    // An etcd data dir (or one `etcdctl snapshot restore` made): start from its bbolt file, then
-    // apply what etcd's log holds beyond it (`open`), as etcd does when it restarts.
-    const etcdDb = path.join(config.dataDir, 'member', 'snap', 'db');
-    if (this.backend.getMeta('consistent_index') === undefined && fs.existsSync(etcdDb)) {
-      const applied = importEtcdSnapshot(this.backend, etcdDb);
-      const wal = readEtcdWal(walDirOf(config));
-      if (wal.hardState) this.backend.putMeta('term', wal.hardState.term.toString());
-      // The member the log was written by (or `snapshot restore` made) is this member.
-      if (wal.metadata && wal.metadata.NodeID !== 0n) {
-        this.backend.putMeta('memberID', wal.metadata.NodeID.toString());
-        this.backend.putMeta('clusterID', wal.metadata.ClusterID.toString());
-        const urls = peerUrlsAdded(wal, wal.metadata.NodeID);
-        if (urls) this.backend.putMeta('peerURLs', JSON.stringify(urls));
-      }
-      this.etcdLog = { wal, applied };
-      log.info({ path: etcdDb, ...plog('etcdserver', 'I', `imported etcd's database ${etcdDb} (bbolt) into a new etcd-ts store`) }, "imported etcd's database (bbolt) into a new etcd-ts store");
-    }
+    this.etcdLog = etcdLog;
     this.store = new KVStore(this.backend);
     this.store.onCompactionDone = (rev, ms) => {
       const took = formatGoDuration(ms);
@@ -299,9 +332,12 @@ export class EtcdServer {
     if (held) throw new DataDirLockedError(`data dir ${config.dataDir} is in use by etcd (it holds a lock on ${held}); stop it first`);
     const lock = DataDirLock.acquire(path.join(config.dataDir, 'member'));
     try {
-      const server = new EtcdServer(config, log, lock, initialized);
-      // In the same tick as the import the constructor queued, so that both are one record of
-      // our log: a crash leaves all of it or none, and a restart imports again.
+      const backend = openBackend(config, log);
+      const etcdLog = await importEtcdDataDir(backend, config, log);
+      const server = new EtcdServer(config, log, lock, initialized, backend, etcdLog);
+      // In the same tick as the constructor's `consistent_index`, so that both are one record
+      // of our log with the import's last entries: a crash leaves all of it or none, and a
+      // restart imports again (see `importEtcdDataDir`).
       await server.replayEtcdLog();
       await server.backend.durable();
       // Leases count from here, as etcd's from when it leads, just before it serves.
@@ -346,9 +382,8 @@ export class EtcdServer {
       this.raftIndexValue = index - 1n;
       return this.applyEtcdRequest(r, changes);
     });
-    const last = wal.entries.at(-1)?.Index ?? 0n;
-    const membersOnly = wal.entries.every((e) => e.Type !== 0);
-    this.raftIndexValue = (last > applied ? last : applied) + (membersOnly ? 3n : 2n);
+    const last = wal.lastIndex;
+    this.raftIndexValue = (last > applied ? last : applied) + (wal.normalEntries ? 2n : 3n);
     this.backend.putMeta('consistent_index', this.raftIndexValue.toString());
     const line = plog('etcdserver', 'I', `applied ${requests.length} entries of etcd's log beyond its database (raft index ${this.raftIndexValue})`);
     this.log.info({ entries: requests.length, raftIndex: this.raftIndexValue.toString(), ...line }, "applied etcd's log beyond its database");

@@ -29,16 +29,22 @@ const SECTOR_BYTES = 512;
 
 /**
  * What etcd's log holds: raft entries by index (a later entry replaces the log from its index
- * on), the last hard state, and the member and cluster IDs its files begin with (etcd's
- * `Metadata`, which is where a data dir `snapshot restore` made keeps them).
+ * on) after the index `readEtcdWal` was given, and every configuration change; the index of
+ * the log's last entry (0 when it has none) and whether any of its entries is a normal one
+ * (raft's empty entries and requests, not membership); the last hard state; and the member and
+ * cluster IDs its files begin with (etcd's `Metadata`, which is where a data dir `snapshot
+ * restore` made keeps them).
  */
 export interface EtcdWal {
   entries: RaftEntry[];
+  lastIndex: bigint;
+  normalEntries: boolean;
   hardState: RaftHardState | undefined;
   metadata: WalMetadata | undefined;
 }
 
-/** raftpb `EntryConfChange` and `ConfChangeAddNode`. */
+/** raftpb `EntryNormal`, `EntryConfChange` and `ConfChangeAddNode`. */
+const NORMAL_ENTRY = 0;
 const CONF_CHANGE_ENTRY = 1;
 const ADD_NODE = 0;
 
@@ -69,16 +75,22 @@ export function etcdWalFiles(dir: string): string[] {
 }
 
 /**
- * Reads every record of etcd's log in `dir`. A last record cut short or torn (a sector of it
- * still zeros: a crash during its write) ends the log, as etcd's decoder treats it. Throws
- * `wal: crc mismatch` (etcd's `ErrCRCMismatch` text) when a whole record's checksum does not
- * hold, and with the protobuf decoder's error when a record cannot be decoded.
+ * Reads every record of etcd's log in `dir`, keeping the entries after index `after` (those a
+ * database at that index lacks: committed entries up to it are never replaced) and the
+ * configuration changes; the others count only in `lastIndex` and `normalEntries`, so that a
+ * long log is not held in memory. A last record cut short or torn (a sector of it still zeros:
+ * a crash during its write) ends the log, as etcd's decoder treats it. Throws `wal: crc
+ * mismatch` (etcd's `ErrCRCMismatch` text) when a whole record's checksum does not hold, and
+ * with the protobuf decoder's error when a record cannot be decoded.
  */
-export function readEtcdWal(dir: string): EtcdWal {
+export function readEtcdWal(dir: string, after = -1n): EtcdWal {
   const entries: RaftEntry[] = [];
   let hardState: RaftHardState | undefined;
   let metadata: WalMetadata | undefined;
+  let lastIndex = 0n;
+  let normalBefore = false;
   let crc = 0;
+  const wal = (): EtcdWal => ({ entries, lastIndex, normalEntries: normalBefore || entries.some((e) => e.Type === NORMAL_ENTRY), hardState, metadata });
   const files = etcdWalFiles(dir);
   for (const [i, file] of files.entries()) {
     const bytes = fs.readFileSync(file);
@@ -91,13 +103,13 @@ export function readEtcdWal(dir: string): EtcdWal {
       const start = pos + 8;
       const end = start + recBytes + padBytes;
       if (recBytes >= MAX_RECORD_BYTES - padBytes) throw new Error('wal: max entry size limit exceeded');
-      if (end > bytes.length) return { entries, hardState, metadata };
+      if (end > bytes.length) return wal();
       let rec: WalRecord;
       try {
         rec = WalRecord.decode(bytes.subarray(start, start + recBytes));
         if (rec.type !== CRC_TYPE && crc32c(rec.data, crc) !== rec.crc) throw new Error('wal: crc mismatch');
       } catch (err) {
-        if (last && isTorn(bytes, start, end)) return { entries, hardState, metadata };
+        if (last && isTorn(bytes, start, end)) return wal();
         throw err;
       }
       pos = end;
@@ -108,8 +120,13 @@ export function readEtcdWal(dir: string): EtcdWal {
         crc = rec.crc;
         if (rec.type === ENTRY_TYPE) {
           const e = RaftEntry.decode(rec.data);
+          lastIndex = e.Index;
           while (entries.length > 0 && entries.at(-1)!.Index >= e.Index) entries.pop();
-          entries.push(e);
+          if (e.Index > after || e.Type === CONF_CHANGE_ENTRY) {
+            // A copy: the entry's bytes are a view of the whole file's.
+            e.Data = Buffer.from(e.Data);
+            entries.push(e);
+          } else if (e.Type === NORMAL_ENTRY) normalBefore = true;
         } else if (rec.type === STATE_TYPE) {
           hardState = RaftHardState.decode(rec.data);
         } else if (rec.type === METADATA_TYPE) {
@@ -118,7 +135,7 @@ export function readEtcdWal(dir: string): EtcdWal {
       }
     }
   }
-  return { entries, hardState, metadata };
+  return wal();
 }
 
 /** etcd's `isTornEntry`: some 512-byte sector of the frame's data in [start, end) is all zeros. */

@@ -15,7 +15,7 @@
  * Membership (`members`, `members_removed`, `cluster`) is left out: `snapshot restore` writes
  * the new cluster's own.
  */
-import { readBoltFile, writeBoltImage, type BoltSink } from '../mvcc/bolt-file.js';
+import { boltEntries, writeBoltImage, type BoltSink } from '../mvcc/bolt-file.js';
 import { BUCKETS_BY_NAME, type Backend, type BucketName } from '../mvcc/backend.js';
 import { bytesToRev, revToBytes } from '../mvcc/revision.js';
 import { AlarmMember } from '../proto/gen/rpc.gen.js';
@@ -76,20 +76,45 @@ export function writeEtcdSnapshot(backend: Backend, out: BoltSink): Promise<void
 }
 
 /**
+ * Removes what an import a crash cut short committed (see `importEtcdSnapshot`): every entry of
+ * the buckets the import fills and the compaction state it took from the file, so that the
+ * next import starts from an empty store. Entries are found by the backend's scan (LMDB and
+ * queued writes); nothing is removed from a store that has none.
+ */
+export async function clearImport(backend: Backend): Promise<void> {
+  for (const bucket of BUCKETS_BY_NAME) {
+    const names =
+      bucket === 'meta'
+        ? ['scheduledCompactRev', 'finishedCompactRev'].filter((n) => backend.getMeta(n) !== undefined).map((n) => Buffer.from(n))
+        : [...backend.range(bucket)].map(({ key }) => key);
+    for (const key of names) backend.remove(bucket, key);
+  }
+  await backend.forceCommit();
+}
+
+/** Bytes of keys and values an import queues before it commits them (see `importEtcdSnapshot`). */
+const IMPORT_CHUNK_BYTES = 64 << 20;
+
+/**
  * Loads etcd 3.4's bbolt database `file` (what `etcdctl snapshot restore` leaves at
  * `<data-dir>/member/snap/db`, or an etcd data dir's own) into an empty `backend`, converting
  * `meta` and `alarm` back to etcd-ts's forms (the compaction state; the raft index starts as a
  * fresh member's). The member ID and peer URLs are taken from the `members` bucket when it
- * holds exactly one member, so the server keeps the member `snapshot restore` made. Writes are
- * queued in the backend (readable at once, durable with its next commit). Returns the raft index of the
- * last entry the file holds (etcd's `consistent_index`; 0 when absent), from which etcd's log
- * goes on. Throws when `file` is not a bbolt database.
+ * holds exactly one member, so the server keeps the member `snapshot restore` made. Every
+ * `chunkBytes` of entries (default IMPORT_CHUNK_BYTES) are committed (log and LMDB) before more are read, so that
+ * memory stays bounded whatever the file's size; the last entries are left queued (readable at
+ * once, durable with the backend's next commit). The caller marks the import finished
+ * (`consistent_index`) with the last of them: a crash before that leaves a store with no
+ * `consistent_index`, which the next start clears and imports again. Resolves to the raft
+ * index of the last entry the file holds (etcd's `consistent_index`; 0 when absent), from which
+ * etcd's log goes on. Rejects when `file` is not a bbolt database.
  */
-export function importEtcdSnapshot(backend: Backend, file: string): bigint {
+export async function importEtcdSnapshot(backend: Backend, file: string, chunkBytes = IMPORT_CHUNK_BYTES): Promise<bigint> {
   let consistentIndex = 0n;
   const ours = new Set<string>(BUCKETS_BY_NAME);
   const members: { id: string; peerURLs: string[] | undefined }[] = [];
-  readBoltFile(file, (bucketName, key, value) => {
+  let queued = 0;
+  for (const { bucket: bucketName, key, value } of boltEntries(file)) {
     const bucket = bucketName.toString();
     if (bucket === 'members') members.push({ id: key.toString(), peerURLs: (JSON.parse(value.toString()) as { peerURLs?: string[] }).peerURLs });
     else if (bucket === 'meta') {
@@ -100,8 +125,13 @@ export function importEtcdSnapshot(backend: Backend, file: string): bigint {
       backend.put('alarm', ...alarmEntry(AlarmMember.decode(key)));
     } else if (ours.has(bucket)) {
       backend.put(bucket as BucketName, Buffer.from(key), Buffer.from(value));
+      queued += key.length + value.length;
+      if (queued >= chunkBytes) {
+        await backend.forceCommit();
+        queued = 0;
+      }
     }
-  });
+  }
   if (members.length === 1) {
     backend.putMeta('memberID', BigInt(`0x${members[0]!.id}`).toString());
     if (members[0]!.peerURLs) backend.putMeta('peerURLs', JSON.stringify(members[0]!.peerURLs));

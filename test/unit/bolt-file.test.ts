@@ -8,7 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { readBoltFile, writeBoltImage, type BoltBucket } from '../../src/mvcc/bolt-file.js';
+import { Backend } from '../../src/mvcc/backend.js';
+import { boltEntries, writeBoltImage, type BoltBucket } from '../../src/mvcc/bolt-file.js';
+import { revToBytes } from '../../src/mvcc/revision.js';
+import { importEtcdSnapshot } from '../../src/server/snapshot.js';
 
 type Entry = [string, string];
 
@@ -50,7 +53,7 @@ describe('bbolt files', () => {
           await writeBoltFile(file, buckets);
           assert.equal(statSync(file).size % 4096, 0);
           const read = new Map<string, Entry[]>(bucketNames.map((n) => [n, []]));
-          readBoltFile(file, (b, k, v) => read.get(b.toString())!.push([k.toString('hex'), v.toString('hex')]));
+          for (const { bucket: b, key: k, value: v } of boltEntries(file)) read.get(b.toString())!.push([k.toString('hex'), v.toString('hex')]);
           for (const b of buckets) {
             assert.deepEqual(read.get(b.name.toString()), b.entries.map(([k, v]) => [k.toString('hex'), v.toString('hex')]));
           }
@@ -70,10 +73,10 @@ describe('bbolt files', () => {
       const entries = Array.from({ length: 4000 }, (_, i) => [Buffer.from(`key/${String(i).padStart(6, '0')}`), Buffer.alloc(350, i % 251)] as [Buffer, Buffer]);
       await writeBoltFile(file, [{ name: Buffer.from('key'), entries }, { name: Buffer.from('meta'), entries: [] }]);
       const read: [Buffer, Buffer][] = [];
-      readBoltFile(file, (b, k, v) => {
+      for (const { bucket: b, key: k, value: v } of boltEntries(file)) {
         assert.equal(b.toString(), 'key');
         read.push([k, v]);
-      });
+      }
       assert.deepEqual(read, entries);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -85,7 +88,48 @@ describe('bbolt files', () => {
     try {
       const file = join(dir, 'not-bolt');
       writeFileSync(file, Buffer.alloc(8192, 1));
-      assert.throws(() => readBoltFile(file, () => {}), /is not a bbolt database/);
+      assert.throws(() => [...boltEntries(file)], /is not a bbolt database/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('importEtcdSnapshot', () => {
+  it('commits the entries as it reads them, every chunk of bytes, and leaves every one in the store', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bolt-import-'));
+    try {
+      const file = join(dir, 'db');
+      const keys = Array.from({ length: 3000 }, (_, i) => [revToBytes({ main: i + 2, sub: 0 }), Buffer.alloc(350, i % 251)] as [Buffer, Buffer]);
+      const index = Buffer.alloc(8);
+      index.writeBigUInt64BE(42n);
+      await writeBoltFile(file, [
+        { name: Buffer.from('key'), entries: keys },
+        { name: Buffer.from('lease'), entries: [[Buffer.from('lease-1'), Buffer.from('l')]] },
+        { name: Buffer.from('meta'), entries: [[Buffer.from('consistent_index'), index], [Buffer.from('scheduledCompactRev'), revToBytes({ main: 9, sub: 0 })]] },
+      ]);
+      const backend = Backend.open(join(dir, 'data'));
+      let commits = 0;
+      const forceCommit = backend.forceCommit.bind(backend);
+      backend.forceCommit = () => {
+        commits++;
+        return forceCommit();
+      };
+      assert.equal(await importEtcdSnapshot(backend, file, 64 << 10), 42n);
+      // ~1 MB of entries in chunks of 64 KiB: committed as they were read.
+      assert.ok(commits >= 15, `${commits} commits`);
+      await backend.close();
+      const reopened = Backend.open(join(dir, 'data'));
+      try {
+        assert.deepEqual(
+          [...reopened.range('key')].map(({ key, value }) => [key.toString('hex'), value.toString('hex')]),
+          keys.map(([k, v]) => [k.toString('hex'), v.toString('hex')]),
+        );
+        assert.deepEqual([...reopened.range('lease')].map(({ key }) => key.toString()), ['lease-1']);
+        assert.equal(reopened.getMeta('scheduledCompactRev'), '9');
+      } finally {
+        await reopened.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

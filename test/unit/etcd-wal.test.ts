@@ -104,6 +104,23 @@ describe('readEtcdWal', () => {
 
   it('no log: no entries', (t) => {
     const dir = tmpWalDir(t);
-    assert.deepEqual(readEtcdWal(path.join(dir, 'missing')), { entries: [], hardState: undefined, metadata: undefined });
+    assert.deepEqual(readEtcdWal(path.join(dir, 'missing')), { entries: [], lastIndex: 0n, normalEntries: false, hardState: undefined, metadata: undefined });
+  });
+
+  it('keeps the entries after the index it is given and the configuration changes; the others count in lastIndex and normalEntries', (t) => {
+    const dir = tmpWalDir(t);
+    const confChange = (index: number) => Buffer.from(RaftEntry.encode({ Type: 1, Term: 1n, Index: BigInt(index), Data: Buffer.from([0x08, 0x01]) }).finish());
+    const w = new WalWriter().record(2n, confChange(1)).entry(2, 1).entry(3, 1).entry(4, 1).entry(5, 2).state(2, 5);
+    w.flush(path.join(dir, '0000000000000000-0000000000000000.wal'));
+    const wal = readEtcdWal(dir, 3n);
+    assert.deepEqual(wal.entries.map((e) => [Number(e.Index), e.Type]), [[1, 1], [4, 0], [5, 0]]);
+    assert.equal(wal.lastIndex, 5n);
+    assert.equal(wal.normalEntries, true);
+    assert.deepEqual(readEtcdWal(dir, 5n).entries.map((e) => Number(e.Index)), [1]);
+    assert.equal(readEtcdWal(dir, 5n).normalEntries, true, 'normal entries at or before the index count');
+    assert.equal(readEtcdWal(dir, 5n).lastIndex, 5n);
+    // A log of configuration changes only (what `snapshot restore` writes).
+    new WalWriter().record(2n, confChange(1)).record(2n, confChange(2)).flush(path.join(dir, '0000000000000000-0000000000000000.wal'));
+    assert.deepEqual([readEtcdWal(dir, 2n).normalEntries, readEtcdWal(dir, 2n).lastIndex], [false, 2n]);
   });
 });
