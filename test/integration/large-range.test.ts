@@ -10,9 +10,12 @@ import { RangeRequest, RangeRequest_SortOrder, TxnRequest } from '../../src/prot
 import type { RunningServer } from '../../src/server/embed.js';
 import { EmbeddedServer } from '../helpers/watch-client.js';
 
-/** About 60 MB: far more than one 10 ms slice, one 1 MiB buffer or one flush. */
-const KEYS = 3000;
-const VALUE_BYTES = 20_000;
+/**
+ * About 60 MB, in records enough that reading them takes several 10 ms slices on any machine
+ * (3,000 of 20 KB were once copied within one); far more than one 1 MiB buffer or one flush.
+ */
+const KEYS = 12_000;
+const VALUE_BYTES = 5_000;
 
 function keyOf(i: number): string {
   return `big/${String(i).padStart(5, '0')}`;
