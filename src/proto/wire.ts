@@ -196,10 +196,73 @@ export class RecordFields {
     this.bytes += size;
   }
 
+  /**
+   * Copies the stored mvccpb.KeyValue `record` in as one field without its value (field 5), as
+   * etcd marshals a keys-only KeyValue (an empty value is not written); `record` may change
+   * once this returns.
+   */
+  addKeyOnly(record: Uint8Array): void {
+    const [from, to] = valueFieldSpan(record);
+    if (from === to) {
+      this.add(record);
+      return;
+    }
+    const n = record.length - (to - from);
+    const size = 1 + varintSize(n) + n;
+    if (this.at + size > this.slab.length) {
+      if (this.at > 0) this.filled.push(this.slab.subarray(0, this.at));
+      this.slab = Buffer.allocUnsafe(Math.max(FIELD_SLAB_BYTES, size));
+      this.at = 0;
+    }
+    const out = this.slab;
+    let at = this.at;
+    out[at++] = (this.field << 3) | 2;
+    let v = n;
+    for (; v >= 0x80; v >>>= 7) out[at++] = (v & 0x7f) | 0x80;
+    out[at++] = v;
+    out.set(record.subarray(0, from), at);
+    out.set(record.subarray(to), at + from);
+    this.at = at + n;
+    this.bytes += size;
+  }
+
   /** The fields written, as buffers to send in order. */
   parts(): Buffer[] {
     return this.at === 0 ? [...this.filled] : [...this.filled, this.slab.subarray(0, this.at)];
   }
+}
+
+/**
+ * Where the value (field 5) of the marshalled mvccpb.KeyValue `record` lies: [start, end) of its
+ * tag, length and bytes; [0, 0] when the record has none (an empty value is not written).
+ * KeyValue's fields are varints and byte strings only.
+ * @throws Error for a field of another wire type (not a KeyValue).
+ */
+function valueFieldSpan(record: Uint8Array): [number, number] {
+  // Tags and lengths are below 2^31; a varint field's value is skipped, whatever its size.
+  const small = (at: number): [value: number, next: number] => {
+    let value = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = record[at++]!;
+      value |= (b & 0x7f) << shift;
+      if (b < 0x80 || at >= record.length) return [value, at];
+    }
+  };
+  for (let at = 0; at < record.length; ) {
+    const start = at;
+    const [tag, next] = small(at);
+    at = next;
+    if ((tag & 7) === 0) {
+      while (record[at++]! >= 0x80 && at < record.length);
+    } else if ((tag & 7) === 2) {
+      const [length, body] = small(at);
+      at = body + length;
+      if (tag >>> 3 === 5) return [start, at];
+    } else {
+      throw new Error(`wire: a stored KeyValue has a field of wire type ${tag & 7}`);
+    }
+  }
+  return [0, 0];
 }
 
 /** Bytes of a varint of `n` (a non-negative integer below 2^31). */

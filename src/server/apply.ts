@@ -195,7 +195,8 @@ function readRange(view: ReadView, r: RangeRequest, records: boolean): RangeResu
  * `applyRange` for an answer that `marshalRangeResponse` encodes, its records read in slices
  * (`StoredRecords.read`) so that a large answer does not hold the thread; it is then a promise
  * that resolves once they are all read. An answer whose KeyValues go out as stored (no filter,
- * no sort but by key, not keys only) carries them as `kvFields`, copied from their records;
+ * no sort but by key; keys only drops each record's value field) carries them as `kvFields`,
+ * copied from their records;
  * otherwise the records are decoded, slice by slice, then filtered and sorted at once. A count
  * only is answered at once. `cancelled` (the call's) stops the reading between slices: the
  * promise then rejects.
@@ -204,7 +205,7 @@ export function applyRangeEncoded(view: ReadView, r: RangeRequest, cancelled?: (
   if (r.countOnly) return applyRange(view, r);
   const rr = readRange(view, r, true);
   const records = rr.records!;
-  const asStored = !isFiltered(r) && !r.keysOnly && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
+  const asStored = !isFiltered(r) && r.sortOrder === RangeRequest_SortOrder.NONE && r.sortTarget === RangeRequest_SortTarget.KEY;
   if (!asStored) {
     const kvs: KeyValue[] = [];
     // A record is handed over in place: the KeyValue's key and value need bytes of their own.
@@ -215,7 +216,8 @@ export function applyRangeEncoded(view: ReadView, r: RangeRequest, cancelled?: (
   const more = want > 0 && records.length > want;
   const fields = new RecordFields(2);
   const answer = (): EncodedRangeResponse => ({ header: revHeader(rr.rev), kvs: [], kvFields: fields.parts(), more, count: BigInt(rr.count) });
-  const reading = records.read((record) => fields.add(record), more ? want : records.length, cancelled);
+  const add = r.keysOnly ? (record: Buffer) => fields.addKeyOnly(record) : (record: Buffer) => fields.add(record);
+  const reading = records.read(add, more ? want : records.length, cancelled);
   return reading ? reading.then(answer) : answer();
 }
 
