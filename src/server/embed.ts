@@ -20,8 +20,8 @@ import { addLockService } from './grpc/lock-service.js';
 import { checkRequests } from './grpc/malformed.js';
 import { addMaintenanceService } from './grpc/maintenance-service.js';
 import { addWatchService } from './grpc/watch-service.js';
-import { gatewayHandler, gatewayWebSocket } from './http/gateway.js';
-import { httpHandler, upgradeHandler } from './http/handlers.js';
+import type { GatewayHandler } from './http/gateway.js';
+import { httpHandler, upgradeHandler, type WebSocketHandler } from './http/handlers.js';
 import { bindUrls, type BoundUrls } from './bind.js';
 import { bindUrl, type BoundListener, type ClientListener } from './listener.js';
 import { ServerMetrics } from './metrics.js';
@@ -56,6 +56,26 @@ class InstrumentedGrpcServer extends GrpcServer {
     // in etcd, whose interceptors run after the request is decoded; their bytes are counted.
     super.addService(this.metrics.countBytes(checkRequests(service)), this.metrics.instrument(service, implementation as UntypedServiceImplementation));
   }
+}
+
+/**
+ * The gateway of one client listener (`gatewayHandler` and `gatewayWebSocket`), loaded on its
+ * first request: its module, @bufbuild/protobuf, ws and the routes it builds from the descriptor
+ * set were ~70 ms of a start's CPU, before any client is served (ARCHITECTURE, "Startup").
+ * Requests that arrive while it loads wait for it, in their order.
+ */
+function lazyGateway(grpc: GrpcServer, maxStreams: number): { http: GatewayHandler; webSocket: WebSocketHandler } {
+  let loaded: { http: GatewayHandler; webSocket: WebSocketHandler } | undefined;
+  let loading: Promise<NonNullable<typeof loaded>> | undefined;
+  const load = () =>
+    (loading ??= import('./http/gateway.js').then(({ gatewayHandler, gatewayWebSocket }) => {
+      const http = gatewayHandler(grpc, maxStreams);
+      return (loaded = { http, webSocket: gatewayWebSocket(http) });
+    }));
+  return {
+    http: (req, res, path) => (loaded ? loaded.http(req, res, path) : void load().then((g) => g.http(req, res, path))),
+    webSocket: (req, socket, head, path) => (loaded ? loaded.webSocket(req, socket, head, path) : void load().then((g) => g.webSocket(req, socket, head, path))),
+  };
 }
 
 /**
@@ -102,8 +122,8 @@ export async function startEtcd(config: ServerConfig, log: Logger, bound?: Bound
     // A gateway per client listener: etcd's is a gRPC client of its own listener, whose stream
     // limit it shares (see gatewayHandler).
     const clientRoutes = () => {
-      const gateway = config.enableGrpcGateway ? gatewayHandler(services, config.maxConcurrentStreams) : undefined;
-      return { grpc: services, http: httpHandler(server, serverMetrics, { gateway, access }), upgrade: gateway && upgradeHandler(gatewayWebSocket(gateway)) };
+      const gateway = config.enableGrpcGateway ? lazyGateway(services, config.maxConcurrentStreams) : undefined;
+      return { grpc: services, http: httpHandler(server, serverMetrics, { gateway: gateway?.http, access }), upgrade: gateway && upgradeHandler(gateway.webSocket) };
     };
     // etcd serves the gRPC API on its peer URLs too, next to its peer HTTP endpoints.
     const peerHttp = peerHandler(server, advertised);

@@ -9,7 +9,8 @@ import { createFileRegistry, fromBinary, fromJson, toBinary } from '@bufbuild/pr
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import fc from 'fast-check';
 import { DESCRIPTOR_SET_BASE64 } from '../../src/proto/gen/descriptor-set.gen.js';
-import { decodeRequestMessage, decodeStdBase64, readJsonValues, type RawJson } from '../../src/server/http/jsonpb.js';
+import { readJsonValues, type RawJson } from '../../src/server/http/go-json.js';
+import { decodeRequestMessage, decodeStdBase64 } from '../../src/server/http/jsonpb.js';
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, Buffer.from(DESCRIPTOR_SET_BASE64, 'base64')));
 const RangeRequest = registry.getMessage('etcdserverpb.RangeRequest')!;

@@ -28,14 +28,15 @@
 import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type http from 'node:http';
-import { Readable, type Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createFileRegistry, fromBinary, fromJson, toBinary, type DescMessage, type Message } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { DESCRIPTOR_SET_BASE64 } from '../../proto/gen/descriptor-set.gen.js';
-import { httpError, reply } from './handlers.js';
-import { decodeRequestMessage, JsonDecodeError, JsonNilMessage, readJsonValues, type RawJson } from './jsonpb.js';
+import { httpError, reply, type WebSocketHandler } from './handlers.js';
+import { JsonDecodeError, readJsonValues, type RawJson } from './go-json.js';
+import { decodeRequestMessage, JsonNilMessage } from './jsonpb.js';
 import { jsonMessageWriter } from './jsonpb-encode.js';
 import type { HeaderField, StreamListener } from '../transport/h2-connection.js';
 import { type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
@@ -581,7 +582,7 @@ class WebSocketResponse extends EventEmitter {
  * Referer are passed on; `Sec-WebSocket-Protocol: Bearer, <token>` and a `token` cookie become
  * `Authorization: Bearer <token>`.
  */
-export function gatewayWebSocket(gateway: GatewayHandler): (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void {
+export function gatewayWebSocket(gateway: GatewayHandler): WebSocketHandler {
   // The proxy's answer names a subprotocol only when the offer starts with `Bearer`: then `Bearer`.
   const wss = new WebSocketServer({
     noServer: true,

@@ -28,7 +28,7 @@ import type { ServerMetrics } from '../metrics.js';
 import type { GatewayHandler } from './gateway.js';
 import { verifiedCommonName } from '../transport/grpc-server.js';
 import { splitHostPort } from '../../cli/flags.js';
-import { readJsonValues } from './jsonpb.js';
+import { readJsonValues } from './go-json.js';
 import { goRefusal } from '../listener.js';
 import { parseCapnslogLevel, plog, setCapnslogLevel } from '../../logger.js';
 
@@ -267,15 +267,16 @@ function gatewayPath(pathname: string): string {
   return pathname.startsWith('/v3beta/') ? `/v3/${pathname.slice('/v3beta/'.length)}` : pathname;
 }
 
+/** Serves a WebSocket upgrade request to the gateway's `path` (see `gatewayWebSocket`). */
+export type WebSocketHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void;
+
 /**
  * The handler of HTTP/1.1 upgrade requests: a WebSocket upgrade to a `/v3/` path goes to
  * `webSocket` (the gateway over WebSockets) and the handler returns true; for any other it
  * returns false, and the listener serves the request as a plain one, as Go's server does (it
  * ignores `Upgrade: h2c`, for one).
  */
-export function upgradeHandler(
-  webSocket: (req: http.IncomingMessage, socket: Duplex, head: Buffer, path: string) => void,
-): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean {
+export function upgradeHandler(webSocket: WebSocketHandler): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean {
   return (req, socket, head) => {
     const target = requestTarget(req);
     const path = target && gatewayPath(target.pathname);

@@ -39,7 +39,7 @@ import { promoteFailureReason } from '../membership.js';
 import { promoteMember, toMember } from '../grpc/cluster-service.js';
 import { hashByRev } from '../grpc/maintenance-service.js';
 import { allowMethod, badRequest, cleanPath, httpError, redirect, reply, requestTarget, serveVersion } from './handlers.js';
-import { readJsonValues } from './jsonpb.js';
+import { readJsonValues } from './go-json.js';
 
 /** rafthttp `connReadLimitByte`: how much of a pipeline message is read. */
 const RAFT_MESSAGE_READ_LIMIT = 64 * 1024;
