@@ -335,33 +335,67 @@ export class Backend {
    * it synchronously: an LMDB commit in between would be read twice or not at all.
    */
   range(bucket: BucketName, start?: Buffer, end?: Buffer): Generator<{ key: Buffer; value: Buffer }> {
-    return this.merged(bucket, this.bucket(bucket).getRange({ start, end }), start, end, (v) => v);
+    return this.merged(bucket, this.bucket(bucket).getRange({ start, end }), start, end);
   }
 
   /**
-   * `range` with each value read through `decode`, which LMDB hands the value's bytes in place
-   * (no copy: a third of a restart's scan of every revision went to copying them). `decode` must
-   * not keep its argument past the call. For one-off scans: each call opens a database handle.
+   * Every entry of `bucket` in key order, queued writes included (as `range`), for a scan of a
+   * whole bucket that makes nothing per entry (the restart's rebuild of the index: a Buffer for
+   * each key and value was a fifth of it, see ARCHITECTURE "Startup"). Each entry's key goes to
+   * `readKey` as the bytes `bytes[start, end)`, then its value to `readValue`: lmdb-js's own
+   * buffers, which the next entry overwrites (the value's is larger than the value; its `length`
+   * property alone is the value's, as with `getInPlace`), or a queued write's. Neither may be
+   * kept past the call. For one-off scans: each call opens a database handle.
    */
-  rangeDecoded<T>(bucket: BucketName, decode: (value: Buffer) => T, start?: Buffer, end?: Buffer): Generator<{ key: Buffer; value: T }> {
-    // lmdb-js takes `encoder` for any database (its README's database options); its types list
-    // it only among the root's. It passes decode its reused read buffer and the value's size.
+  scanInPlace(bucket: BucketName, readKey: (bytes: Buffer, start: number, end: number) => void, readValue: (value: Buffer) => void): void {
+    const m = this.overlay.get(bucket);
+    const queued = m === undefined ? [] : [...m.values()].sort((a, b) => Buffer.compare(a.key, b.key));
+    let next = 0;
+    /** Whether a queued write replaces the stored entry whose key was read last (its value is then not read). */
+    let replaced = false;
+    const readQueued = (e: OverlayEntry): void => {
+      if (e.value === undefined) return;
+      readKey(e.key, 0, e.key.length);
+      readValue(e.value);
+    };
+    // lmdb-js takes `encoder` and `keyEncoder` for any database (its README's database options);
+    // its types list them only among the root's. It reads an entry's key, then its value.
     const options: DatabaseOptions & RootDatabaseOptions & { name: string } = {
       name: bucket,
-      keyEncoding: 'binary',
+      keyEncoder: {
+        writeKey: (key: Buffer, target: Uint8Array, start: number) => {
+          target.set(key, start);
+          return start + key.length;
+        },
+        readKey: (bytes: Buffer, start: number, end: number) => {
+          let c = -1;
+          for (; next < queued.length && (c = queued[next]!.key.compare(bytes, start, end)) < 0; next++) readQueued(queued[next]!);
+          replaced = next < queued.length && c === 0;
+          if (replaced) readQueued(queued[next++]!);
+          else readKey(bytes, start, end);
+          return null;
+        },
+      },
       encoder: {
         encode: () => {
-          throw new Error(`backend: rangeDecoded's handle of ${bucket} is read-only`);
+          throw new Error(`backend: scanInPlace's handle of ${bucket} is read-only`);
         },
-        decode: (b: Uint8Array, size: number) => decode(Buffer.from(b.buffer, b.byteOffset, size)),
+        decode: (value: Buffer) => {
+          if (!replaced) readValue(value);
+          return null;
+        },
       },
     };
-    const db = this.env.openDB<T, Buffer>(options);
-    return this.merged(bucket, db.getRange({ start, end }), start, end, decode);
+    // From the least key (LMDB keys are never empty): without a start, lmdb-js would begin at its
+    // own encoding's first key, which this key encoder cannot write.
+    for (const _entry of this.env.openDB<null, Buffer>(options).getRange({ start: Buffer.alloc(1) })) {
+      // The key encoder and the decoder above read the entry.
+    }
+    for (; next < queued.length; next++) readQueued(queued[next]!);
   }
 
-  /** LMDB's `stored` entries of `bucket` merged with its queued writes in `[start, end)`, whose values go through `fromQueued`. */
-  private *merged<T>(bucket: BucketName, stored: Iterable<{ key: Buffer; value: T }>, start: Buffer | undefined, end: Buffer | undefined, fromQueued: (value: Buffer) => T): Generator<{ key: Buffer; value: T }> {
+  /** LMDB's `stored` entries of `bucket` merged with its queued writes in `[start, end)`. */
+  private *merged(bucket: BucketName, stored: Iterable<{ key: Buffer; value: Buffer }>, start: Buffer | undefined, end: Buffer | undefined): Generator<{ key: Buffer; value: Buffer }> {
     const m = this.overlay.get(bucket);
     if (m === undefined || m.size === 0) {
       for (const { key, value } of stored) yield { key, value };
@@ -378,18 +412,18 @@ export class Backend {
       let c = -1;
       for (; i < queued.length && (c = Buffer.compare(queued[i]!.key, key)) < 0; i++) {
         const e = queued[i]!;
-        if (e.value) yield { key: e.key, value: fromQueued(e.value) };
+        if (e.value) yield { key: e.key, value: e.value };
       }
       if (i < queued.length && c === 0) {
         const e = queued[i++]!;
-        if (e.value) yield { key: e.key, value: fromQueued(e.value) };
+        if (e.value) yield { key: e.key, value: e.value };
       } else {
         yield { key, value: entry.value };
       }
     }
     for (; i < queued.length; i++) {
       const e = queued[i]!;
-      if (e.value) yield { key: e.key, value: fromQueued(e.value) };
+      if (e.value) yield { key: e.key, value: e.value };
     }
   }
 

@@ -25,7 +25,7 @@ import type { KeyValue } from '../proto/gen/kv.gen.js';
 import { marshalKeyValue, readKeyValueHead, unmarshalKeyValue } from '../proto/wire.js';
 import { Backend } from './backend.js';
 import { type Key, keyToBytes } from './key.js';
-import { type Revision, bytesToRev, isTombstone, revToBytes } from './revision.js';
+import { type Revision, bytesToRev, isTombstone, isTombstoneAt, mainRevAt, revToBytes, subRevAt } from './revision.js';
 import { TreeIndex, RevisionSet } from './tree-index.js';
 
 /** Thrown for a read below the compacted revision (etcd `mvcc.ErrCompacted`). */
@@ -552,17 +552,28 @@ export class KVStore {
     const finished = Number(this.backend.getMeta('finishedCompactRev') ?? -1);
     const scheduled = Number(this.backend.getMeta('scheduledCompactRev') ?? -1);
     this.compactMainRev = finished;
-    let rev = 1;
+    // The record being read (its key's revision is read in place, then its value); after the
+    // scan, the last one's.
+    let main = 1;
+    let sub = 0;
+    let tombstone = false;
     const restore = this.index.restorer();
-    for (const { key: rk, value: kv } of this.backend.rangeDecoded('key', readKeyValueHead)) {
-      const r = bytesToRev(rk);
-      const tombstone = isTombstone(rk);
-      restore(kv.key, r, tombstone, kv.createRevision, kv.version);
-      if (!tombstone && kv.lease !== 0n) this.keyToLease.set(kv.key, kv.lease);
-      else this.keyToLease.delete(kv.key);
-      rev = r.main;
-    }
-    this.currentRev = Math.max(rev, this.compactMainRev, 1);
+    this.backend.scanInPlace(
+      'key',
+      (bytes, start, end) => {
+        main = mainRevAt(bytes, start);
+        sub = subRevAt(bytes, start);
+        tombstone = isTombstoneAt(bytes, start, end);
+      },
+      (value) => {
+        const kv = readKeyValueHead(value);
+        restore.add(kv.key, main, sub, tombstone, kv.createRevision, kv.version);
+        if (!tombstone && kv.lease !== 0n) this.keyToLease.set(kv.key, kv.lease);
+        else this.keyToLease.delete(kv.key);
+      },
+    );
+    restore.flush();
+    this.currentRev = Math.max(main, this.compactMainRev, 1);
     this.publishedRevValue = this.currentRev;
     if (scheduled > this.compactMainRev) {
       const keep = new RevisionSet();

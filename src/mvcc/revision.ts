@@ -43,6 +43,24 @@ export function bytesToRev(b: Uint8Array): Revision {
   return { main: Number(buf.readBigUInt64BE(0)), sub: Number(buf.readBigUInt64BE(9)) };
 }
 
+/**
+ * The main revision of the backend key at `b[start…]`, as `bytesToRev` reads it but with no
+ * Revision nor BigInt made (for the restart's scan of every record, see `Backend.scanInPlace`).
+ */
+export function mainRevAt(b: Buffer, start: number): number {
+  return b.readUInt32BE(start) * 2 ** 32 + b.readUInt32BE(start + 4);
+}
+
+/** The sub revision of the backend key at `b[start…]` (see `mainRevAt`). */
+export function subRevAt(b: Buffer, start: number): number {
+  return b.readUInt32BE(start + 9) * 2 ** 32 + b.readUInt32BE(start + 13);
+}
+
+/** `isTombstone` of the backend key `b[start, end)`. */
+export function isTombstoneAt(b: Uint8Array, start: number, end: number): boolean {
+  return end - start === MARKED_REV_BYTES_LEN && b[start + 17] === TOMBSTONE_MARK;
+}
+
 /** True when a backend key carries the tombstone mark (etcd `isTombstone`). */
 export function isTombstone(b: Uint8Array): boolean {
   return b.length === MARKED_REV_BYTES_LEN && b[17] === TOMBSTONE_MARK;

@@ -12,6 +12,7 @@
  * a caller sees each method's effect as atomic.
  */
 import sortedBtree from 'sorted-btree';
+import { bulkLoad } from 'sorted-btree/extended/bulkLoad.js';
 import { compareRev, type Revision } from './revision.js';
 import type { Key } from './key.js';
 import { KeyIndex, RevisionNotFoundError, RevisionSet, type IndexGetResult } from './key-index.js';
@@ -43,10 +44,21 @@ const COMPACT_STOP_KEYS = 256;
 /** Keys whose keyIndex a `restorer` keeps at hand (etcd's `restoreChunkKeys` is 10,000). */
 const RESTORE_CACHE_KEYS = 1 << 20;
 
+/** Rebuilds a TreeIndex from the backend's records (see `TreeIndex.restorer`). */
+export interface IndexRestorer {
+  /** Feeds the next record, in revision order. */
+  add(key: Key, main: number, sub: number, tombstone: boolean, created: number, ver: number): void;
+  /** Puts the keyIndexes made so far into the tree; the index is complete once the last record is fed and flushed. */
+  flush(): void;
+}
+
 /** The in-memory MVCC index (etcd `treeIndex`): key → keyIndex in a B+ tree ordered bytewise. */
 export class TreeIndex {
-  /** Every key with indexed history → its keyIndex; never holds an empty keyIndex after `compact`. */
-  private readonly tree: BTree<Key, KeyIndex> = new BTree<Key, KeyIndex>(undefined, compareKeys);
+  /**
+   * Every key with indexed history → its keyIndex; never holds an empty keyIndex after `compact`.
+   * Replaced only by a restorer's first flush into it while empty.
+   */
+  private tree: BTree<Key, KeyIndex> = new BTree<Key, KeyIndex>(undefined, compareKeys);
 
   /** Number of keys in the index, deleted-but-not-yet-compacted keys included. */
   get size(): number {
@@ -85,49 +97,70 @@ export class TreeIndex {
   }
 
   /**
-   * Rebuilds the index at startup (etcd `restoreIntoIndex`). The returned function is fed every
-   * backend record in revision order: `rev` is the record's revision, `tombstone` its mark,
-   * `created` and `ver` its create_revision and version.
+   * Rebuilds the index at startup (etcd `restoreIntoIndex`). The restorer's `add` is fed every
+   * backend record in revision order: `main` and `sub` are the record's revision, `tombstone` its
+   * mark, `created` and `ver` its create_revision and version.
    * - a put of a key not in the index creates its keyIndex: from the record alone when `ver` > 1
    *   (its earlier revisions were compacted away: one generation created at `{created, 0}`, at
    *   version `ver`), else as a first put;
-   * - a put of a key in the index is recorded at `rev`;
+   * - a put of a key in the index is recorded at its revision;
    * - a tombstone ends the key's live generation; one of a key not live (its put compacted away,
    *   a tombstone kept at the compacted revision for watchers, see etcd #18089) is skipped.
-   * Like etcd's `kiCache`, the function keeps the keyIndexes it made in a hash map, so that most
+   * Like etcd's `kiCache`, the restorer keeps the keyIndexes it made in a hash map, so that most
    * records skip the B-tree's lookup (a third of a restart's time before); the map goes with the
-   * function.
+   * restorer. The keyIndexes it makes join the tree at `flush`, in key order: into an empty tree
+   * (a start) at once, as sorted-btree's `bulkLoad` builds a tree from sorted entries, 2-5 times
+   * faster than inserting them one by one in revision order (ARCHITECTURE, "Startup").
    * @throws Error if a record's revision is not after the key's last change.
    */
-  restorer(): (key: Key, rev: Revision, tombstone: boolean, created: number, ver: number) => void {
+  restorer(): IndexRestorer {
     let cache = new Map<Key, KeyIndex>();
-    // True while the cache holds every keyIndex of the tree: a miss is then a new key.
+    // True while the cache holds every keyIndex of the tree and of `made`: a miss is then a new key.
     let complete = this.tree.size === 0;
-    return (key, rev, tombstone, created, ver) => {
+    /** The keyIndexes made since the last flush, not in the tree yet. */
+    let made: KeyIndex[] = [];
+    const flush = (): void => {
+      if (made.length === 0) return;
+      made.sort((a, b) => compareKeys(a.key, b.key));
+      if (this.tree.size === 0) {
+        this.tree = bulkLoad(
+          made.map((ki) => ki.key),
+          made,
+          this.tree.maxNodeSize,
+          compareKeys,
+        );
+      } else {
+        for (const ki of made) this.tree.set(ki.key, ki);
+      }
+      made = [];
+    };
+    const add = (key: Key, main: number, sub: number, tombstone: boolean, created: number, ver: number): void => {
       let ki = cache.get(key);
       if (ki === undefined && !complete) {
         ki = this.tree.get(key);
         if (ki !== undefined) cache.set(key, ki);
       }
       if (tombstone) {
-        if (ki?.get(rev.main) !== undefined) ki.tombstone(rev.main, rev.sub);
+        if (ki?.get(main) !== undefined) ki.tombstone(main, sub);
         return;
       }
       if (ki !== undefined) {
-        ki.put(rev.main, rev.sub);
+        ki.put(main, sub);
         return;
       }
-      const made = new KeyIndex(key);
-      if (ver > 1) made.restore({ main: created, sub: 0 }, rev, ver);
-      else made.put(rev.main, rev.sub);
-      this.tree.set(key, made);
+      const k = new KeyIndex(key);
+      if (ver > 1) k.restore({ main: created, sub: 0 }, { main, sub }, ver);
+      else k.put(main, sub);
+      made.push(k);
       // Bounded: a Map holds at most 2^24 entries; past the bound, misses go to the tree.
       if (cache.size >= RESTORE_CACHE_KEYS) {
+        flush();
         cache = new Map();
         complete = false;
       }
-      cache.set(key, made);
+      cache.set(key, k);
     };
+    return { add, flush };
   }
 
   /**

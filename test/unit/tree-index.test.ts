@@ -185,8 +185,9 @@ describe('TreeIndex.compact and keep', () => {
     const restore = ti.restorer();
     for (const op of ops) {
       if (!available.has(op.rev.main, op.rev.sub) && op.rev.main <= c) continue;
-      restore(op.key, op.rev, op.remove, op.created.main, op.ver);
+      restore.add(op.key, op.rev.main, op.rev.sub, op.remove, op.created.main, op.ver);
     }
+    restore.flush();
     return ti;
   };
   const wantAvailable: Record<number, string[]> = {
@@ -251,38 +252,68 @@ describe('TreeIndex.restorer', () => {
   it('creates a keyIndex from the first record and appends later ones', () => {
     const ti = new TreeIndex();
     const restore = ti.restorer();
-    restore('foo', rev(5), false, 2, 3);
-    restore('foo', rev(7), false, 2, 4);
+    restore.add('foo', 5, 0, false, 2, 3);
+    restore.add('foo', 7, 0, false, 2, 4);
+    restore.flush();
     assert.deepEqual(ti.get('foo', 6), { modified: rev(5), created: rev(2), ver: 3 });
     assert.deepEqual(ti.get('foo', 7), { modified: rev(7), created: rev(2), ver: 4 });
-    restore('foo', rev(8), true, 0, 0);
-    restore('foo', rev(9), false, 9, 1);
+    restore.add('foo', 8, 0, true, 0, 0);
+    restore.add('foo', 9, 0, false, 9, 1);
+    restore.flush();
     assert.deepEqual(ti.get('foo', 9), { modified: rev(9), created: rev(9), ver: 1 });
     assert.equal(ti.get('foo', 8), undefined);
   });
 
   it('starts a first put at its own revision, sub-revision included', () => {
     const ti = new TreeIndex();
-    ti.restorer()('bar', { main: 4, sub: 2 }, false, 4, 1);
+    const restore = ti.restorer();
+    restore.add('bar', 4, 2, false, 4, 1);
+    restore.flush();
     assert.deepEqual(ti.get('bar', 4), { modified: { main: 4, sub: 2 }, created: { main: 4, sub: 2 }, ver: 1 });
   });
 
   it('skips a tombstone of a key that is not live (its put compacted away, etcd #18089)', () => {
     const ti = new TreeIndex();
     const restore = ti.restorer();
-    restore('gone', rev(6), true, 0, 0);
+    restore.add('gone', 6, 0, true, 0, 0);
+    restore.flush();
     assert.equal(ti.keyIndex('gone'), undefined);
-    restore('gone', rev(7), false, 7, 1);
-    restore('gone', rev(8), true, 0, 0);
-    restore('gone', rev(9), true, 0, 0);
+    restore.add('gone', 7, 0, false, 7, 1);
+    restore.add('gone', 8, 0, true, 0, 0);
+    restore.add('gone', 9, 0, true, 0, 0);
+    restore.flush();
     assert.deepEqual(ti.keyIndex('gone')?.generations.map((g) => g.size), [2, 0]);
   });
 
   it('finds keyIndexes it did not make in the tree', () => {
     const ti = new TreeIndex();
     ti.put('old', rev(1));
-    ti.restorer()('old', rev(3), false, 1, 2);
+    const restore = ti.restorer();
+    restore.add('old', 3, 0, false, 1, 2);
+    restore.add('new', 4, 0, false, 4, 1);
+    restore.flush();
     assert.deepEqual(ti.get('old', 3), { modified: rev(3), created: rev(1), ver: 2 });
+    assert.deepEqual(ti.range('\0', '\0', 4).keys, ['new', 'old']);
+  });
+
+  it('builds the tree in key order from records in revision order, with keys flushed once made', () => {
+    const ti = new TreeIndex();
+    const restore = ti.restorer();
+    const keys = Array.from({ length: 2000 }, (_, i) => `k${(i * 7919) % 2000}`);
+    keys.forEach((k, i) => restore.add(k, i + 2, 0, false, i + 2, 1));
+    assert.equal(ti.size, 0, 'nothing in the tree before the flush');
+    restore.flush();
+    assert.equal(ti.size, 2000);
+    assert.deepEqual(ti.range('\0', '\0', 2001).keys, [...keys].sort());
+    // Records of keys already flushed find them; new keys join an index that is no longer empty.
+    restore.add('k0', 2002, 0, false, 2, 2);
+    restore.add('a', 2003, 0, false, 2003, 1);
+    restore.flush();
+    assert.equal(ti.size, 2001);
+    assert.deepEqual(ti.get('k0', 2002), { modified: rev(2002), created: rev(keys.indexOf('k0') + 2), ver: 2 });
+    assert.equal(ti.range('\0', '\0', 2003).keys[0], 'a');
+    ti.put('b', rev(2004));
+    assert.deepEqual(ti.range('a', 'c', 2004).keys, ['a', 'b']);
   });
 });
 
@@ -433,8 +464,9 @@ describe('TreeIndex property: matches a naive model', () => {
         const restore = restored.restorer();
         for (const ch of model.changes) {
           if (ch.rev.main <= c && !available.has(ch.rev.main, ch.rev.sub)) continue;
-          restore(ch.key, ch.rev, ch.tombstone, ch.created.main, ch.ver);
+          restore.add(ch.key, ch.rev.main, ch.rev.sub, ch.tombstone, ch.created.main, ch.ver);
         }
+        restore.flush();
         assert.equal(restored.size, ti.size);
 
         for (const q of queries) {
