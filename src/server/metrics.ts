@@ -121,8 +121,12 @@ export class ServerMetrics {
   private readonly calls = new Map<string, MethodCalls>();
   /** Key plus value bytes of those puts (etcd `totalPutSizeGauge`). */
   private putBytes = 0;
-  /** Keys alive at the published revision (etcd `keysGauge`); kept by the publish listener. */
-  private liveKeys: number;
+  /**
+   * Keys alive at the published revision (etcd `keysGauge`): counted at the first scrape, then
+   * kept by the publish listener; undefined until then. Counting walks the whole index (~30 ms
+   * at 100k keys), which a start need not wait for (ARCHITECTURE, "Startup").
+   */
+  private liveKeys: number | undefined;
   /** Bytes of gRPC messages received and sent (etcd's codec counts them); see `countBytes` and `sender`. */
   private receivedBytes = 0;
   private sentBytes = 0;
@@ -165,14 +169,13 @@ export class ServerMetrics {
         registers: register,
       });
     }
-    this.liveKeys = store.index.countRevisions('\0', '\0', store.publishedRev);
     store.onPublish((_rev, changes) => {
       for (const kv of changes) {
         if (kv.version === 0n) {
-          this.liveKeys--;
+          if (this.liveKeys !== undefined) this.liveKeys--;
         } else {
           this.putBytes += kv.key.length + kv.value.length;
-          if (kv.version === 1n) this.liveKeys++;
+          if (kv.version === 1n && this.liveKeys !== undefined) this.liveKeys++;
         }
       }
     });
@@ -257,7 +260,7 @@ export class ServerMetrics {
     };
     mvcc('db_total_size_in_bytes', 'Total size of the underlying database physically allocated in bytes.', () => etcd.backend.size());
     value('etcd_mvcc_db_total_size_in_use_in_bytes', 'Total size of the underlying database logically in use in bytes.', () => etcd.backend.sizeInUse());
-    value('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => this.liveKeys);
+    value('etcd_debugging_mvcc_keys_total', 'Total number of keys.', () => (this.liveKeys ??= store.index.countRevisions('\0', '\0', store.publishedRev)));
     value('etcd_debugging_mvcc_current_revision', 'The current revision of store.', () => store.publishedRev);
     value('etcd_debugging_mvcc_compact_revision', 'The revision of the last compaction in store.', () => store.compactRev);
     value('etcd_debugging_mvcc_db_compaction_keys_total', 'Total number of db keys compacted.', () => store.compactedKeysTotal, 'counter');

@@ -62,6 +62,16 @@ describe('maintenance and operations endpoints', () => {
       key: Buffer.from(key), rangeEnd: Buffer.alloc(0), limit: 0n, revision: 0n, sortOrder: 0, sortTarget: 0, serializable: false,
       keysOnly: false, countOnly: false, minModRevision: 0n, maxModRevision: 0n, minCreateRevision: 0n, maxCreateRevision: 0n,
     });
+  /** The number of keys, as a count-only Range of every key answers it. */
+  const keyCount = async () =>
+    Number(
+      (
+        await call<RangeRequest, RangeResponse>(kv.range.bind(kv), {
+          key: Buffer.from([0]), rangeEnd: Buffer.from([0]), limit: 0n, revision: 0n, sortOrder: 0, sortTarget: 0, serializable: false,
+          keysOnly: false, countOnly: true, minModRevision: 0n, maxModRevision: 0n, minCreateRevision: 0n, maxCreateRevision: 0n,
+        })
+      ).count,
+    );
   const hashKV = (revision: bigint) => call<HashKVRequest, HashKVResponse>(mt.hashKv.bind(mt), { revision });
   const metrics = async (): Promise<string> => (await fetch(`${url}/metrics`)).text();
   /** The value of the sample `name` (with its labels, as printed), or undefined. */
@@ -167,6 +177,7 @@ describe('maintenance and operations endpoints', () => {
   });
 
   it('/metrics exposes etcd names whose values move with writes', async () => {
+    const keys = await keyCount();
     const m1 = await metrics();
     for (const name of [
       'etcd_server_has_leader 1', 'etcd_server_is_leader 1', 'etcd_server_leader_changes_seen_total 1',
@@ -176,6 +187,8 @@ describe('maintenance and operations endpoints', () => {
       assert.ok(m1.includes(`\n${name}`), `missing ${name}`);
     }
     assert.equal(sample(m1, 'etcd_mvcc_hash_duration_seconds_count'), 2, 'the two Hash calls of the test before');
+    // Counted at this first scrape (the earlier tests' keys), then kept up to date by the writes.
+    assert.equal(sample(m1, 'etcd_debugging_mvcc_keys_total'), keys);
     await put('metric', 'a');
     await put('metric', 'b');
     await call<DeleteRangeRequest, DeleteRangeResponse>(kv.deleteRange.bind(kv), { key: Buffer.from('metric'), rangeEnd: Buffer.alloc(0), prevKv: false });
@@ -198,6 +211,8 @@ describe('maintenance and operations endpoints', () => {
     assert.equal(sample(m2, maintenance('MoveLeader', 'unary', 'OK')), 1);
     assert.equal(sample(m2, maintenance('Snapshot', 'server_stream', 'OK')), 1);
     assert.equal(sample(m2, 'grpc_server_started_total{grpc_method="Snapshot",grpc_service="etcdserverpb.Maintenance",grpc_type="server_stream"}'), 1);
+    await put('metric-kept', 'c');
+    assert.equal(sample(await metrics(), 'etcd_debugging_mvcc_keys_total'), await keyCount());
   });
 
   it('/health is 503 while an alarm is active (unless excluded), /version answers JSON', async () => {
