@@ -10,7 +10,6 @@ import { readdirSync, readFileSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 
 import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
-import { gatewayMain } from '../gateway/cli.js';
 import { bindUrls, EmbedFatalError } from '../server/bind.js';
 import type { RunningServer } from '../server/embed.js';
 import { SERVER_VERSION } from '../version.js';
@@ -28,7 +27,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   // etcd (Go) ignores SIGUSR1 and SIGUSR2; Node would open its inspector on the first (a
   // debugger on 127.0.0.1:9229) and die of the second.
   for (const signal of ['SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => {});
-  if (argv[0] === 'gateway') return gatewayMain(argv.slice(1));
+  if (argv[0] === 'gateway') return (await import('../gateway/cli.js')).gatewayMain(argv.slice(1));
   let parsed;
   try {
     parsed = parseFlags(argv, env);

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import { isTlsUrl } from '../config.js';
 import { goErrnoText } from '../go-format.js';
 import { goAddress } from './tls.js';
-import { CLIENT_PREFACE } from './transport/h2-connection.js';
+import { CLIENT_PREFACE } from './transport/h2-preface.js';
 import type { GrpcServer } from './transport/grpc-server.js';
 
 /** A bound client listener. */

@@ -16,6 +16,7 @@
  */
 import type { Duplex } from 'node:stream';
 import hpack from 'hpack.js';
+import { CLIENT_PREFACE } from './h2-preface.js';
 
 const FRAME_HEADER_LEN = 9;
 /**
@@ -27,8 +28,6 @@ const FRAME_HEADER_LEN = 9;
 const FLUSH_COPY_BYTES = 64 * 1024;
 /** In a flush past FLUSH_COPY_BYTES, pieces of at least this many bytes are written as they are. */
 const FLUSH_PIECE_BYTES = 4096;
-/** The client connection preface. */
-export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 const DATA = 0x0;
 const HEADERS = 0x1;
