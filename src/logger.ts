@@ -13,10 +13,19 @@
  * JSON leaves out.
  */
 import { existsSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { inspect } from 'node:util';
 
-import { pino, type DestinationStream, type Level, type Logger } from 'pino';
+import type { DestinationStream, Level, Logger } from 'pino';
 import { goErrnoText } from './go-format.js';
+
+/**
+ * pino, loaded at the first logger made: the command binds its listeners before it sets up its
+ * logging, without pino's ~20 ms of loading (see cli/etcd-ts.ts).
+ */
+function loadPino(): typeof import('pino').pino {
+  return (createRequire(import.meta.url)('pino') as typeof import('pino')).pino;
+}
 
 /** The levels etcd's `--log-level` accepts (etcd `logutil.ConvertToZapLevel`), least severe first. */
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'dpanic', 'panic', 'fatal'] as const;
@@ -61,6 +70,7 @@ export function createLogger(level: string, destination?: DestinationStream, kin
   if (!isLogLevel(level)) {
     throw new Error(`unknown log level "${level}" (want one of ${LOG_LEVELS.join(', ')})`);
   }
+  const pino = loadPino();
   const out = destination ?? pino.destination({ dest: 2, sync: true });
   if (kind === 'capnslog') {
     const shown = { rank: CAPNSLOG_RANK[CAPNSLOG_THRESHOLD[level]] };
@@ -230,6 +240,7 @@ export class LogOutputError extends Error {
  *   directory` (or Go's text for another errno), `can't find journal (…)`.
  */
 export function openLogOutputs(outputs: readonly string[]): DestinationStream {
+  const pino = loadPino();
   const destinations = outputs.map((output) => pino.destination({ fd: outputFd(output), sync: true }));
   if (destinations.length === 1) return destinations[0] as DestinationStream;
   return { write: (line: string) => destinations.forEach((d) => d.write(line)) };

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 
 import { createLogger, formatCapnslog, LogOutputError, openLogOutputs, plog, type CapnslogLevel, type CapnslogLine } from '../logger.js';
-import { bindUrls, EmbedFatalError } from '../server/bind.js';
+import { bindsSocketsOnly, bindUrls, EmbedFatalError } from '../server/bind.js';
 import type { RunningServer } from '../server/embed.js';
 import { SERVER_VERSION } from '../version.js';
 import { logEtcdmainVersions, logInitializedMember } from '../server/startup-log.js';
@@ -62,6 +62,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return;
   }
   const { config, notices } = parsed;
+  // The listeners first when binding them touches nothing but sockets (`bindsSocketsOnly`),
+  // before the logger (pino) and the log lines etcd writes before it binds: clients that connect
+  // from then on wait in their queues and are served once the store is restored, as etcd's,
+  // instead of being refused into clientv3's reconnect backoff (1 s, then 1.6 s more; see
+  // ARCHITECTURE, "Startup"). A failure to bind is reported where it was reported before, below,
+  // after those lines, and nothing else anyone can see changes order.
+  const early = bindsSocketsOnly(config) ? await bindUrls(config).then((bound) => ({ bound }), (error: unknown) => ({ error })) : undefined;
   writeEarly(notices);
   let log: Logger;
   try {
@@ -80,9 +87,11 @@ export async function main(argv: string[], env: Record<string, string | undefine
   writeEarly(notices.filter((n) => 'raw' in n && n.again === true));
   let server: RunningServer;
   try {
-    // The listeners first, then the rest of the server's modules: clients that connect while
-    // those load wait in the listeners' queues, as with etcd, instead of being refused.
-    const bound = await bindUrls(config, log);
+    // The listeners (unless bound above), then the rest of the server's modules: clients that
+    // connect while those load wait in the listeners' queues, as with etcd, instead of being
+    // refused.
+    if (early && 'error' in early) throw early.error;
+    const bound = early?.bound ?? (await bindUrls(config, log));
     const { startEtcd } = await import('../server/embed.js');
     server = await startEtcd(config, log, bound);
   } catch (err) {

@@ -60,11 +60,45 @@ export interface BoundUrls {
 }
 
 /**
+ * Whether auto TLS makes a certificate for `c` (etcd `PeerSelfCert`, `ClientSelfCert`): asked for
+ * and no files given. It does so whatever the URLs.
+ */
+const selfCert = (c: ClientTlsConfig): boolean => c.autoTls && !c.certFile && !c.keyFile;
+
+/** Whether `bindUrls` loads the peer URLs' TLS settings: with TLS settings, an https:// peer URL or auto TLS. */
+const peerTlsUsed = (config: ServerConfig): boolean =>
+  config.peerTls !== undefined && (config.listenPeerUrls.some(isTlsUrl) || selfCert(config.peerTls));
+
+/** Whether `bindUrls` loads the client URLs' TLS settings: with TLS settings, a TLS client or metrics URL or auto TLS. */
+const clientTlsUsed = (config: ServerConfig): boolean =>
+  config.clientTls !== undefined && ([...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl) || selfCert(config.clientTls));
+
+/**
+ * The CRL file `bindUrls` reads for `c`: a CRL applies to the certificates of the files given,
+ * not to auto TLS's (etcd's `SelfCert` makes new TLS settings, without the CRL).
+ */
+const crlFileOf = (c: ClientTlsConfig | undefined): string | undefined => (c?.clientCrlFile && !selfCert(c) ? c.clientCrlFile : undefined);
+
+/**
+ * Whether `bindUrls` touches nothing but sockets for `config`: TCP URLs without TLS, no unix
+ * socket file, no certificate or CRL to read, none for auto TLS to write into the data dir. The
+ * command then binds them before it sets up its logging and looks at the data dir (etcd binds
+ * after both), so that they listen as early as they can (ARCHITECTURE, "Startup"); what etcd
+ * does first still happens first for anything it can see.
+ */
+export function bindsSocketsOnly(config: ServerConfig): boolean {
+  const tcp = [...config.listenPeerUrls, ...config.listenClientUrls].every((url) => url.startsWith('http://'));
+  return tcp && !peerTlsUsed(config) && !clientTlsUsed(config) && crlFileOf(config.peerTls) === undefined && crlFileOf(config.clientTls) === undefined;
+}
+
+/**
  * Binds the peer URLs, then the client URLs, as etcd does; after the first client URL, refuses
  * an open-file limit of 150 or less (EmbedFatalError). Throws what a bind or the TLS settings
  * throw, with every listener it bound closed.
+ * @param log logs the refusals of a CRL (`--client-crl-file`, `--peer-crl-file`); not needed
+ *   where `bindsSocketsOnly`.
  */
-export async function bindUrls(config: ServerConfig, log: Logger): Promise<BoundUrls> {
+export async function bindUrls(config: ServerConfig, log?: Logger): Promise<BoundUrls> {
   const listeners: ClientListener[] = [];
   const bind = async (url: string, tlsOptions: tls.TlsOptions | undefined): Promise<BoundListener> => {
     const bound = await bindUrl(url, tlsOptions);
@@ -72,20 +106,21 @@ export async function bindUrls(config: ServerConfig, log: Logger): Promise<Bound
     return bound;
   };
   try {
+    const crlOf = (c: ClientTlsConfig | undefined) => {
+      const file = crlFileOf(c);
+      if (file === undefined) return undefined;
+      if (log === undefined) throw new Error('bindUrls: a CRL needs the logger');
+      return crlCheck(file, log);
+    };
     const peers: BoundListener[] = [];
     const peerTls = config.peerTls;
     // Like etcd, TLS settings are read only when a URL needs them (with http:// URLs alone a
     // certificate that is not there is no error), but auto TLS makes its certificate whatever
-    // the URLs (etcd `PeerSelfCert`, `ClientSelfCert`).
-    const selfCert = (c: ClientTlsConfig) => c.autoTls && !c.certFile && !c.keyFile;
-    // A CRL applies to the certificates of the files given, not to auto TLS's (etcd's
-    // `SelfCert` makes new TLS settings, without the CRL).
-    const crlOf = (c: ClientTlsConfig | undefined) => (c?.clientCrlFile && !selfCert(c) ? crlCheck(c.clientCrlFile, log) : undefined);
-    const peerTlsOptions = peerTls && (config.listenPeerUrls.some(isTlsUrl) || selfCert(peerTls)) ? loadPeerTls(peerTls, config) : undefined;
+    // the URLs.
+    const peerTlsOptions = peerTls && peerTlsUsed(config) ? loadPeerTls(peerTls, config) : undefined;
     for (const url of config.listenPeerUrls) peers.push(await bind(url, peerTlsOptions));
     const clientTls = config.clientTls;
-    const secure = [...config.listenClientUrls, ...config.listenMetricsUrls].some(isTlsUrl);
-    const tlsOptions = clientTls && (secure || selfCert(clientTls)) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
+    const tlsOptions = clientTls && clientTlsUsed(config) ? loadTls(clientTls, config.dataDir, config.listenClientUrls.map((u) => new URL(u).host), 'client') : undefined;
     const clients: BoundListener[] = [];
     const limit = fdLimit();
     // etcd keeps one listener per address (`configureClientListeners`' map): a repeated client

@@ -142,6 +142,61 @@ test('the client URL takes connections before the server has loaded and made its
   await ready(p);
 });
 
+test("after a kill -9, calls made while the server has not restored its store yet wait for it: the data written before, not a refusal nor an empty answer; /health answers once it is ready, as etcd's", { skip }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cli-early-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dataDir = path.join(dir, 'data');
+  const { args, url } = await serverArgs(dataDir);
+  const first = run(t, args);
+  await ready(first);
+  const writer = new Client({ endpoints: [url] });
+  for (let i = 0; i < 200; i++) await writer.put(`early/${i}`, `v${i}`);
+  writer.close();
+  first.child.kill('SIGKILL');
+  await first.exited;
+
+  // The restarted server's log goes to a FIFO, whose opening blocks it (before it opens its data
+  // dir) until this test reads it: the listeners must take connections meanwhile.
+  const fifo = path.join(dir, 'log.fifo');
+  const mkfifo = spawnSync('mkfifo', [fifo]);
+  if (mkfifo.status !== 0) return t.skip(`mkfifo: ${mkfifo.stderr?.toString()}`);
+  const p = run(t, [...args, '--logger', 'zap', '--log-outputs', fifo]);
+  const { port } = new URL(url);
+  let socket: net.Socket | undefined;
+  for (let i = 0; i < 2000 && socket === undefined; i++) {
+    socket = await new Promise<net.Socket | undefined>((resolve) => {
+      const s = net.connect(Number(port), '127.0.0.1', () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (socket === undefined) await sleep(5);
+  }
+  assert.ok(socket, 'the client URL never accepted a connection while the server waited for its log');
+  const lock = path.join(dataDir, 'member', 'etcd-ts.lock');
+  assert.notEqual(fs.readFileSync(lock, 'utf8'), String(p.child.pid), 'the store was not opened yet');
+  const health = new Promise<string>((resolve) => {
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c.toString()));
+    socket.on('close', () => resolve(got));
+  });
+  socket.end('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  const reader = new Client({ endpoints: [url], timeoutMs: 20_000 });
+  t.after(() => reader.close());
+  const read = reader.get('early/', { prefix: true });
+  let settled = false;
+  void Promise.allSettled([read, health]).then(() => (settled = true));
+  await sleep(200);
+  assert.equal(settled, false, 'answered before the server had its store');
+
+  let log = '';
+  fs.createReadStream(fifo).on('data', (c) => (log += c.toString()));
+  const { kvs } = await read;
+  assert.equal(kvs.length, 200);
+  assert.equal(kvs.find((kv) => kv.key.toString() === 'early/199')?.value.toString(), 'v199');
+  assert.match(await health, /^HTTP\/1\.1 200 OK[\s\S]*"health":"true"/);
+  assert.match(log, /ready to serve client requests/);
+  assert.equal(fs.readFileSync(lock, 'utf8'), String(p.child.pid));
+});
+
 test('a client or peer URL whose port is taken is refused with Go\'s words before the data dir is made, as etcd does (exit 1)', { skip }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'etcd-ts-cli-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
