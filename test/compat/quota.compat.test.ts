@@ -41,7 +41,10 @@ describe('backend quota: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
     const [theirs, ours] = [await fill(servers[0]!), await fill(servers[1]!)];
     assert.ok(theirs > 2000, `etcd took ${theirs}`);
-    assert.ok(Math.abs(ours - theirs) <= theirs * 0.05, `etcd-ts took ${ours} puts, etcd ${theirs}`);
+    // Within 10%: where each server's file crosses the quota depends on when its batched commits
+    // fall among the puts, so the count moves between runs (etcd alone took 3,053–3,225 puts in
+    // six runs, etcd-ts 3,000–3,179); the LMDB layout this guards against held a third less.
+    assert.ok(Math.abs(ours - theirs) <= theirs * 0.1, `etcd-ts took ${ours} puts, etcd ${theirs}`);
 
     for (const s of servers) {
       const before = await sizes(s);
