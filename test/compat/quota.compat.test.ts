@@ -1,6 +1,6 @@
 // --quota-backend-bytes against a real etcd 3.4: the same data fills the same quota. Both
-// servers take 1 KiB puts, one after another, until NOSPACE; etcd-ts must hold as many within a
-// few percent (its LMDB file grew to ~1.5× etcd's bbolt file for the same data before revision
+// servers take 1 KiB puts, one after another, until NOSPACE; etcd-ts must hold as many within 10%
+// (its LMDB file grew to ~1.5× etcd's bbolt file for the same data before revision
 // records were appended, and a quota held a third less). And once the keys are deleted and
 // compacted, the backend reports the space as free (dbSizeInUse), as etcd's does.
 import assert from 'node:assert/strict';
