@@ -178,22 +178,9 @@ export class RecordFields {
 
   /** Copies `record` in as one field; `record` may change once this returns. */
   add(record: Uint8Array): void {
-    const n = record.length;
-    const size = 1 + varintSize(n) + n;
-    if (this.at + size > this.slab.length) {
-      if (this.at > 0) this.filled.push(this.slab.subarray(0, this.at));
-      this.slab = Buffer.allocUnsafe(Math.max(FIELD_SLAB_BYTES, size));
-      this.at = 0;
-    }
-    const out = this.slab;
-    let at = this.at;
-    out[at++] = (this.field << 3) | 2;
-    let v = n;
-    for (; v >= 0x80; v >>>= 7) out[at++] = (v & 0x7f) | 0x80;
-    out[at++] = v;
-    out.set(record, at);
-    this.at = at + n;
-    this.bytes += size;
+    const at = this.head(record.length);
+    this.slab.set(record, at);
+    this.at = at + record.length;
   }
 
   /**
@@ -203,11 +190,15 @@ export class RecordFields {
    */
   addKeyOnly(record: Uint8Array): void {
     const [from, to] = valueFieldSpan(record);
-    if (from === to) {
-      this.add(record);
-      return;
-    }
     const n = record.length - (to - from);
+    const at = this.head(n);
+    this.slab.set(record.subarray(0, from), at);
+    this.slab.set(record.subarray(to), at + from);
+    this.at = at + n;
+  }
+
+  /** Makes room for a field of `n` bytes and writes its tag and length; returns where its bytes go. */
+  private head(n: number): number {
     const size = 1 + varintSize(n) + n;
     if (this.at + size > this.slab.length) {
       if (this.at > 0) this.filled.push(this.slab.subarray(0, this.at));
@@ -220,10 +211,8 @@ export class RecordFields {
     let v = n;
     for (; v >= 0x80; v >>>= 7) out[at++] = (v & 0x7f) | 0x80;
     out[at++] = v;
-    out.set(record.subarray(0, from), at);
-    out.set(record.subarray(to), at + from);
-    this.at = at + n;
     this.bytes += size;
+    return at;
   }
 
   /** The fields written, as buffers to send in order. */
