@@ -213,6 +213,9 @@ export type PublishListener = (rev: number, changes: readonly KeyValue[]) => voi
 /** Reading time per slice of a `StoredRecords.read`, in ms; the clock is checked every 64 records. */
 const READ_SLICE_MS = 10;
 
+/** Range counts `rangeRevisions` keeps (one per revision and range end: a list being paged). */
+const RANGE_COUNTS = 64;
+
 /** Compaction batch size (etcd `compactionBatchLimit`) and pause between batches. */
 const COMPACTION_BATCH = 1000;
 const COMPACTION_PAUSE_MS = 10;
@@ -257,6 +260,11 @@ export class KVStore {
   private readonly keyToLease = new Map<Key, bigint>();
   /** Read transactions not ended yet (see `read`). */
   private readonly openViews = new Set<CountedRead>();
+  /**
+   * `rangeRevisions`' counts, the most recently used last: "revision/range end" → the number of
+   * keys from `from` to the range's end at that revision.
+   */
+  private readonly rangeCounts = new Map<string, { from: Key; total: number }>();
 
   constructor(backend: Backend) {
     this.backend = backend;
@@ -356,12 +364,32 @@ export class KVStore {
     if (rev < this.compactMainRev) throw new CompactedError();
     if (opts.count) return { kvs: [], count: this.index.countRevisions(key, end, rev), rev: viewRev };
     const limit = opts.limit ?? 0;
-    const { revs, total } = this.index.revisions(key, end, rev, limit);
+    const { revs, total } = this.rangeRevisions(key, end, rev, limit);
     const n = limit > 0 && limit < revs.length ? limit : revs.length;
     if (opts.records) return { kvs: [], records: this.storedRecords(revs, n), count: total, rev: viewRev };
     const kvs: KeyValue[] = new Array<KeyValue>(n);
     for (let i = 0; i < n; i++) kvs[i] = this.readRecord(revs[i]!);
     return { kvs, count: total, rev: viewRev };
+  }
+
+  /**
+   * `index.revisions` with the counts of earlier calls at the same revision and range end
+   * (`rangeCounts`), so that a list read page by page at one revision (Kubernetes' paginated
+   * lists: `limit`, each page from the last key + 1, at the first page's revision) counts the
+   * keys after each page without walking them all again. A count at a durable revision never
+   * changes: later writes are at later revisions, and a compaction leaves the answers at or
+   * above its revision alone (reads below it fail). Counts at a revision not yet durable (a
+   * txn reading its own writes) are not kept.
+   */
+  private rangeRevisions(key: Key, end: Key | undefined, rev: number, limit: number): { revs: Revision[]; total: number } {
+    if (end === undefined || end === '' || rev > this.publishedRevValue) return this.index.revisions(key, end, rev, limit);
+    const id = `${rev}/${end}`;
+    const known = this.rangeCounts.get(id);
+    const found = this.index.revisions(key, end, rev, limit, known !== undefined && known.from <= key ? known : undefined);
+    this.rangeCounts.delete(id);
+    this.rangeCounts.set(id, { from: key, total: found.total });
+    if (this.rangeCounts.size > RANGE_COUNTS) this.rangeCounts.delete(this.rangeCounts.keys().next().value!);
+    return found;
   }
 
   /** The first `length` of `revs`, found by a range, as records to read. */

@@ -201,16 +201,34 @@ export class TreeIndex {
    * The revisions holding the values of the range's keys at main revision `atRev`, in key order
    * (etcd 3.5 `treeIndex.Revisions`). `total` counts every key of the range that exists at
    * `atRev`; `revs` stops at `limit` entries when `limit > 0` (no limit when `limit <= 0`).
+   * `known`, when given, is the count of the keys from `known.from` (≤ `key`) to the range's end
+   * that exist at `atRev`, as an earlier call found it: `total` is then that count less the keys
+   * in [`known.from`, `key`), and the keys past the `limit`-th are not walked (a list read page by
+   * page at one revision walks each page once more instead of every key after it).
    */
-  revisions(key: Key, end: Key | undefined, atRev: number, limit: number): { revs: Revision[]; total: number } {
+  revisions(key: Key, end: Key | undefined, atRev: number, limit: number, known?: { from: Key; total: number }): { revs: Revision[]; total: number } {
     const revs: Revision[] = [];
     if (isSingleKey(end)) {
       const rev = this.tree.get(key)?.modifiedAt(atRev);
       if (rev !== undefined) revs.push(rev);
       return { revs, total: revs.length };
     }
+    const high = rangeHigh(end);
+    if (known !== undefined && limit > 0) {
+      this.tree.editRange<true>(key, high, false, (_k, ki) => {
+        const rev = ki.modifiedAt(atRev);
+        if (rev === undefined) return;
+        revs.push(rev);
+        if (revs.length === limit) return { break: true };
+      });
+      // The keys in [from, key), of the range's: a key past the range's end counts up to the end
+      // (the range is then empty). None when from is there already ('\0' as an end means every key).
+      const upto = key < high ? key : high;
+      const before = known.from === upto ? 0 : this.countRevisions(known.from, upto, atRev);
+      return { revs, total: known.total - before };
+    }
     let total = 0;
-    this.tree.forRange(key, rangeHigh(end), false, (_k, ki) => {
+    this.tree.forRange(key, high, false, (_k, ki) => {
       const rev = ki.modifiedAt(atRev);
       if (rev === undefined) return;
       if (limit <= 0 || revs.length < limit) revs.push(rev);

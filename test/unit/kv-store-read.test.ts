@@ -111,3 +111,51 @@ test('a read whose caller gave up stops at the next slice and rejects', async (t
   assert.equal(read, firstSlice, 'nothing was read after the cancel');
   assert.ok(read < KEYS);
 });
+
+test('a list read page by page at one revision counts the keys after each page as a whole read does, with writes between pages', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'etcd-ts-read-'));
+  const store = new KVStore(Backend.open(dir));
+  t.after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const key = (i: number) => `p/${String(i).padStart(4, '0')}`;
+  const write = async (f: (txn: ReturnType<KVStore['beginWrite']>) => void) => {
+    const txn = store.beginWrite();
+    f(txn);
+    await txn.end();
+  };
+  await write((txn) => {
+    for (let i = 0; i < 1000; i += 2) txn.put(key(i), Buffer.from('v'), 0n);
+  });
+  const at = store.publishedRev;
+  const wholeCount = (from: string) => store.index.revisions(from, 'p0', at, 0).total;
+  // Pages of 50 from the last key + 1, as Kubernetes lists; keys added and deleted between pages.
+  let from = 'p/';
+  let pages = 0;
+  for (;;) {
+    const read = store.read();
+    const page = read.range(from, 'p0', { rev: at, limit: 51 });
+    read.end();
+    assert.equal(page.count, wholeCount(from), `count from ${from}`);
+    assert.deepEqual(page.kvs.map((kv) => kv.key.toString()), store.index.range(from, 'p0', at).keys.slice(0, 51));
+    assert.ok(page.kvs.every((kv) => kv.value.toString() === 'v'));
+    pages++;
+    if (page.count <= 50) break;
+    from = `${page.kvs[49]!.key.toString()}\0`;
+    await write((txn) => {
+      txn.put(key(2 * pages + 1), Buffer.from('new'), 0n);
+      txn.deleteRange(key(998 - 2 * pages), undefined);
+    });
+  }
+  assert.equal(pages, 10);
+  // A txn reading its own writes: a count at its revision (not durable yet) changes with its next put.
+  const txn = store.beginWrite();
+  const within = store.readWithin(txn);
+  txn.put('p/new1', Buffer.from('x'), 0n);
+  const before = within.range('p/', 'p0', { limit: 10 }).count;
+  txn.put('p/new2', Buffer.from('x'), 0n);
+  assert.equal(within.range('p/', 'p0', { limit: 10 }).count, before + 1);
+  within.end();
+  await txn.end();
+});

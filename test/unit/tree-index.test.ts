@@ -531,3 +531,18 @@ describe('TreeIndex.compact in slices', () => {
     );
   });
 });
+
+describe('TreeIndex.revisions with a known count', () => {
+  it('answers as without it, given the count from any key at or before the range start', () => {
+    fc.assert(
+      fc.property(historyArb, keyArb, keyArb, endArb, fc.nat(30), fc.integer({ min: 1, max: 4 }), (history, a, b, end, at, limit) => {
+        const { ti } = apply(history);
+        const [from, key] = a <= b ? [a, b] : [b, a];
+        if (end === undefined || end === '') return;
+        const known = { from, total: ti.revisions(from, end, at, 0).total };
+        assert.deepEqual(ti.revisions(key, end, at, limit, known), ti.revisions(key, end, at, limit), `from ${JSON.stringify(from)}`);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
