@@ -509,8 +509,11 @@ export class KVStore {
     const previous = this.compaction;
     // A read transaction still open at a revision below `rev` may need records this deletes.
     const done = previous.then(async () => {
-      const keep = await this.compactIndex(rev);
+      // Once the compaction is durable, and after the turn that answers it: etcd answers a
+      // Compact once it is applied, and compacts in its scheduler.
       await this.sync();
+      await nextTurn();
+      const keep = await this.compactIndex(rev);
       await this.readsBelow(rev);
       await this.deleteCompacted(rev, keep);
     });
