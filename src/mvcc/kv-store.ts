@@ -258,6 +258,8 @@ export class KVStore {
   private syncFailed: ((err: unknown) => void)[] = [];
   /** Live keys with a lease, as `restore` found them, until `attachLeases` hands them over. */
   private readonly keyToLease = new Map<Key, bigint>();
+  /** The revision of a compaction a stop interrupted, which the restore resumed (etcd logs it); undefined when none. */
+  resumedCompaction: number | undefined;
   /** Read transactions not ended yet (see `read`). */
   private readonly openViews = new Set<CountedRead>();
   /**
@@ -610,6 +612,7 @@ export class KVStore {
       const keep = new RevisionSet();
       this.index.compact(scheduled, keep);
       this.compactMainRev = scheduled;
+      this.resumedCompaction = scheduled;
       this.compaction = this.deleteCompacted(scheduled, keep).catch(() => {});
     }
   }

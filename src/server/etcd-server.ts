@@ -260,6 +260,12 @@ export class EtcdServer {
       const took = formatGoDuration(ms);
       log.info({ 'compact-revision': rev, took, ...plog('mvcc', 'I', `finished scheduled compaction at ${rev} (took ${took})`) }, 'finished scheduled compaction');
     };
+    const resumed = this.store.resumedCompaction;
+    if (resumed !== undefined) {
+      const fields = { 'meta-bucket-name': 'meta', 'meta-bucket-name-key': 'scheduledCompactRev', 'scheduled-compact-revision': resumed };
+      log.info({ ...fields, ...plog('mvcc', 'I', `resume scheduled compaction at ${resumed}`) }, 'resume scheduled compaction');
+      this.logIndexCompaction(resumed);
+    }
     this.watchableStore = new WatchableStore(this.store);
     this.auth = new AuthStore(this.backend, { bcryptCost: config.bcryptCost, tokenTtlSec: config.authTokenTtlSec, tokens: config.authToken });
     const storedId = this.backend.getMeta('memberID');
@@ -764,7 +770,7 @@ export class EtcdServer {
       this.checkAlarms(0);
       ({ done } = this.store.compact(Number(r.revision)));
       header = this.appliedHeader();
-      this.log.info({ revision: Number(r.revision), ...plog('mvcc', 'I', `store.index: compact ${r.revision}`) }, 'compact tree index');
+      this.logIndexCompaction(Number(r.revision));
     } catch (err) {
       await this.store.sync();
       throw toEtcdError(err);
@@ -774,6 +780,11 @@ export class EtcdServer {
     await this.store.sync();
     if (r.physical) await done;
     return { header };
+  }
+
+  /** etcd's line as its index compaction begins (`treeIndex.Compact`). */
+  private logIndexCompaction(rev: number): void {
+    this.log.info({ revision: rev, ...plog('mvcc', 'I', `store.index: compact ${rev}`) }, 'compact tree index');
   }
 
   /** The active alarms of type `alarm`, every one for NONE (etcd `AlarmStore.Get`). */
