@@ -210,7 +210,10 @@ class CountedRead implements TxnRead {
 /** Observer of durable changes: called once per published revision, in revision order. */
 export type PublishListener = (rev: number, changes: readonly KeyValue[]) => void;
 
-/** Reading time per slice of a `StoredRecords.read`, in ms; the clock is checked every 64 records. */
+/**
+ * Time per slice of work done a turn of the event loop at a time, in ms: a `StoredRecords.read`
+ * (the clock checked every 64 records) and an index compaction (every 256 keys).
+ */
 const READ_SLICE_MS = 10;
 
 /** Range counts `rangeRevisions` keeps (one per revision and range end: a list being paged). */

@@ -188,7 +188,7 @@ export class RecordFields {
    * etcd marshals a keys-only KeyValue (an empty value is not written); `record` may change
    * once this returns.
    */
-  addKeyOnly(record: Uint8Array): void {
+  addKeyOnly(record: Buffer): void {
     const [from, to] = valueFieldSpan(record);
     const n = record.length - (to - from);
     const at = this.head(n);
@@ -224,32 +224,16 @@ export class RecordFields {
 /**
  * Where the value (field 5) of the marshalled mvccpb.KeyValue `record` lies: [start, end) of its
  * tag, length and bytes; [0, 0] when the record has none (an empty value is not written).
- * KeyValue's fields are varints and byte strings only.
- * @throws Error for a field of another wire type (not a KeyValue).
+ * @throws RangeError on bytes that are not a KeyValue (see `readField`)
  */
-function valueFieldSpan(record: Uint8Array): [number, number] {
-  // Tags and lengths are below 2^31; a varint field's value is skipped, whatever its size.
-  const small = (at: number): [value: number, next: number] => {
-    let value = 0;
-    for (let shift = 0; ; shift += 7) {
-      const b = record[at++]!;
-      value |= (b & 0x7f) << shift;
-      if (b < 0x80 || at >= record.length) return [value, at];
-    }
-  };
-  for (let at = 0; at < record.length; ) {
-    const start = at;
-    const [tag, next] = small(at);
-    at = next;
-    if ((tag & 7) === 0) {
-      while (record[at++]! >= 0x80 && at < record.length);
-    } else if ((tag & 7) === 2) {
-      const [length, body] = small(at);
-      at = body + length;
-      if (tag >>> 3 === 5) return [start, at];
-    } else {
-      throw new Error(`wire: a stored KeyValue has a field of wire type ${tag & 7}`);
-    }
+function valueFieldSpan(record: Buffer): [number, number] {
+  const r: Reader = { b: record, at: 0, lo: 0, hi: 0, end: 0 };
+  while (r.at < record.length) {
+    const start = r.at;
+    const tag = readField(r);
+    if (tag === 0) break;
+    if (tag === ((5 << 3) | 2)) return [start, r.end];
+    if ((tag & 7) === 2) r.at = r.end;
   }
   return [0, 0];
 }
