@@ -97,22 +97,47 @@ function installExitHook(): void {
   }
 }
 
-/** Asks the OS for a free TCP port on 127.0.0.1 (listen on 0, read it, close). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * The lowest port the kernel hands out on its own (to `listen(0)` and to outgoing connections),
+ * from /proc/sys/net/ipv4/ip_local_port_range; 32768 (Linux's default) when unreadable.
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+const PORTS_FROM = 10000;
+const PORTS_TO = ephemeralLow();
+/** Where this process's next candidate port lies: a random start, so test files differ. */
+let nextPort = PORTS_FROM + Math.floor(Math.random() * Math.max(1, PORTS_TO - PORTS_FROM));
+
+/** Resolves whether `port` on 127.0.0.1 can be listened on now (listen, close). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') {
-        server.close();
-        reject(new Error(`unexpected listen address ${String(address)}`));
-        return;
-      }
-      server.close(() => resolve(address.port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A TCP port on 127.0.0.1 that is free now and that nothing else is handed: ports are taken
+ * below the kernel's ephemeral range, so no client connection's local port and no `listen(0)`
+ * can take it between this answer and the server's bind (a CI run lost etcd's bind to an
+ * outgoing connection that way), and one process never gets the same port twice.
+ */
+export async function freePort(): Promise<number> {
+  if (PORTS_TO - PORTS_FROM < 1000) throw new Error(`ephemeral ports start at ${PORTS_TO}: no room below for test ports`);
+  for (;;) {
+    const port = nextPort;
+    nextPort = nextPort + 1 >= PORTS_TO ? PORTS_FROM : nextPort + 1;
+    if (await canListen(port)) return port;
+  }
 }
 
 /**
