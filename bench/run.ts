@@ -4,12 +4,12 @@
 //
 // For every run in RUNS and for each server kind, a fresh server is started on free ports with
 // a fresh data dir (same durability: etcd keeps its fsyncs, etcd-ts acknowledges only after
-// fsync), etcdbench runs against it alone twice, and the server is stopped. The first run warms
-// the server up and is only printed; the second is the measurement. Both servers get the same
-// treatment (memory rows excepted, see BenchRun.warmup): it is there for V8, whose code runs
-// interpreted until it is hot, so a one-second run on a cold process measures the compiler
-// rather than the steady state a long-running server lives in (with --no-warmup the first,
-// cold run is the one measured).
+// fsync), etcdbench runs against it alone, first to warm it up (printed only), then once more
+// to measure, and the server is stopped. Both servers get the same treatment (memory rows
+// excepted, see BenchRun.warmupRuns): it is there for V8, whose code runs interpreted until it
+// is hot, so a one-second run on a cold process measures the compiler rather than the steady
+// state a long-running server lives in (with --no-warmup the first, cold run is the one
+// measured).
 //
 // Each row is measured in rounds (`--rounds`, else the row's own count), etcd then etcd-ts
 // in each, so that the two measurements of a round are taken back to back: on this shared
@@ -63,11 +63,11 @@ interface BenchRun {
    */
   rounds?: number;
   /**
-   * Measure a second run after a warm-up run against the same server. @default true. Off for
-   * the memory rows: their figure is RSS growth, which a warm-up would hide by growing the
-   * heap first.
+   * Runs of the same load against the same server before the measured one. @default 1. 0 for
+   * the memory rows: their figure is RSS growth, which a warm-up would hide by growing the heap
+   * first. More where one run does not bring V8 to its steady state (fanout-latency).
    */
-  warmup?: boolean;
+  warmupRuns?: number;
 }
 
 const OPS: Metric = { key: 'ops_per_s', label: 'ops/s', better: 'higher' };
@@ -94,21 +94,24 @@ const RUNS: BenchRun[] = [
   // Put-to-event latency at a steady 100 puts/s with 100 watchers. Its p99 is the ~10 slowest
   // of 1,000 puts, which the host's stalls decide (docs/ARCHITECTURE.md, "Where the p99 of
   // put-to-event latency goes"): one round's ratio moves between ~0.8 and ~1.5, hence 7 rounds.
-  { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS], rounds: 7 },
+  // Four warm-up runs (40 s): at 100 puts/s V8 is still optimizing ~70 of our functions in the
+  // second 10 s and ~25 in the third, on threads that delay the main thread's wake-ups by 1–3
+  // ms (docs/ARCHITECTURE.md, "Session 28: the JIT's warm-up at 100 puts/s").
+  { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS], rounds: 7, warmupRuns: 4 },
   // 1,000 watchers replaying 1,000 historical revisions.
   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
   // 20,000 idle watchers: creation rate, and server memory per watcher from a cold start
   // (-pid samples VmRSS; the figure carries the server process's one-time growth).
-  { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, COLD_BYTES_PER_WATCHER], warmup: false },
+  { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, COLD_BYTES_PER_WATCHER], warmupRuns: 0 },
   // Memory per additional idle watcher and per additional watch stream, as etcd's watch memory
   // benchmark defines its 350-byte and 18 KB figures (see bench/watch-memory.ts): 2 base batches,
   // then 4 measured ones. The streams are all on one connection (our client's watch groups).
-  { name: 'watchers-80k', script: 'bench/watch-memory.ts', args: ['--mode', 'watchers', '--batch', '20000'], metrics: [BYTES_PER_WATCHER], warmup: false },
-  { name: 'streams-4k', script: 'bench/watch-memory.ts', args: ['--mode', 'streams', '--batch', '1000'], metrics: [BYTES_PER_STREAM, COLD_BYTES_PER_STREAM], warmup: false },
+  { name: 'watchers-80k', script: 'bench/watch-memory.ts', args: ['--mode', 'watchers', '--batch', '20000'], metrics: [BYTES_PER_WATCHER], warmupRuns: 0 },
+  { name: 'streams-4k', script: 'bench/watch-memory.ts', args: ['--mode', 'streams', '--batch', '1000'], metrics: [BYTES_PER_STREAM, COLD_BYTES_PER_STREAM], warmupRuns: 0 },
   // 1,000 watchers on 1,000 connections: etcdbench puts the watchers of a connection on one
   // stream, so this is one stream per connection. The connections are dialed before the
   // baseline, so the figure is a stream plus what its connection allocates lazily.
-  { name: 'streams-1k-conns', args: ['-mode', 'create', '-watchers', '1000', '-conc', '1000', '-clients', '1000'], metrics: [BYTES_PER_STREAM_CONN], warmup: false },
+  { name: 'streams-1k-conns', args: ['-mode', 'create', '-watchers', '1000', '-conc', '1000', '-clients', '1000'], metrics: [BYTES_PER_STREAM_CONN], warmupRuns: 0 },
 ];
 
 /** What one etcdbench invocation produced against one server. */
@@ -189,8 +192,8 @@ async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
   return { endpoint: url, pid: child.pid ?? 0, stop };
 }
 
-/** Starts a fresh server of `kind`, runs etcdbench (or the run's script) against it (twice when `warmup`), stops it. */
-async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmup: boolean): Promise<Result> {
+/** Starts a fresh server of `kind`, runs etcdbench (or the run's script) against it `warmupRuns` times and once more to measure, stops it. */
+async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmupRuns: number): Promise<Result> {
   const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
@@ -202,10 +205,10 @@ async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: 
       if (out.code !== 0) return { figures, line, error: `${r.script ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
       return { figures, line };
     };
-    if (warmup) {
-      const first = once();
-      console.error(`  warm-up: ${first.error ?? first.line}`);
-      if (first.error) return first;
+    for (let i = 0; i < warmupRuns; i++) {
+      const warm = once();
+      console.error(`  warm-up: ${warm.error ?? warm.line}`);
+      if (warm.error) return warm;
     }
     return once();
   } finally {
@@ -300,7 +303,7 @@ async function main(): Promise<number> {
     for (let round = 1; round <= rounds; round++) {
       for (const kind of kinds) {
         console.error(`${r.name} against ${kind} (round ${round}/${rounds}): ${r.script ?? 'etcdbench'} ${r.args.join(' ')}`);
-        const res = await benchOne(bin, kind, r, cpuProfDir, !values['no-warmup'] && r.warmup !== false);
+        const res = await benchOne(bin, kind, r, cpuProfDir, values['no-warmup'] ? 0 : r.warmupRuns ?? 1);
         console.error(`  ${res.error ?? res.line}`);
         if (res.error) failed = true;
         results.get(kind)!.push(res);
