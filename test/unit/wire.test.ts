@@ -143,6 +143,17 @@ test('RecordFields copies records of any size across its 1 MiB buffers, as the g
   assert.equal(fields.bytes, joined(parts).length - joined(marshalRangeResponse({ ...range, kvs: [] })).length);
 });
 
+test('RecordFields takes small buffers for a small answer: a single-key read holds no 1 MiB buffer', () => {
+  const fields = new RecordFields(2);
+  fields.add(marshalKeyValue({ key: Buffer.from('k'), createRevision: 1n, modRevision: 1n, version: 1n, value: Buffer.from('v'), lease: 0n }));
+  const held = fields.parts().reduce((sum, part) => sum + part.buffer.byteLength, 0);
+  assert.ok(held <= 8192, `one small record holds ${held} bytes of buffers`);
+  // Growing: 2,000 records of ~100 bytes fill buffers that double, not 2,000 buffers or one per record.
+  const many = new RecordFields(2);
+  for (let i = 0; i < 2000; i++) many.add(Buffer.alloc(100, i));
+  assert.ok(many.parts().length < 12, `${many.parts().length} buffers`);
+});
+
 test('the encoders refuse integers outside their field\'s range, like the generated ones', () => {
   const kv: KeyValue = { key: Buffer.from('k'), createRevision: 0n, modRevision: INT64_MAX + 1n, version: 0n, value: Buffer.alloc(0), lease: 0n };
   assert.throws(() => KeyValue.encode(kv));
