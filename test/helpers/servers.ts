@@ -115,28 +115,39 @@ const PORTS_TO = ephemeralLow();
 /** Where this process's next candidate port lies: a random start, so test files differ. */
 let nextPort = PORTS_FROM + Math.floor(Math.random() * Math.max(1, PORTS_TO - PORTS_FROM));
 
-/** Resolves whether `port` on 127.0.0.1 can be listened on now (listen, close). */
-function canListen(port: number): Promise<boolean> {
+/**
+ * Listens on `port` of 127.0.0.1 (0: one the OS picks) and closes again; resolves with the
+ * port, or undefined when it cannot be listened on.
+ */
+function tryListen(port: number): Promise<number | undefined> {
   return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    server.once('error', () => resolve(undefined));
+    server.listen(port, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : undefined));
+    });
   });
 }
 
 /**
  * A TCP port on 127.0.0.1 that is free now and that nothing else is handed: ports are taken
  * below the kernel's ephemeral range, so no client connection's local port and no `listen(0)`
- * can take it between this answer and the server's bind (a CI run lost etcd's bind to an
- * outgoing connection that way), and one process never gets the same port twice.
+ * can take it between this answer and the server's bind (a CI run lost etcd's bind to a port
+ * handed out again that way), and one process never gets the same port twice. Where the range
+ * leaves no room below it, the OS picks (listen on 0).
  */
 export async function freePort(): Promise<number> {
-  if (PORTS_TO - PORTS_FROM < 1000) throw new Error(`ephemeral ports start at ${PORTS_TO}: no room below for test ports`);
+  if (PORTS_TO - PORTS_FROM < 1000) {
+    const port = await tryListen(0);
+    if (port === undefined) throw new Error('cannot listen on 127.0.0.1');
+    return port;
+  }
   for (;;) {
     const port = nextPort;
     nextPort = nextPort + 1 >= PORTS_TO ? PORTS_FROM : nextPort + 1;
-    if (await canListen(port)) return port;
+    if ((await tryListen(port)) !== undefined) return port;
   }
 }
 
