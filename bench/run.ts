@@ -96,7 +96,7 @@ const RUNS: BenchRun[] = [
   // put-to-event latency goes"): one round's ratio moves between ~0.8 and ~1.5, hence 7 rounds.
   // Four warm-up runs (40 s): at 100 puts/s V8 is still optimizing ~70 of our functions in the
   // second 10 s and ~25 in the third, on threads that delay the main thread's wake-ups by 1–3
-  // ms (docs/ARCHITECTURE.md, "Session 28: the JIT's warm-up at 100 puts/s").
+  // ms (docs/ARCHITECTURE.md, "Session 28: the JIT's warm-up at 100 puts/s, and a range regression").
   { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS], rounds: 7, warmupRuns: 4 },
   // 1,000 watchers replaying 1,000 historical revisions.
   { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
