@@ -144,11 +144,12 @@ export async function freePort(): Promise<number> {
     if (port === undefined) throw new Error('cannot listen on 127.0.0.1');
     return port;
   }
-  for (;;) {
+  for (let tries = PORTS_TO - PORTS_FROM; tries > 0; tries--) {
     const port = nextPort;
     nextPort = nextPort + 1 >= PORTS_TO ? PORTS_FROM : nextPort + 1;
     if ((await tryListen(port)) !== undefined) return port;
   }
+  throw new Error(`no port of 127.0.0.1 from ${PORTS_FROM} to ${PORTS_TO - 1} can be listened on`);
 }
 
 /**
