@@ -55,6 +55,20 @@ async function serverArgs(dir: string): Promise<{ args: string[]; url: string }>
   return { url, args: ['--data-dir', dir, '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', `http://127.0.0.1:${await freePort()}`] };
 }
 
+/** Connects to `url`'s port on 127.0.0.1, retrying every 5 ms up to `tries` times; undefined if it never accepts. */
+async function connectWhenListening(url: string, tries: number): Promise<net.Socket | undefined> {
+  const port = Number(new URL(url).port);
+  for (let i = 0; i < tries; i++) {
+    const socket = await new Promise<net.Socket | undefined>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (socket !== undefined) return socket;
+    await sleep(5);
+  }
+  return undefined;
+}
+
 const skip = etcdTsUnavailableReason();
 
 test('a second server on the same data dir refuses to start; SIGUSR1 and SIGUSR2 are ignored; SIGTERM shuts down cleanly, keeps data, and ends the process by the signal as etcd', { skip }, async (t) => {
@@ -120,15 +134,7 @@ test('the client URL takes connections before the server has loaded and made its
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const { args, url } = await serverArgs(path.join(dir, 'data'));
   const p = run(t, args);
-  const { port } = new URL(url);
-  let socket: net.Socket | undefined;
-  for (let i = 0; i < 400 && socket === undefined; i++) {
-    socket = await new Promise<net.Socket | undefined>((resolve) => {
-      const s = net.connect(Number(port), '127.0.0.1', () => resolve(s));
-      s.once('error', () => resolve(undefined));
-    });
-    if (socket === undefined) await sleep(5);
-  }
+  const socket = await connectWhenListening(url, 400);
   assert.ok(socket, 'the client URL never accepted a connection');
   // Taken before the server's modules loaded and its data dir was made.
   assert.equal(fs.existsSync(path.join(dir, 'data', 'member')), false, p.stderr());
@@ -162,15 +168,7 @@ test("after a kill -9, calls made while the server has not restored its store ye
   const mkfifo = spawnSync('mkfifo', [fifo]);
   if (mkfifo.status !== 0) return t.skip(`mkfifo: ${mkfifo.stderr?.toString()}`);
   const p = run(t, [...args, '--logger', 'zap', '--log-outputs', fifo]);
-  const { port } = new URL(url);
-  let socket: net.Socket | undefined;
-  for (let i = 0; i < 2000 && socket === undefined; i++) {
-    socket = await new Promise<net.Socket | undefined>((resolve) => {
-      const s = net.connect(Number(port), '127.0.0.1', () => resolve(s));
-      s.once('error', () => resolve(undefined));
-    });
-    if (socket === undefined) await sleep(5);
-  }
+  const socket = await connectWhenListening(url, 2000);
   assert.ok(socket, 'the client URL never accepted a connection while the server waited for its log');
   const lock = path.join(dataDir, 'member', 'etcd-ts.lock');
   assert.notEqual(fs.readFileSync(lock, 'utf8'), String(p.child.pid), 'the store was not opened yet');
