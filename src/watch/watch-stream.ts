@@ -41,6 +41,8 @@ export const SEND_BUFFER_LIMIT = 128;
 export const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** A waiting events response takes no more joins once it holds this many bytes of events. */
 export const MERGE_LIMIT_BYTES = 64 * 1024;
+/** An empty send queue keeps its array for reuse up to this many slots. */
+const QUEUE_KEEP_SLOTS = 4096;
 /** The watch ID meaning "choose one" (etcd `clientv3.AutoWatchID`). */
 const AUTO_WATCH_ID = 0n;
 /** The watch ID of a failed create and of a stream-wide progress response (etcd `InvalidWatchID`). */
@@ -176,6 +178,8 @@ interface EventsItem {
   bytes: number;
   /** Header revision: the newest of the joined responses'. */
   headerRev: number;
+  /** The stream's `joinEpoch` when it was queued: later events may join it only within that epoch. */
+  readonly epoch: number;
 }
 
 /** A marshalled response as buffers to send one after the other (see WatchStreamTransport.write). */
@@ -225,17 +229,29 @@ export class WatchStream implements WatcherSink {
   private watcherCount = 0;
   /** Next automatic watch ID to try (etcd `watchStream.nextID`); changed by create. */
   private nextId = 0;
-  /** Send queue; `queue[head..]` are waiting. Changed by enqueue and pump. */
+  /**
+   * Send queue; `queue[head..tail)` are waiting. Changed by enqueue and pump, which reuse its
+   * slots once it is empty rather than making a new array for every revision.
+   */
   private queue: (QueueItem | undefined)[] = [];
   private head = 0;
-  /** Bytes of events and control responses in `queue[head..]`; changed by sendEvents, enqueue, pump. */
+  private tail = 0;
+  /** Bytes of events and control responses in `queue[head..tail)`; changed by sendEvents, enqueue, pump. */
   private queuedBytes = 0;
-  /** Waiting events responses that later events of the same watcher may join. */
-  private readonly open = new Map<Watcher, EventsItem>();
+  /**
+   * Waiting events responses may take later events of their watcher (`Watcher.joinable`) while
+   * their epoch is this one; a control response starts a new epoch, closing them all.
+   */
+  private joinEpoch = 0;
   /** False while the transport is full (until drained()). */
   private writable = true;
   /** True while a pump is scheduled. */
   private pumpScheduled = false;
+  /** The scheduled pump (one function for the stream's life, not one per revision). */
+  private readonly scheduledPump = (): void => {
+    this.pumpScheduled = false;
+    this.pump();
+  };
   /** A progress request waits for every watcher to be synced. */
   private deferredProgress = false;
   /**
@@ -286,7 +302,7 @@ export class WatchStream implements WatcherSink {
     this.store.streamClosed();
     this.store.cancelAfterNextRevision(this.recheckProgress);
     let dropped = 0;
-    for (let i = this.head; i < this.queue.length; i++) {
+    for (let i = this.head; i < this.tail; i++) {
       const item = this.queue[i];
       if (item !== undefined && !Buffer.isBuffer(item)) dropped += item.chunks.length;
     }
@@ -296,8 +312,9 @@ export class WatchStream implements WatcherSink {
     this.watcherCount = 0;
     this.queue = [];
     this.head = 0;
+    this.tail = 0;
     this.queuedBytes = 0;
-    this.open.clear();
+    this.joinEpoch++;
     this.sentSinceTick = undefined;
     if (this.progressTimer) clearInterval(this.progressTimer);
     this.progressTimer = undefined;
@@ -310,16 +327,16 @@ export class WatchStream implements WatcherSink {
       this.store.reportEventsDropped(events.length);
       return true;
     }
-    let item = this.open.get(w);
+    let item = w.joinable as EventsItem | undefined;
     let i = 0;
-    if (!item || item.bytes >= MERGE_LIMIT_BYTES) {
+    if (!item || item.epoch !== this.joinEpoch || item.bytes >= MERGE_LIMIT_BYTES) {
       if (!this.hasRoom()) return false;
       // The array starts as a literal of the first entry: an empty one would get a backing
       // store of 16 slots at its first push, for the one entry most responses carry.
       const first = events[i++]!.entry(w.prevKv, this.store.prevKv);
-      item = { w, chunks: [first], bytes: first.length, headerRev };
+      item = { w, chunks: [first], bytes: first.length, headerRev, epoch: this.joinEpoch };
       this.queuedBytes += first.length;
-      this.open.set(w, item);
+      w.joinable = item;
       this.enqueue(item);
     }
     for (; i < events.length; i++) {
@@ -357,7 +374,7 @@ export class WatchStream implements WatcherSink {
    * revision and be replayed from history.
    */
   hasRoom(): boolean {
-    return this.queue.length - this.head < this.limit + this.watcherCount && this.queuedBytes < SEND_BUFFER_BYTES;
+    return this.tail - this.head < this.limit + this.watcherCount && this.queuedBytes < SEND_BUFFER_BYTES;
   }
 
   watcherSettled(_w: Watcher): void {
@@ -423,7 +440,7 @@ export class WatchStream implements WatcherSink {
     this.store.cancel(w);
     delete this.watchers[slot(id)];
     this.watcherCount--;
-    this.open.delete(w);
+    w.joinable = undefined;
     this.sentSinceTick?.delete(w);
     this.enqueueControl(this.store.rev, id, CANCELED);
     this.checkDeferredProgress();
@@ -468,30 +485,27 @@ export class WatchStream implements WatcherSink {
 
   /** Queues a response without events (see marshalResponse for the fields) with the header at `rev`. */
   private enqueueControl(rev: number, watchId: WatchId, bits: number, compactRev = 0, reason = ''): void {
-    this.open.clear(); // nothing queued later may overtake this response
+    this.joinEpoch++; // nothing queued later may overtake this response
     const bytes = marshalResponse(this.opts.headerField(rev), watchId, bits, compactRev, reason);
     this.queuedBytes += bytes.length;
     this.enqueue(bytes);
   }
 
   private enqueue(item: QueueItem): void {
-    this.queue.push(item);
+    this.queue[this.tail++] = item;
     if (!this.pumpScheduled && this.writable) {
       this.pumpScheduled = true;
       // Deferred to the end of the current job, so that the events of every revision published
       // in one batch (one synchronous publish loop) or replayed in one sync pass can join; a
       // microtask rather than setImmediate, which waited for the rest of the event-loop
       // iteration (about 0.25 ms from notify to the write when idle, measured).
-      queueMicrotask(() => {
-        this.pumpScheduled = false;
-        this.pump();
-      });
+      queueMicrotask(this.scheduledPump);
     }
   }
 
   /** Writes queued responses while the transport accepts them. */
   private pump(): void {
-    while (this.writable && !this.closed && this.head < this.queue.length) {
+    while (this.writable && !this.closed && this.head < this.tail) {
       const item = this.queue[this.head]!;
       this.queue[this.head++] = undefined;
       if (Buffer.isBuffer(item)) {
@@ -499,17 +513,20 @@ export class WatchStream implements WatcherSink {
         if (!this.transport.write(item, NO_PARTS, item.length)) this.writable = false;
         continue;
       }
-      if (this.open.get(item.w) === item) this.open.delete(item.w);
+      if (item.w.joinable === item) item.w.joinable = undefined;
       this.queuedBytes -= item.bytes;
       if (!this.writeEvents(item)) this.writable = false;
       this.store.reportEventsSent(item.chunks.length);
     }
     this.transport.flush();
-    if (this.head === this.queue.length) {
-      this.queue = [];
+    if (this.head === this.tail) {
+      // Empty: its slots are reused, unless a backlog made it large.
+      if (this.queue.length > QUEUE_KEEP_SLOTS) this.queue = [];
       this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
+      this.tail = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.tail) {
+      this.queue = this.queue.slice(this.head, this.tail);
+      this.tail -= this.head;
       this.head = 0;
     }
   }

@@ -187,7 +187,7 @@ const STATE_INDEX: Readonly<Record<WatcherState, number>> = { unsynced: 0, synce
 /**
  * A watcher (etcd `mvcc.watcher`): one key or key range watched from a revision.
  *
- * An idle server holds one of these per watch, so it is kept to six fields (72 bytes on 64-bit
+ * An idle server holds one of these per watch, so it is kept to seven fields (80 bytes on 64-bit
  * V8): the options and the state share one small integer, `flags`, read through accessors on
  * the prototype; no field holds a closure or a collection.
  */
@@ -207,6 +207,12 @@ export class Watcher {
   minRev = 0;
   /** Option bits (NO_PUT … FRAGMENT) and the state index above STATE_SHIFT; see the accessors. */
   private flags: number;
+  /**
+   * The sink's queued response of this watcher that later events may still join, or undefined;
+   * read and written only by the sink (a watch stream keeps it here rather than in a map of its
+   * own, whose entries came and went with every revision).
+   */
+  joinable: object | undefined = undefined;
 
   constructor(opts: WatcherOptions, sink: WatcherSink) {
     this.id = opts.id;

@@ -98,3 +98,41 @@ describe('WatchStream periodic progress', () => {
     assert.ok(new Set(intervals).size > 1, 'streams draw their own jitter');
   });
 });
+
+describe('WatchStream send queue', () => {
+  it('joins a waiting events response with its watcher\'s later revisions, but never across a control response', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'watch-join-'));
+    dirs.push(d);
+    const kv = new KVStore(Backend.open(d));
+    const ws = new WatchableStore(kv);
+    const out: Buffer[] = [];
+    let blocked = false;
+    const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), !blocked), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 1 << 20, progressIntervalMs: 0 });
+    stream.handle(create(1n, 'a'));
+    stream.handle(create(2n, 'b'));
+    await new Promise((done) => setImmediate(done));
+    assert.equal(out.length, 2, 'both created responses');
+    out.length = 0;
+    blocked = true;
+    const put = async () => {
+      const txn = kv.beginWrite();
+      txn.put('a', Buffer.from('v'), 0n);
+      await txn.end();
+      await new Promise((done) => setImmediate(done));
+    };
+    await put(); // rev 2: written at once; the transport is then full
+    await put(); // rev 3: waits in the queue
+    await put(); // rev 4: joins it
+    stream.handle({ cancelRequest: { watchId: 2n } });
+    await put(); // rev 5: queued after the cancel, so it may not join the response before it
+    for (let i = 0; i < 8; i++) stream.drained(); // one queued response a call
+    stream.close();
+    const got = out.map((b) => WatchResponse.decode(b)).map((r) => [r.watchId, r.canceled, r.events.map((e) => e.kv!.modRevision)]);
+    assert.deepEqual(got, [
+      [1n, false, [2n]],
+      [1n, false, [3n, 4n]],
+      [2n, true, []],
+      [1n, false, [5n]],
+    ]);
+  });
+});

@@ -30,21 +30,37 @@ export const WRITE_ROUND_BYTES = 4096;
 /**
  * A watch stream's transport on a call. Each response is framed as a gRPC message
  * (uncompressed flag, 4-byte big-endian length); the messages of a pass over the send queue
- * are copied once, their parts straight into one write of up to WRITE_ROUND_BYTES, and while
- * a write is in flight the next one is held (its messages wait here, the stream's queue
- * stops) until the write's socket write completes. `onSent` gets each response's size (the
- * method's serializer, where other calls' bytes are counted, is not used).
+ * are copied once, their framing and parts straight into one write of up to WRITE_ROUND_BYTES,
+ * and while a write is in flight the next one is held (its messages wait here, the stream's
+ * queue stops) until the write's socket write completes. `onSent` gets each response's size
+ * (the method's serializer, where other calls' bytes are counted, is not used).
  */
 export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, onDrain: () => void, onSent: (bytes: number) => void): WatchStreamTransport {
-  /** Framed messages not yet written, and their bytes. */
-  let held: Buffer[] = [];
+  /**
+   * Messages not yet written, in order: a number starts a message (its length, for the gRPC
+   * prefix written at the copy) and the buffers that follow are its bytes. No buffer is made
+   * per message until the copy.
+   */
+  const held: (Buffer | number)[] = [];
+  /** Bytes of `held` once framed. */
   let heldBytes = 0;
   /** True from a write until its callback. */
   let inFlight = false;
   const send = () => {
     inFlight = true;
-    const chunk = Buffer.concat(held, heldBytes);
-    held = [];
+    const chunk = Buffer.allocUnsafe(heldBytes);
+    let at = 0;
+    for (const piece of held) {
+      if (typeof piece === 'number') {
+        chunk[at] = 0;
+        chunk.writeUInt32BE(piece, at + 1);
+        at += 5;
+      } else {
+        chunk.set(piece, at);
+        at += piece.length;
+      }
+    }
+    held.length = 0;
     heldBytes = 0;
     call.writeFramed(chunk, () => {
       inFlight = false;
@@ -54,10 +70,7 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
   return {
     write: (head, parts, length) => {
       if (call.closed) return true; // the call's events close the WatchStream
-      const prefix = Buffer.allocUnsafe(5);
-      prefix[0] = 0;
-      prefix.writeUInt32BE(length, 1);
-      held.push(prefix, head);
+      held.push(length, head);
       for (const p of parts) held.push(p);
       heldBytes += 5 + length;
       onSent(length);
