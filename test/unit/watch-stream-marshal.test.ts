@@ -18,15 +18,21 @@ after(() => {
 
 const header = (rev: number): ResponseHeader => ({ clusterId: 0xcdef0123456789abn, memberId: 0x8e9e05c52164694dn, revision: BigInt(rev), raftTerm: 2n });
 
+/** A KV store on a new data dir (removed after the tests) and its watchable store. */
+function stores(prefix: string): { kv: KVStore; ws: WatchableStore } {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  const kv = new KVStore(Backend.open(d));
+  return { kv, ws: new WatchableStore(kv) };
+}
+
 function create(watchId: bigint, key = 'a', rangeEnd = ''): { createRequest: WatchCreateRequest } {
   return { createRequest: { key: Buffer.from(key), rangeEnd: Buffer.from(rangeEnd), startRevision: 0n, progressNotify: false, filters: [], prevKv: false, watchId, fragment: false } };
 }
 
 describe('WatchStream response marshalling', () => {
   it('marshals created, refused, canceled and progress responses as ts-proto does', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'watch-marshal-'));
-    dirs.push(d);
-    const ws = new WatchableStore(new KVStore(Backend.open(d)));
+    const { ws } = stores('watch-marshal-');
     const out: Buffer[] = [];
     const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 1 << 20, progressIntervalMs: 0 });
     for (const req of [create(0n), create(0n), create(5n), create(5n), create(-3n), create(300n), create(0n, 'b', 'a'), create(1n << 40n)]) stream.handle(req);
@@ -52,10 +58,7 @@ describe('WatchStream response marshalling', () => {
   });
 
   it('marshals events responses as ts-proto does, for every form of watch ID and with the fragment flag', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'watch-marshal-'));
-    dirs.push(d);
-    const kv = new KVStore(Backend.open(d));
-    const ws = new WatchableStore(kv);
+    const { kv, ws } = stores('watch-marshal-');
     const out: Buffer[] = [];
     const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), true), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 64, progressIntervalMs: 0 });
     const ids = [0n, 5n, 127n, 128n, 300n, -3n, 1n << 40n, 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n)];
@@ -78,9 +81,7 @@ describe('WatchStream response marshalling', () => {
 
 describe('WatchStream periodic progress', () => {
   it('ticks at the interval plus a jitter of up to a tenth of it, drawn per stream (etcd GetProgressReportInterval)', (t) => {
-    const d = mkdtempSync(join(tmpdir(), 'watch-progress-'));
-    dirs.push(d);
-    const ws = new WatchableStore(new KVStore(Backend.open(d)));
+    const { ws } = stores('watch-progress-');
     const intervals: number[] = [];
     const setIntervalSpy = mock.method(globalThis, 'setInterval', (_fn: () => void, ms: number) => {
       intervals.push(ms);
@@ -101,10 +102,7 @@ describe('WatchStream periodic progress', () => {
 
 describe('WatchStream send queue', () => {
   it('joins a waiting events response with its watcher\'s later revisions, but never across a control response', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'watch-join-'));
-    dirs.push(d);
-    const kv = new KVStore(Backend.open(d));
-    const ws = new WatchableStore(kv);
+    const { kv, ws } = stores('watch-join-');
     const out: Buffer[] = [];
     let blocked = false;
     const stream = new WatchStream(ws, { write: (head, parts) => (out.push(Buffer.concat([head, ...parts])), !blocked), flush: () => {} }, { headerField: headerFields(header), fragmentBytes: 1 << 20, progressIntervalMs: 0 });
