@@ -831,8 +831,8 @@ export class H2Connection {
 
   /**
    * Flushes `conn` in the check phase. One `setImmediate` serves every connection of the
-   * iteration: at 1,000 watchers on 16 connections, one a connection cost an Immediate and a
-   * closure per connection and revision.
+   * iteration; one per connection was an Immediate and a closure per connection and revision
+   * of a fan-out.
    */
   private static flushInCheckPhase(conn: H2Connection): void {
     const queue = H2Connection.checkPhaseQueue;
