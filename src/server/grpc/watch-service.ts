@@ -12,7 +12,7 @@ import { WatchService, type ResponseHeader, type WatchRequest } from '../../prot
 import { headerFields, WatchStream, type WatchStreamTransport } from '../../watch/watch-stream.js';
 import { contextErrorStatus, Errors, EtcdError, grpcErrorText } from '../errors.js';
 import type { EtcdServer } from '../etcd-server.js';
-import type { GrpcServer, ServerCall } from '../transport/grpc-server.js';
+import { MESSAGE_PREFIX_BYTES, writeMessagePrefix, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
 
 /**
  * Bytes of gRPC messages one HTTP/2 write may carry. A pass over a stream's send queue writes
@@ -51,11 +51,8 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
     const chunk = Buffer.allocUnsafe(heldBytes);
     let at = 0;
     for (const piece of held) {
-      if (typeof piece === 'number') {
-        chunk[at] = 0;
-        chunk.writeUInt32BE(piece, at + 1);
-        at += 5;
-      } else {
+      if (typeof piece === 'number') at = writeMessagePrefix(chunk, at, piece);
+      else {
         chunk.set(piece, at);
         at += piece.length;
       }
@@ -72,7 +69,7 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
       if (call.closed) return true; // the call's events close the WatchStream
       held.push(length, head);
       for (const p of parts) held.push(p);
-      heldBytes += 5 + length;
+      heldBytes += MESSAGE_PREFIX_BYTES + length;
       onSent(length);
       if (inFlight) return false;
       if (heldBytes < WRITE_ROUND_BYTES) return true;

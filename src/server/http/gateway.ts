@@ -39,7 +39,7 @@ import { JsonDecodeError, readJsonValues, type RawJson } from './go-json.js';
 import { decodeRequestMessage, JsonNilMessage } from './jsonpb.js';
 import { jsonMessageWriter } from './jsonpb-encode.js';
 import type { HeaderField, StreamListener } from '../transport/h2-connection.js';
-import { type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
+import { MESSAGE_PREFIX_BYTES, writeMessagePrefix, type CallStatus, type CallStream, type GrpcServer, type ServerCall } from '../transport/grpc-server.js';
 
 /** HTTP path → [proto service, method], as etcd 3.4's `*.pb.gw.go` register them (first match wins). */
 const ROUTES: readonly (readonly [string, string, string])[] = [
@@ -158,10 +158,8 @@ function decodeRequest(schema: DescMessage, value: RawJson): Buffer {
 
 /** `bytes` as one gRPC message (flag byte, 4-byte length). */
 function frame(bytes: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + bytes.length);
-  out[0] = 0;
-  out.writeUInt32BE(bytes.length, 1);
-  out.set(bytes, 5);
+  const out = Buffer.allocUnsafe(MESSAGE_PREFIX_BYTES + bytes.length);
+  out.set(bytes, writeMessagePrefix(out, 0, bytes.length));
   return out;
 }
 

@@ -18,6 +18,19 @@ import { status as GrpcStatus, type ServiceDefinition, type StatusObject } from 
 import { encodeHeaders, H2Connection, H2Error, type H2Stream, type HeaderField, type StreamListener } from './h2-connection.js';
 import { serveHttp } from './h2-http.js';
 
+/** Bytes of a gRPC message's prefix: the compressed flag and the 4-byte big-endian length. */
+export const MESSAGE_PREFIX_BYTES = 5;
+
+/**
+ * Writes the prefix of an uncompressed gRPC message of `length` bytes into `out` at `at`;
+ * returns where the message itself goes.
+ */
+export function writeMessagePrefix(out: Buffer, at: number, length: number): number {
+  out[at] = 0;
+  out.writeUInt32BE(length, at + 1);
+  return at + MESSAGE_PREFIX_BYTES;
+}
+
 /**
  * What a call needs of the stream it runs on: an HTTP/2 stream (H2Stream), or the gRPC
  * gateway's in-process stand-in (src/server/http/gateway.ts), which feeds gRPC-framed request
@@ -379,10 +392,8 @@ export class ServerCall extends EventEmitter {
       return false;
     }
     const first = parts[0] ?? NO_BYTES;
-    const framed = Buffer.allocUnsafe(5 + first.length);
-    framed[0] = 0;
-    framed.writeUInt32BE(length, 1);
-    first.copy(framed, 5);
+    const framed = Buffer.allocUnsafe(MESSAGE_PREFIX_BYTES + first.length);
+    first.copy(framed, writeMessagePrefix(framed, 0, length));
     return this.writeFramed(parts.length > 1 ? [framed, ...parts.slice(1)] : framed);
   }
 
