@@ -17,7 +17,8 @@
 // #18089, test/integration/watch-regressions).
 //
 // A second test cuts one response past --max-request-bytes + 512 KiB into fragments, live (a
-// delete of 20 keys with prev_kv) and from history, and compares where each server cut.
+// delete of 20 keys with prev_kv) and from history, and compares where each server cut. A third
+// runs --experimental-watch-progress-notify-interval: who is notified, and at which revision.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it, type TestContext } from 'node:test';
@@ -167,6 +168,7 @@ class Side {
     const list = this.got[stream]!.get(id) ?? [];
     this.got[stream]!.set(id, list);
     if (w.created || w.canceled) list.push(JSON.stringify({ created: w.created, canceled: w.canceled, compact: String(w.compactRevision), reason: w.cancelReason }));
+    if (!w.created && !w.canceled && w.events.length === 0) list.push(`progress ${w.header?.revision}`);
     if (this.boundaries && w.events.length > 0) list.push(`response: ${w.events.length} events${w.fragment ? ', fragment' : ''}, header ${w.header?.revision}`);
     for (const e of w.events) list.push(`${e.type === Event_EventType.DELETE ? 'DELETE' : 'PUT'} ${kvText(e.kv)} prev ${kvText(e.prevKv)}`);
     if (w.created) this.createdWaiters[stream]!.shift()?.();
@@ -226,10 +228,19 @@ async function startBoth(t: TestContext, flags: string[] = []): Promise<grpc.Cli
 }
 
 /** A watch create request on [key, rangeEnd). */
-function create(key: string, rangeEnd: string, o: { startRevision?: number; prevKv?: boolean; fragment?: boolean } = {}): Buffer {
+function create(key: string, rangeEnd: string, o: { startRevision?: number; prevKv?: boolean; fragment?: boolean; progressNotify?: boolean } = {}): Buffer {
   return Buffer.from(
     WatchRequest.encode({
-      createRequest: { key: Buffer.from(key), rangeEnd: Buffer.from(rangeEnd), startRevision: BigInt(o.startRevision ?? 0), progressNotify: false, filters: [], prevKv: o.prevKv ?? false, watchId: 0n, fragment: o.fragment ?? false },
+      createRequest: {
+        key: Buffer.from(key),
+        rangeEnd: Buffer.from(rangeEnd),
+        startRevision: BigInt(o.startRevision ?? 0),
+        progressNotify: o.progressNotify ?? false,
+        filters: [],
+        prevKv: o.prevKv ?? false,
+        watchId: 0n,
+        fragment: o.fragment ?? false,
+      },
     }).finish(),
   );
 }
@@ -321,5 +332,42 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     // etcd cut the deletes with prev_kv and the history into several responses.
     const cuts = (id: string) => expected![id]!.filter((l) => l.includes(', fragment')).length;
     assert.ok(cuts('0') >= 1 && cuts('1') === 0 && cuts('2') === 0 && cuts('3') >= 1, JSON.stringify(expected));
+  });
+  it('periodic progress notifications go to the watchers that asked, skip a watcher that just had events, and carry the revision', async (t) => {
+    // Ticks every 600 ms; the busy key gets a put every ~100 ms.
+    const clients = await startBoth(t, ['--experimental-watch-progress-notify-interval', '600ms']);
+    const sides = clients.map((c) => new Side(c));
+    t.after(() => sides.forEach((s) => s.close()));
+    // Watch IDs: 0 a quiet key, asked; 1 a quiet key, not asked; 2 a busy key, asked.
+    for (const req of [create('p', '', { progressNotify: true }), create('q', ''), create('r', '', { progressNotify: true })]) {
+      await Promise.all(sides.map((s) => s.create(0, req)));
+    }
+    const put = Buffer.from(PutRequest.encode({ key: Buffer.from('r'), value: Buffer.from('v'), lease: 0n, prevKv: false, ignoreValue: false, ignoreLease: false }).finish());
+    let lastRev = 0;
+    for (const until = Date.now() + 2400; Date.now() < until; ) {
+      const answers = await Promise.all(sides.map((s) => s.unary('/etcdserverpb.KV/Put', put)));
+      assert.equal(answers[1]!.answer, answers[0]!.answer);
+      lastRev = answers[0]!.rev;
+      await sleep(100);
+    }
+    await sleep(1300); // the busy key is quiet now: its next notification comes
+    /** Per watcher: its events, and its notifications' revisions (how many is the timer's). */
+    const shape = (s: Side) =>
+      [...s.got[0]!].map(([id, lines]) => {
+        const revs = lines.filter((l) => l.startsWith('progress ')).map((l) => Number(l.slice('progress '.length)));
+        return { id, events: lines.filter((l) => !l.startsWith('progress ')), notified: revs.length > 0, revisions: [...new Set(revs)].sort((a, b) => a - b) };
+      });
+    const [expected, actual] = sides.map(shape);
+    // The quiet watcher that asked was notified at every tick (how many, and at which revisions
+    // while the puts went on, is the timers'), the last time at the last revision.
+    for (const [side, x] of [sides[0]!, sides[1]!].map((s, i) => [s, [expected, actual][i]!] as const)) {
+      const count = side.got[0]!.get('0')!.filter((l) => l.startsWith('progress ')).length;
+      const revs = x[0]!.revisions;
+      assert.ok(count >= 4 && revs.every((r) => r >= 1 && r <= lastRev) && revs.includes(lastRev), `${count} notifications at ${revs}`);
+      x[0]!.revisions = [];
+    }
+    assert.deepEqual(actual, expected);
+    // The busy watcher was notified only once its key went quiet, at the last revision.
+    assert.deepEqual(expected![2]!.revisions, [lastRev]);
   });
 });
