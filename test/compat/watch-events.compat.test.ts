@@ -19,6 +19,7 @@
 // A second test cuts one response past --max-request-bytes + 512 KiB into fragments, live (a
 // delete of 20 keys with prev_kv) and from history, and compares where each server cut. A third
 // runs --experimental-watch-progress-notify-interval: who is notified, and at which revision.
+// A fourth lets a lease expire under a watcher with prev_kv.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it, type TestContext } from 'node:test';
@@ -369,5 +370,24 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     assert.deepEqual(actual, expected);
     // The busy watcher was notified only once its key went quiet, at the last revision.
     assert.deepEqual(expected![2]!.revisions, [lastRev]);
+  });
+  it('an expired lease deletes its keys in one revision: the same DELETE events, with prev_kv', { timeout: 30_000 }, async (t) => {
+    const clients = await startBoth(t);
+    const sides = clients.map((c) => new Side(c));
+    t.after(() => sides.forEach((s) => s.close()));
+    const unary = async (method: string, body: Uint8Array) => {
+      const answers = await Promise.all(sides.map((s) => s.unary(method, Buffer.from(body))));
+      assert.equal(answers[1]!.answer, answers[0]!.answer);
+    };
+    await Promise.all(sides.map((s) => s.create(0, create('x/', 'x0', { prevKv: true }))));
+    await unary('/etcdserverpb.Lease/LeaseGrant', LeaseGrantRequest.encode({ ID: 77n, TTL: 2n }).finish());
+    for (const [key, lease] of [['x/3', 77n], ['x/1', 77n], ['x/kept', 0n], ['x/2', 77n]] as const) {
+      await unary('/etcdserverpb.KV/Put', PutRequest.encode({ key: Buffer.from(key), value: Buffer.from('v'), lease, prevKv: false, ignoreValue: false, ignoreLease: false }).finish());
+    }
+    const deletes = (s: Side) => (s.got[0]!.get('0') ?? []).filter((l) => l.startsWith('DELETE')).length;
+    for (const until = Date.now() + 20_000; Date.now() < until && !sides.every((s) => deletes(s) === 3); ) await sleep(200);
+    const [expected, actual] = sides.map((s) => s.got[0]!.get('0'));
+    assert.deepEqual(actual, expected);
+    assert.equal(deletes(sides[0]!), 3, JSON.stringify(expected));
   });
 });
