@@ -1,9 +1,10 @@
 // Watch events under live writes, etcd 3.4 against etcd-ts: seeded random workloads run op by
-// op on both servers (puts with and without a lease, deletes of a key, a range and a prefix,
-// txns of several puts and deletes, leases granted with a chosen ID and revoked, compactions),
-// with watchers created between the ops on two streams per server (a key, a range, a prefix,
-// from-key and every key; starting now, in the past, below the compaction and in the future;
-// with prev_kv; with NOPUT or NODELETE). Per watcher, the answers must be the same on both:
+// op on both servers (puts with and without a lease, some keeping the key's value or lease,
+// deletes of a key, a range and a prefix, txns of several puts and deletes, leases granted
+// with a chosen ID and revoked, compactions), with watchers created between the ops on two
+// streams per server (a key, a range, a prefix, from-key and every key; starting now, in the
+// past, below the compaction and in the future; with prev_kv; with NOPUT or NODELETE). Per
+// watcher, the answers must be the same on both:
 // its created answer, then every event in order with every field of its kv and prev_kv, and a
 // cancel. So must every op's answer (its revision, or its error).
 //
@@ -29,12 +30,12 @@ import {
   Compare_CompareResult,
   Compare_CompareTarget,
   CompactionRequest,
+  CompactionResponse,
   DeleteRangeRequest,
   LeaseGrantRequest,
   LeaseRevokeRequest,
   PutRequest,
   type RequestOp,
-  ResponseHeader,
   TxnRequest,
   WatchCreateRequest_FilterType,
   WatchRequest,
@@ -43,12 +44,11 @@ import {
 import { Event_EventType, type KeyValue } from '../../src/proto/gen/kv.gen.js';
 import { seeded } from '../helpers/seeded.js';
 import { etcdUnavailableReason, startServer } from '../helpers/servers.js';
+import { prefixEnd } from '../helpers/watch-client.js';
 
 const CASES = 6;
 const OPS_PER_CASE = 45;
 const raw = (b: Buffer): Buffer => b;
-
-type Rng = ReturnType<typeof seeded>;
 
 /**
  * One step of a case: a unary call (method path and request bytes), a compaction `back`
@@ -56,24 +56,27 @@ type Rng = ReturnType<typeof seeded>;
  */
 type Step = { call: string; body: Buffer } | { compactBack: number } | { watch: 0 | 1; create: (currentRev: number, compactedAt: number) => Buffer };
 
-/** The first key after every key with `prefix` (etcd's prefix range end). */
-function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-}
-
 /** The steps of case `seed`, on keys under its own prefix. */
 function steps(seed: number): Step[] {
   const r = seeded(seed * 7919);
   const p = `c${seed}/`;
+  const pEnd = prefixEnd(p).toString('latin1');
   const keys = ['a', 'b', 'b1', 'c', 'd'].map((k) => p + k);
   const leaseIds = [0n, 1n, 2n].map((i) => BigInt(seed * 100) + i + 1n);
   const granted = new Set<bigint>();
-  const put = (rr: Rng, lease = 0n): RequestOp => ({
-    requestPut: { key: Buffer.from(rr.pick(keys)), value: Buffer.from(`v${rr.int(1000)}`), lease, prevKv: false, ignoreValue: false, ignoreLease: false },
-  });
-  const del = (rr: Rng): RequestOp => {
-    const from = rr.pick(keys);
-    const rangeEnd = rr.pick(['', '', p + 'c', prefixEnd(p)]);
+  // One put in six keeps the key's value (ignore_value) or lease (ignore_lease): the event
+  // carries the kept one, and a key that does not exist is refused.
+  const put = (lease = 0n): RequestOp => {
+    const keep = r.int(6);
+    const ignoreValue = keep === 0;
+    const ignoreLease = keep === 1;
+    const key = Buffer.from(r.pick(keys));
+    const value = Buffer.from(ignoreValue ? '' : `v${r.int(1000)}`);
+    return { requestPut: { key, value, lease: ignoreLease ? 0n : lease, prevKv: false, ignoreValue, ignoreLease } };
+  };
+  const del = (): RequestOp => {
+    const from = r.pick(keys);
+    const rangeEnd = r.pick(['', '', p + 'c', pEnd]);
     return { requestDeleteRange: { key: Buffer.from(rangeEnd && rangeEnd <= from ? p : from), rangeEnd: Buffer.from(rangeEnd), prevKv: false } };
   };
   const out: Step[] = [];
@@ -81,15 +84,15 @@ function steps(seed: number): Step[] {
     const kind = r.int(20);
     if (kind < 7) {
       const lease = granted.size > 0 && r.int(3) === 0 ? r.pick([...granted]) : 0n;
-      out.push({ call: '/etcdserverpb.KV/Put', body: Buffer.from(PutRequest.encode(put(r, lease).requestPut!).finish()) });
+      out.push({ call: '/etcdserverpb.KV/Put', body: Buffer.from(PutRequest.encode(put(lease).requestPut!).finish()) });
     } else if (kind < 10) {
-      out.push({ call: '/etcdserverpb.KV/DeleteRange', body: Buffer.from(DeleteRangeRequest.encode(del(r).requestDeleteRange!).finish()) });
+      out.push({ call: '/etcdserverpb.KV/DeleteRange', body: Buffer.from(DeleteRangeRequest.encode(del().requestDeleteRange!).finish()) });
     } else if (kind < 12) {
-      const ops = Array.from({ length: 1 + r.int(3) }, () => (r.int(2) === 0 ? put(r) : del(r)));
+      const ops = Array.from({ length: 1 + r.int(3) }, () => (r.int(2) === 0 ? put() : del()));
       const txn = {
         compare: [{ result: Compare_CompareResult.GREATER, target: Compare_CompareTarget.VERSION, key: Buffer.from(r.pick(keys)), version: BigInt(r.int(2)), rangeEnd: Buffer.alloc(0) }],
         success: ops,
-        failure: [put(r)],
+        failure: [put()],
       };
       out.push({ call: '/etcdserverpb.KV/Txn', body: Buffer.from(TxnRequest.encode(txn).finish()) });
     } else if (kind < 13) {
@@ -106,7 +109,7 @@ function steps(seed: number): Step[] {
       const range = r.pick<[string, string]>([
         [p + 'b', ''],
         [p + 'a', p + 'c'],
-        [p, prefixEnd(p)],
+        [p, pEnd],
         [p + 'b', '\0'],
         ['\0', '\0'],
       ]);
@@ -120,12 +123,10 @@ function steps(seed: number): Step[] {
           // now; past (never at the compaction itself); below the compaction; the future
           let start = 0;
           if (startKind === 1 || startKind === 2) start = Math.max(1, currentRev - back);
-          if (start === compactedAt) start++;
+          if (start > 0 && start === compactedAt) start++;
           if (startKind === 3 && compactedAt > 1) start = compactedAt - 1;
           if (startKind === 4) start = currentRev + 2;
-          const req = WatchRequest.decode(create(range[0], range[1], { startRevision: start, prevKv }));
-          req.createRequest!.filters = filters;
-          return Buffer.from(WatchRequest.encode(req).finish());
+          return create(range[0], range[1], { startRevision: start, prevKv, filters });
         },
       });
     }
@@ -133,6 +134,7 @@ function steps(seed: number): Step[] {
   return out;
 }
 
+/** An event's kv or prev_kv as compared: every field, '-' when absent. */
 function kvText(kv: KeyValue | undefined): string {
   if (!kv) return '-';
   // A long value as its length and digest, so that a difference stays readable.
@@ -189,8 +191,9 @@ class Side {
       this.client.makeUnaryRequest(method, raw, raw, body, (err, res) => {
         if (err) resolve({ rev: -1, answer: `error ${err.code} ${err.details}` });
         else {
-          // Every answer of KV and Lease starts with its header (field 1).
-          const rev = Number(ResponseHeader.decode(readField1(res!)).revision);
+          // Every KV and Lease answer has its header in field 1: CompactionResponse, which has
+          // nothing else, reads it from any of them (other fields are skipped).
+          const rev = Number(CompactionResponse.decode(res!).header!.revision);
           resolve({ rev, answer: `rev ${rev}` });
         }
       }),
@@ -200,21 +203,6 @@ class Side {
   close(): void {
     for (const s of this.streams) s.cancel();
   }
-}
-
-/** The bytes of field 1 (length-delimited) of a protobuf message: every etcd answer's header. */
-function readField1(msg: Buffer): Buffer {
-  if (msg[0] !== 0x0a) return Buffer.alloc(0);
-  let len = 0;
-  let shift = 0;
-  let at = 1;
-  for (;;) {
-    const b = msg[at++]!;
-    len |= (b & 0x7f) << shift;
-    if (b < 0x80) break;
-    shift += 7;
-  }
-  return msg.subarray(at, at + len);
 }
 
 /** Starts etcd and etcd-ts with `flags`; a client of each (etcd first). */
@@ -229,7 +217,11 @@ async function startBoth(t: TestContext, flags: string[] = []): Promise<grpc.Cli
 }
 
 /** A watch create request on [key, rangeEnd). */
-function create(key: string, rangeEnd: string, o: { startRevision?: number; prevKv?: boolean; fragment?: boolean; progressNotify?: boolean } = {}): Buffer {
+function create(
+  key: string,
+  rangeEnd: string,
+  o: { startRevision?: number; prevKv?: boolean; fragment?: boolean; progressNotify?: boolean; filters?: WatchCreateRequest_FilterType[] } = {},
+): Buffer {
   return Buffer.from(
     WatchRequest.encode({
       createRequest: {
@@ -237,7 +229,7 @@ function create(key: string, rangeEnd: string, o: { startRevision?: number; prev
         rangeEnd: Buffer.from(rangeEnd),
         startRevision: BigInt(o.startRevision ?? 0),
         progressNotify: o.progressNotify ?? false,
-        filters: [],
+        filters: o.filters ?? [],
         prevKv: o.prevKv ?? false,
         watchId: 0n,
         fragment: o.fragment ?? false,
@@ -250,7 +242,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
   it('every watcher gets the same answers and events, with the same kv and prev_kv, as etcd gives it', async (t) => {
     const clients = await startBoth(t);
     const differ: string[] = [];
-    const seen = { events: 0, prevKv: 0, deletes: 0, compactCancels: 0, revokes: 0 };
+    const seen = { events: 0, prevKv: 0, deletes: 0, compactCancels: 0, revokes: 0, refused: 0 };
     let currentRev = 1;
     let compactedAt = 0;
     for (let seed = 1; seed <= CASES; seed++) {
@@ -277,7 +269,10 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
           const answers = await Promise.all(sides.map((s) => s.unary(call, body)));
           ops.push(`${call}: ${answers.map((a) => a.answer).join(' | ')}`);
           if (answers[0]!.answer !== answers[1]!.answer) differ.push(`case ${seed}, ${call}: etcd ${answers[0]!.answer}, etcd-ts ${answers[1]!.answer}`);
-          if (answers[0]!.rev <= 0) continue;
+          if (answers[0]!.rev <= 0) {
+            seen.refused++;
+            continue;
+          }
           currentRev = answers[0]!.rev;
           if (call.endsWith('LeaseRevoke')) seen.revokes++;
         }
@@ -296,8 +291,8 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     }
     assert.deepEqual(differ, []);
     // The workloads reach events with and without prev_kv, deletes, watchers canceled by the
-    // compaction and revoked leases.
-    assert.ok(seen.events > 200 && seen.prevKv > 50 && seen.deletes > 30 && seen.compactCancels > 0 && seen.revokes > 0, JSON.stringify(seen));
+    // compaction, revoked leases and refused ops (a put keeping the value of a missing key).
+    assert.ok(seen.events > 200 && seen.prevKv > 50 && seen.deletes > 30 && seen.compactCancels > 0 && seen.revokes > 0 && seen.refused > 0, JSON.stringify(seen));
   });
   it('a response past --max-request-bytes + 512 KiB is cut into the same fragments, live and from history', async (t) => {
     // Fragments start at 64 KiB + 512 KiB of response; 20 values of 40 KiB make 800 KiB, within
