@@ -47,6 +47,8 @@ const SCENARIOS: readonly Scenario[] = [
   { name: 'single key from a past revision', before: WRITES, watch: ['watch', 'foo', '--rev', '2'], during: [['put', 'foo', 'v5']], lines: 12, expect: 'DELETE' },
   { name: '--prefix --prev-kv', before: WRITES, watch: ['watch', 'foo', '--prefix', '--prev-kv', '--rev', '2'], during: [['put', 'foo2', 'x']], lines: 19, expect: 'foo2' },
   { name: 'a range: watch a c', before: WRITES, watch: ['watch', 'a', 'c', '--rev', '1'], during: [['put', 'bb', 'y'], ['put', 'c', 'no']], lines: 6, expect: 'bb' },
+  // clientv3 turns a prefix watch on the empty key into key "\0", range end "\0": every key.
+  { name: 'every key: watch --prefix ""', before: WRITES, watch: ['watch', '--prefix', '', '--rev', '1'], during: [['put', 'zz', 'last']], lines: 18, expect: 'last' },
   { name: 'future revision waits', before: [], watch: ['watch', 'k', '--rev', '4'], during: [['put', 'k', '1'], ['put', 'k', '2'], ['put', 'k', '3']], lines: 3, expect: '3' },
   {
     name: 'exec a command per event: watch ... -- <command>',
@@ -64,6 +66,15 @@ const SCENARIOS: readonly Scenario[] = [
     during: [],
     lines: 16,
     expect: 'v3',
+  },
+  {
+    name: 'interactive: progress, and a command it does not know',
+    before: WRITES,
+    watch: ['watch', '-i'],
+    stdin: ['watch foo --rev 2', { line: 'progress', after: 9 }, 'bogus x'],
+    during: [],
+    lines: 10,
+    expect: 'progress notify: 6',
   },
   { name: 'a compacted start revision is canceled', before: [...WRITES, ['compact', '5']], watch: ['watch', 'foo', '--rev', '2'], during: [], lines: 0, expect: 'required revision has been compacted' },
 ];
