@@ -19,6 +19,12 @@
 // ("rounds as good"). Quote ratios, not absolute figures: the machine is shared and the load
 // generator shares its cores with the server.
 //
+// The fan-out and catch-up rows also print the CPU each side spent per event delivered over
+// the whole measured run (watcher creation and writes included): the server's (its process,
+// every thread) and the load generator's. On 2 shared cores the sum decides events/s while both
+// sides keep both cores busy; where they do not, the server's own time per event can decide
+// (docs/ARCHITECTURE.md, "Session 29").
+//
 // usage: npm run bench -- [--only put,range] [--rounds N] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
 //   --only      run only the named rows of RUNS
 //   --rounds    measurements of each row per server, interleaved (default: the row's `rounds`, else 3)
@@ -26,7 +32,7 @@
 //   --no-warmup measure the first run against each fresh server
 //   --cpu-prof  run etcd-ts under `node --cpu-prof`, profiles written to DIR on its exit
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,6 +81,8 @@ const EVENTS: Metric = { key: 'events_per_s', label: 'events/s', better: 'higher
 const P50: Metric = { key: 'p50_ms', label: 'p50 ms', better: 'lower' };
 const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
 
+const SERVER_CPU: Metric = { key: 'server_cpu_us_per_event', label: 'server CPU µs/event', better: 'lower' };
+const CLIENT_CPU: Metric = { key: 'client_cpu_us_per_event', label: 'client CPU µs/event', better: 'lower' };
 const CREATES: Metric = { key: 'creates_per_s', label: 'creates/s', better: 'higher' };
 const BYTES_PER_WATCHER: Metric = { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' };
 const COLD_BYTES_PER_WATCHER: Metric = { key: 'bytes_per_watcher', label: 'B/watcher, cold', better: 'lower' };
@@ -92,8 +100,8 @@ const RUNS: BenchRun[] = [
   // fanout-1k's ratio moves widely from one round to the next (0.56–1.88 in one run of session
   // 30): server and load generator share the 2 cores, and how the CPU splits between them moves
   // from run to run (docs/ARCHITECTURE.md, "Session 29"). Hence 5 rounds; a round pair takes ~25 s.
-  { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING], rounds: 5 },
-  { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING] },
+  { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING, SERVER_CPU, CLIENT_CPU], rounds: 5 },
+  { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING, SERVER_CPU, CLIENT_CPU] },
   // Put-to-event latency at a steady 100 puts/s with 100 watchers. Its p99 is the ~10 slowest
   // of 1,000 puts, which the host's stalls decide (docs/ARCHITECTURE.md, "Where the p99 of
   // put-to-event latency goes"): one round's ratio moves between ~0.8 and ~1.5, hence 7 rounds.
@@ -102,7 +110,7 @@ const RUNS: BenchRun[] = [
   // ms (docs/ARCHITECTURE.md, "Session 28: the JIT's warm-up at 100 puts/s, and a range regression").
   { name: 'fanout-latency', args: ['-mode', 'fanout', '-watchers', '100', '-rate', '100', '-total', '1000'], metrics: [P50, P99, EVENTS], rounds: 7, warmupRuns: 4 },
   // 1,000 watchers replaying 1,000 historical revisions.
-  { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS] },
+  { name: 'catchup-1k', args: ['-mode', 'catchup', '-watchers', '1000', '-total', '1000'], metrics: [EVENTS, SERVER_CPU, CLIENT_CPU] },
   // 20,000 idle watchers: creation rate, and server memory per watcher from a cold start
   // (-pid samples VmRSS; the figure carries the server process's one-time growth).
   { name: 'create-20k', args: ['-mode', 'create', '-watchers', '20000'], metrics: [CREATES, COLD_BYTES_PER_WATCHER], warmupRuns: 0 },
@@ -122,6 +130,23 @@ interface Result {
   figures: Map<string, number>;
   line: string;
   error?: string;
+}
+
+/** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`). */
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/**
+ * CPU seconds so far of process `pid` (every thread, user and system), and of this process's
+ * children that have been waited for (`self`: /proc/self's cutime and cstime, where a finished
+ * spawnSync's load generator lands).
+ */
+function cpuSeconds(pid: number | 'self'): number {
+  // The fields after the command name, which is in parentheses and may hold spaces.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime, stime are fields 14 and 15 of stat(5), cutime, cstime 16 and 17; f[0] is field 3.
+  const at = pid === 'self' ? 13 : 11;
+  return (Number(f[at]) + Number(f[at + 1])) / CLOCK_TICKS;
 }
 
 /** Parses etcdbench's `name=value name=value …` line (the last line of stdout). */
@@ -201,11 +226,17 @@ async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: 
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
     const once = (): Result => {
+      const [server0, client0] = [cpuSeconds(server.pid), cpuSeconds('self')];
       const out = r.script
         ? run(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, r.script), '--endpoint', endpoint, '--pid', String(server.pid), ...r.args], { timeoutMs: 600_000 })
         : run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
       const { figures, line } = parseFigures(out.stdout);
       if (out.code !== 0) return { figures, line, error: `${r.script ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
+      const delivered = figures.get('delivered');
+      if (delivered) {
+        figures.set(SERVER_CPU.key, ((cpuSeconds(server.pid) - server0) / delivered) * 1e6);
+        figures.set(CLIENT_CPU.key, ((cpuSeconds('self') - client0) / delivered) * 1e6);
+      }
       return { figures, line };
     };
     for (let i = 0; i < warmupRuns; i++) {
