@@ -254,7 +254,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
             const req = step.create(currentRev, compactedAt);
             await Promise.all(sides.map((s) => s.create(step.watch, req)));
             const start = Number(WatchRequest.decode(req).createRequest!.startRevision);
-            if (start > 0 && start <= currentRev) await sleep(250); // etcd's sync loop replays it
+            if (start > 0 && start <= currentRev) await sleep(350); // etcd's sync loop (every 100 ms) replays it
             continue;
           }
           let call: string;
@@ -294,6 +294,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     // compaction, revoked leases and refused ops (a put keeping the value of a missing key).
     assert.ok(seen.events > 200 && seen.prevKv > 50 && seen.deletes > 30 && seen.compactCancels > 0 && seen.revokes > 0 && seen.refused > 0, JSON.stringify(seen));
   });
+
   it('a response past --max-request-bytes + 512 KiB is cut into the same fragments, live and from history', async (t) => {
     // Fragments start at 64 KiB + 512 KiB of response; 20 values of 40 KiB make 800 KiB, within
     // the 1 MiB a catch-up pass gives one watcher (docs/compat-notes.md, "Catch-up framing").
@@ -329,6 +330,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     const cuts = (id: string) => expected![id]!.filter((l) => l.includes(', fragment')).length;
     assert.ok(cuts('0') >= 1 && cuts('1') === 0 && cuts('2') === 0 && cuts('3') >= 1, JSON.stringify(expected));
   });
+
   it('periodic progress notifications go to the watchers that asked, skip a watcher that just had events, and carry the revision', async (t) => {
     // Ticks every 600 ms; the busy key gets a put every ~100 ms.
     const clients = await startBoth(t, ['--experimental-watch-progress-notify-interval', '600ms']);
@@ -366,6 +368,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
     // The busy watcher was notified only once its key went quiet, at the last revision.
     assert.deepEqual(expected![2]!.revisions, [lastRev]);
   });
+
   it('an expired lease deletes its keys in one revision: the same DELETE events, with prev_kv', { timeout: 30_000 }, async (t) => {
     const clients = await startBoth(t);
     const sides = clients.map((c) => new Side(c));
