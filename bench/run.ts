@@ -226,16 +226,16 @@ async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: 
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
     const once = (): Result => {
-      const [server0, client0] = [cpuSeconds(server.pid), cpuSeconds('self')];
+      const cpu0 = r.metrics.includes(SERVER_CPU) ? { server: cpuSeconds(server.pid), client: cpuSeconds('self') } : undefined;
       const out = r.script
         ? run(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, r.script), '--endpoint', endpoint, '--pid', String(server.pid), ...r.args], { timeoutMs: 600_000 })
         : run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
       const { figures, line } = parseFigures(out.stdout);
       if (out.code !== 0) return { figures, line, error: `${r.script ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
       const delivered = figures.get('delivered');
-      if (delivered) {
-        figures.set(SERVER_CPU.key, ((cpuSeconds(server.pid) - server0) / delivered) * 1e6);
-        figures.set(CLIENT_CPU.key, ((cpuSeconds('self') - client0) / delivered) * 1e6);
+      if (cpu0 && delivered) {
+        figures.set(SERVER_CPU.key, ((cpuSeconds(server.pid) - cpu0.server) / delivered) * 1e6);
+        figures.set(CLIENT_CPU.key, ((cpuSeconds('self') - cpu0.client) / delivered) * 1e6);
       }
       return { figures, line };
     };
