@@ -12,7 +12,7 @@ import { Compare, Compare_CompareTarget, PutRequest, RangeRequest, RangeResponse
 import { pushVarint } from '../../src/proto/wire.js';
 import { unmarshalError } from '../../src/proto/unmarshal-check.js';
 import { seeded } from '../helpers/seeded.js';
-import { etcdUnavailableReason, startServer, type ServerHandle } from '../helpers/servers.js';
+import { etcdUnavailableReason, startBoth, startServer, type ServerHandle } from '../helpers/servers.js';
 
 /** Unary methods and a valid request of each (hex), the seed of the mutated ones. */
 const UNARY: [string, string][] = [
@@ -111,12 +111,8 @@ function serverStreamStatus(client: grpc.Client, method: string, body: Buffer): 
   });
 }
 
-async function startBoth(t: TestContext): Promise<{ servers: ServerHandle[]; clients: grpc.Client[] }> {
-  const started = await Promise.allSettled([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
-  const servers = started.map((s) => {
-    if (s.status === 'rejected') throw s.reason;
-    return s.value;
-  });
+async function serversAndClients(t: TestContext): Promise<{ servers: ServerHandle[]; clients: grpc.Client[] }> {
+  const servers = await startBoth(t);
   const clients = servers.map((s) => new grpc.Client(s.endpoint.replace('http://', ''), grpc.credentials.createInsecure()));
   t.after(() => clients.forEach((c) => c.close()));
   return { servers, clients };
@@ -124,7 +120,7 @@ async function startBoth(t: TestContext): Promise<{ servers: ServerHandle[]; cli
 
 describe('malformed requests: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   it('unary calls and streams answer as etcd, and only what etcd serves changes anything', async (t) => {
-    const { clients } = await startBoth(t);
+    const { clients } = await serversAndClients(t);
     const [etcd, ours] = clients as [grpc.Client, grpc.Client];
     const differ: string[] = [];
     let refused = 0;
@@ -161,7 +157,7 @@ describe('malformed requests: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReaso
   });
 
   it('a oneof sent with several members is its last member on the wire; txns nest as deep as --max-txn-ops lets them', async (t) => {
-    const { clients } = await startBoth(t);
+    const { clients } = await serversAndClients(t);
     const bytes = (m: { finish(): Uint8Array }): Buffer => Buffer.from(m.finish());
     /** A length-delimited field (a message) of number `n`. */
     const field = (n: number, body: Buffer): Buffer => {

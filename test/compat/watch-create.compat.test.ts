@@ -16,7 +16,7 @@ import { describe, it, type TestContext } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { CompactionRequest, PutRequest, type WatchCreateRequest_FilterType, WatchRequest, WatchResponse } from '../../src/proto/gen/rpc.gen.js';
 import { seeded } from '../helpers/seeded.js';
-import { etcdUnavailableReason, startServer } from '../helpers/servers.js';
+import { etcdUnavailableReason, startBoth } from '../helpers/servers.js';
 
 const CASES = 24;
 const KEYS = ['a', 'b', 'c', 'ab'];
@@ -107,11 +107,7 @@ function run(client: grpc.Client, c: Case): Promise<Record<string, string[]>> {
 
 /** Starts both servers, writes the same history to each and returns a client of each (etcd first). */
 async function serversWithHistory(t: TestContext): Promise<grpc.Client[]> {
-  const started = await Promise.allSettled([startServer(t, { kind: 'etcd' }), startServer(t, { kind: 'etcd-ts' })]);
-  const clients = started.map((s) => {
-    if (s.status === 'rejected') throw s.reason;
-    return new grpc.Client(s.value.endpoint.replace('http://', ''), grpc.credentials.createInsecure());
-  });
+  const clients = (await startBoth(t)).map((s) => new grpc.Client(s.endpoint.replace('http://', ''), grpc.credentials.createInsecure()));
   t.after(() => clients.forEach((c) => c.close()));
   const unary = (c: grpc.Client, method: string, body: Uint8Array) =>
     new Promise<void>((resolve, reject) => c.makeUnaryRequest(method, raw, raw, Buffer.from(body), (err) => (err ? reject(err) : resolve())));

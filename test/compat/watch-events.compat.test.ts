@@ -43,7 +43,7 @@ import {
 } from '../../src/proto/gen/rpc.gen.js';
 import { Event_EventType, type KeyValue } from '../../src/proto/gen/kv.gen.js';
 import { seeded } from '../helpers/seeded.js';
-import { etcdUnavailableReason, startServer } from '../helpers/servers.js';
+import { etcdUnavailableReason, startBoth } from '../helpers/servers.js';
 import { prefixEnd } from '../helpers/watch-client.js';
 
 const CASES = 6;
@@ -206,12 +206,8 @@ class Side {
 }
 
 /** Starts etcd and etcd-ts with `flags`; a client of each (etcd first). */
-async function startBoth(t: TestContext, flags: string[] = []): Promise<grpc.Client[]> {
-  const started = await Promise.allSettled([startServer(t, { kind: 'etcd', flags }), startServer(t, { kind: 'etcd-ts', flags })]);
-  const clients = started.map((s) => {
-    if (s.status === 'rejected') throw s.reason;
-    return new grpc.Client(s.value.endpoint.replace('http://', ''), grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 });
-  });
+async function clientsOfBoth(t: TestContext, flags: string[] = []): Promise<grpc.Client[]> {
+  const clients = (await startBoth(t, { flags })).map((s) => new grpc.Client(s.endpoint.replace('http://', ''), grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 }));
   t.after(() => clients.forEach((c) => c.close()));
   return clients;
 }
@@ -240,7 +236,7 @@ function create(
 
 describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnavailableReason() }, () => {
   it('every watcher gets the same answers and events, with the same kv and prev_kv, as etcd gives it', async (t) => {
-    const clients = await startBoth(t);
+    const clients = await clientsOfBoth(t);
     const differ: string[] = [];
     const seen = { events: 0, prevKv: 0, deletes: 0, compactCancels: 0, revokes: 0, refused: 0 };
     let currentRev = 1;
@@ -298,7 +294,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
   it('a response past --max-request-bytes + 512 KiB is cut into the same fragments, live and from history', async (t) => {
     // Fragments start at 64 KiB + 512 KiB of response; 20 values of 40 KiB make 800 KiB, within
     // the 1 MiB a catch-up pass gives one watcher (docs/compat-notes.md, "Catch-up framing").
-    const clients = await startBoth(t, ['--max-request-bytes', String(64 * 1024)]);
+    const clients = await clientsOfBoth(t, ['--max-request-bytes', String(64 * 1024)]);
     const sides = clients.map((c) => new Side(c, true));
     t.after(() => sides.forEach((s) => s.close()));
     const value = Buffer.alloc(40 * 1024, 'x');
@@ -333,7 +329,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
 
   it('periodic progress notifications go to the watchers that asked, skip a watcher that just had events, and carry the revision', async (t) => {
     // Ticks every 600 ms; the busy key gets a put every ~100 ms.
-    const clients = await startBoth(t, ['--experimental-watch-progress-notify-interval', '600ms']);
+    const clients = await clientsOfBoth(t, ['--experimental-watch-progress-notify-interval', '600ms']);
     const sides = clients.map((c) => new Side(c));
     t.after(() => sides.forEach((s) => s.close()));
     // Watch IDs: 0 a quiet key, asked; 1 a quiet key, not asked; 2 a busy key, asked.
@@ -370,7 +366,7 @@ describe('watch events under live writes: etcd 3.4 vs etcd-ts', { skip: etcdUnav
   });
 
   it('an expired lease deletes its keys in one revision: the same DELETE events, with prev_kv', { timeout: 30_000 }, async (t) => {
-    const clients = await startBoth(t);
+    const clients = await clientsOfBoth(t);
     const sides = clients.map((c) => new Side(c));
     t.after(() => sides.forEach((s) => s.close()));
     const unary = async (method: string, body: Uint8Array) => {

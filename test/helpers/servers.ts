@@ -283,6 +283,18 @@ async function waitReady(kind: ServerKind, running: Running, endpoint: string, r
 }
 
 /**
+ * Starts etcd and etcd-ts side by side with the same options (see startServer); returns
+ * `[etcd, etcd-ts]`. Both starts are awaited before either failure is thrown, so whichever
+ * started is registered with `cleanup` and stopped.
+ */
+export async function startBoth(cleanup: CleanupRegistrar, options: Omit<StartOptions, 'kind'> = {}): Promise<[ServerHandle, ServerHandle]> {
+  const [etcd, ours] = await Promise.allSettled([startServer(cleanup, { ...options, kind: 'etcd' }), startServer(cleanup, { ...options, kind: 'etcd-ts' })]);
+  if (etcd.status === 'rejected') throw etcd.reason;
+  if (ours.status === 'rejected') throw ours.reason;
+  return [etcd.value, ours.value];
+}
+
+/**
  * Starts a server of the given kind on free ports with a fresh temp data dir and waits until it
  * serves. `cleanup.after` receives the stop function, so the process dies with the test even
  * when an assertion fails.
