@@ -32,7 +32,7 @@
 //   --no-warmup measure the first run against each fresh server
 //   --cpu-prof  run etcd-ts under `node --cpu-prof`, profiles written to DIR on its exit
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,11 @@ interface BenchRun {
    * what etcdbench cannot express; it prints one `name=value` line like etcdbench.
    */
   script?: string;
+  /**
+   * A Go load generator of ours under bench/ (its directory), built like etcdbench in GOPATH
+   * mode against Debian's etcd sources and run instead of etcdbench with -endpoint and `args`.
+   */
+  goTool?: string;
   metrics: Metric[];
   /**
    * Rounds measured when `--rounds` is not given. @default 3. More for a figure that rests on
@@ -82,6 +87,7 @@ const P50: Metric = { key: 'p50_ms', label: 'p50 ms', better: 'lower' };
 const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
 
 const SERVER_CPU: Metric = { key: 'server_cpu_us_per_event', label: 'server CPU µs/event', better: 'lower' };
+const BUSIEST_THREAD_CPU: Metric = { key: 'busiest_thread_cpu_us_per_event', label: 'busiest thread µs/event', better: 'lower' };
 const CLIENT_CPU: Metric = { key: 'client_cpu_us_per_event', label: 'client CPU µs/event', better: 'lower' };
 const CREATES: Metric = { key: 'creates_per_s', label: 'creates/s', better: 'higher' };
 const BYTES_PER_WATCHER: Metric = { key: 'bytes_per_watcher', label: 'B/watcher', better: 'lower' };
@@ -101,6 +107,10 @@ const RUNS: BenchRun[] = [
   // 30): server and load generator share the 2 cores, and how the CPU splits between them moves
   // from run to run (docs/ARCHITECTURE.md, "Session 29"). Hence 5 rounds; a round pair takes ~25 s.
   { name: 'fanout-1k', args: ['-mode', 'fanout', '-watchers', '1000', '-total', '2000', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING, SERVER_CPU, CLIENT_CPU], rounds: 5 },
+  // fanout-1k's load received by a client that counts events without decoding them
+  // (bench/raw-fanout): its CPU per event is about a third of etcdbench's, so the server's own
+  // throughput decides more of the figure, as on a host where the client has cores to spare.
+  { name: 'fanout-raw-1k', goTool: 'bench/raw-fanout', args: ['-watchers', '1000', '-total', '4000', '-writers', '16'], metrics: [EVENTS, SERVER_CPU, BUSIEST_THREAD_CPU, CLIENT_CPU], rounds: 5 },
   { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING, SERVER_CPU, CLIENT_CPU] },
   // Put-to-event latency at a steady 100 puts/s with 100 watchers. Its p99 is the ~10 slowest
   // of 1,000 puts, which the host's stalls decide (docs/ARCHITECTURE.md, "Where the p99 of
@@ -125,6 +135,26 @@ const RUNS: BenchRun[] = [
   { name: 'streams-1k-conns', args: ['-mode', 'create', '-watchers', '1000', '-conc', '1000', '-clients', '1000'], metrics: [BYTES_PER_STREAM_CONN], warmupRuns: 0 },
 ];
 
+/** The key of etcdbench's binary in the map of built load generators. */
+const ETCDBENCH = 'etcdbench';
+
+/**
+ * Builds the Go program in `dir` (relative to the repository) as bench/restart-outage's header
+ * says, offline in GOPATH mode against Debian's etcd sources (which etcdbench's build installs),
+ * into /tmp/etcd-ts-bench-bin (as etcdbench's build into /tmp/etcdbench-bin), and returns the
+ * binary's path.
+ */
+function buildGoTool(dir: string): string {
+  const out = resolve('/tmp/etcd-ts-bench-bin', dir.split('/').pop()!);
+  const b = spawnSync('go', ['build', '-o', out, `./${dir}`], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOFLAGS: '' },
+  });
+  if (b.status !== 0) throw new Error(`go build ./${dir} failed:\n${b.stdout ?? ''}${b.stderr ?? ''}${b.error ? String(b.error) : ''}`);
+  return out;
+}
+
 /** What one etcdbench invocation produced against one server. */
 interface Result {
   figures: Map<string, number>;
@@ -136,17 +166,30 @@ interface Result {
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 /**
- * CPU seconds so far of process `pid` (every thread, user and system), and of this process's
- * children that have been waited for (`self`: /proc/self's cutime and cstime, where a finished
- * spawnSync's load generator lands).
+ * CPU seconds so far (user and system) of process `pid` (every thread), of one thread (`pid` is
+ * `PID/task/TID`), or of this process's children that have been waited for (`self`:
+ * /proc/self's cutime and cstime, where a finished spawnSync's load generator lands).
  */
-function cpuSeconds(pid: number | 'self'): number {
+function cpuSeconds(pid: number | string): number {
   // The fields after the command name, which is in parentheses and may hold spaces.
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime, stime are fields 14 and 15 of stat(5), cutime, cstime 16 and 17; f[0] is field 3.
   const at = pid === 'self' ? 13 : 11;
   return (Number(f[at]) + Number(f[at + 1])) / CLOCK_TICKS;
+}
+
+/** CPU seconds so far of each thread of process `pid`, by thread ID. */
+function threadCpuSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      out.set(tid, cpuSeconds(`${pid}/task/${tid}`));
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
 }
 
 /** Parses etcdbench's `name=value name=value …` line (the last line of stdout). */
@@ -221,21 +264,29 @@ async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
 }
 
 /** Starts a fresh server of `kind`, runs etcdbench (or the run's script) against it `warmupRuns` times and once more to measure, stops it. */
-async function benchOne(bin: string, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmupRuns: number): Promise<Result> {
+async function benchOne(bins: ReadonlyMap<string, string>, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmupRuns: number): Promise<Result> {
   const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
   try {
     const endpoint = server.endpoint.replace(/^https?:\/\//, '');
     const once = (): Result => {
       const cpu0 = r.metrics.includes(SERVER_CPU) ? { server: cpuSeconds(server.pid), client: cpuSeconds('self') } : undefined;
+      const threads0 = r.metrics.includes(BUSIEST_THREAD_CPU) ? threadCpuSeconds(server.pid) : undefined;
       const out = r.script
         ? run(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, r.script), '--endpoint', endpoint, '--pid', String(server.pid), ...r.args], { timeoutMs: 600_000 })
-        : run(bin, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
+        : r.goTool
+          ? run(bins.get(r.goTool)!, ['-endpoint', endpoint, ...r.args], { timeoutMs: 600_000 })
+          : run(bins.get(ETCDBENCH)!, ['-endpoint', endpoint, '-pid', String(server.pid), ...r.args], { timeoutMs: 600_000 });
       const { figures, line } = parseFigures(out.stdout);
-      if (out.code !== 0) return { figures, line, error: `${r.script ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
+      if (out.code !== 0) return { figures, line, error: `${r.script ?? r.goTool ?? 'etcdbench'} exit ${out.code}: ${(out.stderr || line).trim().slice(-500)}` };
       const delivered = figures.get('delivered');
       if (cpu0 && delivered) {
         figures.set(SERVER_CPU.key, ((cpuSeconds(server.pid) - cpu0.server) / delivered) * 1e6);
         figures.set(CLIENT_CPU.key, ((cpuSeconds('self') - cpu0.client) / delivered) * 1e6);
+      }
+      if (threads0 && delivered) {
+        let busiest = 0;
+        for (const [tid, secs] of threadCpuSeconds(server.pid)) busiest = Math.max(busiest, secs - (threads0.get(tid) ?? 0));
+        figures.set(BUSIEST_THREAD_CPU.key, (busiest / delivered) * 1e6);
       }
       return { figures, line };
     };
@@ -327,7 +378,11 @@ async function main(): Promise<number> {
   console.error('building etcdbench…');
   const built = run('bash', [BUILD_SCRIPT]);
   if (built.code !== 0) throw new Error(`${BUILD_SCRIPT} failed:\n${built.stdout}${built.stderr}`);
-  const bin = built.stdout.trim().split('\n').pop()!;
+  const bins = new Map([[ETCDBENCH, built.stdout.trim().split('\n').pop()!]]);
+  for (const tool of new Set(runs.flatMap((r) => (r.goTool ? [r.goTool] : [])))) {
+    console.error(`building ${tool}…`);
+    bins.set(tool, buildGoTool(tool));
+  }
 
   const rows: { run: BenchRun; results: RowResults }[] = [];
   let failed = false;
@@ -336,8 +391,8 @@ async function main(): Promise<number> {
     const rounds = roundsFlag ?? r.rounds ?? 3;
     for (let round = 1; round <= rounds; round++) {
       for (const kind of kinds) {
-        console.error(`${r.name} against ${kind} (round ${round}/${rounds}): ${r.script ?? 'etcdbench'} ${r.args.join(' ')}`);
-        const res = await benchOne(bin, kind, r, cpuProfDir, values['no-warmup'] ? 0 : r.warmupRuns ?? 1);
+        console.error(`${r.name} against ${kind} (round ${round}/${rounds}): ${r.script ?? r.goTool ?? 'etcdbench'} ${r.args.join(' ')}`);
+        const res = await benchOne(bins, kind, r, cpuProfDir, values['no-warmup'] ? 0 : r.warmupRuns ?? 1);
         console.error(`  ${res.error ?? res.line}`);
         if (res.error) failed = true;
         results.get(kind)!.push(res);
