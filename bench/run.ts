@@ -119,8 +119,10 @@ const RUNS: BenchRun[] = [
   // cost decides more of the figure. Their "ceiling on 2 free cores" is what the server's CPU
   // allows where the client runs elsewhere or the host has cores to spare: there etcd spreads
   // its fan-out over both cores and ours runs on one thread (docs/ARCHITECTURE.md, "Session 31").
+  // Our CPU per event moves with how many events each response carries, so a round's ceiling
+  // ratio moves by ±20%: 5 rounds each.
   { name: 'fanout-raw-1k', goTool: 'bench/raw-fanout', args: ['-watchers', '1000', '-total', '4000', '-writers', '16'], metrics: [EVENTS, SERVER_CPU, BUSIEST_THREAD_CPU, CEILING_2_CORES, CLIENT_CPU], rounds: 5 },
-  { name: 'fanout-raw-10k', goTool: 'bench/raw-fanout', args: ['-watchers', '10000', '-total', '400', '-writers', '16'], metrics: [EVENTS, SERVER_CPU, BUSIEST_THREAD_CPU, CEILING_2_CORES, CLIENT_CPU] },
+  { name: 'fanout-raw-10k', goTool: 'bench/raw-fanout', args: ['-watchers', '10000', '-total', '400', '-writers', '16'], metrics: [EVENTS, SERVER_CPU, BUSIEST_THREAD_CPU, CEILING_2_CORES, CLIENT_CPU], rounds: 5 },
   { name: 'fanout-10k', args: ['-mode', 'fanout', '-watchers', '10000', '-total', '200', '-writers', '16'], metrics: [EVENTS, P50, P99, RSS_WATCHING, SERVER_CPU, CLIENT_CPU] },
   // Put-to-event latency at a steady 100 puts/s with 100 watchers. Its p99 is the ~10 slowest
   // of 1,000 puts, which the host's stalls decide (docs/ARCHITECTURE.md, "Where the p99 of
