@@ -55,3 +55,32 @@ test('a pass over the queue goes to the call as gRPC messages in one write', () 
   t.flush();
   assert.equal(writes.length, 3);
 });
+
+test('the pass a write callback starts reuses that write\'s buffer; a later pass gets its own', () => {
+  const writes: Buffer[] = [];
+  const callbacks: (() => void)[] = [];
+  const call = { closed: false, writeFramed: (b: Buffer, cb?: () => void) => (writes.push(b), callbacks.push(cb!), true) };
+  const big = Buffer.alloc(WRITE_ROUND_BYTES, 1);
+  const small = Buffer.alloc(100, 2);
+  // The stream's next pass runs inside the callback (as WatchStream.drained does).
+  let onDrain = (): void => {
+    t.write(small, [], small.length);
+    t.flush();
+  };
+  const t = callTransport(call, () => onDrain(), () => {});
+  t.write(big, [], big.length);
+  t.flush();
+  callbacks[0]!();
+  assert.equal(writes.length, 2);
+  assert.equal(writes[1]!.buffer, writes[0]!.buffer, 'the second write is copied into the first one\'s memory');
+  assert.equal(writes[1]!.byteOffset, writes[0]!.byteOffset);
+  assert.deepEqual(writes[1], frame(small), 'and only its own bytes are written');
+
+  onDrain = () => {};
+  callbacks[1]!();
+  t.write(small, [], small.length);
+  t.flush();
+  assert.equal(writes.length, 3);
+  assert.notEqual(writes[2]!.buffer, writes[0]!.buffer, 'an idle transport kept no buffer');
+  assert.deepEqual(writes[2], frame(small));
+});

@@ -32,8 +32,12 @@ export const WRITE_ROUND_BYTES = 4096;
  * (uncompressed flag, 4-byte big-endian length); the messages of a pass over the send queue
  * are copied once, their framing and parts straight into one write of up to WRITE_ROUND_BYTES,
  * and while a write is in flight the next one is held (its messages wait here, the stream's
- * queue stops) until the write's socket write completes. `onSent` gets each response's size
- * (the method's serializer, where other calls' bytes are counted, is not used).
+ * queue stops) until the write's socket write completes. A write started by the previous
+ * write's callback (the stream's next pass, under load) is copied into that write's buffer when
+ * it fits: a busy stream allocates no buffer per write, and an idle one keeps none
+ * (bench/watch-engine.ts, fan-out: 0.155 → 0.125 µs of CPU per event, medians of 12 interleaved
+ * runs). `onSent` gets each response's size (the method's serializer, where other calls' bytes
+ * are counted, is not used).
  */
 export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, onDrain: () => void, onSent: (bytes: number) => void): WatchStreamTransport {
   /**
@@ -46,9 +50,16 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
   let heldBytes = 0;
   /** True from a write until its callback. */
   let inFlight = false;
+  /**
+   * The buffer of the write that just completed, while its callback runs: a write the callback
+   * starts (the stream's next pass) is copied into it instead of a new buffer when it fits.
+   */
+  let spare: Buffer | undefined;
   const send = () => {
     inFlight = true;
-    const chunk = Buffer.allocUnsafe(heldBytes);
+    const chunk = spare !== undefined && spare.length >= heldBytes ? spare : Buffer.allocUnsafe(heldBytes);
+    spare = undefined;
+    const bytes = heldBytes;
     let at = 0;
     for (const piece of held) {
       if (typeof piece === 'number') at = writeMessagePrefix(chunk, at, piece);
@@ -59,9 +70,11 @@ export function callTransport(call: Pick<ServerCall, 'closed' | 'writeFramed'>, 
     }
     held.length = 0;
     heldBytes = 0;
-    call.writeFramed(chunk, () => {
+    call.writeFramed(bytes === chunk.length ? chunk : chunk.subarray(0, bytes), () => {
       inFlight = false;
+      spare = chunk;
       onDrain();
+      spare = undefined; // an idle stream keeps no buffer
     });
   };
   return {
