@@ -23,7 +23,9 @@
 // the whole measured run (watcher creation and writes included): the server's (its process,
 // every thread) and the load generator's. On 2 shared cores the sum decides events/s while both
 // sides keep both cores busy; where they do not, the server's own time per event can decide
-// (docs/ARCHITECTURE.md, "Session 29").
+// (docs/ARCHITECTURE.md, "Session 29"). The raw fan-out rows, whose client does not decode
+// events, also print the server's busiest thread's CPU per event and from it the events/s the
+// server's CPU allows on 2 cores of its own (CEILING_2_CORES; "Session 31").
 //
 // usage: npm run bench -- [--only put,range] [--rounds N] [--no-build] [--no-warmup] [--cpu-prof DIR] [--kinds etcd,etcd-ts]
 //   --only      run only the named rows of RUNS
@@ -87,6 +89,7 @@ const P50: Metric = { key: 'p50_ms', label: 'p50 ms', better: 'lower' };
 const P99: Metric = { key: 'p99_ms', label: 'p99 ms', better: 'lower' };
 
 const SERVER_CPU: Metric = { key: 'server_cpu_us_per_event', label: 'server CPU µs/event', better: 'lower' };
+/** CPU per event delivered of the server's thread that spent the most over the run (/proc/PID/task). */
 const BUSIEST_THREAD_CPU: Metric = { key: 'busiest_thread_cpu_us_per_event', label: 'busiest thread µs/event', better: 'lower' };
 /**
  * The events per second the server's own CPU allows on 2 cores it has to itself: delivered
@@ -275,7 +278,7 @@ async function startProfiledEtcdTs(profDir: string): Promise<BenchServer> {
   return { endpoint: url, pid: child.pid ?? 0, stop };
 }
 
-/** Starts a fresh server of `kind`, runs etcdbench (or the run's script) against it `warmupRuns` times and once more to measure, stops it. */
+/** Starts a fresh server of `kind`, runs etcdbench (or the run's script or Go tool) against it `warmupRuns` times and once more to measure, stops it. */
 async function benchOne(bins: ReadonlyMap<string, string>, kind: ServerKind, r: BenchRun, cpuProfDir: string | undefined, warmupRuns: number): Promise<Result> {
   const server: BenchServer = kind === 'etcd-ts' && cpuProfDir ? await startProfiledEtcdTs(cpuProfDir) : await startServer(registrar, { kind });
   try {
