@@ -301,9 +301,10 @@ async function benchOne(bins: ReadonlyMap<string, string>, kind: ServerKind, r: 
       if (threads0 && delivered) {
         let busiest = 0;
         for (const [tid, secs] of threadCpuSeconds(server.pid)) busiest = Math.max(busiest, secs - (threads0.get(tid) ?? 0));
-        figures.set(BUSIEST_THREAD_CPU.key, (busiest / delivered) * 1e6);
-        const serverCpu = figures.get(SERVER_CPU.key);
-        if (serverCpu !== undefined) figures.set(CEILING_2_CORES.key, delivered / Math.max(busiest, (serverCpu * delivered) / 1e6 / 2));
+        const busiestUs = (busiest / delivered) * 1e6;
+        figures.set(BUSIEST_THREAD_CPU.key, busiestUs);
+        const serverUs = figures.get(SERVER_CPU.key);
+        if (serverUs !== undefined) figures.set(CEILING_2_CORES.key, 1e6 / Math.max(busiestUs, serverUs / 2));
       }
       return { figures, line };
     };

@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/clientv3"
 	pb "go.etcd.io/etcd/etcdserver/etcdserverpb"
 	"google.golang.org/grpc"
 )
@@ -107,17 +108,6 @@ func uvarint(b []byte) (uint64, int) {
 	return 0, 0
 }
 
-func prefixEnd(p string) []byte {
-	end := []byte(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return []byte{0}
-}
-
 func fail(format string, a ...interface{}) {
 	fmt.Fprintf(os.Stderr, "raw-fanout: "+format+"\n", a...)
 	os.Exit(1)
@@ -135,7 +125,7 @@ func main() {
 		conns[i] = c
 	}
 	create, err := (&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
-		Key: []byte(*prefix), RangeEnd: prefixEnd(*prefix),
+		Key: []byte(*prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(*prefix)),
 	}}}).Marshal()
 	if err != nil {
 		fail("marshal: %v", err)
